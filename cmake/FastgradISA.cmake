@@ -1,0 +1,66 @@
+# Run-time instruction-set dispatch, build side.
+#
+# A kernel source listed with fg_add_kernel_library(... ISA_SOURCES ...) is
+# compiled once per instruction set into separate objects:
+#   baseline : the compiler's default x86-64 (SSE2) or the portable target
+#   avx2     : -mavx2 -mfma -mf16c           (x86-64 only)
+#   avx512   : -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma (x86-64 only)
+# Each copy sees FG_ISA_SUFFIX (_baseline/_avx2/_avx512) and FG_ISA_ID, so its
+# exported names come out as name_baseline, name_avx2, ... via FG_ISA_FN(name).
+# Helpers inside these files must be `static`: then no AVX2 copy of a helper
+# can be merged into the baseline by the linker.
+# Sources in SOURCES are compiled once (dispatchers, drivers without ISA code).
+
+set(FG_X86 OFF)
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i[3-6]86)$")
+  set(FG_X86 ON)
+endif()
+
+if(FG_X86)
+  set(FG_ISAS baseline avx2 avx512)
+else()
+  set(FG_ISAS baseline)
+endif()
+set(FG_ISA_FLAGS_baseline "")
+set(FG_ISA_FLAGS_avx2 -mavx2 -mfma -mf16c)
+set(FG_ISA_FLAGS_avx512 -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c)
+set(FG_ISA_ID_baseline 0)
+set(FG_ISA_ID_avx2 1)
+set(FG_ISA_ID_avx512 2)
+
+function(fg_add_kernel_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;ISA_SOURCES;LINK" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  foreach(isa IN LISTS FG_ISAS)
+    if(ARG_ISA_SOURCES)
+      set(obj ${name}_${isa})
+      add_library(${obj} OBJECT ${ARG_ISA_SOURCES})
+      target_compile_options(${obj} PRIVATE ${FG_ISA_FLAGS_${isa}})
+      target_compile_definitions(${obj} PRIVATE FG_ISA_SUFFIX=_${isa} FG_ISA_ID=${FG_ISA_ID_${isa}})
+      target_include_directories(${obj} PRIVATE ${PROJECT_SOURCE_DIR}/csrc)
+      if(OpenMP_C_FOUND)
+        target_link_libraries(${obj} PRIVATE OpenMP::OpenMP_C)
+      endif()
+      target_compile_definitions(${obj} PRIVATE FG_HAVE_OPENMP=${FG_HAVE_OPENMP})
+      if(FG_X86)
+        target_compile_definitions(${obj} PRIVATE FG_X86=1)
+      endif()
+      target_sources(${name} PRIVATE $<TARGET_OBJECTS:${obj}>)
+    endif()
+  endforeach()
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/csrc)
+  target_compile_definitions(${name} PUBLIC FG_HAVE_OPENMP=${FG_HAVE_OPENMP})
+  if(FG_X86)
+    target_compile_definitions(${name} PUBLIC FG_X86=1)
+  endif()
+  if(OpenMP_C_FOUND)
+    target_link_libraries(${name} PUBLIC OpenMP::OpenMP_C)
+  endif()
+  find_library(FG_LIBM m)
+  if(FG_LIBM)
+    target_link_libraries(${name} PUBLIC ${FG_LIBM})
+  endif()
+  if(ARG_LINK)
+    target_link_libraries(${name} PUBLIC ${ARG_LINK})
+  endif()
+endfunction()
