@@ -1,0 +1,64 @@
+"""Per-layer scratch memory, allocated once per batch size and reused.
+
+The model keeps one `Workspace` per (layer, batch size).  A layer asks for the
+arrays it needs with ``ws.buf(name, shape)``: the first step with a given
+batch size allocates, every later step gets the same array back (one dict
+lookup), so a steady-state training step allocates nothing.  Anything else a
+layer wants to remember between forward and backward (the input array, a
+flag) goes into plain attributes: ``ws.x = x``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Workspace:
+    """Named arrays of one layer for one batch size, plus free attributes."""
+
+    def __init__(self):
+        self._bufs = {}
+
+    def buf(self, name: str, shape, dtype=np.float32) -> np.ndarray:
+        """Array `name` of `shape`/`dtype`, allocated on first request only.
+
+        A request with a different shape or dtype under the same name
+        reallocates (layers use distinct names for distinct shapes)."""
+        a = self._bufs.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = np.empty(shape, dtype=dtype)
+            self._bufs[name] = a
+        return a
+
+    def zeros(self, name: str, shape, dtype=np.float32) -> np.ndarray:
+        """Like buf(), but zero-filled when (re)allocated."""
+        a = self._bufs.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = np.zeros(shape, dtype=dtype)
+            self._bufs[name] = a
+        return a
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._bufs.values())
+
+
+class WorkspaceCache:
+    """One list of per-layer Workspaces per batch size (a handful at most:
+    the training batch, the last partial batch, the evaluation batch)."""
+
+    def __init__(self, n_layers: int, max_sizes: int = 8):
+        self.n_layers = n_layers
+        self.max_sizes = max_sizes
+        self._by_batch = {}
+
+    def get(self, batch: int) -> list:
+        wss = self._by_batch.get(batch)
+        if wss is None:
+            if len(self._by_batch) >= self.max_sizes:
+                # keep memory bounded for callers that use many batch sizes
+                self._by_batch.pop(next(iter(self._by_batch)))
+            wss = [Workspace() for _ in range(self.n_layers + 1)]  # +1: the model's own (loss, targets)
+            self._by_batch[batch] = wss
+        return wss
+
+    def clear(self) -> None:
+        self._by_batch.clear()
