@@ -1,0 +1,149 @@
+"""Process-wide settings resolved once, above the kernels: the active backend,
+the thread count and the library's random seed.
+
+Kernels never read these themselves: NativeOps resolves `get_num_threads()` per
+call and passes it down as an argument (see docs/architecture.md).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import numpy as np
+
+_BACKEND_NAMES = ("native", "numpy")
+_state = threading.local()
+_global = {"backend": None, "ops": {}, "num_threads": None, "seed": None}
+_rng_lock = threading.Lock()
+_rng = np.random.default_rng()
+
+
+# ---------------------------------------------------------------- backend
+def _make_ops(name: str):
+    ops = _global["ops"].get(name)
+    if ops is None:
+        if name == "numpy":
+            from .backend.numpy_ops import NumpyOps
+            ops = NumpyOps()
+        else:
+            from .backend.native_ops import NativeOps, native_unavailable_reason
+            why = native_unavailable_reason()
+            if why:
+                raise RuntimeError(f"fastgrad native backend is not available: {why}")
+            ops = NativeOps()
+        _global["ops"][name] = ops
+    return ops
+
+
+def _default_backend() -> str:
+    env = os.environ.get("FASTGRAD_BACKEND", "").strip().lower()
+    if env:
+        if env not in _BACKEND_NAMES:
+            raise ValueError(f"FASTGRAD_BACKEND={env!r}: expected one of {_BACKEND_NAMES}")
+        return env
+    from .backend.native_ops import native_unavailable_reason
+    if native_unavailable_reason():
+        import warnings
+        warnings.warn("fastgrad: native kernels are not built; using the NumPy backend "
+                      f"({native_unavailable_reason()})", RuntimeWarning, stacklevel=3)
+        return "numpy"
+    return "native"
+
+
+def set_backend(name: str) -> None:
+    """Select the kernel backend for this process: "native" (C/OpenMP) or "numpy"."""
+    if not isinstance(name, str) or name.lower() not in _BACKEND_NAMES:
+        raise ValueError(f"set_backend: unknown backend {name!r}; expected one of {_BACKEND_NAMES}")
+    name = name.lower()
+    _make_ops(name)  # fail now, not at first use
+    _global["backend"] = name
+
+
+def get_backend() -> str:
+    """Name of the active backend (a `use_backend` block overrides it in its thread)."""
+    local = getattr(_state, "stack", None)
+    if local:
+        return local[-1]
+    if _global["backend"] is None:
+        _global["backend"] = _default_backend()
+    return _global["backend"]
+
+
+def get_ops(name: str | None = None):
+    """The Ops object of backend `name` (default: the active one)."""
+    return _make_ops(name or get_backend())
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """`with fg.use_backend("numpy"):` — run a block on another backend."""
+    if not isinstance(name, str) or name.lower() not in _BACKEND_NAMES:
+        raise ValueError(f"use_backend: unknown backend {name!r}; expected one of {_BACKEND_NAMES}")
+    _make_ops(name.lower())
+    stack = getattr(_state, "stack", None)
+    if stack is None:
+        stack = _state.stack = []
+    stack.append(name.lower())
+    try:
+        yield get_ops(name.lower())
+    finally:
+        stack.pop()
+
+
+# ---------------------------------------------------------------- threads
+def set_num_threads(n: int | None) -> None:
+    """Use `n` threads in fastgrad kernels (None: back to the default, which
+    follows OMP_NUM_THREADS and threadpoolctl limits)."""
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"set_num_threads: expected a positive integer or None, got {n!r}")
+        n = int(n)
+    _global["num_threads"] = n
+
+
+def _runtime():
+    from ._native import module
+    return module("runtime")
+
+
+def get_num_threads() -> int:
+    """Threads fastgrad kernels will use: fg.set_num_threads if called, else
+    omp_get_max_threads() of the calling thread (OMP_NUM_THREADS, threadpoolctl)."""
+    n = _global["num_threads"]
+    if n is not None:
+        return n
+    rt = _runtime()
+    if rt is not None:
+        return rt.omp_max_threads()
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    try:
+        return max(1, int(env.split(",")[0]))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- seed
+def set_seed(seed: int | None) -> None:
+    """Make initialisation, shuffling and dropout reproducible."""
+    global _rng
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"set_seed: expected a non-negative integer or None, got {seed!r}")
+    with _rng_lock:
+        _global["seed"] = None if seed is None else int(seed)
+        _rng = np.random.default_rng(seed)
+
+
+def get_seed():
+    return _global["seed"]
+
+
+def rng() -> np.random.Generator:
+    """The library's random generator (re-created by set_seed)."""
+    return _rng
+
+
+def next_seed() -> int:
+    """A fresh 63-bit seed drawn from the library generator (for layer RNG streams)."""
+    with _rng_lock:
+        return int(_rng.integers(0, 2**63 - 1))
