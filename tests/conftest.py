@@ -1,0 +1,58 @@
+"""Shared test set-up: the torch oracle marker skips itself when PyTorch is
+absent, and helpers to run a test on every backend / instruction set."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAVE_TORCH:
+        return
+    skip = pytest.mark.skip(reason="PyTorch not installed (optional oracle)")
+    for item in items:
+        if "torch" in item.keywords:
+            item.add_marker(skip)
+
+
+def native_available():
+    from fastgrad.backend import native_available as avail
+    return avail()
+
+
+def backends():
+    """Backends to parametrize over: numpy always, native when built."""
+    return ["numpy", "native"] if native_available() else ["numpy"]
+
+
+def isa_paths():
+    """Instruction-set paths this machine can run (empty without native)."""
+    from fastgrad import _native
+    rt = _native.module("runtime")
+    return rt.isa_supported() if rt else []
+
+
+@pytest.fixture
+def each_isa(request):
+    """Yield once per instruction-set path, restoring the original after."""
+    from fastgrad import _native
+    orig = _native.get_isa()
+    yield
+    if orig:
+        _native.set_isa(orig)
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_settings():
+    """Tests may change threads/backend/seed; put them back."""
+    from fastgrad import _config
+    saved = (_config._global["num_threads"], _config._global["backend"])
+    yield
+    _config._global["num_threads"], _config._global["backend"] = saved
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
