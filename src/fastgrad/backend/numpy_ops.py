@@ -159,12 +159,13 @@ class NumpyOps:
         """1 / (1 + exp(-x)), evaluated as exp(-|x|) based branches so it never
         overflows and keeps full relative precision for very negative x."""
         out = self._out(out, x)
+        neg = np.less(x, 0, out=self._scratch(x.shape, np.bool_, "sig_neg"))  # before out may alias x
         e = np.abs(x, out=self._scratch(x.shape, x.dtype, "sig"))
         np.negative(e, out=e)
         np.exp(e, out=e)                     # e = exp(-|x|) in (0, 1]
         np.add(e, 1.0, out=out)
         np.reciprocal(out, out=out)          # 1 / (1 + e): sigmoid(|x|)
-        np.multiply(out, e, out=out, where=x < 0)   # e / (1 + e) for x < 0
+        np.multiply(out, e, out=out, where=neg)   # e / (1 + e) for x < 0
         return out
 
     def tanh(self, x, out=None):
@@ -173,13 +174,14 @@ class NumpyOps:
     def gelu(self, x, out=None):
         """Exact GELU: x * Phi(x) = 0.5 x erfc(-x / sqrt 2)."""
         out = self._out(out, x)
+        neginf = np.isneginf(x)
         if x.dtype == np.float64:
             phi = 0.5 * _erfc64(-x * _INV_SQRT_2)
         else:
             phi = 0.5 * _erfc32(-x.astype(np.float64) * _INV_SQRT_2)
         with np.errstate(invalid="ignore"):
             np.multiply(x, phi, out=out, casting="same_kind")
-        np.copyto(out, 0.0, where=np.isneginf(x))   # limit at -inf is 0, not -inf * 0
+        np.copyto(out, 0.0, where=neginf)   # limit at -inf is 0, not -inf * 0
         return out
 
     def gelu_tanh(self, x, out=None):
