@@ -1,0 +1,45 @@
+/* fg_gemm.h — the GEMM family: packed single-precision matrix multiply and
+ * the fused dense-layer forward (bias + activation applied in the
+ * micro-kernel's final store, so the output is written once).
+ *
+ * All matrices are row-major with explicit leading dimensions (the distance
+ * in floats between consecutive rows), so a caller can pass views into
+ * larger matrices. Results are bitwise identical for every thread count: the
+ * K dimension is never split between threads and the K blocking depends only
+ * on the shape and the instruction set.
+ */
+#ifndef FG_GEMM_H
+#define FG_GEMM_H
+
+#include "fg_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* C[M,N] = alpha * op(A) @ op(B) + beta * C, op(A) is M x K, op(B) is K x N,
+ * row-major; A is stored as (M x K, lda) or, if trans_a, as (K x M, lda);
+ * likewise B: (K x N, ldb) or, if trans_b, (N x K, ldb).
+ * beta == 0 means C is not read (NaN in C does not propagate).
+ * Returns FG_OK, FG_ERR_ARG (negative size, leading dimension too small, NULL
+ * pointer) or FG_ERR_NOMEM (packing workspace could not be allocated). */
+int fg_gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
+            int64_t M, int64_t N, int64_t K, int trans_a, int trans_b, float alpha, float beta,
+            int nthreads);
+
+/* Fused dense forward: Z = X @ W + b (X: M x K, ldx; W: K x N, ldw, Keras
+ * layout in x out; b: N floats or NULL); Y = act(Z) with act one of FG_ACT_*.
+ * If Z != NULL the pre-activation is stored too (needed by the gelu
+ * backward); Y may equal Z only for FG_ACT_LINEAR. */
+int fg_dense_forward(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *X, int64_t ldx,
+                     const float *W, int64_t ldw, const float *b, int64_t M, int64_t N, int64_t K,
+                     int act, int nthreads);
+
+/* The register tile (MR x NR) of the active instruction set, for tests and
+ * benchmarks that probe edge cases. */
+void fg_gemm_tile(int *mr, int *nr, int *mc, int *kc, int *nc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FG_GEMM_H */

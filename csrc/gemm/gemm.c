@@ -1,0 +1,113 @@
+/* gemm.c — public entry points of the GEMM family (compiled once): argument
+ * checks, the per-thread packing workspace, and dispatch to the driver copy
+ * of the active instruction set (gemm_driver.c, compiled per ISA). */
+#include "fg_gemm.h"
+#include "gemm_internal.h"
+
+#include <stdlib.h>
+#if !defined(_WIN32)
+#include <pthread.h>
+#endif
+
+/* ---- packing workspace ----
+ * One grow-only, 64-byte aligned buffer per *calling* thread: concurrent
+ * GEMMs from different Python threads never share packing buffers and need
+ * no lock; the OpenMP workers of one call use disjoint slices of their
+ * caller's buffer. Freed when the calling thread exits. */
+typedef struct {
+    void *ptr;
+    size_t bytes;
+} fg_ws;
+
+static void ws_release(fg_ws *w) {
+#if defined(_WIN32)
+    _aligned_free(w->ptr);
+#else
+    free(w->ptr);
+#endif
+    w->ptr = NULL;
+    w->bytes = 0;
+}
+
+static int ws_grow(fg_ws *w, size_t bytes) {
+    if (w->bytes >= bytes) return 1;
+    ws_release(w);
+    bytes = (bytes + 4095) & ~(size_t)4095; /* round up: fewer regrowths */
+#if defined(_WIN32)
+    w->ptr = _aligned_malloc(bytes, 64);
+#else
+    if (posix_memalign(&w->ptr, 64, bytes) != 0) w->ptr = NULL;
+#endif
+    if (!w->ptr) return 0;
+    w->bytes = bytes;
+    return 1;
+}
+
+#if defined(_WIN32)
+static _Thread_local fg_ws g_ws; /* leaked at thread exit on Windows */
+static void *gemm_workspace(size_t bytes) { return ws_grow(&g_ws, bytes) ? g_ws.ptr : NULL; }
+#else
+static pthread_key_t g_ws_key;
+static pthread_once_t g_ws_once = PTHREAD_ONCE_INIT;
+static int g_ws_key_ok = 0;
+
+static void ws_destroy(void *p) {
+    ws_release((fg_ws *)p);
+    free(p);
+}
+static void ws_key_init(void) { g_ws_key_ok = pthread_key_create(&g_ws_key, ws_destroy) == 0; }
+
+static void *gemm_workspace(size_t bytes) {
+    pthread_once(&g_ws_once, ws_key_init);
+    if (!g_ws_key_ok) return NULL;
+    fg_ws *w = (fg_ws *)pthread_getspecific(g_ws_key);
+    if (!w) {
+        w = (fg_ws *)calloc(1, sizeof *w);
+        if (!w) return NULL;
+        if (pthread_setspecific(g_ws_key, w) != 0) {
+            free(w);
+            return NULL;
+        }
+    }
+    return ws_grow(w, bytes) ? w->ptr : NULL;
+}
+#endif
+
+static int dims_ok(int64_t M, int64_t N, int64_t K) { return M >= 0 && N >= 0 && K >= 0; }
+
+/* A matrix stored as rows x cols needs ld >= cols (and a pointer when it has elements). */
+static int mat_ok(const void *p, int64_t rows, int64_t cols, int64_t ld) {
+    if (rows == 0 || cols == 0) return ld >= 0;
+    return p != NULL && ld >= cols;
+}
+
+int fg_gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
+            int64_t M, int64_t N, int64_t K, int trans_a, int trans_b, float alpha, float beta,
+            int nthreads) {
+    if (!dims_ok(M, N, K)) return FG_ERR_ARG;
+    if (!mat_ok(C, M, N, ldc)) return FG_ERR_ARG;
+    if (!(trans_a ? mat_ok(A, K, M, lda) : mat_ok(A, M, K, lda))) return FG_ERR_ARG;
+    if (!(trans_b ? mat_ok(B, N, K, ldb) : mat_ok(B, K, N, ldb))) return FG_ERR_ARG;
+    if (M == 0 || N == 0) return FG_OK;
+    fg_gemm_problem p = {C, ldc, NULL, 0, A, lda, B, ldb, NULL, M, N, K,
+                         trans_a != 0, trans_b != 0, alpha, beta, FG_ACT_LINEAR};
+    return FG_DISPATCH(fg_gemm_run)(&p, nthreads, gemm_workspace);
+}
+
+int fg_dense_forward(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *X, int64_t ldx,
+                     const float *W, int64_t ldw, const float *b, int64_t M, int64_t N, int64_t K,
+                     int act, int nthreads) {
+    if (!dims_ok(M, N, K)) return FG_ERR_ARG;
+    if (act < FG_ACT_LINEAR || act > FG_ACT_GELU_TANH) return FG_ERR_ARG;
+    if (!mat_ok(Y, M, N, ldy) || !mat_ok(X, M, K, ldx) || !mat_ok(W, K, N, ldw)) return FG_ERR_ARG;
+    if (Z && !mat_ok(Z, M, N, ldz)) return FG_ERR_ARG;
+    if (Z == Y && act != FG_ACT_LINEAR) return FG_ERR_ARG; /* Y would overwrite Z */
+    if (M == 0 || N == 0) return FG_OK;
+    fg_gemm_problem p = {Y, ldy, (Z == Y) ? NULL : Z, ldz, X, ldx, W, ldw, b, M, N, K,
+                         0, 0, 1.0f, 0.0f, act};
+    return FG_DISPATCH(fg_gemm_run)(&p, nthreads, gemm_workspace);
+}
+
+void fg_gemm_tile(int *mr, int *nr, int *mc, int *kc, int *nc) {
+    FG_DISPATCH(fg_gemm_blocking)(mr, nr, mc, kc, nc);
+}

@@ -1,0 +1,35 @@
+/* gemm_internal.h — what the once-compiled entry points (gemm.c) and the
+ * per-ISA driver (gemm_driver.c) share: the problem description and the
+ * workspace callback. Not part of the public API. */
+#ifndef FG_GEMM_INTERNAL_H
+#define FG_GEMM_INTERNAL_H
+
+#include <stddef.h>
+#include "fg_common.h"
+
+typedef struct fg_gemm_problem {
+    float *C;          /* output (M x N, ldc); the accumulator between K blocks */
+    int64_t ldc;
+    float *Z;          /* pre-activation output (M x N, ldz) or NULL */
+    int64_t ldz;
+    const float *A;    /* M x K (or K x M if trans_a), lda */
+    int64_t lda;
+    const float *B;    /* K x N (or N x K if trans_b), ldb */
+    int64_t ldb;
+    const float *bias; /* N floats or NULL */
+    int64_t M, N, K;
+    int trans_a, trans_b;
+    float alpha, beta;
+    int act;           /* FG_ACT_* applied at the final store */
+} fg_gemm_problem;
+
+/* Returns a 64-byte aligned buffer of at least `bytes`, owned by the calling
+ * thread and reused across calls (grow-only), or NULL if allocation failed. */
+typedef void *(*fg_gemm_ws_fn)(size_t bytes);
+
+/* Per-ISA driver (gemm_driver.c): runs the whole problem on up to nthreads. */
+FG_DECLARE_ISA(int, fg_gemm_run, (const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws))
+/* MR, NR, MC, KC, NC of that ISA's driver. */
+FG_DECLARE_ISA(void, fg_gemm_blocking, (int *mr, int *nr, int *mc, int *kc, int *nc))
+
+#endif /* FG_GEMM_INTERNAL_H */

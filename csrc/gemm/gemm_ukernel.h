@@ -1,0 +1,121 @@
+/* gemm_ukernel.h — the register-blocked micro-kernels, one per instruction
+ * set, each named by its tile (MR x NR of C held in registers):
+ *   AVX-512  12 x 32  (24 zmm accumulators, 2 B loads + 12 broadcasts per k)
+ *   AVX2      6 x 16  (12 ymm accumulators, 2 B loads + 6 broadcasts per k)
+ *   baseline  4 x 8   (plain C; the compiler vectorises what it can)
+ * A micro-kernel computes acc = Ap . Bp over kc (Ap: kc x MR sliver, Bp:
+ * kc x NR sliver, both packed) with one fused multiply-add chain per element
+ * in k order, then hands each row of acc to the epilogue (ep_vec), which
+ * writes C (and Z) once. Every C element therefore sees the same operations
+ * whichever tile or thread computes it. */
+#ifndef FG_GEMM_UKERNEL_H
+#define FG_GEMM_UKERNEL_H
+
+#include "gemm_vec.h"
+
+/* What the store at the end of a micro-kernel does (see ep_vec). */
+typedef struct {
+    float alpha; /* scales op(A) op(B) */
+    float cbeta; /* multiplier of the old C (beta on the first K block, 1 on
+                    later blocks); 0 means C is not read */
+    int final;   /* last K block: add bias, store Z, apply the activation */
+    int act;     /* FG_ACT_* */
+} fg_ep;
+
+/* c = act(alpha acc + cbeta c + bias); z = the pre-activation (final block) */
+FG_INLINE void ep_vec(float *c, float *z, const float *bias, vf acc, const fg_ep *ep) {
+    vf x = vf_mul(acc, vf_set1(ep->alpha));
+    if (ep->cbeta != 0.0f) x = vf_fma(vf_set1(ep->cbeta), vf_loadu(c), x);
+    if (ep->final) {
+        if (bias) x = vf_add(x, vf_loadu(bias));
+        if (z) vf_storeu(z, x);
+        if (ep->act != FG_ACT_LINEAR) x = vf_activate(x, ep->act);
+    }
+    vf_storeu(c, x);
+}
+
+#if defined(__AVX512F__)
+#define FG_MR 12
+#define FG_NR 32
+/* C[12 x 32] (ldc) op= Ap[kc x 12] . Bp[kc x 32] */
+static void ukernel_12x32(int64_t kc, const float *FG_RESTRICT a, const float *FG_RESTRICT b, float *c,
+                          int64_t ldc, float *z, int64_t ldz, const float *bias, const fg_ep *ep) {
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+#define STEP(r)                                     \
+    {                                               \
+        __m512 ar = _mm512_set1_ps(a[r]);           \
+        c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0); \
+        c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1); \
+    }
+#define STORE(r)                                                                   \
+    ep_vec(c + (r) * ldc, z ? z + (r) * ldz : NULL, bias, c##r##0, ep);            \
+    ep_vec(c + (r) * ldc + 16, z ? z + (r) * ldz + 16 : NULL, bias ? bias + 16 : NULL, c##r##1, ep);
+    ROWS(DECL)
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        ROWS(STEP)
+        a += 12;
+        b += 32;
+    }
+    ROWS(STORE)
+#undef ROWS
+#undef DECL
+#undef STEP
+#undef STORE
+}
+#define FG_UKERNEL ukernel_12x32
+
+#elif defined(__AVX2__)
+#define FG_MR 6
+#define FG_NR 16
+/* C[6 x 16] (ldc) op= Ap[kc x 6] . Bp[kc x 16] */
+static void ukernel_6x16(int64_t kc, const float *FG_RESTRICT a, const float *FG_RESTRICT b, float *c,
+                         int64_t ldc, float *z, int64_t ldz, const float *bias, const fg_ep *ep) {
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+#define STEP(r)                                     \
+    {                                               \
+        __m256 ar = _mm256_broadcast_ss(a + (r));   \
+        c##r##0 = _mm256_fmadd_ps(ar, b0, c##r##0); \
+        c##r##1 = _mm256_fmadd_ps(ar, b1, c##r##1); \
+    }
+#define STORE(r)                                                                   \
+    ep_vec(c + (r) * ldc, z ? z + (r) * ldz : NULL, bias, c##r##0, ep);            \
+    ep_vec(c + (r) * ldc + 8, z ? z + (r) * ldz + 8 : NULL, bias ? bias + 8 : NULL, c##r##1, ep);
+    ROWS(DECL)
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        ROWS(STEP)
+        a += 6;
+        b += 16;
+    }
+    ROWS(STORE)
+#undef ROWS
+#undef DECL
+#undef STEP
+#undef STORE
+}
+#define FG_UKERNEL ukernel_6x16
+
+#else
+#define FG_MR 4
+#define FG_NR 8
+/* C[4 x 8] (ldc) op= Ap[kc x 4] . Bp[kc x 8] */
+static void ukernel_4x8(int64_t kc, const float *FG_RESTRICT a, const float *FG_RESTRICT b, float *c,
+                        int64_t ldc, float *z, int64_t ldz, const float *bias, const fg_ep *ep) {
+    float acc[4][8] = {{0}};
+    for (int64_t k = 0; k < kc; k++) {
+        for (int r = 0; r < 4; r++)
+            for (int j = 0; j < 8; j++) acc[r][j] += a[r] * b[j];
+        a += 4;
+        b += 8;
+    }
+    for (int r = 0; r < 4; r++)
+        for (int j = 0; j < 8; j++)
+            ep_vec(c + r * ldc + j, z ? z + r * ldz + j : NULL, bias ? bias + j : NULL, acc[r][j], ep);
+}
+#define FG_UKERNEL ukernel_4x8
+#endif
+
+#endif /* FG_GEMM_UKERNEL_H */

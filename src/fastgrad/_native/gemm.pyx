@@ -1,0 +1,178 @@
+# cython: language_level=3
+"""fastgrad._native.gemm — thin bindings of csrc/gemm (packed SGEMM and the
+fused dense forward).
+
+Each wrapper checks what the C code assumes — float32, 2-D, unit stride in
+the last axis (a leading-dimension view such as ``big[:, 3:10]`` is fine),
+compatible shapes, a writeable output that does not overlap an input — then
+releases the GIL for the C call and turns its status into an exception.
+Arguments tagged IN are read, OUT written (the caller allocates them).
+"""
+
+cimport numpy as cnp
+from libc.stdint cimport int64_t, intptr_t
+
+include "_common.pxi"
+
+cnp.import_array()
+
+cdef extern from "gemm/fg_gemm.h" nogil:
+    int fg_gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
+                int64_t M, int64_t N, int64_t K, int trans_a, int trans_b, float alpha, float beta,
+                int nthreads)
+    int fg_dense_forward(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *X, int64_t ldx,
+                         const float *W, int64_t ldw, const float *b, int64_t M, int64_t N, int64_t K,
+                         int act, int nthreads)
+    void fg_gemm_tile(int *mr, int *nr, int *mc, int *kc, int *nc)
+
+ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4, "gelu_tanh": 5}
+
+
+cdef inline str _shape(cnp.ndarray x):
+    return str(tuple(x.shape[i] for i in range(x.ndim)))
+
+
+cdef int64_t _ld(str op, str name, object obj, bint writeable) except -1:
+    """Leading dimension (floats) of a float32 matrix view with unit stride in
+    its last axis; raises TypeError/ValueError naming the op otherwise."""
+    if not cnp.PyArray_Check(obj):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(obj).__name__}")
+    cdef cnp.ndarray x = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32:
+        raise TypeError(f"{op}: {name} must be float32, got {(<object>x).dtype}")
+    if cnp.PyArray_NDIM(x) != 2:
+        raise ValueError(f"{op}: {name} must be 2-D, got shape {_shape(x)}")
+    if writeable and not cnp.PyArray_ISWRITEABLE(x):
+        raise ValueError(f"{op}: {name} is read-only")
+    cdef cnp.npy_intp rows = cnp.PyArray_DIM(x, 0), cols = cnp.PyArray_DIM(x, 1)
+    cdef cnp.npy_intp s0 = cnp.PyArray_STRIDE(x, 0), s1 = cnp.PyArray_STRIDE(x, 1)
+    if (<intptr_t>cnp.PyArray_DATA(x)) % 4 != 0:
+        raise ValueError(f"{op}: {name} is not 4-byte aligned")
+    if cols > 1 and s1 != 4:
+        raise ValueError(f"{op}: {name} {_shape(x)} needs unit stride in its last axis "
+                         f"(got strides {(<object>x).strides}); pass a C-contiguous array or a row view")
+    if rows <= 1:
+        return cols if cols > 0 else 1
+    if s0 % 4 != 0 or s0 < cols * 4:
+        raise ValueError(f"{op}: {name} {_shape(x)} has row stride {s0} bytes; need a multiple "
+                         f"of 4 and at least {cols * 4}")
+    return s0 // 4
+
+
+cdef inline bint _overlap(cnp.ndarray a, int64_t lda, cnp.ndarray b, int64_t ldb):
+    """Do the memory extents of two matrix views intersect?"""
+    cdef cnp.npy_intp ra = cnp.PyArray_DIM(a, 0), ca = cnp.PyArray_DIM(a, 1)
+    cdef cnp.npy_intp rb = cnp.PyArray_DIM(b, 0), cb = cnp.PyArray_DIM(b, 1)
+    if ra == 0 or ca == 0 or rb == 0 or cb == 0:
+        return False
+    cdef intptr_t a0 = <intptr_t>cnp.PyArray_DATA(a)
+    cdef intptr_t b0 = <intptr_t>cnp.PyArray_DATA(b)
+    cdef intptr_t a1 = a0 + ((ra - 1) * lda + ca) * 4
+    cdef intptr_t b1 = b0 + ((rb - 1) * ldb + cb) * 4
+    return a0 < b1 and b0 < a1
+
+
+def gemm(a, b, out, bint trans_a=False, bint trans_b=False, float alpha=1.0, float beta=0.0,
+         int nthreads=1):
+    """out = alpha * op(a) @ op(b) + beta * out   (IN a, b; INOUT out)
+
+    op(x) is x.T when the trans flag is set. With beta == 0, out is not read.
+    Returns out."""
+    cdef int64_t lda = _ld("gemm", "a", a, False)
+    cdef int64_t ldb = _ld("gemm", "b", b, False)
+    cdef int64_t ldc = _ld("gemm", "out", out, True)
+    cdef cnp.ndarray A = <cnp.ndarray>a, B = <cnp.ndarray>b, C = <cnp.ndarray>out
+    cdef int64_t M, K, K2, N
+    if trans_a:
+        K = cnp.PyArray_DIM(A, 0); M = cnp.PyArray_DIM(A, 1)
+    else:
+        M = cnp.PyArray_DIM(A, 0); K = cnp.PyArray_DIM(A, 1)
+    if trans_b:
+        N = cnp.PyArray_DIM(B, 0); K2 = cnp.PyArray_DIM(B, 1)
+    else:
+        K2 = cnp.PyArray_DIM(B, 0); N = cnp.PyArray_DIM(B, 1)
+    if K != K2 or cnp.PyArray_DIM(C, 0) != M or cnp.PyArray_DIM(C, 1) != N:
+        raise ValueError(
+            f"gemm: shapes do not match: op(a) is {(M, K)} (a {_shape(A)}, trans_a={bool(trans_a)}), "
+            f"op(b) is {(K2, N)} (b {_shape(B)}, trans_b={bool(trans_b)}), out is {_shape(C)}; "
+            f"need op(a) (M, K) @ op(b) (K, N) -> out (M, N)")
+    if _overlap(C, ldc, A, lda) or _overlap(C, ldc, B, ldb):
+        raise ValueError(f"gemm: out {_shape(C)} overlaps an input (a {_shape(A)}, b {_shape(B)}); "
+                         "pass a separate output array")
+    cdef float *pc = <float *>cnp.PyArray_DATA(C)
+    cdef const float *pa = <const float *>cnp.PyArray_DATA(A)
+    cdef const float *pb = <const float *>cnp.PyArray_DATA(B)
+    cdef int status
+    with nogil:
+        status = fg_gemm(pc, ldc, pa, lda, pb, ldb, M, N, K, trans_a, trans_b, alpha, beta, nthreads)
+    if status != FG_OK:
+        check_status(status, "gemm", f"op(a) {(M, K)}, op(b) {(K, N)}, out {_shape(C)}")
+    return out
+
+
+def dense_forward(x, w, b, int act, out, preact=None, int nthreads=1):
+    """out = act(x @ w + b); preact (if given) = x @ w + b   (IN x, w, b; OUT out, preact)
+
+    x: (M, K), w: (K, N) (Keras layout: in x out), b: (N,) float32 or None,
+    act: an FG_ACT_* code (see ACTIVATIONS). Returns out."""
+    cdef int64_t ldx = _ld("dense_forward", "x", x, False)
+    cdef int64_t ldw = _ld("dense_forward", "w", w, False)
+    cdef int64_t ldy = _ld("dense_forward", "out", out, True)
+    cdef int64_t ldz = 0
+    cdef cnp.ndarray X = <cnp.ndarray>x, W = <cnp.ndarray>w, Y = <cnp.ndarray>out
+    cdef cnp.ndarray Z = None, Bv = None
+    cdef int64_t M = cnp.PyArray_DIM(X, 0), K = cnp.PyArray_DIM(X, 1), N = cnp.PyArray_DIM(W, 1)
+    if act < 0 or act > 5:
+        raise ValueError(f"dense_forward: unknown activation code {act}; expected 0..5 {ACTIVATIONS}")
+    if cnp.PyArray_DIM(W, 0) != K or cnp.PyArray_DIM(Y, 0) != M or cnp.PyArray_DIM(Y, 1) != N:
+        raise ValueError(f"dense_forward: shapes do not match: x {_shape(X)} @ w {_shape(W)} -> "
+                         f"out {_shape(Y)}; need x (M, K), w (K, N), out (M, N)")
+    if _overlap(Y, ldy, X, ldx) or _overlap(Y, ldy, W, ldw):
+        raise ValueError(f"dense_forward: out {_shape(Y)} overlaps an input (x {_shape(X)}, "
+                         f"w {_shape(W)}); pass a separate output array")
+    cdef float *pz = NULL
+    if preact is not None:
+        ldz = _ld("dense_forward", "preact", preact, True)
+        Z = <cnp.ndarray>preact
+        if cnp.PyArray_DIM(Z, 0) != M or cnp.PyArray_DIM(Z, 1) != N:
+            raise ValueError(f"dense_forward: preact has shape {_shape(Z)}, expected {(M, N)}")
+        if _overlap(Z, ldz, X, ldx) or _overlap(Z, ldz, W, ldw):
+            raise ValueError(f"dense_forward: preact {_shape(Z)} overlaps an input")
+        if _overlap(Z, ldz, Y, ldy):
+            if cnp.PyArray_DATA(Z) == cnp.PyArray_DATA(Y) and ldz == ldy and act == 0:
+                pz = NULL  # same array and linear: one store is enough
+            else:
+                raise ValueError(f"dense_forward: preact {_shape(Z)} overlaps out {_shape(Y)}")
+        else:
+            pz = <float *>cnp.PyArray_DATA(Z)
+    cdef const float *pb = NULL
+    if b is not None:
+        if not cnp.PyArray_Check(b):
+            raise TypeError(f"dense_forward: b must be a numpy.ndarray or None, got {type(b).__name__}")
+        Bv = <cnp.ndarray>b
+        if cnp.PyArray_TYPE(Bv) != cnp.NPY_FLOAT32:
+            raise TypeError(f"dense_forward: b must be float32, got {(<object>Bv).dtype}")
+        if cnp.PyArray_NDIM(Bv) != 1 or cnp.PyArray_DIM(Bv, 0) != N:
+            raise ValueError(f"dense_forward: b has shape {_shape(Bv)}, expected {(N,)}")
+        if N > 1 and cnp.PyArray_STRIDE(Bv, 0) != 4:
+            raise ValueError("dense_forward: b must be contiguous")
+        if N > 0:
+            if (<intptr_t>cnp.PyArray_DATA(Bv)) % 4 != 0:
+                raise ValueError("dense_forward: b is not 4-byte aligned")
+            pb = <const float *>cnp.PyArray_DATA(Bv)
+    cdef float *py = <float *>cnp.PyArray_DATA(Y)
+    cdef const float *px = <const float *>cnp.PyArray_DATA(X)
+    cdef const float *pw = <const float *>cnp.PyArray_DATA(W)
+    cdef int status
+    with nogil:
+        status = fg_dense_forward(py, ldy, pz, ldz, px, ldx, pw, ldw, pb, M, N, K, act, nthreads)
+    if status != FG_OK:
+        check_status(status, "dense_forward", f"x {_shape(X)}, w {_shape(W)}, out {_shape(Y)}")
+    return out
+
+
+def tile():
+    """(MR, NR, MC, KC, NC) of the active instruction set's GEMM driver."""
+    cdef int mr, nr, mc, kc, nc
+    fg_gemm_tile(&mr, &nr, &mc, &kc, &nc)
+    return (mr, nr, mc, kc, nc)
