@@ -1,0 +1,38 @@
+"""fastgrad.utils — small helpers around training: the progress bar, label
+encoding, seeding (Keras names)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .progbar import Progbar, format_duration, format_value
+
+__all__ = ["Progbar", "to_categorical", "set_random_seed", "format_duration", "format_value"]
+
+
+def to_categorical(y, num_classes=None, dtype="float32"):
+    """One-hot encode integer labels: shape y.shape + (num_classes,) (a trailing
+    axis of size 1 is dropped first, as in Keras)."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iub":
+        if y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise TypeError(f"to_categorical: labels must be integers, got dtype {y.dtype}")
+    if y.ndim > 1 and y.shape[-1] == 1:
+        y = y.reshape(y.shape[:-1])
+    flat = y.reshape(-1).astype(np.int64)
+    if flat.size and flat.min() < 0:
+        raise ValueError(f"to_categorical: labels must be >= 0, got min {flat.min()}")
+    if num_classes is None:
+        num_classes = int(flat.max()) + 1 if flat.size else 0
+    elif flat.size and flat.max() >= num_classes:
+        raise ValueError(f"to_categorical: label {flat.max()} is out of range for num_classes={num_classes}")
+    out = np.zeros((flat.size, int(num_classes)), dtype=dtype)
+    out[np.arange(flat.size), flat] = 1
+    return out.reshape(y.shape + (int(num_classes),))
+
+
+def set_random_seed(seed: int) -> None:
+    """Same as fastgrad.set_seed: initialisation, shuffling and dropout become reproducible."""
+    from .. import _config
+    _config.set_seed(seed)
