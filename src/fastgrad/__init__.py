@@ -1,0 +1,88 @@
+"""fastgrad — fast CPU neural-network training: C/OpenMP kernels under a
+Keras-style API.
+
+    import fastgrad as fg
+    model = fg.Sequential([fg.layers.Dense(128, activation="relu", input_shape=(784,)),
+                           fg.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=5, batch_size=128, validation_split=0.1)
+
+Process settings: fg.set_backend("native" | "numpy") / fg.use_backend(...) /
+FASTGRAD_BACKEND, fg.set_num_threads(n), fg.set_seed(n).  `fg.ops` is the
+active backend's Ops object (the low-level kernel API).  fg.show_config()
+prints the build and runtime configuration (also `python -m fastgrad info`).
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._config import (set_backend, get_backend, use_backend, get_ops, set_num_threads,
+                      get_num_threads, set_seed, get_seed)
+from . import activations, initializers, regularizers, losses, metrics, optimizers, layers, engine
+from . import models
+from .models import Sequential, Model, load_model
+from .layers import Input
+
+__all__ = ["__version__", "Sequential", "Model", "Input", "load_model", "layers", "models",
+           "losses", "metrics", "optimizers", "initializers", "regularizers", "activations",
+           "callbacks", "engine", "backend", "ops", "set_backend", "get_backend", "use_backend",
+           "get_ops", "set_num_threads", "get_num_threads", "set_seed", "get_seed", "show_config",
+           "config_info"]
+
+
+def __getattr__(name):
+    # `fg.ops` follows the active backend (set_backend / use_backend), so it is
+    # resolved on every access rather than bound once at import.
+    if name == "ops":
+        return get_ops()
+    if name in ("callbacks", "backend", "saving", "utils"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fastgrad' has no attribute {name!r}")
+
+
+def config_info() -> dict:
+    """Build and runtime configuration as a dict (what show_config prints)."""
+    import platform
+    import numpy as np
+    from . import _native
+    info = {"fastgrad": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "platform": platform.platform()}
+    try:
+        info["backend"] = get_backend()
+    except Exception as exc:  # pragma: no cover - reported, not raised
+        info["backend"] = f"unavailable ({exc})"
+    rt = _native.module("runtime")
+    if rt is None:
+        info["native"] = f"not built ({_native.import_error('runtime')})"
+    else:
+        info["native modules"] = ", ".join(n for n in ("runtime", "gemm", "kernels", "step")
+                                           if _native.available(n)) or "none"
+        missing = [n for n in ("gemm", "kernels", "step") if not _native.available(n)]
+        if missing:
+            info["native missing"] = ", ".join(missing)
+        info["isa"] = _native.get_isa()
+        info["isa supported"] = ", ".join(rt.isa_supported())
+        info["openmp compiled"] = rt.openmp_compiled()
+        info["compiler"] = rt.build_compiler()
+        info["flags"] = rt.build_flags()
+        info["flush denormals"] = rt.get_flush_denormal()
+    info["threads"] = get_num_threads()
+    try:
+        from threadpoolctl import threadpool_info
+        pools = [f"{p.get('user_api')}:{p.get('internal_api')} ({p.get('num_threads')} threads, "
+                 f"{p.get('filepath', '').rsplit('/', 1)[-1]})" for p in threadpool_info()]
+        info["thread pools"] = "; ".join(pools) or "none"
+    except ImportError:
+        info["thread pools"] = "threadpoolctl not installed"
+    return info
+
+
+def show_config(file=None) -> None:
+    """Print version, backend, instruction set, OpenMP, threads, compiler and flags."""
+    import sys
+    file = file or sys.stdout
+    info = config_info()
+    width = max(len(k) for k in info) + 1
+    for k, v in info.items():
+        print(f"{k + ':':<{width}} {v}", file=file)

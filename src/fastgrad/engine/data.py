@@ -1,0 +1,223 @@
+"""Dataset validation (once per fit/evaluate/predict call) and batching.
+
+Everything a training step could trip over is checked here, before any
+parameter is touched: types, ranks, feature counts, lengths, NaN/inf, label
+ranges.  Inputs are converted ONCE per call to what the kernels take:
+
+- x: float16/float32/float64, any layout -> C-contiguous float32 (a copy only
+  when needed, as Keras converts silently).  Integer, bool, complex, object
+  and string arrays are refused with a TypeError: silently training on
+  integer pixels is a classic bug; cast explicitly (x.astype("float32") / 255).
+- y: integer class ids (LABEL_DTYPE) for sparse losses, float32 arrays shaped
+  like the model output otherwise.
+
+Batches are index ranges of a per-epoch permutation; a shuffled batch is ONE
+gather (`np.take(..., out=buffer)`) into a preallocated buffer, an unshuffled
+batch is a view (no copy).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ..losses import LABEL_DTYPE
+
+
+def _to_array(a, what):
+    if isinstance(a, np.ndarray):
+        return a
+    if isinstance(a, (list, tuple)) or hasattr(a, "__array__"):
+        try:
+            return np.asarray(a)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{what}: cannot convert to an array ({exc})") from None
+    raise TypeError(f"{what}: expected a numpy array, got {type(a).__name__}")
+
+
+def as_x(x, what: str, input_shape=None, layer_name=None) -> np.ndarray:
+    """Validate x and return it as C-contiguous float32 (batch, *input_shape)."""
+    if x is None:
+        raise ValueError(f"{what}: x is required")
+    x = _to_array(x, f"{what}: x")
+    k = x.dtype.kind
+    if k in "iub":
+        raise TypeError(f"{what}: x has dtype {x.dtype}; fastgrad trains on floating-point "
+                        "inputs — convert explicitly, e.g. x.astype('float32') (and scale it)")
+    if k != "f":
+        raise TypeError(f"{what}: x has unsupported dtype {x.dtype}; expected a float32 array")
+    if x.ndim < 2:
+        if input_shape is not None and x.ndim == 1 and len(input_shape) == 1 and x.size:
+            raise ValueError(f"{what}: x has shape {x.shape} (rank 1); expected (batch, "
+                             f"{input_shape[0]}) — for one sample use x.reshape(1, -1)")
+        raise ValueError(f"{what}: x must have a batch axis (rank >= 2), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what}: x is empty (shape {x.shape})")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        who = f"layer {layer_name!r}" if layer_name else "the model"
+        if x.ndim - 1 != len(input_shape):
+            raise ValueError(f"{what}: {who} expects input of rank {len(input_shape) + 1} "
+                             f"(batch, {', '.join(map(str, input_shape))}), got x of shape "
+                             f"{x.shape}")
+        raise ValueError(f"{what}: {who} expects per-sample shape {tuple(input_shape)}, got x of "
+                         f"shape {x.shape} (per-sample {tuple(x.shape[1:])})")
+    if 0 in x.shape:
+        raise ValueError(f"{what}: x is empty (shape {x.shape})")
+    xf = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(xf).all():
+        bad = np.argwhere(~np.isfinite(xf))[0]
+        raise ValueError(f"{what}: x contains NaN or inf (first at index {tuple(int(i) for i in bad)}"
+                         f", value {x[tuple(bad)]!r}" + (", out of float32 range"
+                                                         if np.isfinite(x[tuple(bad)]) else "")
+                         + ")")
+    return xf
+
+
+def as_y(y, loss, output_shape, n: int, what: str) -> np.ndarray:
+    """Validate targets for `loss` and a model output of per-sample `output_shape`."""
+    if y is None:
+        raise ValueError(f"{what}: y is required to compute the loss")
+    y = _to_array(y, f"{what}: y")
+    if y.ndim == 0:
+        raise ValueError(f"{what}: y must have a batch axis, got a scalar")
+    if y.shape[0] != n:
+        raise ValueError(f"{what}: x and y have different lengths: x has {n} samples, "
+                         f"y has {y.shape[0]}")
+    k = y.dtype.kind
+    if k not in "iubf":
+        raise TypeError(f"{what}: y has unsupported dtype {y.dtype}; expected numbers")
+    out_shape = tuple(output_shape)
+    if loss.target_kind == "sparse":
+        classes = out_shape[-1]
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.reshape(-1)
+        if y.ndim != 1:
+            raise ValueError(f"{what}: {loss.name} expects integer class ids of shape ({n},), got y "
+                             f"of shape {y.shape}" + (" — one-hot targets need "
+                                                      "categorical_crossentropy"
+                                                      if y.shape[1:] == out_shape else ""))
+        if k == "b":
+            raise TypeError(f"{what}: {loss.name} expects integer class ids, got a bool array")
+        if k == "f":
+            if not np.isfinite(y).all():
+                raise ValueError(f"{what}: y contains NaN or inf")
+            frac = y != np.floor(y)
+            if frac.any():
+                i = int(np.argmax(frac))
+                raise ValueError(f"{what}: {loss.name} expects integer class ids, got non-integer "
+                                 f"label {y[i]!r} at index {i}")
+        lo, hi = y.min(), y.max()
+        if lo < 0 or hi >= classes:
+            bad = lo if lo < 0 else hi
+            i = int(np.argmax(y == bad))
+            raise ValueError(f"{what}: label {bad!r} at index {i} is outside [0, {classes}) — the "
+                             f"model output has {classes} classes")
+        return np.ascontiguousarray(y, dtype=LABEL_DTYPE)
+    # dense targets shaped like the output
+    if y.shape[1:] != out_shape:
+        if y.ndim == 1 and out_shape == (1,):
+            y = y.reshape(n, 1)
+        elif y.ndim == 1 and len(out_shape) == 1 and out_shape[0] > 1 and k in "iu":
+            raise ValueError(f"{what}: y has shape {y.shape} (class ids?) but the model outputs "
+                             f"{out_shape[0]} values per sample and the loss {loss.name} expects "
+                             f"targets of shape ({n}, {out_shape[0]}); use "
+                             "loss='sparse_categorical_crossentropy' for integer labels")
+        else:
+            raise ValueError(f"{what}: y has shape {y.shape}, expected ({n}, "
+                             f"{', '.join(map(str, out_shape))}) to match the model output")
+    yf = np.ascontiguousarray(y, dtype=np.float32)
+    if not np.isfinite(yf).all():
+        raise ValueError(f"{what}: y contains NaN or inf")
+    return yf
+
+
+def as_sample_weight(sw, n: int, what: str):
+    if sw is None:
+        return None
+    sw = _to_array(sw, f"{what}: sample_weight")
+    if sw.dtype.kind not in "iuf":
+        raise TypeError(f"{what}: sample_weight has unsupported dtype {sw.dtype}")
+    if sw.ndim == 2 and sw.shape[1] == 1:
+        sw = sw.reshape(-1)
+    if sw.shape != (n,):
+        raise ValueError(f"{what}: sample_weight has shape {sw.shape}, expected ({n},)")
+    swf = np.ascontiguousarray(sw, dtype=np.float32)
+    if not np.isfinite(swf).all() or (swf < 0).any():
+        raise ValueError(f"{what}: sample_weight must be finite and >= 0")
+    return swf
+
+
+def class_weight_to_sample_weight(class_weight, y, loss, output_shape, what: str):
+    """Per-sample weights from a {class: weight} dict (missing classes weigh 1)."""
+    if class_weight is None:
+        return None
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"{what}: class_weight must be a dict {{class_id: weight}}, "
+                        f"got {type(class_weight).__name__}")
+    classes = max(2, tuple(output_shape)[-1])
+    table = np.ones(classes, dtype=np.float32)
+    for c, w in class_weight.items():
+        if isinstance(c, bool) or not isinstance(c, (numbers.Integral, np.integer)) \
+                or not 0 <= int(c) < classes:
+            raise ValueError(f"{what}: class_weight key {c!r} is not a class id in [0, {classes})")
+        w = float(w)
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"{what}: class_weight[{c!r}] must be finite and >= 0, got {w}")
+        table[int(c)] = w
+    if loss.target_kind == "sparse":
+        ids = y
+    elif y.ndim == 2 and y.shape[1] > 1:
+        ids = np.argmax(y, axis=1)
+    else:
+        ids = (y.reshape(y.shape[0], -1)[:, 0] > 0.5).astype(np.int64)
+    return table[ids]
+
+
+def combine_weights(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return np.ascontiguousarray(a * b, dtype=np.float32)
+
+
+class Batches:
+    """Index ranges over n samples; `epoch(shuffle)` yields (start, stop, idx)
+    where idx is the batch's slice of a fresh permutation, or None (in order)."""
+
+    def __init__(self, n: int, batch_size: int):
+        self.n = n
+        self.batch_size = batch_size
+        self.steps = (n + batch_size - 1) // batch_size
+
+    def epoch(self, shuffle: bool):
+        n, bs = self.n, self.batch_size
+        if shuffle:
+            from .. import _config
+            perm = _config.rng().permutation(n)
+            for s in range(0, n, bs):
+                yield s, min(s + bs, n), perm[s:s + bs]
+        else:
+            for s in range(0, n, bs):
+                yield s, min(s + bs, n), None
+
+
+def take(a, idx, start, stop, ws, name):
+    """Batch rows of `a`: a view when idx is None, else one gather into ws."""
+    if a is None:
+        return None
+    if idx is None:
+        return a[start:stop]
+    out = ws.buf(name, (idx.shape[0],) + a.shape[1:], a.dtype)
+    np.take(a, idx, axis=0, out=out)
+    return out
+
+
+def check_batch_size(batch_size, what: str, default: int = 32) -> int:
+    if batch_size is None:
+        return default
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (numbers.Integral, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"{what}: batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)

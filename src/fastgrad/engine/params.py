@@ -1,0 +1,129 @@
+"""Flat parameter / gradient buffers and the views layers hold into them.
+
+`ParamStore(layers)` lays out every trainable parameter of every layer end to
+end in ONE contiguous float32 array (`params`), with gradients in a twin
+array (`grads`) at the same offsets; each layer is bound to views into both.
+Non-trainable state (BatchNorm moving statistics) lives in one small array
+per entry (`state`), outside the trainable buffer.  The optimizer runs one
+update call over the flat buffers; `segments` lists the trainable ranges when
+some layers are frozen (trainable=False).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class ParamEntry:
+    __slots__ = ("layer", "spec", "offset", "size", "param", "grad")
+
+    def __init__(self, layer, spec, offset, size):
+        self.layer, self.spec, self.offset, self.size = layer, spec, offset, size
+        self.param = self.grad = None
+
+
+class ParamStore:
+    """The model's memory for parameters, gradients and layer state."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        self.entries = []
+        self.state_entries = []       # (layer, spec, array)
+        off = 0
+        for layer in self.layers:
+            for spec in layer.param_specs():
+                size = int(np.prod(spec.shape))
+                self.entries.append(ParamEntry(layer, spec, off, size))
+                off += size
+        self.size = off
+        self.params = np.zeros(off, dtype=np.float32)
+        self.grads = np.zeros(off, dtype=np.float32)
+        for e in self.entries:
+            e.param = self.params[e.offset:e.offset + e.size].reshape(e.spec.shape)
+            e.grad = self.grads[e.offset:e.offset + e.size].reshape(e.spec.shape)
+        for layer in self.layers:
+            p, g, s = {}, {}, {}
+            layer.offsets = {}
+            for e in self.entries:
+                if e.layer is layer:
+                    p[e.spec.name] = e.param
+                    g[e.spec.name] = e.grad
+                    layer.offsets[e.spec.name] = e.offset
+            for spec in layer.state_specs():
+                arr = np.zeros(spec.shape, dtype=np.float32)
+                s[spec.name] = arr
+                self.state_entries.append((layer, spec, arr))
+            layer.bind(p, g, s)
+        self.refresh_trainable()
+
+    def initialize(self) -> None:
+        """Fill every parameter / state array from its initializer, in layer order."""
+        for layer in self.layers:
+            for e in self.entries:
+                if e.layer is layer:
+                    e.param[...] = _init(e.spec, layer)
+            for lay, spec, arr in self.state_entries:
+                if lay is layer:
+                    arr[...] = _init(spec, layer)
+
+    def refresh_trainable(self) -> None:
+        """Recompute the trainable segments / views (after layer.trainable changes)."""
+        segs = []
+        for e in self.entries:
+            if not e.layer.trainable or e.size == 0:
+                continue
+            if segs and segs[-1][1] == e.offset:
+                segs[-1][1] = e.offset + e.size
+            else:
+                segs.append([e.offset, e.offset + e.size])
+        segs = tuple((s, t) for s, t in segs)
+        self.all_trainable = segs == ((0, self.size),) or self.size == 0
+        self.segments = None if self.all_trainable else segs
+        self.frozen = [e for e in self.entries if not e.layer.trainable]
+        self.trainable_grad_views = [e.grad for e in self.entries if e.layer.trainable]
+        self.regularized = [(e.spec.regularizer, e.param, e.grad) for e in self.entries
+                            if e.spec.regularizer is not None and e.layer.trainable]
+        self._scratch = (np.empty(max([e.size for e in self.entries if e.spec.regularizer is not None],
+                                      default=0), dtype=np.float32))
+
+    def regularization_penalty(self, ops) -> float:
+        total = 0.0
+        for reg, p, _ in self.regularized:
+            total += reg.penalty(ops, p, self._scratch[:p.size].reshape(p.shape))
+        return total
+
+    def add_regularization_gradients(self) -> None:
+        for reg, p, g in self.regularized:
+            reg.add_gradient(p, g, self._scratch[:p.size].reshape(p.shape))
+
+    def zero_frozen_grads(self) -> None:
+        for e in self.frozen:
+            e.grad[...] = 0.0
+
+    # ---------------------------------------------------------------- weights (Keras order)
+    def weight_arrays(self) -> list:
+        """The live arrays in Keras order: per layer its params, then its state."""
+        out = []
+        for layer in self.layers:
+            out.extend(e.param for e in self.entries if e.layer is layer)
+            out.extend(arr for lay, _, arr in self.state_entries if lay is layer)
+        return out
+
+    def weight_names(self) -> list:
+        out = []
+        for layer in self.layers:
+            out.extend(f"{layer.name}/{e.spec.name}" for e in self.entries if e.layer is layer)
+            out.extend(f"{layer.name}/{spec.name}" for lay, spec, _ in self.state_entries
+                       if lay is layer)
+        return out
+
+
+def _init(spec, layer):
+    try:
+        v = spec.initializer(tuple(spec.shape))
+    except TypeError:
+        v = spec.initializer(tuple(spec.shape), np.float32)
+    v = np.asarray(v, dtype=np.float32)
+    if v.shape != tuple(spec.shape):
+        raise ValueError(f"{layer.name}: initializer of {spec.name!r} returned shape {v.shape}, "
+                         f"expected {tuple(spec.shape)}")
+    return v

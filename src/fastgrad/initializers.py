@@ -1,0 +1,268 @@
+"""Weight initializers (Keras semantics), by name or as objects.
+
+An initializer is a callable `init(shape) -> float32 array`.  Random ones draw
+from `fastgrad._config.rng()` (re-seeded by `fg.set_seed`) unless they were
+given their own `seed`, in which case every call returns the same values, as
+in Keras.  The variance-scaling *Normal* initializers use a normal truncated
+at two standard deviations, with the std corrected for the truncation.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform",
+           "TruncatedNormal", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeUniform",
+           "HeNormal", "LecunUniform", "LecunNormal", "get", "serialize", "deserialize"]
+
+# std of a unit normal truncated to [-2, 2]
+_TRUNC_STD = 0.87962566103423978
+
+
+def compute_fans(shape):
+    """(fan_in, fan_out) as Keras computes them: kernels are (..., in, out)."""
+    shape = tuple(shape)
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = int(np.prod(shape[:-2]))
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+class Initializer:
+    """Base class: `__call__(shape, dtype=None) -> array`; `get_config()`."""
+
+    def __init__(self, seed=None):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise ValueError(f"{type(self).__name__}: seed must be a non-negative integer or None, "
+                             f"got {seed!r}")
+        self.seed = seed
+
+    def _rng(self):
+        if self.seed is not None:
+            return np.random.default_rng(self.seed)
+        from . import _config
+        return _config.rng()
+
+    def __call__(self, shape, dtype=None):
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"seed": self.seed} if self.seed is not None else {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.get_config()})"
+
+
+def _out(a, dtype):
+    return np.ascontiguousarray(a, dtype=dtype or np.float32)
+
+
+def _truncated_normal(rng, shape, mean, std):
+    """Normal(mean, std) truncated to 2 std by redrawing the outliers."""
+    z = rng.standard_normal(size=shape)
+    bad = np.abs(z) > 2.0
+    while bad.any():
+        z[bad] = rng.standard_normal(size=int(bad.sum()))
+        bad = np.abs(z) > 2.0
+    return mean + std * z
+
+
+class Zeros(Initializer):
+    def __init__(self):
+        super().__init__(None)
+
+    def __call__(self, shape, dtype=None):
+        return np.zeros(shape, dtype=dtype or np.float32)
+
+    def get_config(self):
+        return {}
+
+
+class Ones(Initializer):
+    def __init__(self):
+        super().__init__(None)
+
+    def __call__(self, shape, dtype=None):
+        return np.ones(shape, dtype=dtype or np.float32)
+
+    def get_config(self):
+        return {}
+
+
+class Constant(Initializer):
+    def __init__(self, value=0.0):
+        super().__init__(None)
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"Constant: value must be finite, got {value}")
+        self.value = value
+
+    def __call__(self, shape, dtype=None):
+        return np.full(shape, self.value, dtype=dtype or np.float32)
+
+    def get_config(self):
+        return {"value": self.value}
+
+
+class RandomNormal(Initializer):
+    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+        super().__init__(seed)
+        if not stddev >= 0:
+            raise ValueError(f"RandomNormal: stddev must be >= 0, got {stddev}")
+        self.mean, self.stddev = float(mean), float(stddev)
+
+    def __call__(self, shape, dtype=None):
+        return _out(self._rng().normal(self.mean, self.stddev, size=shape), dtype)
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, **super().get_config()}
+
+
+class TruncatedNormal(Initializer):
+    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+        super().__init__(seed)
+        if not stddev >= 0:
+            raise ValueError(f"TruncatedNormal: stddev must be >= 0, got {stddev}")
+        self.mean, self.stddev = float(mean), float(stddev)
+
+    def __call__(self, shape, dtype=None):
+        return _out(_truncated_normal(self._rng(), shape, self.mean, self.stddev), dtype)
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, **super().get_config()}
+
+
+class RandomUniform(Initializer):
+    def __init__(self, minval=-0.05, maxval=0.05, seed=None):
+        super().__init__(seed)
+        if not minval <= maxval:
+            raise ValueError(f"RandomUniform: minval {minval} > maxval {maxval}")
+        self.minval, self.maxval = float(minval), float(maxval)
+
+    def __call__(self, shape, dtype=None):
+        return _out(self._rng().uniform(self.minval, self.maxval, size=shape), dtype)
+
+    def get_config(self):
+        return {"minval": self.minval, "maxval": self.maxval, **super().get_config()}
+
+
+class VarianceScaling(Initializer):
+    """std = sqrt(scale / n), n = fan_in, fan_out or their mean (mode);
+    distribution "truncated_normal", "untruncated_normal" or "uniform"."""
+
+    def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
+        super().__init__(seed)
+        if not scale > 0:
+            raise ValueError(f"VarianceScaling: scale must be > 0, got {scale}")
+        if mode not in ("fan_in", "fan_out", "fan_avg"):
+            raise ValueError(f"VarianceScaling: mode must be fan_in, fan_out or fan_avg, got {mode!r}")
+        if distribution == "normal":
+            distribution = "truncated_normal"
+        if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
+            raise ValueError("VarianceScaling: distribution must be truncated_normal, "
+                             f"untruncated_normal or uniform, got {distribution!r}")
+        self.scale, self.mode, self.distribution = float(scale), mode, distribution
+
+    def __call__(self, shape, dtype=None):
+        fan_in, fan_out = compute_fans(shape)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
+        var = self.scale / max(1.0, n)
+        rng = self._rng()
+        if self.distribution == "truncated_normal":
+            a = _truncated_normal(rng, shape, 0.0, math.sqrt(var) / _TRUNC_STD)
+        elif self.distribution == "untruncated_normal":
+            a = rng.normal(0.0, math.sqrt(var), size=shape)
+        else:
+            lim = math.sqrt(3.0 * var)
+            a = rng.uniform(-lim, lim, size=shape)
+        return _out(a, dtype)
+
+    def get_config(self):
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution,
+                **super().get_config()}
+
+
+class _Preset(VarianceScaling):
+    _args = ()
+
+    def __init__(self, seed=None):
+        super().__init__(*self._args, seed=seed)
+
+    def get_config(self):
+        return Initializer.get_config(self)
+
+
+class GlorotUniform(_Preset):
+    _args = (1.0, "fan_avg", "uniform")
+
+
+class GlorotNormal(_Preset):
+    _args = (1.0, "fan_avg", "truncated_normal")
+
+
+class HeUniform(_Preset):
+    _args = (2.0, "fan_in", "uniform")
+
+
+class HeNormal(_Preset):
+    _args = (2.0, "fan_in", "truncated_normal")
+
+
+class LecunUniform(_Preset):
+    _args = (1.0, "fan_in", "uniform")
+
+
+class LecunNormal(_Preset):
+    _args = (1.0, "fan_in", "truncated_normal")
+
+
+_CLASSES = {c.__name__: c for c in (Zeros, Ones, Constant, RandomNormal, RandomUniform,
+                                     TruncatedNormal, VarianceScaling, GlorotUniform, GlorotNormal,
+                                     HeUniform, HeNormal, LecunUniform, LecunNormal)}
+_NAMES = {"zeros": Zeros, "zero": Zeros, "ones": Ones, "one": Ones, "constant": Constant,
+          "random_normal": RandomNormal, "random_uniform": RandomUniform,
+          "truncated_normal": TruncatedNormal, "variance_scaling": VarianceScaling,
+          "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal,
+          "xavier_uniform": GlorotUniform, "xavier_normal": GlorotNormal,
+          "he_uniform": HeUniform, "he_normal": HeNormal,
+          "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal}
+
+
+def get(identifier, where: str = "initializer"):
+    """An Initializer from a name, an Initializer, a config dict or a callable."""
+    if isinstance(identifier, Initializer):
+        return identifier
+    if isinstance(identifier, str):
+        cls = _NAMES.get(identifier.strip().lower()) or _CLASSES.get(identifier)
+        if cls is None:
+            raise ValueError(f"{where}: unknown initializer {identifier!r}; expected one of "
+                             f"{', '.join(sorted(_NAMES))}")
+        return cls()
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if callable(identifier):
+        return identifier
+    raise TypeError(f"{where}: expected an initializer name or object, got {identifier!r}")
+
+
+def serialize(init) -> dict:
+    if isinstance(init, Initializer):
+        return {"class_name": type(init).__name__, "config": init.get_config()}
+    raise TypeError(f"cannot serialize initializer {init!r} (not a fastgrad Initializer)")
+
+
+def deserialize(d: dict):
+    cls = _CLASSES.get(d.get("class_name"))
+    if cls is None:
+        raise ValueError(f"unknown initializer class {d.get('class_name')!r}")
+    return cls.from_config(d.get("config", {}))

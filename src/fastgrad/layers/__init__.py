@@ -1,0 +1,43 @@
+"""fastgrad.layers — Keras-style layers.
+
+Core layers live in `core`; Dropout (`dropout`) and the normalisation layers
+(`normalization`) are imported on first use.  Every subclass of `Layer` is
+registered by class name for `deserialize` / model loading.
+"""
+from .base import Layer, ParamSpec, StateSpec, get_layer_class, deserialize_layer
+from .core import Dense, Activation, Flatten, InputLayer, Input
+
+__all__ = ["Layer", "ParamSpec", "StateSpec", "Dense", "Activation", "Flatten", "InputLayer",
+           "Input", "Dropout", "BatchNormalization", "LayerNormalization", "get_layer_class",
+           "deserialize", "serialize"]
+
+_LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
+         "LayerNormalization": ".normalization"}
+
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'fastgrad.layers' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(mod, __name__), name)
+
+
+def _load_all():
+    """Import the lazily loaded layer modules (so their classes are registered)."""
+    import importlib
+    for mod in set(_LAZY.values()):
+        try:
+            importlib.import_module(mod, __name__)
+        except ImportError:
+            pass
+
+
+def serialize(layer) -> dict:
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+def deserialize(d: dict):
+    if d.get("class_name") not in Layer.registry:
+        _load_all()
+    return deserialize_layer(d)

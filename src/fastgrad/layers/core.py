@@ -1,0 +1,214 @@
+"""Core layers: Dense, Activation, Flatten, InputLayer.
+
+All compute goes through `self.ops`; arrays come from the per-batch-size
+workspace (see layers/base.py for the protocol).  Dense runs the fused
+`ops.dense_forward` (GEMM + bias + activation in one call) and
+`ops.dense_backward` (activation backward, dW, db, dX).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import activations as _activations
+from .. import initializers as _initializers
+from .. import regularizers as _regularizers
+from .base import Layer, ParamSpec, _as_shape
+
+__all__ = ["Dense", "Activation", "Flatten", "InputLayer", "Input"]
+
+#: output activations a cross-entropy loss can absorb (fused, stable kernels)
+_FUSABLE = ("softmax", "sigmoid")
+#: activations whose backward needs the pre-activation (forward input)
+_NEEDS_PREACT = ("gelu", "gelu_tanh")
+
+
+class Dense(Layer):
+    """y = activation(x @ kernel + bias); kernel is (in, units) as in Keras."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 input_dim=None, input_shape=None, name=None, **kwargs):
+        super().__init__(name=name, input_shape=input_shape, input_dim=input_dim, **kwargs)
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
+            raise ValueError(f"Dense {self.name}: units must be a positive integer, got {units!r}")
+        self.units = int(units)
+        self.activation = _activations.get(activation, f"Dense {self.name}: activation")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializers.get(kernel_initializer,
+                                                    f"Dense {self.name}: kernel_initializer")
+        self.bias_initializer = _initializers.get(bias_initializer,
+                                                  f"Dense {self.name}: bias_initializer")
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer,
+                                                    f"Dense {self.name}: kernel_regularizer")
+        self.bias_regularizer = _regularizers.get(bias_regularizer,
+                                                  f"Dense {self.name}: bias_regularizer")
+        self._run_act = self.activation     # what forward applies (linear when fused)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"Dense {self.name}: expects per-sample input of shape (features,), "
+                             f"got {tuple(input_shape)}; put a Flatten() before it")
+        return (self.units,)
+
+    def param_specs(self):
+        specs = [ParamSpec("kernel", (self.input_shape[0], self.units), self.kernel_initializer,
+                           self.kernel_regularizer)]
+        if self.use_bias:
+            specs.append(ParamSpec("bias", (self.units,), self.bias_initializer,
+                                   self.bias_regularizer))
+        return specs
+
+    def bind(self, params, grads, state):
+        super().bind(params, grads, state)
+        self._w = params["kernel"]
+        self._b = params.get("bias")
+        self._gw = grads["kernel"]
+        self._gb = grads["bias"] if self.use_bias else False
+
+    @property
+    def kernel(self):
+        return self.params["kernel"]
+
+    @property
+    def bias(self):
+        return self.params.get("bias")
+
+    def forward(self, x, training, ws):
+        n = x.shape[0]
+        act = self._run_act
+        y = ws.buf("y", (n, self.units))
+        z = ws.buf("z", (n, self.units)) if (training and act in _NEEDS_PREACT) else None
+        self.ops.dense_forward(x, self._w, self._b, act, y, z)
+        ws.x = x
+        ws.y = y
+        ws.z = z
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        x = ws.x
+        dx = ws.buf("dx", x.shape) if need_dx else None
+        self.ops.dense_backward(dy, x, self._w, ws.y, self._run_act, ws.z, dx, self._gw, self._gb,
+                                need_dx)
+        return dx
+
+    def split_output_activation(self):
+        if self._run_act in _FUSABLE:
+            self._fused_activation = self._run_act
+            self._run_act = "linear"
+            return self._fused_activation
+        return None
+
+    def merge_output_activation(self):
+        if self._fused_activation is not None:
+            self._run_act = self._fused_activation
+        self._fused_activation = None
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
+                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
+                   bias_initializer=_initializers.serialize(self.bias_initializer),
+                   kernel_regularizer=_regularizers.serialize(self.kernel_regularizer),
+                   bias_regularizer=_regularizers.serialize(self.bias_regularizer))
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
+                 run_activation=self._run_act, fused_activation=self._fused_activation,
+                 regularizers={"kernel": _regularizers.serialize(self.kernel_regularizer),
+                               "bias": _regularizers.serialize(self.bias_regularizer)})
+        return d
+
+
+class Activation(Layer):
+    """Applies an activation function by name."""
+
+    def __init__(self, activation, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.activation = _activations.get(activation, f"Activation {self.name}")
+        self._run_act = self.activation
+
+    def forward(self, x, training, ws):
+        act = self._run_act
+        ws.x = x
+        if act == "linear":
+            ws.y = x
+            return x
+        y = ws.buf("y", x.shape)
+        self.ops.activation(act, x, y)
+        ws.y = y
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        act = self._run_act
+        if act == "linear":
+            return dy
+        dx = ws.buf("dx", dy.shape)
+        self.ops.backprop_activation(act, dy, ws.y, ws.x, dx)
+        return dx
+
+    def split_output_activation(self):
+        if self._run_act in _FUSABLE:
+            self._fused_activation = self._run_act
+            self._run_act = "linear"
+            return self._fused_activation
+        return None
+
+    def merge_output_activation(self):
+        if self._fused_activation is not None:
+            self._run_act = self._fused_activation
+        self._fused_activation = None
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["activation"] = self.activation
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(activation=self.activation, run_activation=self._run_act,
+                 fused_activation=self._fused_activation)
+        return d
+
+
+class Flatten(Layer):
+    """(batch, d1, d2, ...) -> (batch, d1 * d2 * ...); a view, no copy."""
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, training, ws):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        return dy.reshape((dy.shape[0],) + self.input_shape)
+
+
+class InputLayer(Layer):
+    """Declares the per-sample input shape; identity.  A Sequential keeps the
+    shape and drops the layer from `model.layers` (as Keras does)."""
+
+    def __init__(self, input_shape=None, shape=None, name=None, **kwargs):
+        if shape is not None:
+            if input_shape is not None:
+                raise ValueError("InputLayer: give shape or input_shape, not both")
+            input_shape = shape
+        if input_shape is None and kwargs.get("batch_input_shape") is None:
+            raise ValueError("InputLayer: shape is required")
+        super().__init__(name=name, input_shape=input_shape, **kwargs)
+
+    def forward(self, x, training, ws):
+        return x
+
+    def backward(self, dy, ws, need_dx=True):
+        return dy if need_dx else None
+
+
+def Input(shape, name=None, **kwargs):
+    """`fg.Input(shape=(784,))` / `fg.layers.Input`: an InputLayer for Sequential."""
+    return InputLayer(input_shape=_as_shape(shape, "Input: shape"), name=name, **kwargs)

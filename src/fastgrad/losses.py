@@ -1,0 +1,191 @@
+"""Losses (Keras names and semantics), each computed by one fused ops call.
+
+A loss reports the mean over the batch of the per-sample loss (weighted by
+sample_weight when given: sum_i w_i l_i / rows, Keras "sum_over_batch_size")
+and the gradient of that mean with respect to the model output.
+
+Cross-entropies on probabilities (from_logits=False) declare the output
+activation they can absorb (`fusable_activation`: softmax or sigmoid).  When
+the model ends in that activation, the model strips it from the last layer
+and the loss runs the numerically stable kernel on the logits
+(ops.sparse_softmax_crossentropy / softmax_crossentropy /
+binary_crossentropy_from_logits); predict() still returns probabilities.
+
+`target_kind` tells the data validation what y must look like: "sparse"
+(integer class ids) or "dense" (float array shaped like the output).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Loss", "MeanSquaredError", "BinaryCrossentropy", "CategoricalCrossentropy",
+           "SparseCategoricalCrossentropy", "get", "serialize", "deserialize",
+           "mean_squared_error", "binary_crossentropy", "categorical_crossentropy",
+           "sparse_categorical_crossentropy", "LABEL_DTYPE"]
+
+#: dtype of integer labels handed to the sparse kernels
+LABEL_DTYPE = np.int32
+
+
+class Loss:
+    """Base class.  Subclasses implement `compute(ops, out, target, sw, grad_out, logits)`."""
+
+    target_kind = "dense"
+    fusable_activation = None   # output activation this loss can take over
+    from_logits = False
+
+    def __init__(self, name=None, reduction="sum_over_batch_size"):
+        if reduction not in ("sum_over_batch_size", "auto", None):
+            raise ValueError(f"{type(self).__name__}: only reduction='sum_over_batch_size' is "
+                             f"supported, got {reduction!r}")
+        self.name = name or _DEFAULT_NAMES.get(type(self).__name__, type(self).__name__.lower())
+
+    def compute(self, ops, out, target, sample_weight, grad_out, logits):
+        """(loss, grad) for the model output `out` (logits when `logits`)."""
+        raise NotImplementedError
+
+    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
+        """Eager evaluation (Keras style): loss value of y_pred against y_true."""
+        from . import _config
+        ops = _config.get_ops()
+        pred = np.asarray(y_pred)
+        if pred.dtype not in (np.float32, np.float64):
+            pred = pred.astype(np.float32)
+        pred = np.ascontiguousarray(pred)
+        if pred.ndim == 1:
+            pred = pred.reshape(-1, 1)
+        target = np.asarray(y_true)
+        if self.target_kind == "sparse":
+            target = np.ascontiguousarray(target.reshape(-1).astype(LABEL_DTYPE))
+        else:
+            target = np.ascontiguousarray(target, dtype=pred.dtype).reshape(pred.shape)
+        sw = None if sample_weight is None else np.ascontiguousarray(sample_weight,
+                                                                     dtype=pred.dtype).reshape(-1)
+        loss, _ = self.compute(ops, pred, target, sw, np.empty_like(pred), self.from_logits)
+        return loss
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.get_config()})"
+
+
+class MeanSquaredError(Loss):
+    def compute(self, ops, out, target, sample_weight, grad_out, logits):
+        return ops.mse(out, target, sample_weight, grad_out)
+
+
+class _CrossEntropy(Loss):
+    def __init__(self, from_logits=False, name=None, reduction="sum_over_batch_size"):
+        super().__init__(name=name, reduction=reduction)
+        self.from_logits = bool(from_logits)
+
+    @property
+    def fusable_activation(self):
+        return None if self.from_logits else self._fuse
+
+    def get_config(self):
+        return {"name": self.name, "from_logits": self.from_logits}
+
+
+class BinaryCrossentropy(_CrossEntropy):
+    _fuse = "sigmoid"
+
+    def compute(self, ops, out, target, sample_weight, grad_out, logits):
+        if logits:
+            return ops.binary_crossentropy_from_logits(out, target, sample_weight, grad_out)
+        return ops.binary_crossentropy(out, target, sample_weight, grad_out)
+
+
+class CategoricalCrossentropy(_CrossEntropy):
+    _fuse = "softmax"
+
+    def compute(self, ops, out, target, sample_weight, grad_out, logits):
+        if logits:
+            return ops.softmax_crossentropy(out, target, sample_weight, grad_out)
+        return ops.categorical_crossentropy(out, target, sample_weight, grad_out)
+
+
+class SparseCategoricalCrossentropy(_CrossEntropy):
+    _fuse = "softmax"
+    target_kind = "sparse"
+
+    def compute(self, ops, out, target, sample_weight, grad_out, logits):
+        if logits:
+            return ops.sparse_softmax_crossentropy(out, target, sample_weight, grad_out)
+        # probabilities without a softmax to absorb: one-hot the labels (rare path)
+        onehot = np.zeros(out.shape, dtype=out.dtype)
+        onehot[np.arange(out.shape[0]), target] = 1
+        return ops.categorical_crossentropy(out, onehot, sample_weight, grad_out)
+
+
+_DEFAULT_NAMES = {"MeanSquaredError": "mean_squared_error",
+                  "BinaryCrossentropy": "binary_crossentropy",
+                  "CategoricalCrossentropy": "categorical_crossentropy",
+                  "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy"}
+_CLASSES = {"MeanSquaredError": MeanSquaredError, "BinaryCrossentropy": BinaryCrossentropy,
+            "CategoricalCrossentropy": CategoricalCrossentropy,
+            "SparseCategoricalCrossentropy": SparseCategoricalCrossentropy}
+_NAMES = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+          "meansquarederror": MeanSquaredError,
+          "binary_crossentropy": BinaryCrossentropy, "bce": BinaryCrossentropy,
+          "binarycrossentropy": BinaryCrossentropy,
+          "categorical_crossentropy": CategoricalCrossentropy,
+          "categoricalcrossentropy": CategoricalCrossentropy,
+          "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+          "sparsecategoricalcrossentropy": SparseCategoricalCrossentropy}
+
+
+def get(identifier, where: str = "loss") -> Loss:
+    """A Loss from a name ("mse", "sparse_categorical_crossentropy", ...) or a Loss."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
+    if isinstance(identifier, str):
+        cls = _NAMES.get(identifier.strip().lower()) or _CLASSES.get(identifier)
+        if cls is None:
+            raise ValueError(f"{where}: unknown loss {identifier!r}; expected one of "
+                             f"{', '.join(sorted(set(_NAMES) - {'meansquarederror', 'binarycrossentropy', 'categoricalcrossentropy', 'sparsecategoricalcrossentropy'}))}"
+                             " or a fastgrad.losses.Loss")
+        return cls()
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if identifier is None:
+        raise ValueError(f"{where}: a loss is required")
+    raise TypeError(f"{where}: expected a loss name or a fastgrad.losses.Loss, got {identifier!r}")
+
+
+def serialize(loss: Loss) -> dict:
+    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+
+
+def deserialize(d: dict) -> Loss:
+    cls = _CLASSES.get(d.get("class_name"))
+    if cls is None:
+        raise ValueError(f"unknown loss class {d.get('class_name')!r}")
+    return cls.from_config(d.get("config", {}))
+
+
+def mean_squared_error(y_true, y_pred):
+    return MeanSquaredError()(y_true, y_pred)
+
+
+def binary_crossentropy(y_true, y_pred, from_logits=False):
+    return BinaryCrossentropy(from_logits=from_logits)(y_true, y_pred)
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits=False):
+    return CategoricalCrossentropy(from_logits=from_logits)(y_true, y_pred)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
+    return SparseCategoricalCrossentropy(from_logits=from_logits)(y_true, y_pred)
+
+
+mse = mean_squared_error

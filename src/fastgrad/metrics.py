@@ -1,0 +1,336 @@
+"""Metrics (Keras names and semantics): streaming objects with
+`update_state(y_true, y_pred, sample_weight=None)`, `result()`,
+`reset_state()` and `name`.
+
+During fit/evaluate the model feeds each batch's labels and output once.  When
+the model's output activation was fused into the loss, the output is logits;
+the model then calls `update_state_logits(y_true, logits, activation, ...)`:
+the accuracy metrics decide on logits directly (argmax and the sign are
+unchanged by softmax / sigmoid), the others get probabilities.
+
+"accuracy" / "acc" resolve to Binary-, Categorical- or
+SparseCategoricalAccuracy from the loss and the shapes, as Keras does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Metric", "Mean", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
+           "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "MeanAbsoluteError",
+           "MeanSquaredError", "Precision", "Recall", "AUC", "get", "resolve"]
+
+
+def _w(sample_weight, n):
+    if sample_weight is None:
+        return None
+    sw = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    if sw.shape[0] != n:
+        raise ValueError(f"metric: sample_weight has {sw.shape[0]} entries for {n} samples")
+    return sw
+
+
+class Metric:
+    """Base: a weighted running mean of per-sample values (`_values`)."""
+
+    _default_name = "metric"
+
+    def __init__(self, name=None, dtype=None):
+        self.name = name or self._default_name
+        self.reset_state()
+
+    def reset_state(self):
+        self.total = 0.0
+        self.count = 0.0
+
+    def _values(self, y_true, y_pred):
+        raise NotImplementedError
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = np.asarray(y_pred)
+        v = self._values(np.asarray(y_true), y_pred)
+        sw = _w(sample_weight, v.shape[0])
+        if sw is None:
+            self.total += float(v.sum(dtype=np.float64))
+            self.count += v.shape[0]
+        else:
+            self.total += float(np.dot(v.astype(np.float64), sw))
+            self.count += float(sw.sum())
+
+    def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
+        """Update from logits whose output activation (softmax/sigmoid) was fused away."""
+        if ops is None:
+            from . import _config
+            ops = _config.get_ops()
+        self.update_state(y_true, ops.activation(activation, logits), sample_weight)
+
+    def result(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def get_config(self):
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class Mean(Metric):
+    """Weighted mean of the values given to update_state(values, sample_weight=None)."""
+
+    _default_name = "mean"
+
+    def update_state(self, values, sample_weight=None):
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        sw = _w(sample_weight, v.shape[0])
+        if sw is None:
+            self.total += float(v.sum())
+            self.count += v.shape[0]
+        else:
+            self.total += float(np.dot(v, sw))
+            self.count += float(sw.sum())
+
+    def add(self, value: float, weight: float = 1.0):
+        """Fast path for one scalar (the training loop's loss tracker)."""
+        self.total += value * weight
+        self.count += weight
+
+
+def _rows2d(a):
+    return a.reshape(a.shape[0], -1) if a.ndim != 2 else a
+
+
+class BinaryAccuracy(Metric):
+    _default_name = "binary_accuracy"
+
+    def __init__(self, name=None, dtype=None, threshold=0.5):
+        self.threshold = float(threshold)
+        super().__init__(name, dtype)
+
+    def _values(self, y_true, y_pred):
+        p = _rows2d(y_pred)
+        t = _rows2d(y_true.reshape(p.shape) if y_true.size == p.size else y_true)
+        return ((p > self.threshold) == (t > 0.5)).mean(axis=1)
+
+    def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
+        if activation == "sigmoid" and self.threshold == 0.5:
+            # sigmoid(x) > 0.5  <=>  x > 0
+            p = _rows2d(logits)
+            t = _rows2d(y_true.reshape(p.shape) if y_true.size == p.size else y_true)
+            v = ((p > 0) == (t > 0.5)).mean(axis=1)
+            return self._add(v, sample_weight)
+        return super().update_state_logits(y_true, logits, activation, sample_weight, ops)
+
+    def _add(self, v, sample_weight):
+        sw = _w(sample_weight, v.shape[0])
+        if sw is None:
+            self.total += float(v.sum())
+            self.count += v.shape[0]
+        else:
+            self.total += float(np.dot(v, sw))
+            self.count += float(sw.sum())
+
+    def get_config(self):
+        return {"name": self.name, "threshold": self.threshold}
+
+
+class SparseCategoricalAccuracy(Metric):
+    _default_name = "sparse_categorical_accuracy"
+
+    def _values(self, y_true, y_pred):
+        p = _rows2d(y_pred)
+        return (np.argmax(p, axis=1) == y_true.reshape(-1)).astype(np.float64)
+
+    def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
+        self.update_state(y_true, logits, sample_weight)   # argmax is unchanged by softmax
+
+
+class CategoricalAccuracy(Metric):
+    _default_name = "categorical_accuracy"
+
+    def _values(self, y_true, y_pred):
+        p = _rows2d(y_pred)
+        return (np.argmax(p, axis=1) == np.argmax(_rows2d(y_true), axis=1)).astype(np.float64)
+
+    def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
+        self.update_state(y_true, logits, sample_weight)
+
+
+class SparseTopKCategoricalAccuracy(Metric):
+    _default_name = "sparse_top_k_categorical_accuracy"
+
+    def __init__(self, k=5, name=None, dtype=None):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"{type(self).__name__}: k must be a positive integer, got {k!r}")
+        self.k = int(k)
+        super().__init__(name, dtype)
+
+    def _labels(self, y_true, p):
+        return y_true.reshape(-1).astype(np.int64)
+
+    def _values(self, y_true, y_pred):
+        p = _rows2d(y_pred)
+        lab = self._labels(y_true, p)
+        score = p[np.arange(p.shape[0]), lab]
+        higher = (p > score[:, None]).sum(axis=1)
+        return (higher < self.k).astype(np.float64)
+
+    def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
+        self.update_state(y_true, logits, sample_weight)   # ranks are unchanged by softmax
+
+    def get_config(self):
+        return {"name": self.name, "k": self.k}
+
+
+class TopKCategoricalAccuracy(SparseTopKCategoricalAccuracy):
+    _default_name = "top_k_categorical_accuracy"
+
+    def _labels(self, y_true, p):
+        return np.argmax(_rows2d(y_true), axis=1)
+
+
+class MeanAbsoluteError(Metric):
+    _default_name = "mean_absolute_error"
+
+    def _values(self, y_true, y_pred):
+        p = _rows2d(y_pred).astype(np.float64)
+        return np.abs(p - y_true.reshape(p.shape)).mean(axis=1)
+
+
+class MeanSquaredError(Metric):
+    _default_name = "mean_squared_error"
+
+    def _values(self, y_true, y_pred):
+        p = _rows2d(y_pred).astype(np.float64)
+        return np.square(p - y_true.reshape(p.shape)).mean(axis=1)
+
+
+class _Confusion(Metric):
+    """tp/fp/tn/fn counts at fixed thresholds (binary, element-wise)."""
+
+    def __init__(self, thresholds=None, name=None, dtype=None):
+        if thresholds is None:
+            thresholds = [0.5]
+        self.thresholds = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
+        super().__init__(name, dtype)
+
+    def reset_state(self):
+        n = len(self.thresholds)
+        self.tp = np.zeros(n)
+        self.fp = np.zeros(n)
+        self.tn = np.zeros(n)
+        self.fn = np.zeros(n)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        p = np.asarray(y_pred, dtype=np.float64)
+        rows = p.shape[0] if p.ndim else 1
+        p = p.reshape(rows, -1)
+        t = np.asarray(y_true).reshape(p.shape) > 0.5
+        sw = _w(sample_weight, rows)
+        w = np.ones(p.shape) if sw is None else np.repeat(sw, p.shape[1]).reshape(p.shape)
+        p, t, w = p.reshape(-1), t.reshape(-1), w.reshape(-1)
+        # counts of samples with p > thr for every threshold, via one sort
+        order = np.argsort(self.thresholds, kind="stable")
+        ts = self.thresholds[order]
+        k = np.searchsorted(ts, p, side="left")        # p > ts[j]  <=>  j < k
+        pos_hist = np.bincount(k, weights=w * t, minlength=len(ts) + 1)
+        neg_hist = np.bincount(k, weights=w * ~t, minlength=len(ts) + 1)
+        pos_above = np.cumsum(pos_hist[::-1])[::-1][1:]    # sum over k > j
+        neg_above = np.cumsum(neg_hist[::-1])[::-1][1:]
+        tp = np.empty_like(pos_above); tp[order] = pos_above
+        fp = np.empty_like(neg_above); fp[order] = neg_above
+        P, N = float((w * t).sum()), float((w * ~t).sum())
+        self.tp += tp
+        self.fp += fp
+        self.fn += P - tp
+        self.tn += N - fp
+
+    def get_config(self):
+        return {"name": self.name, "thresholds": self.thresholds.tolist()}
+
+
+class Precision(_Confusion):
+    _default_name = "precision"
+
+    def result(self):
+        d = self.tp + self.fp
+        r = np.where(d > 0, self.tp / np.maximum(d, 1e-300), 0.0)
+        return float(r[0]) if r.size == 1 else r
+
+
+class Recall(_Confusion):
+    _default_name = "recall"
+
+    def result(self):
+        d = self.tp + self.fn
+        r = np.where(d > 0, self.tp / np.maximum(d, 1e-300), 0.0)
+        return float(r[0]) if r.size == 1 else r
+
+
+class AUC(_Confusion):
+    """ROC AUC from `num_thresholds` evenly spaced thresholds (Keras's default
+    200, trapezoidal rule)."""
+
+    _default_name = "auc"
+
+    def __init__(self, num_thresholds=200, name=None, dtype=None):
+        if num_thresholds < 2:
+            raise ValueError(f"AUC: num_thresholds must be > 1, got {num_thresholds}")
+        self.num_thresholds = int(num_thresholds)
+        eps = 1e-7
+        thr = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
+        super().__init__(thresholds=[0.0 - eps] + thr + [1.0 + eps], name=name, dtype=dtype)
+
+    def result(self):
+        tpr = self.tp / np.maximum(self.tp + self.fn, 1e-300)
+        fpr = self.fp / np.maximum(self.fp + self.tn, 1e-300)
+        return float(np.sum((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2.0))
+
+    def get_config(self):
+        return {"name": self.name, "num_thresholds": self.num_thresholds}
+
+
+_CLASSES = {c.__name__: c for c in (Mean, BinaryAccuracy, CategoricalAccuracy,
+                                     SparseCategoricalAccuracy, TopKCategoricalAccuracy,
+                                     SparseTopKCategoricalAccuracy, MeanAbsoluteError,
+                                     MeanSquaredError, Precision, Recall, AUC)}
+_NAMES = {"binary_accuracy": BinaryAccuracy, "categorical_accuracy": CategoricalAccuracy,
+          "sparse_categorical_accuracy": SparseCategoricalAccuracy,
+          "top_k_categorical_accuracy": TopKCategoricalAccuracy,
+          "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
+          "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+          "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+          "precision": Precision, "recall": Recall, "auc": AUC}
+
+
+def get(identifier, where: str = "metrics"):
+    """A Metric from a name or a Metric ("accuracy" needs `resolve`)."""
+    if isinstance(identifier, Metric):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Metric):
+        return identifier()
+    if isinstance(identifier, str):
+        cls = _NAMES.get(identifier.strip().lower()) or _CLASSES.get(identifier)
+        if cls is None:
+            raise ValueError(f"{where}: unknown metric {identifier!r}; expected 'accuracy'/'acc' "
+                             f"or one of {', '.join(sorted(_NAMES))}")
+        return cls()
+    raise TypeError(f"{where}: expected a metric name or a fastgrad.metrics.Metric, "
+                    f"got {identifier!r}")
+
+
+def resolve(identifier, loss, output_shape, y_sparse: bool):
+    """Like get(), but maps "accuracy"/"acc" as Keras does: binary when the output
+    has one unit or the loss is binary cross-entropy, sparse when the labels are
+    class ids, categorical otherwise.  The metric keeps the user's name."""
+    if isinstance(identifier, str) and identifier.strip().lower() in ("accuracy", "acc"):
+        from . import losses as _losses
+        name = identifier.strip()
+        if isinstance(loss, _losses.BinaryCrossentropy) or tuple(output_shape)[-1:] == (1,):
+            return BinaryAccuracy(name=name)
+        if y_sparse:
+            return SparseCategoricalAccuracy(name=name)
+        return CategoricalAccuracy(name=name)
+    return get(identifier)

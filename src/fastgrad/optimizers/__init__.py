@@ -1,0 +1,14 @@
+"""fastgrad.optimizers — Keras-style optimizers over flat parameter buffers,
+and learning-rate schedules (`fastgrad.optimizers.schedules`)."""
+from .optimizers import (Optimizer, SGD, Adagrad, RMSprop, Adam, AdamW, get, serialize,
+                         deserialize)
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "get", "serialize",
+           "deserialize", "schedules"]
+
+
+def __getattr__(name):
+    if name == "schedules":
+        from . import schedules
+        return schedules
+    raise AttributeError(f"module 'fastgrad.optimizers' has no attribute {name!r}")

@@ -1,0 +1,363 @@
+"""Optimizers (Keras 3 names, defaults and update rules) over flat buffers.
+
+The model keeps every trainable parameter in one contiguous float32 buffer and
+the gradients in a twin buffer; an optimizer keeps each of its slots
+(momentum, Adam's m and v, ...) as one more flat buffer of the same length.
+`apply_gradients` then runs ONE ops update call over the whole buffer per
+step (one call per trainable segment when some layers are frozen).
+
+Per step, in this order (Keras 3): clip the gradients (clipnorm per tensor,
+or global_clipnorm over all, or clipvalue element-wise — at most one of them),
+evaluate the learning rate (a float, or a schedule called with
+`iterations`), apply decoupled weight decay p -= lr * wd * p (Keras's
+`weight_decay`, AdamW's), apply the update, then `iterations += 1`.
+
+State for save / resume: `get_state()` -> {"iterations": int, slot: array},
+`set_state(state)`.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "get", "serialize",
+           "deserialize"]
+
+
+def _hp(cls, name, value, lo=None, lo_open=False, hi=None, hi_open=False, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{cls}: {name} must be a real number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{cls}: {name} must be finite, got {value!r}")
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise ValueError(f"{cls}: {name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+    if hi is not None and (v >= hi if hi_open else v > hi):
+        raise ValueError(f"{cls}: {name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class.  Subclasses list `_slots` (name -> initial value) and
+    implement `_update(ops, p, g, slots, lr, wd)` on flat float32 views."""
+
+    _slots: dict = {}
+    _default_lr = 0.001
+
+    def __init__(self, learning_rate=None, weight_decay=None, clipnorm=None, clipvalue=None,
+                 global_clipnorm=None, name=None, **kwargs):
+        cls = type(self).__name__
+        kwargs.pop("use_ema", None)
+        if kwargs:
+            raise TypeError(f"{cls}: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
+        self.name = name or _snake(cls)
+        self.learning_rate = self._default_lr if learning_rate is None else learning_rate
+        self.weight_decay = _hp(cls, "weight_decay", weight_decay, lo=0.0, allow_none=True)
+        self.clipnorm = _hp(cls, "clipnorm", clipnorm, lo=0.0, lo_open=True, allow_none=True)
+        self.clipvalue = _hp(cls, "clipvalue", clipvalue, lo=0.0, lo_open=True, allow_none=True)
+        self.global_clipnorm = _hp(cls, "global_clipnorm", global_clipnorm, lo=0.0, lo_open=True,
+                                   allow_none=True)
+        if sum(v is not None for v in (self.clipnorm, self.clipvalue, self.global_clipnorm)) > 1:
+            raise ValueError(f"{cls}: only one of clipnorm, clipvalue and global_clipnorm can be set")
+        self.iterations = 0
+        self.slots: dict = {}
+        self._n = None
+        self._views_cache = None
+
+    # ------------------------------------------------------------------ lr
+    @property
+    def learning_rate(self):
+        """A float, or the schedule object given (callbacks may assign a float)."""
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        cls = type(self).__name__
+        if callable(value) and not isinstance(value, numbers.Real):
+            self._learning_rate = value
+            return
+        if isinstance(value, np.ndarray) and value.size == 1:
+            value = float(value)
+        self._learning_rate = _hp(cls, "learning_rate", value, lo=0.0)
+
+    lr = learning_rate
+
+    def current_learning_rate(self) -> float:
+        lr = self._learning_rate
+        if isinstance(lr, float):
+            return lr
+        v = float(lr(self.iterations))
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{type(self).__name__}: learning-rate schedule returned {v} at "
+                             f"step {self.iterations}")
+        return v
+
+    # ------------------------------------------------------------------ state
+    def build(self, n: int) -> None:
+        """Allocate the flat slot buffers for `n` parameters (keeps them if the
+        size is unchanged, so recompiling with the same optimizer resumes)."""
+        if self._n == n and len(self.slots) == len(self._active_slots()):
+            return
+        self.slots = {name: np.full(n, init, dtype=np.float32)
+                      for name, init in self._active_slots().items()}
+        self._n = n
+        self._views_cache = None
+
+    def _active_slots(self) -> dict:
+        return dict(self._slots)
+
+    @property
+    def built(self) -> bool:
+        return self._n is not None
+
+    def get_state(self) -> dict:
+        st = {"iterations": int(self.iterations)}
+        st.update({k: np.array(v, copy=True) for k, v in self.slots.items()})
+        return st
+
+    def set_state(self, state: dict) -> None:
+        cls = type(self).__name__
+        names = set(self._active_slots())
+        given = set(state) - {"iterations"}
+        if given != names:
+            raise ValueError(f"{cls}.set_state: expected slots {sorted(names)}, got {sorted(given)}")
+        sizes = {np.asarray(state[k]).size for k in names}
+        if len(sizes) > 1 or (self._n is not None and sizes and sizes != {self._n}):
+            raise ValueError(f"{cls}.set_state: slot sizes {sorted(sizes)} do not match the model's "
+                             f"{self._n} parameters")
+        it = int(state.get("iterations", 0))
+        if it < 0:
+            raise ValueError(f"{cls}.set_state: iterations must be >= 0, got {it}")
+        if names:
+            n = sizes.pop()
+            self.slots = {k: np.ascontiguousarray(state[k], dtype=np.float32).reshape(-1).copy()
+                          for k in names}
+            self._n = n
+        self.iterations = it
+        self._views_cache = None
+
+    # ------------------------------------------------------------------ step
+    def _segment_views(self, param, grad, segments):
+        key = (id(param), id(grad), segments)
+        c = self._views_cache
+        if c is not None and c[0] == key:
+            return c[1]
+        if segments is None:
+            views = [(param, grad, self.slots)]
+        else:
+            views = [(param[s:e], grad[s:e], {k: v[s:e] for k, v in self.slots.items()})
+                     for s, e in segments]
+        self._views_cache = (key, views)
+        return views
+
+    def apply_gradients(self, ops, param, grad, grad_views=None, segments=None) -> None:
+        """One optimizer step over flat `param` / `grad` (float32, same length).
+
+        grad_views: the per-tensor gradient views (for clipnorm); segments:
+        tuple of (start, stop) trainable ranges, None for the whole buffer."""
+        if self._n != param.shape[0]:
+            self.build(param.shape[0])
+        if self.clipnorm is not None:
+            for g in (grad_views if grad_views is not None else (grad,)):
+                ops.clip_by_norm(g, self.clipnorm)
+        elif self.global_clipnorm is not None:
+            ops.clip_by_norm(grad, self.global_clipnorm)
+        elif self.clipvalue is not None:
+            ops.clip_by_value(grad, -self.clipvalue, self.clipvalue)
+        lr = self.current_learning_rate()
+        wd = self.weight_decay or 0.0
+        for p, g, slots in self._segment_views(param, grad, segments):
+            self._update(ops, p, g, slots, lr, wd)
+        self.iterations += 1
+
+    def _update(self, ops, p, g, slots, lr, wd):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict:
+        lr = self._learning_rate
+        if not isinstance(lr, float):
+            from . import schedules
+            try:
+                lr = schedules.serialize(lr)
+            except TypeError:
+                lr = repr(lr)
+        return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
+                "clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
+                "global_clipnorm": self.global_clipnorm}
+
+    @classmethod
+    def from_config(cls, config):
+        cfg = dict(config)
+        lr = cfg.get("learning_rate")
+        if isinstance(lr, dict):
+            from . import schedules
+            cfg["learning_rate"] = schedules.deserialize(lr)
+        return cls(**cfg)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(learning_rate={self._learning_rate!r})"
+
+
+class SGD(Optimizer):
+    """p -= lr g; with momentum: v = momentum v - lr g, p += v (nesterov:
+    p += momentum v - lr g)."""
+
+    _default_lr = 0.01
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name=None, **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
+                         **kwargs)
+        self.momentum = _hp("SGD", "momentum", momentum, lo=0.0, hi=1.0)
+        self.nesterov = bool(nesterov)
+
+    def _active_slots(self):
+        return {"momentum": 0.0} if self.momentum > 0 else {}
+
+    def _update(self, ops, p, g, slots, lr, wd):
+        ops.sgd_update(p, g, lr=lr, momentum=self.momentum, velocity=slots.get("momentum"),
+                       nesterov=self.nesterov, weight_decay=wd, decoupled=True)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adagrad(Optimizer):
+    """acc += g^2; p -= lr g / sqrt(acc + eps); acc starts at
+    initial_accumulator_value."""
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None,
+                 **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
+                         **kwargs)
+        self.initial_accumulator_value = _hp("Adagrad", "initial_accumulator_value",
+                                             initial_accumulator_value, lo=0.0)
+        self.epsilon = _hp("Adagrad", "epsilon", epsilon, lo=0.0)
+
+    def _active_slots(self):
+        return {"accumulator": self.initial_accumulator_value}
+
+    def _update(self, ops, p, g, slots, lr, wd):
+        ops.adagrad_update(p, g, slots["accumulator"], lr=lr, eps=self.epsilon, weight_decay=wd,
+                           decoupled=True)
+
+    def get_config(self):
+        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
+
+
+class RMSprop(Optimizer):
+    """ms = rho ms + (1 - rho) g^2; (centered: mg = rho mg + (1 - rho) g,
+    denom = ms - mg^2); inc = lr g / sqrt(denom + eps); momentum: m = mom m + inc,
+    p -= m; else p -= inc."""
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None,
+                 **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
+                         **kwargs)
+        self.rho = _hp("RMSprop", "rho", rho, lo=0.0, hi=1.0)
+        self.momentum = _hp("RMSprop", "momentum", momentum, lo=0.0, hi=1.0)
+        self.epsilon = _hp("RMSprop", "epsilon", epsilon, lo=0.0)
+        self.centered = bool(centered)
+
+    def _active_slots(self):
+        s = {"velocity": 0.0}
+        if self.momentum > 0:
+            s["momentum"] = 0.0
+        if self.centered:
+            s["average_gradient"] = 0.0
+        return s
+
+    def _update(self, ops, p, g, slots, lr, wd):
+        ops.rmsprop_update(p, g, slots["velocity"], lr=lr, rho=self.rho, eps=self.epsilon,
+                           momentum=self.momentum, mom=slots.get("momentum"),
+                           centered=self.centered, mg=slots.get("average_gradient"),
+                           weight_decay=wd, decoupled=True)
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
+                "epsilon": self.epsilon, "centered": self.centered}
+
+
+class Adam(Optimizer):
+    """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps), t = iterations + 1."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None,
+                 **kwargs):
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
+                         **kwargs)
+        cls = type(self).__name__
+        if amsgrad:
+            raise ValueError(f"{cls}: amsgrad=True is not supported")
+        self.beta_1 = _hp(cls, "beta_1", beta_1, lo=0.0, hi=1.0, hi_open=True)
+        self.beta_2 = _hp(cls, "beta_2", beta_2, lo=0.0, hi=1.0, hi_open=True)
+        self.epsilon = _hp(cls, "epsilon", epsilon, lo=0.0)
+
+    _slots = {"m": 0.0, "v": 0.0}
+
+    def _update(self, ops, p, g, slots, lr, wd):
+        ops.adam_update(p, g, slots["m"], slots["v"], lr=lr, beta1=self.beta_1, beta2=self.beta_2,
+                        eps=self.epsilon, step=self.iterations + 1, weight_decay=wd,
+                        decoupled=True)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.004, as in Keras)."""
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-7, amsgrad=False, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 name=None, **kwargs):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, clipnorm,
+                         clipvalue, global_clipnorm, name, **kwargs)
+        if self.weight_decay is None:
+            raise ValueError("AdamW: weight_decay must be a number >= 0, got None")
+
+
+def _snake(name):
+    return {"SGD": "sgd", "RMSprop": "rmsprop", "AdamW": "adamw"}.get(name, name.lower())
+
+
+_CLASSES = {"SGD": SGD, "Adagrad": Adagrad, "RMSprop": RMSprop, "Adam": Adam, "AdamW": AdamW}
+_NAMES = {k.lower(): v for k, v in _CLASSES.items()}
+
+
+def get(identifier, where: str = "optimizer") -> Optimizer:
+    """An Optimizer from a name ("adam", "sgd", ...), an Optimizer or a config dict."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Optimizer):
+        return identifier()
+    if isinstance(identifier, str):
+        cls = _NAMES.get(identifier.strip().lower())
+        if cls is None:
+            raise ValueError(f"{where}: unknown optimizer {identifier!r}; expected one of "
+                             f"{', '.join(sorted(_NAMES))} or a fastgrad.optimizers.Optimizer")
+        return cls()
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    raise TypeError(f"{where}: expected an optimizer name or a fastgrad.optimizers.Optimizer, "
+                    f"got {identifier!r}")
+
+
+def serialize(opt: Optimizer) -> dict:
+    return {"class_name": type(opt).__name__, "config": opt.get_config()}
+
+
+def deserialize(d: dict) -> Optimizer:
+    cls = _CLASSES.get(d.get("class_name"))
+    if cls is None:
+        raise ValueError(f"unknown optimizer class {d.get('class_name')!r}")
+    return cls.from_config(d.get("config", {}))
