@@ -94,7 +94,8 @@ class Progbar:
         self._order = []
         self._seen = 0
         self._start = time.monotonic()
-        self._last_draw = -math.inf
+        # a terminal shows the bar at once; plain output waits a full interval before a mid-epoch line
+        self._last_draw = -math.inf if self._dynamic else self._start
         self._last_len = 0
         self._finalized = False
 
