@@ -1,0 +1,272 @@
+/* activation.c — element-wise activations (forward and backward), exp, log
+ * and row-wise softmax / log_softmax. Compiled once per instruction set
+ * (see fg_vmath.h); the exported names carry the ISA suffix and
+ * dispatch.c picks one at run time.
+ *
+ * Element-wise kernels may run in place (y == x, dx == dy): every element is
+ * read before the same element is written, and threads own disjoint ranges.
+ * Results are position-independent (the tail goes through the same vector
+ * code with masked loads), so they are bitwise identical for any thread
+ * count.
+ */
+#include "fg_activation.h"
+#include "fg_vmath.h"
+
+/* Grain sizes (elements per thread below which a kernel stays serial), measured
+ * on the 2-core dev box: a memory-bound pass over 64K floats takes ~10 us, about
+ * the cost of waking the OpenMP team and joining it; an exp-bound pass over 8K
+ * floats takes about the same. */
+#define GRAIN_MEM ((int64_t)1 << 16)
+#define GRAIN_TRANS ((int64_t)1 << 13)
+
+/* ---- per-vector bodies ------------------------------------------------- */
+
+FG_VINLINE V act_fwd_relu(V x) { return v_max(v_zero(), x); } /* NaN propagates */
+FG_VINLINE V act_fwd_sigmoid(V x) { return v_sigmoid(x); }
+FG_VINLINE V act_fwd_tanh(V x) { return v_tanh(x); }
+FG_VINLINE V act_fwd_exp(V x) { return v_exp(x); }
+FG_VINLINE V act_fwd_log(V x) { return v_log(x); }
+FG_VINLINE V act_fwd_gelu(V x) {
+    V y = v_mul(x, v_phi(x));
+    return v_sel(v_eq(x, v_set1(-INFINITY)), y, v_set1(-0.0f)); /* limit, not -inf*0 */
+}
+/* 0.5 x (1 + tanh(u)) == x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3):
+ * the sigmoid form has no cancellation for negative x */
+FG_VINLINE V gelu_tanh_2u(V x) {
+    V x2 = v_mul(x, x);
+    V inner = v_fma(v_mul(x2, v_set1(0.044715f)), x, x);
+    return v_mul(inner, v_set1(1.5957691216057308f)); /* 2 sqrt(2/pi) */
+}
+FG_VINLINE V act_fwd_gelu_tanh(V x) {
+    V y = v_mul(x, v_sigmoid(gelu_tanh_2u(x)));
+    return v_sel(v_eq(x, v_set1(-INFINITY)), y, v_set1(-0.0f));
+}
+
+#define DEFINE_UNARY_RANGE(NAME, FN)                                            \
+    static void NAME(float *y, const float *x, int64_t lo, int64_t hi) {       \
+        int64_t i = lo;                                                         \
+        for (; i + VL <= hi; i += VL) v_store(y + i, FN(v_load(x + i)));        \
+        if (i < hi) v_storen(y + i, FN(v_loadn(x + i, hi - i)), hi - i);        \
+    }
+
+DEFINE_UNARY_RANGE(range_relu, act_fwd_relu)
+DEFINE_UNARY_RANGE(range_sigmoid, act_fwd_sigmoid)
+DEFINE_UNARY_RANGE(range_tanh, act_fwd_tanh)
+DEFINE_UNARY_RANGE(range_gelu, act_fwd_gelu)
+DEFINE_UNARY_RANGE(range_gelu_tanh, act_fwd_gelu_tanh)
+DEFINE_UNARY_RANGE(range_exp, act_fwd_exp)
+DEFINE_UNARY_RANGE(range_log, act_fwd_log)
+
+static void range_copy(float *y, const float *x, int64_t lo, int64_t hi) {
+    if (y != x) memcpy(y + lo, x + lo, (size_t)(hi - lo) * sizeof(float));
+}
+
+typedef void (*unary_range_fn)(float *, const float *, int64_t, int64_t);
+
+static int run_unary(unary_range_fn fn, float *y, const float *x, int64_t n, int64_t grain, int nthreads) {
+    if (n < 0) return FG_ERR_ARG;
+    if (n == 0) return FG_OK;
+    int nt = fg_threads_for(n, grain, nthreads);
+#define BODY_(lo, hi) fn(y, x, lo, hi)
+    FG_PARALLEL_RANGE(n, 16, nt, BODY_);
+#undef BODY_
+    return FG_OK;
+}
+
+/* y[n] = act(x[n]) */
+int FG_ISA_FN(fg_act_forward)(float *y, const float *x, int64_t n, int act, int nthreads) {
+    switch (act) {
+    case FG_ACT_LINEAR: return run_unary(range_copy, y, x, n, GRAIN_MEM, nthreads);
+    case FG_ACT_RELU: return run_unary(range_relu, y, x, n, GRAIN_MEM, nthreads);
+    case FG_ACT_SIGMOID: return run_unary(range_sigmoid, y, x, n, GRAIN_TRANS, nthreads);
+    case FG_ACT_TANH: return run_unary(range_tanh, y, x, n, GRAIN_TRANS, nthreads);
+    case FG_ACT_GELU: return run_unary(range_gelu, y, x, n, GRAIN_TRANS, nthreads);
+    case FG_ACT_GELU_TANH: return run_unary(range_gelu_tanh, y, x, n, GRAIN_TRANS, nthreads);
+    default: return FG_ERR_ARG;
+    }
+}
+
+/* y[n] = exp(x[n]) */
+int FG_ISA_FN(fg_exp)(float *y, const float *x, int64_t n, int nthreads) {
+    return run_unary(range_exp, y, x, n, GRAIN_TRANS, nthreads);
+}
+
+/* y[n] = log(x[n]) */
+int FG_ISA_FN(fg_log)(float *y, const float *x, int64_t n, int nthreads) {
+    return run_unary(range_log, y, x, n, GRAIN_TRANS, nthreads);
+}
+
+/* ---- backward ---------------------------------------------------------- */
+
+/* ref: forward output y (relu, sigmoid, tanh, linear) or input x (gelu*) */
+/* dy * (y > 0): the same float product as NumpyOps (so inf/NaN in dy behave alike) */
+FG_VINLINE V act_bwd_relu(V dy, V y) { return v_mul(dy, v_sel(v_gt(y, v_zero()), v_zero(), v_set1(1.0f))); }
+FG_VINLINE V act_bwd_sigmoid(V dy, V y) { return v_mul(dy, v_mul(y, v_sub(v_set1(1.0f), y))); }
+FG_VINLINE V act_bwd_tanh(V dy, V y) { return v_mul(dy, v_fnma(y, y, v_set1(1.0f))); }
+/* d/dx x Phi(x) = Phi(x) + x phi(x); |x| clamped in the product so +-inf give 1 / 0 */
+FG_VINLINE V act_bwd_gelu(V dy, V x) {
+    V xb = v_min(v_max(x, v_set1(-20.0f)), v_set1(20.0f));
+    V d = v_fma(xb, v_npdf(x), v_phi(x));
+    return v_mul(dy, d);
+}
+/* d/dx x s(2u) = s + x s (1-s) 2u',  2u' = 2 sqrt(2/pi) (1 + 3*0.044715 x^2) */
+FG_VINLINE V act_bwd_gelu_tanh(V dy, V x) {
+    V s, c;
+    v_sigmoid2(gelu_tanh_2u(x), &s, &c);
+    V xb = v_min(v_max(x, v_set1(-1e4f)), v_set1(1e4f)); /* s*c underflows to 0 long before */
+    V x2 = v_mul(xb, xb);
+    V du = v_mul(v_fma(x2, v_set1(0.134145f), v_set1(1.0f)), v_set1(1.5957691216057308f));
+    V d = v_fma(v_mul(xb, v_mul(s, c)), du, s);
+    return v_mul(dy, d);
+}
+
+#define DEFINE_BINARY_RANGE(NAME, FN)                                                       \
+    static void NAME(float *dx, const float *dy, const float *r, int64_t lo, int64_t hi) { \
+        int64_t i = lo;                                                                     \
+        for (; i + VL <= hi; i += VL) v_store(dx + i, FN(v_load(dy + i), v_load(r + i)));  \
+        if (i < hi) {                                                                       \
+            int64_t k = hi - i;                                                             \
+            v_storen(dx + i, FN(v_loadn(dy + i, k), v_loadn(r + i, k)), k);                 \
+        }                                                                                   \
+    }
+
+DEFINE_BINARY_RANGE(brange_relu, act_bwd_relu)
+DEFINE_BINARY_RANGE(brange_sigmoid, act_bwd_sigmoid)
+DEFINE_BINARY_RANGE(brange_tanh, act_bwd_tanh)
+DEFINE_BINARY_RANGE(brange_gelu, act_bwd_gelu)
+DEFINE_BINARY_RANGE(brange_gelu_tanh, act_bwd_gelu_tanh)
+
+static void brange_linear(float *dx, const float *dy, const float *r, int64_t lo, int64_t hi) {
+    (void)r;
+    if (dx != dy) memcpy(dx + lo, dy + lo, (size_t)(hi - lo) * sizeof(float));
+}
+
+typedef void (*binary_range_fn)(float *, const float *, const float *, int64_t, int64_t);
+
+static int run_binary(binary_range_fn fn, float *dx, const float *dy, const float *r, int64_t n, int64_t grain,
+                      int nthreads) {
+    if (n < 0) return FG_ERR_ARG;
+    if (n == 0) return FG_OK;
+    int nt = fg_threads_for(n, grain, nthreads);
+#define BODY_(lo, hi) fn(dx, dy, r, lo, hi)
+    FG_PARALLEL_RANGE(n, 16, nt, BODY_);
+#undef BODY_
+    return FG_OK;
+}
+
+/* dx[n] = dy[n] * act'(.) from ref[n] */
+int FG_ISA_FN(fg_act_backward)(float *dx, const float *dy, const float *ref, int64_t n, int act, int nthreads) {
+    switch (act) {
+    case FG_ACT_LINEAR: return run_binary(brange_linear, dx, dy, ref, n, GRAIN_MEM, nthreads);
+    case FG_ACT_RELU: return run_binary(brange_relu, dx, dy, ref, n, GRAIN_MEM, nthreads);
+    case FG_ACT_SIGMOID: return run_binary(brange_sigmoid, dx, dy, ref, n, GRAIN_MEM, nthreads);
+    case FG_ACT_TANH: return run_binary(brange_tanh, dx, dy, ref, n, GRAIN_MEM, nthreads);
+    case FG_ACT_GELU: return run_binary(brange_gelu, dx, dy, ref, n, GRAIN_TRANS, nthreads);
+    case FG_ACT_GELU_TANH: return run_binary(brange_gelu_tanh, dx, dy, ref, n, GRAIN_TRANS, nthreads);
+    default: return FG_ERR_ARG;
+    }
+}
+
+/* ---- softmax over rows ------------------------------------------------- */
+
+static float row_max(const float *x, int64_t cols) {
+    V m = v_set1(-INFINITY);
+    int64_t j = 0;
+    for (; j + VL <= cols; j += VL) m = v_max(m, v_load(x + j));
+    float mx = v_hmax(m);
+    for (; j < cols; j++) mx = x[j] > mx ? x[j] : mx;
+    return mx;
+}
+
+/* y[j] = exp(x[j] - mx); returns sum_j y[j] */
+static float row_exp_sum(float *y, const float *x, int64_t cols, float mx) {
+    V vm = v_set1(mx), acc = v_zero();
+    int64_t j = 0;
+    for (; j + VL <= cols; j += VL) {
+        V e = v_exp(v_sub(v_load(x + j), vm));
+        v_store(y + j, e);
+        acc = v_add(acc, e);
+    }
+    if (j < cols) {
+        V e = v_exp(v_sub(v_loadn(x + j, cols - j), vm));
+        e = v_sel(v_firstn(cols - j), v_zero(), e);
+        v_storen(y + j, e, cols - j);
+        acc = v_add(acc, e);
+    }
+    return v_hsum(acc);
+}
+
+static void softmax_rows(float *y, const float *x, int64_t r0, int64_t r1, int64_t cols, int log) {
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols;
+        float mx = row_max(xr, cols);
+        float s = row_exp_sum(yr, xr, cols, mx);
+        int64_t j = 0;
+        if (log) {
+            V vm = v_set1(mx), ls = v_set1(logf(s));
+            for (; j + VL <= cols; j += VL) v_store(yr + j, v_sub(v_sub(v_load(xr + j), vm), ls));
+            if (j < cols) v_storen(yr + j, v_sub(v_sub(v_loadn(xr + j, cols - j), vm), ls), cols - j);
+        } else {
+            V vs = v_set1(s);
+            for (; j + VL <= cols; j += VL) v_store(yr + j, v_div(v_load(yr + j), vs));
+            if (j < cols) v_storen(yr + j, v_div(v_loadn(yr + j, cols - j), vs), cols - j);
+        }
+    }
+}
+
+/* x, y: (rows, cols) row-major; y = softmax(x) or log_softmax(x) along cols */
+int FG_ISA_FN(fg_softmax_forward)(float *y, const float *x, int64_t rows, int64_t cols, int log, int nthreads) {
+    if (rows < 0 || cols < 0) return FG_ERR_ARG;
+    if (rows == 0 || cols == 0) return FG_OK;
+    int nt = fg_threads_for(rows * cols, GRAIN_TRANS, nthreads);
+    if (nt > rows) nt = (int)rows;
+#define BODY_(lo, hi) softmax_rows(y, x, lo, hi, cols, log)
+    FG_PARALLEL_RANGE(rows, 1, nt, BODY_);
+#undef BODY_
+    return FG_OK;
+}
+
+static void softmax_bwd_rows(float *dx, const float *dy, const float *y, int64_t r0, int64_t r1, int64_t cols,
+                             int log) {
+    for (int64_t r = r0; r < r1; r++) {
+        const float *dyr = dy + r * cols, *yr = y + r * cols;
+        float *dxr = dx + r * cols;
+        V acc = v_zero();
+        int64_t j = 0;
+        if (log) { /* dx = dy - exp(y) * sum(dy) */
+            for (; j + VL <= cols; j += VL) acc = v_add(acc, v_load(dyr + j));
+            if (j < cols) acc = v_add(acc, v_loadn(dyr + j, cols - j));
+            V s = v_set1(v_hsum(acc));
+            for (j = 0; j + VL <= cols; j += VL)
+                v_store(dxr + j, v_fnma(v_exp(v_load(yr + j)), s, v_load(dyr + j)));
+            if (j < cols) {
+                int64_t k = cols - j;
+                v_storen(dxr + j, v_fnma(v_exp(v_loadn(yr + j, k)), s, v_loadn(dyr + j, k)), k);
+            }
+        } else { /* dx = y * (dy - sum(dy * y)) */
+            for (; j + VL <= cols; j += VL) acc = v_fma(v_load(dyr + j), v_load(yr + j), acc);
+            if (j < cols) acc = v_fma(v_loadn(dyr + j, cols - j), v_loadn(yr + j, cols - j), acc);
+            V s = v_set1(v_hsum(acc));
+            for (j = 0; j + VL <= cols; j += VL)
+                v_store(dxr + j, v_mul(v_load(yr + j), v_sub(v_load(dyr + j), s)));
+            if (j < cols) {
+                int64_t k = cols - j;
+                v_storen(dxr + j, v_mul(v_loadn(yr + j, k), v_sub(v_loadn(dyr + j, k), s)), k);
+            }
+        }
+    }
+}
+
+/* dy, y, dx: (rows, cols); y is the forward output */
+int FG_ISA_FN(fg_softmax_backward)(float *dx, const float *dy, const float *y, int64_t rows, int64_t cols, int log,
+                                   int nthreads) {
+    if (rows < 0 || cols < 0) return FG_ERR_ARG;
+    if (rows == 0 || cols == 0) return FG_OK;
+    int nt = fg_threads_for(rows * cols, log ? GRAIN_TRANS : GRAIN_MEM, nthreads);
+    if (nt > rows) nt = (int)rows;
+#define BODY_(lo, hi) softmax_bwd_rows(dx, dy, y, lo, hi, cols, log)
+    FG_PARALLEL_RANGE(rows, 1, nt, BODY_);
+#undef BODY_
+    return FG_OK;
+}

@@ -1,0 +1,39 @@
+/* fg_loss.h — fused losses with their gradients, from logits / predictions.
+ *
+ * Shapes: logits/pred/target/dlogits are (rows, cols) row-major float32;
+ * labels (rows,) int64; sample_weight (rows,) float32 or NULL (weight 1).
+ * loss_sum (double) = sum_i w_i * l_i, taken in a fixed order (row chunks whose
+ * size depends only on rows, partials added in chunk order), so it is bitwise
+ * identical for any thread count. Gradients: grad_scale * w_i * dl_i/dlogits;
+ * the gradient pointer may be NULL to compute the loss only. The gradient may
+ * alias the logits (computed in place). */
+#ifndef FG_LOSS_H
+#define FG_LOSS_H
+#include "fg_common.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* l_i = logsumexp(x_i) - x_i[label_i]; dlogits = grad_scale*w_i*(softmax(x_i) - onehot(label_i));
+ * correct (may be NULL) = number of rows whose first argmax equals the label;
+ * FG_ERR_LABEL on a label outside [0, cols) */
+int fg_sparse_softmax_xent(double *loss_sum, float *dlogits, int64_t *correct, const float *logits,
+                           const int64_t *labels, const float *sample_weight, int64_t rows, int64_t cols,
+                           float grad_scale, int nthreads);
+/* dense targets (one-hot or probability rows): l_i = sum_j t_ij (logsumexp(x_i) - x_ij);
+ * dlogits = grad_scale*w_i*(softmax(x_i)*sum_j t_ij - t_i) */
+int fg_softmax_xent(double *loss_sum, float *dlogits, const float *logits, const float *target,
+                    const float *sample_weight, int64_t rows, int64_t cols, float grad_scale, int nthreads);
+/* sigmoid + binary cross-entropy from logits, summed over cols:
+ * l_ij = max(x,0) - x*z + log1p(exp(-|x|)); dlogits = grad_scale*w_i*(sigmoid(x) - z) */
+int fg_sigmoid_bce(double *loss_sum, float *dlogits, const float *logits, const float *target,
+                   const float *sample_weight, int64_t rows, int64_t cols, float grad_scale, int nthreads);
+/* loss_sum = sum_i w_i sum_j (p-t)^2 (exact squares, double accumulation in a fixed
+ * 16-lane order: the same bits on every ISA); dpred = grad_scale * w_i * 2 (p - t) */
+int fg_mse(double *loss_sum, float *dpred, const float *pred, const float *target, const float *sample_weight,
+           int64_t rows, int64_t cols, float grad_scale, int nthreads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,453 @@
+/* fg_vmath.h — private to csrc/kernels: one vector vocabulary for three
+ * instruction sets, the vectorised math functions written in it, and the
+ * thread-partition helpers every kernel in this family uses.
+ *
+ * Included only by the ISA-compiled sources (ISA_SOURCES), so the same text
+ * becomes an AVX-512 copy (V = __m512, 16 lanes), an AVX2+FMA copy (V =
+ * __m256, 8 lanes) and a portable copy (V = float, 1 lane; the compiler
+ * auto-vectorises what it can with SSE2). Everything here is `static`, so no
+ * wide copy of a helper can leak into the baseline through the linker.
+ *
+ * Kernels are written once against this vocabulary:
+ *   full vectors:  v_load / v_store;  tail (< VL elements): v_loadn / v_storen
+ *   (masked: lanes past the end read as 0 and are never written).
+ *
+ * Math functions (all within ~1-2 ULP of correctly rounded float32 for every
+ * input, NaN propagates, limits exact for +-inf; the tests sweep float32 bit
+ * patterns against float64 references):
+ *   v_exp      Cody-Waite reduction x = n ln2 + r, Cephes degree-6 polynomial,
+ *              2^n applied as 2^(n/2) * 2^(n - n/2) so results that overflow
+ *              or fall into the denormal range round correctly without branches.
+ *   v_log      Cephes logf: mantissa in [sqrt(1/2), sqrt 2), degree-9 polynomial,
+ *              denormal inputs rescaled by 2^23 first.
+ *   v_tanh     |x| < 0.625: odd polynomial (Cephes); else 1 - 2/(e^{2|x|}+1).
+ *   v_sigmoid  e = exp(-|x|); (x >= 0 ? 1 : e) / (1 + e): no overflow, no
+ *              cancellation, exact 0/1 limits, accurate deep in the tails.
+ *   v_phi      standard normal CDF Phi(x) = 0.5 erfc(-x/sqrt 2): Taylor series
+ *              of erf near 0, and for |x|/sqrt 2 >= 0.5 the Numerical Recipes
+ *              erfc form t exp(-a^2 + P(t)) (fractional error < 1.2e-7) with a^2
+ *              carried as an exact hi+lo pair, so Phi is accurate in relative
+ *              terms in the far negative tail (gelu(x) = x Phi(x) there).
+ *
+ * Explicit FMAs (v_fma) are used where they help accuracy; the AVX copies
+ * fuse them, the portable copy rounds the product. The kernels library is
+ * compiled with -ffp-contract=off so the compiler adds no fusions of its own:
+ * reductions written with exact products give the same bits on every ISA.
+ */
+#ifndef FG_VMATH_H
+#define FG_VMATH_H
+
+#include "fg_common.h"
+
+#include <math.h>
+#include <string.h>
+#if FG_HAVE_OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#define FG_VINLINE static inline __attribute__((always_inline, unused))
+
+/* =========================================================================
+ * The vector vocabulary
+ * ========================================================================= */
+#if defined(__AVX512F__)
+
+#define VL 16
+typedef __m512 V;
+typedef __m512i VI;
+typedef __mmask16 M;
+FG_VINLINE V v_set1(float a) { return _mm512_set1_ps(a); }
+FG_VINLINE V v_zero(void) { return _mm512_setzero_ps(); }
+FG_VINLINE V v_load(const float *p) { return _mm512_loadu_ps(p); }
+FG_VINLINE void v_store(float *p, V a) { _mm512_storeu_ps(p, a); }
+FG_VINLINE M v_tailmask(int64_t n) { return (__mmask16)((1u << n) - 1u); }
+FG_VINLINE V v_loadn(const float *p, int64_t n) { return _mm512_maskz_loadu_ps(v_tailmask(n), p); }
+FG_VINLINE void v_storen(float *p, V a, int64_t n) { _mm512_mask_storeu_ps(p, v_tailmask(n), a); }
+FG_VINLINE M v_firstn(int64_t n) { return v_tailmask(n); } /* lanes < n */
+FG_VINLINE V v_add(V a, V b) { return _mm512_add_ps(a, b); }
+FG_VINLINE V v_sub(V a, V b) { return _mm512_sub_ps(a, b); }
+FG_VINLINE V v_mul(V a, V b) { return _mm512_mul_ps(a, b); }
+FG_VINLINE V v_div(V a, V b) { return _mm512_div_ps(a, b); }
+FG_VINLINE V v_sqrt(V a) { return _mm512_sqrt_ps(a); }
+FG_VINLINE V v_fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }   /* a*b + c */
+FG_VINLINE V v_fnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); } /* c - a*b */
+FG_VINLINE V v_max(V a, V b) { return _mm512_max_ps(a, b); } /* b if either is NaN */
+FG_VINLINE V v_min(V a, V b) { return _mm512_min_ps(a, b); } /* b if either is NaN */
+FG_VINLINE V v_abs(V a) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff))); }
+FG_VINLINE V v_signbit(V a) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32((int)0x80000000u))); }
+FG_VINLINE V v_xor(V a, V b) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_castps_si512(b))); }
+FG_VINLINE M v_lt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+FG_VINLINE M v_le(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+FG_VINLINE M v_gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+FG_VINLINE M v_ge(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+FG_VINLINE M v_eq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+FG_VINLINE M v_isnan(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+FG_VINLINE M m_or(M a, M b) { return (M)(a | b); }
+FG_VINLINE int m_any(M m) { return m != 0; }
+FG_VINLINE V v_sel(M m, V f, V t) { return _mm512_mask_blend_ps(m, f, t); } /* m ? t : f */
+FG_VINLINE VI v_cvti(V a) { return _mm512_cvttps_epi32(a); }                /* integral input */
+FG_VINLINE V v_cvtf(VI a) { return _mm512_cvtepi32_ps(a); }
+FG_VINLINE VI vi_set1(int a) { return _mm512_set1_epi32(a); }
+FG_VINLINE VI vi_add(VI a, VI b) { return _mm512_add_epi32(a, b); }
+FG_VINLINE VI vi_sub(VI a, VI b) { return _mm512_sub_epi32(a, b); }
+FG_VINLINE VI vi_srai(VI a, int s) { return _mm512_srai_epi32(a, (unsigned)s); }
+FG_VINLINE VI vi_slli(VI a, int s) { return _mm512_slli_epi32(a, (unsigned)s); }
+FG_VINLINE VI vi_srli(VI a, int s) { return _mm512_srli_epi32(a, (unsigned)s); }
+FG_VINLINE VI vi_and(VI a, VI b) { return _mm512_and_si512(a, b); }
+FG_VINLINE VI vi_or(VI a, VI b) { return _mm512_or_si512(a, b); }
+FG_VINLINE VI vi_sel(M m, VI f, VI t) { return _mm512_mask_blend_epi32(m, f, t); }
+FG_VINLINE VI v_asi(V a) { return _mm512_castps_si512(a); }
+FG_VINLINE V vi_asf(VI a) { return _mm512_castsi512_ps(a); }
+/* horizontal sum in a fixed tree (lanes k and k+8, then k+4, k+2, k+1) */
+FG_VINLINE float v_hsum(V a) {
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    return _mm_cvtss_f32(s1);
+}
+FG_VINLINE float v_hmax(V a) { return _mm512_reduce_max_ps(a); }
+
+#elif defined(__AVX2__)
+
+#define VL 8
+typedef __m256 V;
+typedef __m256i VI;
+typedef __m256 M;
+FG_VINLINE V v_set1(float a) { return _mm256_set1_ps(a); }
+FG_VINLINE V v_zero(void) { return _mm256_setzero_ps(); }
+FG_VINLINE V v_load(const float *p) { return _mm256_loadu_ps(p); }
+FG_VINLINE void v_store(float *p, V a) { _mm256_storeu_ps(p, a); }
+FG_VINLINE __m256i v_tailmask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+FG_VINLINE V v_loadn(const float *p, int64_t n) { return _mm256_maskload_ps(p, v_tailmask(n)); }
+FG_VINLINE void v_storen(float *p, V a, int64_t n) { _mm256_maskstore_ps(p, v_tailmask(n), a); }
+FG_VINLINE M v_firstn(int64_t n) { return _mm256_castsi256_ps(v_tailmask(n)); }
+FG_VINLINE V v_add(V a, V b) { return _mm256_add_ps(a, b); }
+FG_VINLINE V v_sub(V a, V b) { return _mm256_sub_ps(a, b); }
+FG_VINLINE V v_mul(V a, V b) { return _mm256_mul_ps(a, b); }
+FG_VINLINE V v_div(V a, V b) { return _mm256_div_ps(a, b); }
+FG_VINLINE V v_sqrt(V a) { return _mm256_sqrt_ps(a); }
+FG_VINLINE V v_fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+FG_VINLINE V v_fnma(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+FG_VINLINE V v_max(V a, V b) { return _mm256_max_ps(a, b); }
+FG_VINLINE V v_min(V a, V b) { return _mm256_min_ps(a, b); }
+FG_VINLINE V v_abs(V a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+FG_VINLINE V v_signbit(V a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u))); }
+FG_VINLINE V v_xor(V a, V b) { return _mm256_xor_ps(a, b); }
+FG_VINLINE M v_lt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+FG_VINLINE M v_le(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
+FG_VINLINE M v_gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+FG_VINLINE M v_ge(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+FG_VINLINE M v_eq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+FG_VINLINE M v_isnan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
+FG_VINLINE M m_or(M a, M b) { return _mm256_or_ps(a, b); }
+FG_VINLINE int m_any(M m) { return _mm256_movemask_ps(m) != 0; }
+FG_VINLINE V v_sel(M m, V f, V t) { return _mm256_blendv_ps(f, t, m); }
+FG_VINLINE VI v_cvti(V a) { return _mm256_cvttps_epi32(a); }
+FG_VINLINE V v_cvtf(VI a) { return _mm256_cvtepi32_ps(a); }
+FG_VINLINE VI vi_set1(int a) { return _mm256_set1_epi32(a); }
+FG_VINLINE VI vi_add(VI a, VI b) { return _mm256_add_epi32(a, b); }
+FG_VINLINE VI vi_sub(VI a, VI b) { return _mm256_sub_epi32(a, b); }
+FG_VINLINE VI vi_srai(VI a, int s) { return _mm256_srai_epi32(a, s); }
+FG_VINLINE VI vi_slli(VI a, int s) { return _mm256_slli_epi32(a, s); }
+FG_VINLINE VI vi_srli(VI a, int s) { return _mm256_srli_epi32(a, s); }
+FG_VINLINE VI vi_and(VI a, VI b) { return _mm256_and_si256(a, b); }
+FG_VINLINE VI vi_or(VI a, VI b) { return _mm256_or_si256(a, b); }
+FG_VINLINE VI vi_sel(M m, VI f, VI t) {
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(f), _mm256_castsi256_ps(t), m));
+}
+FG_VINLINE VI v_asi(V a) { return _mm256_castps_si256(a); }
+FG_VINLINE V vi_asf(VI a) { return _mm256_castsi256_ps(a); }
+FG_VINLINE float v_hsum(V a) { /* lanes k and k+4, then k+2, k+1 */
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    return _mm_cvtss_f32(s1);
+}
+FG_VINLINE float v_hmax(V a) {
+    __m128 s4 = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 s2 = _mm_max_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_max_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    return _mm_cvtss_f32(s1);
+}
+
+#else /* portable: one lane; plain C the compiler may auto-vectorise */
+
+#define VL 1
+typedef float V;
+typedef int32_t VI;
+typedef int M;
+FG_VINLINE V v_set1(float a) { return a; }
+FG_VINLINE V v_zero(void) { return 0.0f; }
+FG_VINLINE V v_load(const float *p) { return *p; }
+FG_VINLINE void v_store(float *p, V a) { *p = a; }
+FG_VINLINE V v_loadn(const float *p, int64_t n) { return n > 0 ? *p : 0.0f; }
+FG_VINLINE void v_storen(float *p, V a, int64_t n) { if (n > 0) *p = a; }
+FG_VINLINE M v_firstn(int64_t n) { return n > 0; }
+FG_VINLINE V v_add(V a, V b) { return a + b; }
+FG_VINLINE V v_sub(V a, V b) { return a - b; }
+FG_VINLINE V v_mul(V a, V b) { return a * b; }
+FG_VINLINE V v_div(V a, V b) { return a / b; }
+FG_VINLINE V v_sqrt(V a) { return sqrtf(a); }
+FG_VINLINE V v_fma(V a, V b, V c) { return a * b + c; } /* not fused (-ffp-contract=off) */
+FG_VINLINE V v_fnma(V a, V b, V c) { return c - a * b; }
+FG_VINLINE V v_max(V a, V b) { return a > b ? a : b; } /* b if either is NaN, like maxps */
+FG_VINLINE V v_min(V a, V b) { return a < b ? a : b; }
+FG_VINLINE uint32_t f2u_(float a) { uint32_t u; memcpy(&u, &a, 4); return u; }
+FG_VINLINE float u2f_(uint32_t u) { float a; memcpy(&a, &u, 4); return a; }
+FG_VINLINE V v_abs(V a) { return u2f_(f2u_(a) & 0x7fffffffu); }
+FG_VINLINE V v_signbit(V a) { return u2f_(f2u_(a) & 0x80000000u); }
+FG_VINLINE V v_xor(V a, V b) { return u2f_(f2u_(a) ^ f2u_(b)); }
+FG_VINLINE M v_lt(V a, V b) { return a < b; }
+FG_VINLINE M v_le(V a, V b) { return a <= b; }
+FG_VINLINE M v_gt(V a, V b) { return a > b; }
+FG_VINLINE M v_ge(V a, V b) { return a >= b; }
+FG_VINLINE M v_eq(V a, V b) { return a == b; }
+FG_VINLINE M v_isnan(V a) { return a != a; }
+FG_VINLINE M m_or(M a, M b) { return a | b; }
+FG_VINLINE int m_any(M m) { return m != 0; }
+FG_VINLINE V v_sel(M m, V f, V t) { return m ? t : f; }
+FG_VINLINE VI v_cvti(V a) { return (int32_t)a; }
+FG_VINLINE V v_cvtf(VI a) { return (float)a; }
+FG_VINLINE VI vi_set1(int a) { return a; }
+FG_VINLINE VI vi_add(VI a, VI b) { return (VI)((uint32_t)a + (uint32_t)b); }
+FG_VINLINE VI vi_sub(VI a, VI b) { return (VI)((uint32_t)a - (uint32_t)b); }
+FG_VINLINE VI vi_srai(VI a, int s) { return a >> s; } /* arithmetic on gcc/clang */
+FG_VINLINE VI vi_slli(VI a, int s) { return (VI)((uint32_t)a << s); }
+FG_VINLINE VI vi_srli(VI a, int s) { return (VI)((uint32_t)a >> s); }
+FG_VINLINE VI vi_and(VI a, VI b) { return a & b; }
+FG_VINLINE VI vi_or(VI a, VI b) { return a | b; }
+FG_VINLINE VI vi_sel(M m, VI f, VI t) { return m ? t : f; }
+FG_VINLINE VI v_asi(V a) { return (VI)f2u_(a); }
+FG_VINLINE V vi_asf(VI a) { return u2f_((uint32_t)a); }
+FG_VINLINE float v_hsum(V a) { return a; }
+FG_VINLINE float v_hmax(V a) { return a; }
+
+#endif
+
+/* exact product: hi + lo == a*b (hi = fl(a*b)) */
+FG_VINLINE void v_two_prod(V a, V b, V *hi, V *lo) {
+#if VL > 1
+    *hi = v_mul(a, b);
+#if defined(__AVX512F__)
+    *lo = _mm512_fmsub_ps(a, b, *hi);
+#else
+    *lo = _mm256_fmsub_ps(a, b, *hi);
+#endif
+#else
+    double p = (double)a * (double)b; /* exact: 24+24 bits < 53 */
+    *hi = (float)p;
+    *lo = (float)(p - (double)*hi);
+#endif
+}
+
+/* =========================================================================
+ * Math functions
+ * ========================================================================= */
+
+/* round to nearest even, |x| < 2^22 (the magic-number trick; exact in IEEE) */
+FG_VINLINE V v_rint(V x) {
+    const V magic = v_set1(12582912.0f); /* 1.5 * 2^23 */
+    return v_sub(v_add(x, magic), magic);
+}
+
+/* 2^n for integer n in [-126, 127] */
+FG_VINLINE V v_pow2i(VI n) { return vi_asf(vi_slli(vi_add(n, vi_set1(127)), 23)); }
+
+FG_VINLINE V v_exp(V x) {
+    /* clamp so that n stays in [-150, 129]; the result still overflows to inf
+     * above ln(FLT_MAX) and underflows through the denormals to 0 */
+    V xc = v_min(v_max(x, v_set1(-104.0f)), v_set1(89.0f));
+    V n = v_rint(v_mul(xc, v_set1(1.44269504088896341f)));
+    V r = v_fnma(n, v_set1(0.693359375f), xc);     /* n*C1 exact (9-bit C1) */
+    r = v_fnma(n, v_set1(-2.12194440e-4f), r);
+    V p = v_set1(1.9875691500E-4f);
+    p = v_fma(p, r, v_set1(1.3981999507E-3f));
+    p = v_fma(p, r, v_set1(8.3334519073E-3f));
+    p = v_fma(p, r, v_set1(4.1665795894E-2f));
+    p = v_fma(p, r, v_set1(1.6666665459E-1f));
+    p = v_fma(p, r, v_set1(5.0000001201E-1f));
+    V r2 = v_mul(r, r);
+    V y = v_add(v_fma(p, r2, r), v_set1(1.0f));
+    VI ni = v_cvti(n);
+    VI n1 = vi_srai(ni, 1);
+    VI n2 = vi_sub(ni, n1);
+    y = v_mul(v_mul(y, v_pow2i(n1)), v_pow2i(n2));
+    return v_sel(v_isnan(x), y, v_add(x, x));
+}
+
+FG_VINLINE V v_log(V x) {
+    M tiny = v_lt(x, v_set1(1.17549435e-38f)); /* denormal, zero or negative */
+    V xs = v_sel(tiny, x, v_mul(x, v_set1(8388608.0f)));
+    VI bits = v_asi(xs);
+    VI e = vi_sub(vi_and(vi_srli(bits, 23), vi_set1(0xff)), vi_set1(126));
+    e = vi_sel(tiny, e, vi_sub(e, vi_set1(23)));
+    V m = vi_asf(vi_or(vi_and(bits, vi_set1(0x007fffff)), vi_set1(0x3f000000))); /* [0.5, 1) */
+    M lo = v_lt(m, v_set1(0.707106781186547524f));
+    V ef = v_cvtf(e);
+    ef = v_sel(lo, ef, v_sub(ef, v_set1(1.0f)));
+    m = v_sel(lo, v_sub(m, v_set1(1.0f)), v_sub(v_add(m, m), v_set1(1.0f)));
+    V z = v_mul(m, m);
+    V p = v_set1(7.0376836292E-2f);
+    p = v_fma(p, m, v_set1(-1.1514610310E-1f));
+    p = v_fma(p, m, v_set1(1.1676998740E-1f));
+    p = v_fma(p, m, v_set1(-1.2420140846E-1f));
+    p = v_fma(p, m, v_set1(1.4249322787E-1f));
+    p = v_fma(p, m, v_set1(-1.6668057665E-1f));
+    p = v_fma(p, m, v_set1(2.0000714765E-1f));
+    p = v_fma(p, m, v_set1(-2.4999993993E-1f));
+    p = v_fma(p, m, v_set1(3.3333331174E-1f));
+    V y = v_mul(v_mul(p, m), z);
+    y = v_fma(ef, v_set1(-2.12194440e-4f), y);
+    y = v_fnma(v_set1(0.5f), z, y);
+    V r = v_add(m, y);
+    r = v_fma(ef, v_set1(0.693359375f), r);
+    /* specials: x < 0 or NaN -> NaN, 0 -> -inf, +inf -> +inf */
+    r = v_sel(v_eq(x, v_set1(INFINITY)), r, x);
+    r = v_sel(v_eq(x, v_zero()), r, v_set1(-INFINITY));
+    r = v_sel(m_or(v_lt(x, v_zero()), v_isnan(x)), r, v_set1(NAN));
+    return r;
+}
+
+FG_VINLINE V v_tanh(V x) {
+    V a = v_abs(x);
+    /* small |x|: x + x^3 P(x^2) */
+    V z = v_mul(x, x);
+    V p = v_set1(-5.70498872745E-3f);
+    p = v_fma(p, z, v_set1(2.06390887954E-2f));
+    p = v_fma(p, z, v_set1(-5.37397155531E-2f));
+    p = v_fma(p, z, v_set1(1.33314422036E-1f));
+    p = v_fma(p, z, v_set1(-3.33332819422E-1f));
+    V ys = v_fma(v_mul(p, z), x, x);
+    /* large |x|: 1 - 2/(e^{2|x|} + 1), sign restored */
+    V e = v_exp(v_add(a, a));
+    V yl = v_sub(v_set1(1.0f), v_div(v_set1(2.0f), v_add(e, v_set1(1.0f))));
+    yl = v_xor(yl, v_signbit(x));
+    return v_sel(v_lt(a, v_set1(0.625f)), yl, ys);
+}
+
+/* sigmoid and its complement from one exp: s = 1/(1+e^-x), c = 1 - s */
+FG_VINLINE void v_sigmoid2(V x, V *s, V *c) {
+    V e = v_exp(v_sub(v_zero(), v_abs(x)));
+    V one = v_set1(1.0f);
+    V d = v_add(one, e);
+    M pos = v_ge(x, v_zero());
+    *s = v_div(v_sel(pos, e, one), d);
+    *c = v_div(v_sel(pos, one, e), d);
+}
+
+FG_VINLINE V v_sigmoid(V x) {
+    V e = v_exp(v_sub(v_zero(), v_abs(x)));
+    V one = v_set1(1.0f);
+    return v_div(v_sel(v_ge(x, v_zero()), e, one), v_add(one, e));
+}
+
+/* Phi(x) = 0.5 erfc(-x / sqrt 2), accurate in relative terms for all x */
+FG_VINLINE V v_phi(V x) {
+    const V one = v_set1(1.0f), half = v_set1(0.5f);
+    V zz = v_mul(x, v_set1(0.70710678118654752f)); /* z = x / sqrt 2 */
+    V az = v_abs(zz);
+    /* |z| < 0.5: erf(z) = 2/sqrt(pi) * (z - z^3/3 + z^5/10 - ...), Taylor to z^15 */
+    V z2 = v_mul(zz, zz);
+    V q = v_set1(-1.0f / 75600.0f);
+    q = v_fma(q, z2, v_set1(1.0f / 9360.0f));
+    q = v_fma(q, z2, v_set1(-1.0f / 1320.0f));
+    q = v_fma(q, z2, v_set1(1.0f / 216.0f));
+    q = v_fma(q, z2, v_set1(-1.0f / 42.0f));
+    q = v_fma(q, z2, v_set1(1.0f / 10.0f));
+    q = v_fma(q, z2, v_set1(-1.0f / 3.0f));
+    V erfz = v_mul(v_fma(v_mul(q, z2), zz, zz), v_set1(1.12837916709551257f));
+    V res_small = v_fma(half, erfz, half);
+    M big = v_ge(az, v_set1(0.5f));
+    if (!m_any(big)) return res_small;
+    /* |z| >= 0.5: erfc(a) = t exp(-a^2 + P(t)), t = 1/(1 + a/2); a^2 = x^2/2 = hi + lo exactly */
+    V t = v_div(one, v_fma(half, az, one));
+    V P = v_set1(0.17087277f);
+    P = v_fma(P, t, v_set1(-0.82215223f));
+    P = v_fma(P, t, v_set1(1.48851587f));
+    P = v_fma(P, t, v_set1(-1.13520398f));
+    P = v_fma(P, t, v_set1(0.27886807f));
+    P = v_fma(P, t, v_set1(-0.18628806f));
+    P = v_fma(P, t, v_set1(0.09678418f));
+    P = v_fma(P, t, v_set1(0.37409196f));
+    P = v_fma(P, t, v_set1(1.00002368f));
+    P = v_fma(P, t, v_set1(-1.26551223f));
+    V hi, lo; /* |x| clamped to 20: erfc(20/sqrt 2) underflows anyway, and x^2 stays finite */
+    V xb = v_min(v_max(x, v_set1(-20.0f)), v_set1(20.0f));
+    v_two_prod(xb, xb, &hi, &lo);
+    hi = v_mul(hi, half);
+    lo = v_mul(lo, half);
+    V ec = v_mul(v_mul(t, v_exp(v_sub(P, lo))), v_exp(v_sub(v_zero(), hi)));
+    V hec = v_mul(half, ec);
+    V res_big = v_sel(v_gt(x, v_zero()), hec, v_sub(one, hec));
+    return v_sel(big, res_small, res_big);
+}
+
+/* standard normal density exp(-x^2/2)/sqrt(2 pi), x^2 carried exactly */
+FG_VINLINE V v_npdf(V x) {
+    V hi, lo;
+    V xb = v_min(v_max(x, v_set1(-20.0f)), v_set1(20.0f)); /* exp(-200) == 0 already */
+    v_two_prod(xb, xb, &hi, &lo);
+    V h = v_mul(hi, v_set1(0.5f));
+    V l = v_mul(lo, v_set1(0.5f));
+    V e = v_exp(v_sub(v_zero(), h));
+    return v_mul(v_fnma(e, l, e), v_set1(0.398942280401432678f)); /* e*(1 - l) */
+}
+
+/* =========================================================================
+ * Threads
+ * ========================================================================= */
+#if FG_HAVE_OPENMP
+#define FG_TID() omp_get_thread_num()
+#define FG_NTH() omp_get_num_threads()
+#else
+#define FG_TID() 0
+#define FG_NTH() 1
+#endif
+
+/* [lo, hi) share of thread t of nt over n units, boundaries on multiples of
+ * `align` (64 bytes of floats = 16), so lanes stay aligned and every output
+ * has exactly one owner */
+FG_VINLINE void fg_share(int64_t n, int64_t align, int t, int nt, int64_t *lo, int64_t *hi) {
+    int64_t blocks = (n + align - 1) / align;
+    int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
+    *lo = b0 * align < n ? b0 * align : n;
+    *hi = b1 * align < n ? b1 * align : n;
+}
+
+/* Run BODY(lo, hi) over [0, n) on `nt` threads (serial when nt == 1, with
+ * no OpenMP construct at all), with the denormal state set per thread. */
+#define FG_PARALLEL_RANGE(n, align, nt, BODY)                                   \
+    do {                                                                        \
+        if ((nt) <= 1) {                                                        \
+            unsigned fs_ = fg_fpstate_enter();                                  \
+            BODY(0, (n));                                                       \
+            fg_fpstate_leave(fs_);                                              \
+        } else {                                                                \
+            _Pragma("omp parallel num_threads(nt)") {                           \
+                int64_t lo_, hi_;                                               \
+                fg_share((n), (align), FG_TID(), FG_NTH(), &lo_, &hi_);         \
+                unsigned fs_ = fg_fpstate_enter();                              \
+                if (lo_ < hi_) BODY(lo_, hi_);                                  \
+                fg_fpstate_leave(fs_);                                          \
+            }                                                                   \
+        }                                                                       \
+    } while (0)
+
+/* Fixed-order reductions: a reduction over n units is cut into at most
+ * FG_MAX_CHUNKS chunks whose size depends only on n (never on the thread
+ * count); each chunk's partial is computed by one thread, and the partials
+ * are added in chunk order afterwards. */
+#define FG_MAX_CHUNKS 256
+FG_VINLINE int64_t fg_chunk_size(int64_t n, int64_t min_chunk) {
+    int64_t c = (n + FG_MAX_CHUNKS - 1) / FG_MAX_CHUNKS;
+    if (c < min_chunk) c = min_chunk;
+    return (c + 15) & ~(int64_t)15;
+}
+
+#endif /* FG_VMATH_H */

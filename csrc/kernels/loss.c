@@ -1,0 +1,334 @@
+/* loss.c — fused losses from logits / predictions, with gradients.
+ * Compiled once per instruction set (fg_vmath.h).
+ *
+ * Each row is handled by one thread in a few passes over its (L1-resident)
+ * logits: max, exp + sum (exp stored in the gradient buffer), scale. The loss
+ * sum runs over row chunks whose size depends only on `rows`; chunk partials
+ * are added in chunk order, so loss_sum does not depend on the thread count.
+ *
+ * Accuracy of the cross-entropy when the prediction is confident: with
+ * m = max_j x_j, the row's sum of exp(x_j - m) is k + rest, where k counts the
+ * entries equal to m (each contributes exactly 1) and `rest` sums the others.
+ * log-sum-exp - x_label = (m - x_label) + log1p((k - 1) + rest), computed in
+ * double, keeps full relative precision for losses far below float epsilon. */
+#include "fg_loss.h"
+#include "fg_vmath.h"
+
+/* an exp per element: serial below ~16K elements (see activation.c) */
+#define GRAIN_LOSS ((int64_t)1 << 13)
+#define GRAIN_MSE ((int64_t)1 << 16)
+#define LOSS_MIN_CHUNK 8 /* rows */
+
+static float row_max(const float *x, int64_t cols) {
+    V m = v_set1(-INFINITY);
+    int64_t j = 0;
+    for (; j + VL <= cols; j += VL) m = v_max(m, v_load(x + j));
+    float mx = v_hmax(m);
+    for (; j < cols; j++) mx = x[j] > mx ? x[j] : mx;
+    return mx;
+}
+
+/* e[j] = exp(x[j] - mx) stored into e (if not NULL); returns rest = sum of e over
+ * entries below mx, *k = number of entries equal to mx */
+static double row_exp(float *e, const float *x, int64_t cols, float mx, int64_t *k) {
+    V vm = v_set1(mx), acc = v_zero(), ties = v_zero();
+    const V one = v_set1(1.0f);
+    int64_t j = 0;
+    for (; j + VL <= cols; j += VL) {
+        V xv = v_load(x + j);
+        V ev = v_exp(v_sub(xv, vm));
+        if (e) v_store(e + j, ev);
+        M eq = v_eq(xv, vm);
+        acc = v_add(acc, v_sel(eq, ev, v_zero()));
+        ties = v_add(ties, v_sel(eq, v_zero(), one));
+    }
+    if (j < cols) {
+        int64_t r = cols - j;
+        V xv = v_loadn(x + j, r);
+        V ev = v_exp(v_sub(xv, vm));
+        if (e) v_storen(e + j, ev, r);
+        M in = v_firstn(r);
+        M eq = v_eq(xv, vm);
+        acc = v_add(acc, v_sel(in, v_zero(), v_sel(eq, ev, v_zero())));
+        ties = v_add(ties, v_sel(in, v_zero(), v_sel(eq, v_zero(), one)));
+    }
+    *k = (int64_t)v_hsum(ties);
+    return (double)v_hsum(acc);
+}
+
+/* first index of the maximum (numpy argmax), NaN-free rows */
+static int64_t row_argmax(const float *x, int64_t cols, float mx) {
+    for (int64_t j = 0; j < cols; j++)
+        if (x[j] == mx) return j;
+    return 0;
+}
+
+/* g[j] = c * e[j] / s  (in place over e) */
+static void row_scale(float *g, int64_t cols, float c_over_s) {
+    V vc = v_set1(c_over_s);
+    int64_t j = 0;
+    for (; j + VL <= cols; j += VL) v_store(g + j, v_mul(v_load(g + j), vc));
+    if (j < cols) v_storen(g + j, v_mul(v_loadn(g + j, cols - j), vc), cols - j);
+}
+
+typedef struct {
+    double *loss_sum;
+    float *dlogits;
+    int64_t *correct;
+    const float *logits, *target, *sw;
+    const int64_t *labels;
+    int64_t rows, cols, chunk;
+    float grad_scale;
+    double partial[FG_MAX_CHUNKS];
+    int64_t partial_correct[FG_MAX_CHUNKS];
+} loss_job;
+
+static double fold(const double *p, int64_t n) {
+    double s = 0.0;
+    for (int64_t c = 0; c < n; c++) s += p[c];
+    return s;
+}
+
+static void sparse_chunks(loss_job *J, int64_t c0, int64_t c1) {
+    const int64_t cols = J->cols;
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
+        double acc = 0.0;
+        int64_t ncorrect = 0;
+        for (int64_t r = r0; r < r1; r++) {
+            const float *x = J->logits + r * cols;
+            float *g = J->dlogits ? J->dlogits + r * cols : NULL;
+            const int64_t lab = J->labels[r];
+            const float xl = x[lab];
+            float mx = row_max(x, cols);
+            if (J->correct) ncorrect += row_argmax(x, cols, mx) == lab;
+            int64_t k;
+            double rest = row_exp(g, x, cols, mx, &k);
+            double lsum = (double)(k - 1) + rest;
+            double loss = ((double)mx - (double)xl) + log1p(lsum);
+            float w = J->sw ? J->sw[r] : 1.0f;
+            acc += (double)w * loss;
+            if (g) {
+                float cw = J->grad_scale * w;
+                row_scale(g, cols, (float)((double)cw / (1.0 + lsum)));
+                g[lab] -= cw;
+            }
+        }
+        J->partial[c] = acc;
+        J->partial_correct[c] = ncorrect;
+    }
+}
+
+static int64_t n_chunks(int64_t rows, int64_t *chunk) {
+    int64_t cs = (rows + FG_MAX_CHUNKS - 1) / FG_MAX_CHUNKS;
+    if (cs < LOSS_MIN_CHUNK) cs = LOSS_MIN_CHUNK;
+    *chunk = cs;
+    return (rows + cs - 1) / cs;
+}
+
+#define RUN_CHUNKS(J, FN, grain, nthreads)                                      \
+    do {                                                                        \
+        int64_t nch_ = n_chunks((J)->rows, &(J)->chunk);                        \
+        int nt = fg_threads_for((J)->rows * (J)->cols, grain, nthreads);        \
+        if (nt > nch_) nt = (int)nch_;                                          \
+        FG_PARALLEL_RANGE(nch_, 1, nt, FN);                                     \
+        *(J)->loss_sum = fold((J)->partial, nch_);                              \
+        if ((J)->correct) {                                                     \
+            int64_t s_ = 0;                                                     \
+            for (int64_t c_ = 0; c_ < nch_; c_++) s_ += (J)->partial_correct[c_]; \
+            *(J)->correct = s_;                                                 \
+        }                                                                       \
+    } while (0)
+
+/* logits, dlogits: (rows, cols); labels, sample_weight: (rows,) */
+int FG_ISA_FN(fg_sparse_softmax_xent)(double *loss_sum, float *dlogits, int64_t *correct, const float *logits,
+                                      const int64_t *labels, const float *sample_weight, int64_t rows, int64_t cols,
+                                      float grad_scale, int nthreads) {
+    if (rows < 0 || cols < 0 || loss_sum == NULL) return FG_ERR_ARG;
+    *loss_sum = 0.0;
+    if (correct) *correct = 0;
+    if (rows == 0) return FG_OK;
+    if (cols == 0) return FG_ERR_LABEL;
+    for (int64_t r = 0; r < rows; r++)
+        if (labels[r] < 0 || labels[r] >= cols) return FG_ERR_LABEL;
+    loss_job J;
+    J.loss_sum = loss_sum; J.dlogits = dlogits; J.correct = correct; J.logits = logits; J.target = NULL;
+    J.sw = sample_weight; J.labels = labels; J.rows = rows; J.cols = cols; J.grad_scale = grad_scale;
+#define BODY_(c0, c1) sparse_chunks(&J, c0, c1)
+    RUN_CHUNKS(&J, BODY_, GRAIN_LOSS, nthreads);
+#undef BODY_
+    return FG_OK;
+}
+
+static void dense_chunks(loss_job *J, int64_t c0, int64_t c1) {
+    const int64_t cols = J->cols;
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
+        double acc = 0.0;
+        for (int64_t r = r0; r < r1; r++) {
+            const float *x = J->logits + r * cols, *t = J->target + r * cols;
+            float *g = J->dlogits ? J->dlogits + r * cols : NULL;
+            float mx = row_max(x, cols);
+            /* sum_j t_j (m - x_j) and sum_j t_j, both read before g (which may alias x) is written */
+            V tdv = v_zero(), tsv = v_zero(), vm = v_set1(mx);
+            int64_t j = 0;
+            for (; j + VL <= cols; j += VL) {
+                V tv = v_load(t + j);
+                tdv = v_fma(tv, v_sub(vm, v_load(x + j)), tdv);
+                tsv = v_add(tsv, tv);
+            }
+            if (j < cols) {
+                V tv = v_loadn(t + j, cols - j);
+                V d = v_sel(v_firstn(cols - j), v_zero(), v_sub(vm, v_loadn(x + j, cols - j)));
+                tdv = v_fma(tv, d, tdv);
+                tsv = v_add(tsv, tv);
+            }
+            double td = (double)v_hsum(tdv), ts = (double)v_hsum(tsv);
+            int64_t k;
+            double rest = row_exp(g, x, cols, mx, &k);
+            double lsum = (double)(k - 1) + rest;
+            double loss = td + ts * log1p(lsum);
+            float w = J->sw ? J->sw[r] : 1.0f;
+            acc += (double)w * loss;
+            if (g) { /* g = cw * (softmax * sum(t) - t) */
+                float cw = J->grad_scale * w;
+                V a = v_set1((float)((double)cw * ts / (1.0 + lsum))), vc = v_set1(cw);
+                for (j = 0; j + VL <= cols; j += VL)
+                    v_store(g + j, v_fnma(vc, v_load(t + j), v_mul(v_load(g + j), a)));
+                if (j < cols) {
+                    int64_t q = cols - j;
+                    v_storen(g + j, v_fnma(vc, v_loadn(t + j, q), v_mul(v_loadn(g + j, q), a)), q);
+                }
+            }
+        }
+        J->partial[c] = acc;
+    }
+}
+
+/* logits, target, dlogits: (rows, cols); sample_weight: (rows,) */
+int FG_ISA_FN(fg_softmax_xent)(double *loss_sum, float *dlogits, const float *logits, const float *target,
+                               const float *sample_weight, int64_t rows, int64_t cols, float grad_scale,
+                               int nthreads) {
+    if (rows < 0 || cols < 0 || loss_sum == NULL) return FG_ERR_ARG;
+    *loss_sum = 0.0;
+    if (rows == 0 || cols == 0) return FG_OK;
+    loss_job J;
+    J.loss_sum = loss_sum; J.dlogits = dlogits; J.correct = NULL; J.logits = logits; J.target = target;
+    J.sw = sample_weight; J.labels = NULL; J.rows = rows; J.cols = cols; J.grad_scale = grad_scale;
+#define BODY_(c0, c1) dense_chunks(&J, c0, c1)
+    RUN_CHUNKS(&J, BODY_, GRAIN_LOSS, nthreads);
+#undef BODY_
+    return FG_OK;
+}
+
+/* log1p(e) for e in [0, 1]: log(u) * e / (u - 1) with u = 1 + e (exact correction
+ * of the rounding of u), e itself where u rounds to 1 */
+FG_VINLINE V v_log1p01(V e) {
+    V u = v_add(v_set1(1.0f), e);
+    V d = v_sub(u, v_set1(1.0f));
+    V r = v_mul(v_log(u), v_div(e, d));
+    return v_sel(v_eq(d, v_zero()), r, e);
+}
+
+static void bce_chunks(loss_job *J, int64_t c0, int64_t c1) {
+    const int64_t cols = J->cols;
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
+        double acc = 0.0;
+        for (int64_t r = r0; r < r1; r++) {
+            const float *x = J->logits + r * cols, *z = J->target + r * cols;
+            float *g = J->dlogits ? J->dlogits + r * cols : NULL;
+            float w = J->sw ? J->sw[r] : 1.0f;
+            V vc = v_set1(J->grad_scale * w), lacc = v_zero();
+            const V one = v_set1(1.0f);
+            for (int64_t j = 0; j < cols; j += VL) {
+                int64_t q = cols - j < VL ? cols - j : VL;
+                V xv = q == VL ? v_load(x + j) : v_loadn(x + j, q);
+                V zv = q == VL ? v_load(z + j) : v_loadn(z + j, q);
+                V e = v_exp(v_sub(v_zero(), v_abs(xv)));
+                /* max(x,0) - x z + log1p(e) */
+                V l = v_add(v_fnma(xv, zv, v_max(xv, v_zero())), v_log1p01(e));
+                if (q < VL) l = v_sel(v_firstn(q), v_zero(), l);
+                lacc = v_add(lacc, l);
+                if (g) {
+                    V s = v_div(v_sel(v_ge(xv, v_zero()), e, one), v_add(one, e));
+                    V gv = v_mul(vc, v_sub(s, zv));
+                    if (q == VL) v_store(g + j, gv);
+                    else v_storen(g + j, gv, q);
+                }
+            }
+            acc += (double)w * (double)v_hsum(lacc);
+        }
+        J->partial[c] = acc;
+    }
+}
+
+/* logits, target, dlogits: (rows, cols); sample_weight: (rows,) */
+int FG_ISA_FN(fg_sigmoid_bce)(double *loss_sum, float *dlogits, const float *logits, const float *target,
+                              const float *sample_weight, int64_t rows, int64_t cols, float grad_scale,
+                              int nthreads) {
+    if (rows < 0 || cols < 0 || loss_sum == NULL) return FG_ERR_ARG;
+    *loss_sum = 0.0;
+    if (rows == 0 || cols == 0) return FG_OK;
+    loss_job J;
+    J.loss_sum = loss_sum; J.dlogits = dlogits; J.correct = NULL; J.logits = logits; J.target = target;
+    J.sw = sample_weight; J.labels = NULL; J.rows = rows; J.cols = cols; J.grad_scale = grad_scale;
+#define BODY_(c0, c1) bce_chunks(&J, c0, c1)
+    RUN_CHUNKS(&J, BODY_, GRAIN_LOSS, nthreads);
+#undef BODY_
+    return FG_OK;
+}
+
+/* sum_j (p_j - t_j)^2 over one row in double, 16 lanes (j % 16) combined in a
+ * fixed tree: plain C, identical operations on every ISA; writes the gradient */
+static double mse_row(float *g, const float *p, const float *FG_RESTRICT t, int64_t cols, /* g may alias p */
+                      float c2) {
+    double acc[16] = {0};
+    int64_t j = 0;
+    for (; j + 16 <= cols; j += 16)
+        for (int l = 0; l < 16; l++) {
+            float d = p[j + l] - t[j + l];
+            acc[l] += (double)d * (double)d;
+        }
+    for (int l = 0; j + l < cols; l++) {
+        float d = p[j + l] - t[j + l];
+        acc[l] += (double)d * (double)d;
+    }
+    if (g)
+        for (int64_t i = 0; i < cols; i++) g[i] = c2 * (p[i] - t[i]);
+    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
+    for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
+    for (int l = 0; l < 2; l++) acc[l] += acc[l + 2];
+    return acc[0] + acc[1];
+}
+
+static void mse_chunks(loss_job *J, int64_t c0, int64_t c1) {
+    const int64_t cols = J->cols;
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
+        double acc = 0.0;
+        for (int64_t r = r0; r < r1; r++) {
+            float w = J->sw ? J->sw[r] : 1.0f;
+            float c2 = J->grad_scale * w * 2.0f;
+            double s = mse_row(J->dlogits ? J->dlogits + r * cols : NULL, J->logits + r * cols,
+                               J->target + r * cols, cols, c2);
+            acc += (double)w * s;
+        }
+        J->partial[c] = acc;
+    }
+}
+
+/* pred, target, dpred: (rows, cols); sample_weight: (rows,) */
+int FG_ISA_FN(fg_mse)(double *loss_sum, float *dpred, const float *pred, const float *target,
+                      const float *sample_weight, int64_t rows, int64_t cols, float grad_scale, int nthreads) {
+    if (rows < 0 || cols < 0 || loss_sum == NULL) return FG_ERR_ARG;
+    *loss_sum = 0.0;
+    if (rows == 0 || cols == 0) return FG_OK;
+    loss_job J;
+    J.loss_sum = loss_sum; J.dlogits = dpred; J.correct = NULL; J.logits = pred; J.target = target;
+    J.sw = sample_weight; J.labels = NULL; J.rows = rows; J.cols = cols; J.grad_scale = grad_scale;
+#define BODY_(c0, c1) mse_chunks(&J, c0, c1)
+    RUN_CHUNKS(&J, BODY_, GRAIN_MSE, nthreads);
+#undef BODY_
+    return FG_OK;
+}

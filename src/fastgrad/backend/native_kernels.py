@@ -1,0 +1,319 @@
+"""KernelsMixin: NumpyOps methods backed by csrc/kernels (module _native.kernels).
+
+Each override takes the C path only for what the kernels handle — float32,
+C-contiguous arrays (and the same 2-D views NumpyOps uses) — and otherwise
+returns `super().<op>(...)`, i.e. NumpyOps, which also produces every error
+message for bad arguments. Signatures are NumpyOps' exactly
+(tests/test_ops_interface.py). The thread count is resolved per call by
+`fastgrad._config.get_num_threads()` and passed down; kernels never read
+global state.
+
+Numerics (details in csrc/kernels/*.h): element-wise functions are within
+~2 ULP of the correctly rounded float32 result; reductions and loss sums run in
+a fixed order, bitwise identical for any thread count; optimizer updates use
+NumpyOps' float32 operation order.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _native
+from .._config import get_num_threads
+
+_K = _native.module("kernels")
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
+_U8 = np.dtype(np.uint8)
+_BOOL = np.dtype(np.bool_)
+_U64_MASK = 0xFFFFFFFFFFFFFFFF
+
+_RELU, _SIGMOID, _TANH, _GELU, _GELU_TANH = 1, 2, 3, 4, 5
+
+
+def _ok(a) -> bool:
+    """float32, C-contiguous, non-empty ndarray (the C path)."""
+    return type(a) is np.ndarray and a.dtype == _F32 and a.flags.c_contiguous and a.size > 0
+
+
+def _ok_out(out, like) -> bool:
+    return out is None or (type(out) is np.ndarray and out.dtype == _F32 and out.flags.c_contiguous
+                           and out.flags.writeable and out.shape == like.shape)
+
+
+def _new(x, out):
+    return np.empty(x.shape, dtype=_F32) if out is None else out
+
+
+def _as2d(a):
+    """NumpyOps' _as_2d: (rows, rest)."""
+    return a if a.ndim == 2 else a.reshape(a.shape[0], -1)
+
+
+def _weights(sample_weight, rows):
+    """float32 contiguous (rows,) weights, or False when NumpyOps must handle them."""
+    if sample_weight is None:
+        return None
+    sw = sample_weight
+    if not (type(sw) is np.ndarray and sw.dtype == _F32 and sw.flags.c_contiguous):
+        try:
+            sw = np.ascontiguousarray(np.asarray(sample_weight, dtype=_F32).reshape(-1))
+        except (TypeError, ValueError):
+            return False
+    return sw if sw.size == rows else False
+
+
+class KernelsMixin:
+    """Activations, losses, reductions, optimizer updates and dropout in C."""
+
+    # ------------------------------------------------------------ activations
+    def _act(self, code, x, out):
+        out = _new(x, out)
+        _K.act_forward(x, out, code, get_num_threads())
+        return out
+
+    def relu(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_RELU, x, out)
+        return super().relu(x, out=out)
+
+    def sigmoid(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_SIGMOID, x, out)
+        return super().sigmoid(x, out=out)
+
+    def tanh(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_TANH, x, out)
+        return super().tanh(x, out=out)
+
+    def gelu(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_GELU, x, out)
+        return super().gelu(x, out=out)
+
+    def gelu_tanh(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_GELU_TANH, x, out)
+        return super().gelu_tanh(x, out=out)
+
+    def exp(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            out = _new(x, out)
+            return _K.exp(x, out, get_num_threads())
+        return super().exp(x, out=out)
+
+    def log(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            out = _new(x, out)
+            return _K.log(x, out, get_num_threads())
+        return super().log(x, out=out)
+
+    def softmax(self, x, out=None):
+        if _ok(x) and x.ndim == 2 and _ok_out(out, x):
+            out = _new(x, out)
+            return _K.softmax_forward(x, out, False, get_num_threads())
+        return super().softmax(x, out=out)
+
+    def log_softmax(self, x, out=None):
+        if _ok(x) and x.ndim == 2 and _ok_out(out, x):
+            out = _new(x, out)
+            return _K.softmax_forward(x, out, True, get_num_threads())
+        return super().log_softmax(x, out=out)
+
+    def _bwd(self, code, dy, ref, out):
+        out = _new(dy, out)
+        _K.act_backward(dy, ref, out, code, get_num_threads())
+        return out
+
+    def backprop_relu(self, dy, y, out=None):
+        if _ok(dy) and _ok(y) and y.shape == dy.shape and _ok_out(out, dy):
+            return self._bwd(_RELU, dy, y, out)
+        return super().backprop_relu(dy, y, out=out)
+
+    def backprop_sigmoid(self, dy, y, out=None):
+        if _ok(dy) and _ok(y) and y.shape == dy.shape and _ok_out(out, dy):
+            return self._bwd(_SIGMOID, dy, y, out)
+        return super().backprop_sigmoid(dy, y, out=out)
+
+    def backprop_tanh(self, dy, y, out=None):
+        if _ok(dy) and _ok(y) and y.shape == dy.shape and _ok_out(out, dy):
+            return self._bwd(_TANH, dy, y, out)
+        return super().backprop_tanh(dy, y, out=out)
+
+    def backprop_gelu(self, dy, x, out=None):
+        if _ok(dy) and _ok(x) and x.shape == dy.shape and _ok_out(out, dy):
+            return self._bwd(_GELU, dy, x, out)
+        return super().backprop_gelu(dy, x, out=out)
+
+    def backprop_gelu_tanh(self, dy, x, out=None):
+        if _ok(dy) and _ok(x) and x.shape == dy.shape and _ok_out(out, dy):
+            return self._bwd(_GELU_TANH, dy, x, out)
+        return super().backprop_gelu_tanh(dy, x, out=out)
+
+    def backprop_softmax(self, dy, y, out=None):
+        if _ok(dy) and _ok(y) and dy.ndim == 2 and y.shape == dy.shape and _ok_out(out, dy):
+            out = _new(dy, out)
+            return _K.softmax_backward(dy, y, out, False, get_num_threads())
+        return super().backprop_softmax(dy, y, out=out)
+
+    def backprop_log_softmax(self, dy, y, out=None):
+        if _ok(dy) and _ok(y) and dy.ndim == 2 and y.shape == dy.shape and _ok_out(out, dy):
+            out = _new(dy, out)
+            return _K.softmax_backward(dy, y, out, True, get_num_threads())
+        return super().backprop_log_softmax(dy, y, out=out)
+
+    # ------------------------------------------------------------ losses
+    def _pair(self, pred, target, grad_out, sample_weight):
+        """(pred2d, target2d, grad, grad2d, weights, rows, cols) for the C path, or None."""
+        if not (_ok(pred) and _ok(target) and pred.shape == target.shape and pred.ndim >= 1
+                and _ok_out(grad_out, pred)):
+            return None
+        rows = pred.shape[0]
+        sw = _weights(sample_weight, rows)
+        if sw is False:
+            return None
+        g = _new(pred, grad_out)
+        return _as2d(pred), _as2d(target), g, _as2d(g), sw, rows, pred.size // rows
+
+    def mse(self, pred, target, sample_weight=None, grad_out=None):
+        a = self._pair(pred, target, grad_out, sample_weight)
+        if a is None:
+            return super().mse(pred, target, sample_weight=sample_weight, grad_out=grad_out)
+        p2, t2, g, g2, sw, rows, cols = a
+        n = rows * cols
+        s = _K.mse(p2, t2, sw, g2, 1.0 / n, get_num_threads())
+        return s / n, g
+
+    def binary_crossentropy_from_logits(self, logits, target, sample_weight=None, grad_out=None):
+        a = self._pair(logits, target, grad_out, sample_weight)
+        if a is None:
+            return super().binary_crossentropy_from_logits(logits, target, sample_weight=sample_weight,
+                                                           grad_out=grad_out)
+        x2, t2, g, g2, sw, rows, cols = a
+        n = rows * cols
+        s = _K.sigmoid_bce(x2, t2, sw, g2, 1.0 / n, get_num_threads())
+        return s / n, g
+
+    def softmax_crossentropy(self, logits, target, sample_weight=None, grad_out=None):
+        a = self._pair(logits, target, grad_out, sample_weight)
+        if a is None:
+            return super().softmax_crossentropy(logits, target, sample_weight=sample_weight, grad_out=grad_out)
+        x2, t2, g, g2, sw, rows, cols = a
+        s = _K.softmax_xent(x2, t2, sw, g2, 1.0 / rows, get_num_threads())
+        return s / rows, g
+
+    def sparse_softmax_crossentropy(self, logits, labels, sample_weight=None, grad_out=None):
+        if _ok(logits) and logits.ndim == 2 and _ok_out(grad_out, logits):
+            lab = labels
+            if not (type(lab) is np.ndarray and lab.dtype == _I64 and lab.flags.c_contiguous):
+                lab = np.asarray(labels)
+                lab = np.ascontiguousarray(lab.reshape(-1), dtype=_I64) if lab.dtype.kind in "iu" else None
+            rows = logits.shape[0]
+            sw = _weights(sample_weight, rows)
+            if lab is not None and lab.size == rows and sw is not False:
+                g = _new(logits, grad_out)
+                s, _ = _K.sparse_softmax_xent(logits, lab, sw, g, 1.0 / rows, get_num_threads())
+                return s / rows, g
+        return super().sparse_softmax_crossentropy(logits, labels, sample_weight=sample_weight,
+                                                   grad_out=grad_out)
+
+    # ------------------------------------------------------------ reductions
+    def sum_rows(self, x, out=None):
+        if (type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous and x.ndim == 2
+                and (out is None or (type(out) is np.ndarray and out.dtype == _F32 and out.flags.c_contiguous
+                                     and out.flags.writeable and out.shape == (x.shape[1],)))):
+            if out is None:
+                out = np.empty(x.shape[1], dtype=_F32)
+            return _K.sum_rows(x, out, get_num_threads())
+        return super().sum_rows(x, out=out)
+
+    def global_norm(self, x):
+        if type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous:
+            return math.sqrt(_K.sumsq(x, get_num_threads()))
+        return super().global_norm(x)
+
+    def clip_by_norm(self, x, max_norm):
+        if _ok(x) and x.flags.writeable and max_norm > 0:
+            n = math.sqrt(_K.sumsq(x, get_num_threads()))
+            if n > max_norm:
+                _K.scale(x, float(np.float32(max_norm / n)), get_num_threads())
+            return n
+        return super().clip_by_norm(x, max_norm)
+
+    def clip_by_value(self, x, lo, hi):
+        if _ok(x) and x.flags.writeable and lo <= hi:
+            _K.clip_value(x, lo, hi, get_num_threads())
+            return x
+        return super().clip_by_value(x, lo, hi)
+
+    # ------------------------------------------------------------ optimizers
+    @staticmethod
+    def _states_ok(param, grad, *states):
+        if not (_ok(param) and _ok(grad) and param.flags.writeable and grad.size == param.size):
+            return False
+        for s in states:
+            if s is not None and not (_ok(s) and s.flags.writeable and s.size == param.size):
+                return False
+        return True
+
+    def sgd_update(self, param, grad, *, lr, momentum=0.0, velocity=None, nesterov=False,
+                   weight_decay=0.0, decoupled=False):
+        vel = velocity if momentum != 0.0 else None
+        if (momentum == 0.0 or velocity is not None) and self._states_ok(param, grad, vel):
+            _K.sgd_update(param, grad, vel, lr, momentum, nesterov, weight_decay, decoupled, get_num_threads())
+            return param
+        return super().sgd_update(param, grad, lr=lr, momentum=momentum, velocity=velocity, nesterov=nesterov,
+                                  weight_decay=weight_decay, decoupled=decoupled)
+
+    def adagrad_update(self, param, grad, accum, *, lr, eps=1e-7, weight_decay=0.0, decoupled=False):
+        if self._states_ok(param, grad, accum) and accum is not None:
+            _K.adagrad_update(param, grad, accum, lr, eps, weight_decay, decoupled, get_num_threads())
+            return param
+        return super().adagrad_update(param, grad, accum, lr=lr, eps=eps, weight_decay=weight_decay,
+                                      decoupled=decoupled)
+
+    def rmsprop_update(self, param, grad, ms, *, lr, rho=0.9, eps=1e-7, momentum=0.0, mom=None,
+                       centered=False, mg=None, weight_decay=0.0, decoupled=False):
+        mo = mom if momentum else None
+        mgu = mg if centered else None
+        if ((not momentum or mom is not None) and (not centered or mg is not None) and ms is not None
+                and self._states_ok(param, grad, ms, mo, mgu)):
+            _K.rmsprop_update(param, grad, ms, mo, mgu, lr, rho, momentum, eps, bool(centered), weight_decay,
+                              decoupled, get_num_threads())
+            return param
+        return super().rmsprop_update(param, grad, ms, lr=lr, rho=rho, eps=eps, momentum=momentum, mom=mom,
+                                      centered=centered, mg=mg, weight_decay=weight_decay, decoupled=decoupled)
+
+    def adam_update(self, param, grad, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-7, step,
+                    weight_decay=0.0, decoupled=False):
+        if step >= 1 and m is not None and v is not None and self._states_ok(param, grad, m, v):
+            _K.adam_update(param, grad, m, v, lr, beta1, beta2, eps, int(step), weight_decay, decoupled,
+                           get_num_threads())
+            return param
+        return super().adam_update(param, grad, m, v, lr=lr, beta1=beta1, beta2=beta2, eps=eps, step=step,
+                                   weight_decay=weight_decay, decoupled=decoupled)
+
+    # ------------------------------------------------------------ dropout
+    def dropout(self, x, rate, seed, offset=0, out=None, mask=None):
+        if _ok(x) and _ok_out(out, x) and 0.0 <= rate < 1.0 and offset >= 0:
+            m = mask
+            if m is not None:
+                if (type(m) is np.ndarray and m.dtype in (_U8, _BOOL) and m.flags.c_contiguous
+                        and m.flags.writeable and m.size == x.size):
+                    m = m.view(_U8)
+                else:
+                    m = False
+            if m is not False:
+                out = _new(x, out)
+                return _K.dropout_forward(x, out, m, rate, int(seed) & _U64_MASK, int(offset) & _U64_MASK,
+                                          get_num_threads())
+        return super().dropout(x, rate, seed, offset=offset, out=out, mask=mask)
+
+    def backprop_dropout(self, dy, mask, rate, out=None):
+        if (_ok(dy) and _ok_out(out, dy) and type(mask) is np.ndarray and mask.dtype in (_U8, _BOOL)
+                and mask.flags.c_contiguous and mask.size == dy.size and 0.0 <= rate < 1.0):
+            out = _new(dy, out)
+            return _K.dropout_backward(dy, mask.view(_U8), out, rate, get_num_threads())
+        return super().backprop_dropout(dy, mask, rate, out=out)
