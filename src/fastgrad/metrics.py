@@ -8,6 +8,7 @@ the model then calls `update_state_logits(y_true, logits, activation, ...)`:
 the accuracy metrics decide on logits directly (argmax and the sign are
 unchanged by softmax / sigmoid), the others get probabilities.
 
+Logs use the name the user wrote ("mae" stays "mae").
 "accuracy" / "acc" resolve to Binary-, Categorical- or
 SparseCategoricalAccuracy from the loss and the shapes, as Keras does.
 """
@@ -333,4 +334,7 @@ def resolve(identifier, loss, output_shape, y_sparse: bool):
         if y_sparse:
             return SparseCategoricalAccuracy(name=name)
         return CategoricalAccuracy(name=name)
-    return get(identifier)
+    m = get(identifier)
+    if isinstance(identifier, str):
+        m.name = identifier.strip()     # logs use the name the user wrote, as in Keras
+    return m

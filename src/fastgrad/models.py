@@ -244,6 +244,9 @@ class Sequential:
         return _data.as_x(x, what, self._input_shape, self.layers[0].name)
 
     def _get_step(self):
+        flags = tuple(l.trainable for l in self.layers)
+        if flags != self._store.trainable_flags:
+            self._store.refresh_trainable()
         st = self._step
         if st is None:
             st = self._step = Step(self)

@@ -64,11 +64,12 @@ def as_x(x, what: str, input_shape=None, layer_name=None) -> np.ndarray:
                          f"shape {x.shape} (per-sample {tuple(x.shape[1:])})")
     if 0 in x.shape:
         raise ValueError(f"{what}: x is empty (shape {x.shape})")
-    xf = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):     # values beyond float32 become inf: reported below
+        xf = np.ascontiguousarray(x, dtype=np.float32)
     if not np.isfinite(xf).all():
         bad = np.argwhere(~np.isfinite(xf))[0]
         raise ValueError(f"{what}: x contains NaN or inf (first at index {tuple(int(i) for i in bad)}"
-                         f", value {x[tuple(bad)]!r}" + (", out of float32 range"
+                         f", value {x[tuple(bad)].item()!r}" + (", out of float32 range"
                                                          if np.isfinite(x[tuple(bad)]) else "")
                          + ")")
     return xf
@@ -106,10 +107,10 @@ def as_y(y, loss, output_shape, n: int, what: str) -> np.ndarray:
             if frac.any():
                 i = int(np.argmax(frac))
                 raise ValueError(f"{what}: {loss.name} expects integer class ids, got non-integer "
-                                 f"label {y[i]!r} at index {i}")
+                                 f"label {y[i].item()!r} at index {i}")
         lo, hi = y.min(), y.max()
         if lo < 0 or hi >= classes:
-            bad = lo if lo < 0 else hi
+            bad = (lo if lo < 0 else hi).item()
             i = int(np.argmax(y == bad))
             raise ValueError(f"{what}: label {bad!r} at index {i} is outside [0, {classes}) — the "
                              f"model output has {classes} classes")

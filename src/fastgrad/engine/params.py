@@ -67,6 +67,7 @@ class ParamStore:
 
     def refresh_trainable(self) -> None:
         """Recompute the trainable segments / views (after layer.trainable changes)."""
+        self.trainable_flags = tuple(l.trainable for l in self.layers)
         segs = []
         for e in self.entries:
             if not e.layer.trainable or e.size == 0:

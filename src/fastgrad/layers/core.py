@@ -76,8 +76,9 @@ class Dense(Layer):
     def forward(self, x, training, ws):
         n = x.shape[0]
         act = self._run_act
-        y = ws.buf("y", (n, self.units))
-        z = ws.buf("z", (n, self.units)) if (training and act in _NEEDS_PREACT) else None
+        dt = x.dtype        # float32 in models; float64 for gradient checks
+        y = ws.buf("y", (n, self.units), dt)
+        z = ws.buf("z", (n, self.units), dt) if (training and act in _NEEDS_PREACT) else None
         self.ops.dense_forward(x, self._w, self._b, act, y, z)
         ws.x = x
         ws.y = y
@@ -86,7 +87,7 @@ class Dense(Layer):
 
     def backward(self, dy, ws, need_dx=True):
         x = ws.x
-        dx = ws.buf("dx", x.shape) if need_dx else None
+        dx = ws.buf("dx", x.shape, x.dtype) if need_dx else None
         self.ops.dense_backward(dy, x, self._w, ws.y, self._run_act, ws.z, dx, self._gw, self._gb,
                                 need_dx)
         return dx
@@ -135,7 +136,7 @@ class Activation(Layer):
         if act == "linear":
             ws.y = x
             return x
-        y = ws.buf("y", x.shape)
+        y = ws.buf("y", x.shape, x.dtype)
         self.ops.activation(act, x, y)
         ws.y = y
         return y
@@ -146,7 +147,7 @@ class Activation(Layer):
         act = self._run_act
         if act == "linear":
             return dy
-        dx = ws.buf("dx", dy.shape)
+        dx = ws.buf("dx", dy.shape, dy.dtype)
         self.ops.backprop_activation(act, dy, ws.y, ws.x, dx)
         return dx
 

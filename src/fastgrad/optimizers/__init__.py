@@ -9,6 +9,6 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "get", "se
 
 def __getattr__(name):
     if name == "schedules":
-        from . import schedules
-        return schedules
+        import importlib
+        return importlib.import_module(".schedules", __name__)
     raise AttributeError(f"module 'fastgrad.optimizers' has no attribute {name!r}")

@@ -1,0 +1,264 @@
+"""Sequential: structure, flat buffers, weights order, config, predict,
+evaluate/train_on_batch return values, regularisation, weights, workspaces
+reused (no allocation in a steady-state step), callbacks order."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastgrad as fg
+
+from conftest import backends
+
+
+def _mlp(seed=0, **compile_kw):
+    fg.set_seed(seed)
+    m = fg.Sequential([fg.layers.Dense(16, activation="relu", input_shape=(8,)),
+                       fg.layers.Dense(12, activation="tanh"),
+                       fg.layers.Dense(3, activation="softmax")])
+    if compile_kw is not None:
+        m.compile(**{"optimizer": "adam", "loss": "sparse_categorical_crossentropy",
+                     "metrics": ["accuracy"], **compile_kw})
+    return m
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5)
+    return x, y
+
+
+def test_flat_buffer_layout_and_views():
+    m = _mlp()
+    assert m.count_params() == 8 * 16 + 16 + 16 * 12 + 12 + 12 * 3 + 3
+    flat = m.flat_params
+    assert flat.dtype == np.float32 and flat.flags.c_contiguous and flat.size == m.count_params()
+    off = 0
+    for layer in m.layers:
+        for name in ("kernel", "bias"):
+            v = layer.params[name]
+            assert np.shares_memory(v, flat)
+            assert layer.offsets[name] == off
+            np.testing.assert_array_equal(flat[off:off + v.size], v.reshape(-1))
+            assert np.shares_memory(layer.grads[name], m.flat_grads)
+            off += v.size
+    # weights order: kernel, bias per layer
+    shapes = [w.shape for w in m.get_weights()]
+    assert shapes == [(8, 16), (16,), (16, 12), (12,), (12, 3), (3,)]
+    # writes through set_weights land in the flat buffer
+    new = [np.full(s, i, np.float32) for i, s in enumerate(shapes)]
+    m.set_weights(new)
+    assert flat[0] == 0 and flat[-1] == 5
+
+
+def test_deferred_build_and_input_layer():
+    m = fg.Sequential([fg.layers.Dense(4, activation="relu"), fg.layers.Dense(2)])
+    assert not m.built
+    with pytest.raises(ValueError, match="not built"):
+        m.count_params()
+    m.compile(optimizer="sgd", loss="mse")
+    x = np.ones((5, 3), np.float32)
+    m.fit(x, np.zeros((5, 2), np.float32), verbose=0)
+    assert m.built and m.input_shape == (None, 3) and m.output_shape == (None, 2)
+    m2 = fg.Sequential([fg.Input(shape=(3,)), fg.layers.Dense(4)])
+    assert m2.built and len(m2.layers) == 1 and m2.count_params() == 16
+    m3 = fg.Sequential()
+    m3.add(fg.layers.InputLayer(input_shape=(2, 3)))
+    m3.add(fg.layers.Flatten())
+    m3.add(fg.layers.Dense(2))
+    assert m3.predict(np.ones((4, 2, 3), np.float32)).shape == (4, 2)
+    m3.pop()
+    assert m3.output_shape == (None, 6)
+
+
+def test_predict_matches_manual_forward():
+    m = _mlp()
+    x, _ = _data(50)
+    w = m.get_weights()
+    h = np.maximum(x @ w[0] + w[1], 0)
+    h = np.tanh(h @ w[2] + w[3])
+    z = h @ w[4] + w[5]
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(m.predict(x), p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.predict(x, batch_size=7), p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.predict_on_batch(x[:1]), p[:1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m(x[:3]), p[:3], rtol=1e-5, atol=1e-6)
+    out = m.predict(x)
+    out2 = m.predict(x)
+    assert out is not out2 and not np.shares_memory(out, out2)   # fresh arrays
+
+
+def test_evaluate_and_batch_return_values():
+    m = _mlp()
+    x, y = _data()
+    r = m.evaluate(x, y)
+    assert isinstance(r, list) and len(r) == 2
+    d = m.evaluate(x, y, return_dict=True)
+    assert list(d) == ["loss", "accuracy"] and d["loss"] == pytest.approx(r[0])
+    assert m.metrics_names == ["loss", "accuracy"]
+    t = m.train_on_batch(x, y)
+    assert isinstance(t, list) and len(t) == 2
+    assert m.optimizer.iterations == 1
+    assert isinstance(m.test_on_batch(x, y, return_dict=True), dict)
+    m2 = _mlp(metrics=None)
+    assert isinstance(m2.evaluate(x, y), float)
+    # evaluate's loss is the mean over samples regardless of batch size
+    assert m.evaluate(x, y, batch_size=7)[0] == pytest.approx(m.evaluate(x, y, batch_size=64)[0],
+                                                              rel=1e-5)
+    # accuracy agrees with predict
+    acc = (m.predict(x).argmax(1) == y).mean()
+    assert m.evaluate(x, y)[1] == pytest.approx(acc)
+
+
+def test_history_and_validation():
+    m = _mlp()
+    x, y = _data(100)
+    h = m.fit(x, y, epochs=3, batch_size=16, verbose=0, validation_split=0.2)
+    assert h is m.history
+    assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 3 for v in h.history.values())
+    # the validation part is the last 20%: evaluate on it reproduces val_loss of the last epoch
+    assert m.evaluate(x[80:], y[80:], batch_size=16)[0] == pytest.approx(h.history["val_loss"][-1],
+                                                                         rel=1e-5)
+    h2 = m.fit(x, y, epochs=4, batch_size=16, verbose=0, validation_data=(x[:10], y[:10]),
+               validation_freq=2)
+    assert len(h2.history["val_loss"]) == 2 and len(h2.history["loss"]) == 4
+    h3 = m.fit(x, y, epochs=5, initial_epoch=3, verbose=0)
+    assert h3.epoch == [3, 4]
+
+
+def test_callback_order():
+    calls = []
+
+    class Rec(fg.callbacks.Callback):
+        pass
+
+    names = ["on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_train_batch_end",
+             "on_test_begin", "on_test_batch_begin", "on_test_batch_end", "on_test_end",
+             "on_epoch_end", "on_train_end"]
+    for n in names:
+        setattr(Rec, n, (lambda nm: lambda self, *a, **k: calls.append((nm, a)))(n))
+    m = _mlp()
+    x, y = _data(20)
+    m.fit(x, y, epochs=2, batch_size=10, verbose=0, validation_data=(x[:5], y[:5]),
+          callbacks=[Rec()])
+    seq = [c[0] for c in calls]
+    epoch = ["on_epoch_begin", "on_train_batch_begin", "on_train_batch_end",
+             "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_batch_begin",
+             "on_test_batch_end", "on_test_end", "on_epoch_end"]
+    assert seq == ["on_train_begin"] + epoch * 2 + ["on_train_end"]
+    end_logs = [c[1][1] for c in calls if c[0] == "on_epoch_end"]
+    assert set(end_logs[0]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    batch_logs = [c[1][1] for c in calls if c[0] == "on_train_batch_end"]
+    assert "loss" in batch_logs[0]
+
+
+def test_stop_training_from_callback():
+    class Stop(fg.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.stop_training = True
+
+    m = _mlp()
+    x, y = _data()
+    h = m.fit(x, y, epochs=10, verbose=0, callbacks=[Stop()])
+    assert len(h.history["loss"]) == 2
+
+
+def test_early_stopping_and_reduce_lr_work_with_the_model():
+    m = _mlp(optimizer=fg.optimizers.Adam(0.01))
+    x, y = _data(80)
+    es = fg.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
+    h = m.fit(x, y, epochs=10, verbose=0, callbacks=[es])
+    assert len(h.history["loss"]) == 2
+    rl = fg.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)
+    m.fit(x, y, epochs=3, verbose=0, callbacks=[rl])
+    assert m.optimizer.learning_rate < 0.01
+
+
+def test_steady_state_step_allocates_no_arrays():
+    m = _mlp()
+    x, y = _data(256)
+    m.fit(x, y, epochs=1, batch_size=32, verbose=0)          # warm: workspaces exist
+    step = m._step
+    wss = step.cache.get(32)
+    ptrs = [{k: a.ctypes.data for k, a in ws._bufs.items()} for ws in wss]
+    tracemalloc.start()
+    m.fit(x, y, epochs=2, batch_size=32, verbose=0, shuffle=False)
+    snap = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    assert [{k: a.ctypes.data for k, a in ws._bufs.items()} for ws in wss] == ptrs
+    # nothing of batch size survives in memory from the steady-state steps
+    big = [s for s in snap.statistics("lineno") if s.size > 32 * 16 * 4 and
+           "fastgrad" in str(s.traceback) and "engine/data.py" not in str(s.traceback)]
+    assert not big, big
+
+
+def test_regularization_in_loss_and_gradient():
+    fg.set_seed(0)
+    reg = fg.regularizers.L2(0.5)
+    m = fg.Sequential([fg.layers.Dense(3, input_shape=(4,), kernel_regularizer=reg,
+                                       bias_initializer="ones")])
+    m.compile(optimizer=fg.optimizers.SGD(0.1), loss="mse")
+    x = np.zeros((5, 4), np.float32)
+    y = np.zeros((5, 3), np.float32)
+    w = m.get_weights()[0]
+    loss = m.test_on_batch(x, y)
+    assert loss == pytest.approx(1.0 + 0.5 * (w.astype(np.float64) ** 2).sum(), rel=1e-5)
+    m.train_on_batch(x, y)
+    # x = 0: the data gradient of the kernel is 0, only the penalty 2*l2*w moves it
+    np.testing.assert_allclose(m.get_weights()[0], w - 0.1 * (2 * 0.5 * w), rtol=1e-5)
+
+
+def test_sample_weight_and_class_weight():
+    m = _mlp()
+    x, y = _data(32)
+    base = m.evaluate(x, y, batch_size=32)[0]
+    assert m.evaluate(x, y, sample_weight=np.full(32, 2.0))[0] == pytest.approx(2 * base, rel=1e-5)
+    m2 = _mlp()
+    m3 = _mlp()
+    m2.fit(x, y, epochs=1, verbose=0, shuffle=False, class_weight={0: 2.0, 1: 2.0, 2: 2.0})
+    m3.fit(x, y, epochs=1, verbose=0, shuffle=False, sample_weight=np.full(32, 2.0))
+    for a, b in zip(m2.get_weights(), m3.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_get_config_round_trip_and_summary(capsys):
+    m = _mlp()
+    cfg = m.get_config()
+    m2 = fg.Sequential.from_config(cfg)
+    assert m2.get_config() == cfg and m2.count_params() == m.count_params()
+    m.summary()
+    out = capsys.readouterr().out
+    assert "Total params: 387" in out and "Dense" in out
+    cc = m.get_compile_config()
+    m2.compile_from_config(cc)
+    assert type(m2.optimizer) is type(m.optimizer) and m2.loss.name == m.loss.name
+
+
+def test_recompile_switches_fusion():
+    m = _mlp()
+    assert m.describe()["output_activation"] == "softmax"
+    m.compile(optimizer="sgd", loss="mse")
+    assert m.describe()["output_activation"] is None
+    assert m.layers[-1]._run_act == "softmax"
+    x, _ = _data(5)
+    np.testing.assert_allclose(m.predict(x).sum(1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_thread_counts_give_identical_training(backend):
+    x, y = _data(200)
+    res = []
+    with fg.use_backend(backend):
+        for nt in (1, 2, 3):
+            fg.set_num_threads(nt)
+            m = _mlp(seed=3)
+            m.fit(x, y, epochs=2, batch_size=50, verbose=0)
+            res.append(m.get_weights())
+    fg.set_num_threads(None)
+    for other in res[1:]:
+        for a, b in zip(res[0], other):
+            np.testing.assert_array_equal(a, b)
