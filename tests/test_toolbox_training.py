@@ -244,3 +244,22 @@ def test_digits_with_toolbox_reaches_high_accuracy():
               callbacks=[C.EarlyStopping(monitor="val_accuracy", patience=5, restore_best_weights=True)])
     _, acc = m.evaluate(xte, yte, verbose=0)
     assert acc >= 0.93, (acc, h.history)
+
+
+def test_example_script_runs(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_digits_toolbox.py"
+    spec = importlib.util.spec_from_file_location("train_digits_toolbox", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(tmp_path), "--epochs", "3", "--verbose", "0", "--backend", cfg.get_backend()]) == 0
+    out = capsys.readouterr().out
+    assert "reloaded predictions identical: True" in out
+    assert (tmp_path / "digits_mlp.fgm").exists() and (tmp_path / "training_log.csv").exists()
+    try:
+        import matplotlib  # noqa: F401
+        assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+    except ImportError:
+        pass

@@ -143,8 +143,8 @@ class CallbackList(Callback):
 
     `CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
     model=model, verbose=..., epochs=..., steps=...)`: keyword arguments other
-    than those three become `params`. A History and a ProgbarLogger are added
-    (at the end, like Keras 3) unless one is already in `callbacks`.
+    than those three become `params`. A ProgbarLogger (first) and a History
+    (last) are added unless one is already in `callbacks`.
     """
 
     def __init__(self, callbacks=None, add_history=False, add_progbar=False, model=None, **params):
@@ -160,12 +160,14 @@ class CallbackList(Callback):
                                 f"({type(cb).__name__})")
         self._history = next((cb for cb in self.callbacks if isinstance(cb, History)), None)
         self._progbar = next((cb for cb in self.callbacks if isinstance(cb, ProgbarLogger)), None)
+        if self._progbar is None and add_progbar:
+            # first, as in Keras 2: the epoch's bar line is complete before other
+            # callbacks print their messages ("Epoch 5: ReduceLROnPlateau reducing ...")
+            self._progbar = ProgbarLogger()
+            self.callbacks.insert(0, self._progbar)
         if self._history is None and add_history:
             self._history = History()
             self.callbacks.append(self._history)
-        if self._progbar is None and add_progbar:
-            self._progbar = ProgbarLogger()
-            self.callbacks.append(self._progbar)
         self._refresh()
         if model is not None:
             self.set_model(model)
@@ -332,16 +334,21 @@ class History(Callback):
         axes = fig.subplots(1, n, squeeze=False)[0]
         epochs = np.asarray(self.epoch if self.epoch else range(len(next(iter(self.history.values())))))
         for ax, m in zip(axes, metrics):
+            pair = m in self.history and ("val_" + m) in self.history
             for key, style, label in ((m, "-", "training"), ("val_" + m, "--", "validation")):
                 vals = self.history.get(key)
                 if not vals:
                     continue
                 ep = epochs[-len(vals):] + 1 if len(vals) <= len(epochs) else np.arange(1, len(vals) + 1)
-                ax.plot(ep, np.asarray(vals, dtype=np.float64), style, marker="o", markersize=3, label=label)
+                ax.plot(ep, np.asarray(vals, dtype=np.float64), style, marker="o", markersize=3,
+                        label=label if pair else None)
             ax.set_xlabel("epoch")
             ax.set_title(m)
             ax.grid(True, alpha=0.3)
-            ax.legend()
+            if m in ("learning_rate", "lr"):
+                ax.set_yscale("log")
+            if pair:
+                ax.legend()
         if title:
             fig.suptitle(title)
         fig.tight_layout()
