@@ -952,9 +952,16 @@ class ProgbarLogger(Callback):
         return out
 
     def _update(self, batch, logs):
-        self._ensure()
+        pb = self.progbar
+        if pb is None:
+            self._ensure()
+            pb = self.progbar
         self.seen = batch + 1
-        self.progbar.update(self.seen, self._items(logs), finalize=False)
+        # values are running means shown as given, so between draws only the count matters
+        if pb.due():
+            pb.update(self.seen, self._items(logs), finalize=False)
+        else:
+            pb.skip(self.seen)
 
     def _finalize(self, logs):
         self._ensure()

@@ -96,6 +96,8 @@ class Progbar:
         self._start = time.monotonic()
         # a terminal shows the bar at once; plain output waits a full interval before a mid-epoch line
         self._last_draw = -math.inf if self._dynamic else self._start
+        self._wait = self.interval if self._dynamic else self.interval_nontty
+        self._next_draw = self._last_draw + self._wait if verbose == 1 else math.inf
         self._last_len = 0
         self._finalized = False
 
@@ -149,14 +151,19 @@ class Progbar:
         if self.verbose == 0 or self._finalized:
             return
         now = time.monotonic()
-        if not finalize:
-            if self.verbose != 1:
-                return
-            wait = self.interval if self._dynamic else self.interval_nontty
-            if now - self._last_draw < wait:
-                return
+        if not finalize and now < self._next_draw:
+            return
         self._last_draw = now
+        self._next_draw = now + self._wait if self.verbose == 1 else math.inf
         self._draw(current, now, finalize)
+
+    def due(self) -> bool:
+        """Whether a non-final update now would draw (lets callers skip preparing values)."""
+        return time.monotonic() >= self._next_draw
+
+    def skip(self, current) -> None:
+        """Record progress without values or drawing (the cheap path between draws)."""
+        self._seen = current
 
     def add(self, n, values=None):
         self.update(self._seen + n, values)
