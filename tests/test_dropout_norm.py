@@ -302,7 +302,8 @@ def test_batchnorm_weights_order_and_config():
 
 
 # ====================================================================== LayerNorm
-@pytest.mark.parametrize("shape, axis", [((4, 5), -1), ((3, 2, 4), -1), ((3, 2, 4), [1, 2]), ((2, 3, 4), [-2, -1])])
+@pytest.mark.parametrize("shape, axis", [((4, 5), -1), ((3, 2, 4), -1), ((3, 2, 4), [1, 2]),
+                                         ((2, 3, 4), [-2, -1])])
 @pytest.mark.parametrize("center, scale", [(True, True), (False, False)])
 def test_layernorm_finite_differences(shape, axis, center, scale):
     with cfg.use_backend("numpy"):

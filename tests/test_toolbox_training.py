@@ -234,7 +234,8 @@ def test_digits_with_toolbox_reaches_high_accuracy():
     x, y = x[r], y[r]
     xtr, ytr, xte, yte = x[:1400], y[:1400], x[1400:], y[1400:]
     fg.set_seed(0)
-    m = fg.Sequential([fg.layers.Dense(128, activation="relu", input_shape=(64,), kernel_regularizer=fg.regularizers.L2(1e-4)),
+    m = fg.Sequential([fg.layers.Dense(128, activation="relu", input_shape=(64,),
+                                       kernel_regularizer=fg.regularizers.L2(1e-4)),
                        fg.layers.BatchNormalization(), fg.layers.Dropout(0.2),
                        fg.layers.Dense(64, activation="relu"), fg.layers.LayerNormalization(),
                        fg.layers.Dense(10, activation="softmax")])

@@ -755,7 +755,8 @@ class LearningRateScheduler(Callback):
     def __init__(self, schedule, verbose=0):
         super().__init__()
         if not callable(schedule):
-            raise TypeError(f"LearningRateScheduler: schedule must be callable (epoch, lr) -> lr, got {schedule!r}")
+            raise TypeError("LearningRateScheduler: schedule must be callable (epoch, lr) -> lr, "
+                            f"got {schedule!r}")
         self.schedule = schedule
         self.verbose = verbose
         self._nargs = self._count_args(schedule)
