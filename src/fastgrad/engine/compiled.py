@@ -224,6 +224,8 @@ def _analyse(model, training):
     if training:
         if not model.compiled:
             raise _Unsupported("the model is not compiled")
+        if not model._metrics_resolved:
+            model._resolve_metrics()
         spec["loss"] = _loss_code(model)
         spec["opt"] = _optimizer_desc(model.optimizer, model._store.size)
         spec["acc"] = _accuracy_spec(model, spec["loss"])
@@ -458,6 +460,8 @@ def train_plan(model):
     """The model's cached training plan, re-planned when its key changed; None if unsupported."""
     if not enabled or not getattr(model, "compiled", False) or not getattr(model, "built", False):
         return None
+    if not model._metrics_resolved:
+        model._resolve_metrics()
     try:
         key = _train_key(model)
     except AttributeError:
