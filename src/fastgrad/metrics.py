@@ -110,31 +110,44 @@ class BinaryAccuracy(Metric):
         self.threshold = float(threshold)
         super().__init__(name, dtype)
 
-    def _values(self, y_true, y_pred):
-        p = _rows2d(y_pred)
-        t = _rows2d(y_true.reshape(p.shape) if y_true.size == p.size else y_true)
-        return ((p > self.threshold) == (t > 0.5)).mean(axis=1)
+    def _hits(self, y_true, p, thr):
+        p = _rows2d(p)
+        t = y_true.reshape(p.shape) if y_true.size == p.size else _rows2d(y_true)
+        return p, (p > thr) == (t > 0.5)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        p, hit = self._hits(np.asarray(y_true), np.asarray(y_pred), self.threshold)
+        self._add(p, hit, sample_weight)
 
     def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
         if activation == "sigmoid" and self.threshold == 0.5:
             # sigmoid(x) > 0.5  <=>  x > 0
-            p = _rows2d(logits)
-            t = _rows2d(y_true.reshape(p.shape) if y_true.size == p.size else y_true)
-            v = ((p > 0) == (t > 0.5)).mean(axis=1)
-            return self._add(v, sample_weight)
+            p, hit = self._hits(y_true, logits, 0.0)
+            return self._add(p, hit, sample_weight)
         return super().update_state_logits(y_true, logits, activation, sample_weight, ops)
 
-    def _add(self, v, sample_weight):
-        sw = _w(sample_weight, v.shape[0])
-        if sw is None:
-            self.total += float(v.sum())
-            self.count += v.shape[0]
+    def _add(self, p, hit, sample_weight):
+        rows, cols = p.shape
+        if sample_weight is None:       # per step hot path: one count, no temporaries of floats
+            self.total += np.count_nonzero(hit) / cols
+            self.count += rows
         else:
-            self.total += float(np.dot(v, sw))
+            sw = _w(sample_weight, rows)
+            self.total += float(np.dot(hit.sum(axis=1) / cols, sw))
             self.count += float(sw.sum())
 
     def get_config(self):
         return {"name": self.name, "threshold": self.threshold}
+
+
+def _add_hits(metric, hit, sample_weight):
+    if sample_weight is None:
+        metric.total += np.count_nonzero(hit)
+        metric.count += hit.shape[0]
+    else:
+        sw = _w(sample_weight, hit.shape[0])
+        metric.total += float(np.dot(hit, sw))
+        metric.count += float(sw.sum())
 
 
 class SparseCategoricalAccuracy(Metric):
@@ -143,6 +156,10 @@ class SparseCategoricalAccuracy(Metric):
     def _values(self, y_true, y_pred):
         p = _rows2d(y_pred)
         return (np.argmax(p, axis=1) == y_true.reshape(-1)).astype(np.float64)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        p = _rows2d(np.asarray(y_pred))
+        _add_hits(self, np.argmax(p, axis=1) == np.asarray(y_true).reshape(-1), sample_weight)
 
     def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
         self.update_state(y_true, logits, sample_weight)   # argmax is unchanged by softmax
@@ -154,6 +171,11 @@ class CategoricalAccuracy(Metric):
     def _values(self, y_true, y_pred):
         p = _rows2d(y_pred)
         return (np.argmax(p, axis=1) == np.argmax(_rows2d(y_true), axis=1)).astype(np.float64)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        p = _rows2d(np.asarray(y_pred))
+        _add_hits(self, np.argmax(p, axis=1) == np.argmax(_rows2d(np.asarray(y_true)), axis=1),
+                  sample_weight)
 
     def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
         self.update_state(y_true, logits, sample_weight)

@@ -29,6 +29,7 @@ from . import _config
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
+from .engine import compiled as _compiled
 from .engine import data as _data
 from .engine.params import ParamStore
 from .engine.step import NonFiniteLossError, Step
@@ -354,7 +355,16 @@ class Sequential:
             total = 0.0
             seen = 0
             cbs.on_epoch_begin(epoch)
-            for b, (s, e, idx) in enumerate(batches.epoch(bool(shuffle))):
+            plan = _compiled.train_plan(self)
+            if plan is not None:
+                # the compiled executor: the same step in C, one call per epoch
+                # (per batch when callbacks listen to batches)
+                total, seen = plan.fit_epoch(epoch, xa, ya, sw, batch_size, bool(shuffle), cbs,
+                                             batch_hooks)
+                batches_iter = ()
+            else:
+                batches_iter = batches.epoch(bool(shuffle))
+            for b, (s, e, idx) in enumerate(batches_iter):
                 if batch_hooks:
                     cbs.on_train_batch_begin(b)
                 bx = _data.take(xa, idx, s, e, mws, "xb")
@@ -394,6 +404,9 @@ class Sequential:
     # ================================================================== evaluate
     def _evaluate_arrays(self, step, xa, ya, sw, batch_size, cbs):
         """Loss/metrics over arrays already validated; fires test hooks on cbs."""
+        plan = _compiled.train_plan(self)
+        if plan is not None:
+            return plan.evaluate_arrays(xa, ya, sw, batch_size, cbs)
         metrics = self.metrics
         for m in metrics:
             m.reset_state()
@@ -455,6 +468,11 @@ class Sequential:
         batch_size = _data.check_batch_size(batch_size, what, self._default_predict_batch(n))
         step = self._get_step_for_predict()
         out = np.empty((n,) + tuple(self.layers[-1].output_shape), dtype=np.float32)
+        if callbacks is None and not verbose:
+            plan = _compiled.inference_plan(self)
+            if plan is not None:
+                plan.predict(xa, out)
+                return out
         cbs = None
         if callbacks is not None or verbose:
             from .callbacks import CallbackList
@@ -486,6 +504,9 @@ class Sequential:
         """Outputs for one batch (no batching loop): a new array."""
         xa = self._prepare_x(x, "predict_on_batch")
         step = self._get_step_for_predict()
+        plan = _compiled.inference_plan(self)
+        if plan is not None:
+            return plan.predict_rows(xa)
         return np.array(step.predict_batch(xa), copy=True)
 
     def __call__(self, x, training=False):
@@ -502,8 +523,12 @@ class Sequential:
         self.optimizer.build(self._store.size)
         for m in self.metrics:
             m.reset_state()
+        plan = _compiled.train_plan(self)
         try:
-            loss = step.train_batch(xa, ya, sw, self.metrics)
+            if plan is not None:
+                loss = plan.train_batch(xa, ya, sw)
+            else:
+                loss = step.train_batch(xa, ya, sw, self.metrics)
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(f"train_on_batch: {exc}; the step was not applied") from None
         return self._batch_result(loss, return_dict)

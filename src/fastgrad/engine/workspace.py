@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+_F32 = np.dtype(np.float32)
+
 
 class Workspace:
     """Named arrays of one layer for one batch size, plus free attributes."""
@@ -18,23 +20,31 @@ class Workspace:
     def __init__(self):
         self._bufs = {}
 
-    def buf(self, name: str, shape, dtype=np.float32) -> np.ndarray:
+    def buf(self, name: str, shape, dtype=_F32) -> np.ndarray:
         """Array `name` of `shape`/`dtype`, allocated on first request only.
 
         A request with a different shape or dtype under the same name
         reallocates (layers use distinct names for distinct shapes)."""
         a = self._bufs.get(name)
-        if a is None or a.shape != shape or a.dtype != dtype:
-            a = np.empty(shape, dtype=dtype)
-            self._bufs[name] = a
-        return a
+        if a is not None and a.shape == shape and a.dtype is dtype:
+            return a                          # the per-step path: no allocation
+        return self._alloc(name, shape, dtype, np.empty)
 
-    def zeros(self, name: str, shape, dtype=np.float32) -> np.ndarray:
+    def zeros(self, name: str, shape, dtype=_F32) -> np.ndarray:
         """Like buf(), but zero-filled when (re)allocated."""
         a = self._bufs.get(name)
-        if a is None or a.shape != shape or a.dtype != dtype:
-            a = np.zeros(shape, dtype=dtype)
-            self._bufs[name] = a
+        if a is not None and a.shape == shape and a.dtype is dtype:
+            return a
+        return self._alloc(name, shape, dtype, np.zeros)
+
+    def _alloc(self, name, shape, dtype, make):
+        dt = np.dtype(dtype)
+        shape = tuple(shape) if not isinstance(shape, (int, np.integer)) else (int(shape),)
+        a = self._bufs.get(name)
+        if a is not None and a.shape == shape and a.dtype == dt:
+            return a                          # same array, dtype given as a type object
+        a = make(shape, dtype=dt)
+        self._bufs[name] = a
         return a
 
     def nbytes(self) -> int:
