@@ -178,22 +178,30 @@ static float row_max(const float *x, int64_t cols) {
     return mx;
 }
 
-/* y[j] = exp(x[j] - mx); returns sum_j y[j] */
+/* y[j] = exp(x[j] - mx) (y may be NULL); returns sum_j exp(x[j] - mx), float
+ * lanes flushed into a double every FG_SUM_BLOCK columns (relative error
+ * ~1e-7 for any row length) */
 static float row_exp_sum(float *y, const float *x, int64_t cols, float mx) {
     V vm = v_set1(mx), acc = v_zero();
-    int64_t j = 0;
+    double total = 0.0;
+    int64_t j = 0, next_flush = FG_SUM_BLOCK;
     for (; j + VL <= cols; j += VL) {
         V e = v_exp(v_sub(v_load(x + j), vm));
-        v_store(y + j, e);
+        if (y) v_store(y + j, e);
         acc = v_add(acc, e);
+        if (j + VL >= next_flush) {
+            total += (double)v_hsum(acc);
+            acc = v_zero();
+            next_flush += FG_SUM_BLOCK;
+        }
     }
     if (j < cols) {
         V e = v_exp(v_sub(v_loadn(x + j, cols - j), vm));
         e = v_sel(v_firstn(cols - j), v_zero(), e);
-        v_storen(y + j, e, cols - j);
+        if (y) v_storen(y + j, e, cols - j);
         acc = v_add(acc, e);
     }
-    return v_hsum(acc);
+    return (float)(total + (double)v_hsum(acc));
 }
 
 static void softmax_rows(float *y, const float *x, int64_t r0, int64_t r1, int64_t cols, int log) {
@@ -201,7 +209,7 @@ static void softmax_rows(float *y, const float *x, int64_t r0, int64_t r1, int64
         const float *xr = x + r * cols;
         float *yr = y + r * cols;
         float mx = row_max(xr, cols);
-        float s = row_exp_sum(yr, xr, cols, mx);
+        float s = row_exp_sum(log ? NULL : yr, xr, cols, mx); /* log: y may alias x, keep x */
         int64_t j = 0;
         if (log) {
             V vm = v_set1(mx), ls = v_set1(logf(s));
@@ -233,11 +241,15 @@ static void softmax_bwd_rows(float *dx, const float *dy, const float *y, int64_t
         const float *dyr = dy + r * cols, *yr = y + r * cols;
         float *dxr = dx + r * cols;
         V acc = v_zero();
+        double tot = 0.0;
         int64_t j = 0;
         if (log) { /* dx = dy - exp(y) * sum(dy) */
-            for (; j + VL <= cols; j += VL) acc = v_add(acc, v_load(dyr + j));
+            for (; j + VL <= cols; j += VL) {
+                acc = v_add(acc, v_load(dyr + j));
+                if ((j + VL) % FG_SUM_BLOCK == 0) { tot += (double)v_hsum(acc); acc = v_zero(); }
+            }
             if (j < cols) acc = v_add(acc, v_loadn(dyr + j, cols - j));
-            V s = v_set1(v_hsum(acc));
+            V s = v_set1((float)(tot + (double)v_hsum(acc)));
             for (j = 0; j + VL <= cols; j += VL)
                 v_store(dxr + j, v_fnma(v_exp(v_load(yr + j)), s, v_load(dyr + j)));
             if (j < cols) {
@@ -245,9 +257,12 @@ static void softmax_bwd_rows(float *dx, const float *dy, const float *y, int64_t
                 v_storen(dxr + j, v_fnma(v_exp(v_loadn(yr + j, k)), s, v_loadn(dyr + j, k)), k);
             }
         } else { /* dx = y * (dy - sum(dy * y)) */
-            for (; j + VL <= cols; j += VL) acc = v_fma(v_load(dyr + j), v_load(yr + j), acc);
+            for (; j + VL <= cols; j += VL) {
+                acc = v_fma(v_load(dyr + j), v_load(yr + j), acc);
+                if ((j + VL) % FG_SUM_BLOCK == 0) { tot += (double)v_hsum(acc); acc = v_zero(); }
+            }
             if (j < cols) acc = v_fma(v_loadn(dyr + j, cols - j), v_loadn(yr + j, cols - j), acc);
-            V s = v_set1(v_hsum(acc));
+            V s = v_set1((float)(tot + (double)v_hsum(acc)));
             for (j = 0; j + VL <= cols; j += VL)
                 v_store(dxr + j, v_mul(v_load(yr + j), v_sub(v_load(dyr + j), s)));
             if (j < cols) {

@@ -324,6 +324,7 @@ FG_VINLINE V v_tanh(V x) {
     p = v_fma(p, z, v_set1(1.33314422036E-1f));
     p = v_fma(p, z, v_set1(-3.33332819422E-1f));
     V ys = v_fma(v_mul(p, z), x, x);
+    ys = v_xor(v_abs(ys), v_signbit(x)); /* tanh(-0) = -0 */
     /* large |x|: 1 - 2/(e^{2|x|} + 1), sign restored */
     V e = v_exp(v_add(a, a));
     V yl = v_sub(v_set1(1.0f), v_div(v_set1(2.0f), v_add(e, v_set1(1.0f))));
@@ -444,6 +445,10 @@ FG_VINLINE void fg_share(int64_t n, int64_t align, int t, int nt, int64_t *lo, i
  * count); each chunk's partial is computed by one thread, and the partials
  * are added in chunk order afterwards. */
 #define FG_MAX_CHUNKS 256
+
+/* Row sums in float vector lanes are flushed into a double every FG_SUM_BLOCK
+ * elements (a multiple of every VL), bounding the float error for long rows. */
+#define FG_SUM_BLOCK 256
 FG_VINLINE int64_t fg_chunk_size(int64_t n, int64_t min_chunk) {
     int64_t c = (n + FG_MAX_CHUNKS - 1) / FG_MAX_CHUNKS;
     if (c < min_chunk) c = min_chunk;

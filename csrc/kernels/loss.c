@@ -33,6 +33,7 @@ static float row_max(const float *x, int64_t cols) {
 static double row_exp(float *e, const float *x, int64_t cols, float mx, int64_t *k) {
     V vm = v_set1(mx), acc = v_zero(), ties = v_zero();
     const V one = v_set1(1.0f);
+    double total = 0.0;
     int64_t j = 0;
     for (; j + VL <= cols; j += VL) {
         V xv = v_load(x + j);
@@ -41,6 +42,10 @@ static double row_exp(float *e, const float *x, int64_t cols, float mx, int64_t 
         M eq = v_eq(xv, vm);
         acc = v_add(acc, v_sel(eq, ev, v_zero()));
         ties = v_add(ties, v_sel(eq, v_zero(), one));
+        if ((j + VL) % FG_SUM_BLOCK == 0) {
+            total += (double)v_hsum(acc);
+            acc = v_zero();
+        }
     }
     if (j < cols) {
         int64_t r = cols - j;
@@ -52,8 +57,8 @@ static double row_exp(float *e, const float *x, int64_t cols, float mx, int64_t 
         acc = v_add(acc, v_sel(in, v_zero(), v_sel(eq, ev, v_zero())));
         ties = v_add(ties, v_sel(in, v_zero(), v_sel(eq, v_zero(), one)));
     }
-    *k = (int64_t)v_hsum(ties);
-    return (double)v_hsum(acc);
+    *k = (int64_t)v_hsum(ties); /* exact: counts stay far below 2^24 per lane */
+    return total + (double)v_hsum(acc);
 }
 
 /* first index of the maximum (numpy argmax), NaN-free rows */
@@ -111,7 +116,10 @@ static void sparse_chunks(loss_job *J, int64_t c0, int64_t c1) {
             if (g) {
                 float cw = J->grad_scale * w;
                 row_scale(g, cols, (float)((double)cw / (1.0 + lsum)));
-                g[lab] -= cw;
+                /* p_label - 1 without cancellation when the label holds the max:
+                 * e_label = 1, so p - 1 = -lsum / (1 + lsum) */
+                if (xl == mx) g[lab] = (float)(-(double)cw * lsum / (1.0 + lsum));
+                else g[lab] -= cw;
             }
         }
         J->partial[c] = acc;
@@ -171,11 +179,17 @@ static void dense_chunks(loss_job *J, int64_t c0, int64_t c1) {
             float mx = row_max(x, cols);
             /* sum_j t_j (m - x_j) and sum_j t_j, both read before g (which may alias x) is written */
             V tdv = v_zero(), tsv = v_zero(), vm = v_set1(mx);
+            double td = 0.0, ts = 0.0;
             int64_t j = 0;
             for (; j + VL <= cols; j += VL) {
                 V tv = v_load(t + j);
                 tdv = v_fma(tv, v_sub(vm, v_load(x + j)), tdv);
                 tsv = v_add(tsv, tv);
+                if ((j + VL) % FG_SUM_BLOCK == 0) {
+                    td += (double)v_hsum(tdv);
+                    ts += (double)v_hsum(tsv);
+                    tdv = tsv = v_zero();
+                }
             }
             if (j < cols) {
                 V tv = v_loadn(t + j, cols - j);
@@ -183,7 +197,8 @@ static void dense_chunks(loss_job *J, int64_t c0, int64_t c1) {
                 tdv = v_fma(tv, d, tdv);
                 tsv = v_add(tsv, tv);
             }
-            double td = (double)v_hsum(tdv), ts = (double)v_hsum(tsv);
+            td += (double)v_hsum(tdv);
+            ts += (double)v_hsum(tsv);
             int64_t k;
             double rest = row_exp(g, x, cols, mx, &k);
             double lsum = (double)(k - 1) + rest;
@@ -241,6 +256,7 @@ static void bce_chunks(loss_job *J, int64_t c0, int64_t c1) {
             float w = J->sw ? J->sw[r] : 1.0f;
             V vc = v_set1(J->grad_scale * w), lacc = v_zero();
             const V one = v_set1(1.0f);
+            double ltot = 0.0;
             for (int64_t j = 0; j < cols; j += VL) {
                 int64_t q = cols - j < VL ? cols - j : VL;
                 V xv = q == VL ? v_load(x + j) : v_loadn(x + j, q);
@@ -250,14 +266,23 @@ static void bce_chunks(loss_job *J, int64_t c0, int64_t c1) {
                 V l = v_add(v_fnma(xv, zv, v_max(xv, v_zero())), v_log1p01(e));
                 if (q < VL) l = v_sel(v_firstn(q), v_zero(), l);
                 lacc = v_add(lacc, l);
+                if ((j + VL) % FG_SUM_BLOCK == 0) {
+                    ltot += (double)v_hsum(lacc);
+                    lacc = v_zero();
+                }
                 if (g) {
-                    V s = v_div(v_sel(v_ge(xv, v_zero()), e, one), v_add(one, e));
-                    V gv = v_mul(vc, v_sub(s, zv));
+                    /* sigmoid(x) - z as s (1 - z) - c z with c = 1 - s computed directly:
+                     * no cancellation for hard labels (z = 1: -c; z = 0: s) */
+                    V d = v_add(one, e);
+                    M pos = v_ge(xv, v_zero());
+                    V s = v_div(v_sel(pos, e, one), d);
+                    V c = v_div(v_sel(pos, one, e), d);
+                    V gv = v_mul(vc, v_fnma(c, zv, v_fnma(s, zv, s)));
                     if (q == VL) v_store(g + j, gv);
                     else v_storen(g + j, gv, q);
                 }
             }
-            acc += (double)w * (double)v_hsum(lacc);
+            acc += (double)w * (ltot + (double)v_hsum(lacc));
         }
         J->partial[c] = acc;
     }
