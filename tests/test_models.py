@@ -262,3 +262,86 @@ def test_thread_counts_give_identical_training(backend):
     for other in res[1:]:
         for a, b in zip(res[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ metrics
+def test_accuracy_resolution_follows_loss():
+    M = fg.metrics
+    assert type(M.resolve("accuracy", fg.losses.get("binary_crossentropy"), (1,), False)) is \
+        M.BinaryAccuracy
+    assert type(M.resolve("acc", fg.losses.get("sparse_categorical_crossentropy"), (5,), True)) is \
+        M.SparseCategoricalAccuracy
+    assert type(M.resolve("accuracy", fg.losses.get("categorical_crossentropy"), (5,), False)) is \
+        M.CategoricalAccuracy
+    assert type(M.resolve("accuracy", fg.losses.get("mse"), (1,), False)) is M.BinaryAccuracy
+    assert M.resolve("mae", fg.losses.get("mse"), (1,), False).name == "mae"
+
+
+def test_metric_values_against_references():
+    rng = np.random.default_rng(0)
+    n, k = 200, 6
+    logits = rng.standard_normal((n, k))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = rng.integers(0, k, n)
+    sw = rng.uniform(0, 2, n)
+    M = fg.metrics
+    m = M.SparseCategoricalAccuracy()
+    m.update_state(y[:50], p[:50])
+    m.update_state(y[50:], p[50:])
+    assert m.result() == pytest.approx((p.argmax(1) == y).mean())
+    m.reset_state()
+    m.update_state(y, p, sample_weight=sw)
+    assert m.result() == pytest.approx(((p.argmax(1) == y) * sw).sum() / sw.sum())
+    m2 = M.SparseCategoricalAccuracy()
+    m2.update_state_logits(y, logits, "softmax", sample_weight=sw)
+    assert m2.result() == pytest.approx(m.result())
+    c = M.CategoricalAccuracy()
+    c.update_state(np.eye(k)[y], p)
+    assert c.result() == pytest.approx((p.argmax(1) == y).mean())
+    top = M.SparseTopKCategoricalAccuracy(k=3)
+    top.update_state(y, p)
+    ranks = (p > p[np.arange(n), y][:, None]).sum(1)
+    assert top.result() == pytest.approx((ranks < 3).mean())
+    top2 = M.TopKCategoricalAccuracy(k=3)
+    top2.update_state(np.eye(k)[y], p)
+    assert top2.result() == pytest.approx(top.result())
+    t = rng.standard_normal((n, 2))
+    mae, mse = M.MeanAbsoluteError(), M.MeanSquaredError()
+    mae.update_state(t, p[:, :2])
+    mse.update_state(t, p[:, :2])
+    assert mae.result() == pytest.approx(np.abs(t - p[:, :2]).mean())
+    assert mse.result() == pytest.approx(((t - p[:, :2]) ** 2).mean())
+
+
+def test_binary_metrics_against_sklearn():
+    skm = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500)
+    s = np.clip(y * 0.3 + rng.uniform(0, 0.7, 500), 0, 1)
+    M = fg.metrics
+    b = M.BinaryAccuracy()
+    b.update_state(y, s)
+    assert b.result() == pytest.approx(((s > 0.5) == y).mean())
+    pr, rc = M.Precision(), M.Recall()
+    for mm in (pr, rc):
+        mm.update_state(y[:200], s[:200])
+        mm.update_state(y[200:], s[200:])
+    assert pr.result() == pytest.approx(skm.precision_score(y, s > 0.5))
+    assert rc.result() == pytest.approx(skm.recall_score(y, s > 0.5))
+    auc = M.AUC()
+    auc.update_state(y, s)
+    assert auc.result() == pytest.approx(skm.roc_auc_score(y, s), abs=5e-3)
+    logits = np.log(s + 1e-9) - np.log(1 - s + 1e-9)
+    b2 = M.BinaryAccuracy()
+    b2.update_state_logits(y.reshape(-1, 1), logits.reshape(-1, 1), "sigmoid")
+    assert b2.result() == pytest.approx(b.result())
+
+
+def test_metrics_in_fit_logs():
+    m = _mlp(metrics=["accuracy", fg.metrics.SparseTopKCategoricalAccuracy(k=2)])
+    x, y = _data(64)
+    h = m.fit(x, y, epochs=1, verbose=0, validation_data=(x, y))
+    assert set(h.history) == {"loss", "accuracy", "sparse_top_k_categorical_accuracy", "val_loss",
+                              "val_accuracy", "val_sparse_top_k_categorical_accuracy"}
+    ev = m.evaluate(x, y, return_dict=True, verbose=0)
+    assert ev["sparse_top_k_categorical_accuracy"] >= ev["accuracy"]

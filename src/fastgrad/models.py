@@ -342,6 +342,7 @@ class Sequential:
                            do_validation=val is not None,
                            metrics=self.metrics_names + ([f"val_{k}" for k in self.metrics_names]
                                                          if val is not None else []))
+        self.history = cbs.history
         batch_hooks = cbs.has_batch_hooks("train")
         metrics = self.metrics
         mws = step.cache.get(batch_size)[-1]  # gather buffers live in the model workspace
@@ -429,12 +430,17 @@ class Sequential:
             cbs.on_test_end(logs)
         return logs
 
-    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, sample_weight=None, steps=None,
-                 callbacks=None, return_dict=False):
+    def evaluate(self, x=None, y=None, batch_size=32, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False):
         """Loss (plus metrics) over (x, y): a float when there are no metrics,
-        else [loss, *metrics] (or a dict with return_dict=True)."""
+        else [loss, *metrics] (or a dict with return_dict=True).  verbose:
+        "auto"/1 a progress bar (as Keras), 0 silent."""
         what = "evaluate"
         self._require_compiled(what)
+        if verbose == "auto":
+            verbose = 1
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"evaluate: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         batch_size = _data.check_batch_size(batch_size, what)
         if steps is not None:
             raise ValueError("evaluate: steps needs a dataset generator; leave it None")
