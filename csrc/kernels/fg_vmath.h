@@ -259,10 +259,23 @@ FG_VINLINE V v_rint(V x) {
 /* 2^n for integer n in [-126, 127] */
 FG_VINLINE V v_pow2i(VI n) { return vi_asf(vi_slli(vi_add(n, vi_set1(127)), 23)); }
 
+/* y * 2^n for integral n in [-150, 129], y in [0.5, 2] (or NaN), rounded once:
+ * overflow gives inf, the denormal range is rounded correctly */
+FG_VINLINE V v_ldexp(V y, V n) {
+#if defined(__AVX512F__)
+    return _mm512_scalef_ps(y, n);
+#else
+    VI ni = v_cvti(n);
+    VI n1 = vi_srai(ni, 1);
+    VI n2 = vi_sub(ni, n1);
+    return v_mul(v_mul(y, v_pow2i(n1)), v_pow2i(n2)); /* the first product is exact */
+#endif
+}
+
 FG_VINLINE V v_exp(V x) {
     /* clamp so that n stays in [-150, 129]; the result still overflows to inf
      * above ln(FLT_MAX) and underflows through the denormals to 0 */
-    V xc = v_min(v_max(x, v_set1(-104.0f)), v_set1(89.0f));
+    V xc = v_min(v_set1(89.0f), v_max(v_set1(-104.0f), x)); /* operand order: NaN passes through */
     V n = v_rint(v_mul(xc, v_set1(1.44269504088896341f)));
     V r = v_fnma(n, v_set1(0.693359375f), xc);     /* n*C1 exact (9-bit C1) */
     r = v_fnma(n, v_set1(-2.12194440e-4f), r);
@@ -274,11 +287,7 @@ FG_VINLINE V v_exp(V x) {
     p = v_fma(p, r, v_set1(5.0000001201E-1f));
     V r2 = v_mul(r, r);
     V y = v_add(v_fma(p, r2, r), v_set1(1.0f));
-    VI ni = v_cvti(n);
-    VI n1 = vi_srai(ni, 1);
-    VI n2 = vi_sub(ni, n1);
-    y = v_mul(v_mul(y, v_pow2i(n1)), v_pow2i(n2));
-    return v_sel(v_isnan(x), y, v_add(x, x));
+    return v_ldexp(y, n); /* NaN: r, y and the result are NaN */
 }
 
 FG_VINLINE V v_log(V x) {
