@@ -10,6 +10,14 @@ from fastgrad import _config
 
 from conftest import backends
 
+@pytest.fixture(params=["compiled", "python"])
+def executor(request, monkeypatch):
+    """Native backend through the compiled step, or forced through the Python Step."""
+    from fastgrad.engine import compiled
+    monkeypatch.setattr(compiled, "enabled", request.param == "compiled")
+    return request.param
+
+
 
 def _ref_loss(kind, out, y, sw=None, logits=False):
     """float64 per-sample losses, Keras definitions, then the weighted mean."""
@@ -141,7 +149,7 @@ def _pair(out_act, loss_fused, loss_logits, classes, seed=0):
 
 @pytest.mark.parametrize("backend", backends())
 @pytest.mark.parametrize("case", ["scce", "cce", "bce"])
-def test_fused_output_equals_from_logits(backend, case):
+def test_fused_output_equals_from_logits(backend, case, executor):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((32, 5)).astype(np.float32)
     if case == "scce":

@@ -10,6 +10,14 @@ import fastgrad as fg
 
 from conftest import backends
 
+@pytest.fixture(params=["compiled", "python"])
+def executor(request, monkeypatch):
+    """Native backend through the compiled step, or forced through the Python Step."""
+    from fastgrad.engine import compiled
+    monkeypatch.setattr(compiled, "enabled", request.param == "compiled")
+    return request.param
+
+
 
 def _mlp(seed=0, **compile_kw):
     fg.set_seed(seed)
@@ -249,7 +257,7 @@ def test_recompile_switches_fusion():
 
 
 @pytest.mark.parametrize("backend", backends())
-def test_thread_counts_give_identical_training(backend):
+def test_thread_counts_give_identical_training(backend, executor):
     x, y = _data(200)
     res = []
     with fg.use_backend(backend):

@@ -12,7 +12,7 @@ XOR_Y = np.array([[0], [1], [1], [0]], np.float32)
 
 
 @pytest.mark.parametrize("backend", backends())
-def test_xor_reaches_full_accuracy(backend):
+def test_xor_reaches_full_accuracy(backend, executor):
     """The issue's example: 2-4-1 sigmoid, binary cross-entropy, Adam 0.01, batch 1."""
     with fg.use_backend(backend):
         fg.set_seed(42)
@@ -39,7 +39,7 @@ def _digits():
 
 
 @pytest.mark.parametrize("backend", backends())
-def test_digits_mlp_reaches_95_percent(backend):
+def test_digits_mlp_reaches_95_percent(backend, executor):
     xtr, ytr, xte, yte = _digits()
     with fg.use_backend(backend):
         fg.set_seed(0)
@@ -53,13 +53,22 @@ def test_digits_mlp_reaches_95_percent(backend):
         assert (m.predict(xte).argmax(1) == yte).mean() == pytest.approx(acc)
 
 
+@pytest.fixture(params=["compiled", "python"])
+def executor(request, monkeypatch):
+    """Run the native backend through the compiled step (default when the model
+    has a C path) or force the Python Step over NativeOps."""
+    from fastgrad.engine import compiled
+    monkeypatch.setattr(compiled, "enabled", request.param == "compiled")
+    return request.param
+
+
 @pytest.mark.skipif(not native_available(), reason="native backend not built")
 @pytest.mark.parametrize("loss,act,opt", [
     ("sparse_categorical_crossentropy", "softmax", "adam"),
     ("categorical_crossentropy", "softmax", "rmsprop"),
     ("mse", "linear", "sgd"),
 ])
-def test_backends_train_to_the_same_loss(loss, act, opt):
+def test_backends_train_to_the_same_loss(loss, act, opt, executor):
     xtr, ytr, _, _ = _digits()
     if loss == "categorical_crossentropy":
         ytr = np.eye(10, dtype=np.float32)[ytr]
