@@ -36,6 +36,18 @@ def _to_array(a, what):
     raise TypeError(f"{what}: expected a numpy array, got {type(a).__name__}")
 
 
+def all_finite(a) -> bool:
+    """No NaN/inf in float array `a`.  Fast path: one BLAS dot product of `a`
+    with itself (NaN and inf propagate through it; ~1.5 ms for 10000 x 784);
+    only when that is not finite (also when finite values overflow) does the
+    exact element-wise test run."""
+    flat = a.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if flat.dtype == np.float32 and np.isfinite(np.dot(flat, flat)):
+            return True
+    return bool(np.isfinite(a).all())
+
+
 def as_x(x, what: str, input_shape=None, layer_name=None) -> np.ndarray:
     """Validate x and return it as C-contiguous float32 (batch, *input_shape)."""
     if x is None:
@@ -66,7 +78,7 @@ def as_x(x, what: str, input_shape=None, layer_name=None) -> np.ndarray:
         raise ValueError(f"{what}: x is empty (shape {x.shape})")
     with np.errstate(over="ignore"):     # values beyond float32 become inf: reported below
         xf = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(xf).all():
+    if not all_finite(xf):
         bad = np.argwhere(~np.isfinite(xf))[0]
         raise ValueError(f"{what}: x contains NaN or inf (first at index {tuple(int(i) for i in bad)}"
                          f", value {x[tuple(bad)].item()!r}" + (", out of float32 range"
@@ -128,7 +140,7 @@ def as_y(y, loss, output_shape, n: int, what: str) -> np.ndarray:
             raise ValueError(f"{what}: y has shape {y.shape}, expected ({n}, "
                              f"{', '.join(map(str, out_shape))}) to match the model output")
     yf = np.ascontiguousarray(y, dtype=np.float32)
-    if not np.isfinite(yf).all():
+    if not all_finite(yf):
         raise ValueError(f"{what}: y contains NaN or inf")
     return yf
 
