@@ -76,7 +76,7 @@ def test_save_load_predict_bitwise(tmp_path, backend):
                                  lambda: fg.optimizers.Adam(learning_rate=schedules.CosineDecay(0.01, 40,
                                                                                                 alpha=0.1)),
                                  lambda: fg.optimizers.RMSprop(centered=True, momentum=0.5)])
-def test_resume_training_is_bitwise_identical(tmp_path, opt):
+def test_resume_training_is_bitwise_identical(tmp_path, opt, backend):
     """seed; fit; save; fit  ==  seed; fit; save; load; fit  (shuffling, dropout, optimizer state)."""
     x, y = data(seed=3)
     make_opt = opt if callable(opt) else (lambda: opt)
