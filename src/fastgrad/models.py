@@ -509,11 +509,10 @@ class Sequential:
     def predict_on_batch(self, x):
         """Outputs for one batch (no batching loop): a new array."""
         xa = self._prepare_x(x, "predict_on_batch")
-        step = self._get_step_for_predict()
         plan = _compiled.inference_plan(self)
         if plan is not None:
             return plan.predict_rows(xa)
-        return np.array(step.predict_batch(xa), copy=True)
+        return np.array(self._get_step_for_predict().predict_batch(xa), copy=True)
 
     def __call__(self, x, training=False):
         return self.predict_on_batch(x)
