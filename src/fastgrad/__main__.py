@@ -42,7 +42,7 @@ def _train(fg, backend, data, epochs, batch_size, seed):
         t0 = time.perf_counter()
         hist = model.fit(xtr, ytr, epochs=epochs, batch_size=batch_size, verbose=0)
         dt = time.perf_counter() - t0
-        loss, acc = model.evaluate(xte, yte, batch_size=256)
+        loss, acc = model.evaluate(xte, yte, batch_size=256, verbose=0)
     return dt, hist.history["loss"][-1], loss, acc
 
 
