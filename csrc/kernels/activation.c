@@ -12,10 +12,11 @@
 #include "fg_activation.h"
 #include "fg_vmath.h"
 
-/* Grain sizes (elements per thread below which a kernel stays serial), measured
- * on the 2-core dev box: a memory-bound pass over 64K floats takes ~10 us, about
- * the cost of waking the OpenMP team and joining it; an exp-bound pass over 8K
- * floats takes about the same. */
+/* Grain sizes: a kernel uses a second thread only from 2 * grain elements.
+ * Measured on the 2-core dev box (best of 400, loaded machine), 1 vs 2 threads:
+ *   relu   64K: 8.5 us serial (team wake + join ~3 us: marginal)  128K: 18 -> 11 us
+ *   tanh   16K: 9.2 -> 6.2 us   32K: 18 -> 11 us
+ * so memory-bound passes go parallel from 128K elements, exp-bound ones from 16K. */
 #define GRAIN_MEM ((int64_t)1 << 16)
 #define GRAIN_TRANS ((int64_t)1 << 13)
 
@@ -42,11 +43,20 @@ FG_VINLINE V act_fwd_gelu_tanh(V x) {
     return v_sel(v_eq(x, v_set1(-INFINITY)), y, v_set1(-0.0f));
 }
 
-#define DEFINE_UNARY_RANGE(NAME, FN)                                            \
-    static void NAME(float *y, const float *x, int64_t lo, int64_t hi) {       \
-        int64_t i = lo;                                                         \
-        for (; i + VL <= hi; i += VL) v_store(y + i, FN(v_load(x + i)));        \
-        if (i < hi) v_storen(y + i, FN(v_loadn(x + i, hi - i)), hi - i);        \
+/* y[lo:hi] = FN(x[lo:hi]); `stream`: non-temporal stores after an aligned head */
+#define DEFINE_UNARY_RANGE(NAME, FN)                                                    \
+    static void NAME(float *y, const float *x, int64_t lo, int64_t hi, int stream) {   \
+        int64_t i = lo;                                                                 \
+        if (stream) {                                                                   \
+            int64_t h = v_align_head(y + i);                                            \
+            if (h > hi - i) h = hi - i;                                                 \
+            if (h > 0) v_storen(y + i, FN(v_loadn(x + i, h)), h);                       \
+            for (i += h; i + VL <= hi; i += VL) v_stream(y + i, FN(v_load(x + i)));     \
+            v_sfence();                                                                 \
+        } else {                                                                        \
+            for (; i + VL <= hi; i += VL) v_store(y + i, FN(v_load(x + i)));            \
+        }                                                                               \
+        if (i < hi) v_storen(y + i, FN(v_loadn(x + i, hi - i)), hi - i);                \
     }
 
 DEFINE_UNARY_RANGE(range_relu, act_fwd_relu)
@@ -57,17 +67,19 @@ DEFINE_UNARY_RANGE(range_gelu_tanh, act_fwd_gelu_tanh)
 DEFINE_UNARY_RANGE(range_exp, act_fwd_exp)
 DEFINE_UNARY_RANGE(range_log, act_fwd_log)
 
-static void range_copy(float *y, const float *x, int64_t lo, int64_t hi) {
+static void range_copy(float *y, const float *x, int64_t lo, int64_t hi, int stream) {
+    (void)stream;
     if (y != x) memcpy(y + lo, x + lo, (size_t)(hi - lo) * sizeof(float));
 }
 
-typedef void (*unary_range_fn)(float *, const float *, int64_t, int64_t);
+typedef void (*unary_range_fn)(float *, const float *, int64_t, int64_t, int);
 
 static int run_unary(unary_range_fn fn, float *y, const float *x, int64_t n, int64_t grain, int nthreads) {
     if (n < 0) return FG_ERR_ARG;
     if (n == 0) return FG_OK;
     int nt = fg_threads_for(n, grain, nthreads);
-#define BODY_(lo, hi) fn(y, x, lo, hi)
+    const int stream = n >= FG_NT_MIN && y != x;
+#define BODY_(lo, hi) fn(y, x, lo, hi, stream)
     FG_PARALLEL_RANGE(n, 16, nt, BODY_);
 #undef BODY_
     return FG_OK;
@@ -120,11 +132,19 @@ FG_VINLINE V act_bwd_gelu_tanh(V dy, V x) {
     return v_mul(dy, d);
 }
 
-#define DEFINE_BINARY_RANGE(NAME, FN)                                                       \
-    static void NAME(float *dx, const float *dy, const float *r, int64_t lo, int64_t hi) { \
-        int64_t i = lo;                                                                     \
-        for (; i + VL <= hi; i += VL) v_store(dx + i, FN(v_load(dy + i), v_load(r + i)));  \
-        if (i < hi) {                                                                       \
+#define DEFINE_BINARY_RANGE(NAME, FN)                                                                  \
+    static void NAME(float *dx, const float *dy, const float *r, int64_t lo, int64_t hi, int stream) { \
+        int64_t i = lo;                                                                                \
+        if (stream) {                                                                                  \
+            int64_t h = v_align_head(dx + i);                                                          \
+            if (h > hi - i) h = hi - i;                                                                \
+            if (h > 0) v_storen(dx + i, FN(v_loadn(dy + i, h), v_loadn(r + i, h)), h);                 \
+            for (i += h; i + VL <= hi; i += VL) v_stream(dx + i, FN(v_load(dy + i), v_load(r + i)));   \
+            v_sfence();                                                                                \
+        } else {                                                                                       \
+            for (; i + VL <= hi; i += VL) v_store(dx + i, FN(v_load(dy + i), v_load(r + i)));          \
+        }                                                                                              \
+        if (i < hi) {                                                                                  \
             int64_t k = hi - i;                                                             \
             v_storen(dx + i, FN(v_loadn(dy + i, k), v_loadn(r + i, k)), k);                 \
         }                                                                                   \
@@ -136,19 +156,21 @@ DEFINE_BINARY_RANGE(brange_tanh, act_bwd_tanh)
 DEFINE_BINARY_RANGE(brange_gelu, act_bwd_gelu)
 DEFINE_BINARY_RANGE(brange_gelu_tanh, act_bwd_gelu_tanh)
 
-static void brange_linear(float *dx, const float *dy, const float *r, int64_t lo, int64_t hi) {
+static void brange_linear(float *dx, const float *dy, const float *r, int64_t lo, int64_t hi, int stream) {
     (void)r;
+    (void)stream;
     if (dx != dy) memcpy(dx + lo, dy + lo, (size_t)(hi - lo) * sizeof(float));
 }
 
-typedef void (*binary_range_fn)(float *, const float *, const float *, int64_t, int64_t);
+typedef void (*binary_range_fn)(float *, const float *, const float *, int64_t, int64_t, int);
 
 static int run_binary(binary_range_fn fn, float *dx, const float *dy, const float *r, int64_t n, int64_t grain,
                       int nthreads) {
     if (n < 0) return FG_ERR_ARG;
     if (n == 0) return FG_OK;
     int nt = fg_threads_for(n, grain, nthreads);
-#define BODY_(lo, hi) fn(dx, dy, r, lo, hi)
+    const int stream = n >= FG_NT_MIN && dx != dy && dx != r;
+#define BODY_(lo, hi) fn(dx, dy, r, lo, hi, stream)
     FG_PARALLEL_RANGE(n, 16, nt, BODY_);
 #undef BODY_
     return FG_OK;

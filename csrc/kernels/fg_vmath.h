@@ -87,6 +87,7 @@ FG_VINLINE M v_eq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
 FG_VINLINE M v_isnan(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
 FG_VINLINE M m_or(M a, M b) { return (M)(a | b); }
 FG_VINLINE int m_any(M m) { return m != 0; }
+FG_VINLINE int m_all(M m) { return m == 0xFFFF; }
 FG_VINLINE V v_sel(M m, V f, V t) { return _mm512_mask_blend_ps(m, f, t); } /* m ? t : f */
 FG_VINLINE VI v_cvti(V a) { return _mm512_cvttps_epi32(a); }                /* integral input */
 FG_VINLINE V v_cvtf(VI a) { return _mm512_cvtepi32_ps(a); }
@@ -147,6 +148,7 @@ FG_VINLINE M v_eq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
 FG_VINLINE M v_isnan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
 FG_VINLINE M m_or(M a, M b) { return _mm256_or_ps(a, b); }
 FG_VINLINE int m_any(M m) { return _mm256_movemask_ps(m) != 0; }
+FG_VINLINE int m_all(M m) { return _mm256_movemask_ps(m) == 0xFF; }
 FG_VINLINE V v_sel(M m, V f, V t) { return _mm256_blendv_ps(f, t, m); }
 FG_VINLINE VI v_cvti(V a) { return _mm256_cvttps_epi32(a); }
 FG_VINLINE V v_cvtf(VI a) { return _mm256_cvtepi32_ps(a); }
@@ -211,6 +213,7 @@ FG_VINLINE M v_eq(V a, V b) { return a == b; }
 FG_VINLINE M v_isnan(V a) { return a != a; }
 FG_VINLINE M m_or(M a, M b) { return a | b; }
 FG_VINLINE int m_any(M m) { return m != 0; }
+FG_VINLINE int m_all(M m) { return m != 0; }
 FG_VINLINE V v_sel(M m, V f, V t) { return m ? t : f; }
 FG_VINLINE VI v_cvti(V a) { return (int32_t)a; }
 FG_VINLINE V v_cvtf(VI a) { return (float)a; }
@@ -229,6 +232,31 @@ FG_VINLINE float v_hsum(V a) { return a; }
 FG_VINLINE float v_hmax(V a) { return a; }
 
 #endif
+
+/* Non-temporal stores for outputs much larger than the last-level cache: the
+ * store skips the read-for-ownership of the destination line (12 -> 8 bytes of
+ * traffic per element for y = f(x)). Only for y != x (in place, the line is
+ * already cached) and n >= FG_NT_MIN elements (16 MiB of output). */
+#define FG_NT_MIN ((int64_t)1 << 22)
+FG_VINLINE void v_stream(float *p, V a) { /* p aligned to VL floats */
+#if defined(__AVX512F__)
+    _mm512_stream_ps(p, a);
+#elif defined(__AVX2__)
+    _mm256_stream_ps(p, a);
+#else
+    *p = a;
+#endif
+}
+FG_VINLINE void v_sfence(void) {
+#if VL > 1
+    _mm_sfence();
+#endif
+}
+/* elements before p + i reaches VL-float alignment (p is float-aligned) */
+FG_VINLINE int64_t v_align_head(const float *p) {
+    uintptr_t mis = ((uintptr_t)p) & (uintptr_t)(VL * sizeof(float) - 1);
+    return mis ? (int64_t)((VL * sizeof(float) - mis) / sizeof(float)) : 0;
+}
 
 /* exact product: hi + lo == a*b (hi = fl(a*b)) */
 FG_VINLINE void v_two_prod(V a, V b, V *hi, V *lo) {
@@ -325,6 +353,15 @@ FG_VINLINE V v_log(V x) {
 
 FG_VINLINE V v_tanh(V x) {
     V a = v_abs(x);
+    M small = v_lt(a, v_set1(0.625f));
+    /* large |x|: 1 - 2/(e^{2|x|} + 1), sign restored */
+    V yl = v_set1(0.0f);
+    if (!m_all(small)) { /* branches skip the unused half when a vector is all small or all large */
+        V e = v_exp(v_add(a, a));
+        yl = v_sub(v_set1(1.0f), v_div(v_set1(2.0f), v_add(e, v_set1(1.0f))));
+        yl = v_xor(yl, v_signbit(x));
+        if (!m_any(small)) return yl;
+    }
     /* small |x|: x + x^3 P(x^2) */
     V z = v_mul(x, x);
     V p = v_set1(-5.70498872745E-3f);
@@ -334,11 +371,7 @@ FG_VINLINE V v_tanh(V x) {
     p = v_fma(p, z, v_set1(-3.33332819422E-1f));
     V ys = v_fma(v_mul(p, z), x, x);
     ys = v_xor(v_abs(ys), v_signbit(x)); /* tanh(-0) = -0 */
-    /* large |x|: 1 - 2/(e^{2|x|} + 1), sign restored */
-    V e = v_exp(v_add(a, a));
-    V yl = v_sub(v_set1(1.0f), v_div(v_set1(2.0f), v_add(e, v_set1(1.0f))));
-    yl = v_xor(yl, v_signbit(x));
-    return v_sel(v_lt(a, v_set1(0.625f)), yl, ys);
+    return v_sel(small, yl, ys);
 }
 
 /* sigmoid and its complement from one exp: s = 1/(1+e^-x), c = 1 - s */
@@ -362,6 +395,9 @@ FG_VINLINE V v_phi(V x) {
     const V one = v_set1(1.0f), half = v_set1(0.5f);
     V zz = v_mul(x, v_set1(0.70710678118654752f)); /* z = x / sqrt 2 */
     V az = v_abs(zz);
+    M big = v_ge(az, v_set1(0.5f)); /* NaN goes to the small branch */
+    V res_small = v_zero();
+    if (!m_all(big)) {
     /* |z| < 0.5: erf(z) = 2/sqrt(pi) * (z - z^3/3 + z^5/10 - ...), Taylor to z^15 */
     V z2 = v_mul(zz, zz);
     V q = v_set1(-1.0f / 75600.0f);
@@ -372,9 +408,9 @@ FG_VINLINE V v_phi(V x) {
     q = v_fma(q, z2, v_set1(1.0f / 10.0f));
     q = v_fma(q, z2, v_set1(-1.0f / 3.0f));
     V erfz = v_mul(v_fma(v_mul(q, z2), zz, zz), v_set1(1.12837916709551257f));
-    V res_small = v_fma(half, erfz, half);
-    M big = v_ge(az, v_set1(0.5f));
+    res_small = v_fma(half, erfz, half);
     if (!m_any(big)) return res_small;
+    }
     /* |z| >= 0.5: erfc(a) = t exp(-a^2 + P(t)), t = 1/(1 + a/2); a^2 = x^2/2 = hi + lo exactly */
     V t = v_div(one, v_fma(half, az, one));
     V P = v_set1(0.17087277f);
