@@ -84,13 +84,19 @@ static int mat_ok(const void *p, int64_t rows, int64_t cols, int64_t ld) {
 int fg_gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
             int64_t M, int64_t N, int64_t K, int trans_a, int trans_b, float alpha, float beta,
             int nthreads) {
+    return fg_gemm_path(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, nthreads, 0);
+}
+
+int fg_gemm_path(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
+                 int64_t M, int64_t N, int64_t K, int trans_a, int trans_b, float alpha, float beta,
+                 int nthreads, int path) {
     if (!dims_ok(M, N, K)) return FG_ERR_ARG;
     if (!mat_ok(C, M, N, ldc)) return FG_ERR_ARG;
     if (!(trans_a ? mat_ok(A, K, M, lda) : mat_ok(A, M, K, lda))) return FG_ERR_ARG;
     if (!(trans_b ? mat_ok(B, N, K, ldb) : mat_ok(B, K, N, ldb))) return FG_ERR_ARG;
     if (M == 0 || N == 0) return FG_OK;
     fg_gemm_problem p = {C, ldc, NULL, 0, A, lda, B, ldb, NULL, M, N, K,
-                         trans_a != 0, trans_b != 0, alpha, beta, FG_ACT_LINEAR};
+                         trans_a != 0, trans_b != 0, alpha, beta, FG_ACT_LINEAR, path};
     return FG_DISPATCH(fg_gemm_run)(&p, nthreads, gemm_workspace);
 }
 
@@ -104,7 +110,7 @@ int fg_dense_forward(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *
     if (Z == Y && act != FG_ACT_LINEAR) return FG_ERR_ARG; /* Y would overwrite Z */
     if (M == 0 || N == 0) return FG_OK;
     fg_gemm_problem p = {Y, ldy, (Z == Y) ? NULL : Z, ldz, X, ldx, W, ldw, b, M, N, K,
-                         0, 0, 1.0f, 0.0f, act};
+                         0, 0, 1.0f, 0.0f, act, 0};
     return FG_DISPATCH(fg_gemm_run)(&p, nthreads, gemm_workspace);
 }
 

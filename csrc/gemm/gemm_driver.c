@@ -39,6 +39,7 @@
 #include "gemm_internal.h"
 #include "gemm_pack.h"
 #include "gemm_ukernel.h"
+#include "gemm_small.h"
 
 #include <string.h>
 #if FG_HAVE_OPENMP
@@ -58,6 +59,28 @@
 #define FG_KC 256
 #define FG_NC 2048
 #endif
+
+/* Where the unpacked path (gemm_small.h) wins over packing. Measured on the
+ * dev box (Sapphire Rapids, thread CPU time, single thread each; both paths,
+ * us; "packed" already includes its packing):
+ *                      AVX-512 packed / small    AVX2 packed / small
+ *   128x10x128 (M,N,K)        11.6 / 4.9              12.4 / 12.9
+ *   128x10x128, A^T           16.2 / 8.6              16.7 / 12.9
+ *   784x10x128, A^T          100  / 57               101  / 90
+ *   128x16x128                14.3 / 7.4              11.7 / 13.7
+ *   128x32x128                13.7 / 10.0             20.7 / 18.2
+ *   1x128x784                 43.5 / 3.9              39.8 / 6.3
+ *   8x128x784                 53.2 / 21.9             56.4 / 41.9
+ *   16x128x784                86.0 / 38.1             81.1 / 84.1
+ *   32x128x784               118  / 75               137  / 167
+ * so: fewer columns than one NR sliver, fewer rows than two MR slivers, or a
+ * tiny product (packing overhead ~0.2 us). Bigger products are left to the
+ * packed path, which can also use threads. op(B) must be B (rows contiguous). */
+static int small_wins(int64_t M, int64_t N, int64_t K) {
+    const int64_t work = M * N * K;
+    if (work > ((int64_t)1 << 24)) return 0;
+    return N < FG_NR || M < 2 * FG_MR || work <= 32768;
+}
 
 /* work (multiply-adds) per thread below which another thread does not pay */
 #define FG_GEMM_GRAIN (1 << 19)
@@ -201,8 +224,22 @@ static void run_thread(const fg_plan *pl, int tid, int nth) {
     }
 }
 
+/* Unpacked single-thread path or the packed driver? Decided by shape only
+ * (never by the thread count), so results stay thread-count independent. */
+static int use_small(const fg_gemm_problem *p) {
+    if (p->path) return p->path == 2 && !p->trans_b;
+    if (p->trans_b) return 0;
+    return small_wins(p->M, p->N, p->K);
+}
+
 int FG_ISA_FN(fg_gemm_run)(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) {
     const int64_t M = p->M, N = p->N, K = p->K;
+    if (use_small(p)) {
+        unsigned fp = fg_fpstate_enter();
+        gemm_small(p);
+        fg_fpstate_leave(fp);
+        return FG_OK;
+    }
     fg_plan pl;
     pl.p = p;
     pl.nkb = K > 0 ? CEIL_DIV(K, FG_KC) : 1; /* K == 0 still runs one (empty) block: C = beta C + epilogue */

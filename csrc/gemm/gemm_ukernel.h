@@ -22,7 +22,9 @@ typedef struct {
     int act;     /* FG_ACT_* */
 } fg_ep;
 
-/* c = act(alpha acc + cbeta c + bias); z = the pre-activation (final block) */
+/* c = act(alpha acc + cbeta c + bias); z = the pre-activation (final block).
+ * Callers pass a local copy of the fg_ep, so its fields stay in registers
+ * across the stores to C. */
 FG_INLINE void ep_vec(float *c, float *z, const float *bias, vf acc, const fg_ep *ep) {
     vf x = vf_mul(acc, vf_set1(ep->alpha));
     if (ep->cbeta != 0.0f) x = vf_fma(vf_set1(ep->cbeta), vf_loadu(c), x);
@@ -32,6 +34,18 @@ FG_INLINE void ep_vec(float *c, float *z, const float *bias, vf acc, const fg_ep
         if (ep->act != FG_ACT_LINEAR) x = vf_activate(x, ep->act);
     }
     vf_storeu(c, x);
+}
+
+/* ep_vec for the first n (< VW) lanes only: masked loads and stores */
+FG_INLINE void ep_vec_part(float *c, float *z, const float *bias, vf acc, int n, const fg_ep *ep) {
+    vf x = vf_mul(acc, vf_set1(ep->alpha));
+    if (ep->cbeta != 0.0f) x = vf_fma(vf_set1(ep->cbeta), vf_loadu_part(c, n), x);
+    if (ep->final) {
+        if (bias) x = vf_add(x, vf_loadu_part(bias, n));
+        if (z) vf_storeu_part(z, x, n);
+        if (ep->act != FG_ACT_LINEAR) x = vf_activate(x, ep->act);
+    }
+    vf_storeu_part(c, x, n);
 }
 
 #if defined(__AVX512F__)
@@ -58,6 +72,8 @@ static void ukernel_12x32(int64_t kc, const float *FG_RESTRICT a, const float *F
         a += 12;
         b += 32;
     }
+    const fg_ep e = *ep; /* not aliased by C: fields stay in registers */
+    ep = &e;
     ROWS(STORE)
 #undef ROWS
 #undef DECL
@@ -90,6 +106,8 @@ static void ukernel_6x16(int64_t kc, const float *FG_RESTRICT a, const float *FG
         a += 6;
         b += 16;
     }
+    const fg_ep e = *ep; /* not aliased by C: fields stay in registers */
+    ep = &e;
     ROWS(STORE)
 #undef ROWS
 #undef DECL
@@ -111,6 +129,8 @@ static void ukernel_4x8(int64_t kc, const float *FG_RESTRICT a, const float *FG_
         a += 4;
         b += 8;
     }
+    const fg_ep e = *ep;
+    ep = &e;
     for (int r = 0; r < 4; r++)
         for (int j = 0; j < 8; j++)
             ep_vec(c + r * ldc + j, z ? z + r * ldz + j : NULL, bias ? bias + j : NULL, acc[r][j], ep);

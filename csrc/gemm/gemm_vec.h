@@ -58,6 +58,9 @@ FG_INLINE vf vf_min(vf a, vf b) { return _mm512_min_ps(a, b); }
 FG_INLINE vf vf_abs(vf x) {
     return _mm512_castsi512_ps(_mm512_and_epi32(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)));
 }
+/* first n (< 16) floats at p, zero above; no access past p + n */
+FG_INLINE vf vf_loadu_part(const float *p, int n) { return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p); }
+FG_INLINE void vf_storeu_part(float *p, vf x, int n) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), x); }
 FG_INLINE vm vf_lt(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
 FG_INLINE vm vf_ge(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
 FG_INLINE vm vf_isnan(vf a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
@@ -92,6 +95,14 @@ FG_INLINE vf vf_relu(vf x) { return _mm256_max_ps(_mm256_setzero_ps(), x); }
 FG_INLINE vf vf_max(vf a, vf b) { return _mm256_max_ps(a, b); }
 FG_INLINE vf vf_min(vf a, vf b) { return _mm256_min_ps(a, b); }
 FG_INLINE vf vf_abs(vf x) { return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+FG_INLINE vf vf_loadu_part(const float *p, int n) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx));
+}
+FG_INLINE void vf_storeu_part(float *p, vf x, int n) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx), x);
+}
 FG_INLINE vm vf_lt(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
 FG_INLINE vm vf_ge(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
 FG_INLINE vm vf_isnan(vf a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
@@ -129,6 +140,10 @@ FG_INLINE vf vf_abs(vf x) {
     u &= 0x7fffffffu;
     memcpy(&x, &u, 4);
     return x;
+}
+FG_INLINE vf vf_loadu_part(const float *p, int n) { return n > 0 ? *p : 0.0f; }
+FG_INLINE void vf_storeu_part(float *p, vf x, int n) {
+    if (n > 0) *p = x;
 }
 FG_INLINE vm vf_lt(vf a, vf b) { return a < b; }
 FG_INLINE vm vf_ge(vf a, vf b) { return a >= b; }

@@ -25,6 +25,11 @@ cdef extern from "gemm/fg_gemm.h" nogil:
                          int act, int nthreads)
     void fg_gemm_tile(int *mr, int *nr, int *mc, int *kc, int *nc)
 
+cdef extern from "gemm/gemm_internal.h" nogil:
+    int fg_gemm_path(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
+                     int64_t M, int64_t N, int64_t K, int trans_a, int trans_b, float alpha, float beta,
+                     int nthreads, int path)
+
 ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4, "gelu_tanh": 5}
 
 
@@ -73,11 +78,12 @@ cdef inline bint _overlap(cnp.ndarray a, int64_t lda, cnp.ndarray b, int64_t ldb
 
 
 def gemm(a, b, out, bint trans_a=False, bint trans_b=False, float alpha=1.0, float beta=0.0,
-         int nthreads=1):
+         int nthreads=1, int _path=0):
     """out = alpha * op(a) @ op(b) + beta * out   (IN a, b; INOUT out)
 
     op(x) is x.T when the trans flag is set. With beta == 0, out is not read.
-    Returns out."""
+    `_path` is a test hook: 0 chooses by shape, 1 forces the packed driver,
+    2 the unpacked one (when op(b) is b). Returns out."""
     cdef int64_t lda = _ld("gemm", "a", a, False)
     cdef int64_t ldb = _ld("gemm", "b", b, False)
     cdef int64_t ldc = _ld("gemm", "out", out, True)
@@ -104,7 +110,8 @@ def gemm(a, b, out, bint trans_a=False, bint trans_b=False, float alpha=1.0, flo
     cdef const float *pb = <const float *>cnp.PyArray_DATA(B)
     cdef int status
     with nogil:
-        status = fg_gemm(pc, ldc, pa, lda, pb, ldb, M, N, K, trans_a, trans_b, alpha, beta, nthreads)
+        status = fg_gemm_path(pc, ldc, pa, lda, pb, ldb, M, N, K, trans_a, trans_b, alpha, beta,
+                              nthreads, _path)
     if status != FG_OK:
         check_status(status, "gemm", f"op(a) {(M, K)}, op(b) {(K, N)}, out {_shape(C)}")
     return out

@@ -1,0 +1,114 @@
+/* gemm_small.h — the unpacked path for skinny products (op(B) = B, not
+ * transposed): C rows are accumulated in registers straight from the rows
+ * of B, with op(A) elements broadcast from wherever they lie (A or A^T), and
+ * the whole K range is summed in one pass (C is read and written once).
+ * No packing, one thread: for outputs this small, packing and thread
+ * start-up cost more than the product (switch points: small_wins() in
+ * gemm_driver.c).
+ *
+ * Tile: R rows x NV vectors of C (NV * VW columns); the last vector of a row
+ * may be partial (masked load of B, masked store of C). Each C element is one
+ * FMA chain over k in order, as in the packed path. */
+#ifndef FG_GEMM_SMALL_H
+#define FG_GEMM_SMALL_H
+
+#include "gemm_internal.h"
+#include "gemm_ukernel.h"
+
+/* per-(row, vector) accumulators as named variables: R and NV are constants
+ * after inlining, so the unused ones vanish and the rest live in registers */
+#define SM_RV(X, v) X(0, v) X(1, v) X(2, v) X(3, v) X(4, v) X(5, v) X(6, v) X(7, v)
+#define SM_ALL(X) SM_RV(X, 0) SM_RV(X, 1) SM_RV(X, 2) SM_RV(X, 3)
+#define SM_DECL(r, v) vf c##r##_##v = vf_zero();
+#define SM_FMA(r, v) \
+    if ((r) < R && (v) < NV) c##r##_##v = vf_fma(a##r, b##v, c##r##_##v);
+#define SM_STORE(r, v)                                                                               \
+    if ((r) < R && (v) < NV) {                                                                       \
+        float *c_ = p->C + (i0 + (r)) * p->ldc + j0 + (v) * FG_VW;                                   \
+        float *z_ = p->Z ? p->Z + (i0 + (r)) * p->ldz + j0 + (v) * FG_VW : NULL;                     \
+        const float *b_ = p->bias ? p->bias + j0 + (v) * FG_VW : NULL;                               \
+        if ((v) < NV - 1 || last == FG_VW)                                                           \
+            ep_vec(c_, z_, b_, c##r##_##v, &e);                                                      \
+        else                                                                                         \
+            ep_vec_part(c_, z_, b_, c##r##_##v, last, &e);                                           \
+    }
+#define SM_BLOAD(v)                                                                                  \
+    vf b##v = vf_zero();                                                                             \
+    if ((v) < NV) b##v = ((v) < NV - 1 || last == FG_VW) ? vf_loadu(b + (v) * FG_VW)                 \
+                                                          : vf_loadu_part(b + (v) * FG_VW, last);
+#define SM_ALOAD(r, v_unused) \
+    vf a##r = vf_zero();      \
+    if ((r) < R) a##r = vf_set1(a[(r) * as_i]);
+
+/* C[i0 : i0+R, j0 : j0+ncols] (ncols in ((NV-1) VW, NV VW]) from op(A) rows
+ * i0.. and B columns j0.. */
+FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0, int64_t j0, int ncols,
+                          const int R, const int NV) {
+    const fg_ep e = *ep;
+    const int last = ncols - (NV - 1) * FG_VW; /* valid columns of the last vector */
+    const float *b = p->B + j0;
+    /* op(A)(i, k) = A[i*lda + k] or, transposed, A[k*lda + i] */
+    const int64_t as_i = p->trans_a ? 1 : p->lda, as_k = p->trans_a ? p->lda : 1;
+    const int64_t ldb = p->ldb;
+    const float *a = p->A + i0 * as_i;
+    SM_ALL(SM_DECL)
+    for (int64_t k = 0; k < p->K; k++) {
+        SM_BLOAD(0) SM_BLOAD(1) SM_BLOAD(2) SM_BLOAD(3)
+        SM_RV(SM_ALOAD, 0)
+        SM_ALL(SM_FMA)
+        b += ldb;
+        a += as_k;
+    }
+    SM_ALL(SM_STORE)
+}
+
+/* rows per tile for NV vectors: what fits the register file with B and A */
+#if defined(__AVX512F__)
+#define FG_SMALL_R1 8
+#define FG_SMALL_R2 8
+#define FG_SMALL_R3 6
+#define FG_SMALL_R4 5
+#elif defined(__AVX2__)
+#define FG_SMALL_R1 8
+#define FG_SMALL_R2 5
+#define FG_SMALL_R3 3
+#define FG_SMALL_R4 2
+#else
+#define FG_SMALL_R1 4
+#define FG_SMALL_R2 4
+#define FG_SMALL_R3 4
+#define FG_SMALL_R4 4
+#endif
+
+#define SMALL_ROWS(NV, RB)                                                               \
+    do {                                                                                 \
+        int64_t i = 0;                                                                   \
+        for (; i + (RB) <= p->M; i += (RB)) small_tile(p, &ep, i, j0, ncols, (RB), NV); \
+        switch (p->M - i) {                                                              \
+        case 7: small_tile(p, &ep, i, j0, ncols, 7, NV); break;                          \
+        case 6: small_tile(p, &ep, i, j0, ncols, 6, NV); break;                          \
+        case 5: small_tile(p, &ep, i, j0, ncols, 5, NV); break;                          \
+        case 4: small_tile(p, &ep, i, j0, ncols, 4, NV); break;                          \
+        case 3: small_tile(p, &ep, i, j0, ncols, 3, NV); break;                          \
+        case 2: small_tile(p, &ep, i, j0, ncols, 2, NV); break;                          \
+        case 1: small_tile(p, &ep, i, j0, ncols, 1, NV); break;                          \
+        default: break;                                                                  \
+        }                                                                                \
+    } while (0)
+
+/* the whole product on the calling thread (trans_b must be 0) */
+static void gemm_small(const fg_gemm_problem *p) {
+    const fg_ep ep = {p->alpha, p->beta, 1, p->act};
+    const int64_t chunk = 4 * FG_VW;
+    for (int64_t j0 = 0; j0 < p->N; j0 += chunk) { /* column chunks of up to 4 vectors */
+        const int ncols = (int)(p->N - j0 < chunk ? p->N - j0 : chunk);
+        switch ((ncols + FG_VW - 1) / FG_VW) {
+        case 1: SMALL_ROWS(1, FG_SMALL_R1); break;
+        case 2: SMALL_ROWS(2, FG_SMALL_R2); break;
+        case 3: SMALL_ROWS(3, FG_SMALL_R3); break;
+        default: SMALL_ROWS(4, FG_SMALL_R4); break;
+        }
+    }
+}
+
+#endif /* FG_GEMM_SMALL_H */
