@@ -116,3 +116,26 @@ def test_regression_with_mse_and_mae_metric():
     assert h.history["loss"][-1] < 1e-4
     assert h.history["mae"][-1] < 1e-2
     np.testing.assert_allclose(m.get_weights()[0].ravel(), [1.0, -2.0, 0.5], atol=1e-2)
+
+
+@pytest.mark.skipif(not native_available(), reason="native backend not built")
+def test_every_isa_trains_like_numpy(each_isa, executor):
+    """The same short run on each instruction-set path matches the NumPy backend."""
+    from conftest import isa_paths
+    from fastgrad import _native
+    xtr, ytr, _, _ = _digits()
+    xtr, ytr = xtr[:512], ytr[:512]
+
+    def run(backend):
+        with fg.use_backend(backend):
+            fg.set_seed(0)
+            m = fg.Sequential([fg.layers.Dense(24, activation="tanh", input_shape=(64,)),
+                               fg.layers.Dense(10, activation="softmax")])
+            m.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+            return m.fit(xtr, ytr, epochs=2, batch_size=32, verbose=0).history["loss"]
+
+    ref = run("numpy")
+    for isa in isa_paths():
+        _native.set_isa(isa)
+        np.testing.assert_allclose(run("native"), ref, rtol=1e-3, err_msg=isa)
