@@ -353,3 +353,54 @@ def test_metrics_in_fit_logs():
                               "val_accuracy", "val_sparse_top_k_categorical_accuracy"}
     ev = m.evaluate(x, y, return_dict=True, verbose=0)
     assert ev["sparse_top_k_categorical_accuracy"] >= ev["accuracy"]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("hidden,out_act,loss", [
+    ("relu", "softmax", "sparse_categorical_crossentropy"),
+    ("tanh", "softmax", "categorical_crossentropy"),
+    ("gelu", "sigmoid", "binary_crossentropy"),
+    ("sigmoid", None, "mse"),
+])
+def test_model_gradients_match_torch(backend, hidden, out_act, loss, executor):
+    """Loss and every parameter gradient of one step against PyTorch (float64)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    n, fin, h, k = 33, 7, 9, 4
+    x = rng.standard_normal((n, fin)).astype(np.float32)
+    if loss == "sparse_categorical_crossentropy":
+        y = rng.integers(0, k, n)
+    elif loss == "binary_crossentropy":
+        y = rng.integers(0, 2, (n, k)).astype(np.float32)
+    else:
+        y = rng.standard_normal((n, k)).astype(np.float32) if loss == "mse" else \
+            np.eye(k, dtype=np.float32)[rng.integers(0, k, n)]
+    with fg.use_backend(backend):
+        fg.set_seed(0)
+        m = fg.Sequential([fg.layers.Dense(h, activation=hidden, input_shape=(fin,)),
+                           fg.layers.Dense(k, activation=out_act)])
+        m.compile(optimizer=fg.optimizers.SGD(0.0), loss=loss)
+        w = m.get_weights()
+        ours = m.train_on_batch(x, y)
+        grads = [g.copy() for g in (m.layers[0].grads["kernel"], m.layers[0].grads["bias"],
+                                    m.layers[1].grads["kernel"], m.layers[1].grads["bias"])]
+    tw = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in w]
+    tx = torch.tensor(x.astype(np.float64))
+    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+           "gelu": torch.nn.functional.gelu}[hidden]
+    z = act(tx @ tw[0] + tw[1]) @ tw[2] + tw[3]
+    if loss == "sparse_categorical_crossentropy":
+        tl = torch.nn.functional.cross_entropy(z, torch.tensor(y))
+    elif loss == "categorical_crossentropy":
+        tl = torch.nn.functional.cross_entropy(z, torch.tensor(y.astype(np.float64)))
+    elif loss == "binary_crossentropy":
+        tl = torch.nn.functional.binary_cross_entropy_with_logits(
+            z, torch.tensor(y.astype(np.float64)))
+    else:
+        tl = torch.nn.functional.mse_loss(torch.sigmoid(z) if out_act == "sigmoid" else z,
+                                          torch.tensor(y.astype(np.float64)))
+    tl.backward()
+    assert ours == pytest.approx(tl.item(), rel=1e-5)
+    for g, t in zip(grads, tw):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-4, atol=1e-6)
