@@ -530,6 +530,47 @@ def test_dense_losses(isa, rows, cols):
         np.testing.assert_allclose(ga, gb, rtol=2e-5, atol=1e-8, err_msg=name)
 
 
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 7), (17, 9), (9, 1000), (2, 1025)])
+def test_losses_from_probabilities(isa, rows, cols):
+    """Keras BCE / CCE from probabilities: clip to [eps, 1 - eps] (zero gradient
+    outside), CCE renormalises rows; vs float64 and NumpyOps."""
+    r = rng(rows * 3 + cols)
+    p = r.random((rows, cols)).astype(np.float32)
+    p.flat[0] = 1e-9  # below the clip
+    p.flat[-1] = np.float32(1.0)  # above it
+    t = (r.random((rows, cols)) > 0.5).astype(np.float32)
+    w = r.random(rows).astype(np.float32)
+    eps = 1e-7
+    lo, hi = np.float32(eps), np.float32(1.0 - eps)
+    p64, t64 = p.astype(np.float64), t.astype(np.float64)
+    for sw in (None, w):
+        ww = np.ones(rows) if sw is None else w.astype(np.float64)
+        g = np.empty_like(p)
+        loss = K.bce_prob(p, t, sw, g, eps, 0.5, 1)
+        q = np.clip(p64, lo, hi)
+        per = -(t64 * np.log(q) + (1 - t64) * np.log1p(-q))
+        np.testing.assert_allclose(loss, (ww * per.sum(axis=1)).sum(), rtol=2e-6)
+        inside = (p >= lo) & (p <= hi)
+        gref = 0.5 * ww[:, None] * (-(t64 / q) + (1 - t64) / (1 - q)) * inside
+        np.testing.assert_allclose(g, gref, rtol=2e-6, atol=1e-30)
+        loss = K.cce_prob(p, t, sw, g, eps, 0.5, 1)
+        s = p64.sum(axis=1, keepdims=True)
+        qq = p64 / s
+        qc = np.clip(qq, lo, hi)  # float32 clip bounds, like the kernel and NumpyOps
+        np.testing.assert_allclose(loss, (ww * -(t64 * np.log(qc)).sum(axis=1)).sum(), rtol=2e-6)
+        gq = -(t64 / qc) * ((qq >= lo) & (qq <= hi))
+        gref = 0.5 * ww[:, None] * (gq - (gq * qq).sum(axis=1, keepdims=True)) / s
+        np.testing.assert_allclose(g, gref, rtol=2e-5, atol=1e-6 * np.abs(gref).max())
+    ops = Ops()
+    for name in ("binary_crossentropy", "categorical_crossentropy"):
+        la, ga = getattr(ops, name)(p, t, sample_weight=w)
+        lb, gb = getattr(REF, name)(p, t, sample_weight=w)
+        np.testing.assert_allclose(la, lb, rtol=2e-6, err_msg=name)
+        np.testing.assert_allclose(ga, gb, rtol=2e-4, atol=1e-6 * np.abs(gb).max(), err_msg=name)
+    with pytest.raises(ValueError, match="overlaps"):
+        K.cce_prob(p, t, None, p, eps, 1.0, 1)
+
+
 def test_bce_extreme_logits(isa):
     x = np.array([[100.0, -100.0, 30.0, -30.0, 0.0, 1e-8]], np.float32)
     z = np.array([[1.0, 0.0, 0.0, 1.0, 1.0, 0.0]], np.float32)
@@ -654,6 +695,9 @@ def test_bitwise_across_thread_counts(isa):
             g = np.empty_like(m)
             res = fn(m, tgt, w, g, 0.1, nt)
             out[name] = (res, g)
+        for name, fn in (("bce_prob", K.bce_prob), ("cce_prob", K.cce_prob)):
+            g = np.empty_like(m)
+            out[name] = (fn(t, t[::-1].copy(), w, g, 1e-7, 0.1, nt), g)
         out["sumsq"] = K.sumsq(x, nt)
         sr = np.empty(99, np.float32)
         out["sum_rows"] = K.sum_rows(m, sr, nt)

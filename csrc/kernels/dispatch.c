@@ -21,6 +21,10 @@ FG_DECLARE_ISA(int, fg_sigmoid_bce, (double *, float *, const float *, const flo
                                      int64_t, float, int))
 FG_DECLARE_ISA(int, fg_mse, (double *, float *, const float *, const float *, const float *, int64_t, int64_t,
                              float, int))
+FG_DECLARE_ISA(int, fg_bce_prob, (double *, float *, const float *, const float *, const float *, int64_t, int64_t,
+                                  float, float, int))
+FG_DECLARE_ISA(int, fg_cce_prob, (double *, float *, const float *, const float *, const float *, int64_t, int64_t,
+                                  float, float, int))
 FG_DECLARE_ISA(int, fg_sum_rows, (float *, const float *, int64_t, int64_t, int))
 FG_DECLARE_ISA(int, fg_sumsq, (double *, const float *, int64_t, int))
 FG_DECLARE_ISA(int, fg_scale, (float *, int64_t, float, int))
@@ -68,6 +72,16 @@ int fg_sigmoid_bce(double *loss_sum, float *dlogits, const float *logits, const 
 int fg_mse(double *loss_sum, float *dpred, const float *pred, const float *target, const float *sample_weight,
            int64_t rows, int64_t cols, float grad_scale, int nthreads) {
     return FG_DISPATCH(fg_mse)(loss_sum, dpred, pred, target, sample_weight, rows, cols, grad_scale, nthreads);
+}
+int fg_bce_prob(double *loss_sum, float *dprob, const float *prob, const float *target, const float *sample_weight,
+                int64_t rows, int64_t cols, float eps, float grad_scale, int nthreads) {
+    return FG_DISPATCH(fg_bce_prob)(loss_sum, dprob, prob, target, sample_weight, rows, cols, eps, grad_scale,
+                                    nthreads);
+}
+int fg_cce_prob(double *loss_sum, float *dprob, const float *prob, const float *target, const float *sample_weight,
+                int64_t rows, int64_t cols, float eps, float grad_scale, int nthreads) {
+    return FG_DISPATCH(fg_cce_prob)(loss_sum, dprob, prob, target, sample_weight, rows, cols, eps, grad_scale,
+                                    nthreads);
 }
 int fg_sum_rows(float *out, const float *x, int64_t rows, int64_t cols, int nthreads) {
     return FG_DISPATCH(fg_sum_rows)(out, x, rows, cols, nthreads);

@@ -33,6 +33,19 @@ int fg_sigmoid_bce(double *loss_sum, float *dlogits, const float *logits, const 
 int fg_mse(double *loss_sum, float *dpred, const float *pred, const float *target, const float *sample_weight,
            int64_t rows, int64_t cols, float grad_scale, int nthreads);
 
+/* binary cross-entropy from probabilities (Keras): q = clip(p, eps, 1 - eps),
+ * l_ij = -(t log q + (1 - t) log1p(-q)) summed over cols;
+ * dprob = grad_scale * w_i * (-(t/q) + (1-t)/(1-q)) where eps <= p <= 1 - eps, else 0 */
+int fg_bce_prob(double *loss_sum, float *dprob, const float *prob, const float *target,
+                const float *sample_weight, int64_t rows, int64_t cols, float eps, float grad_scale,
+                int nthreads);
+/* categorical cross-entropy from probabilities (Keras): s_i = sum_j p_ij, q = p / s,
+ * qc = clip(q, eps, 1 - eps), l_i = -sum_j t log qc; gradient w.r.t. the raw p:
+ * gq = -(t / qc) where eps <= q <= 1 - eps else 0; dprob = grad_scale * w_i * (gq - sum_j gq q) / s */
+int fg_cce_prob(double *loss_sum, float *dprob, const float *prob, const float *target,
+                const float *sample_weight, int64_t rows, int64_t cols, float eps, float grad_scale,
+                int nthreads);
+
 #ifdef __cplusplus
 }
 #endif

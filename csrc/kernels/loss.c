@@ -83,7 +83,7 @@ typedef struct {
     const float *logits, *target, *sw;
     const int64_t *labels;
     int64_t rows, cols, chunk;
-    float grad_scale;
+    float grad_scale, eps;
     double partial[FG_MAX_CHUNKS];
     int64_t partial_correct[FG_MAX_CHUNKS];
 } loss_job;
@@ -299,6 +299,155 @@ int FG_ISA_FN(fg_sigmoid_bce)(double *loss_sum, float *dlogits, const float *log
     J.loss_sum = loss_sum; J.dlogits = dlogits; J.correct = NULL; J.logits = logits; J.target = target;
     J.sw = sample_weight; J.labels = NULL; J.rows = rows; J.cols = cols; J.grad_scale = grad_scale;
 #define BODY_(c0, c1) bce_chunks(&J, c0, c1)
+    RUN_CHUNKS(&J, BODY_, GRAIN_LOSS, nthreads);
+#undef BODY_
+    return FG_OK;
+}
+
+/* log1p(u) for u > -1: log(w) * u / (w - 1) with w = fl(1 + u) (Goldberg's
+ * correction of the rounding of w), u itself where w rounds to 1 */
+FG_VINLINE V v_log1p(V u) {
+    V w = v_add(v_set1(1.0f), u);
+    V d = v_sub(w, v_set1(1.0f));
+    V r = v_mul(v_log(w), v_div(u, d));
+    return v_sel(v_eq(d, v_zero()), r, u);
+}
+
+static void bce_prob_chunks(loss_job *J, int64_t c0, int64_t c1) {
+    const int64_t cols = J->cols;
+    const V lo = v_set1(J->eps), hi = v_set1((float)(1.0 - (double)J->eps)), one = v_set1(1.0f);
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
+        double acc = 0.0;
+        for (int64_t r = r0; r < r1; r++) {
+            const float *p = J->logits + r * cols, *t = J->target + r * cols;
+            float *g = J->dlogits ? J->dlogits + r * cols : NULL;
+            float w = J->sw ? J->sw[r] : 1.0f;
+            V vc = v_set1(J->grad_scale * w), lacc = v_zero();
+            double ltot = 0.0;
+            for (int64_t j = 0; j < cols; j += VL) {
+                int64_t q = cols - j < VL ? cols - j : VL;
+                V pv = q == VL ? v_load(p + j) : v_loadn(p + j, q);
+                V tv = q == VL ? v_load(t + j) : v_loadn(t + j, q);
+                V qv = v_min(v_max(pv, lo), hi);
+                V omt = v_sub(one, tv);
+                /* -(t log q + (1 - t) log1p(-q)) */
+                V l = v_sub(v_zero(), v_fma(tv, v_log(qv), v_mul(omt, v_log1p(v_sub(v_zero(), qv)))));
+                if (q < VL) l = v_sel(v_firstn(q), v_zero(), l);
+                lacc = v_add(lacc, l);
+                if ((j + VL) % FG_SUM_BLOCK == 0) {
+                    ltot += (double)v_hsum(lacc);
+                    lacc = v_zero();
+                }
+                if (g) {
+                    V gg = v_sub(v_div(omt, v_sub(one, qv)), v_div(tv, qv));
+                    M inside = v_le(lo, pv);
+                    gg = v_sel(inside, v_zero(), gg);
+                    gg = v_sel(v_le(pv, hi), v_zero(), gg);
+                    gg = v_mul(vc, gg);
+                    if (q == VL) v_store(g + j, gg);
+                    else v_storen(g + j, gg, q);
+                }
+            }
+            acc += (double)w * (ltot + (double)v_hsum(lacc));
+        }
+        J->partial[c] = acc;
+    }
+}
+
+/* prob, target, dprob: (rows, cols); sample_weight: (rows,) */
+int FG_ISA_FN(fg_bce_prob)(double *loss_sum, float *dprob, const float *prob, const float *target,
+                           const float *sample_weight, int64_t rows, int64_t cols, float eps, float grad_scale,
+                           int nthreads) {
+    if (rows < 0 || cols < 0 || loss_sum == NULL || !(eps >= 0.0f && eps < 0.5f)) return FG_ERR_ARG;
+    *loss_sum = 0.0;
+    if (rows == 0 || cols == 0) return FG_OK;
+    loss_job J;
+    J.loss_sum = loss_sum; J.dlogits = dprob; J.correct = NULL; J.logits = prob; J.target = target;
+    J.sw = sample_weight; J.labels = NULL; J.rows = rows; J.cols = cols; J.grad_scale = grad_scale; J.eps = eps;
+#define BODY_(c0, c1) bce_prob_chunks(&J, c0, c1)
+    RUN_CHUNKS(&J, BODY_, GRAIN_LOSS, nthreads);
+#undef BODY_
+    return FG_OK;
+}
+
+static void cce_prob_chunks(loss_job *J, int64_t c0, int64_t c1) {
+    const int64_t cols = J->cols;
+    const V lo = v_set1(J->eps), hi = v_set1((float)(1.0 - (double)J->eps));
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
+        double acc = 0.0;
+        for (int64_t r = r0; r < r1; r++) {
+            const float *p = J->logits + r * cols, *t = J->target + r * cols;
+            float *g = J->dlogits ? J->dlogits + r * cols : NULL;
+            float w = J->sw ? J->sw[r] : 1.0f;
+            /* pass 1: s = sum_j p */
+            V sv = v_zero();
+            double stot = 0.0;
+            int64_t j = 0;
+            for (; j + VL <= cols; j += VL) {
+                sv = v_add(sv, v_load(p + j));
+                if ((j + VL) % FG_SUM_BLOCK == 0) { stot += (double)v_hsum(sv); sv = v_zero(); }
+            }
+            if (j < cols) sv = v_add(sv, v_loadn(p + j, cols - j));
+            const float s = (float)(stot + (double)v_hsum(sv));
+            const V vs = v_set1(s);
+            /* pass 2: loss and sum_j gq q (gq = -(t / qc) inside the clip) */
+            V lv = v_zero(), gqv = v_zero();
+            double ltot = 0.0, gqtot = 0.0;
+            for (j = 0; j < cols; j += VL) {
+                int64_t q = cols - j < VL ? cols - j : VL;
+                V pv = q == VL ? v_load(p + j) : v_loadn(p + j, q);
+                V tv = q == VL ? v_load(t + j) : v_loadn(t + j, q);
+                V qv = v_div(pv, vs);
+                V qc = v_min(v_max(qv, lo), hi);
+                V l = v_mul(tv, v_log(qc));
+                if (q < VL) l = v_sel(v_firstn(q), v_zero(), l);
+                lv = v_sub(lv, l);
+                V gq = v_sub(v_zero(), v_div(tv, qc));
+                gq = v_sel(v_le(lo, qv), v_zero(), gq);
+                gq = v_sel(v_le(qv, hi), v_zero(), gq);
+                gqv = v_fma(gq, qv, gqv); /* tail lanes: t = 0 -> gq = -0 */
+                if ((j + VL) % FG_SUM_BLOCK == 0) {
+                    ltot += (double)v_hsum(lv);
+                    gqtot += (double)v_hsum(gqv);
+                    lv = gqv = v_zero();
+                }
+            }
+            acc += (double)w * (ltot + (double)v_hsum(lv));
+            if (g) { /* pass 3: dprob = c (gq - S) / s */
+                const V S = v_set1((float)(gqtot + (double)v_hsum(gqv)));
+                const V cs = v_set1(J->grad_scale * w);
+                for (j = 0; j < cols; j += VL) {
+                    int64_t q = cols - j < VL ? cols - j : VL;
+                    V pv = q == VL ? v_load(p + j) : v_loadn(p + j, q);
+                    V tv = q == VL ? v_load(t + j) : v_loadn(t + j, q);
+                    V qv = v_div(pv, vs);
+                    V qc = v_min(v_max(qv, lo), hi);
+                    V gq = v_sub(v_zero(), v_div(tv, qc));
+                    gq = v_sel(v_le(lo, qv), v_zero(), gq);
+                    gq = v_sel(v_le(qv, hi), v_zero(), gq);
+                    V gv = v_mul(cs, v_div(v_sub(gq, S), vs));
+                    if (q == VL) v_store(g + j, gv);
+                    else v_storen(g + j, gv, q);
+                }
+            }
+        }
+        J->partial[c] = acc;
+    }
+}
+
+/* prob, target, dprob: (rows, cols); sample_weight: (rows,) */
+int FG_ISA_FN(fg_cce_prob)(double *loss_sum, float *dprob, const float *prob, const float *target,
+                           const float *sample_weight, int64_t rows, int64_t cols, float eps, float grad_scale,
+                           int nthreads) {
+    if (rows < 0 || cols < 0 || loss_sum == NULL || !(eps >= 0.0f && eps < 0.5f)) return FG_ERR_ARG;
+    *loss_sum = 0.0;
+    if (rows == 0 || cols == 0) return FG_OK;
+    loss_job J;
+    J.loss_sum = loss_sum; J.dlogits = dprob; J.correct = NULL; J.logits = prob; J.target = target;
+    J.sw = sample_weight; J.labels = NULL; J.rows = rows; J.cols = cols; J.grad_scale = grad_scale; J.eps = eps;
+#define BODY_(c0, c1) cce_prob_chunks(&J, c0, c1)
     RUN_CHUNKS(&J, BODY_, GRAIN_LOSS, nthreads);
 #undef BODY_
     return FG_OK;

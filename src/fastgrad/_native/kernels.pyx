@@ -34,6 +34,12 @@ cdef extern from "kernels/fg_loss.h" nogil:
                        const float *sample_weight, int64_t rows, int64_t cols, float grad_scale, int nthreads)
     int fg_mse(double *loss_sum, float *dpred, const float *pred, const float *target, const float *sample_weight,
                int64_t rows, int64_t cols, float grad_scale, int nthreads)
+    int fg_bce_prob(double *loss_sum, float *dprob, const float *prob, const float *target,
+                    const float *sample_weight, int64_t rows, int64_t cols, float eps, float grad_scale,
+                    int nthreads)
+    int fg_cce_prob(double *loss_sum, float *dprob, const float *prob, const float *target,
+                    const float *sample_weight, int64_t rows, int64_t cols, float eps, float grad_scale,
+                    int nthreads)
 
 cdef extern from "kernels/fg_reduce.h" nogil:
     int fg_sum_rows(float *out, const float *x, int64_t rows, int64_t cols, int nthreads)
@@ -318,6 +324,48 @@ def mse(cnp.ndarray pred not None, cnp.ndarray target not None, sample_weight, d
     with nogil:
         st = fg_mse(&loss, g, p, t, w, rows, cols, grad_scale, nthreads)
     check_status(st, op, f"pred {_shp(pred)}")
+    return loss
+
+
+def bce_prob(cnp.ndarray prob not None, cnp.ndarray target not None, sample_weight, dprob, float eps,
+             float grad_scale, int nthreads):
+    """Binary cross-entropy from probabilities clipped to [eps, 1 - eps], summed over the last
+    axis; returns sum_i w_i loss_i. dprob (or None): gradient w.r.t. prob, 0 outside the clip."""
+    cdef str op = "binary_crossentropy"
+    cdef int64_t rows, cols
+    _dense_args(prob, target, op, "prob", &rows, &cols)
+    cdef const float *w = _sw(sample_weight, rows, op)
+    cdef float *g = _grad(dprob, prob, op, "dprob")
+    if g != NULL:
+        _no_overlap(<cnp.ndarray>dprob, target, op, "dprob", "target", True)
+    cdef double loss = 0.0
+    cdef const float *p = _fp(prob)
+    cdef const float *t = _fp(target)
+    cdef int st
+    with nogil:
+        st = fg_bce_prob(&loss, g, p, t, w, rows, cols, eps, grad_scale, nthreads)
+    check_status(st, op, f"prob {_shp(prob)}, eps={eps}")
+    return loss
+
+def cce_prob(cnp.ndarray prob not None, cnp.ndarray target not None, sample_weight, dprob, float eps,
+             float grad_scale, int nthreads):
+    """Categorical cross-entropy from probabilities (rows renormalised, clipped to [eps, 1 - eps]);
+    returns sum_i w_i loss_i. dprob (or None): gradient w.r.t. the raw prob."""
+    cdef str op = "categorical_crossentropy"
+    cdef int64_t rows, cols
+    _dense_args(prob, target, op, "prob", &rows, &cols)
+    cdef const float *w = _sw(sample_weight, rows, op)
+    cdef float *g = _grad(dprob, prob, op, "dprob")
+    if g != NULL:  # the gradient pass re-reads prob and target after the sums: no aliasing at all
+        _no_overlap(<cnp.ndarray>dprob, prob, op, "dprob", "prob", False)
+        _no_overlap(<cnp.ndarray>dprob, target, op, "dprob", "target", False)
+    cdef double loss = 0.0
+    cdef const float *p = _fp(prob)
+    cdef const float *t = _fp(target)
+    cdef int st
+    with nogil:
+        st = fg_cce_prob(&loss, g, p, t, w, rows, cols, eps, grad_scale, nthreads)
+    check_status(st, op, f"prob {_shp(prob)}, eps={eps}")
     return loss
 
 

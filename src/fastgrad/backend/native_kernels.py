@@ -186,6 +186,28 @@ class KernelsMixin:
         s = _K.mse(p2, t2, sw, g2, 1.0 / n, get_num_threads())
         return s / n, g
 
+    def binary_crossentropy(self, prob, target, sample_weight=None, grad_out=None, eps=1e-7):
+        a = self._pair(prob, target, grad_out, sample_weight) if 0.0 <= eps < 0.5 else None
+        if a is None:
+            return super().binary_crossentropy(prob, target, sample_weight=sample_weight, grad_out=grad_out,
+                                               eps=eps)
+        p2, t2, g, g2, sw, rows, cols = a
+        n = rows * cols
+        s = _K.bce_prob(p2, t2, sw, g2, eps, 1.0 / n, get_num_threads())
+        return s / n, g
+
+    def categorical_crossentropy(self, prob, target, sample_weight=None, grad_out=None, eps=1e-7):
+        a = None
+        if 0.0 <= eps < 0.5 and (grad_out is None or not (np.shares_memory(grad_out, prob)
+                                                          or np.shares_memory(grad_out, target))):
+            a = self._pair(prob, target, grad_out, sample_weight)
+        if a is None:
+            return super().categorical_crossentropy(prob, target, sample_weight=sample_weight, grad_out=grad_out,
+                                                    eps=eps)
+        p2, t2, g, g2, sw, rows, cols = a
+        s = _K.cce_prob(p2, t2, sw, g2, eps, 1.0 / rows, get_num_threads())
+        return s / rows, g
+
     def binary_crossentropy_from_logits(self, logits, target, sample_weight=None, grad_out=None):
         a = self._pair(logits, target, grad_out, sample_weight)
         if a is None:
