@@ -479,3 +479,18 @@ def test_predict_on_batch_through_the_hook():
     got = m.predict_on_batch(x)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
     assert "_fg_infer_plan" in m.__dict__
+
+
+@needs_hook
+def test_progress_bar_fit_matches_silent_fit(capsys):
+    x, y = _data(n=300)
+    ws = []
+    for verbose in (0, 1):
+        fg.set_seed(11)
+        m = _model(_mlp(), "sparse_categorical_crossentropy", "adam", ["accuracy"])
+        h = m.fit(x, y, batch_size=8, epochs=2, verbose=verbose)
+        ws.append((m.get_weights(), h.history))
+    assert "38/38" in capsys.readouterr().out
+    for a, b in zip(ws[0][0], ws[1][0]):
+        np.testing.assert_array_equal(a, b)
+    assert ws[0][1] == ws[1][1]

@@ -92,6 +92,11 @@ cdef int _raise(int status, str op, str detail) except -1:
     return check_status(status, op, detail)
 
 
+def check(int status, str op, str detail=""):
+    """Raise the exception for a C status returned by train_chunk / evaluate (0: nothing)."""
+    _raise(status, op, detail)
+
+
 cdef inline bint _f32c(object a):
     return (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT32
             and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a))
@@ -238,8 +243,9 @@ cdef class Net:
         """Run n_batches training steps (IN x, y, sw, perm, lr; INOUT drop_offsets; OUT stats).
 
         lr: float32 (n_batches,) learning rates; stats: float64 (n_batches, 4), C-contiguous.
-        Returns (status, n_done): status 0, or FG_ERR_NONFINITE (4) when batch n_done's loss
-        was NaN/inf (that batch not applied); other errors raise."""
+        Returns (status, n_done) and never raises for a C status: the caller first books the
+        n_done applied steps, then calls check(status, ...). FG_ERR_NONFINITE (4): batch
+        n_done's loss was NaN/inf (that batch not applied)."""
         cdef int64_t x_rows = 0, n_perm = 0, n_done = 0
         self._check_data("train_chunk", x, y, y_kind, sw, perm, &x_rows, &n_perm)
         cdef const float *plr = _fptr(lr, "train_chunk", "lr", n_batches)
@@ -268,9 +274,6 @@ cdef class Net:
         with nogil:
             st = fg_net_train_chunk(self.net, &n_done, ps, px, x_rows, py, y_kind, psw, pp, n_perm,
                                     start_batch, n_batches, batch_size, plr, iteration0, pdo, nthreads)
-        if st != FG_OK and st != FG_ERR_NONFINITE:
-            _raise(st, "train_chunk", f"batch {start_batch + n_done} of size {batch_size}, "
-                   f"{n_perm} samples")
         return st, n_done
 
     def evaluate(self, x, y, int y_kind, sw, perm, int64_t start_batch, int64_t n_batches,

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import numpy as np
 
@@ -59,6 +60,8 @@ _ACC_NONE, _ACC_SPARSE, _ACC_CATEGORICAL, _ACC_BINARY = 0, 1, 2, 3
 _TARGET_INT32, _TARGET_INT64, _TARGET_FLOAT32 = 1, 2, 3
 _ERR_NONFINITE = 4
 _SMALL_ROWS = 64
+#: seconds of training per C call when only the progress bar listens to batches
+_PROGBAR_CHUNK_S = 0.05
 
 #: switch for tests / benchmarks (also FASTGRAD_COMPILED=0 in the environment)
 enabled = os.environ.get("FASTGRAD_COMPILED", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -66,6 +69,16 @@ enabled = os.environ.get("FASTGRAD_COMPILED", "1").strip().lower() not in ("0", 
 
 class _Unsupported(Exception):
     pass
+
+
+def _only_progbar(cbs):
+    """True when the progress bar is the only callback with train-batch hooks."""
+    try:
+        pb = cbs._progbar
+        live = cbs._live["on_train_batch_begin"] + cbs._live["on_train_batch_end"]
+    except (AttributeError, KeyError, TypeError):
+        return False
+    return pb is not None and bool(live) and all(getattr(f, "__self__", None) is pb for f in live)
 
 
 def _step_module():
@@ -220,6 +233,8 @@ def _analyse(model, training):
     if not getattr(model, "built", False) or model._store is None:
         raise _Unsupported("the model is not built")
     descs, dropouts = _describe_layers(model, training)
+    if training and not any(d["kind"] == _LAYER_DENSE for d in descs):
+        raise _Unsupported("no layer with trainable parameters")
     spec = dict(descs=descs, dropouts=dropouts, in_features=int(np.prod(model._input_shape)))
     if training:
         if not model.compiled:
@@ -321,6 +336,9 @@ class CompiledPlan:
         self.model.optimizer.iterations += done
         if self.dropouts:
             self._sync_dropout_out()
+        if st != 0 and st != _ERR_NONFINITE:
+            _step_module().check(st, "fit (compiled step)",
+                                 f"batch {start + done} of size {bs}, {xa.shape[0]} samples")
         return st, done, stats
 
     def _metrics_add(self, stats, k0, k1):
@@ -346,11 +364,17 @@ class CompiledPlan:
         ya, y_kind = self._targets(ya)
         total, seen = 0.0, 0
         b = 0
-        per_call = 1 if batch_hooks else steps
+        # Batch callbacks see every batch, one C call each -- unless the only
+        # listener is the progress bar, which draws at most every 0.25 s: then
+        # chunks of ~_PROGBAR_CHUNK_S run per call and the bar hears of the
+        # last batch of each chunk (what it would draw anyway).
+        progbar_only = batch_hooks and _only_progbar(cbs)
+        per_call = steps if not batch_hooks else 1
         while b < steps:
             nb = min(per_call, steps - b)
             if batch_hooks:
                 cbs.on_train_batch_begin(b)
+            t0 = time.perf_counter() if progbar_only else 0.0
             st, done, stats = self._run(xa, ya, y_kind, sw, perm, b, nb, batch_size)
             for k in range(done):
                 rows = int(stats[k, 3])
@@ -371,6 +395,9 @@ class CompiledPlan:
                 cbs.on_train_batch_end(b - 1, model._logs(total / seen))
                 if model.stop_training:
                     break
+                if progbar_only:
+                    per_batch = (time.perf_counter() - t0) / max(done, 1)
+                    per_call = max(1, min(4096, int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
         return total, seen
 
     def train_batch(self, xa, ya, sw):
