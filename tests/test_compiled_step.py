@@ -494,3 +494,23 @@ def test_progress_bar_fit_matches_silent_fit(capsys):
     for a, b in zip(ws[0][0], ws[1][0]):
         np.testing.assert_array_equal(a, b)
     assert ws[0][1] == ws[1][1]
+
+
+@pytest.mark.parametrize("loss,kind", [("sparse_categorical_crossentropy", "sparse"),
+                                       ("binary_crossentropy", "binary")])
+def test_activation_layers_and_fused_activation_layer(loss, kind):
+    out_act = "softmax" if kind == "sparse" else "sigmoid"
+
+    def layers():
+        return [D(10, input_shape=(12,)), fg.layers.Activation("gelu"), D(8, activation="linear"),
+                fg.layers.Activation("tanh"), fg.layers.Activation("linear"),
+                fg.layers.Activation("softmax"), D(4), fg.layers.Activation(out_act)]
+
+    ref, com, h_ref, h_com = _pair(layers, loss, "adam", kind)
+    assert com._output_activation == out_act
+    _assert_close(ref, com)
+    np.testing.assert_allclose(h_com["loss"], h_ref["loss"], rtol=1e-5)
+    x, _ = _data(n=9)
+    with compiled_enabled(False):
+        p_ref = com.predict(x)
+    np.testing.assert_allclose(compiled.inference_plan(com).predict_rows(x), p_ref, rtol=1e-5, atol=1e-7)
