@@ -267,7 +267,9 @@ class Sequential:
         logs = {prefix + "loss": loss_mean}
         for m in self.metrics:
             r = m.result()
-            logs[prefix + m.name] = float(r) if np.ndim(r) == 0 else r
+            if type(r) is not float:
+                r = float(r) if np.ndim(r) == 0 else r
+            logs[prefix + m.name] = r
         return logs
 
     # ================================================================== fit
