@@ -104,6 +104,9 @@ def test_threadpoolctl_limits_fastgrad():
         native_kernels._K = orig
         config.set_num_threads(None)
     assert seen == [1, 2, 3]
+    for limit in (1, 2):  # the mixin's fast resolver agrees with fastgrad._config
+        with threadpoolctl.threadpool_limits(limits=limit, user_api="openmp"):
+            assert native_kernels.get_num_threads() == config.get_num_threads() == limit
     info = [d for d in threadpoolctl.threadpool_info() if d["user_api"] == "openmp"]
     assert info, "threadpoolctl does not see fastgrad's OpenMP runtime"
 

@@ -139,7 +139,8 @@ def act_forward(cnp.ndarray x not None, cnp.ndarray out not None, int act, int n
     cdef int64_t n = cnp.PyArray_SIZE(x)
     with nogil:
         st = fg_act_forward(y, xp, n, act, nthreads)
-    check_status(st, "act_forward", f"act={act}, shape={_shp(x)}")
+    if st != FG_OK:
+        check_status(st, "act_forward", f"act={act}, shape={_shp(x)}")
     return out
 
 def act_backward(cnp.ndarray dy not None, cnp.ndarray ref not None, cnp.ndarray out not None, int act,
@@ -156,7 +157,8 @@ def act_backward(cnp.ndarray dy not None, cnp.ndarray ref not None, cnp.ndarray 
     cdef int64_t n = cnp.PyArray_SIZE(dy)
     with nogil:
         st = fg_act_backward(o, d, r, n, act, nthreads)
-    check_status(st, "act_backward", f"act={act}, shape={_shp(dy)}")
+    if st != FG_OK:
+        check_status(st, "act_backward", f"act={act}, shape={_shp(dy)}")
     return out
 
 def exp(cnp.ndarray x not None, cnp.ndarray out not None, int nthreads):
@@ -168,7 +170,8 @@ def exp(cnp.ndarray x not None, cnp.ndarray out not None, int nthreads):
     cdef int64_t n = cnp.PyArray_SIZE(x)
     with nogil:
         st = fg_exp(y, xp, n, nthreads)
-    check_status(st, "exp", f"shape={_shp(x)}")
+    if st != FG_OK:
+        check_status(st, "exp", f"shape={_shp(x)}")
     return out
 
 def log(cnp.ndarray x not None, cnp.ndarray out not None, int nthreads):
@@ -180,7 +183,8 @@ def log(cnp.ndarray x not None, cnp.ndarray out not None, int nthreads):
     cdef int64_t n = cnp.PyArray_SIZE(x)
     with nogil:
         st = fg_log(y, xp, n, nthreads)
-    check_status(st, "log", f"shape={_shp(x)}")
+    if st != FG_OK:
+        check_status(st, "log", f"shape={_shp(x)}")
     return out
 
 def softmax_forward(cnp.ndarray x not None, cnp.ndarray out not None, bint log, int nthreads):
@@ -194,7 +198,8 @@ def softmax_forward(cnp.ndarray x not None, cnp.ndarray out not None, bint log, 
     cdef int64_t rows = _rows(x), cols = _cols(x)
     with nogil:
         st = fg_softmax_forward(y, xp, rows, cols, log, nthreads)
-    check_status(st, op, f"shape={_shp(x)}")
+    if st != FG_OK:
+        check_status(st, op, f"shape={_shp(x)}")
     return out
 
 def softmax_backward(cnp.ndarray dy not None, cnp.ndarray y not None, cnp.ndarray out not None, bint log,
@@ -211,7 +216,8 @@ def softmax_backward(cnp.ndarray dy not None, cnp.ndarray y not None, cnp.ndarra
     cdef int64_t rows = _rows(dy), cols = _cols(dy)
     with nogil:
         st = fg_softmax_backward(o, d, yp, rows, cols, log, nthreads)
-    check_status(st, op, f"shape={_shp(dy)}")
+    if st != FG_OK:
+        check_status(st, op, f"shape={_shp(dy)}")
     return out
 
 
@@ -259,7 +265,8 @@ def sparse_softmax_xent(cnp.ndarray logits not None, cnp.ndarray labels not None
     cdef int st
     with nogil:
         st = fg_sparse_softmax_xent(&loss, g, cp, x, lab, w, rows, cols, grad_scale, nthreads)
-    check_status(st, op, f"logits {_shp(logits)}, labels {_shp(labels)}, classes={cols}")
+    if st != FG_OK:
+        check_status(st, op, f"logits {_shp(logits)}, labels {_shp(labels)}, classes={cols}")
     return loss, (correct if want_correct else None)
 
 cdef inline int _dense_args(cnp.ndarray a, cnp.ndarray t, str op, str na, int64_t *rows, int64_t *cols) except -1:
@@ -285,7 +292,8 @@ def softmax_xent(cnp.ndarray logits not None, cnp.ndarray target not None, sampl
     cdef int st
     with nogil:
         st = fg_softmax_xent(&loss, g, x, t, w, rows, cols, grad_scale, nthreads)
-    check_status(st, op, f"logits {_shp(logits)}")
+    if st != FG_OK:
+        check_status(st, op, f"logits {_shp(logits)}")
     return loss
 
 def sigmoid_bce(cnp.ndarray logits not None, cnp.ndarray target not None, sample_weight, dlogits,
@@ -304,7 +312,8 @@ def sigmoid_bce(cnp.ndarray logits not None, cnp.ndarray target not None, sample
     cdef int st
     with nogil:
         st = fg_sigmoid_bce(&loss, g, x, t, w, rows, cols, grad_scale, nthreads)
-    check_status(st, op, f"logits {_shp(logits)}")
+    if st != FG_OK:
+        check_status(st, op, f"logits {_shp(logits)}")
     return loss
 
 def mse(cnp.ndarray pred not None, cnp.ndarray target not None, sample_weight, dpred, float grad_scale,
@@ -323,7 +332,8 @@ def mse(cnp.ndarray pred not None, cnp.ndarray target not None, sample_weight, d
     cdef int st
     with nogil:
         st = fg_mse(&loss, g, p, t, w, rows, cols, grad_scale, nthreads)
-    check_status(st, op, f"pred {_shp(pred)}")
+    if st != FG_OK:
+        check_status(st, op, f"pred {_shp(pred)}")
     return loss
 
 
@@ -344,7 +354,8 @@ def bce_prob(cnp.ndarray prob not None, cnp.ndarray target not None, sample_weig
     cdef int st
     with nogil:
         st = fg_bce_prob(&loss, g, p, t, w, rows, cols, eps, grad_scale, nthreads)
-    check_status(st, op, f"prob {_shp(prob)}, eps={eps}")
+    if st != FG_OK:
+        check_status(st, op, f"prob {_shp(prob)}, eps={eps}")
     return loss
 
 def cce_prob(cnp.ndarray prob not None, cnp.ndarray target not None, sample_weight, dprob, float eps,
@@ -365,7 +376,8 @@ def cce_prob(cnp.ndarray prob not None, cnp.ndarray target not None, sample_weig
     cdef int st
     with nogil:
         st = fg_cce_prob(&loss, g, p, t, w, rows, cols, eps, grad_scale, nthreads)
-    check_status(st, op, f"prob {_shp(prob)}, eps={eps}")
+    if st != FG_OK:
+        check_status(st, op, f"prob {_shp(prob)}, eps={eps}")
     return loss
 
 
@@ -383,7 +395,8 @@ def sum_rows(cnp.ndarray x not None, cnp.ndarray out not None, int nthreads):
     cdef const float *xp = _fp(x)
     with nogil:
         st = fg_sum_rows(o, xp, rows, cols, nthreads)
-    check_status(st, "sum_rows", f"x {_shp(x)}")
+    if st != FG_OK:
+        check_status(st, "sum_rows", f"x {_shp(x)}")
     return out
 
 def sumsq(cnp.ndarray x not None, int nthreads):
@@ -395,7 +408,8 @@ def sumsq(cnp.ndarray x not None, int nthreads):
     cdef int st
     with nogil:
         st = fg_sumsq(&s, xp, n, nthreads)
-    check_status(st, "sumsq", f"x {_shp(x)}")
+    if st != FG_OK:
+        check_status(st, "sumsq", f"x {_shp(x)}")
     return s
 
 def scale(cnp.ndarray x not None, float s, int nthreads):
@@ -406,7 +420,8 @@ def scale(cnp.ndarray x not None, float s, int nthreads):
     cdef int st
     with nogil:
         st = fg_scale(xp, n, s, nthreads)
-    check_status(st, "scale", f"x {_shp(x)}")
+    if st != FG_OK:
+        check_status(st, "scale", f"x {_shp(x)}")
     return x
 
 def clip_value(cnp.ndarray x not None, float lo, float hi, int nthreads):
@@ -417,7 +432,8 @@ def clip_value(cnp.ndarray x not None, float lo, float hi, int nthreads):
     cdef int st
     with nogil:
         st = fg_clip_value(xp, n, lo, hi, nthreads)
-    check_status(st, "clip_by_value", f"x {_shp(x)}, lo={lo}, hi={hi}")
+    if st != FG_OK:
+        check_status(st, "clip_by_value", f"x {_shp(x)}, lo={lo}, hi={hi}")
     return x
 
 
@@ -451,7 +467,8 @@ def sgd_update(cnp.ndarray param not None, cnp.ndarray grad not None, velocity, 
     cdef int st
     with nogil:
         st = fg_sgd_update(p, v, g, n, lr, momentum, nesterov, weight_decay, decoupled, nthreads)
-    check_status(st, op, f"param {_shp(param)}")
+    if st != FG_OK:
+        check_status(st, op, f"param {_shp(param)}")
 
 def adagrad_update(cnp.ndarray param not None, cnp.ndarray grad not None, cnp.ndarray accum not None, float lr,
                    float eps, float weight_decay, bint decoupled, int nthreads):
@@ -464,7 +481,8 @@ def adagrad_update(cnp.ndarray param not None, cnp.ndarray grad not None, cnp.nd
     cdef int st
     with nogil:
         st = fg_adagrad_update(p, a, g, n, lr, eps, weight_decay, decoupled, nthreads)
-    check_status(st, op, f"param {_shp(param)}")
+    if st != FG_OK:
+        check_status(st, op, f"param {_shp(param)}")
 
 def rmsprop_update(cnp.ndarray param not None, cnp.ndarray grad not None, cnp.ndarray ms not None, mom, mg,
                    float lr, float rho, float momentum, float eps, bint centered, float weight_decay,
@@ -485,7 +503,8 @@ def rmsprop_update(cnp.ndarray param not None, cnp.ndarray grad not None, cnp.nd
     with nogil:
         st = fg_rmsprop_update(p, s, mo, mgp, g, n, lr, rho, momentum, eps, centered, weight_decay, decoupled,
                                nthreads)
-    check_status(st, op, f"param {_shp(param)}")
+    if st != FG_OK:
+        check_status(st, op, f"param {_shp(param)}")
 
 def adam_update(cnp.ndarray param not None, cnp.ndarray grad not None, cnp.ndarray m not None,
                 cnp.ndarray v not None, float lr, float beta1, float beta2, float eps, int64_t step,
@@ -503,7 +522,8 @@ def adam_update(cnp.ndarray param not None, cnp.ndarray grad not None, cnp.ndarr
     cdef int st
     with nogil:
         st = fg_adam_update(p, mp, vp, g, n, lr, beta1, beta2, eps, step, weight_decay, decoupled, nthreads)
-    check_status(st, op, f"param {_shp(param)}")
+    if st != FG_OK:
+        check_status(st, op, f"param {_shp(param)}")
 
 
 # ---- dropout -----------------------------------------------------------------
@@ -531,7 +551,8 @@ def dropout_forward(cnp.ndarray x not None, cnp.ndarray out not None, mask, floa
     cdef int st
     with nogil:
         st = fg_dropout_forward(y, mp, xp, n, rate, seed, offset, nthreads)
-    check_status(st, op, f"x {_shp(x)}, rate={rate}")
+    if st != FG_OK:
+        check_status(st, op, f"x {_shp(x)}, rate={rate}")
     return out
 
 def dropout_backward(cnp.ndarray dy not None, cnp.ndarray mask not None, cnp.ndarray out not None, float rate,
@@ -549,5 +570,6 @@ def dropout_backward(cnp.ndarray dy not None, cnp.ndarray mask not None, cnp.nda
     cdef int st
     with nogil:
         st = fg_dropout_backward(o, d, mp, n, rate, nthreads)
-    check_status(st, op, f"dy {_shp(dy)}, rate={rate}")
+    if st != FG_OK:
+        check_status(st, op, f"dy {_shp(dy)}, rate={rate}")
     return out
