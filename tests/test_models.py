@@ -60,6 +60,16 @@ def test_flat_buffer_layout_and_views():
     assert flat[0] == 0 and flat[-1] == 5
 
 
+def test_get_layer():
+    m = _mlp()
+    assert m.get_layer(index=0) is m.layers[0]
+    assert m.get_layer(name=m.layers[2].name) is m.layers[2]
+    with pytest.raises(ValueError, match="no layer named"):
+        m.get_layer("nope")
+    with pytest.raises(ValueError, match="out of range"):
+        m.get_layer(index=5)
+
+
 def test_deferred_build_and_input_layer():
     m = fg.Sequential([fg.layers.Dense(4, activation="relu"), fg.layers.Dense(2)])
     assert not m.built

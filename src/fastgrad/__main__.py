@@ -59,6 +59,9 @@ def _demo(args) -> int:
     except Exception:  # a half-built tree: report it below, train on numpy
         have_native = False
     backend = args.backend or ("native" if have_native else "numpy")
+    if not have_native and args.backend is None:
+        print("note: the native backend is not available (not built?); running the NumPy "
+              "backend only — see `python -m fastgrad info`")
     if backend == "native" and not have_native:
         from fastgrad.backend.native_ops import native_unavailable_reason
         print(f"native backend unavailable: {native_unavailable_reason()}", file=sys.stderr)

@@ -105,6 +105,21 @@ class Sequential:
         if self._input_shape is not None:
             self.build(self._input_shape)
 
+    def get_layer(self, name=None, index=None):
+        """A layer by name or by index (Keras API)."""
+        if (name is None) == (index is None):
+            raise ValueError("get_layer: give exactly one of name or index")
+        if index is not None:
+            if not isinstance(index, (int, np.integer)) or not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"get_layer: index {index!r} out of range for "
+                                 f"{len(self.layers)} layers")
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"get_layer: no layer named {name!r}; layers: "
+                         f"{', '.join(l.name for l in self.layers)}")
+
     def pop(self):
         if not self.layers:
             raise ValueError("Sequential.pop: the model has no layers")
