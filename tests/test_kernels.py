@@ -690,6 +690,9 @@ def test_bitwise_across_thread_counts(isa):
             d = np.empty_like(m)
             K.softmax_backward(m, y, d, lg, nt)
             out[f"sm{lg}"], out[f"smb{lg}"] = y, d
+        m10 = x[:3001 * 10].reshape(3001, 10)  # few classes: the row-per-lane path
+        g10 = np.empty_like(m10)
+        out["sparse10"] = (K.sparse_softmax_xent(m10, lab % 10, w, g10, 0.1, nt, True), g10)
         for name, fn, tgt in (("sparse", K.sparse_softmax_xent, lab), ("dense", K.softmax_xent, t),
                               ("bce", K.sigmoid_bce, t), ("mse", K.mse, t)):
             g = np.empty_like(m)

@@ -86,6 +86,7 @@ FG_VINLINE M v_ge(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
 FG_VINLINE M v_eq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
 FG_VINLINE M v_isnan(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
 FG_VINLINE M m_or(M a, M b) { return (M)(a | b); }
+FG_VINLINE M m_andnot(M a, M b) { return (M)(~a & b); } /* b and not a */
 FG_VINLINE int m_any(M m) { return m != 0; }
 FG_VINLINE int m_all(M m) { return m == 0xFFFF; }
 FG_VINLINE V v_sel(M m, V f, V t) { return _mm512_mask_blend_ps(m, f, t); } /* m ? t : f */
@@ -147,6 +148,7 @@ FG_VINLINE M v_ge(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
 FG_VINLINE M v_eq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
 FG_VINLINE M v_isnan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
 FG_VINLINE M m_or(M a, M b) { return _mm256_or_ps(a, b); }
+FG_VINLINE M m_andnot(M a, M b) { return _mm256_andnot_ps(a, b); }
 FG_VINLINE int m_any(M m) { return _mm256_movemask_ps(m) != 0; }
 FG_VINLINE int m_all(M m) { return _mm256_movemask_ps(m) == 0xFF; }
 FG_VINLINE V v_sel(M m, V f, V t) { return _mm256_blendv_ps(f, t, m); }
@@ -212,6 +214,7 @@ FG_VINLINE M v_ge(V a, V b) { return a >= b; }
 FG_VINLINE M v_eq(V a, V b) { return a == b; }
 FG_VINLINE M v_isnan(V a) { return a != a; }
 FG_VINLINE M m_or(M a, M b) { return a | b; }
+FG_VINLINE M m_andnot(M a, M b) { return !a && b; }
 FG_VINLINE int m_any(M m) { return m != 0; }
 FG_VINLINE int m_all(M m) { return m != 0; }
 FG_VINLINE V v_sel(M m, V f, V t) { return m ? t : f; }
@@ -432,6 +435,15 @@ FG_VINLINE V v_phi(V x) {
     V hec = v_mul(half, ec);
     V res_big = v_sel(v_gt(x, v_zero()), hec, v_sub(one, hec));
     return v_sel(big, res_small, res_big);
+}
+
+/* log1p(u) for u > -1: log(w) * u / (w - 1) with w = fl(1 + u) (Goldberg's
+ * correction of the rounding of w), u itself where w rounds to 1 */
+FG_VINLINE V v_log1p(V u) {
+    V w = v_add(v_set1(1.0f), u);
+    V d = v_sub(w, v_set1(1.0f));
+    V r = v_mul(v_log(w), v_div(u, d));
+    return v_sel(v_eq(d, v_zero()), r, u);
 }
 
 /* standard normal density exp(-x^2/2)/sqrt(2 pi), x^2 carried exactly */

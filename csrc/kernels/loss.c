@@ -94,12 +94,81 @@ static double fold(const double *p, int64_t n) {
     return s;
 }
 
+/* Few classes (cols <= SMALL_COLS, e.g. the 10-class head): a row-per-lane
+ * layout instead of a row-per-vector one. A block of VL rows is transposed into
+ * tmp[cols][VL]; max, exp, sums, first argmax and log1p then run across rows
+ * with no horizontal reductions and no masked-off lanes, and the gradient is
+ * transposed back. Same formulas as the row path (loss in float here, summed
+ * in double in row order). */
+#define SMALL_COLS 32
+
+static double sparse_rows_small(loss_job *J, int64_t r0, int64_t r1, int64_t *ncorrect) {
+    const int64_t cols = J->cols;
+    float tmp[SMALL_COLS][VL];
+    float lane_loss[VL], lane_lsum[VL], lane_m[VL], lane_arg[VL], xl[VL];
+    double acc = 0.0;
+    for (int64_t rb = r0; rb < r1; rb += VL) {
+        const int64_t nb = r1 - rb < VL ? r1 - rb : VL;
+        for (int64_t l = 0; l < VL; l++) {
+            if (l < nb) {
+                const float *xr = J->logits + (rb + l) * cols;
+                for (int64_t j = 0; j < cols; j++) tmp[j][l] = xr[j];
+                xl[l] = xr[J->labels[rb + l]];
+            } else {
+                for (int64_t j = 0; j < cols; j++) tmp[j][l] = 0.0f;
+                xl[l] = 0.0f;
+            }
+        }
+        V m = v_load(tmp[0]);
+        for (int64_t j = 1; j < cols; j++) m = v_max(m, v_load(tmp[j]));
+        V rest = v_zero(), k = v_zero(), arg = v_zero();
+        M found = v_lt(m, m); /* all false */
+        const V one = v_set1(1.0f);
+        for (int64_t j = 0; j < cols; j++) {
+            V cj = v_load(tmp[j]);
+            V e = v_exp(v_sub(cj, m));
+            v_store(tmp[j], e);
+            M eq = v_eq(cj, m);
+            rest = v_add(rest, v_sel(eq, e, v_zero()));
+            k = v_add(k, v_sel(eq, v_zero(), one));
+            arg = v_sel(m_andnot(found, eq), arg, v_set1((float)j)); /* first maximum */
+            found = m_or(found, eq);
+        }
+        V lsum = v_add(v_sub(k, one), rest);
+        V loss = v_add(v_sub(m, v_load(xl)), v_log1p(lsum));
+        v_store(lane_loss, loss);
+        v_store(lane_lsum, lsum);
+        v_store(lane_m, m);
+        v_store(lane_arg, arg);
+        for (int64_t l = 0; l < nb; l++) {
+            const int64_t r = rb + l, lab = J->labels[r];
+            const float w = J->sw ? J->sw[r] : 1.0f;
+            acc += (double)w * (double)lane_loss[l];
+            *ncorrect += (int64_t)lane_arg[l] == lab;
+            if (J->dlogits) {
+                float *g = J->dlogits + r * cols;
+                const float cw = J->grad_scale * w;
+                const float s = (float)((double)cw / (1.0 + (double)lane_lsum[l]));
+                for (int64_t j = 0; j < cols; j++) g[j] = tmp[j][l] * s;
+                if (xl[l] == lane_m[l]) g[lab] = (float)(-(double)cw * lane_lsum[l] / (1.0 + lane_lsum[l]));
+                else g[lab] -= cw;
+            }
+        }
+    }
+    return acc;
+}
+
 static void sparse_chunks(loss_job *J, int64_t c0, int64_t c1) {
     const int64_t cols = J->cols;
     for (int64_t c = c0; c < c1; c++) {
         int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
         double acc = 0.0;
         int64_t ncorrect = 0;
+        if (cols <= SMALL_COLS && VL > 1) {
+            J->partial[c] = sparse_rows_small(J, r0, r1, &ncorrect);
+            J->partial_correct[c] = ncorrect;
+            continue;
+        }
         for (int64_t r = r0; r < r1; r++) {
             const float *x = J->logits + r * cols;
             float *g = J->dlogits ? J->dlogits + r * cols : NULL;
@@ -302,15 +371,6 @@ int FG_ISA_FN(fg_sigmoid_bce)(double *loss_sum, float *dlogits, const float *log
     RUN_CHUNKS(&J, BODY_, GRAIN_LOSS, nthreads);
 #undef BODY_
     return FG_OK;
-}
-
-/* log1p(u) for u > -1: log(w) * u / (w - 1) with w = fl(1 + u) (Goldberg's
- * correction of the rounding of w), u itself where w rounds to 1 */
-FG_VINLINE V v_log1p(V u) {
-    V w = v_add(v_set1(1.0f), u);
-    V d = v_sub(w, v_set1(1.0f));
-    V r = v_mul(v_log(w), v_div(u, d));
-    return v_sel(v_eq(d, v_zero()), r, u);
 }
 
 static void bce_prob_chunks(loss_job *J, int64_t c0, int64_t c1) {
