@@ -29,7 +29,6 @@ from . import _config
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
-from .engine import compiled as _compiled
 from .engine import data as _data
 from .engine.params import ParamStore
 from .engine.step import NonFiniteLossError, Step
@@ -37,6 +36,28 @@ from .layers.base import Layer
 from .layers.core import InputLayer
 
 __all__ = ["Sequential", "Model", "load_model", "NotCompiledError"]
+
+
+class _CompiledHook:
+    """engine.compiled, imported only once the native backend is in use (so the
+    NumPy backend never loads the extension modules)."""
+
+    @staticmethod
+    def train_plan(model):
+        if _config.get_backend() != "native":
+            return None
+        from .engine import compiled
+        return compiled.train_plan(model)
+
+    @staticmethod
+    def inference_plan(model):
+        if _config.get_backend() != "native":
+            return None
+        from .engine import compiled
+        return compiled.inference_plan(model)
+
+
+_compiled = _CompiledHook()
 
 
 class NotCompiledError(RuntimeError, ValueError):
