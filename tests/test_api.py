@@ -141,3 +141,17 @@ def test_cli_demo_without_sklearn_says_so(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "scikit-learn" in r.stderr
+
+
+def test_numpy_backend_loads_no_extension_module():
+    code = ("import sys, numpy as np, fastgrad as fg\n"
+            "m = fg.Sequential([fg.layers.Dense(3, activation='softmax', input_shape=(4,))])\n"
+            "m.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])\n"
+            "m.fit(np.ones((8, 4), np.float32), np.zeros(8, int), epochs=2, verbose=0)\n"
+            "m.evaluate(np.ones((8, 4), np.float32), np.zeros(8, int), verbose=0)\n"
+            "m.predict(np.ones((2, 4), np.float32)); m.predict_on_batch(np.ones((1, 4), np.float32))\n"
+            "print(sorted(k for k in sys.modules if k.startswith('fastgrad._native.')))\n")
+    r = subprocess.run([sys.executable, "-c", code], env=_env(FASTGRAD_BACKEND="numpy"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
