@@ -460,41 +460,42 @@ FG_VINLINE V v_npdf(V x) {
 /* =========================================================================
  * Threads
  * ========================================================================= */
-#if FG_HAVE_OPENMP
-#define FG_TID() omp_get_thread_num()
-#define FG_NTH() omp_get_num_threads()
-#else
-#define FG_TID() 0
-#define FG_NTH() 1
-#endif
-
-/* [lo, hi) share of thread t of nt over n units, boundaries on multiples of
- * `align` (64 bytes of floats = 16), so lanes stay aligned and every output
- * has exactly one owner */
-FG_VINLINE void fg_share(int64_t n, int64_t align, int t, int nt, int64_t *lo, int64_t *hi) {
-    int64_t blocks = (n + align - 1) / align;
-    int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
-    *lo = b0 * align < n ? b0 * align : n;
-    *hi = b1 * align < n ? b1 * align : n;
+/* Work is cut into blocks (boundaries on multiples of `align`, e.g. 16 floats =
+ * 64 bytes) handed out dynamically: every output still has exactly one owner
+ * and the blocks depend only on n and nt, so results are the same for any
+ * assignment of blocks to threads — and on a shared, busy machine a thread that
+ * was descheduled does not hold the others up at the join (a static split
+ * made 2 threads slower than 1 under load). About 4 blocks per thread, at least
+ * `min_block` units each so the hand-out cost stays negligible. */
+FG_VINLINE int64_t fg_block(int64_t n, int64_t align, int nt, int64_t min_block) {
+    int64_t b = (n + 4 * (int64_t)nt - 1) / (4 * (int64_t)nt);
+    if (b < min_block) b = min_block;
+    return (b + align - 1) / align * align;
 }
 
 /* Run BODY(lo, hi) over [0, n) on `nt` threads (serial when nt == 1, with
- * no OpenMP construct at all), with the denormal state set per thread. */
-#define FG_PARALLEL_RANGE(n, align, nt, BODY)                                   \
-    do {                                                                        \
-        if ((nt) <= 1) {                                                        \
-            unsigned fs_ = fg_fpstate_enter();                                  \
-            BODY(0, (n));                                                       \
-            fg_fpstate_leave(fs_);                                              \
-        } else {                                                                \
-            _Pragma("omp parallel num_threads(nt)") {                           \
-                int64_t lo_, hi_;                                               \
-                fg_share((n), (align), FG_TID(), FG_NTH(), &lo_, &hi_);         \
-                unsigned fs_ = fg_fpstate_enter();                              \
-                if (lo_ < hi_) BODY(lo_, hi_);                                  \
-                fg_fpstate_leave(fs_);                                          \
-            }                                                                   \
-        }                                                                       \
+ * no OpenMP construct at all), with the denormal state set per thread.
+ * Element ranges use min_block 8192 (align > 1); row / chunk ranges 1. */
+#define FG_PARALLEL_RANGE(n, align, nt, BODY)                                       \
+    do {                                                                            \
+        if ((nt) <= 1) {                                                            \
+            unsigned fs_ = fg_fpstate_enter();                                      \
+            BODY(0, (n));                                                           \
+            fg_fpstate_leave(fs_);                                                  \
+        } else {                                                                    \
+            const int64_t n_ = (n);                                                 \
+            const int64_t blk_ = fg_block(n_, (align), nt, (align) > 1 ? 8192 : 1); \
+            const int64_t nblk_ = (n_ + blk_ - 1) / blk_;                           \
+            _Pragma("omp parallel num_threads(nt)") {                               \
+                unsigned fs_ = fg_fpstate_enter();                                  \
+                _Pragma("omp for schedule(dynamic, 1)")                             \
+                for (int64_t b_ = 0; b_ < nblk_; b_++) {                            \
+                    int64_t lo_ = b_ * blk_, hi_ = lo_ + blk_ < n_ ? lo_ + blk_ : n_; \
+                    BODY(lo_, hi_);                                                 \
+                }                                                                   \
+                fg_fpstate_leave(fs_);                                              \
+            }                                                                       \
+        }                                                                           \
     } while (0)
 
 /* Fixed-order reductions: a reduction over n units is cut into at most
