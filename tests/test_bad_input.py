@@ -214,3 +214,20 @@ def test_nan_loss_stops_fit_with_last_good_parameters():
     assert snapshots, "at least one good step"
     for a, b in zip(m.get_weights(), snapshots[-1]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m.fit(X, np.r_[Y[:9], 7], verbose=0),
+    lambda m: m.fit(X, Y, validation_data=(X[:, :3], Y), verbose=0),
+    lambda m: m.fit(X, Y, validation_data=(X, Y[:4]), verbose=0),
+    lambda m: m.train_on_batch(X, Y[:3]),
+    lambda m: m.fit(X.reshape(10, 2, 2), Y, verbose=0),
+])
+def test_unbuilt_model_stays_unbuilt_on_bad_input(call):
+    m = fg.Sequential([fg.layers.Dense(8, activation="relu"), fg.layers.Dense(3, activation="softmax")])
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError):
+        call(m)
+    assert not m.built
+    m.fit(X, Y, epochs=1, verbose=0)          # and it still works afterwards
+    assert m.built and m.input_shape == (None, 4)

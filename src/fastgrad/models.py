@@ -271,14 +271,27 @@ class Sequential:
             raise NotCompiledError(f"{what}: the model must be compiled first — call "
                                    "model.compile(optimizer=..., loss=...)")
 
-    def _prepare_x(self, x, what):
+    def _prepare_x(self, x, what, build=True):
         if not self.layers:
             raise ValueError(f"{what}: the model has no layers")
         if not self.built:
             xa = _data.as_x(x, what)
-            self.build(xa.shape[1:])
+            self._infer_output_shape(xa.shape[1:])   # shape errors before anything is built
+            if build:
+                self.build(xa.shape[1:])
             return xa
         return _data.as_x(x, what, self._input_shape, self.layers[0].name)
+
+    def _infer_output_shape(self, input_shape):
+        s = tuple(input_shape)
+        for layer in self.layers:
+            s = tuple(layer.compute_output_shape(s))
+        return s
+
+    def _output_shape_for(self, xa):
+        if self.built:
+            return self.layers[-1].output_shape
+        return self._infer_output_shape(xa.shape[1:])
 
     def _get_step(self):
         flags = tuple(l.trainable for l in self.layers)
@@ -290,13 +303,17 @@ class Sequential:
         st.set_ops(_config.get_ops())
         return st
 
-    def _prepare_xy(self, x, y, sample_weight, class_weight, what):
-        xa = self._prepare_x(x, what)
+    def _prepare_xy(self, x, y, sample_weight, class_weight, what, build=True):
+        """Validate and convert (x, y, weights); an unbuilt model is built only
+        once everything passed (a bad y leaves it untouched)."""
+        xa = self._prepare_x(x, what, build=False)
         n = xa.shape[0]
-        ya = _data.as_y(y, self.loss, self.layers[-1].output_shape, n, what)
+        out_shape = self._output_shape_for(xa)
+        ya = _data.as_y(y, self.loss, out_shape, n, what)
         sw = _data.as_sample_weight(sample_weight, n, what)
-        cw = _data.class_weight_to_sample_weight(class_weight, ya, self.loss,
-                                                 self.layers[-1].output_shape, what)
+        cw = _data.class_weight_to_sample_weight(class_weight, ya, self.loss, out_shape, what)
+        if build and not self.built:
+            self.build(xa.shape[1:])
         return xa, ya, _data.combine_weights(sw, cw)
 
     def _logs(self, loss_mean, prefix=""):
@@ -348,7 +365,7 @@ class Sequential:
             raise ValueError(f"fit: validation_freq must be a positive integer or a list of "
                              f"epochs, got {validation_freq!r}")
 
-        xa, ya, sw = self._prepare_xy(x, y, sample_weight, class_weight, what)
+        xa, ya, sw = self._prepare_xy(x, y, sample_weight, class_weight, what, build=False)
         n = xa.shape[0]
         val = None
         if validation_data is not None:
@@ -357,7 +374,10 @@ class Sequential:
                                  "(x_val, y_val, sample_weight_val)")
             vx, vy = validation_data[0], validation_data[1]
             vsw = validation_data[2] if len(validation_data) == 3 else None
-            val = self._prepare_xy(vx, vy, vsw, None, "fit: validation_data")
+            val = self._prepare_xy(vx, vy, vsw, None, "fit: validation_data", build=False)
+            if val[0].shape[1:] != xa.shape[1:]:
+                raise ValueError(f"fit: validation_data x has per-sample shape "
+                                 f"{val[0].shape[1:]}, training x has {xa.shape[1:]}")
         elif validation_split:
             split_at = int(math.floor(n * (1.0 - validation_split)))
             if split_at == 0 or split_at == n:
@@ -369,6 +389,8 @@ class Sequential:
             sw = None if sw is None else sw[:split_at]
             n = split_at
         val_bs = _data.check_batch_size(validation_batch_size, what, batch_size)
+        if not self.built:
+            self.build(xa.shape[1:])
 
         self._resolve_metrics()
         step = self._get_step()
