@@ -414,3 +414,41 @@ def test_model_gradients_match_torch(backend, hidden, out_act, loss, executor):
     assert ours == pytest.approx(tl.item(), rel=1e-5)
     for g, t in zip(grads, tw):
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+class _Scale(fg.layers.Layer):
+    """A user-defined layer through the public protocol: y = x * s (per feature)."""
+
+    def param_specs(self):
+        return [fg.layers.ParamSpec("s", self.input_shape, fg.initializers.Ones())]
+
+    def forward(self, x, training, ws):
+        y = ws.buf("y", x.shape, x.dtype)
+        np.multiply(x, self.params["s"], out=y)
+        ws.x = x
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        np.sum(dy * ws.x, axis=0, out=self.grads["s"])
+        if not need_dx:
+            return None
+        dx = ws.buf("dx", dy.shape, dy.dtype)
+        np.multiply(dy, self.params["s"], out=dx)
+        return dx
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_custom_layer_trains_through_the_protocol(backend):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 3)).astype(np.float32)
+    y = (x * np.array([2.0, -1.0, 0.5], np.float32)).astype(np.float32)
+    with fg.use_backend(backend):
+        m = fg.Sequential([_Scale(input_shape=(3,))])
+        m.compile(optimizer=fg.optimizers.SGD(0.2), loss="mse")
+        assert m.count_params() == 3 and m.layers[0].offsets == {"s": 0}
+        m.fit(x, y, epochs=40, batch_size=32, verbose=0)
+        np.testing.assert_allclose(m.get_weights()[0], [2.0, -1.0, 0.5], atol=1e-3)
+        cfg = m.get_config()
+        assert cfg["layers"][0]["class_name"] == "_Scale"
+        clone = fg.Sequential.from_config(cfg)
+        assert clone.count_params() == 3
