@@ -693,6 +693,8 @@ def test_bitwise_across_thread_counts(isa):
         m10 = x[:3001 * 10].reshape(3001, 10)  # few classes: the row-per-lane path
         g10 = np.empty_like(m10)
         out["sparse10"] = (K.sparse_softmax_xent(m10, lab % 10, w, g10, 0.1, nt, True), g10)
+        gd10 = np.empty_like(m10)
+        out["dense10"] = (K.softmax_xent(m10, t[:, :10].copy(), w, gd10, 0.1, nt), gd10)
         for name, fn, tgt in (("sparse", K.sparse_softmax_xent, lab), ("dense", K.softmax_xent, t),
                               ("bce", K.sigmoid_bce, t), ("mse", K.mse, t)):
             g = np.empty_like(m)

@@ -237,11 +237,61 @@ int FG_ISA_FN(fg_sparse_softmax_xent)(double *loss_sum, float *dlogits, int64_t 
     return FG_OK;
 }
 
+/* dense targets, few classes: the row-per-lane layout of sparse_rows_small */
+static double dense_rows_small(loss_job *J, int64_t r0, int64_t r1) {
+    const int64_t cols = J->cols;
+    float tx[SMALL_COLS][VL], tt[SMALL_COLS][VL];
+    float lane_loss[VL], lane_a[VL];
+    double acc = 0.0;
+    const V one = v_set1(1.0f);
+    for (int64_t rb = r0; rb < r1; rb += VL) {
+        const int64_t nb = r1 - rb < VL ? r1 - rb : VL;
+        for (int64_t l = 0; l < VL; l++) {
+            const float *xr = J->logits + (rb + l) * cols, *trow = J->target + (rb + l) * cols;
+            for (int64_t j = 0; j < cols; j++) {
+                tx[j][l] = l < nb ? xr[j] : 0.0f;
+                tt[j][l] = l < nb ? trow[j] : 0.0f;
+            }
+        }
+        V m = v_load(tx[0]);
+        for (int64_t j = 1; j < cols; j++) m = v_max(m, v_load(tx[j]));
+        V rest = v_zero(), k = v_zero(), td = v_zero(), ts = v_zero();
+        for (int64_t j = 0; j < cols; j++) {
+            V xj = v_load(tx[j]), tj = v_load(tt[j]);
+            td = v_fma(tj, v_sub(m, xj), td); /* sum_j t_j (m - x_j) */
+            ts = v_add(ts, tj);
+            V e = v_exp(v_sub(xj, m));
+            v_store(tx[j], e);
+            M eq = v_eq(xj, m);
+            rest = v_add(rest, v_sel(eq, e, v_zero()));
+            k = v_add(k, v_sel(eq, v_zero(), one));
+        }
+        V lsum = v_add(v_sub(k, one), rest);
+        v_store(lane_loss, v_fma(ts, v_log1p(lsum), td));
+        v_store(lane_a, v_div(ts, v_add(one, lsum))); /* sum(t) / sum_j e_j */
+        for (int64_t l = 0; l < nb; l++) {
+            const int64_t r = rb + l;
+            const float w = J->sw ? J->sw[r] : 1.0f;
+            acc += (double)w * (double)lane_loss[l];
+            if (J->dlogits) { /* g = cw * (softmax * sum(t) - t) */
+                float *g = J->dlogits + r * cols;
+                const float cw = J->grad_scale * w, a = cw * lane_a[l];
+                for (int64_t j = 0; j < cols; j++) g[j] = tx[j][l] * a - cw * tt[j][l];
+            }
+        }
+    }
+    return acc;
+}
+
 static void dense_chunks(loss_job *J, int64_t c0, int64_t c1) {
     const int64_t cols = J->cols;
     for (int64_t c = c0; c < c1; c++) {
         int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
         double acc = 0.0;
+        if (cols <= SMALL_COLS && VL > 1) {
+            J->partial[c] = dense_rows_small(J, r0, r1);
+            continue;
+        }
         for (int64_t r = r0; r < r1; r++) {
             const float *x = J->logits + r * cols, *t = J->target + r * cols;
             float *g = J->dlogits ? J->dlogits + r * cols : NULL;
