@@ -452,3 +452,23 @@ def test_custom_layer_trains_through_the_protocol(backend):
         assert cfg["layers"][0]["class_name"] == "_Scale"
         clone = fg.Sequential.from_config(cfg)
         assert clone.count_params() == 3
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_model_does_not_keep_caller_data_alive(backend, executor):
+    import gc
+    import weakref
+    with fg.use_backend(backend):
+        m = _mlp()
+        for call in ("fit", "evaluate", "predict", "train_on_batch"):
+            x, y = _data(100)
+            ref = weakref.ref(x)
+            if call == "fit":
+                m.fit(x, y, epochs=1, verbose=0, shuffle=False, validation_split=0.2)
+            elif call == "predict":
+                m.predict(x)
+            else:
+                getattr(m, call)(x, y)
+            del x
+            gc.collect()
+            assert ref() is None, call

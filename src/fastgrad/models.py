@@ -316,6 +316,12 @@ class Sequential:
             self.build(xa.shape[1:])
         return xa, ya, _data.combine_weights(sw, cw)
 
+    def _release(self):
+        """Drop workspace references to the caller's arrays after a call."""
+        st = self._step
+        if st is not None:
+            st.cache.drop_refs()
+
     def _logs(self, loss_mean, prefix=""):
         logs = {prefix + "loss": loss_mean}
         for m in self.metrics:
@@ -454,6 +460,7 @@ class Sequential:
             if self.stop_training:
                 break
         cbs.on_train_end(epoch_logs)
+        self._release()
         return self.history if self.history is not None else cbs.history
 
     @staticmethod
@@ -514,6 +521,7 @@ class Sequential:
                                verbose=verbose, epochs=1,
                                steps=(xa.shape[0] + batch_size - 1) // batch_size)
         logs = self._evaluate_arrays(step, xa, ya, sw, batch_size, cbs)
+        self._release()
         if return_dict:
             return logs
         vals = list(logs.values())
@@ -554,6 +562,7 @@ class Sequential:
                 cbs.on_predict_batch_end(b, {"outputs": out[s:e]})
         if cbs is not None:
             cbs.on_predict_end()
+        self._release()
         return out
 
     def _get_step_for_predict(self):
@@ -596,6 +605,7 @@ class Sequential:
                 loss = step.train_batch(xa, ya, sw, self.metrics)
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(f"train_on_batch: {exc}; the step was not applied") from None
+        self._release()
         return self._batch_result(loss, return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
@@ -607,6 +617,7 @@ class Sequential:
         for m in self.metrics:
             m.reset_state()
         loss = step.test_batch(xa, ya, sw, self.metrics)
+        self._release()
         return self._batch_result(loss, return_dict)
 
     def _batch_result(self, loss, return_dict):

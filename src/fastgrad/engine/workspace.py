@@ -47,6 +47,13 @@ class Workspace:
         self._bufs[name] = a
         return a
 
+    def drop_refs(self) -> None:
+        """Forget the free attributes (saved inputs such as ``ws.x``), keeping the
+        arrays: a finished fit/predict must not keep the caller's data alive."""
+        bufs = self._bufs
+        self.__dict__.clear()
+        self._bufs = bufs
+
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self._bufs.values())
 
@@ -69,6 +76,11 @@ class WorkspaceCache:
             wss = [Workspace() for _ in range(self.n_layers + 1)]  # +1: the model's own (loss, targets)
             self._by_batch[batch] = wss
         return wss
+
+    def drop_refs(self) -> None:
+        for wss in self._by_batch.values():
+            for ws in wss:
+                ws.drop_refs()
 
     def clear(self) -> None:
         self._by_batch.clear()
