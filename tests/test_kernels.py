@@ -495,7 +495,7 @@ def test_sparse_xent_bad_labels():
     np.testing.assert_allclose(l32, math.log(4), rtol=1e-7)
 
 
-@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 7), (5, 10), (17, 9), (9, 1000), (2, 1025)])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (37, 1), (3, 7), (5, 10), (17, 9), (9, 1000), (2, 1025)])
 def test_dense_losses(isa, rows, cols):
     r = rng(rows * 7 + cols)
     x = (r.standard_normal((rows, cols)) * 3).astype(np.float32)
@@ -693,6 +693,10 @@ def test_bitwise_across_thread_counts(isa):
         m10 = x[:3001 * 10].reshape(3001, 10)  # few classes: the row-per-lane path
         g10 = np.empty_like(m10)
         out["sparse10"] = (K.sparse_softmax_xent(m10, lab % 10, w, g10, 0.1, nt, True), g10)
+        m1, t1 = x[:3001 * 7].reshape(-1, 1), t.reshape(-1)[:3001 * 7].reshape(-1, 1).copy()
+        for name, fn in (("bce1", K.sigmoid_bce), ("mse1", K.mse)):
+            g1 = np.empty_like(m1)
+            out[name] = (fn(m1, t1, None, g1, 0.1, nt), g1)
         gd10 = np.empty_like(m10)
         out["dense10"] = (K.softmax_xent(m10, t[:, :10].copy(), w, gd10, 0.1, nt), gd10)
         for name, fn, tgt in (("sparse", K.sparse_softmax_xent, lab), ("dense", K.softmax_xent, t),

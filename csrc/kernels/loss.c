@@ -364,11 +364,42 @@ FG_VINLINE V v_log1p01(V e) {
     return v_sel(v_eq(d, v_zero()), r, e);
 }
 
+/* one output per row (binary classification head): rows across the lanes;
+ * the same per-element formulas and the same row-order sum as the row path */
+static double bce_rows_col1(loss_job *J, int64_t r0, int64_t r1) {
+    float lane_l[VL];
+    double acc = 0.0;
+    const V one = v_set1(1.0f), gs = v_set1(J->grad_scale);
+    for (int64_t r = r0; r < r1; r += VL) {
+        const int64_t q = r1 - r < VL ? r1 - r : VL;
+        V xv = q == VL ? v_load(J->logits + r) : v_loadn(J->logits + r, q);
+        V zv = q == VL ? v_load(J->target + r) : v_loadn(J->target + r, q);
+        V wv = J->sw ? (q == VL ? v_load(J->sw + r) : v_loadn(J->sw + r, q)) : one;
+        V e = v_exp(v_sub(v_zero(), v_abs(xv)));
+        v_store(lane_l, v_add(v_fnma(xv, zv, v_max(xv, v_zero())), v_log1p01(e)));
+        for (int64_t k = 0; k < q; k++) acc += (double)(J->sw ? J->sw[r + k] : 1.0f) * (double)lane_l[k];
+        if (J->dlogits) {
+            V d = v_add(one, e);
+            M pos = v_ge(xv, v_zero());
+            V s = v_div(v_sel(pos, e, one), d);
+            V c = v_div(v_sel(pos, one, e), d);
+            V gv = v_mul(v_mul(gs, wv), v_fnma(c, zv, v_fnma(s, zv, s)));
+            if (q == VL) v_store(J->dlogits + r, gv);
+            else v_storen(J->dlogits + r, gv, q);
+        }
+    }
+    return acc;
+}
+
 static void bce_chunks(loss_job *J, int64_t c0, int64_t c1) {
     const int64_t cols = J->cols;
     for (int64_t c = c0; c < c1; c++) {
         int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
         double acc = 0.0;
+        if (cols == 1) {
+            J->partial[c] = bce_rows_col1(J, r0, r1);
+            continue;
+        }
         for (int64_t r = r0; r < r1; r++) {
             const float *x = J->logits + r * cols, *z = J->target + r * cols;
             float *g = J->dlogits ? J->dlogits + r * cols : NULL;
@@ -591,6 +622,16 @@ static void mse_chunks(loss_job *J, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; c++) {
         int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
         double acc = 0.0;
+        if (cols == 1) { /* one output per row: what mse_row computes, without its lane set-up */
+            for (int64_t r = r0; r < r1; r++) {
+                float w = J->sw ? J->sw[r] : 1.0f;
+                float d = J->logits[r] - J->target[r];
+                if (J->dlogits) J->dlogits[r] = (J->grad_scale * w * 2.0f) * d;
+                acc += (double)w * ((double)d * (double)d);
+            }
+            J->partial[c] = acc;
+            continue;
+        }
         for (int64_t r = r0; r < r1; r++) {
             float w = J->sw ? J->sw[r] : 1.0f;
             float c2 = J->grad_scale * w * 2.0f;
