@@ -102,9 +102,14 @@ def set_num_threads(n: int | None) -> None:
     _global["num_threads"] = n
 
 
+_runtime_mod = []   # [module or None], filled on first use (called per op: keep it cheap)
+
+
 def _runtime():
-    from ._native import module
-    return module("runtime")
+    if not _runtime_mod:
+        from ._native import module
+        _runtime_mod.append(module("runtime"))
+    return _runtime_mod[0]
 
 
 def get_num_threads() -> int:
@@ -113,7 +118,7 @@ def get_num_threads() -> int:
     n = _global["num_threads"]
     if n is not None:
         return n
-    rt = _runtime()
+    rt = _runtime_mod[0] if _runtime_mod else _runtime()
     if rt is not None:
         return rt.omp_max_threads()
     env = os.environ.get("OMP_NUM_THREADS", "")
