@@ -51,6 +51,8 @@ cdef int64_t _ld(str op, str name, object obj, bint writeable) except -1:
         raise ValueError(f"{op}: {name} is read-only")
     cdef cnp.npy_intp rows = cnp.PyArray_DIM(x, 0), cols = cnp.PyArray_DIM(x, 1)
     cdef cnp.npy_intp s0 = cnp.PyArray_STRIDE(x, 0), s1 = cnp.PyArray_STRIDE(x, 1)
+    if rows == 0 or cols == 0:
+        return cols if cols > 0 else 1  # empty: never addressed
     if (<intptr_t>cnp.PyArray_DATA(x)) % 4 != 0:
         raise ValueError(f"{op}: {name} is not 4-byte aligned")
     if cols > 1 and s1 != 4:
