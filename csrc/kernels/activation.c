@@ -226,7 +226,43 @@ static float row_exp_sum(float *y, const float *x, int64_t cols, float mx) {
     return (float)(total + (double)v_hsum(acc));
 }
 
+/* Few columns (<= 32, e.g. a 10-class output): rows across the lanes. A block
+ * of VL rows is transposed into tmp[cols][VL], reduced without horizontal
+ * operations, and transposed back. Each row's result does not depend on which
+ * rows share its vector, so any row partition gives the same bits. */
+#define SMALL_COLS 32
+
+static void softmax_rows_small(float *y, const float *x, int64_t r0, int64_t r1, int64_t cols, int log) {
+    float tmp[SMALL_COLS][VL];
+    for (int64_t rb = r0; rb < r1; rb += VL) {
+        const int64_t nb = r1 - rb < VL ? r1 - rb : VL;
+        for (int64_t l = 0; l < VL; l++)
+            for (int64_t j = 0; j < cols; j++) tmp[j][l] = l < nb ? x[(rb + l) * cols + j] : 0.0f;
+        V m = v_load(tmp[0]);
+        for (int64_t j = 1; j < cols; j++) m = v_max(m, v_load(tmp[j]));
+        V s = v_zero();
+        for (int64_t j = 0; j < cols; j++) {
+            V d = v_sub(v_load(tmp[j]), m);
+            V e = v_exp(d);
+            s = v_add(s, e);
+            v_store(tmp[j], log ? d : e);
+        }
+        if (log) {
+            V ls = v_log(s);
+            for (int64_t j = 0; j < cols; j++) v_store(tmp[j], v_sub(v_load(tmp[j]), ls));
+        } else {
+            for (int64_t j = 0; j < cols; j++) v_store(tmp[j], v_div(v_load(tmp[j]), s));
+        }
+        for (int64_t l = 0; l < nb; l++)
+            for (int64_t j = 0; j < cols; j++) y[(rb + l) * cols + j] = tmp[j][l];
+    }
+}
+
 static void softmax_rows(float *y, const float *x, int64_t r0, int64_t r1, int64_t cols, int log) {
+    if (cols <= SMALL_COLS && VL > 1) {
+        softmax_rows_small(y, x, r0, r1, cols, log);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) {
         const float *xr = x + r * cols;
         float *yr = y + r * cols;
