@@ -391,6 +391,56 @@ static double bce_rows_col1(loss_job *J, int64_t r0, int64_t r1) {
     return acc;
 }
 
+/* few outputs per row (2 <= cols < 64, multi-label heads): groups of rows are
+ * processed as one flat vector stream (no per-row vector set-up, reductions or
+ * masked lanes); per-element losses go to a stack buffer and are summed per
+ * row in order, in double; the gradient pass stores sigmoid(x) - z and each
+ * row is then scaled by grad_scale * w_i, as in the row path */
+#define BCE_FLAT_MAX_COLS 64
+#define BCE_FLAT_BUF 512
+static double bce_rows_flat(loss_job *J, int64_t r0, int64_t r1) {
+    const int64_t cols = J->cols;
+    const int64_t group = BCE_FLAT_BUF / cols; /* rows per group, >= 8 */
+    float lbuf[BCE_FLAT_BUF + VL];
+    double acc = 0.0;
+    const V one = v_set1(1.0f);
+    for (int64_t ra = r0; ra < r1; ra += group) {
+        const int64_t rb = ra + group < r1 ? ra + group : r1;
+        const int64_t e0 = ra * cols, ne = (rb - ra) * cols;
+        const float *x = J->logits + e0, *z = J->target + e0;
+        float *g = J->dlogits ? J->dlogits + e0 : NULL;
+        for (int64_t i = 0; i < ne; i += VL) {
+            const int64_t q = ne - i < VL ? ne - i : VL;
+            V xv = q == VL ? v_load(x + i) : v_loadn(x + i, q);
+            V zv = q == VL ? v_load(z + i) : v_loadn(z + i, q);
+            V e = v_exp(v_sub(v_zero(), v_abs(xv)));
+            v_store(lbuf + i, v_add(v_fnma(xv, zv, v_max(xv, v_zero())), v_log1p01(e)));
+            if (g) {
+                V d = v_add(one, e);
+                M pos = v_ge(xv, v_zero());
+                V s = v_div(v_sel(pos, e, one), d);
+                V c = v_div(v_sel(pos, one, e), d);
+                V gv = v_fnma(c, zv, v_fnma(s, zv, s));
+                if (q == VL) v_store(g + i, gv);
+                else v_storen(g + i, gv, q);
+            }
+        }
+        for (int64_t r = ra; r < rb; r++) {
+            const float w = J->sw ? J->sw[r] : 1.0f;
+            const float *lr = lbuf + (r - ra) * cols;
+            double s = 0.0;
+            for (int64_t j = 0; j < cols; j++) s += (double)lr[j];
+            acc += (double)w * s;
+            if (g) {
+                float *gr = g + (r - ra) * cols;
+                const float cw = J->grad_scale * w;
+                for (int64_t j = 0; j < cols; j++) gr[j] = cw * gr[j];
+            }
+        }
+    }
+    return acc;
+}
+
 static void bce_chunks(loss_job *J, int64_t c0, int64_t c1) {
     const int64_t cols = J->cols;
     for (int64_t c = c0; c < c1; c++) {
@@ -398,6 +448,10 @@ static void bce_chunks(loss_job *J, int64_t c0, int64_t c1) {
         double acc = 0.0;
         if (cols == 1) {
             J->partial[c] = bce_rows_col1(J, r0, r1);
+            continue;
+        }
+        if (cols < BCE_FLAT_MAX_COLS && VL > 1) {
+            J->partial[c] = bce_rows_flat(J, r0, r1);
             continue;
         }
         for (int64_t r = r0; r < r1; r++) {
@@ -622,12 +676,19 @@ static void mse_chunks(loss_job *J, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; c++) {
         int64_t r0 = c * J->chunk, r1 = r0 + J->chunk < J->rows ? r0 + J->chunk : J->rows;
         double acc = 0.0;
-        if (cols == 1) { /* one output per row: what mse_row computes, without its lane set-up */
+        if (cols < 16) { /* few outputs per row: a sequential double sum per row, no lane set-up */
             for (int64_t r = r0; r < r1; r++) {
-                float w = J->sw ? J->sw[r] : 1.0f;
-                float d = J->logits[r] - J->target[r];
-                if (J->dlogits) J->dlogits[r] = (J->grad_scale * w * 2.0f) * d;
-                acc += (double)w * ((double)d * (double)d);
+                const float w = J->sw ? J->sw[r] : 1.0f;
+                const float c2 = J->grad_scale * w * 2.0f;
+                const float *p = J->logits + r * cols, *t = J->target + r * cols;
+                float *g = J->dlogits ? J->dlogits + r * cols : NULL;
+                double s = 0.0;
+                for (int64_t j = 0; j < cols; j++) {
+                    float d = p[j] - t[j];
+                    if (g) g[j] = c2 * d;
+                    s += (double)d * (double)d;
+                }
+                acc += (double)w * s;
             }
             J->partial[c] = acc;
             continue;
