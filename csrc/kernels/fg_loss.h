@@ -28,8 +28,10 @@ int fg_softmax_xent(double *loss_sum, float *dlogits, const float *logits, const
  * l_ij = max(x,0) - x*z + log1p(exp(-|x|)); dlogits = grad_scale*w_i*(sigmoid(x) - z) */
 int fg_sigmoid_bce(double *loss_sum, float *dlogits, const float *logits, const float *target,
                    const float *sample_weight, int64_t rows, int64_t cols, float grad_scale, int nthreads);
-/* loss_sum = sum_i w_i sum_j (p-t)^2 (exact squares, double accumulation in a fixed
- * 16-lane order: the same bits on every ISA); dpred = grad_scale * w_i * 2 (p - t) */
+/* loss_sum = sum_i w_i sum_j (p-t)^2 (exact squares of the float32 differences, double
+ * accumulation in an order fixed by cols alone — sequential below 16 columns, 16 lanes
+ * combined in a fixed tree above — so the same bits on every ISA);
+ * dpred = grad_scale * w_i * 2 (p - t) */
 int fg_mse(double *loss_sum, float *dpred, const float *pred, const float *target, const float *sample_weight,
            int64_t rows, int64_t cols, float grad_scale, int nthreads);
 
