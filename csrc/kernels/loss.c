@@ -1,10 +1,18 @@
 /* loss.c — fused losses from logits / predictions, with gradients.
  * Compiled once per instruction set (fg_vmath.h).
  *
- * Each row is handled by one thread in a few passes over its (L1-resident)
- * logits: max, exp + sum (exp stored in the gradient buffer), scale. The loss
- * sum runs over row chunks whose size depends only on `rows`; chunk partials
- * are added in chunk order, so loss_sum does not depend on the thread count.
+ * Layouts, chosen by the number of columns (classes / outputs) alone:
+ *   many columns   one row at a time, a few passes over its (L1-resident)
+ *                  values: max, exp + sum (exp stored in the gradient buffer),
+ *                  scale;
+ *   <= 32 classes  (softmax-CE) rows across the vector lanes: a block of VL
+ *                  rows is transposed into a small stack tile, so max / exp /
+ *                  sums need no horizontal reductions and no masked lanes;
+ *   few outputs    (BCE, MSE) flat element streams / plain per-row loops.
+ * The loss sum runs over row chunks whose size depends only on `rows`; chunk
+ * partials are added in chunk order, so loss_sum does not depend on the
+ * thread count (each row's value does not depend on which rows share a
+ * vector or a thread).
  *
  * Accuracy of the cross-entropy when the prediction is confident: with
  * m = max_j x_j, the row's sum of exp(x_j - m) is k + rest, where k counts the
