@@ -372,6 +372,7 @@ def test_binding_validation():
         K.act_forward(x, ro, RELU, 1)
     with pytest.raises(ValueError, match="overlaps"):
         K.sum_rows(buf.reshape(3, 4), buf[:4], 1)
+    K.act_forward(buf[3:3], buf[2:2], RELU, 1)  # empty views overlap nothing
 
 
 # ---------------------------------------------------------------- softmax

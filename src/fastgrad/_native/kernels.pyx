@@ -110,6 +110,8 @@ cdef inline int _no_overlap(cnp.ndarray out, cnp.ndarray a, str op, str no, str 
     cdef char *a0 = <char *>cnp.PyArray_DATA(a)
     cdef char *o1 = o0 + cnp.PyArray_NBYTES(out)
     cdef char *a1 = a0 + cnp.PyArray_NBYTES(a)
+    if o0 == o1 or a0 == a1:  # an empty array overlaps nothing
+        return 0
     if o0 < a1 and a0 < o1:
         if same_ok and o0 == a0 and o1 == a1:
             return 0
