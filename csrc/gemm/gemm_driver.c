@@ -13,14 +13,11 @@
  * so every C element sees the same sequence of operations for any thread
  * count: results are bitwise identical for nthreads = 1, 2, 3, ...
  *
- * Threads (one OpenMP parallel region per call):
- *   - split over M ("M mode", when op(A) has at least as many MR slivers as
- *     op(B) has NR slivers): each thread packs its own A blocks from a
- *     contiguous, MR-aligned range of rows; the B panel is packed
- *     cooperatively (each thread a share of its slivers), then a barrier.
- *   - split over NR slivers of the B panel ("N mode", small M such as an
- *     MLP batch of 128): each thread packs and uses only its own B slivers;
- *     the A block is packed cooperatively, then a barrier.
+ * Threads (one OpenMP parallel region per call, no barriers inside): each
+ * thread runs the five loops on its own block of C — an MR-aligned range of
+ * rows, or, when op(B) has more NR slivers than op(A) has MR slivers (small
+ * M such as an MLP batch of 128), an NR-aligned range of columns — with its
+ * own packing buffers (see fg_gemm_run).
  *
  * Blocking (MC, KC, NC) — why these numbers:
  *   AVX2 6x16 (Zen 3 target: 32 KiB L1d, 512 KiB L2/core, 32 MiB L3):
@@ -88,32 +85,11 @@ static int small_wins(int64_t M, int64_t N, int64_t K) {
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 #define ALIGN_UP(a, b) (CEIL_DIV(a, b) * (b))
 
-typedef struct {
-    const fg_gemm_problem *p;
-    int64_t kc_std, nkb;  /* K blocks: nkb blocks of kc_std (last smaller) */
-    int64_t mc_std;       /* M block height (multiple of MR) */
-    int64_t nc_std;       /* N panel width (multiple of NR) */
-    int mode_m;           /* 1: threads split M; 0: threads split NR slivers */
-    float *Bp;            /* packed B panel: CEIL(nc_std/NR) slivers of kc_std x NR */
-    float *Ap;            /* packed A blocks: one per thread (M mode) or shared */
-    int64_t ap_stride;    /* floats between per-thread A blocks */
-} fg_plan;
-
 /* Balanced split of n into blocks of at most bmax, each a multiple of q. */
 static int64_t balanced_block(int64_t n, int64_t bmax, int64_t q) {
     if (n <= 0) return q;
     int64_t nb = CEIL_DIV(n, bmax);
     return ALIGN_UP(CEIL_DIV(n, nb), q);
-}
-
-static inline void barrier(int nth) {
-#if FG_HAVE_OPENMP
-    if (nth > 1) {
-#pragma omp barrier
-    }
-#else
-    (void)nth;
-#endif
 }
 
 /* pack rows [i0, i0+mc) x [p0, p0+kc) of op(A), slivers [s0, s1), into Ap */
@@ -183,45 +159,55 @@ static void macro_kernel(const fg_gemm_problem *p, const float *Ap, const float 
     }
 }
 
-/* one thread's share of the whole product (tid of nth) */
-static void run_thread(const fg_plan *pl, int tid, int nth) {
-    const fg_gemm_problem *p = pl->p;
+/* The five loops on one thread over a sub-problem (a row or column range of
+ * the caller's C, with A/B/bias/Z offset accordingly). Ap and Bp are this
+ * thread's own packing buffers (MC x KC and KC x NC at most). */
+static void gemm_serial(const fg_gemm_problem *p, int64_t kc_std, int64_t nkb, float *Ap, float *Bp) {
     const int64_t M = p->M, N = p->N, K = p->K;
-    for (int64_t jc = 0; jc < N; jc += pl->nc_std) {     /* jc: NC panels of op(B) */
-        const int64_t nc = N - jc < pl->nc_std ? N - jc : pl->nc_std;
+    const int64_t mc_std = balanced_block(M, FG_MC, FG_MR);
+    const int64_t nc_std = balanced_block(N, FG_NC, FG_NR);
+    for (int64_t jc = 0; jc < N; jc += nc_std) {         /* jc: NC panels of op(B) */
+        const int64_t nc = N - jc < nc_std ? N - jc : nc_std;
         const int64_t ns = CEIL_DIV(nc, FG_NR);
-        for (int64_t kb = 0; kb < pl->nkb; kb++) {       /* pc: KC blocks of K */
-            const int64_t pc = kb * pl->kc_std;
-            const int64_t kc = K - pc < pl->kc_std ? K - pc : pl->kc_std;
-            fg_ep ep = {p->alpha, kb == 0 ? p->beta : 1.0f, kb == pl->nkb - 1, p->act};
-            if (pl->mode_m) {
-                pack_b(p, pl->Bp, jc, nc, pc, kc, ns * tid / nth, ns * (tid + 1) / nth);
-                barrier(nth);
-                const int64_t mt = CEIL_DIV(M, FG_MR);
-                const int64_t lo = mt * tid / nth * FG_MR;
-                int64_t hi = mt * (tid + 1) / nth * FG_MR;
-                if (hi > M) hi = M;
-                float *Ap = pl->Ap + tid * pl->ap_stride;
-                for (int64_t ic = lo; ic < hi; ic += pl->mc_std) { /* ic: MC blocks of this thread's rows */
-                    const int64_t mc = hi - ic < pl->mc_std ? hi - ic : pl->mc_std;
-                    pack_a(p, Ap, ic, mc, pc, kc, 0, CEIL_DIV(mc, FG_MR));
-                    macro_kernel(p, Ap, pl->Bp, ic, mc, jc, nc, kc, 0, ns, &ep);
-                }
-                barrier(nth); /* the B panel is repacked next */
-            } else {
-                const int64_t s0 = ns * tid / nth, s1 = ns * (tid + 1) / nth;
-                pack_b(p, pl->Bp, jc, nc, pc, kc, s0, s1); /* own slivers only */
-                for (int64_t ic = 0; ic < M; ic += pl->mc_std) { /* ic: MC blocks of op(A) */
-                    const int64_t mc = M - ic < pl->mc_std ? M - ic : pl->mc_std;
-                    const int64_t ms = CEIL_DIV(mc, FG_MR);
-                    pack_a(p, pl->Ap, ic, mc, pc, kc, ms * tid / nth, ms * (tid + 1) / nth);
-                    barrier(nth);
-                    macro_kernel(p, pl->Ap, pl->Bp, ic, mc, jc, nc, kc, s0, s1, &ep);
-                    barrier(nth); /* the A block is repacked next */
-                }
+        for (int64_t kb = 0; kb < nkb; kb++) {             /* pc: KC blocks of K */
+            const int64_t pc = kb * kc_std;
+            const int64_t kc = K - pc < kc_std ? K - pc : kc_std;
+            const fg_ep ep = {p->alpha, kb == 0 ? p->beta : 1.0f, kb == nkb - 1, p->act};
+            pack_b(p, Bp, jc, nc, pc, kc, 0, ns);
+            for (int64_t ic = 0; ic < M; ic += mc_std) {   /* ic: MC blocks of op(A) */
+                const int64_t mc = M - ic < mc_std ? M - ic : mc_std;
+                pack_a(p, Ap, ic, mc, pc, kc, 0, CEIL_DIV(mc, FG_MR));
+                macro_kernel(p, Ap, Bp, ic, mc, jc, nc, kc, 0, ns, &ep);
             }
         }
     }
+}
+
+/* The sub-problem of thread tid of nth: a range of rows of C (split_m) or of
+ * columns, cut at MR / NR multiples. */
+static fg_gemm_problem sub_problem(const fg_gemm_problem *p, int split_m, int tid, int nth) {
+    fg_gemm_problem q = *p;
+    if (split_m) {
+        const int64_t units = CEIL_DIV(p->M, FG_MR);
+        int64_t lo = units * tid / nth * FG_MR, hi = units * (tid + 1) / nth * FG_MR;
+        if (hi > p->M) hi = p->M;
+        if (lo > hi) lo = hi;
+        q.M = hi - lo;
+        q.C += lo * p->ldc;
+        if (q.Z) q.Z += lo * p->ldz;
+        q.A += p->trans_a ? lo : lo * p->lda;
+    } else {
+        const int64_t units = CEIL_DIV(p->N, FG_NR);
+        int64_t lo = units * tid / nth * FG_NR, hi = units * (tid + 1) / nth * FG_NR;
+        if (hi > p->N) hi = p->N;
+        if (lo > hi) lo = hi;
+        q.N = hi - lo;
+        q.C += lo;
+        if (q.Z) q.Z += lo;
+        if (q.bias) q.bias += lo;
+        q.B += p->trans_b ? lo * p->ldb : lo;
+    }
+    return q;
 }
 
 /* Unpacked single-thread path or the packed driver? Decided by shape only
@@ -232,6 +218,15 @@ static int use_small(const fg_gemm_problem *p) {
     return small_wins(p->M, p->N, p->K);
 }
 
+/* Threads: each thread computes a disjoint block of C — a range of rows
+ * (when op(A) has at least as many MR slivers as op(B) has NR slivers) or a
+ * range of NR-column slivers — with its own packing buffers, packing what it
+ * needs itself: no barriers inside the call, only the join at the end. The
+ * price is packing the shared operand once per thread (B panels when
+ * splitting rows, A blocks when splitting columns): (nt-1) K N or (nt-1) M K
+ * extra copies against M N K / nt multiply-adds per thread. Barriers would
+ * cost microseconds each, and whole scheduler time slices when the machine
+ * is oversubscribed. */
 int FG_ISA_FN(fg_gemm_run)(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) {
     const int64_t M = p->M, N = p->N, K = p->K;
     if (use_small(p)) {
@@ -240,31 +235,28 @@ int FG_ISA_FN(fg_gemm_run)(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn
         fg_fpstate_leave(fp);
         return FG_OK;
     }
-    fg_plan pl;
-    pl.p = p;
-    pl.nkb = K > 0 ? CEIL_DIV(K, FG_KC) : 1; /* K == 0 still runs one (empty) block: C = beta C + epilogue */
-    pl.kc_std = K > 0 ? CEIL_DIV(K, pl.nkb) : 0;
-    pl.mc_std = balanced_block(M, FG_MC, FG_MR);
-    pl.nc_std = balanced_block(N, FG_NC, FG_NR);
-    pl.mode_m = CEIL_DIV(M, FG_MR) >= CEIL_DIV(N, FG_NR);
+    /* K blocks depend on K only: the same for every thread count. K == 0
+       still runs one empty block (C = beta C, then the epilogue). */
+    const int64_t nkb = K > 0 ? CEIL_DIV(K, FG_KC) : 1;
+    const int64_t kc_std = K > 0 ? CEIL_DIV(K, nkb) : 0;
+    const int split_m = CEIL_DIV(M, FG_MR) >= CEIL_DIV(N, FG_NR);
 
     int nt = fg_threads_for(M * N * (K > 0 ? K : 1), FG_GEMM_GRAIN, nthreads);
-    /* no more threads than there are units to split */
-    const int64_t units = pl.mode_m ? CEIL_DIV(M, FG_MR) : CEIL_DIV(pl.nc_std, FG_NR);
+    const int64_t units = split_m ? CEIL_DIV(M, FG_MR) : CEIL_DIV(N, FG_NR);
     if (nt > units) nt = (int)units;
     if (nt < 1) nt = 1;
 #if !FG_HAVE_OPENMP
     nt = 1;
 #endif
 
-    const int64_t kcap = pl.kc_std > 0 ? pl.kc_std : 1;
-    const int64_t b_floats = ALIGN_UP(CEIL_DIV(pl.nc_std, FG_NR) * FG_NR * kcap + FG_PACK_SLACK, 16);
-    pl.ap_stride = ALIGN_UP(pl.mc_std * kcap + FG_PACK_SLACK, 16);
-    const int64_t nbuf_a = pl.mode_m ? nt : 1;
-    float *w = (float *)ws((size_t)(b_floats + nbuf_a * pl.ap_stride) * sizeof(float));
+    /* per-thread buffers: one A block and one B panel, 64-byte aligned */
+    const int64_t kcap = kc_std > 0 ? kc_std : 1;
+    const int64_t mpad = ALIGN_UP(split_m ? CEIL_DIV(M, nt) + FG_MR : M, FG_MR);
+    const int64_t npad = ALIGN_UP(split_m ? N : CEIL_DIV(N, nt) + FG_NR, FG_NR);
+    const int64_t a_floats = ALIGN_UP((mpad < FG_MC ? mpad : FG_MC) * kcap + FG_PACK_SLACK, 16);
+    const int64_t b_floats = ALIGN_UP((npad < FG_NC ? npad : FG_NC) * kcap + FG_PACK_SLACK, 16);
+    float *w = (float *)ws((size_t)(nt * (a_floats + b_floats)) * sizeof(float));
     if (!w) return FG_ERR_NOMEM;
-    pl.Bp = w;
-    pl.Ap = w + b_floats;
 
 #if FG_HAVE_OPENMP
     if (nt > 1) {
@@ -272,14 +264,17 @@ int FG_ISA_FN(fg_gemm_run)(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn
         {
             unsigned fp = fg_fpstate_enter();
             /* the team may be smaller than asked (nested region, limits) */
-            run_thread(&pl, omp_get_thread_num(), omp_get_num_threads());
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            fg_gemm_problem q = sub_problem(p, split_m, tid, nth);
+            float *mine = w + tid * (a_floats + b_floats);
+            if (q.M > 0 && q.N > 0) gemm_serial(&q, kc_std, nkb, mine, mine + a_floats);
             fg_fpstate_leave(fp);
         }
         return FG_OK;
     }
 #endif
     unsigned fp = fg_fpstate_enter();
-    run_thread(&pl, 0, 1);
+    gemm_serial(p, kc_std, nkb, w, w + a_floats);
     fg_fpstate_leave(fp);
     return FG_OK;
 }
