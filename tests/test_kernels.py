@@ -141,19 +141,18 @@ def test_ulp_sweep(isa, name):
 
 
 def test_gelu_accuracy(isa):
-    x = sweep_inputs(7919)
+    """Exact GELU within 2 ULP of the correctly rounded result: float erf series
+    near 0, the erfc tails in double (rounded once)."""
+    x = sweep_inputs(3701)
     x = x[np.abs(x) < 30]
     x64 = x.astype(np.float64)
     ref = gelu64(x64)
     y = act(GELU, x)
     normal = np.abs(ref) >= F32_TINY
     e = ulp_error(y[normal], ref[normal])
-    # erfc tail: fitted form (fractional error 1.2e-7) times two exps: a few ULP
-    assert e.max() <= 9, (isa, float(x[normal][np.argmax(e)]), float(e.max()))
-    mid = normal & (np.abs(x) < 10)
-    assert ulp_error(y[mid], ref[mid]).max() <= 6.5
-    # denormal outputs: absolute error of a few denormal spacings
-    assert np.max(np.abs(y[~normal].astype(np.float64) - ref[~normal])) <= 64 * 2.0 ** -149
+    assert e.max() <= 2.5, (isa, float(x[normal][np.argmax(e)]), float(e.max()))
+    # denormal outputs (x near -13): within one denormal spacing
+    assert np.max(np.abs(y[~normal].astype(np.float64) - ref[~normal])) <= 2.0 ** -149
 
 
 def test_gelu_tanh_accuracy(isa):

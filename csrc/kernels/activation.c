@@ -27,8 +27,14 @@ FG_VINLINE V act_fwd_sigmoid(V x) { return v_sigmoid(x); }
 FG_VINLINE V act_fwd_tanh(V x) { return v_tanh(x); }
 FG_VINLINE V act_fwd_exp(V x) { return v_exp(x); }
 FG_VINLINE V act_fwd_log(V x) { return v_log(x); }
+/* gelu(x) = x Phi(x): near 0 (|x| / sqrt 2 < 0.5) the float Taylor series of
+ * erf; in the tails x * Phi in double (vd_gelu_tail), rounded once */
 FG_VINLINE V act_fwd_gelu(V x) {
-    V y = v_mul(x, v_phi(x));
+    V az = v_abs(v_mul(x, v_set1(0.70710678118654752f)));
+    M big = v_ge(az, v_set1(0.5f)); /* NaN: small branch, propagates */
+    V y = v_zero();
+    if (!m_all(big)) y = v_mul(x, v_phi(v_sel(big, x, v_zero())));
+    if (m_any(big)) y = v_sel(big, y, v_from_vd(vd_gelu_tail(vd_lo(x)), vd_gelu_tail(vd_hi(x))));
     return v_sel(v_eq(x, v_set1(-INFINITY)), y, v_set1(-0.0f)); /* limit, not -inf*0 */
 }
 /* 0.5 x (1 + tanh(u)) == x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3):
