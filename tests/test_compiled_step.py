@@ -302,6 +302,21 @@ def test_bitwise_repeatable_any_thread_count():
             assert np.array_equal(a, b), f"parameters differ with {t} threads"
 
 
+def test_adaptive_thread_policy_does_not_change_results():
+    saved = compiled.adaptive_threads
+    try:
+        runs = []
+        for adaptive in (False, True):
+            compiled.adaptive_threads = adaptive
+            runs.append(_train_bits(2))
+    finally:
+        compiled.adaptive_threads = saved
+    (w0, l0), (w1, l1) = runs
+    assert l0 == l1
+    for a, b in zip(w0, w1):
+        assert np.array_equal(a, b)
+
+
 def test_every_isa_matches_python(each_isa):
     from conftest import isa_paths
     x, y = _data()

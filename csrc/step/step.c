@@ -32,6 +32,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if !defined(_WIN32)
+#include <time.h>
+#endif
 #if FG_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -77,6 +80,11 @@ struct fg_net {
     int pnt;
     float *pws;
     int busy;
+    /* thread policy (see pick_threads) */
+    int adaptive;
+    int64_t pol_batch;     /* training batches run so far */
+    double pol_best[2];    /* fastest seconds per row seen in this probe: [0] nthreads, [1] one thread */
+    int pol_single;        /* decision of the last probe */
 };
 
 /* ------------------------------------------------------------------ memory */
@@ -230,6 +238,7 @@ int fg_net_create(fg_net **out, const fg_layer_desc *layers, int n_layers, int64
     n->grads = grads;
     n->n_params = n_params;
     n->loss = loss;
+    n->adaptive = 1;
     n->all_trainable = 1;
     for (int l = 0; l < n_layers; l++)
         if (layers[l].kind == FG_LAYER_DENSE && !layers[l].trainable) n->all_trainable = 0;
@@ -261,6 +270,14 @@ int fg_net_rebind(fg_net *n, float *params, float *grads, float *s1, float *s2, 
     if (s1) n->opt.s1 = s1;
     if (s2) n->opt.s2 = s2;
     if (s3) n->opt.s3 = s3;
+    return FG_OK;
+}
+
+int fg_net_set_adaptive_threads(fg_net *n, int on) {
+    if (!n) return FG_ERR_ARG;
+    n->adaptive = on != 0;
+    n->pol_batch = 0;
+    n->pol_single = 0;
     return FG_OK;
 }
 
@@ -649,6 +666,54 @@ static int check_batches(const fg_net *n, const float *x, const void *y, int64_t
     return FG_OK;
 }
 
+/* ------------------------------------------------------------------ thread policy
+ * Every kernel gives the same bits for any thread count, so a step may run on
+ * whichever count is faster *now*. On a quiet machine that is nthreads; on a
+ * shared, oversubscribed one (CI, two cores and several busy processes) every
+ * OpenMP fork/join waits for a descheduled worker and one thread can be many
+ * times faster. So every FG_POLICY_PERIOD batches the step times
+ * FG_POLICY_PROBE batches on nthreads and FG_POLICY_PROBE on one thread
+ * (fastest seconds per row of each) and runs the rest of the period on the
+ * winner. Only wall-clock speed depends on this, never the results. */
+#define FG_POLICY_PERIOD 64
+#define FG_POLICY_PROBE 2
+
+static double now_s(void) {
+#if defined(_WIN32)
+    return 0.0;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
+}
+
+/* threads for the next batch; *probe: which probe slot it times (-1: none) */
+static int pick_threads(fg_net *n, int nt, int *probe) {
+    *probe = -1;
+#if defined(_WIN32)
+    return nt;
+#else
+    if (nt <= 1 || !n->adaptive) return nt;
+    int64_t k = n->pol_batch % FG_POLICY_PERIOD;
+    if (k == 0) n->pol_best[0] = n->pol_best[1] = INFINITY;
+    if (k < 2 * FG_POLICY_PROBE) {
+        *probe = k < FG_POLICY_PROBE ? 0 : 1;
+        return *probe ? 1 : nt;
+    }
+    if (k == 2 * FG_POLICY_PROBE) n->pol_single = n->pol_best[1] < n->pol_best[0];
+    return n->pol_single ? 1 : nt;
+#endif
+}
+
+static void record_batch(fg_net *n, int probe, double seconds, int64_t rows) {
+    if (probe >= 0) {
+        double per = seconds / (double)rows;
+        if (per < n->pol_best[probe]) n->pol_best[probe] = per;
+    }
+    n->pol_batch++;
+}
+
 static int run_batches(fg_net *n, int train, int64_t *n_done, double *stats, const float *x, int64_t x_rows,
                        const void *y, int y_kind, const float *sw, const int64_t *perm, int64_t n_perm,
                        int64_t start_batch, int64_t n_batches, int64_t batch_size, const float *lr,
@@ -665,6 +730,9 @@ static int run_batches(fg_net *n, int train, int64_t *n_done, double *stats, con
         fg_batch bt;
         const float *logits;
         double loss = 0.0, acc = 0.0, wsum = 0.0;
+        int probe = -1, nt_all = nt;
+        nt = train ? pick_threads(n, nt_all, &probe) : nt_all;
+        double t0 = probe >= 0 ? now_s() : 0.0;
         st = gather(n, &bt, perm, p0, rows, x, x_rows, y, y_kind, sw, nt);
         if (st) break;
         st = net_forward(n, bt.x, rows, train, train ? drop_offsets : NULL, &logits, nt);
@@ -687,6 +755,8 @@ static int run_batches(fg_net *n, int train, int64_t *n_done, double *stats, con
             st = net_update(n, lr[b], iteration0 + b + 1, nt);
             if (st) break;
         }
+        if (train) record_batch(n, probe, probe >= 0 ? now_s() - t0 : 0.0, rows);
+        nt = nt_all;
         if (stats) {
             double *r = stats + b * FG_STAT_COUNT;
             r[FG_STAT_LOSS] = loss;

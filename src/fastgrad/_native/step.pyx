@@ -63,6 +63,7 @@ cdef extern from "step/fg_step.h" nogil:
                       float *params, float *grads, int64_t n_params, int loss, const fg_optim_desc *opt)
     void fg_net_free(fg_net *net)
     int fg_net_set_accuracy(fg_net *net, int kind, float threshold)
+    int fg_net_set_adaptive_threads(fg_net *net, int on)
     int fg_net_train_chunk(fg_net *net, int64_t *n_done, double *stats, const float *x, int64_t x_rows,
                            const void *y, int y_kind, const float *sample_weight, const int64_t *perm,
                            int64_t n_perm, int64_t start_batch, int64_t n_batches, int64_t batch_size,
@@ -205,6 +206,11 @@ cdef class Net:
     def set_accuracy(self, int kind, float threshold=0.5):
         _raise(fg_net_set_accuracy(self.net, kind, threshold), "step.Net.set_accuracy",
                f"kind {kind}")
+
+    def set_adaptive_threads(self, bint on):
+        """Let train_chunk pick nthreads or one thread, whichever is faster now (default on;
+        results are the same bits either way)."""
+        _raise(fg_net_set_adaptive_threads(self.net, 1 if on else 0), "step.Net.set_adaptive_threads", "")
 
     @property
     def workspace_bytes(self):

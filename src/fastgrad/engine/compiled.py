@@ -65,6 +65,11 @@ _PROGBAR_CHUNK_S = 0.05
 
 #: switch for tests / benchmarks (also FASTGRAD_COMPILED=0 in the environment)
 enabled = os.environ.get("FASTGRAD_COMPILED", "1").strip().lower() not in ("0", "false", "no", "off")
+#: let a training chunk run on one thread instead of get_num_threads() when that is faster
+#: right now (probed every 64 batches; the results are the same bits either way, see
+#: csrc/step/step.c "thread policy"); also FASTGRAD_ADAPTIVE_THREADS=0
+adaptive_threads = os.environ.get("FASTGRAD_ADAPTIVE_THREADS", "1").strip().lower() not in (
+    "0", "false", "no", "off")
 
 
 class _Unsupported(Exception):
@@ -273,6 +278,7 @@ class CompiledPlan:
                                self.store.grads, spec["loss"], opt)
             self.loss_code = spec["loss"]
             self.net.set_accuracy(*spec["acc"])
+            self.net.set_adaptive_threads(adaptive_threads)
         else:
             self.net = mod.Net(spec["descs"], spec["in_features"], self.store.params, None, 0, None)
             self.loss_code = 0
@@ -479,7 +485,7 @@ def _train_key(model):
             tuple(sorted((k, v) for k, v in vars(opt).items()
                          if isinstance(v, (int, float, bool)) and not k.startswith("_")
                          and k != "iterations")),
-            tuple(model.metrics), _config.get_backend(), enabled,
+            tuple(model.metrics), _config.get_backend(), enabled, adaptive_threads,
             tuple(getattr(l, "rate", None) for l in model.layers))
 
 
