@@ -156,18 +156,17 @@ def test_gelu_accuracy(isa):
 
 
 def test_gelu_tanh_accuracy(isa):
-    """x * sigmoid(2u): no cancellation for negative x. The inner cubic u is
-    computed in float32, so the relative error grows like |u'(x) x| ulp."""
-    x = sweep_inputs(7919)
-    x = x[np.abs(x) < 12]
+    """x * sigmoid(2u): no cancellation for negative x; vectors with x < -0.5
+    (where the float inner cubic would be ill-conditioned) run in double.
+    Within 2 ULP of the correctly rounded result."""
+    x = sweep_inputs(3701)
+    x = x[np.abs(x) < 1e4]
     ref = gelu_tanh64(x.astype(np.float64))
     y = act(GELU_TANH, x)
     normal = np.abs(ref) >= F32_TINY
-    cond = 1.0 + 2 * np.abs(x.astype(np.float64)) * 1.6 * (1 + 0.134 * x.astype(np.float64) ** 2)
     e = ulp_error(y[normal], ref[normal])
-    assert np.all(e <= 3.0 + 2.0 * cond[normal]), float((e / cond[normal]).max())
-    small = normal & (np.abs(x) < 1)
-    assert ulp_error(y[small], ref[small]).max() <= 6
+    assert e.max() <= 2.5, (isa, float(x[normal][np.argmax(e)]), float(e.max()))
+    assert np.max(np.abs(y[~normal].astype(np.float64) - ref[~normal])) <= 2.0 ** -149
 
 
 def test_matches_numpy_float32_within_1e6(isa):
@@ -240,9 +239,7 @@ def test_activation_forward_sizes(isa, code):
         x = (rng(n).standard_normal(n) * 4).astype(np.float32)
         ref = FWD64[code](x.astype(np.float64))
         y = act(code, x)
-        # gelu_tanh: its float32 inner cubic makes the tail ill-conditioned (see accuracy test)
-        rtol = 3e-6 * (1 + x.astype(np.float64) ** 2) if code == GELU_TANH else 3e-6
-        assert np.all(np.abs(y - ref) <= rtol * np.abs(ref) + 1e-30), f"n={n}"
+        np.testing.assert_allclose(y, ref, rtol=3e-7, atol=1e-37, err_msg=f"n={n}")
         # in place gives the same bits, and lanes past the end are never written
         buf = np.full(n + 16, 7.0, np.float32)
         buf[:n] = x

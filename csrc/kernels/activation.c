@@ -44,8 +44,24 @@ FG_VINLINE V gelu_tanh_2u(V x) {
     V inner = v_fma(v_mul(x2, v_set1(0.044715f)), x, x);
     return v_mul(inner, v_set1(1.5957691216057308f)); /* 2 sqrt(2/pi) */
 }
+/* x * sigmoid(2u) in double, rounded once: the inner cubic makes the float
+ * version ill-conditioned for negative x (relative error ~|2u| ulp) */
+FG_VINLINE VD vd_gelu_tanh(VD x) {
+    VD xc = vd_min(vd_max(x, vd_set1(-1e4)), vd_set1(1e4)); /* keeps x^3 finite; results 0 / x there */
+    VD x2 = vd_mul(xc, xc);
+    VD u2 = vd_mul(vd_fma(vd_mul(x2, vd_set1(0.044715)), xc, xc), vd_set1(1.5957691216057308)); /* 2u */
+    VD e = vd_exp(vd_sub(vd_set1(0.0), vd_abs(u2)));                                           /* e^-|2u| */
+    VD num = vd_sel_pos(u2, e, vd_set1(1.0));
+    return vd_mul(x, vd_div(num, vd_add(vd_set1(1.0), e)));
+}
+
 FG_VINLINE V act_fwd_gelu_tanh(V x) {
-    V y = v_mul(x, v_sigmoid(gelu_tanh_2u(x)));
+    V y;
+    if (m_any(v_lt(x, v_set1(-0.5f)))) /* the ill-conditioned side: double */
+        y = v_from_vd(vd_gelu_tanh(vd_lo(x)), vd_gelu_tanh(vd_hi(x)));
+    else
+        y = v_mul(x, v_sigmoid(gelu_tanh_2u(x)));
+    y = v_sel(v_isnan(x), y, x);
     return v_sel(v_eq(x, v_set1(-INFINITY)), y, v_set1(-0.0f));
 }
 
