@@ -7,11 +7,12 @@
 
 #define GRAIN_DROP ((int64_t)1 << 15)
 
-/* splitmix64's output function applied to the Weyl sequence seed + k*GOLDEN */
-static inline uint64_t mix64(uint64_t z) {
+/* top 24 bits of splitmix64's output function of z: its last step
+ * z ^ (z >> 31) leaves bits 40..63 untouched, so it is skipped */
+static inline uint64_t mix64_top24(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return z >> 40;
 }
 
 #define GOLDEN 0x9E3779B97F4A7C15ull
@@ -20,23 +21,19 @@ static inline uint64_t mix64(uint64_t z) {
  * y = x * (keep ? scale : 0), the same float operation as NumpyOps (x * keep * scale) */
 static void dropout_range(float *y, uint8_t *mask, const float *x, int64_t lo, int64_t hi, uint64_t seed,
                           uint64_t offset, uint64_t thresh, float scale) {
-    const uint64_t z0 = seed + (offset + (uint64_t)lo + 1u) * GOLDEN;
+    uint64_t z = seed + (offset + (uint64_t)lo + 1u) * GOLDEN; /* Weyl counter, one GOLDEN per element */
     const int64_t w = hi - lo;
     float *yy = y + lo;
     const float *xx = x + lo;
     if (mask) {
         uint8_t *FG_RESTRICT mm = mask + lo;
-        for (int64_t i = 0; i < w; i++) {
-            uint64_t u = mix64(z0 + (uint64_t)i * GOLDEN) >> 40;
-            int keep = u >= thresh;
+        for (int64_t i = 0; i < w; i++, z += GOLDEN) {
+            int keep = mix64_top24(z) >= thresh;
             mm[i] = (uint8_t)keep;
             yy[i] = xx[i] * (keep ? scale : 0.0f);
         }
     } else {
-        for (int64_t i = 0; i < w; i++) {
-            uint64_t u = mix64(z0 + (uint64_t)i * GOLDEN) >> 40;
-            yy[i] = xx[i] * (u >= thresh ? scale : 0.0f);
-        }
+        for (int64_t i = 0; i < w; i++, z += GOLDEN) yy[i] = xx[i] * (mix64_top24(z) >= thresh ? scale : 0.0f);
     }
 }
 
