@@ -34,7 +34,7 @@ FG_VINLINE V act_fwd_gelu(V x) {
     M big = v_ge(az, v_set1(0.5f)); /* NaN: small branch, propagates */
     V y = v_zero();
     if (!m_all(big)) y = v_mul(x, v_phi(v_sel(big, x, v_zero())));
-    if (m_any(big)) y = v_sel(big, y, v_from_vd(vd_gelu_tail(vd_lo(x)), vd_gelu_tail(vd_hi(x))));
+    if (m_any(big)) y = v_sel(big, y, V_VIA_DOUBLE(vd_gelu_tail, x));
     return v_sel(v_eq(x, v_set1(-INFINITY)), y, v_set1(-0.0f)); /* limit, not -inf*0 */
 }
 /* 0.5 x (1 + tanh(u)) == x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3):
@@ -58,7 +58,7 @@ FG_VINLINE VD vd_gelu_tanh(VD x) {
 FG_VINLINE V act_fwd_gelu_tanh(V x) {
     V y;
     if (m_any(v_lt(x, v_set1(-0.5f)))) /* the ill-conditioned side: double */
-        y = v_from_vd(vd_gelu_tanh(vd_lo(x)), vd_gelu_tanh(vd_hi(x)));
+        y = V_VIA_DOUBLE(vd_gelu_tanh, x);
     else
         y = v_mul(x, v_sigmoid(gelu_tanh_2u(x)));
     y = v_sel(v_isnan(x), y, x);

@@ -343,6 +343,13 @@ FG_VINLINE VDI vdi_set1(int64_t a) { return a; }
 FG_VINLINE VDI vdi_slli(VDI a, int s) { return (VDI)((uint64_t)a << s); }
 #endif
 
+/* FN (a VD -> VD function) applied to both double halves of x, rounded back to float */
+#if VL > 1
+#define V_VIA_DOUBLE(FN, x) v_from_vd(FN(vd_lo(x)), FN(vd_hi(x)))
+#else
+#define V_VIA_DOUBLE(FN, x) ((float)FN((double)(x)))
+#endif
+
 /* exp(x) in double for x in [-708, 700] to ~1e-11 relative (ample for results
  * rounded to float): x = n ln2 + r, |r| <= ln2/2, Taylor polynomial of degree 9,
  * 2^n from its bits */
