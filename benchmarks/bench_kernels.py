@@ -1,7 +1,8 @@
 """Benchmarks of the kernels family (csrc/kernels) against the NumPy backend and PyTorch.
 
 Each group holds fastgrad native, the NumPy backend and (when importable)
-PyTorch on 2 threads, so ratios come from one run:
+PyTorch, both on 2 threads (FG_BENCH_THREADS=n to change), so ratios come
+from one run:
 
     pytest benchmarks/bench_kernels.py --benchmark-only --benchmark-group-by=group \
         --benchmark-columns=median,iqr,rounds
@@ -29,7 +30,7 @@ from fastgrad.backend import NumpyOps
 K = _native.module("kernels")
 pytestmark = pytest.mark.skipif(K is None, reason="native kernels module not built")
 
-THREADS = 2
+THREADS = int(os.environ.get("FG_BENCH_THREADS", "2"))  # fastgrad and torch alike
 
 
 def _disabled(request) -> bool:

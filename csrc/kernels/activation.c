@@ -34,7 +34,10 @@ FG_VINLINE V act_fwd_gelu(V x) {
     M big = v_ge(az, v_set1(0.5f)); /* NaN: small branch, propagates */
     V y = v_zero();
     if (!m_all(big)) y = v_mul(x, v_phi(v_sel(big, x, v_zero())));
-    if (m_any(big)) y = v_sel(big, y, V_VIA_DOUBLE(vd_gelu_tail, x));
+    if (m_any(big)) {
+        V t0 = v_div(v_set1(1.0f), v_fma(v_min(az, v_set1(14.2f)), v_set1(0.5f), v_set1(1.0f)));
+        y = v_sel(big, y, V_VIA_DOUBLE2(vd_gelu_tail, x, t0));
+    }
     return v_sel(v_eq(x, v_set1(-INFINITY)), y, v_set1(-0.0f)); /* limit, not -inf*0 */
 }
 /* 0.5 x (1 + tanh(u)) == x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3):
