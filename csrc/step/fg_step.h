@@ -139,9 +139,9 @@ int fg_net_evaluate(fg_net *net, int64_t *n_done, double *stats, const float *x,
 int fg_net_predict(fg_net *net, float *out, const float *x, int64_t rows, int nthreads);
 
 /* Thread policy of train_chunk (default on): results never depend on the thread count, so
- * each period of 64 batches times 2 batches on nthreads and 2 on one thread and runs the
- * rest on the faster (a shared, oversubscribed machine makes every fork/join slow). Off:
- * always nthreads. */
+ * each period (64 batches, doubling to 1024 while the choice holds) starts by timing 2
+ * batches on nthreads and 2 on one thread and runs the rest on the faster (a shared,
+ * oversubscribed machine makes every fork/join slow). Off: always nthreads. */
 int fg_net_set_adaptive_threads(fg_net *net, int on);
 
 /* Bytes of workspace currently held (tests, memory reports). */

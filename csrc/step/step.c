@@ -43,6 +43,11 @@
  * L2; chunks are the unit of parallel work in fg_net_predict */
 #define FG_PREDICT_ROWS 256
 
+/* thread policy of training (see pick_threads): probe length and period bounds, in batches */
+#define FG_POLICY_PROBE 2
+#define FG_POLICY_PERIOD 64
+#define FG_POLICY_PERIOD_MAX 1024
+
 #define TRY(expr)                         \
     do {                                  \
         int st_ = (expr);                 \
@@ -82,7 +87,8 @@ struct fg_net {
     int busy;
     /* thread policy (see pick_threads) */
     int adaptive;
-    int64_t pol_batch;     /* training batches run so far */
+    int64_t pol_batch;     /* training batches since the current probe started */
+    int64_t pol_period;    /* batches between probes: 64, doubled (to 1024) while the winner stays */
     double pol_best[2];    /* fastest seconds per row seen in this probe: [0] nthreads, [1] one thread */
     int pol_single;        /* decision of the last probe */
 };
@@ -277,6 +283,7 @@ int fg_net_set_adaptive_threads(fg_net *n, int on) {
     if (!n) return FG_ERR_ARG;
     n->adaptive = on != 0;
     n->pol_batch = 0;
+    n->pol_period = FG_POLICY_PERIOD;
     n->pol_single = 0;
     return FG_OK;
 }
@@ -671,12 +678,12 @@ static int check_batches(const fg_net *n, const float *x, const void *y, int64_t
  * whichever count is faster *now*. On a quiet machine that is nthreads; on a
  * shared, oversubscribed one (CI, two cores and several busy processes) every
  * OpenMP fork/join waits for a descheduled worker and one thread can be many
- * times faster. So every FG_POLICY_PERIOD batches the step times
+ * times faster. So at the start of every period the step times
  * FG_POLICY_PROBE batches on nthreads and FG_POLICY_PROBE on one thread
  * (fastest seconds per row of each) and runs the rest of the period on the
- * winner. Only wall-clock speed depends on this, never the results. */
-#define FG_POLICY_PERIOD 64
-#define FG_POLICY_PROBE 2
+ * winner; the period doubles (64 .. 1024 batches) while the winner stays the
+ * same, so a quiet machine spends < 1% of its batches probing. Only
+ * wall-clock speed depends on this, never the results. */
 
 static double now_s(void) {
 #if defined(_WIN32)
@@ -695,13 +702,22 @@ static int pick_threads(fg_net *n, int nt, int *probe) {
     return nt;
 #else
     if (nt <= 1 || !n->adaptive) return nt;
-    int64_t k = n->pol_batch % FG_POLICY_PERIOD;
+    if (n->pol_period <= 0) n->pol_period = FG_POLICY_PERIOD;
+    if (n->pol_batch >= n->pol_period) n->pol_batch = 0; /* a new probe */
+    int64_t k = n->pol_batch;
     if (k == 0) n->pol_best[0] = n->pol_best[1] = INFINITY;
     if (k < 2 * FG_POLICY_PROBE) {
         *probe = k < FG_POLICY_PROBE ? 0 : 1;
         return *probe ? 1 : nt;
     }
-    if (k == 2 * FG_POLICY_PROBE) n->pol_single = n->pol_best[1] < n->pol_best[0];
+    if (k == 2 * FG_POLICY_PROBE) {
+        int single = n->pol_best[1] < n->pol_best[0];
+        if (single == n->pol_single)
+            n->pol_period = n->pol_period * 2 < FG_POLICY_PERIOD_MAX ? n->pol_period * 2 : FG_POLICY_PERIOD_MAX;
+        else
+            n->pol_period = FG_POLICY_PERIOD;
+        n->pol_single = single;
+    }
     return n->pol_single ? 1 : nt;
 #endif
 }
