@@ -529,3 +529,25 @@ def test_activation_layers_and_fused_activation_layer(loss, kind):
     with compiled_enabled(False):
         p_ref = com.predict(x)
     np.testing.assert_allclose(compiled.inference_plan(com).predict_rows(x), p_ref, rtol=1e-5, atol=1e-7)
+
+
+@needs_hook
+def test_train_on_batch_and_weighted_evaluate_match_python():
+    x, y = _data(n=50)
+    sw = np.random.default_rng(2).random(50).astype(np.float32)
+    res = []
+    for on in (False, True):
+        fg.set_seed(11)
+        m = _model(_mlp(), "sparse_categorical_crossentropy", "adam", ["accuracy"])
+        with compiled_enabled(on):
+            r1 = m.train_on_batch(x, y, sample_weight=sw, return_dict=True)
+            r2 = m.train_on_batch(x[:7], y[:7], return_dict=True)
+            ev = m.evaluate(x, y, sample_weight=sw, batch_size=16, return_dict=True)
+        res.append((m, r1, r2, ev))
+    (ref, *ref_logs), (com, *com_logs) = res
+    assert com.__dict__["_fg_train_plan"][1] is not None
+    _assert_close(ref, com)
+    for a, b in zip(ref_logs, com_logs):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, err_msg=k)
