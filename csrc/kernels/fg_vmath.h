@@ -628,6 +628,15 @@ FG_VINLINE int64_t fg_block(int64_t n, int64_t align, int nt, int64_t min_block)
 /* Run BODY(lo, hi) over [0, n) on `nt` threads (serial when nt == 1, with
  * no OpenMP construct at all), with the denormal state set per thread.
  * Element ranges use min_block 8192 (align > 1); row / chunk ranges 1. */
+#if !FG_HAVE_OPENMP
+#define FG_PARALLEL_RANGE(n, align, nt, BODY) \
+    do {                                      \
+        (void)(nt);                           \
+        unsigned fs_ = fg_fpstate_enter();    \
+        BODY(0, (n));                         \
+        fg_fpstate_leave(fs_);                \
+    } while (0)
+#else
 #define FG_PARALLEL_RANGE(n, align, nt, BODY)                                       \
     do {                                                                            \
         if ((nt) <= 1) {                                                            \
@@ -649,6 +658,7 @@ FG_VINLINE int64_t fg_block(int64_t n, int64_t align, int nt, int64_t min_block)
             }                                                                       \
         }                                                                           \
     } while (0)
+#endif
 
 /* Fixed-order reductions: a reduction over n units is cut into at most
  * FG_MAX_CHUNKS chunks whose size depends only on n (never on the thread
