@@ -185,3 +185,139 @@ def tile():
     cdef int mr, nr, mc, kc, nc
     fg_gemm_tile(&mr, &nr, &mc, &kc, &nc)
     return (mr, nr, mc, kc, nc)
+
+
+# ---------------------------------------------------------------- NativeOps entry points
+# The Ops layer calls these per training step: they check applicability with
+# the C API only and return NotImplemented when the C path does not apply
+# (other dtype, layout or shapes, overlapping output), so NativeOps falls back
+# to NumpyOps, which also produces the error messages.
+
+cdef inline int64_t _ld_or_neg(object obj, bint writeable):
+    """Leading dimension of a usable float32 matrix, or -1."""
+    if not cnp.PyArray_Check(obj):
+        return -1
+    cdef cnp.ndarray x = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(x) != 2:
+        return -1
+    if not cnp.PyArray_ISNOTSWAPPED(x):
+        return -1
+    if writeable and not cnp.PyArray_ISWRITEABLE(x):
+        return -1
+    cdef cnp.npy_intp rows = cnp.PyArray_DIM(x, 0), cols = cnp.PyArray_DIM(x, 1)
+    cdef cnp.npy_intp s0 = cnp.PyArray_STRIDE(x, 0), s1 = cnp.PyArray_STRIDE(x, 1)
+    if rows == 0 or cols == 0:
+        return cols if cols > 0 else 1
+    if (<intptr_t>cnp.PyArray_DATA(x)) % 4 != 0 or (cols > 1 and s1 != 4):
+        return -1
+    if rows <= 1:
+        return cols
+    if s0 % 4 != 0 or s0 < cols * 4:
+        return -1
+    return s0 // 4
+
+
+def gemm_op(a, b, out, bint trans_a, bint trans_b, float alpha, float beta, int nthreads):
+    """out = alpha op(a) op(b) + beta out, allocating out (beta ignored) when
+    None; NotImplemented when the C path does not apply."""
+    cdef int64_t lda = _ld_or_neg(a, False), ldb = _ld_or_neg(b, False), ldc
+    if lda < 0 or ldb < 0:
+        return NotImplemented
+    cdef cnp.ndarray A = <cnp.ndarray>a, B = <cnp.ndarray>b, C
+    cdef int64_t M, K, K2, N
+    if trans_a:
+        K = cnp.PyArray_DIM(A, 0); M = cnp.PyArray_DIM(A, 1)
+    else:
+        M = cnp.PyArray_DIM(A, 0); K = cnp.PyArray_DIM(A, 1)
+    if trans_b:
+        N = cnp.PyArray_DIM(B, 0); K2 = cnp.PyArray_DIM(B, 1)
+    else:
+        K2 = cnp.PyArray_DIM(B, 0); N = cnp.PyArray_DIM(B, 1)
+    if K != K2:
+        return NotImplemented
+    cdef cnp.npy_intp dims[2]
+    if out is None:
+        dims[0] = M; dims[1] = N
+        out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+        beta = 0.0
+        ldc = N if N > 0 else 1
+        C = <cnp.ndarray>out
+    else:
+        ldc = _ld_or_neg(out, True)
+        if ldc < 0:
+            return NotImplemented
+        C = <cnp.ndarray>out
+        if cnp.PyArray_DIM(C, 0) != M or cnp.PyArray_DIM(C, 1) != N:
+            return NotImplemented
+        if _overlap(C, ldc, A, lda) or _overlap(C, ldc, B, ldb):
+            return NotImplemented
+    cdef float *pc = <float *>cnp.PyArray_DATA(C)
+    cdef const float *pa = <const float *>cnp.PyArray_DATA(A)
+    cdef const float *pb = <const float *>cnp.PyArray_DATA(B)
+    cdef int status
+    with nogil:
+        status = fg_gemm(pc, ldc, pa, lda, pb, ldb, M, N, K, trans_a, trans_b, alpha, beta, nthreads)
+    if status != FG_OK:
+        check_status(status, "gemm", f"op(a) {(M, K)}, op(b) {(K, N)}, out {_shape(C)}")
+    return out
+
+
+def dense_op(x, w, b, int act, out, preact, int nthreads):
+    """out = act(x w + b) (preact = x w + b when given), allocating out when
+    None; NotImplemented when the C path does not apply."""
+    cdef int64_t ldx = _ld_or_neg(x, False), ldw = _ld_or_neg(w, False), ldy, ldz = 0
+    if ldx < 0 or ldw < 0 or act < 0 or act > 5:
+        return NotImplemented
+    cdef cnp.ndarray X = <cnp.ndarray>x, W = <cnp.ndarray>w, Y, Z, Bv
+    cdef int64_t M = cnp.PyArray_DIM(X, 0), K = cnp.PyArray_DIM(X, 1), N = cnp.PyArray_DIM(W, 1)
+    if cnp.PyArray_DIM(W, 0) != K:
+        return NotImplemented
+    cdef const float *pb = NULL
+    if b is not None:
+        if not cnp.PyArray_Check(b):
+            return NotImplemented
+        Bv = <cnp.ndarray>b
+        if (cnp.PyArray_TYPE(Bv) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(Bv) != 1
+                or cnp.PyArray_DIM(Bv, 0) != N or not cnp.PyArray_ISNOTSWAPPED(Bv)
+                or (N > 1 and cnp.PyArray_STRIDE(Bv, 0) != 4) or (<intptr_t>cnp.PyArray_DATA(Bv)) % 4 != 0):
+            return NotImplemented
+        pb = <const float *>cnp.PyArray_DATA(Bv)
+    cdef cnp.npy_intp dims[2]
+    if out is None:
+        dims[0] = M; dims[1] = N
+        out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+        ldy = N if N > 0 else 1
+        Y = <cnp.ndarray>out
+    else:
+        ldy = _ld_or_neg(out, True)
+        if ldy < 0:
+            return NotImplemented
+        Y = <cnp.ndarray>out
+        if cnp.PyArray_DIM(Y, 0) != M or cnp.PyArray_DIM(Y, 1) != N:
+            return NotImplemented
+        if _overlap(Y, ldy, X, ldx) or _overlap(Y, ldy, W, ldw):
+            return NotImplemented
+    cdef float *pz = NULL
+    if preact is not None:
+        ldz = _ld_or_neg(preact, True)
+        if ldz < 0:
+            return NotImplemented
+        Z = <cnp.ndarray>preact
+        if cnp.PyArray_DIM(Z, 0) != M or cnp.PyArray_DIM(Z, 1) != N:
+            return NotImplemented
+        if _overlap(Z, ldz, X, ldx) or _overlap(Z, ldz, W, ldw):
+            return NotImplemented
+        if _overlap(Z, ldz, Y, ldy):
+            if not (cnp.PyArray_DATA(Z) == cnp.PyArray_DATA(Y) and ldz == ldy and act == 0):
+                return NotImplemented
+        else:
+            pz = <float *>cnp.PyArray_DATA(Z)
+    cdef float *py = <float *>cnp.PyArray_DATA(Y)
+    cdef const float *px = <const float *>cnp.PyArray_DATA(X)
+    cdef const float *pw = <const float *>cnp.PyArray_DATA(W)
+    cdef int status
+    with nogil:
+        status = fg_dense_forward(py, ldy, pz, ldz, px, ldx, pw, ldw, pb, M, N, K, act, nthreads)
+    if status != FG_OK:
+        check_status(status, "dense_forward", f"x {_shape(X)}, w {_shape(W)}, out {_shape(Y)}")
+    return out
