@@ -259,12 +259,15 @@ static float row_exp_sum(float *y, const float *x, int64_t cols, float mx) {
 
 static void softmax_rows_small(float *y, const float *x, int64_t r0, int64_t r1, int64_t cols, int log) {
     float tmp[SMALL_COLS][VL];
+    const VI idx = vi_iota_mul((int)cols);
     for (int64_t rb = r0; rb < r1; rb += VL) {
         const int64_t nb = r1 - rb < VL ? r1 - rb : VL;
-        for (int64_t l = 0; l < VL; l++)
-            for (int64_t j = 0; j < cols; j++) tmp[j][l] = l < nb ? x[(rb + l) * cols + j] : 0.0f;
-        V m = v_load(tmp[0]);
-        for (int64_t j = 1; j < cols; j++) m = v_max(m, v_load(tmp[j]));
+        V m = v_set1(-INFINITY);
+        for (int64_t j = 0; j < cols; j++) { /* gathered columns, vector stores into the tile */
+            V cj = v_gathern(x + rb * cols + j, idx, nb);
+            v_store(tmp[j], cj);
+            m = v_max(m, cj);
+        }
         V s = v_zero();
         for (int64_t j = 0; j < cols; j++) {
             V d = v_sub(v_load(tmp[j]), m);

@@ -105,6 +105,15 @@ FG_VINLINE VI vi_and(VI a, VI b) { return _mm512_and_si512(a, b); }
 FG_VINLINE VI vi_or(VI a, VI b) { return _mm512_or_si512(a, b); }
 FG_VINLINE VI vi_sel(M m, VI f, VI t) { return _mm512_mask_blend_epi32(m, f, t); }
 FG_VINLINE VI v_asi(V a) { return _mm512_castps_si512(a); }
+/* lane l -> l * stride; gather of p[idx[l]] for lanes < n (others 0) */
+FG_VINLINE VI vi_iota_mul(int stride) {
+    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32(stride));
+}
+FG_VINLINE V v_gathern(const float *p, VI idx, int64_t n) {
+    if (n >= VL) return _mm512_i32gather_ps(idx, p, 4);
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), v_tailmask(n), idx, p, 4);
+}
 FG_VINLINE V vi_asf(VI a) { return _mm512_castsi512_ps(a); }
 /* horizontal sum in a fixed tree (lanes k and k+8, then k+4, k+2, k+1) */
 FG_VINLINE float v_hsum(V a) {
@@ -169,6 +178,13 @@ FG_VINLINE VI vi_sel(M m, VI f, VI t) {
     return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(f), _mm256_castsi256_ps(t), m));
 }
 FG_VINLINE VI v_asi(V a) { return _mm256_castps_si256(a); }
+FG_VINLINE VI vi_iota_mul(int stride) {
+    return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
+}
+FG_VINLINE V v_gathern(const float *p, VI idx, int64_t n) {
+    if (n >= VL) return _mm256_i32gather_ps(p, idx, 4);
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(v_tailmask(n)), 4);
+}
 FG_VINLINE V vi_asf(VI a) { return _mm256_castsi256_ps(a); }
 FG_VINLINE float v_hsum(V a) { /* lanes k and k+4, then k+2, k+1 */
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -233,6 +249,8 @@ FG_VINLINE VI vi_and(VI a, VI b) { return a & b; }
 FG_VINLINE VI vi_or(VI a, VI b) { return a | b; }
 FG_VINLINE VI vi_sel(M m, VI f, VI t) { return m ? t : f; }
 FG_VINLINE VI v_asi(V a) { return (VI)f2u_(a); }
+FG_VINLINE VI vi_iota_mul(int stride) { (void)stride; return 0; }
+FG_VINLINE V v_gathern(const float *p, VI idx, int64_t n) { return n > 0 ? p[idx] : 0.0f; }
 FG_VINLINE V vi_asf(VI a) { return u2f_((uint32_t)a); }
 FG_VINLINE float v_hsum(V a) { return a; }
 FG_VINLINE float v_hmax(V a) { return a; }

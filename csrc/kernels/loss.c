@@ -25,7 +25,7 @@
 /* an exp per element: serial below ~16K elements (see activation.c) */
 #define GRAIN_LOSS ((int64_t)1 << 13)
 #define GRAIN_MSE ((int64_t)1 << 16)
-#define LOSS_MIN_CHUNK 8 /* rows */
+#define LOSS_MIN_CHUNK 16 /* rows: a whole AVX-512 vector of rows for the row-per-lane paths */
 
 static float row_max(const float *x, int64_t cols) {
     V m = v_set1(-INFINITY);
@@ -113,22 +113,21 @@ static double fold(const double *p, int64_t n) {
 static double sparse_rows_small(loss_job *J, int64_t r0, int64_t r1, int64_t *ncorrect) {
     const int64_t cols = J->cols;
     float tmp[SMALL_COLS][VL];
-    float lane_loss[VL], lane_lsum[VL], lane_m[VL], lane_arg[VL], xl[VL];
+    float lane_loss[VL], lane_s[VL], lane_cw[VL], lane_fix[VL], lane_ismax[VL], lane_arg[VL], xl[VL];
+    const VI idx = vi_iota_mul((int)cols);
     double acc = 0.0;
     for (int64_t rb = r0; rb < r1; rb += VL) {
         const int64_t nb = r1 - rb < VL ? r1 - rb : VL;
-        for (int64_t l = 0; l < VL; l++) {
-            if (l < nb) {
-                const float *xr = J->logits + (rb + l) * cols;
-                for (int64_t j = 0; j < cols; j++) tmp[j][l] = xr[j];
-                xl[l] = xr[J->labels[rb + l]];
-            } else {
-                for (int64_t j = 0; j < cols; j++) tmp[j][l] = 0.0f;
-                xl[l] = 0.0f;
-            }
+        const float *xb = J->logits + rb * cols;
+        for (int64_t l = 0; l < VL; l++) xl[l] = l < nb ? xb[l * cols + J->labels[rb + l]] : 0.0f;
+        /* columns gathered across the rows (vector stores into the tile: scalar
+         * stores followed by vector loads would stall store forwarding) */
+        V m = v_set1(-INFINITY);
+        for (int64_t j = 0; j < cols; j++) {
+            V cj = v_gathern(xb + j, idx, nb);
+            v_store(tmp[j], cj);
+            m = v_max(m, cj);
         }
-        V m = v_load(tmp[0]);
-        for (int64_t j = 1; j < cols; j++) m = v_max(m, v_load(tmp[j]));
         V rest = v_zero(), k = v_zero(), arg = v_zero();
         M found = v_lt(m, m); /* all false */
         const V one = v_set1(1.0f);
@@ -143,10 +142,18 @@ static double sparse_rows_small(loss_job *J, int64_t r0, int64_t r1, int64_t *nc
             found = m_or(found, eq);
         }
         V lsum = v_add(v_sub(k, one), rest);
-        V loss = v_add(v_sub(m, v_load(xl)), v_log1p(lsum));
+        V xlv = v_load(xl);
+        V loss = v_add(v_sub(m, xlv), v_log1p(lsum));
+        V wv = J->sw ? v_loadn(J->sw + rb, nb) : one;
+        V cw = v_mul(v_set1(J->grad_scale), wv);
+        V s = v_div(cw, v_add(one, lsum)); /* gradient scale: cw / sum_j e_j */
+        /* label entry: p - 1 = -lsum / (1 + lsum) when the label holds the max
+         * (no cancellation), else p - 1 computed plainly */
         v_store(lane_loss, loss);
-        v_store(lane_lsum, lsum);
-        v_store(lane_m, m);
+        v_store(lane_s, s);
+        v_store(lane_cw, cw);
+        v_store(lane_fix, v_sub(v_zero(), v_mul(lsum, s)));
+        v_store(lane_ismax, v_sel(v_eq(xlv, m), v_zero(), one));
         v_store(lane_arg, arg);
         for (int64_t l = 0; l < nb; l++) {
             const int64_t r = rb + l, lab = J->labels[r];
@@ -155,11 +162,10 @@ static double sparse_rows_small(loss_job *J, int64_t r0, int64_t r1, int64_t *nc
             *ncorrect += (int64_t)lane_arg[l] == lab;
             if (J->dlogits) {
                 float *g = J->dlogits + r * cols;
-                const float cw = J->grad_scale * w;
-                const float s = (float)((double)cw / (1.0 + (double)lane_lsum[l]));
-                for (int64_t j = 0; j < cols; j++) g[j] = tmp[j][l] * s;
-                if (xl[l] == lane_m[l]) g[lab] = (float)(-(double)cw * lane_lsum[l] / (1.0 + lane_lsum[l]));
-                else g[lab] -= cw;
+                const float sl = lane_s[l];
+                for (int64_t j = 0; j < cols; j++) g[j] = tmp[j][l] * sl;
+                if (lane_ismax[l] != 0.0f) g[lab] = lane_fix[l];
+                else g[lab] -= lane_cw[l];
             }
         }
     }
@@ -250,19 +256,19 @@ static double dense_rows_small(loss_job *J, int64_t r0, int64_t r1) {
     const int64_t cols = J->cols;
     float tx[SMALL_COLS][VL], tt[SMALL_COLS][VL];
     float lane_loss[VL], lane_a[VL];
+    const VI idx = vi_iota_mul((int)cols);
     double acc = 0.0;
     const V one = v_set1(1.0f);
     for (int64_t rb = r0; rb < r1; rb += VL) {
         const int64_t nb = r1 - rb < VL ? r1 - rb : VL;
-        for (int64_t l = 0; l < VL; l++) {
-            const float *xr = J->logits + (rb + l) * cols, *trow = J->target + (rb + l) * cols;
-            for (int64_t j = 0; j < cols; j++) {
-                tx[j][l] = l < nb ? xr[j] : 0.0f;
-                tt[j][l] = l < nb ? trow[j] : 0.0f;
-            }
+        const float *xb = J->logits + rb * cols, *tb = J->target + rb * cols;
+        V m = v_set1(-INFINITY);
+        for (int64_t j = 0; j < cols; j++) {
+            V cj = v_gathern(xb + j, idx, nb);
+            v_store(tx[j], cj);
+            v_store(tt[j], v_gathern(tb + j, idx, nb));
+            m = v_max(m, cj);
         }
-        V m = v_load(tx[0]);
-        for (int64_t j = 1; j < cols; j++) m = v_max(m, v_load(tx[j]));
         V rest = v_zero(), k = v_zero(), td = v_zero(), ts = v_zero();
         for (int64_t j = 0; j < cols; j++) {
             V xj = v_load(tx[j]), tj = v_load(tt[j]);
