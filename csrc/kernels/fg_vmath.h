@@ -16,8 +16,9 @@
  * input, NaN propagates, limits exact for +-inf; the tests sweep float32 bit
  * patterns against float64 references):
  *   v_exp      Cody-Waite reduction x = n ln2 + r, Cephes degree-6 polynomial,
- *              2^n applied as 2^(n/2) * 2^(n - n/2) so results that overflow
- *              or fall into the denormal range round correctly without branches.
+ *              2^n applied with one rounding (AVX-512 scalef; elsewhere as
+ *              2^(n/2) * 2^(n - n/2)) so results that overflow or fall into the
+ *              denormal range round correctly without branches.
  *   v_log      Cephes logf: mantissa in [sqrt(1/2), sqrt 2), degree-9 polynomial,
  *              denormal inputs rescaled by 2^23 first.
  *   v_tanh     |x| < 0.625: odd polynomial (Cephes); else 1 - 2/(e^{2|x|}+1).
@@ -31,6 +32,9 @@
  *   vd_gelu_tail  x Phi(x) in double for the GELU forward tails (own degree-9
  *              fit of log erfcx, error 5e-9), rounded once: GELU is within
  *              2 ULP everywhere (1.8 measured over a float32 sweep).
+ * Measured maximum errors over every 3701st float32 bit pattern, against
+ * float64 (in spacings at the exact value; 0.5 = correctly rounded):
+ *   exp 0.97, log 0.74, tanh 1.23, sigmoid 2.04, gelu 1.82, gelu_tanh 2.36.
  *
  * Explicit FMAs (v_fma) are used where they help accuracy; the AVX copies
  * fuse them, the portable copy rounds the product. The kernels library is
