@@ -55,9 +55,17 @@ def main(path: str) -> None:
             o = entries.get(c)
             cells.append(f"{o['stats']['median'] / t:.2f}×" if o else "—")
         info = fg.get("extra_info") or {}
-        notes = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in info.items() if k in ("gflops", "GFLOP/s", "gbps", "GB/s",
-                                                            "flop_bound_ratio", "peak_rss_mb"))
+        notes = []
+        if "GFLOPs" in info:
+            notes.append(f"{info['GFLOPs']} GFLOP/s")
+        if "GBps" in info:
+            notes.append(f"{info['GBps']} GB/s")
+        if "of_triad" in info:
+            notes.append(f"{info['of_triad']:.0%} of triad")
+        if "flop_lower_bound_s" in info:
+            notes.append(f"{t / info['flop_lower_bound_s']:.2f}× the FLOP bound")
+        notes += [f"{k}={v}" for k, v in info.items() if k.endswith("peak_rss_mib")]
+        notes = ", ".join(notes)
         print(f"| {g} | {fmt_time(t)} | " + " | ".join(cells) + f" | {notes} |")
 
 
