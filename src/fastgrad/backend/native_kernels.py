@@ -19,20 +19,10 @@ import math
 
 import numpy as np
 
-from .. import _config, _native
+from .. import _native
+from .._config import get_num_threads
 
 _K = _native.module("kernels")
-_OMP_MAX_THREADS = _native.module("runtime").omp_max_threads
-
-
-def get_num_threads() -> int:
-    """fastgrad._config.get_num_threads() without its per-call import: the
-    explicit fg.set_num_threads value, else omp_get_max_threads() of the calling
-    thread (OMP_NUM_THREADS, threadpoolctl). These ops run per training step, so
-    the ~1 us saved matters for small arrays; tests/test_threads.py checks that
-    both resolve the same way."""
-    n = _config._global["num_threads"]
-    return n if n is not None else _OMP_MAX_THREADS()
 
 _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)

@@ -660,6 +660,7 @@ class NumpyOps:
         (uint8, same shape) receives the keep flags for the backward."""
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"dropout: rate must be in [0, 1), got {rate}")
+        rate = float(np.float32(rate))   # the C kernel receives a float32 rate: same threshold and scale
         out = self._out(out, x)
         keep = self._dropout_keep(x.size, rate, int(seed), int(offset)).reshape(x.shape)
         if mask is not None:
@@ -671,6 +672,7 @@ class NumpyOps:
 
     def backprop_dropout(self, dy, mask, rate, out=None):
         """dx = dy keep / (1 - rate)."""
+        rate = float(np.float32(rate))
         out = self._out(out, dy)
         np.multiply(dy, mask, out=out, casting="unsafe")
         out *= dy.dtype.type(1.0 / (1.0 - rate))
