@@ -3,6 +3,7 @@
  * selected by fg_isa_active(). */
 #include "fg_activation.h"
 #include "fg_loss.h"
+#include "fg_norm.h"
 #include "fg_optim.h"
 #include "fg_random.h"
 #include "fg_reduce.h"
@@ -37,6 +38,14 @@ FG_DECLARE_ISA(int, fg_adam_update, (float *, float *, float *, const float *, i
                                      int64_t, float, int, int))
 FG_DECLARE_ISA(int, fg_dropout_forward, (float *, uint8_t *, const float *, int64_t, float, uint64_t, uint64_t, int))
 FG_DECLARE_ISA(int, fg_dropout_backward, (float *, const float *, const uint8_t *, int64_t, float, int))
+FG_DECLARE_ISA(int, fg_layernorm_forward, (float *, float *, float *, const float *, const float *, const float *,
+                                           int64_t, int64_t, float, int))
+FG_DECLARE_ISA(int, fg_layernorm_backward, (float *, float *, float *, const float *, const float *, const float *,
+                                            const float *, const float *, int64_t, int64_t, int))
+FG_DECLARE_ISA(int, fg_batchnorm_forward, (float *, float *, float *, const float *, const float *, const float *,
+                                           int64_t, int64_t, float, int))
+FG_DECLARE_ISA(int, fg_batchnorm_backward, (float *, float *, float *, const float *, const float *, const float *,
+                                            const float *, const float *, int64_t, int64_t, int))
 
 int fg_act_forward(float *y, const float *x, int64_t n, int act, int nthreads) {
     return FG_DISPATCH(fg_act_forward)(y, x, n, act, nthreads);
@@ -119,4 +128,22 @@ int fg_dropout_forward(float *y, uint8_t *mask, const float *x, int64_t n, float
 }
 int fg_dropout_backward(float *dx, const float *dy, const uint8_t *mask, int64_t n, float rate, int nthreads) {
     return FG_DISPATCH(fg_dropout_backward)(dx, dy, mask, n, rate, nthreads);
+}
+int fg_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                         const float *beta, int64_t rows, int64_t cols, float eps, int nthreads) {
+    return FG_DISPATCH(fg_layernorm_forward)(y, mean, rstd, x, gamma, beta, rows, cols, eps, nthreads);
+}
+int fg_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                          const float *gamma, const float *mean, const float *rstd, int64_t rows, int64_t cols,
+                          int nthreads) {
+    return FG_DISPATCH(fg_layernorm_backward)(dx, dgamma, dbeta, dy, x, gamma, mean, rstd, rows, cols, nthreads);
+}
+int fg_batchnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                         const float *beta, int64_t rows, int64_t cols, float eps, int nthreads) {
+    return FG_DISPATCH(fg_batchnorm_forward)(y, mean, rstd, x, gamma, beta, rows, cols, eps, nthreads);
+}
+int fg_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                          const float *gamma, const float *mean, const float *rstd, int64_t rows, int64_t cols,
+                          int nthreads) {
+    return FG_DISPATCH(fg_batchnorm_backward)(dx, dgamma, dbeta, dy, x, gamma, mean, rstd, rows, cols, nthreads);
 }

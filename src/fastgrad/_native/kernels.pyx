@@ -58,6 +58,18 @@ cdef extern from "kernels/fg_optim.h" nogil:
     int fg_adam_update(float *param, float *m, float *v, const float *grad, int64_t n, float lr, float beta1,
                        float beta2, float eps, int64_t step, float weight_decay, int decoupled, int nthreads)
 
+cdef extern from "kernels/fg_norm.h" nogil:
+    int fg_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                             const float *beta, int64_t rows, int64_t cols, float eps, int nthreads)
+    int fg_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                              const float *gamma, const float *mean, const float *rstd, int64_t rows, int64_t cols,
+                              int nthreads)
+    int fg_batchnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                             const float *beta, int64_t rows, int64_t cols, float eps, int nthreads)
+    int fg_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                              const float *gamma, const float *mean, const float *rstd, int64_t rows, int64_t cols,
+                              int nthreads)
+
 cdef extern from "kernels/fg_random.h" nogil:
     int fg_dropout_forward(float *y, uint8_t *mask, const float *x, int64_t n, float rate, uint64_t seed,
                            uint64_t offset, int nthreads)
@@ -575,3 +587,93 @@ def dropout_backward(cnp.ndarray dy not None, cnp.ndarray mask not None, cnp.nda
     if st != FG_OK:
         check_status(st, op, f"dy {_shp(dy)}, rate={rate}")
     return out
+
+
+# ---- normalisation -------------------------------------------------------------
+# x is viewed as (shape[0], size / shape[0]) like NumpyOps' _as_2d. LayerNorm
+# statistics are per row (mean/rstd: rows elements), BatchNorm per column (cols).
+
+cdef inline int64_t _lead(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DIMS(a)[0] if cnp.PyArray_NDIM(a) > 0 else 1
+
+cdef inline float *_vec(object a, int64_t n, str op, str name, bint writable, list others) except? NULL:
+    """optional float32 contiguous vector of n elements (NULL for None), overlapping none of others"""
+    if a is None:
+        return NULL
+    cdef cnp.ndarray v = <cnp.ndarray?>a
+    _f32(v, op, name, writable)
+    if cnp.PyArray_SIZE(v) != n:
+        raise ValueError(f"{op}: {name} {_shp(v)} must have {n} elements")
+    cdef cnp.ndarray o
+    if writable:
+        for o in others:
+            _no_overlap(v, o, op, name, "another argument", False)
+    return <float *>cnp.PyArray_DATA(v)
+
+cdef inline int _norm_io(cnp.ndarray x, cnp.ndarray out, str op, str nx, str no, int64_t *rows,
+                         int64_t *cols) except -1:
+    _f32(x, op, nx); _f32(out, op, no, True)
+    _same_shape(out, x, op, no, nx)
+    if cnp.PyArray_NDIM(x) == 0:
+        raise ValueError(f"{op}: {nx} must have at least one dimension, got shape {_shp(x)}")
+    rows[0] = _lead(x)
+    cols[0] = cnp.PyArray_SIZE(x) // rows[0] if rows[0] > 0 else 0
+    return 0
+
+def norm_forward(cnp.ndarray x not None, gamma, beta, float eps, cnp.ndarray out not None, mean, rstd,
+                 bint batch, int nthreads):
+    """out = ((x - mean) rstd) gamma + beta with statistics per row (LayerNorm,
+    batch=False) or per column over the rows (training-mode BatchNorm, batch=True);
+    mean/rstd (float32 or None) receive the statistics. out may be x."""
+    cdef str op = "batchnorm_forward" if batch else "layernorm_forward"
+    cdef int64_t rows, cols
+    _norm_io(x, out, op, "x", "out", &rows, &cols)
+    _no_overlap(out, x, op, "out", "x", True)
+    cdef int64_t nstat = cols if batch else rows
+    cdef const float *g = _vec(gamma, cols, op, "gamma", False, None)
+    cdef const float *b = _vec(beta, cols, op, "beta", False, None)
+    cdef list ins = [x, out] + [a for a in (gamma, beta) if a is not None]
+    cdef float *mp = _vec(mean, nstat, op, "mean", True, ins)
+    cdef float *rp = _vec(rstd, nstat, op, "rstd", True, ins + ([mean] if mean is not None else []))
+    cdef float *y = _fp(out)
+    cdef const float *xp = _fp(x)
+    cdef int st
+    with nogil:
+        if batch:
+            st = fg_batchnorm_forward(y, mp, rp, xp, g, b, rows, cols, eps, nthreads)
+        else:
+            st = fg_layernorm_forward(y, mp, rp, xp, g, b, rows, cols, eps, nthreads)
+    if st != FG_OK:
+        check_status(st, op, f"x {_shp(x)}")
+    return out
+
+def norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None, gamma, cnp.ndarray mean not None,
+                  cnp.ndarray rstd not None, cnp.ndarray dx not None, dgamma, dbeta, bint batch, int nthreads):
+    """Backward of norm_forward: dx (may be dy), dgamma (ignored when gamma is
+    None) and dbeta (None: not computed) are overwritten. mean/rstd float32."""
+    cdef str op = "batchnorm_backward" if batch else "layernorm_backward"
+    cdef int64_t rows, cols
+    _norm_io(dy, dx, op, "dy", "dx", &rows, &cols)
+    _f32(x, op, "x")
+    _same_shape(x, dy, op, "x", "dy")
+    _no_overlap(dx, dy, op, "dx", "dy", True)
+    _no_overlap(dx, x, op, "dx", "x", False)
+    cdef int64_t nstat = cols if batch else rows
+    cdef const float *g = _vec(gamma, cols, op, "gamma", False, None)
+    cdef const float *mp = _vec(mean, nstat, op, "mean", False, None)
+    cdef const float *rp = _vec(rstd, nstat, op, "rstd", False, None)
+    cdef list ins = [dy, x, dx, mean, rstd] + ([gamma] if gamma is not None else [])
+    cdef float *dg = _vec(dgamma, cols, op, "dgamma", True, ins) if gamma is not None else NULL
+    cdef float *db = _vec(dbeta, cols, op, "dbeta", True, ins + ([dgamma] if dg != NULL else []))
+    cdef float *o = _fp(dx)
+    cdef const float *d = _fp(dy)
+    cdef const float *xp = _fp(x)
+    cdef int st
+    with nogil:
+        if batch:
+            st = fg_batchnorm_backward(o, dg, db, d, xp, g, mp, rp, rows, cols, nthreads)
+        else:
+            st = fg_layernorm_backward(o, dg, db, d, xp, g, mp, rp, rows, cols, nthreads)
+    if st != FG_OK:
+        check_status(st, op, f"dy {_shp(dy)}")
+    return dx

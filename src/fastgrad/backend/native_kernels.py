@@ -340,3 +340,108 @@ class KernelsMixin:
             out = _new(dy, out)
             return _K.dropout_backward(dy, mask.view(_U8), out, rate, get_num_threads())
         return super().backprop_dropout(dy, mask, rate, out=out)
+
+    # ------------------------------------------------------------ normalisation
+    # NumpyOps views x as (shape[0], size / shape[0]); LayerNorm statistics are
+    # per row, BatchNorm statistics per column. mean / rstd buffers that are not
+    # float32 (e.g. float64) receive the float32 statistics the C computes.
+    def layernorm_forward(self, x, gamma, beta, eps, out=None, mean=None, rstd=None):
+        y = _norm_forward(x, gamma, beta, eps, out, mean, rstd, False)
+        if y is not None:
+            return y
+        return super().layernorm_forward(x, gamma, beta, eps, out=out, mean=mean, rstd=rstd)
+
+    def layernorm_backward(self, dy, x, gamma, mean, rstd, dx=None, dgamma=None, dbeta=None):
+        r = _norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, False)
+        if r is not None:
+            return r
+        return super().layernorm_backward(dy, x, gamma, mean, rstd, dx=dx, dgamma=dgamma, dbeta=dbeta)
+
+    def batchnorm_forward(self, x, gamma, beta, eps, out=None, mean=None, rstd=None):
+        y = _norm_forward(x, gamma, beta, eps, out, mean, rstd, True)
+        if y is not None:
+            return y
+        return super().batchnorm_forward(x, gamma, beta, eps, out=out, mean=mean, rstd=rstd)
+
+    def batchnorm_backward(self, dy, x, gamma, mean, rstd, dx=None, dgamma=None, dbeta=None):
+        r = _norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, True)
+        if r is not None:
+            return r
+        return super().batchnorm_backward(dy, x, gamma, mean, rstd, dx=dx, dgamma=dgamma, dbeta=dbeta)
+
+
+def _vec_ok(a, n) -> bool:
+    """float32 C-contiguous (n,) vector (gamma / beta / parameter gradients)."""
+    return (type(a) is np.ndarray and a.dtype == _F32 and a.flags.c_contiguous and a.ndim == 1
+            and a.shape[0] == n)
+
+
+def _stat_out(a, n):
+    """(buffer for C, array to copy into afterwards) or None when NumpyOps must handle it."""
+    if a is None:
+        return None, None
+    if type(a) is not np.ndarray or not a.flags.writeable or a.size != n:
+        return None
+    if a.dtype == _F32 and a.flags.c_contiguous:
+        return a, None
+    if a.dtype.kind != "f":
+        return None
+    return np.empty(n, dtype=_F32), a
+
+
+def _stat_in(a, n):
+    """float32 contiguous (n,) statistics (NumpyOps casts them to x's dtype too), or None."""
+    if type(a) is np.ndarray and a.dtype == _F32 and a.flags.c_contiguous and a.size == n:
+        return a
+    try:
+        a = np.asarray(a, dtype=_F32)
+    except (TypeError, ValueError):
+        return None
+    return np.ascontiguousarray(a).reshape(-1) if a.size == n else None
+
+
+def _norm_forward(x, gamma, beta, eps, out, mean, rstd, batch):
+    if not (_ok(x) and x.ndim >= 1 and _ok_out(out, x)):
+        return None
+    rows = x.shape[0]
+    cols = x.size // rows
+    if (gamma is not None and not _vec_ok(gamma, cols)) or (beta is not None and not _vec_ok(beta, cols)):
+        return None
+    nstat = cols if batch else rows
+    m = _stat_out(mean, nstat)
+    r = _stat_out(rstd, nstat)
+    if m is None or r is None:
+        return None
+    out = _new(x, out)
+    _K.norm_forward(x, gamma, beta, eps, out, m[0], r[0], batch, get_num_threads())
+    if m[1] is not None:
+        m[1][...] = m[0].reshape(m[1].shape)
+    if r[1] is not None:
+        r[1][...] = r[0].reshape(r[1].shape)
+    return out
+
+
+def _norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, batch):
+    if not (_ok(dy) and dy.ndim >= 1 and _ok(x) and x.shape == dy.shape and _ok_out(dx, dy)):
+        return None
+    rows = dy.shape[0]
+    cols = dy.size // rows
+    nstat = cols if batch else rows
+    if gamma is not None and not _vec_ok(gamma, cols):
+        return None
+    if gamma is not None and dgamma is not None and not (_vec_ok(dgamma, cols) and dgamma.flags.writeable):
+        return None
+    if dbeta is not None and not (_vec_ok(dbeta, cols) and dbeta.flags.writeable):
+        return None
+    mean = _stat_in(mean, nstat)
+    rstd = _stat_in(rstd, nstat)
+    if mean is None or rstd is None:
+        return None
+    dx = _new(dy, dx)
+    if gamma is not None and dgamma is None:
+        dgamma = np.empty(cols, dtype=_F32)
+    if dbeta is None:
+        dbeta = np.empty(cols, dtype=_F32)
+    _K.norm_backward(dy, x, gamma, mean, rstd, dx, dgamma if gamma is not None else None, dbeta, batch,
+                     get_num_threads())
+    return dx, dgamma, dbeta

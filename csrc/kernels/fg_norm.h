@@ -1,0 +1,43 @@
+/* fg_norm.h — layer normalisation (per row) and training-mode batch
+ * normalisation (per column) over a row-major (rows, cols) float32 matrix.
+ *
+ * Statistics are accumulated in double in a fixed order that depends only on
+ * the sizes (never on the thread count): mean = sum(x) / n, var = sum((x -
+ * (float)mean)^2) / n (biased), rstd = 1 / sqrt(var + eps), all in double,
+ * then rounded once to float. The normalisation itself is done in float in
+ * NumpyOps' order: y = ((x - mean) * rstd) * gamma + beta. Every output has
+ * one owner (rows for LayerNorm, column blocks for BatchNorm and for the
+ * LayerNorm parameter gradients), so results are bitwise identical for any
+ * thread count. gamma / beta may be NULL (1 / 0); mean / rstd may be NULL in
+ * the forward (not stored). In the backward, dgamma / dbeta may be NULL (not
+ * computed); dgamma is also left alone when gamma is NULL. y may be x and dx
+ * may be dy (exact in-place use). */
+#ifndef FG_NORM_H
+#define FG_NORM_H
+#include "fg_common.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* x, y: (rows, cols); gamma, beta: (cols,); mean, rstd: (rows,) */
+int fg_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                         const float *beta, int64_t rows, int64_t cols, float eps, int nthreads);
+/* dy, x, dx: (rows, cols); gamma, dgamma, dbeta: (cols,); mean, rstd: (rows,).
+ * xhat = (x - mean) rstd; g = dy gamma; dx = rstd (g - mean_j(g) - xhat mean_j(g xhat));
+ * dgamma = sum_i dy xhat, dbeta = sum_i dy (row order, double accumulation) */
+int fg_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                          const float *gamma, const float *mean, const float *rstd, int64_t rows, int64_t cols,
+                          int nthreads);
+/* x, y: (rows, cols); gamma, beta, mean, rstd: (cols,); statistics over the rows */
+int fg_batchnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                         const float *beta, int64_t rows, int64_t cols, float eps, int nthreads);
+/* dy, x, dx: (rows, cols); gamma, mean, rstd, dgamma, dbeta: (cols,).
+ * dx = rstd (g - mean_i(g) - xhat mean_i(g xhat)); dgamma = sum_i dy xhat; dbeta = sum_i dy */
+int fg_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                          const float *gamma, const float *mean, const float *rstd, int64_t rows, int64_t cols,
+                          int nthreads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
