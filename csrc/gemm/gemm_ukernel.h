@@ -22,7 +22,10 @@ typedef struct {
     int act;     /* FG_ACT_* */
 } fg_ep;
 
-/* c = act(alpha acc + cbeta c + bias); z = the pre-activation (final block).
+/* c = alpha acc + cbeta c (+ bias on the final block); z = the same value
+ * (the pre-activation). The activation itself is applied afterwards by
+ * act_tile() over the finished tile, still in L1: one out-of-line copy of
+ * the activation code instead of one per store keeps the kernels small.
  * Callers pass a local copy of the fg_ep, so its fields stay in registers
  * across the stores to C. */
 FG_INLINE void ep_vec(float *c, float *z, const float *bias, vf acc, const fg_ep *ep) {
@@ -31,7 +34,6 @@ FG_INLINE void ep_vec(float *c, float *z, const float *bias, vf acc, const fg_ep
     if (ep->final) {
         if (bias) x = vf_add(x, vf_loadu(bias));
         if (z) vf_storeu(z, x);
-        if (ep->act != FG_ACT_LINEAR) x = vf_activate(x, ep->act);
     }
     vf_storeu(c, x);
 }
@@ -43,9 +45,18 @@ FG_INLINE void ep_vec_part(float *c, float *z, const float *bias, vf acc, int n,
     if (ep->final) {
         if (bias) x = vf_add(x, vf_loadu_part(bias, n));
         if (z) vf_storeu_part(z, x, n);
-        if (ep->act != FG_ACT_LINEAR) x = vf_activate(x, ep->act);
     }
     vf_storeu_part(c, x, n);
+}
+
+/* c[r * ldc + j] = act(c[r * ldc + j]) for r < rows, j < cols (in place) */
+static FG_NOINLINE void act_tile(float *c, int64_t ldc, int rows, int cols, int act) {
+    for (int r = 0; r < rows; r++) {
+        float *row = c + r * ldc;
+        int j = 0;
+        for (; j + FG_VW <= cols; j += FG_VW) vf_storeu(row + j, vf_activate(vf_loadu(row + j), act));
+        if (j < cols) vf_storeu_part(row + j, vf_activate(vf_loadu_part(row + j, cols - j), act), cols - j);
+    }
 }
 
 /* The C tile is touched only at the end; ask for its lines up front so the
@@ -104,6 +115,7 @@ static void ukernel_12x32(int64_t kc, const float *FG_RESTRICT a, const float *F
     const fg_ep e = *ep; /* not aliased by C: fields stay in registers */
     ep = &e;
     ROWS(STORE)
+    if (e.final && e.act != FG_ACT_LINEAR) act_tile(c, ldc, FG_MR, FG_NR, e.act);
 #undef ROWS
 #undef DECL
 #undef STEP
@@ -140,6 +152,7 @@ static void ukernel_6x16(int64_t kc, const float *FG_RESTRICT a, const float *FG
     const fg_ep e = *ep; /* not aliased by C: fields stay in registers */
     ep = &e;
     ROWS(STORE)
+    if (e.final && e.act != FG_ACT_LINEAR) act_tile(c, ldc, FG_MR, FG_NR, e.act);
 #undef ROWS
 #undef DECL
 #undef STEP
@@ -165,6 +178,7 @@ static void ukernel_4x8(int64_t kc, const float *FG_RESTRICT a, const float *FG_
     for (int r = 0; r < 4; r++)
         for (int j = 0; j < 8; j++)
             ep_vec(c + r * ldc + j, z ? z + r * ldz + j : NULL, bias ? bias + j : NULL, acc[r][j], ep);
+    if (e.final && e.act != FG_ACT_LINEAR) act_tile(c, ldc, 4, 8, e.act);
 }
 #define FG_UKERNEL ukernel_4x8
 #endif

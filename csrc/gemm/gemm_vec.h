@@ -38,6 +38,12 @@
 #include <immintrin.h>
 #endif
 
+#if defined(_MSC_VER)
+#define FG_NOINLINE __declspec(noinline)
+#else
+#define FG_NOINLINE __attribute__((noinline))
+#endif
+
 #if defined(__AVX512F__)
 #define FG_VW 16
 #define FG_VFMA 1
