@@ -46,7 +46,7 @@
 /* thread policy of training (see pick_threads): probe length and period bounds, in batches */
 #define FG_POLICY_PROBE 2
 #define FG_POLICY_PERIOD 64
-#define FG_POLICY_PERIOD_MAX 1024
+#define FG_POLICY_PERIOD_MAX 256
 
 #define TRY(expr)                         \
     do {                                  \
@@ -88,9 +88,10 @@ struct fg_net {
     /* thread policy (see pick_threads) */
     int adaptive;
     int64_t pol_batch;     /* training batches since the current probe started */
-    int64_t pol_period;    /* batches between probes: 64, doubled (to 1024) while the winner stays */
+    int64_t pol_period;    /* batches between probes: 64, doubled (to 256) while the winner stays */
     double pol_best[2];    /* fastest seconds per row seen in this probe: [0] nthreads, [1] one thread */
     int pol_single;        /* decision of the last probe */
+    double pol_chosen;     /* seconds per row of the chosen setting in the last probe */
 };
 
 /* ------------------------------------------------------------------ memory */
@@ -681,9 +682,10 @@ static int check_batches(const fg_net *n, const float *x, const void *y, int64_t
  * times faster. So at the start of every period the step times
  * FG_POLICY_PROBE batches on nthreads and FG_POLICY_PROBE on one thread
  * (fastest seconds per row of each) and runs the rest of the period on the
- * winner; the period doubles (64 .. 1024 batches) while the winner stays the
- * same, so a quiet machine spends < 1% of its batches probing. Only
- * wall-clock speed depends on this, never the results. */
+ * winner; the period doubles (64 .. 256 batches) while the winner stays the
+ * same, and a batch three times slower than the probe said starts a new probe
+ * at once (the load changed). Only wall-clock speed depends on this, never
+ * the results. */
 
 static double now_s(void) {
 #if defined(_WIN32)
@@ -717,15 +719,19 @@ static int pick_threads(fg_net *n, int nt, int *probe) {
         else
             n->pol_period = FG_POLICY_PERIOD;
         n->pol_single = single;
+        n->pol_chosen = n->pol_best[single];
     }
     return n->pol_single ? 1 : nt;
 #endif
 }
 
 static void record_batch(fg_net *n, int probe, double seconds, int64_t rows) {
+    double per = seconds / (double)rows;
     if (probe >= 0) {
-        double per = seconds / (double)rows;
         if (per < n->pol_best[probe]) n->pol_best[probe] = per;
+    } else if (n->adaptive && n->pol_batch > 2 * FG_POLICY_PROBE && per > 3.0 * n->pol_chosen) {
+        n->pol_batch = n->pol_period; /* much slower than measured: probe again next batch */
+        return;
     }
     n->pol_batch++;
 }
@@ -748,7 +754,7 @@ static int run_batches(fg_net *n, int train, int64_t *n_done, double *stats, con
         double loss = 0.0, acc = 0.0, wsum = 0.0;
         int probe = -1, nt_all = nt;
         nt = train ? pick_threads(n, nt_all, &probe) : nt_all;
-        double t0 = probe >= 0 ? now_s() : 0.0;
+        double t0 = now_s();
         st = gather(n, &bt, perm, p0, rows, x, x_rows, y, y_kind, sw, nt);
         if (st) break;
         st = net_forward(n, bt.x, rows, train, train ? drop_offsets : NULL, &logits, nt);
@@ -771,7 +777,7 @@ static int run_batches(fg_net *n, int train, int64_t *n_done, double *stats, con
             st = net_update(n, lr[b], iteration0 + b + 1, nt);
             if (st) break;
         }
-        if (train) record_batch(n, probe, probe >= 0 ? now_s() - t0 : 0.0, rows);
+        if (train) record_batch(n, probe, now_s() - t0, rows);
         nt = nt_all;
         if (stats) {
             double *r = stats + b * FG_STAT_COUNT;
