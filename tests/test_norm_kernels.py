@@ -142,6 +142,19 @@ def test_large_offset_and_small_spread(kind):
     np.testing.assert_allclose(r, rs64, rtol=1e-5)
 
 
+@pytest.mark.parametrize("outlier", [1e2, 1e3, -3e3])
+def test_batchnorm_first_row_outlier(outlier):
+    # BatchNorm's one-pass variance is shifted by the first row: an outlier there
+    # costs bits of double precision only, float32 accuracy remains
+    x, dy, g, b = data((257, 40), seed=6, loc=0.0, scale=1.0)
+    x[0] = outlier
+    y, m, r = fwd(OPS, "batchnorm", x, g, b)
+    y64, mu64, rs64, _ = ref64_forward("batchnorm", x, g, b, EPS)
+    np.testing.assert_allclose(r, rs64, rtol=3e-7)
+    close(m, mu64, 1e-6, "mean")
+    close(y, y64, 4e-6, "y")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_constant_rows_and_columns(kind):
     x = np.full((6, 10), 2.5, np.float32)
@@ -174,9 +187,11 @@ def test_layernorm_nan_and_inf_stay_in_their_row():
 def test_batchnorm_nan_stays_in_its_column():
     x, dy, g, b = data((40, 20), seed=5)
     x[11, 3] = np.nan
+    x[0, 5] = np.nan  # the first row is the shift of the one-pass variance
     y, m, r = fwd(OPS, "batchnorm", x, g, b)
-    assert np.all(np.isnan(y[:, 3])) and np.isnan(m[3])
-    keep = [j for j in range(20) if j != 3]
+    for j in (3, 5):
+        assert np.all(np.isnan(y[:, j])) and np.isnan(m[j]) and np.isnan(r[j]), j
+    keep = [j for j in range(20) if j not in (3, 5)]
     yn, _, _ = fwd(REF, "batchnorm", x, g, b)
     close(y[:, keep], yn[:, keep], 4e-6, "other columns")
 

@@ -2,9 +2,12 @@
  * normalisation (per column) over a row-major (rows, cols) float32 matrix.
  *
  * Statistics are accumulated in double in a fixed order that depends only on
- * the sizes (never on the thread count): mean = sum(x) / n, var = sum((x -
- * (float)mean)^2) / n (biased), rstd = 1 / sqrt(var + eps), all in double,
- * then rounded once to float. The normalisation itself is done in float in
+ * the sizes (never on the thread count) and rounded once to float: LayerNorm
+ * (rows in cache) takes two passes, mean = sum(x) / n, var = sum((x -
+ * (float)mean)^2) / n; BatchNorm (memory-bound for large batches) one pass
+ * over x with the variance of x - x[0, j] (shifted data: accurate to well
+ * beyond float32 unless row 0 is ~1e4 standard deviations off the mean).
+ * Both biased; rstd = 1 / sqrt(var + eps). The normalisation itself is done in float in
  * NumpyOps' order: y = ((x - mean) * rstd) * gamma + beta. Every output has
  * one owner (rows for LayerNorm, column blocks for BatchNorm and for the
  * LayerNorm parameter gradients), so results are bitwise identical for any

@@ -4,7 +4,8 @@
  *
  * Sums are accumulated in double: along a row in 16 independent lanes
  * (element j goes to lane j % 16, lanes combined in a fixed tree), down the
- * columns in row order with one accumulator per column. Neither order depends
+ * columns in row order with one accumulator per column (tiles of CTILE
+ * columns). Neither order depends
  * on the thread count: LayerNorm rows are owned by one thread each, BatchNorm
  * (and the LayerNorm parameter gradients) split the columns in blocks of 16.
  * With -ffp-contract=off every ISA copy performs the same IEEE operations, so
@@ -200,30 +201,37 @@ int FG_ISA_FN(fg_layernorm_backward)(float *dx, float *dgamma, float *dbeta, con
 
 /* ---------------------------------------------------------------- BatchNorm */
 
-/* columns c0..c1 (tiles of CTILE): statistics down the rows, then y */
+/* columns c0..c1 (tiles of CTILE): statistics down the rows in one pass, then y.
+ * One read of x for the statistics (memory-bound for large batches): sums of
+ * d = x - k and d^2 in double with the shift k = x[0, j] (the "shifted data"
+ * variance): d is exact in double and var = (S2 - S1^2 / n) / n only loses
+ * 2 log2(|k - mean| / std) of double's 53 bits, so it stays more accurate than
+ * float32 unless the first row is ~1e4 standard deviations off the mean. */
 static void bn_forward_cols(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                             const float *beta, int64_t rows, int64_t cols, float eps, int64_t c0, int64_t c1) {
-    double acc[CTILE];
+    double s1[CTILE], s2[CTILE], k[CTILE];
     float mf[CTILE], rf[CTILE];
+    const double n = (double)rows;
     for (int64_t t0 = c0; t0 < c1; t0 += CTILE) {
         const int64_t w = t0 + CTILE < c1 ? CTILE : c1 - t0;
-        for (int64_t j = 0; j < w; j++) acc[j] = 0.0;
-        for (int64_t i = 0; i < rows; i++) {
-            const float *FG_RESTRICT xi = x + i * cols + t0;
-            for (int64_t j = 0; j < w; j++) acc[j] += (double)xi[j];
-        }
         for (int64_t j = 0; j < w; j++) {
-            mf[j] = (float)(acc[j] / (double)rows);
-            acc[j] = 0.0;
+            k[j] = (double)x[t0 + j];
+            s1[j] = s2[j] = 0.0;
         }
-        for (int64_t i = 0; i < rows; i++) {
+        for (int64_t i = 1; i < rows; i++) {
             const float *FG_RESTRICT xi = x + i * cols + t0;
             for (int64_t j = 0; j < w; j++) {
-                double d = (double)(xi[j] - mf[j]);
-                acc[j] += d * d;
+                double d = (double)xi[j] - k[j];
+                s1[j] += d;
+                s2[j] += d * d;
             }
         }
-        for (int64_t j = 0; j < w; j++) rf[j] = (float)(1.0 / sqrt(acc[j] / (double)rows + (double)eps));
+        for (int64_t j = 0; j < w; j++) {
+            double var = (s2[j] - s1[j] * (s1[j] / n)) / n;
+            var = var < 0.0 ? 0.0 : var; /* rounding below 0; NaN stays NaN */
+            mf[j] = (float)(k[j] + s1[j] / n);
+            rf[j] = (float)(1.0 / sqrt(var + (double)eps));
+        }
         if (mean) memcpy(mean + t0, mf, (size_t)w * sizeof(float));
         if (rstd) memcpy(rstd + t0, rf, (size_t)w * sizeof(float));
         const float *g = gamma ? gamma + t0 : NULL;
