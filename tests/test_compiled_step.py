@@ -551,3 +551,52 @@ def test_train_on_batch_and_weighted_evaluate_match_python():
         assert a.keys() == b.keys()
         for k in a:
             np.testing.assert_allclose(b[k], a[k], rtol=1e-5, err_msg=k)
+
+
+def test_concurrent_predicts_from_threads_queue_instead_of_failing():
+    import threading
+    x, _ = _data(n=600, d=12)
+    m = _model(_mlp(), "sparse_categorical_crossentropy", "adam")
+    plan = compiled.inference_plan(m)
+    ref_small, ref_big = plan.predict_rows(x[:3]), plan.predict_rows(x)
+    errors, bad = [], []
+    go = threading.Barrier(4)
+
+    def work():
+        go.wait()
+        try:
+            for _ in range(200):
+                if not np.array_equal(plan.predict_rows(x[:3]), ref_small) or \
+                        not np.array_equal(plan.predict_rows(x), ref_big):
+                    bad.append(1)
+        except Exception as exc:       # pragma: no cover - reported below
+            errors.append(exc)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors and not bad
+
+
+def test_forked_child_predicts_after_parent_used_threads():
+    import multiprocessing as mp
+    x, _ = _data(n=2000, d=12)
+    m = _model(_mlp(), "sparse_categorical_crossentropy", "adam")
+    _config.set_num_threads(2)
+    plan = compiled.inference_plan(m)
+    ref = plan.predict_rows(x)                 # parent ran the parallel path
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+
+    def child():
+        q.put(np.array_equal(plan.predict_rows(x), ref))
+
+    p = ctx.Process(target=child)
+    p.start()
+    p.join(timeout=60)
+    if p.is_alive():
+        p.kill()
+        pytest.fail("forked child hung in the compiled predict")
+    assert p.exitcode == 0 and q.get(timeout=5)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 
 import numpy as np
@@ -288,6 +289,9 @@ class CompiledPlan:
                               if self.dropouts else None)
         self._stats = np.empty((1, 4), dtype=np.float64)
         self._lr = np.empty(1, dtype=np.float32)
+        # one C call at a time per plan (its workspaces are shared): concurrent
+        # Python threads queue here instead of getting the C side's "busy" error
+        self._lock = threading.Lock()
 
     # -------------------------------------------------------------- helpers
     def _targets(self, y):
@@ -336,9 +340,10 @@ class CompiledPlan:
         self._fill_lr(lr, nb)
         if self.dropouts:
             self._sync_dropout_in()
-        st, done = self.net.train_chunk(xa, ya, y_kind, sw, perm, start, nb, bs, lr[:nb],
-                                        self.model.optimizer.iterations, self._drop_offsets,
-                                        stats, _config.get_num_threads())
+        with self._lock:
+            st, done = self.net.train_chunk(xa, ya, y_kind, sw, perm, start, nb, bs, lr[:nb],
+                                            self.model.optimizer.iterations, self._drop_offsets,
+                                            stats, _config.get_num_threads())
         self.model.optimizer.iterations += done
         if self.dropouts:
             self._sync_dropout_out()
@@ -436,8 +441,9 @@ class CompiledPlan:
             if hooks:
                 cbs.on_test_batch_begin(b)
             stats, _ = self._buffers(nb)
-            st, done = self.net.evaluate(xa, ya, y_kind, sw, None, b, nb, batch_size, stats,
-                                         _config.get_num_threads())
+            with self._lock:
+                st, done = self.net.evaluate(xa, ya, y_kind, sw, None, b, nb, batch_size, stats,
+                                             _config.get_num_threads())
             for k in range(done):
                 total += float(stats[k, 0]) * int(stats[k, 3])
             self._metrics_add(stats, 0, done)
@@ -452,16 +458,19 @@ class CompiledPlan:
     # -------------------------------------------------------------- inference
     def predict(self, xa, out):
         """out[...] = model(xa) for all rows in one call (xa float32 C-contiguous)."""
-        return self.net.predict(xa, out, _config.get_num_threads())
+        with self._lock:
+            return self.net.predict(xa, out, _config.get_num_threads())
 
     def predict_rows(self, xa):
         """A new array with model(xa); <= 64 rows go through the preallocated buffer."""
         n = xa.shape[0]
         if n <= _SMALL_ROWS:
-            res = self.net.predict_small(xa, _config.get_num_threads())
+            with self._lock:
+                res = self.net.predict_small(xa, _config.get_num_threads())
         else:
             res = np.empty((n,) + self.out_shape, dtype=np.float32)
-            self.net.predict(xa, res, _config.get_num_threads())
+            with self._lock:
+                self.net.predict(xa, res, _config.get_num_threads())
         if len(self.out_shape) != 1:
             res = res.reshape((n,) + self.out_shape)
         return res
