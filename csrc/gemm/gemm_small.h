@@ -76,11 +76,16 @@ FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0,
 #define FG_SMALL_R3 6
 #define FG_SMALL_R4 5
 #elif defined(__AVX2__)
+/* 16 ymm registers and no embedded broadcast: accumulators + B vectors +
+ * the tail mask + one register per broadcast A value must fit, or GCC
+ * spills an accumulator and the loop runs at half speed */
 #ifndef FG_SMALL_R1
 #define FG_SMALL_R1 8
 #endif
-#define FG_SMALL_R2 5
-#define FG_SMALL_R3 3
+#ifndef FG_SMALL_R2
+#define FG_SMALL_R2 4
+#endif
+#define FG_SMALL_R3 2
 #define FG_SMALL_R4 2
 #else
 #define FG_SMALL_R1 4
