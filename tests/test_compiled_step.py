@@ -600,3 +600,32 @@ def test_forked_child_predicts_after_parent_used_threads():
         p.kill()
         pytest.fail("forked child hung in the compiled predict")
     assert p.exitcode == 0 and q.get(timeout=5)
+
+
+def test_train_chunk_api_matches_fit_epoch():
+    x, y = _data(n=90)
+    runs = []
+    for use_chunks in (False, True):
+        fg.set_seed(11)
+        m = _model(_mlp(), "sparse_categorical_crossentropy", "adam", ["accuracy"])
+        xa, ya, sw = m._prepare_xy(x, y, None, None, "fit")
+        m._resolve_metrics()
+        m.optimizer.build(m._store.size)
+        plan = compiled.train_plan(m)
+        perm = np.random.default_rng(4).permutation(90)
+        if use_chunks:
+            a = plan.train_chunk(xa, ya, perm, 0, 3, 16)
+            b = plan.train_chunk(xa, ya, perm, 3, 3, 16)
+            total, seen = a[0] + b[0], a[2] + b[2]
+        else:
+            saved = _config.rng
+            _config.rng = lambda: type("R", (), {"permutation": staticmethod(lambda n: perm)})()
+            try:
+                total, seen = plan.fit_epoch(0, xa, ya, sw, 16, True, None, False)
+            finally:
+                _config.rng = saved
+        runs.append((m.get_weights(), total, seen))
+    (w0, t0, s0), (w1, t1, s1) = runs
+    assert s0 == s1 == 90 and t0 == pytest.approx(t1, rel=1e-12)
+    for a, b in zip(w0, w1):
+        assert np.array_equal(a, b)

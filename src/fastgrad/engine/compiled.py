@@ -411,6 +411,27 @@ class CompiledPlan:
                     per_call = max(1, min(4096, int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
         return total, seen
 
+    def train_chunk(self, x, y, perm, start_batch, n_batches, batch_size, sample_weight=None):
+        """Run batches start_batch .. start_batch+n_batches-1 of `perm` (int64 row order, or
+        None for in order) over validated arrays (x float32 C-contiguous, y as engine.data
+        makes it). The learning rate per step comes from the optimizer (schedules
+        evaluated per step); optimizer.iterations and dropout streams advance.
+        Returns (loss_sum, accuracy_sum, n_seen): sum over batches of (batch mean loss x
+        rows), of the accuracy metric's hits (weighted), and rows. Raises
+        NonFiniteLossError (the bad step not applied) like fit."""
+        from .step import NonFiniteLossError
+        if perm is not None:
+            perm = np.ascontiguousarray(perm, dtype=np.int64)
+        ya, y_kind = self._targets(y)
+        st, done, stats = self._run(x, ya, y_kind, sample_weight, perm, start_batch, n_batches,
+                                    batch_size)
+        loss_sum = float(np.dot(stats[:done, 0], stats[:done, 3]))
+        acc = float(stats[:done, 1].sum())
+        seen = int(stats[:done, 3].sum())
+        if st == _ERR_NONFINITE:
+            raise NonFiniteLossError(f"loss is {stats[done, 0]} at batch {start_batch + done}")
+        return loss_sum, acc, seen
+
     def train_batch(self, xa, ya, sw):
         """One step on the whole (x, y) (Sequential.train_on_batch); returns the loss."""
         from .step import NonFiniteLossError
@@ -460,6 +481,10 @@ class CompiledPlan:
         """out[...] = model(xa) for all rows in one call (xa float32 C-contiguous)."""
         with self._lock:
             return self.net.predict(xa, out, _config.get_num_threads())
+
+    def predict_small(self, xa):
+        """Alias of predict_rows (a fresh array; <= 64 rows use the preallocated buffer)."""
+        return self.predict_rows(xa)
 
     def predict_rows(self, xa):
         """A new array with model(xa); <= 64 rows go through the preallocated buffer."""
