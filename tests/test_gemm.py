@@ -441,3 +441,53 @@ def test_mixin_falls_back_to_numpy():
         nat.gemm(a32, a32)
     with pytest.raises(ValueError):
         nat.dense_forward(a32, b32, None, "swish")
+
+
+# ---------------------------------------------------------------- threads and processes
+def test_concurrent_callers_have_separate_workspaces():
+    """Python threads calling at once (GIL released) each pack into their own buffers."""
+    import threading
+    r = rng(13)
+    jobs = []
+    for i in range(6):
+        M, N, K = 100 + 17 * i, 90 + 11 * i, 300 + 29 * i
+        A, B = operands(r, M, N, K, i % 2, 0)
+        ref = np.empty((M, N), np.float32)
+        G.gemm(A, B, ref, i % 2, 0, 1.0, 0.0, 1)
+        jobs.append((A, B, ref, i % 2))
+    bad = []
+
+    def work(A, B, ref, ta):
+        C = np.empty_like(ref)
+        for _ in range(20):
+            G.gemm(A, B, C, ta, 0, 1.0, 0.0, 2)
+            if not np.array_equal(C, ref):
+                bad.append(ref.shape)
+                return
+
+    threads = [threading.Thread(target=work, args=j) for j in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_forked_child_after_threaded_parent():
+    """After the parent used OpenMP threads, a forked child runs serially (no hang) with equal results."""
+    import os
+    r = rng(14)
+    A, B = operands(r, 300, 200, 300, 0, 0)
+    C = np.empty((300, 200), np.float32)
+    G.gemm(A, B, C, 0, 0, 1.0, 0.0, 2)  # parent: threaded
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            C2 = np.empty_like(C)
+            G.gemm(A, B, C2, 0, 0, 1.0, 0.0, 2)
+            os._exit(0 if np.array_equal(C, C2) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
