@@ -11,7 +11,8 @@
  * NumpyOps' order: y = ((x - mean) * rstd) * gamma + beta. Every output has
  * one owner (rows for LayerNorm, column blocks for BatchNorm and for the
  * LayerNorm parameter gradients), so results are bitwise identical for any
- * thread count. gamma / beta may be NULL (1 / 0); mean / rstd may be NULL in
+ * thread count (the one float accumulation, LayerNorm's dgamma / dbeta, runs
+ * in row order on every path). gamma / beta may be NULL (1 / 0); mean / rstd may be NULL in
  * the forward (not stored). In the backward, dgamma / dbeta may be NULL (not
  * computed); dgamma is also left alone when gamma is NULL. y may be x and dx
  * may be dy (exact in-place use). */
@@ -27,7 +28,8 @@ int fg_layernorm_forward(float *y, float *mean, float *rstd, const float *x, con
                          const float *beta, int64_t rows, int64_t cols, float eps, int nthreads);
 /* dy, x, dx: (rows, cols); gamma, dgamma, dbeta: (cols,); mean, rstd: (rows,).
  * xhat = (x - mean) rstd; g = dy gamma; dx = rstd (g - mean_j(g) - xhat mean_j(g xhat));
- * dgamma = sum_i dy xhat, dbeta = sum_i dy (row order, double accumulation) */
+ * dgamma = sum_i dy xhat, dbeta = sum_i dy (float, row order, like NumPy's sum(axis=0):
+ * one pass over dy and x on one thread, a separate column-split pass on several) */
 int fg_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                           const float *gamma, const float *mean, const float *rstd, int64_t rows, int64_t cols,
                           int nthreads);

@@ -103,13 +103,16 @@ int FG_ISA_FN(fg_layernorm_forward)(float *y, float *mean, float *rstd, const fl
 }
 
 /* dx rows r0..r1: per row sums of g and g xhat in double, then
- * dx = rstd ((g - mean(g)) - xhat mean(g xhat)) in float */
-static void ln_backward_rows(float *dx, const float *dy, const float *x, const float *gamma, const float *mean,
-                             const float *rstd, int64_t cols, int64_t r0, int64_t r1) {
+ * dx = rstd ((g - mean(g)) - xhat mean(g xhat)) in float. When dgamma / dbeta
+ * are given (single-threaded call only) the same pass also adds this row's
+ * dy xhat / dy to them (float, row order: the bits of ln_param_grads). */
+static void ln_backward_rows(float *dx, float *FG_RESTRICT dgamma, float *FG_RESTRICT dbeta, const float *dy,
+                             const float *x, const float *gamma, const float *mean, const float *rstd, int64_t cols,
+                             int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; i++) {
-        const float *FG_RESTRICT d = dy + i * cols;
+        const float *d = dy + i * cols;
         const float *FG_RESTRICT xi = x + i * cols;
-        float *o = dx + i * cols; /* may be d */
+        float *o = dx + i * cols; /* may be d: each element is read before it is written */
         const float m = mean[i], r = rstd[i];
         double sg[16] = {0}, sgx[16] = {0};
         int64_t j = 0;
@@ -131,11 +134,39 @@ static void ln_backward_rows(float *dx, const float *dy, const float *x, const f
         for (int l = 0; l < 2; l++) { sg[l] += sg[l + 2]; sgx[l] += sgx[l + 2]; }
         const float mg = (float)((sg[0] + sg[1]) / (double)cols);
         const float mgx = (float)((sgx[0] + sgx[1]) / (double)cols);
-        if (gamma)
+        if (dgamma && dbeta)
             for (j = 0; j < cols; j++) {
-                float g = d[j] * gamma[j];
+                float dj = d[j];
                 float xh = (xi[j] - m) * r;
-                o[j] = r * ((g - mg) - xh * mgx);
+                dgamma[j] += dj * xh;
+                dbeta[j] += dj;
+                o[j] = r * ((dj * gamma[j] - mg) - xh * mgx);
+            }
+        else if (dbeta && gamma)
+            for (j = 0; j < cols; j++) {
+                float dj = d[j];
+                float xh = (xi[j] - m) * r;
+                dbeta[j] += dj;
+                o[j] = r * ((dj * gamma[j] - mg) - xh * mgx);
+            }
+        else if (dbeta)
+            for (j = 0; j < cols; j++) {
+                float dj = d[j];
+                float xh = (xi[j] - m) * r;
+                dbeta[j] += dj;
+                o[j] = r * ((dj - mg) - xh * mgx);
+            }
+        else if (dgamma)
+            for (j = 0; j < cols; j++) {
+                float dj = d[j];
+                float xh = (xi[j] - m) * r;
+                dgamma[j] += dj * xh;
+                o[j] = r * ((dj * gamma[j] - mg) - xh * mgx);
+            }
+        else if (gamma)
+            for (j = 0; j < cols; j++) {
+                float xh = (xi[j] - m) * r;
+                o[j] = r * ((d[j] * gamma[j] - mg) - xh * mgx);
             }
         else
             for (j = 0; j < cols; j++) {
@@ -145,27 +176,26 @@ static void ln_backward_rows(float *dx, const float *dy, const float *x, const f
     }
 }
 
-/* dgamma / dbeta for columns c0..c1: sums over all rows in row order, in double */
-static void ln_param_grads(float *dgamma, float *dbeta, const float *FG_RESTRICT dy, const float *FG_RESTRICT x,
-                           const float *FG_RESTRICT mean, const float *FG_RESTRICT rstd, int64_t rows, int64_t cols,
-                           int64_t c0, int64_t c1) {
-    double ag[CTILE], ab[CTILE];
+/* dgamma / dbeta for columns c0..c1 (multi-threaded calls): float sums over all
+ * rows in row order starting from 0, the same operations as the fused pass */
+static void ln_param_grads(float *FG_RESTRICT dgamma, float *FG_RESTRICT dbeta, const float *FG_RESTRICT dy,
+                           const float *FG_RESTRICT x, const float *FG_RESTRICT mean, const float *FG_RESTRICT rstd,
+                           int64_t rows, int64_t cols, int64_t c0, int64_t c1) {
     for (int64_t t0 = c0; t0 < c1; t0 += CTILE) {
         const int64_t w = t0 + CTILE < c1 ? CTILE : c1 - t0;
-        for (int64_t j = 0; j < w; j++) ag[j] = ab[j] = 0.0;
+        float *FG_RESTRICT ag = dgamma ? dgamma + t0 : NULL;
+        float *FG_RESTRICT ab = dbeta ? dbeta + t0 : NULL;
+        if (ag) memset(ag, 0, (size_t)w * sizeof(float));
+        if (ab) memset(ab, 0, (size_t)w * sizeof(float));
         for (int64_t i = 0; i < rows; i++) {
             const float *FG_RESTRICT d = dy + i * cols + t0;
             const float *FG_RESTRICT xi = x + i * cols + t0;
             const float m = mean[i], r = rstd[i];
-            if (dgamma)
-                for (int64_t j = 0; j < w; j++) ag[j] += (double)(d[j] * ((xi[j] - m) * r));
-            if (dbeta)
-                for (int64_t j = 0; j < w; j++) ab[j] += (double)d[j];
+            if (ag)
+                for (int64_t j = 0; j < w; j++) ag[j] += d[j] * ((xi[j] - m) * r);
+            if (ab)
+                for (int64_t j = 0; j < w; j++) ab[j] += d[j];
         }
-        if (dgamma)
-            for (int64_t j = 0; j < w; j++) dgamma[t0 + j] = (float)ag[j];
-        if (dbeta)
-            for (int64_t j = 0; j < w; j++) dbeta[t0 + j] = (float)ab[j];
     }
 }
 
@@ -176,24 +206,28 @@ int FG_ISA_FN(fg_layernorm_backward)(float *dx, float *dgamma, float *dbeta, con
     if (rows < 0 || cols < 0) return FG_ERR_ARG;
     if (!gamma) dgamma = NULL;
     if (cols == 0) return FG_OK;
+    if (dgamma) memset(dgamma, 0, (size_t)cols * sizeof(float));
+    if (dbeta) memset(dbeta, 0, (size_t)cols * sizeof(float));
+    if (rows == 0) return FG_OK;
     const int nt0 = fg_threads_for(rows * cols, GRAIN_NORM, nthreads);
-    /* parameter gradients first: they read dy, which dx may overwrite */
+    if (nt0 <= 1) { /* one pass over dy and x: dx and the parameter gradients */
+        unsigned fs = fg_fpstate_enter();
+        ln_backward_rows(dx, dgamma, dbeta, dy, x, gamma, mean, rstd, cols, 0, rows);
+        fg_fpstate_leave(fs);
+        return FG_OK;
+    }
+    /* threads: parameter gradients split by columns first (they read dy, which
+     * dx may overwrite), then dx split by rows */
     if (dgamma || dbeta) {
-        if (rows == 0) {
-            if (dgamma) memset(dgamma, 0, (size_t)cols * sizeof(float));
-            if (dbeta) memset(dbeta, 0, (size_t)cols * sizeof(float));
-        } else {
-            const int64_t nb = (cols + 15) / 16;
-            int nt = nt0 > nb ? (int)nb : nt0;
+        const int64_t nb = (cols + 15) / 16;
+        int nt = nt0 > nb ? (int)nb : nt0;
 #define BODY_(lo, hi) \
     ln_param_grads(dgamma, dbeta, dy, x, mean, rstd, rows, cols, (lo) * 16, (hi) * 16 < cols ? (hi) * 16 : cols)
-            FG_PARALLEL_RANGE(nb, 1, nt, BODY_);
+        FG_PARALLEL_RANGE(nb, 1, nt, BODY_);
 #undef BODY_
-        }
     }
-    if (rows == 0) return FG_OK;
     int nt = nt0 > rows ? (int)rows : nt0;
-#define BODY_(lo, hi) ln_backward_rows(dx, dy, x, gamma, mean, rstd, cols, lo, hi)
+#define BODY_(lo, hi) ln_backward_rows(dx, NULL, NULL, dy, x, gamma, mean, rstd, cols, lo, hi)
     FG_PARALLEL_RANGE(rows, 1, nt, BODY_);
 #undef BODY_
     return FG_OK;
