@@ -130,6 +130,18 @@ def test_forward_backward_vs_reference(isa, kind, shape, affine):
     close(db, db64, 2e-6, "dbeta", db_scale)
     dxn, dgn, dbn = bwd(REF, kind, dy, x, g, mn, rn)
     close(dx, dxn, 2e-6, "dx vs NumpyOps", dx_scale)
+    # the fast path (every output buffer given, as the layers call it) gives the same bits
+    y2, m2, r2 = fwd(OPS, kind, x, g, b, out=np.empty_like(x))
+    for a, a2 in ((y, y2), (m, m2), (r, r2)):
+        np.testing.assert_array_equal(a, a2)
+    bufs = dict(dx=np.empty_like(dy), dgamma=np.empty(x.size // x.shape[0], np.float32),
+                dbeta=np.empty(x.size // x.shape[0], np.float32))
+    dx2, dg2, db2 = getattr(OPS, kind + "_backward")(dy, x, g, m, r, **bufs)
+    assert dx2 is bufs["dx"] and db2 is bufs["dbeta"] and dg2 is bufs["dgamma"]  # as NumpyOps returns it
+    np.testing.assert_array_equal(dx2, dx)
+    np.testing.assert_array_equal(db2, db)
+    if g is not None:
+        np.testing.assert_array_equal(dg2, dg)
     close(db, dbn, 1e-5, "dbeta vs NumpyOps")
     if g is not None:
         close(dg, dgn, 1e-5, "dgamma vs NumpyOps")
@@ -247,12 +259,14 @@ def test_float64_statistics_buffers(kind):
     x, dy, g, b = data((12, 9), seed=9)
     n = nstat(kind, x)
     m64, r64 = np.zeros(n), np.zeros(n)
-    y = getattr(OPS, kind + "_forward")(x, g, b, EPS, mean=m64, rstd=r64)
+    y = getattr(OPS, kind + "_forward")(x, g, b, EPS, out=np.empty_like(x), mean=m64, rstd=r64)
     y32, m32, r32 = fwd(OPS, kind, x, g, b)
     np.testing.assert_array_equal(y, y32)
     np.testing.assert_array_equal(m64, m32.astype(np.float64))
     np.testing.assert_array_equal(r64, r32.astype(np.float64))
-    dx, dg, db = bwd(OPS, kind, dy, x, g, m64, r64)  # cast to float32 like NumpyOps
+    dx, dg, db = getattr(OPS, kind + "_backward")(dy, x, g, m64, r64, dx=np.empty_like(dy),
+                                                  dgamma=np.empty(9, np.float32),
+                                                  dbeta=np.empty(9, np.float32))  # cast like NumpyOps
     dx2, dg2, db2 = bwd(OPS, kind, dy, x, g, m32, r32)
     np.testing.assert_array_equal(dx, dx2)
     np.testing.assert_array_equal(dg, dg2)
