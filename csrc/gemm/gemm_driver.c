@@ -58,25 +58,30 @@
 #endif
 
 /* Where the unpacked path (gemm_small.h) wins over packing. Measured on the
- * dev box (Sapphire Rapids, thread CPU time, single thread each; both paths,
- * us; "packed" already includes its packing):
+ * dev box (Sapphire Rapids; thread CPU time, one thread each; us; "packed"
+ * includes its packing):
  *                      AVX-512 packed / small    AVX2 packed / small
- *   128x10x128 (M,N,K)        11.6 / 4.9              12.4 / 12.9
- *   128x10x128, A^T           16.2 / 8.6              16.7 / 12.9
- *   784x10x128, A^T          100  / 57               101  / 90
- *   128x16x128                14.3 / 7.4              11.7 / 13.7
- *   128x32x128                13.7 / 10.0             20.7 / 18.2
- *   1x128x784                 43.5 / 3.9              39.8 / 6.3
- *   8x128x784                 53.2 / 21.9             56.4 / 41.9
- *   16x128x784                86.0 / 38.1             81.1 / 84.1
- *   32x128x784               118  / 75               137  / 167
- * so: fewer columns than one NR sliver, fewer rows than two MR slivers, or a
- * tiny product (packing overhead ~0.2 us). Bigger products are left to the
- * packed path, which can also use threads. op(B) must be B (rows contiguous). */
+ *   128x10x128 (M,N,K)        11.3 / 4.5              10.3 / 7.8
+ *   128x10x128, A^T           14.8 / 6.1              13.5 / 8.2
+ *   784x10x128, A^T           96   / 53               74   / 49
+ *   128x16x128                14.8 / 4.1               9.6 / 7.5
+ *   128x32x128                10.0 / 6.7              16.6 / 15.9
+ *   1x128x784                 37.1 / 3.1              30.4 / 5.5
+ *   8x128x784                 41.4 / 16.0             52.2 / 31.4
+ *   16x128x784                49.0 / 20.2             59.2 / 64.6
+ *   32x128x784                80.5 / 53.1            101   / 133
+ * so: at most 32 columns, fewer rows than two MR slivers, or a tiny product
+ * (packing overhead ~0.2 us); up to 4M multiply-adds, above which the packed
+ * path's threads win. op(B) must be B (rows contiguous). */
+#if defined(__AVX512F__) || defined(__AVX2__)
+#define FG_SMALL_MAX_N 32
+#else
+#define FG_SMALL_MAX_N (FG_NR - 1)
+#endif
 static int small_wins(int64_t M, int64_t N, int64_t K) {
     const int64_t work = M * N * K;
-    if (work > ((int64_t)1 << 24)) return 0;
-    return N < FG_NR || M < 2 * FG_MR || work <= 32768;
+    if (work > ((int64_t)1 << 22)) return 0;
+    return N <= FG_SMALL_MAX_N || M < 2 * FG_MR || work <= 32768;
 }
 
 /* work (multiply-adds) per thread below which another thread does not pay */
