@@ -13,6 +13,12 @@ one run:
 extra_info["GFLOPs"] = 2 M N K / median time. The machine's FMA peak, for
 "% of peak": `python benchmarks/peak/run_peak.py`.
 
+Run the file alone and on a quiet machine: OpenBLAS and torch worker threads
+keep spinning for a while after their calls, and on 2 cores a spinning
+thread of another library starves a 2-thread region (whole scheduler time
+slices, ~10 ms, for a ~100 us GEMM). The fastgrad tests run first for that
+reason (pytest keeps file order).
+
 Shapes (M, N, K) with the transposes the training step uses:
   square 1024 and 2048, 256x1024x1024, 1024^3 on one thread;
   MLP 784-128 layer at batch 128: forward X W (128x784 @ 784x128),
@@ -92,8 +98,12 @@ def test_fastgrad(benchmark, request, threads, name):
     benchmark.group = f"gemm {name}"
     benchmark.extra_info["threads"] = nt
     benchmark(ops.gemm, a, b, c, ta, tb)
-    # the result is right (cheap check on one column)
-    ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)[:, :1].astype(np.float64)
+    # the result is right (cheap check on one column). One BLAS thread: OpenBLAS
+    # workers spin for a long while after a threaded call and would starve the
+    # next benchmark's second thread.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(1):
+        ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)[:, :1].astype(np.float64)
     np.testing.assert_allclose(c[:, :1], ref, rtol=1e-3, atol=1e-3 * np.sqrt(a.size / c.shape[0]))
     _gflops(benchmark, flops)
 
