@@ -176,3 +176,21 @@ def test_denormal_inputs_are_exact_without_flush():
     np.testing.assert_array_equal(y, x)
     K.exp(x, y, 1)
     np.testing.assert_array_equal(y, np.ones_like(x))
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386", "x86"),
+                    reason="flush-to-zero is implemented through the x86 MXCSR")
+def test_public_set_flush_denormal_through_ops():
+    import fastgrad as fg
+    x = np.full(1000, np.float32(1e-40))
+    try:
+        fg.set_flush_denormal(True)
+        assert fg.get_flush_denormal()
+        with fg.use_backend("native") as ops:
+            assert not ops.relu(x).any()
+        assert np.multiply(np.float32(1e-40), np.float32(1.0)) != 0   # caller unaffected
+    finally:
+        fg.set_flush_denormal(False)
+    assert not fg.get_flush_denormal()
+    with fg.use_backend("native") as ops:
+        assert np.all(ops.relu(x) == np.float32(1e-40))

@@ -8,7 +8,7 @@ Keras-style API.
     model.fit(x, y, epochs=5, batch_size=128, validation_split=0.1)
 
 Process settings: fg.set_backend("native" | "numpy") / fg.use_backend(...) /
-FASTGRAD_BACKEND, fg.set_num_threads(n), fg.set_seed(n).  `fg.ops` is the
+FASTGRAD_BACKEND, fg.set_num_threads(n), fg.set_seed(n), fg.set_flush_denormal(on).  `fg.ops` is the
 active backend's Ops object (the low-level kernel API).  fg.show_config()
 prints the build and runtime configuration (also `python -m fastgrad info`).
 """
@@ -17,7 +17,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from ._config import (set_backend, get_backend, use_backend, get_ops, set_num_threads,
-                      get_num_threads, set_seed, get_seed)
+                      get_num_threads, set_seed, get_seed, set_flush_denormal,
+                      get_flush_denormal)
 from . import activations, initializers, regularizers, losses, metrics, optimizers, layers, engine
 from . import models
 from .models import Sequential, Model, load_model
@@ -27,7 +28,7 @@ __all__ = ["__version__", "Sequential", "Model", "Input", "load_model", "layers"
            "losses", "metrics", "optimizers", "initializers", "regularizers", "activations",
            "callbacks", "engine", "backend", "ops", "set_backend", "get_backend", "use_backend",
            "get_ops", "set_num_threads", "get_num_threads", "set_seed", "get_seed", "show_config",
-           "config_info"]
+           "config_info", "set_flush_denormal", "get_flush_denormal"]
 
 
 def __getattr__(name):

@@ -152,3 +152,25 @@ def next_seed() -> int:
     """A fresh 63-bit seed drawn from the library generator (for layer RNG streams)."""
     with _rng_lock:
         return int(_rng.integers(0, 2**63 - 1))
+
+
+# ---------------------------------------------------------------- denormals
+def set_flush_denormal(on: bool) -> None:
+    """Flush denormal floats to zero inside fastgrad's C kernels.
+
+    Off by default (IEEE semantics). When on, every worker thread sets FTZ/DAZ
+    for the duration of each kernel and restores its previous state after, so
+    the caller's floating-point environment (and NumPy) is never changed; the
+    NumPy backend is unaffected. Worth turning on for long trainings where
+    optimizer state decays into denormals (e.g. Adam moments of dead ReLU
+    units), which makes x86 arithmetic on them many times slower."""
+    from . import _native
+    if _native.module("runtime") is None:
+        raise RuntimeError("set_flush_denormal: the native kernels are not built")
+    _native.set_flush_denormal(bool(on))
+
+
+def get_flush_denormal() -> bool:
+    from . import _native
+    rt = _native.module("runtime")
+    return bool(rt and rt.get_flush_denormal())
