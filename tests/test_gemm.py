@@ -491,3 +491,20 @@ def test_forked_child_after_threaded_parent():
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.skipif(_native.module("kernels") is None, reason="kernels module not built")
+@pytest.mark.parametrize("name", [n for n in ACT if n != "linear"])
+def test_epilogue_agrees_with_kernels_family(isa, name):
+    """The fused epilogue and the element-wise kernels (csrc/kernels) compute the
+    same functions: within the sum of their error bounds."""
+    Kmod = _native.module("kernels")
+    x = np.linspace(-40, 40, 80001).astype(np.float32).reshape(-1, 1)
+    y = np.empty_like(x)
+    G.dense_forward(x, np.ones((1, 1), np.float32), None, ACT[name], y, None, 1)
+    y2 = np.empty_like(x)
+    Kmod.act_forward(x, y2, ACT[name], 1)
+    ref = act64(name, x)
+    ok = np.abs(ref) >= np.finfo(np.float32).tiny
+    d = ulps(y, y2.astype(np.float64))
+    assert np.all(d[ok] <= 2 * ulp_limit(name, x)[ok] + 1), (name, float(d[ok].max()))
