@@ -20,7 +20,10 @@ extern "C" {
 /* C[M,N] = alpha * op(A) @ op(B) + beta * C, op(A) is M x K, op(B) is K x N,
  * row-major; A is stored as (M x K, lda) or, if trans_a, as (K x M, lda);
  * likewise B: (K x N, ldb) or, if trans_b, (N x K, ldb).
- * beta == 0 means C is not read (NaN in C does not propagate).
+ * beta == 0 means C is not read (NaN in C does not propagate). C must not
+ * overlap A or B (the Python binding refuses that).
+ * Small products (<= 32 columns, a few rows, or tiny) take an unpacked
+ * single-thread path; the rest the packed, threaded one (gemm_driver.c).
  * Returns FG_OK, FG_ERR_ARG (negative size, leading dimension too small, NULL
  * pointer) or FG_ERR_NOMEM (packing workspace could not be allocated). */
 int fg_gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
@@ -30,7 +33,9 @@ int fg_gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, 
 /* Fused dense forward: Z = X @ W + b (X: M x K, ldx; W: K x N, ldw, Keras
  * layout in x out; b: N floats or NULL); Y = act(Z) with act one of FG_ACT_*.
  * If Z != NULL the pre-activation is stored too (needed by the gelu
- * backward); Y may equal Z only for FG_ACT_LINEAR. */
+ * backward); Y may equal Z only for FG_ACT_LINEAR (else FG_ERR_ARG).
+ * Activation accuracy (gemm_vec.h): sigmoid/tanh <= ~2.5 ulp, gelu <= ~8,
+ * gelu_tanh limited by its float32 inner cubic for large negative x. */
 int fg_dense_forward(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *X, int64_t ldx,
                      const float *W, int64_t ldw, const float *b, int64_t M, int64_t N, int64_t K,
                      int act, int nthreads);
