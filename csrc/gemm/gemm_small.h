@@ -114,7 +114,7 @@ FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0,
         }                                                                                \
     } while (0)
 
-/* the whole product on the calling thread (trans_b must be 0) */
+/* the whole product on the calling thread (op(B) = B: rows contiguous) */
 static void gemm_small(const fg_gemm_problem *p) {
     const fg_ep ep = {p->alpha, p->beta, 1, p->act};
     const int64_t chunk = 4 * FG_VW;

@@ -85,7 +85,7 @@ def gemm(a, b, out, bint trans_a=False, bint trans_b=False, float alpha=1.0, flo
 
     op(x) is x.T when the trans flag is set. With beta == 0, out is not read.
     `_path` is a test hook: 0 chooses by shape, 1 forces the packed driver,
-    2 the unpacked one (when op(b) is b). Returns out."""
+    2 the unpacked one. Returns out."""
     cdef int64_t lda = _ld("gemm", "a", a, False)
     cdef int64_t ldb = _ld("gemm", "b", b, False)
     cdef int64_t ldc = _ld("gemm", "out", out, True)
