@@ -22,7 +22,25 @@ _FUSABLE = ("softmax", "sigmoid")
 _NEEDS_PREACT = ("gelu", "gelu_tanh")
 
 
-class Dense(Layer):
+class _FusableOutput:
+    """Output-activation fusion (Layer protocol) for layers that end in an
+    activation held in `self._run_act`: hand a softmax/sigmoid to the fused
+    loss kernel and run linear, or take it back."""
+
+    def split_output_activation(self):
+        if self._run_act in _FUSABLE:
+            self._fused_activation = self._run_act
+            self._run_act = "linear"
+            return self._fused_activation
+        return None
+
+    def merge_output_activation(self):
+        if self._fused_activation is not None:
+            self._run_act = self._fused_activation
+        self._fused_activation = None
+
+
+class Dense(_FusableOutput, Layer):
     """y = activation(x @ kernel + bias); kernel is (in, units) as in Keras."""
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -92,18 +110,6 @@ class Dense(Layer):
                                 need_dx)
         return dx
 
-    def split_output_activation(self):
-        if self._run_act in _FUSABLE:
-            self._fused_activation = self._run_act
-            self._run_act = "linear"
-            return self._fused_activation
-        return None
-
-    def merge_output_activation(self):
-        if self._fused_activation is not None:
-            self._run_act = self._fused_activation
-        self._fused_activation = None
-
     def get_config(self):
         cfg = super().get_config()
         cfg.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
@@ -122,7 +128,7 @@ class Dense(Layer):
         return d
 
 
-class Activation(Layer):
+class Activation(_FusableOutput, Layer):
     """Applies an activation function by name."""
 
     def __init__(self, activation, name=None, **kwargs):
@@ -150,18 +156,6 @@ class Activation(Layer):
         dx = ws.buf("dx", dy.shape, dy.dtype)
         self.ops.backprop_activation(act, dy, ws.y, ws.x, dx)
         return dx
-
-    def split_output_activation(self):
-        if self._run_act in _FUSABLE:
-            self._fused_activation = self._run_act
-            self._run_act = "linear"
-            return self._fused_activation
-        return None
-
-    def merge_output_activation(self):
-        if self._fused_activation is not None:
-            self._run_act = self._fused_activation
-        self._fused_activation = None
 
     def get_config(self):
         cfg = super().get_config()
