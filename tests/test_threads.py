@@ -194,3 +194,30 @@ def test_public_set_flush_denormal_through_ops():
     assert not fg.get_flush_denormal()
     with fg.use_backend("native") as ops:
         assert np.all(ops.relu(x) == np.float32(1e-40))
+
+
+def test_numpy_backend_fit_caps_blas_threads_at_fastgrad_setting():
+    """fg.set_num_threads governs the NumPy backend's BLAS pool during fit/evaluate
+    (and the caller's BLAS setting is restored afterwards)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import fastgrad as fg
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("NumPy has no BLAS pool that threadpoolctl can see")
+    before = blas_threads()
+    seen = []
+    fg.set_seed(0)
+    x = np.random.default_rng(0).standard_normal((64, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    with fg.use_backend("numpy"):
+        m = fg.Sequential([fg.layers.Dense(4, activation="relu", input_shape=(5,)),
+                           fg.layers.Dense(2, activation="softmax")])
+        m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        fg.set_num_threads(1)
+        cb = fg.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(blas_threads()))
+        m.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[cb])
+    assert seen and all(n == 1 for n in seen[0])
+    assert blas_threads() == before

@@ -174,3 +174,23 @@ def get_flush_denormal() -> bool:
     from . import _native
     rt = _native.module("runtime")
     return bool(rt and rt.get_flush_denormal())
+
+
+# ---------------------------------------------------------------- BLAS threads
+def blas_thread_limit():
+    """Context manager capping NumPy's BLAS pool at fg.set_num_threads(n) while
+    the NumPy backend trains or evaluates, so that setting governs that backend
+    too and its BLAS team does not oversubscribe the cores next to other pools.
+    A no-op for the native backend (its kernels use no BLAS) or when
+    threadpoolctl is not installed. Entered once per fit/evaluate call: it
+    costs about a millisecond, so it is not used on per-batch paths."""
+    n = _global["num_threads"]
+    if n is None or get_backend() != "numpy":
+        # without fg.set_num_threads the BLAS pool already follows
+        # OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / threadpoolctl by itself
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")

@@ -19,6 +19,7 @@ object x raise TypeError (cast explicitly).
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import time
@@ -58,6 +59,15 @@ class _CompiledHook:
 
 
 _compiled = _CompiledHook()
+
+
+def _blas_limited(method):
+    """Run `method` under _config.blas_thread_limit() (NumPy backend only)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _config.blas_thread_limit():
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class NotCompiledError(RuntimeError, ValueError):
@@ -332,6 +342,7 @@ class Sequential:
         return logs
 
     # ================================================================== fit
+    @_blas_limited
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
             sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
@@ -497,6 +508,7 @@ class Sequential:
             cbs.on_test_end(logs)
         return logs
 
+    @_blas_limited
     def evaluate(self, x=None, y=None, batch_size=32, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict=False):
         """Loss (plus metrics) over (x, y): a float when there are no metrics,
