@@ -60,11 +60,11 @@ def _data(n=103, d=12, classes=4, kind="sparse", seed=0):
     return x, y
 
 
-def _model(layers, loss, optimizer, metrics=None, seed=3):
+def _model(layers, loss, optimizer, metrics=None, seed=3, weighted_metrics=None):
     fg.set_seed(seed)
     m = fg.Sequential(layers())
     m.compile(optimizer=optimizer() if callable(optimizer) else optimizer, loss=loss,
-              metrics=metrics or [])
+              metrics=metrics or [], weighted_metrics=weighted_metrics)
     return m
 
 
@@ -221,15 +221,18 @@ def test_batching_edges_match_python(fit_kw, n):
 
 
 def test_sample_and_class_weights_match_python():
+    # weighted_metrics: the C step's weighted accuracy == the Python step's
     x, y = _data(kind="sparse")
     sw = np.random.default_rng(5).random(x.shape[0]).astype(np.float32)
     for kw in (dict(sample_weight=sw), dict(class_weight={0: 2.0, 1: 0.5, 3: 1.5})):
         fg.set_seed(11)
-        ref = _model(_mlp(), "sparse_categorical_crossentropy", "adam", ["accuracy"])
+        ref = _model(_mlp(), "sparse_categorical_crossentropy", "adam",
+                     weighted_metrics=["accuracy"])
         fg.set_seed(11)
         h_ref = _python_fit(ref, x, y, **kw)
         fg.set_seed(11)
-        com = _model(_mlp(), "sparse_categorical_crossentropy", "adam", ["accuracy"])
+        com = _model(_mlp(), "sparse_categorical_crossentropy", "adam",
+                     weighted_metrics=["accuracy"])
         fg.set_seed(11)
         h_com = _compiled_fit(com, x, y, **kw)
         _assert_close(ref, com)
@@ -629,3 +632,34 @@ def test_train_chunk_api_matches_fit_epoch():
     assert s0 == s1 == 90 and t0 == pytest.approx(t1, rel=1e-12)
     for a, b in zip(w0, w1):
         assert np.array_equal(a, b)
+
+
+@needs_hook
+@pytest.mark.parametrize("weighted", [False, True])
+def test_metric_weighting_fit_and_evaluate_match_python(weighted):
+    # Keras 3: metrics= ignore sample/class weights, weighted_metrics= honour them;
+    # fit / evaluate / train_on_batch give the same logs with and without the C step
+    x, y = _data(kind="sparse", n=70)
+    sw = np.random.default_rng(5).random(x.shape[0]).astype(np.float32)
+    kw = dict(weighted_metrics=["accuracy"]) if weighted else dict(metrics=["accuracy"])
+    res = []
+    for on in (False, True):
+        fg.set_seed(11)
+        m = _model(_mlp(), "sparse_categorical_crossentropy", "adam", **kw)
+        with compiled_enabled(on):
+            h = m.fit(x, y, batch_size=16, epochs=2, verbose=0, sample_weight=sw).history
+            ev = m.evaluate(x, y, sample_weight=sw, batch_size=16, verbose=0, return_dict=True)
+            tb = m.train_on_batch(x, y, class_weight={0: 3.0, 1: 0.25}, return_dict=True)
+            ev2 = m.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+        res.append((m, h, ev, tb, ev2))
+    (ref, *ref_logs), (com, *com_logs) = res
+    _assert_close(ref, com)
+    for a, b in zip(ref_logs, com_logs):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, err_msg=k)
+    # the reported accuracy is the weighted / unweighted mean of the hits
+    hits = (np.argmax(ref.predict(x), axis=1) == y).astype(np.float64)
+    want = float(np.dot(hits, sw) / sw.sum()) if weighted else float(hits.mean())
+    assert com_logs[1]["accuracy"] == pytest.approx(want, rel=1e-6)
+    assert com_logs[3]["accuracy"] == pytest.approx(hits.mean(), rel=1e-6)

@@ -256,6 +256,53 @@ def test_get_config_round_trip_and_summary(capsys):
     assert type(m2.optimizer) is type(m.optimizer) and m2.loss.name == m.loss.name
 
 
+@pytest.mark.parametrize("backend", backends())
+def test_metrics_unweighted_weighted_metrics_weighted(backend):
+    # Keras 3: compile(metrics=) ignore sample/class weights, weighted_metrics= use them
+    x, y = _data(40)
+    sw = np.random.default_rng(3).random(40) + (y == 0) * 5.0
+    with fg.use_backend(backend):
+        m = _mlp(metrics=["accuracy", "sparse_top_k_categorical_accuracy"],
+                 weighted_metrics=["accuracy"])
+        hits = (np.argmax(m.predict(x), axis=1) == y).astype(np.float64)
+        logs = m.evaluate(x, y, sample_weight=sw, batch_size=16, verbose=0, return_dict=True)
+        assert m.metrics_names == ["loss", "accuracy", "sparse_top_k_categorical_accuracy",
+                                   "weighted_accuracy"]
+        assert logs["accuracy"] == pytest.approx(hits.mean(), rel=1e-9)
+        assert logs["weighted_accuracy"] == pytest.approx(np.dot(hits, sw) / sw.sum(), rel=1e-6)
+        assert logs["accuracy"] != pytest.approx(logs["weighted_accuracy"])
+        base = m.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+        assert base["accuracy"] == logs["accuracy"]
+        assert base["weighted_accuracy"] == pytest.approx(base["accuracy"], rel=1e-9)
+        # train_on_batch with class_weight: metrics computed before the update
+        cw = {0: 4.0, 1: 1.0, 2: 0.5}
+        hits = (np.argmax(m.predict(x), axis=1) == y).astype(np.float64)
+        w = np.array([cw[int(c)] for c in y])
+        r = m.train_on_batch(x, y, class_weight=cw, return_dict=True)
+        assert r["accuracy"] == pytest.approx(hits.mean(), rel=1e-9)
+        assert r["weighted_accuracy"] == pytest.approx(np.dot(hits, w) / w.sum(), rel=1e-6)
+        # only weighted_metrics: logged under the plain name, weighted
+        m2 = _mlp(metrics=None, weighted_metrics=["accuracy"])
+        hits = (np.argmax(m2.predict(x), axis=1) == y).astype(np.float64)
+        h = m2.fit(x, y, epochs=1, batch_size=40, verbose=0, shuffle=False, sample_weight=sw)
+        assert h.history["accuracy"][0] == pytest.approx(np.dot(hits, sw) / sw.sum(), rel=1e-6)
+        m3 = _mlp(metrics=["accuracy"])
+        h = m3.fit(x, y, epochs=1, batch_size=40, verbose=0, shuffle=False, sample_weight=sw)
+        assert h.history["accuracy"][0] == pytest.approx(hits.mean(), rel=1e-9)
+
+
+def test_compile_config_keeps_weighted_metrics():
+    m = _mlp(metrics=["mae"], weighted_metrics=["accuracy", fg.metrics.MeanSquaredError()])
+    cc = m.get_compile_config()
+    assert cc["metrics"] == ["mae"] and cc["weighted_metrics"][0] == "accuracy"
+    m2 = _mlp(metrics=None)
+    m2.compile_from_config(cc)
+    assert m2.get_compile_config() == cc
+    assert m2._metric_weighted == [False, True, True]
+    m2.compile_from_config({k: v for k, v in cc.items() if k != "weighted_metrics"})
+    assert m2._metric_weighted == [False]
+
+
 def test_recompile_switches_fusion():
     m = _mlp()
     assert m.describe()["output_activation"] == "softmax"

@@ -48,6 +48,24 @@ def same_weights(a, b):
 
 
 # ====================================================================== round trips
+def test_save_load_keeps_weighted_metrics(tmp_path):
+    fg.set_seed(1)
+    x, y = data()
+    m = make_model(compile=False)
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+              weighted_metrics=["accuracy", "sparse_top_k_categorical_accuracy"])
+    sw = np.linspace(0.1, 2.0, x.shape[0])
+    m.fit(x, y, epochs=1, batch_size=16, verbose=0, sample_weight=sw)
+    m.save(tmp_path / "w.fgm")
+    m2 = fg.models.load_model(tmp_path / "w.fgm")
+    assert m2.get_compile_config() == m.get_compile_config()
+    assert m2.get_compile_config()["weighted_metrics"] == ["accuracy", "sparse_top_k_categorical_accuracy"]
+    a = m.evaluate(x, y, sample_weight=sw, verbose=0, return_dict=True)
+    b = m2.evaluate(x, y, sample_weight=sw, verbose=0, return_dict=True)
+    assert list(b) == ["loss", "accuracy", "weighted_accuracy",
+                       "sparse_top_k_categorical_accuracy"] and a == b
+
+
 def test_save_load_predict_bitwise(tmp_path, backend):
     fg.set_seed(1)
     x, y = data()

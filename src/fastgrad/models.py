@@ -50,6 +50,14 @@ class _CompiledHook:
         from .engine import compiled
         return compiled.train_plan(model)
 
+    def train_plan_for(self, model, sw):
+        """train_plan, or None when sample weights are given and some metric is
+        unweighted: the C step accumulates its accuracy with the sample weights,
+        so unweighted metrics (Keras `metrics=`) then run on the Python step."""
+        if sw is not None and model.metrics and not all(model._metric_weighted):
+            return None
+        return self.train_plan(model)
+
     @staticmethod
     def inference_plan(model):
         if _config.get_backend() != "native":
@@ -102,6 +110,9 @@ class Sequential:
         self.loss = None
         self.metrics: list = []
         self._metric_specs: list = []
+        self._metric_weighted: list = []      # per metric: honours sample/class weights
+        self._compile_metrics: list = []
+        self._compile_weighted_metrics: list = []
         self._metrics_resolved = False
         self._output_activation = None
         self._fused_layer = None
@@ -214,7 +225,11 @@ class Sequential:
                 weighted_metrics=None, run_eagerly=None, steps_per_execution=1, jit_compile=None,
                 **kwargs):
         """Configure training: optimizer (name or object), loss (name or object),
-        metrics (names or objects; "accuracy" is resolved from the loss)."""
+        metrics (names or objects; "accuracy" is resolved from the loss).
+        As in Keras 3, `metrics` are unweighted (sample_weight / class_weight
+        do not affect them) and `weighted_metrics` use the sample weights; the
+        loss is always weighted.  A weighted metric whose name collides with an
+        unweighted one is logged as "weighted_<name>"."""
         if kwargs:
             raise TypeError(f"compile: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
         if loss_weights is not None:
@@ -225,7 +240,12 @@ class Sequential:
             metrics = []
         elif isinstance(metrics, (str, _metrics.Metric)):
             metrics = [metrics]
-        metrics = list(metrics) + list(weighted_metrics or [])
+        if weighted_metrics is None:
+            weighted_metrics = []
+        elif isinstance(weighted_metrics, (str, _metrics.Metric)):
+            weighted_metrics = [weighted_metrics]
+        plain, weighted = list(metrics), list(weighted_metrics)
+        metrics = plain + weighted
         for m in metrics:       # fail now on unknown names
             if not (isinstance(m, str) and m.strip().lower() in ("accuracy", "acc")):
                 _metrics.get(m, "compile: metrics")
@@ -236,6 +256,8 @@ class Sequential:
         self.optimizer = opt
         self.loss = loss_obj
         self._metric_specs = metrics
+        self._metric_weighted = [False] * len(plain) + [True] * len(weighted)
+        self._compile_metrics, self._compile_weighted_metrics = plain, weighted
         self.metrics = []
         self._metrics_resolved = False
         self.compiled = True
@@ -266,6 +288,10 @@ class Sequential:
         out_shape = self.layers[-1].output_shape
         self.metrics = [_metrics.resolve(m, self.loss, out_shape, y_sparse)
                         for m in self._metric_specs]
+        plain_names = {m.name for m, w in zip(self.metrics, self._metric_weighted) if not w}
+        for m, w in zip(self.metrics, self._metric_weighted):
+            if w and m.name in plain_names:
+                m.name = "weighted_" + m.name     # Keras's name for a colliding weighted metric
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError(f"compile: metric names must be unique, got {names}")
@@ -433,7 +459,7 @@ class Sequential:
             total = 0.0
             seen = 0
             cbs.on_epoch_begin(epoch)
-            plan = _compiled.train_plan(self)
+            plan = _compiled.train_plan_for(self, sw)
             if plan is not None:
                 # the compiled executor: the same step in C, one call per epoch
                 # (per batch when callbacks listen to batches)
@@ -483,7 +509,7 @@ class Sequential:
     # ================================================================== evaluate
     def _evaluate_arrays(self, step, xa, ya, sw, batch_size, cbs):
         """Loss/metrics over arrays already validated; fires test hooks on cbs."""
-        plan = _compiled.train_plan(self)
+        plan = _compiled.train_plan_for(self, sw)
         if plan is not None:
             return plan.evaluate_arrays(xa, ya, sw, batch_size, cbs)
         metrics = self.metrics
@@ -609,7 +635,7 @@ class Sequential:
         self.optimizer.build(self._store.size)
         for m in self.metrics:
             m.reset_state()
-        plan = _compiled.train_plan(self)
+        plan = _compiled.train_plan_for(self, sw)
         try:
             if plan is not None:
                 loss = plan.train_batch(xa, ya, sw)
@@ -756,21 +782,27 @@ class Sequential:
     def get_compile_config(self):
         if not self.compiled:
             return None
+        def ser(specs):
+            return [m if isinstance(m, str) else
+                    {"class_name": type(m).__name__, "config": m.get_config()} for m in specs]
         return {"optimizer": _optimizers.serialize(self.optimizer),
                 "loss": _losses.serialize(self.loss),
-                "metrics": [m if isinstance(m, str) else
-                            {"class_name": type(m).__name__, "config": m.get_config()}
-                            for m in self._metric_specs]}
+                "metrics": ser(self._compile_metrics),
+                "weighted_metrics": ser(self._compile_weighted_metrics)}
 
     def compile_from_config(self, config):
-        metrics = []
-        for m in config.get("metrics", []):
-            if isinstance(m, dict):
-                metrics.append(_metrics._CLASSES[m["class_name"]].from_config(m["config"]))
-            else:
-                metrics.append(m)
+        def deser(specs):
+            out = []
+            for m in specs or []:
+                if isinstance(m, dict):
+                    out.append(_metrics._CLASSES[m["class_name"]].from_config(m["config"]))
+                else:
+                    out.append(m)
+            return out
         self.compile(optimizer=_optimizers.deserialize(config["optimizer"]),
-                     loss=_losses.deserialize(config["loss"]), metrics=metrics)
+                     loss=_losses.deserialize(config["loss"]),
+                     metrics=deser(config.get("metrics")),
+                     weighted_metrics=deser(config.get("weighted_metrics")))
 
     def describe(self) -> dict:
         """The model as plain data (for a compiled executor): layers with their

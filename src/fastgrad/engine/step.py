@@ -113,10 +113,15 @@ class Step:
         return h
 
     def update_metrics(self, metrics, y, out, sw):
+        """Metrics from compile(metrics=) ignore the sample weights; those from
+        compile(weighted_metrics=) use them (Keras 3)."""
         act = self.out_act
-        if act is None:
-            for m in metrics:
-                m.update_state(y, out, sw)
-        else:
-            for m in metrics:
-                m.update_state_logits(y, out, act, sw, self.ops)
+        flags = getattr(self.model, "_metric_weighted", ())
+        if len(flags) != len(metrics):
+            flags = (False,) * len(metrics)
+        for m, weighted in zip(metrics, flags):
+            w = sw if weighted else None
+            if act is None:
+                m.update_state(y, out, w)
+            else:
+                m.update_state_logits(y, out, act, w, self.ops)
