@@ -220,19 +220,18 @@ def test_batching_edges_match_python(fit_kw, n):
     np.testing.assert_allclose(h_com["loss"], h_ref["loss"], rtol=1e-5)
 
 
-def test_sample_and_class_weights_match_python():
-    # weighted_metrics: the C step's weighted accuracy == the Python step's
+@pytest.mark.parametrize("mkw", [dict(metrics=["accuracy"]), dict(weighted_metrics=["accuracy"])])
+def test_sample_and_class_weights_match_python(mkw):
+    # metrics= (unweighted) and weighted_metrics= (weighted) accuracy: C step == Python step
     x, y = _data(kind="sparse")
     sw = np.random.default_rng(5).random(x.shape[0]).astype(np.float32)
     for kw in (dict(sample_weight=sw), dict(class_weight={0: 2.0, 1: 0.5, 3: 1.5})):
         fg.set_seed(11)
-        ref = _model(_mlp(), "sparse_categorical_crossentropy", "adam",
-                     weighted_metrics=["accuracy"])
+        ref = _model(_mlp(), "sparse_categorical_crossentropy", "adam", **mkw)
         fg.set_seed(11)
         h_ref = _python_fit(ref, x, y, **kw)
         fg.set_seed(11)
-        com = _model(_mlp(), "sparse_categorical_crossentropy", "adam",
-                     weighted_metrics=["accuracy"])
+        com = _model(_mlp(), "sparse_categorical_crossentropy", "adam", **mkw)
         fg.set_seed(11)
         h_com = _compiled_fit(com, x, y, **kw)
         _assert_close(ref, com)
@@ -653,6 +652,8 @@ def test_metric_weighting_fit_and_evaluate_match_python(weighted):
             ev2 = m.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
         res.append((m, h, ev, tb, ev2))
     (ref, *ref_logs), (com, *com_logs) = res
+    assert com.__dict__["_fg_train_plan"][1] is not None      # ran on the C step
+    assert ref.__dict__.get("_fg_train_plan", (None, None))[1] is None
     _assert_close(ref, com)
     for a, b in zip(ref_logs, com_logs):
         assert a.keys() == b.keys()

@@ -102,11 +102,14 @@ enum {
     FG_ACC_BINARY = 3       /* mean over the row of (out > threshold) == (target > 0.5) */
 };
 int fg_net_set_accuracy(fg_net *net, int kind, float threshold);
+/* weighted != 0 (the default): the accuracy uses the sample weights (Keras
+ * `weighted_metrics=`); 0: it ignores them (Keras `metrics=`). The loss always uses them. */
+int fg_net_set_accuracy_weighted(fg_net *net, int weighted);
 
 /* Per-batch statistics written by train_chunk / evaluate: 4 doubles per batch. */
 enum {
     FG_STAT_LOSS = 0,   /* mean loss as the loss reports it, plus the regularization penalty */
-    FG_STAT_ACC = 1,    /* sum_i w_i acc_i (w_i = sample weight or 1) */
+    FG_STAT_ACC = 1,    /* sum_i w_i acc_i (w_i = sample weight, or 1 if none / unweighted) */
     FG_STAT_WEIGHT = 2, /* sum_i w_i */
     FG_STAT_ROWS = 3,   /* rows in the batch */
     FG_STAT_COUNT = 4

@@ -65,6 +65,7 @@ struct fg_net {
     int64_t n_params;
     int loss;              /* FG_LOSS_* or 0 */
     int acc_kind;          /* FG_ACC_* */
+    int acc_unweighted;    /* 1: accuracy ignores the sample weights (Keras `metrics=`) */
     float acc_thr;         /* FG_ACC_BINARY threshold on the raw output */
     int all_trainable;     /* no frozen layer: one optimizer call over the whole buffer */
     int has_opt;
@@ -299,6 +300,12 @@ int fg_net_set_accuracy(fg_net *n, int kind, float threshold) {
     return FG_OK;
 }
 
+int fg_net_set_accuracy_weighted(fg_net *n, int weighted) {
+    if (!n) return FG_ERR_ARG;
+    n->acc_unweighted = weighted == 0;
+    return FG_OK;
+}
+
 int64_t fg_net_workspace_bytes(const fg_net *n) {
     if (!n) return 0;
     int64_t b = 0, cap = n->cap;
@@ -472,14 +479,16 @@ static int loss_forward(const fg_net *n, const fg_batch *bt, const float *logits
     return FG_OK;
 }
 
-/* Accuracy of the batch: *acc = sum_i w_i acc_i, *wsum = sum_i w_i (serial, fixed order). */
+/* Accuracy of the batch: *acc = sum_i w_i acc_i, *wsum = sum_i w_i (serial, fixed order);
+ * w_i = 1 when there are no sample weights or the accuracy is unweighted. */
 static void accuracy(const fg_net *n, const fg_batch *bt, const float *out, int64_t rows, double *acc,
                      double *wsum) {
     const int64_t c = n->out_last;
+    const float *sw = n->acc_unweighted ? NULL : bt->sw;
     double a = 0.0, w = 0.0;
     for (int64_t i = 0; i < rows; i++) {
         const float *r = out + i * c;
-        double v = 0.0, wi = bt->sw ? (double)bt->sw[i] : 1.0;
+        double v = 0.0, wi = sw ? (double)sw[i] : 1.0;
         switch (n->acc_kind) {
         case FG_ACC_SPARSE:
             v = row_argmax(r, c) == bt->lbl[i];

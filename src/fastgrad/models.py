@@ -50,14 +50,6 @@ class _CompiledHook:
         from .engine import compiled
         return compiled.train_plan(model)
 
-    def train_plan_for(self, model, sw):
-        """train_plan, or None when sample weights are given and some metric is
-        unweighted: the C step accumulates its accuracy with the sample weights,
-        so unweighted metrics (Keras `metrics=`) then run on the Python step."""
-        if sw is not None and model.metrics and not all(model._metric_weighted):
-            return None
-        return self.train_plan(model)
-
     @staticmethod
     def inference_plan(model):
         if _config.get_backend() != "native":
@@ -459,7 +451,7 @@ class Sequential:
             total = 0.0
             seen = 0
             cbs.on_epoch_begin(epoch)
-            plan = _compiled.train_plan_for(self, sw)
+            plan = _compiled.train_plan(self)
             if plan is not None:
                 # the compiled executor: the same step in C, one call per epoch
                 # (per batch when callbacks listen to batches)
@@ -509,7 +501,7 @@ class Sequential:
     # ================================================================== evaluate
     def _evaluate_arrays(self, step, xa, ya, sw, batch_size, cbs):
         """Loss/metrics over arrays already validated; fires test hooks on cbs."""
-        plan = _compiled.train_plan_for(self, sw)
+        plan = _compiled.train_plan(self)
         if plan is not None:
             return plan.evaluate_arrays(xa, ya, sw, batch_size, cbs)
         metrics = self.metrics
@@ -635,7 +627,7 @@ class Sequential:
         self.optimizer.build(self._store.size)
         for m in self.metrics:
             m.reset_state()
-        plan = _compiled.train_plan_for(self, sw)
+        plan = _compiled.train_plan(self)
         try:
             if plan is not None:
                 loss = plan.train_batch(xa, ya, sw)

@@ -63,6 +63,7 @@ cdef extern from "step/fg_step.h" nogil:
                       float *params, float *grads, int64_t n_params, int loss, const fg_optim_desc *opt)
     void fg_net_free(fg_net *net)
     int fg_net_set_accuracy(fg_net *net, int kind, float threshold)
+    int fg_net_set_accuracy_weighted(fg_net *net, int weighted)
     int fg_net_set_adaptive_threads(fg_net *net, int on)
     int fg_net_train_chunk(fg_net *net, int64_t *n_done, double *stats, const float *x, int64_t x_rows,
                            const void *y, int y_kind, const float *sample_weight, const int64_t *perm,
@@ -203,9 +204,12 @@ cdef class Net:
             fg_net_free(self.net)
             self.net = NULL
 
-    def set_accuracy(self, int kind, float threshold=0.5):
+    def set_accuracy(self, int kind, float threshold=0.5, bint weighted=True):
+        """The accuracy metric to accumulate; weighted=False ignores the sample weights."""
         _raise(fg_net_set_accuracy(self.net, kind, threshold), "step.Net.set_accuracy",
                f"kind {kind}")
+        _raise(fg_net_set_accuracy_weighted(self.net, weighted), "step.Net.set_accuracy",
+               f"weighted {weighted}")
 
     def set_adaptive_threads(self, bint on):
         """Let train_chunk pick nthreads or one thread, whichever is faster now (default on;

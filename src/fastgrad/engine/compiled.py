@@ -208,24 +208,29 @@ def _optimizer_desc(opt, n):
 
 
 def _accuracy_spec(model, loss_code):
+    """(kind, threshold, weighted) for Net.set_accuracy: weighted when the metric
+    came from compile(weighted_metrics=), unweighted from compile(metrics=)."""
     from .. import metrics as M
     ms = list(model.metrics)
     if not ms:
-        return _ACC_NONE, 0.5
+        return _ACC_NONE, 0.5, True
     if len(ms) > 1:
         raise _Unsupported("more than one metric")
     m = ms[0]
+    flags = getattr(model, "_metric_weighted", ())
+    weighted = bool(flags[0]) if len(flags) == 1 else False
     t = type(m)
     out_act = model._output_activation
     if t is M.SparseCategoricalAccuracy and loss_code == _LOSS_SPARSE:
-        return _ACC_SPARSE, 0.5
+        return _ACC_SPARSE, 0.5, weighted
     if t is M.CategoricalAccuracy and loss_code != _LOSS_SPARSE:
-        return _ACC_CATEGORICAL, 0.5
+        return _ACC_CATEGORICAL, 0.5, weighted
     if t is M.BinaryAccuracy and loss_code != _LOSS_SPARSE:
         if out_act is None:
-            return _ACC_BINARY, float(m.threshold)
+            return _ACC_BINARY, float(m.threshold), weighted
         if out_act == "sigmoid" and m.threshold == 0.5:
-            return _ACC_BINARY, 0.0     # sigmoid(x) > 0.5  <=>  x > 0 (as the metric does)
+            # sigmoid(x) > 0.5  <=>  x > 0 (as the metric does)
+            return _ACC_BINARY, 0.0, weighted
     raise _Unsupported(f"metric {m.name} ({t.__name__}) has no C path here")
 
 
@@ -417,7 +422,7 @@ class CompiledPlan:
         makes it). The learning rate per step comes from the optimizer (schedules
         evaluated per step); optimizer.iterations and dropout streams advance.
         Returns (loss_sum, accuracy_sum, n_seen): sum over batches of (batch mean loss x
-        rows), of the accuracy metric's hits (weighted), and rows. Raises
+        rows), of the accuracy metric's hits (weighted if it is a weighted metric), and rows. Raises
         NonFiniteLossError (the bad step not applied) like fit."""
         from .step import NonFiniteLossError
         if perm is not None:
@@ -519,7 +524,8 @@ def _train_key(model):
             tuple(sorted((k, v) for k, v in vars(opt).items()
                          if isinstance(v, (int, float, bool)) and not k.startswith("_")
                          and k != "iterations")),
-            tuple(model.metrics), _config.get_backend(), enabled, adaptive_threads,
+            tuple(model.metrics), tuple(getattr(model, "_metric_weighted", ())),
+            _config.get_backend(), enabled, adaptive_threads,
             tuple(getattr(l, "rate", None) for l in model.layers))
 
 
