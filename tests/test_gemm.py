@@ -360,22 +360,55 @@ def test_epilogue_special_values(isa):
                 np.testing.assert_allclose(y[:15], ref, rtol=1e-6, atol=1e-37, err_msg=name)
 
 
+def unfused_act(name, z):
+    """The element-wise kernels family's activation (NativeOps.relu/sigmoid/...,
+    i.e. fg_act_forward) of a contiguous float32 array."""
+    from fastgrad.backend import NativeOps
+    if name == "linear":
+        return z.copy()
+    return getattr(NativeOps(), name)(z)
+
+
+@pytest.mark.skipif(_native.module("kernels") is None, reason="kernels module not built")
 @pytest.mark.parametrize("name", list(ACT))
 def test_fused_equals_unfused_sequence(isa, name):
-    """Fused epilogue == gemm, + b, then the NumPy backend's activation (fp32 tolerance)."""
-    from fastgrad.backend import NumpyOps
-    ops = NumpyOps()
+    """Fused epilogue == gemm, + b, then the kernels family's activation, BITWISE:
+    the epilogue runs the same vector code (csrc/kernels/fg_act_vec.h) with the
+    same vector grouping, on every ISA, for every thread count; the shapes take
+    both the packed driver and the unpacked path."""
     r = rng(9)
-    x = r.standard_normal((37, 300)).astype(np.float32)
-    w = (r.standard_normal((300, 45)) / 17).astype(np.float32)
-    b = r.standard_normal(45).astype(np.float32)
-    y = np.empty((37, 45), np.float32)
-    G.dense_forward(x, w, b, ACT[name], y, None, 2)
-    z = np.empty_like(y)
-    G.gemm(x, w, z, 0, 0, 1.0, 0.0, 2)
-    z += b
-    ref = ops.activation(name, z)
-    np.testing.assert_allclose(y, ref, rtol=2e-6, atol=1e-6)
+    for M, N, K in [(1, 1, 1), (3, 5, 7), (37, 45, 300), (128, 10, 128), (17, 129, 33),
+                    (128, 128, 784), (64, 1000, 9), (1000, 3, 16)]:
+        x = (3 * r.standard_normal((M, K))).astype(np.float32)
+        w = (r.standard_normal((K, N)) / math.sqrt(K)).astype(np.float32)
+        b = r.standard_normal(N).astype(np.float32)
+        z = np.empty((M, N), np.float32)
+        G.gemm(x, w, z, 0, 0, 1.0, 0.0, 1)
+        z += b
+        ref = unfused_act(name, z)
+        for nt in (1, 2, 3):
+            y = np.full((M, N), np.nan, np.float32)
+            zf = np.full((M, N), np.nan, np.float32)
+            G.dense_forward(x, w, b, ACT[name], y, zf, nt)
+            assert np.array_equal(zf, z), (name, M, N, K, nt)
+            assert np.array_equal(y.view(np.int32), ref.view(np.int32)), (name, M, N, K, nt)
+
+
+@pytest.mark.skipif(_native.module("kernels") is None, reason="kernels module not built")
+def test_fused_equals_unfused_special_values(isa):
+    """Specials (inf, NaN, signed zeros, tails, subnormal results) give the same bits."""
+    v = np.array([0.0, -0.0, 1e-30, -1e-30, 30, -30, 100, -100, 1e30, -1e30, 88.0, -88.0, 89.0,
+                  -14.0, -9.5, -5.0, -0.6, -0.4, 0.5, 0.8, np.inf, -np.inf, np.nan], np.float32)
+    x = np.resize(v, 23 * 11).reshape(-1, 1)  # one value per row
+    one = np.ones((1, 1), np.float32)
+    z = np.empty_like(x)
+    G.gemm(x, one, z, 0, 0, 1.0, 0.0, 1)  # x @ [[1]] == x, except -0 -> +0
+    with np.errstate(all="ignore"):
+        for name in ACT:
+            y = np.empty_like(x)
+            G.dense_forward(x, one, None, ACT[name], y, None, 1)
+            ref = unfused_act(name, z)
+            assert np.array_equal(y.view(np.int32), ref.view(np.int32)), name
 
 
 def test_dense_bitwise_across_threads(isa):

@@ -34,8 +34,10 @@ int fg_gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, 
  * layout in x out; b: N floats or NULL); Y = act(Z) with act one of FG_ACT_*.
  * If Z != NULL the pre-activation is stored too (needed by the gelu
  * backward); Y may equal Z only for FG_ACT_LINEAR (else FG_ERR_ARG).
- * Activation accuracy (gemm_vec.h): sigmoid/tanh <= ~2.5 ulp, gelu <= ~8,
- * gelu_tanh limited by its float32 inner cubic for large negative x. */
+ * The activation is fg_act_forward's own vector code (csrc/kernels/fg_act_vec.h,
+ * applied over the finished Y by gemm_act.c): Y is bitwise equal to
+ * fg_act_forward(Z) on every ISA and thread count (contiguous Y; with
+ * ldy != N row by row), with the kernels' accuracy (fg_vmath.h). */
 int fg_dense_forward(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *X, int64_t ldx,
                      const float *W, int64_t ldw, const float *b, int64_t M, int64_t N, int64_t K,
                      int act, int nthreads);

@@ -36,6 +36,9 @@ int fg_gemm_path(float *C, int64_t ldc, const float *A, int64_t lda, const float
 
 /* Per-ISA driver (gemm_driver.c): runs the whole problem on up to nthreads. */
 FG_DECLARE_ISA(int, fg_gemm_run, (const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws))
+/* Per-ISA fused-epilogue activation (gemm_act.c): C[M x N, ldc] = act(C) in
+ * place, with the kernels family's vector code (bitwise fg_act_forward). */
+FG_DECLARE_ISA(int, fg_gemm_act, (float *C, int64_t ldc, int64_t M, int64_t N, int act, int nthreads))
 /* MR, NR, MC, KC, NC of that ISA's driver. */
 FG_DECLARE_ISA(void, fg_gemm_blocking, (int *mr, int *nr, int *mc, int *kc, int *nc))
 

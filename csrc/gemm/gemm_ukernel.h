@@ -18,15 +18,13 @@ typedef struct {
     float alpha; /* scales op(A) op(B) */
     float cbeta; /* multiplier of the old C (beta on the first K block, 1 on
                     later blocks); 0 means C is not read */
-    int final;   /* last K block: add bias, store Z, apply the activation */
-    int act;     /* FG_ACT_* */
+    int final;   /* last K block: add bias, store Z */
 } fg_ep;
 
 /* c = alpha acc + cbeta c (+ bias on the final block); z = the same value
- * (the pre-activation). The activation itself is applied afterwards by
- * act_tile() over the finished tile, still in L1: one out-of-line copy of
- * the activation code instead of one per store keeps the kernels small.
- * Callers pass a local copy of the fg_ep, so its fields stay in registers
+ * (the pre-activation). The activation is applied afterwards over the whole
+ * finished C by fg_gemm_act (gemm_act.c: the kernels family's vector code,
+ * so the fused result is bitwise fg_act_forward's). Callers pass a local copy of the fg_ep, so its fields stay in registers
  * across the stores to C. */
 FG_INLINE void ep_vec(float *c, float *z, const float *bias, vf acc, const fg_ep *ep) {
     vf x = vf_mul(acc, vf_set1(ep->alpha));
@@ -47,16 +45,6 @@ FG_INLINE void ep_vec_part(float *c, float *z, const float *bias, vf acc, int n,
         if (z) vf_storeu_part(z, x, n);
     }
     vf_storeu_part(c, x, n);
-}
-
-/* c[r * ldc + j] = act(c[r * ldc + j]) for r < rows, j < cols (in place) */
-static FG_NOINLINE void act_tile(float *c, int64_t ldc, int rows, int cols, int act) {
-    for (int r = 0; r < rows; r++) {
-        float *row = c + r * ldc;
-        int j = 0;
-        for (; j + FG_VW <= cols; j += FG_VW) vf_storeu(row + j, vf_activate(vf_loadu(row + j), act));
-        if (j < cols) vf_storeu_part(row + j, vf_activate(vf_loadu_part(row + j, cols - j), act), cols - j);
-    }
 }
 
 /* The C tile is touched only at the end; ask for its lines up front so the
@@ -115,7 +103,6 @@ static void ukernel_12x32(int64_t kc, const float *FG_RESTRICT a, const float *F
     const fg_ep e = *ep; /* not aliased by C: fields stay in registers */
     ep = &e;
     ROWS(STORE)
-    if (e.final && e.act != FG_ACT_LINEAR) act_tile(c, ldc, FG_MR, FG_NR, e.act);
 #undef ROWS
 #undef DECL
 #undef STEP
@@ -152,7 +139,6 @@ static void ukernel_6x16(int64_t kc, const float *FG_RESTRICT a, const float *FG
     const fg_ep e = *ep; /* not aliased by C: fields stay in registers */
     ep = &e;
     ROWS(STORE)
-    if (e.final && e.act != FG_ACT_LINEAR) act_tile(c, ldc, FG_MR, FG_NR, e.act);
 #undef ROWS
 #undef DECL
 #undef STEP
@@ -178,7 +164,6 @@ static void ukernel_4x8(int64_t kc, const float *FG_RESTRICT a, const float *FG_
     for (int r = 0; r < 4; r++)
         for (int j = 0; j < 8; j++)
             ep_vec(c + r * ldc + j, z ? z + r * ldz + j : NULL, bias ? bias + j : NULL, acc[r][j], ep);
-    if (e.final && e.act != FG_ACT_LINEAR) act_tile(c, ldc, 4, 8, e.act);
 }
 #define FG_UKERNEL ukernel_4x8
 #endif

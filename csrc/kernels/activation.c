@@ -10,7 +10,7 @@
  * count.
  */
 #include "fg_activation.h"
-#include "fg_vmath.h"
+#include "fg_act_vec.h" /* act_fwd_* (shared with the GEMM epilogue); includes fg_vmath.h */
 
 /* Grain sizes: a kernel uses a second thread only from 2 * grain elements.
  * Measured on the 2-core dev box (best of 400, loaded machine), 1 vs 2 threads:
@@ -19,58 +19,6 @@
  * so memory-bound passes go parallel from 128K elements, exp-bound ones from 16K. */
 #define GRAIN_MEM ((int64_t)1 << 16)
 #define GRAIN_TRANS ((int64_t)1 << 13)
-
-/* ---- per-vector bodies ------------------------------------------------- */
-
-FG_VINLINE V act_fwd_relu(V x) { return v_max(v_zero(), x); } /* NaN propagates */
-FG_VINLINE V act_fwd_sigmoid(V x) { return v_sigmoid(x); }
-FG_VINLINE V act_fwd_tanh(V x) { return v_tanh(x); }
-FG_VINLINE V act_fwd_exp(V x) { return v_exp(x); }
-FG_VINLINE V act_fwd_log(V x) { return v_log(x); }
-/* gelu(x) = x Phi(x): near 0 (|x| / sqrt 2 < 0.5) the float Taylor series of
- * erf; in the tails x * Phi in double (vd_gelu_tail), rounded once */
-FG_VINLINE V act_fwd_gelu(V x) {
-    V az = v_abs(v_mul(x, v_set1(0.70710678118654752f)));
-    M big = v_ge(az, v_set1(0.5f)); /* NaN: small branch, propagates */
-    /* no lane in the negative tail: Phi = 1 - erfc/2 there, so the float erfc's
-     * few-ULP error shrinks below half an ULP of Phi — the float path suffices */
-    if (!m_any(v_lt(x, v_set1(-0.70710678f))))
-        return v_mul(x, v_phi(x));
-    V y = v_zero();
-    if (!m_all(big)) y = v_mul(x, v_phi(v_sel(big, x, v_zero())));
-    if (m_any(big)) {
-        V t0 = v_div(v_set1(1.0f), v_fma(v_min(az, v_set1(14.2f)), v_set1(0.5f), v_set1(1.0f)));
-        y = v_sel(big, y, V_VIA_DOUBLE2(vd_gelu_tail, x, t0));
-    }
-    return v_sel(v_eq(x, v_set1(-INFINITY)), y, v_set1(-0.0f)); /* limit, not -inf*0 */
-}
-/* 0.5 x (1 + tanh(u)) == x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3):
- * the sigmoid form has no cancellation for negative x */
-FG_VINLINE V gelu_tanh_2u(V x) {
-    V x2 = v_mul(x, x);
-    V inner = v_fma(v_mul(x2, v_set1(0.044715f)), x, x);
-    return v_mul(inner, v_set1(1.5957691216057308f)); /* 2 sqrt(2/pi) */
-}
-/* x * sigmoid(2u) in double, rounded once: the inner cubic makes the float
- * version ill-conditioned for negative x (relative error ~|2u| ulp) */
-FG_VINLINE VD vd_gelu_tanh(VD x) {
-    VD xc = vd_min(vd_max(x, vd_set1(-1e4)), vd_set1(1e4)); /* keeps x^3 finite; results 0 / x there */
-    VD x2 = vd_mul(xc, xc);
-    VD u2 = vd_mul(vd_fma(vd_mul(x2, vd_set1(0.044715)), xc, xc), vd_set1(1.5957691216057308)); /* 2u */
-    VD e = vd_exp(vd_sub(vd_set1(0.0), vd_abs(u2)));                                           /* e^-|2u| */
-    VD num = vd_sel_pos(u2, e, vd_set1(1.0));
-    return vd_mul(x, vd_div(num, vd_add(vd_set1(1.0), e)));
-}
-
-FG_VINLINE V act_fwd_gelu_tanh(V x) {
-    V y;
-    if (m_any(v_lt(x, v_set1(-0.5f)))) /* the ill-conditioned side: double */
-        y = V_VIA_DOUBLE(vd_gelu_tanh, x);
-    else
-        y = v_mul(x, v_sigmoid(gelu_tanh_2u(x)));
-    y = v_sel(v_isnan(x), y, x);
-    return v_sel(v_eq(x, v_set1(-INFINITY)), y, v_set1(-0.0f));
-}
 
 /* y[lo:hi] = FN(x[lo:hi]); `stream`: non-temporal stores after an aligned head */
 #define DEFINE_UNARY_RANGE(NAME, FN)                                                    \
