@@ -17,6 +17,11 @@
 #define GRAIN_MEM ((int64_t)1 << 16)
 #define GRAIN_TRANS ((int64_t)1 << 13)
 
+/* c[rows x cols, ldc] = act(c) in place, row by row (one finished tile) */
+void FG_ISA_FN(fg_gemm_act_tile)(float *c, int64_t ldc, int rows, int cols, int act) {
+    for (int r = 0; r < rows; r++) fg_act_apply_range(c + r * ldc, c + r * ldc, 0, cols, act);
+}
+
 /* C[M x N, ldc] = act(C) in place */
 int FG_ISA_FN(fg_gemm_act)(float *C, int64_t ldc, int64_t M, int64_t N, int act, int nthreads) {
     if (act == FG_ACT_LINEAR || M <= 0 || N <= 0) return FG_OK;

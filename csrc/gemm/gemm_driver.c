@@ -192,7 +192,7 @@ static void gemm_serial(const fg_gemm_problem *p, int64_t kc_std, int64_t nkb, f
         for (int64_t kb = 0; kb < nkb; kb++) {             /* pc: KC blocks of K */
             const int64_t pc = kb * kc_std;
             const int64_t kc = K - pc < kc_std ? K - pc : kc_std;
-            const fg_ep ep = {p->alpha, kb == 0 ? p->beta : 1.0f, kb == nkb - 1};
+            const fg_ep ep = {p->alpha, kb == 0 ? p->beta : 1.0f, kb == nkb - 1, p->act};
             pack_b(p, Bp, jc, nc, pc, kc, 0, ns);
             for (int64_t ic = 0; ic < M; ic += mc_std) {   /* ic: MC blocks of op(A) */
                 const int64_t mc = M - ic < mc_std ? M - ic : mc_std;
@@ -271,7 +271,7 @@ static void transpose_b(float *FG_RESTRICT Bt, const float *FG_RESTRICT B, int64
  * extra copies against M N K / nt multiply-adds per thread. Barriers would
  * cost microseconds each, and whole scheduler time slices when the machine
  * is oversubscribed. */
-static int run_linear(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) {
+static int run_tiles(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) {
     const int64_t M = p->M, N = p->N, K = p->K;
     if (use_small(p)) {
         fg_gemm_problem q = *p;
@@ -331,13 +331,16 @@ static int run_linear(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) 
     return FG_OK;
 }
 
-/* The activation (if any) runs after the whole product, over the finished C
- * in place (fg_gemm_act): fused gemm + bias + act == gemm + bias, then
- * fg_act_forward, bit for bit on every ISA. */
+/* The activation uses the kernels family's code (gemm_act.c), so fused
+ * gemm + bias + act == gemm + bias, then fg_act_forward, bit for bit on every
+ * ISA: lane-local ones per finished tile (still in L1), gelu / gelu_tanh
+ * (whose vectors take one path for all lanes) after the whole product over
+ * the finished C in place, grouped into vectors as fg_act_forward groups them. */
 int FG_ISA_FN(fg_gemm_run)(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) {
     fg_gemm_problem q = *p;
-    q.act = FG_ACT_LINEAR;
-    int st = run_linear(&q, nthreads, ws);
+    if (!fg_gemm_act_in_tile(p->act)) q.act = FG_ACT_LINEAR;
+    int st = run_tiles(&q, nthreads, ws);
+    if (q.act == p->act) return st;
     if (st != FG_OK || p->act == FG_ACT_LINEAR) return st;
     return FG_ISA_FN(fg_gemm_act)(p->C, p->ldc, p->M, p->N, p->act, nthreads);
 }

@@ -39,6 +39,15 @@ FG_DECLARE_ISA(int, fg_gemm_run, (const fg_gemm_problem *p, int nthreads, fg_gem
 /* Per-ISA fused-epilogue activation (gemm_act.c): C[M x N, ldc] = act(C) in
  * place, with the kernels family's vector code (bitwise fg_act_forward). */
 FG_DECLARE_ISA(int, fg_gemm_act, (float *C, int64_t ldc, int64_t M, int64_t N, int act, int nthreads))
+/* The same code on one tile: c[r * ldc + j] = act(c[...]) for r < rows,
+ * j < cols, each row grouped into vectors from its first element. Only for
+ * activations whose per-element result does not depend on the grouping. */
+FG_DECLARE_ISA(void, fg_gemm_act_tile, (float *c, int64_t ldc, int rows, int cols, int act))
+/* relu, sigmoid, tanh: every lane's result depends on that lane alone, so
+ * they can run per tile; gelu / gelu_tanh pick one path per vector. */
+static inline int fg_gemm_act_in_tile(int act) {
+    return act == FG_ACT_RELU || act == FG_ACT_SIGMOID || act == FG_ACT_TANH;
+}
 /* MR, NR, MC, KC, NC of that ISA's driver. */
 FG_DECLARE_ISA(void, fg_gemm_blocking, (int *mr, int *nr, int *mc, int *kc, int *nc))
 

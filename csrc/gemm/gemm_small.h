@@ -62,6 +62,7 @@ FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0,
         a += as_k;
     }
     SM_ALL(SM_STORE)
+    if (e.act != FG_ACT_LINEAR) FG_ISA_FN(fg_gemm_act_tile)(p->C + i0 * p->ldc + j0, p->ldc, R, ncols, e.act);
 }
 
 /* rows per tile for NV vectors: what fits the register file with B and A */
@@ -115,7 +116,7 @@ FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0,
 
 /* the whole product on the calling thread (op(B) = B: rows contiguous) */
 static void gemm_small(const fg_gemm_problem *p) {
-    const fg_ep ep = {p->alpha, p->beta, 1};
+    const fg_ep ep = {p->alpha, p->beta, 1, p->act};
     const int64_t chunk = 4 * FG_VW;
     for (int64_t j0 = 0; j0 < p->N; j0 += chunk) { /* column chunks of up to 4 vectors */
         const int ncols = (int)(p->N - j0 < chunk ? p->N - j0 : chunk);

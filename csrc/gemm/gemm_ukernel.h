@@ -11,6 +11,7 @@
 #ifndef FG_GEMM_UKERNEL_H
 #define FG_GEMM_UKERNEL_H
 
+#include "gemm_internal.h"
 #include "gemm_vec.h"
 
 /* What the store at the end of a micro-kernel does (see ep_vec). */
@@ -18,13 +19,18 @@ typedef struct {
     float alpha; /* scales op(A) op(B) */
     float cbeta; /* multiplier of the old C (beta on the first K block, 1 on
                     later blocks); 0 means C is not read */
-    int final;   /* last K block: add bias, store Z */
+    int final;   /* last K block: add bias, store Z, apply a lane-local activation */
+    int act;     /* FG_ACT_*, applied per tile (fg_gemm_act_in_tile), or LINEAR */
 } fg_ep;
 
 /* c = alpha acc + cbeta c (+ bias on the final block); z = the same value
- * (the pre-activation). The activation is applied afterwards over the whole
- * finished C by fg_gemm_act (gemm_act.c: the kernels family's vector code,
- * so the fused result is bitwise fg_act_forward's). Callers pass a local copy of the fg_ep, so its fields stay in registers
+ * (the pre-activation). The activation is the kernels family's vector code
+ * (gemm_act.c): relu / sigmoid / tanh, whose per-element results do not
+ * depend on how elements are grouped into vectors, are applied to each
+ * finished tile while it is in L1 (fg_gemm_act_tile, out of line); gelu and
+ * gelu_tanh over the whole finished C (fg_gemm_act). Either way the result is
+ * bitwise fg_act_forward's. Callers pass a local copy of the fg_ep, so its
+ * fields stay in registers
  * across the stores to C. */
 FG_INLINE void ep_vec(float *c, float *z, const float *bias, vf acc, const fg_ep *ep) {
     vf x = vf_mul(acc, vf_set1(ep->alpha));
@@ -103,6 +109,7 @@ static void ukernel_12x32(int64_t kc, const float *FG_RESTRICT a, const float *F
     const fg_ep e = *ep; /* not aliased by C: fields stay in registers */
     ep = &e;
     ROWS(STORE)
+    if (e.final && e.act != FG_ACT_LINEAR) FG_ISA_FN(fg_gemm_act_tile)(c, ldc, FG_MR, FG_NR, e.act);
 #undef ROWS
 #undef DECL
 #undef STEP
@@ -139,6 +146,7 @@ static void ukernel_6x16(int64_t kc, const float *FG_RESTRICT a, const float *FG
     const fg_ep e = *ep; /* not aliased by C: fields stay in registers */
     ep = &e;
     ROWS(STORE)
+    if (e.final && e.act != FG_ACT_LINEAR) FG_ISA_FN(fg_gemm_act_tile)(c, ldc, FG_MR, FG_NR, e.act);
 #undef ROWS
 #undef DECL
 #undef STEP
@@ -164,6 +172,7 @@ static void ukernel_4x8(int64_t kc, const float *FG_RESTRICT a, const float *FG_
     for (int r = 0; r < 4; r++)
         for (int j = 0; j < 8; j++)
             ep_vec(c + r * ldc + j, z ? z + r * ldz + j : NULL, bias ? bias + j : NULL, acc[r][j], ep);
+    if (e.final && e.act != FG_ACT_LINEAR) FG_ISA_FN(fg_gemm_act_tile)(c, ldc, 4, 8, e.act);
 }
 #define FG_UKERNEL ukernel_4x8
 #endif
