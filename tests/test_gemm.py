@@ -395,6 +395,25 @@ def test_fused_equals_unfused_sequence(isa, name):
 
 
 @pytest.mark.skipif(_native.module("kernels") is None, reason="kernels module not built")
+@pytest.mark.parametrize("name", [n for n in ACT if n != "linear"])
+def test_fused_strided_output_equals_rowwise_unfused(isa, name):
+    """out with a leading dimension > N: each row equals the kernels' activation of that row."""
+    r = rng(11)
+    for M, N, K in [(5, 13, 9), (40, 37, 70), (130, 21, 300)]:
+        x = (3 * r.standard_normal((M, K))).astype(np.float32)
+        w = (r.standard_normal((K, N)) / math.sqrt(K)).astype(np.float32)
+        b = r.standard_normal(N).astype(np.float32)
+        big = np.full((M, N + 7), np.nan, np.float32)
+        y = big[:, :N]
+        z = np.empty((M, N), np.float32)
+        for nt in (1, 2):
+            G.dense_forward(x, w, b, ACT[name], y, z, nt)
+            ref = np.stack([unfused_act(name, z[i].copy()) for i in range(M)])
+            assert np.array_equal(y.view(np.int32), ref.view(np.int32)), (name, M, N, K, nt)
+            assert np.isnan(big[:, N:]).all()
+
+
+@pytest.mark.skipif(_native.module("kernels") is None, reason="kernels module not built")
 def test_fused_equals_unfused_special_values(isa):
     """Specials (inf, NaN, signed zeros, tails, subnormal results) give the same bits."""
     v = np.array([0.0, -0.0, 1e-30, -1e-30, 30, -30, 100, -100, 1e30, -1e30, 88.0, -88.0, 89.0,
