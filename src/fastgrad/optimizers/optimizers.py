@@ -22,23 +22,13 @@ import numbers
 
 import numpy as np
 
+from ..utils.validation import check_number
+
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "get", "serialize",
            "deserialize"]
 
 
-def _hp(cls, name, value, lo=None, lo_open=False, hi=None, hi_open=False, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{cls}: {name} must be a real number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{cls}: {name} must be finite, got {value!r}")
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise ValueError(f"{cls}: {name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and (v >= hi if hi_open else v > hi):
-        raise ValueError(f"{cls}: {name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
-    return v
+_hp = check_number   # shared wording: fastgrad.utils.validation
 
 
 class Optimizer:

@@ -18,7 +18,8 @@ rounded float32 value.
 from __future__ import annotations
 
 import math
-import numbers
+
+from ..utils.validation import check_number
 
 __all__ = [
     "LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "CosineDecay",
@@ -26,18 +27,7 @@ __all__ = [
 ]
 
 
-def _number(cls, name, value, *, lo=None, lo_open=False, hi=None, hi_open=False):
-    """Validate a real finite hyper-parameter and return it as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{cls}: {name} must be a real number, got {value!r} ({type(value).__name__})")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{cls}: {name} must be finite, got {value!r}")
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise ValueError(f"{cls}: {name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and (v >= hi if hi_open else v > hi):
-        raise ValueError(f"{cls}: {name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
-    return v
+_number = check_number   # shared wording: fastgrad.utils.validation
 
 
 def _step(cls, step):
