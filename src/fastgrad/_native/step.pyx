@@ -115,6 +115,14 @@ cdef inline float *_fptr(object a, str op, str name, int64_t size) except? NULL:
     return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef struct _batch_data:
+    # pointers into the caller's arrays, filled by Net._check_data once validated
+    const float *x
+    const void *y
+    float *sw
+    int64_t *perm
+
+
 cdef class Net:
     """A compiled Sequential (see fastgrad.engine.compiled for the description format).
 
@@ -221,7 +229,7 @@ cdef class Net:
         return fg_net_workspace_bytes(self.net)
 
     cdef int _check_data(self, str op, object x, object y, int y_kind, object sw, object perm,
-                         int64_t *x_rows, int64_t *n_perm) except -1:
+                         int64_t *x_rows, int64_t *n_perm, _batch_data *d) except -1:
         if not _f32c(x) or cnp.PyArray_NDIM(<cnp.ndarray>x) < 1:
             raise TypeError(f"{op}: x must be a C-contiguous float32 array")
         x_rows[0] = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
@@ -246,6 +254,10 @@ cdef class Net:
                     and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>perm)):
                 raise TypeError(f"{op}: perm must be a C-contiguous int64 array")
             n_perm[0] = cnp.PyArray_SIZE(<cnp.ndarray>perm)
+        d.x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+        d.y = cnp.PyArray_DATA(<cnp.ndarray>y)
+        d.sw = <float *>cnp.PyArray_DATA(<cnp.ndarray>sw) if sw is not None else NULL
+        d.perm = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>perm) if perm is not None else NULL
         return 0
 
     def train_chunk(self, x, y, int y_kind, sw, perm, int64_t start_batch, int64_t n_batches,
@@ -257,7 +269,8 @@ cdef class Net:
         n_done applied steps, then calls check(status, ...). FG_ERR_NONFINITE (4): batch
         n_done's loss was NaN/inf (that batch not applied)."""
         cdef int64_t x_rows = 0, n_perm = 0, n_done = 0
-        self._check_data("train_chunk", x, y, y_kind, sw, perm, &x_rows, &n_perm)
+        cdef _batch_data d
+        self._check_data("train_chunk", x, y, y_kind, sw, perm, &x_rows, &n_perm, &d)
         cdef const float *plr = _fptr(lr, "train_chunk", "lr", n_batches)
         if not (cnp.PyArray_Check(stats) and cnp.PyArray_TYPE(<cnp.ndarray>stats) == cnp.NPY_FLOAT64
                 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>stats)
@@ -271,18 +284,10 @@ cdef class Net:
                     and cnp.PyArray_SIZE(<cnp.ndarray>drop_offsets) == self.n_layers):
                 raise TypeError(f"train_chunk: drop_offsets must be a uint64 array of {self.n_layers}")
             pdo = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>drop_offsets)
-        cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
-        cdef const void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
-        cdef float *psw = NULL
-        cdef int64_t *pp = NULL
-        if sw is not None:
-            psw = <float *>cnp.PyArray_DATA(<cnp.ndarray>sw)
-        if perm is not None:
-            pp = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>perm)
         cdef double *ps = <double *>cnp.PyArray_DATA(<cnp.ndarray>stats)
         cdef int st
         with nogil:
-            st = fg_net_train_chunk(self.net, &n_done, ps, px, x_rows, py, y_kind, psw, pp, n_perm,
+            st = fg_net_train_chunk(self.net, &n_done, ps, d.x, x_rows, d.y, y_kind, d.sw, d.perm, n_perm,
                                     start_batch, n_batches, batch_size, plr, iteration0, pdo, nthreads)
         return st, n_done
 
@@ -291,24 +296,17 @@ cdef class Net:
         """Loss / accuracy statistics of n_batches batches (OUT stats, float64 (n_batches, 4)).
         Returns (status, n_done) like train_chunk."""
         cdef int64_t x_rows = 0, n_perm = 0, n_done = 0
-        self._check_data("evaluate", x, y, y_kind, sw, perm, &x_rows, &n_perm)
+        cdef _batch_data d
+        self._check_data("evaluate", x, y, y_kind, sw, perm, &x_rows, &n_perm, &d)
         if not (cnp.PyArray_Check(stats) and cnp.PyArray_TYPE(<cnp.ndarray>stats) == cnp.NPY_FLOAT64
                 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>stats)
                 and cnp.PyArray_SIZE(<cnp.ndarray>stats) >= n_batches * FG_STAT_COUNT):
             raise TypeError("evaluate: stats must be a C-contiguous float64 array of "
                             f"{n_batches} x {FG_STAT_COUNT}")
-        cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
-        cdef const void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
-        cdef float *psw = NULL
-        cdef int64_t *pp = NULL
-        if sw is not None:
-            psw = <float *>cnp.PyArray_DATA(<cnp.ndarray>sw)
-        if perm is not None:
-            pp = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>perm)
         cdef double *ps = <double *>cnp.PyArray_DATA(<cnp.ndarray>stats)
         cdef int st
         with nogil:
-            st = fg_net_evaluate(self.net, &n_done, ps, px, x_rows, py, y_kind, psw, pp, n_perm,
+            st = fg_net_evaluate(self.net, &n_done, ps, d.x, x_rows, d.y, y_kind, d.sw, d.perm, n_perm,
                                  start_batch, n_batches, batch_size, nthreads)
         if st != FG_OK and st != FG_ERR_NONFINITE:
             _raise(st, "evaluate", f"batch {start_batch + n_done} of size {batch_size}, {n_perm} samples")
