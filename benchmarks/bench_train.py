@@ -395,3 +395,23 @@ def test_peak_rss(benchmark):
     for impl, r in res.items():
         benchmark.extra_info[f"{impl}_peak_rss_mib"] = round(r["peak_rss_mib"], 1)
         benchmark.extra_info[f"{impl}_growth_during_fit_mib"] = round(r["growth_during_fit_mib"], 1)
+
+
+def test_progbar_update_between_draws(benchmark):
+    """What `verbose=1` adds to a batch between redraws: 1000 updates of the
+    live bar with a running loss (a TTY bar, writing to a buffer). Issue #6
+    asks that the bar not slow training measurably; an MLP batch is ~1 ms."""
+    import io
+    from fastgrad.utils.progbar import Progbar
+    benchmark.group = "progbar_update"
+    benchmark.name = "progbar_update[1000 updates]"
+    os.environ["FASTGRAD_PROGBAR_TTY"] = "1"
+    try:
+        bar = Progbar(target=10**9, stream=io.StringIO(), interval=3600.0)
+
+        def run():
+            for i in range(1, 1001):
+                bar.update(i, [("loss", 0.5)])
+        benchmark(run)
+    finally:
+        os.environ.pop("FASTGRAD_PROGBAR_TTY", None)
