@@ -231,3 +231,33 @@ def test_unbuilt_model_stays_unbuilt_on_bad_input(call):
     assert not m.built
     m.fit(X, Y, epochs=1, verbose=0)          # and it still works afterwards
     assert m.built and m.input_shape == (None, 4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows", [1, 63, 64, 65, 256, 257, 1031])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nonfinite_x_of_a_built_model_is_named(threads, rows, where, value):
+    """Once a model is built the compiled inference plan checks x for NaN/inf
+    in C, chunk by chunk (256 rows), instead of a Python pre-pass: the error
+    must still name the first bad element, for every chunk position."""
+    m = _model()
+    m.predict(X)                                  # built, plan compiled
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 4)).astype(np.float32)
+    i = {"first": 0, "middle": x.size // 2, "last": x.size - 1}[where]
+    x.reshape(-1)[i] = value
+    bad = np.unravel_index(i, x.shape)
+    old = fg.get_num_threads()
+    fg.set_num_threads(threads)
+    try:
+        for method in ("predict", "predict_on_batch"):
+            with pytest.raises(ValueError, match=rf"{method}: x contains NaN or inf \(first at index "
+                                                 rf"\({bad[0]}, {bad[1]}\)"):
+                getattr(m, method)(x)
+        x.reshape(-1)[i] = np.finfo(np.float32).max    # largest finite float32 and
+        x.reshape(-1)[0] = np.float32(1e-45)           # a denormal are accepted
+        assert m.predict(x).shape == (rows, 3)
+        assert m.predict_on_batch(x).shape == (rows, 3)
+    finally:
+        fg.set_num_threads(old)

@@ -28,6 +28,7 @@ FG_DECLARE_ISA(int, fg_cce_prob, (double *, float *, const float *, const float 
                                   float, float, int))
 FG_DECLARE_ISA(int, fg_sum_rows, (float *, const float *, int64_t, int64_t, int))
 FG_DECLARE_ISA(int, fg_sumsq, (double *, const float *, int64_t, int))
+FG_DECLARE_ISA(int, fg_all_finite, (int *, const float *, int64_t, int))
 FG_DECLARE_ISA(int, fg_scale, (float *, int64_t, float, int))
 FG_DECLARE_ISA(int, fg_clip_value, (float *, int64_t, float, float, int))
 FG_DECLARE_ISA(int, fg_sgd_update, (float *, float *, const float *, int64_t, float, float, int, float, int, int))
@@ -97,6 +98,9 @@ int fg_sum_rows(float *out, const float *x, int64_t rows, int64_t cols, int nthr
 }
 int fg_sumsq(double *out, const float *x, int64_t n, int nthreads) {
     return FG_DISPATCH(fg_sumsq)(out, x, n, nthreads);
+}
+int fg_all_finite(int *ok, const float *x, int64_t n, int nthreads) {
+    return FG_DISPATCH(fg_all_finite)(ok, x, n, nthreads);
 }
 int fg_scale(float *x, int64_t n, float s, int nthreads) { return FG_DISPATCH(fg_scale)(x, n, s, nthreads); }
 int fg_clip_value(float *x, int64_t n, float lo, float hi, int nthreads) {

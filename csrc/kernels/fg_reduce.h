@@ -13,6 +13,9 @@ extern "C" {
 int fg_sum_rows(float *out, const float *x, int64_t rows, int64_t cols, int nthreads);
 /* out = sum_i x[i]^2 in double (global L2 norm squared) */
 int fg_sumsq(double *out, const float *x, int64_t n, int nthreads);
+/* *ok = 1 if none of x[n] is NaN or +-inf, else 0 (input validation inside
+ * compiled paths: a bit test per float, no floating-point operation) */
+int fg_all_finite(int *ok, const float *x, int64_t n, int nthreads);
 /* x[n] *= s (clip by norm) */
 int fg_scale(float *x, int64_t n, float s, int nthreads);
 /* x[n] = min(max(x, lo), hi); NaN stays NaN */

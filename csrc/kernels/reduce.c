@@ -87,6 +87,34 @@ static void scale_range(float *FG_RESTRICT x, float s, int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; i++) x[i] *= s;
 }
 
+/* OR over x[lo, hi) of (exponent field + 1 ulp of exponent): bit 31 is set
+ * exactly when some exponent is all ones (NaN or inf). Integer and/add/or
+ * only, so every ISA copy vectorises it and no FP exception can be raised. */
+static uint32_t nonfinite_bits(const float *FG_RESTRICT x, int64_t lo, int64_t hi) {
+    const uint32_t *FG_RESTRICT u = (const uint32_t *)(const void *)x;
+    uint32_t acc = 0;
+    for (int64_t i = lo; i < hi; i++) acc |= (u[i] & 0x7f800000u) + 0x00800000u;
+    return acc & 0x80000000u;
+}
+
+/* x: (n,) -> *ok */
+int FG_ISA_FN(fg_all_finite)(int *ok, const float *x, int64_t n, int nthreads) {
+    if (n < 0 || !ok) return FG_ERR_ARG;
+    uint32_t bad = 0;
+    int nt = fg_threads_for(n, GRAIN_MEM, nthreads);
+#define BODY_(lo, hi)                                 \
+    do {                                              \
+        uint32_t b_ = nonfinite_bits(x, lo, hi);      \
+        if (b_) {                                     \
+            _Pragma("omp atomic") bad |= b_;          \
+        }                                             \
+    } while (0)
+    FG_PARALLEL_RANGE(n, 16, nt, BODY_);
+#undef BODY_
+    *ok = bad == 0;
+    return FG_OK;
+}
+
 /* x: (n,) in place */
 int FG_ISA_FN(fg_scale)(float *x, int64_t n, float s, int nthreads) {
     if (n < 0) return FG_ERR_ARG;

@@ -138,7 +138,8 @@ int fg_net_evaluate(fg_net *net, int64_t *n_done, double *stats, const float *x,
                     int nthreads);
 
 /* Forward only (dropout off), with the output activation a fused loss took over.
- * out: (rows, out_features of the last layer); x: (rows, in_features). */
+ * out: (rows, out_features of the last layer); x: (rows, in_features).
+ * FG_ERR_NONFINITE when x holds NaN or inf (out is then partly written). */
 int fg_net_predict(fg_net *net, float *out, const float *x, int64_t rows, int nthreads);
 
 /* Thread policy of train_chunk (default on): results never depend on the thread count, so

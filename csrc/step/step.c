@@ -832,6 +832,12 @@ static int predict_rows(const fg_net *n, float *ws, float *out, const float *x, 
     float *buf[3] = {ws, ws + stride, ws + 2 * stride};
     const float *src = x;
     int which = 0;
+    /* the input is validated here, chunk by chunk while it is being read
+     * anyway, instead of by a separate pass in Python (FG_ERR_NONFINITE: the
+     * caller re-checks and names the first bad element) */
+    int ok = 1;
+    TRY(fg_all_finite(&ok, x, rows * n->in0, 1));
+    if (!ok) return FG_ERR_NONFINITE;
     for (int l = 0; l < n->n_layers; l++) {
         const fg_layer_desc *L = &n->layers[l];
         int last = l == n->n_layers - 1;

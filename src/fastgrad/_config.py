@@ -13,7 +13,14 @@ import threading
 import numpy as np
 
 _BACKEND_NAMES = ("native", "numpy")
-_state = threading.local()
+class _ThreadState(threading.local):
+    """Per-thread `use_backend` stack; the class attribute is every thread's
+    default, so reading it needs no getattr fallback (get_backend is on the
+    per-call path of predict_on_batch)."""
+    stack = None
+
+
+_state = _ThreadState()
 _global = {"backend": None, "ops": {}, "num_threads": None, "seed": None}
 _rng_lock = threading.Lock()
 _rng = np.random.default_rng()
@@ -62,7 +69,7 @@ def set_backend(name: str) -> None:
 
 def get_backend() -> str:
     """Name of the active backend (a `use_backend` block overrides it in its thread)."""
-    local = getattr(_state, "stack", None)
+    local = _state.stack
     if local:
         return local[-1]
     if _global["backend"] is None:
@@ -81,7 +88,7 @@ def use_backend(name: str):
     if not isinstance(name, str) or name.lower() not in _BACKEND_NAMES:
         raise ValueError(f"use_backend: unknown backend {name!r}; expected one of {_BACKEND_NAMES}")
     _make_ops(name.lower())
-    stack = getattr(_state, "stack", None)
+    stack = _state.stack
     if stack is None:
         stack = _state.stack = []
     stack.append(name.lower())

@@ -36,6 +36,8 @@ from .engine.step import NonFiniteLossError, Step
 from .layers.base import Layer
 from .layers.core import InputLayer
 
+_F32 = np.dtype(np.float32)
+
 __all__ = ["Sequential", "Model", "load_model", "NotCompiledError"]
 
 
@@ -299,7 +301,7 @@ class Sequential:
             raise NotCompiledError(f"{what}: the model must be compiled first — call "
                                    "model.compile(optimizer=..., loss=...)")
 
-    def _prepare_x(self, x, what, build=True):
+    def _prepare_x(self, x, what, build=True, finite=True):
         if not self.layers:
             raise ValueError(f"{what}: the model has no layers")
         if not self.built:
@@ -308,7 +310,22 @@ class Sequential:
             if build:
                 self.build(xa.shape[1:])
             return xa
-        return _data.as_x(x, what, self._input_shape, self.layers[0].name)
+        return _data.as_x(x, what, self._input_shape, self.layers[0].name, finite)
+
+    def _plan_predict(self, plan, x, what, call):
+        """Run `call(xa)` on the compiled inference plan, which checks the rows
+        for NaN/inf in C as it reads them (no separate scan here); when it
+        reports one, the Python check names the first bad element."""
+        if (type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous
+                and x.shape[1:] == self._input_shape and x.shape[0]):
+            xa = x                         # as_x's own fast case, without two calls
+        else:
+            xa = self._prepare_x(x, what, finite=False)
+        try:
+            return call(xa)
+        except ValueError:                # FG_ERR_NONFINITE, or another refusal
+            _data.raise_if_nonfinite(xa, x, what)
+            raise
 
     def _infer_output_shape(self, input_shape):
         s = tuple(input_shape)
@@ -567,6 +584,12 @@ class Sequential:
         """Model outputs for x (probabilities for a softmax/sigmoid model), as a
         new float32 array.  batch_size None picks a large batch (<= 1024 rows)."""
         what = "predict"
+        if callbacks is None and not verbose and self.built:
+            plan = _compiled.inference_plan(self)
+            if plan is not None:
+                if batch_size is not None:
+                    _data.check_batch_size(batch_size, what, 1)
+                return self._plan_predict(plan, x, what, plan.predict_rows)
         xa = self._prepare_x(x, what)
         n = xa.shape[0]
         batch_size = _data.check_batch_size(batch_size, what, self._default_predict_batch(n))
@@ -575,7 +598,7 @@ class Sequential:
         if callbacks is None and not verbose:
             plan = _compiled.inference_plan(self)
             if plan is not None:
-                plan.predict(xa, out)
+                plan.predict(xa, out)      # first call of an unbuilt model: x fully checked above
                 return out
         cbs = None
         if callbacks is not None or verbose:
@@ -607,10 +630,10 @@ class Sequential:
 
     def predict_on_batch(self, x):
         """Outputs for one batch (no batching loop): a new array."""
-        xa = self._prepare_x(x, "predict_on_batch")
-        plan = _compiled.inference_plan(self)
+        plan = _compiled.inference_plan(self) if self.built else None
         if plan is not None:
-            return plan.predict_rows(xa)
+            return self._plan_predict(plan, x, "predict_on_batch", plan.predict_rows)
+        xa = self._prepare_x(x, "predict_on_batch")
         return np.array(self._get_step_for_predict().predict_batch(xa), copy=True)
 
     def __call__(self, x, training=False):

@@ -50,13 +50,17 @@ def all_finite(a) -> bool:
     return bool(np.isfinite(a).all())
 
 
-def as_x(x, what: str, input_shape=None, layer_name=None) -> np.ndarray:
-    """Validate x and return it as C-contiguous float32 (batch, *input_shape)."""
+def as_x(x, what: str, input_shape=None, layer_name=None, finite=True) -> np.ndarray:
+    """Validate x and return it as C-contiguous float32 (batch, *input_shape).
+
+    finite=False skips the NaN/inf scan for a float32 array that needs no
+    conversion: for callers whose C path checks the rows as it reads them
+    (the compiled inference plan) and calls raise_if_nonfinite on failure."""
     if (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous
             and input_shape is not None and x.shape[1:] == input_shape and x.shape[0] > 0
             and x.size > 0):
         # the common case, kept cheap for per-call paths (predict_on_batch)
-        if all_finite(x):
+        if not finite or all_finite(x):
             return x
     if x is None:
         raise ValueError(f"{what}: x is required")
@@ -86,13 +90,19 @@ def as_x(x, what: str, input_shape=None, layer_name=None) -> np.ndarray:
         raise ValueError(f"{what}: x is empty (shape {x.shape})")
     with np.errstate(over="ignore"):     # values beyond float32 become inf: reported below
         xf = np.ascontiguousarray(x, dtype=np.float32)
-    if not all_finite(xf):
-        bad = np.argwhere(~np.isfinite(xf))[0]
-        raise ValueError(f"{what}: x contains NaN or inf (first at index {tuple(int(i) for i in bad)}"
-                         f", value {x[tuple(bad)].item()!r}" + (", out of float32 range"
-                                                         if np.isfinite(x[tuple(bad)]) else "")
-                         + ")")
+    raise_if_nonfinite(xf, x, what)
     return xf
+
+
+def raise_if_nonfinite(xf, x, what: str) -> None:
+    """ValueError naming the first NaN/inf of xf (the float32 form of x)."""
+    if all_finite(xf):
+        return
+    bad = np.argwhere(~np.isfinite(xf))[0]
+    raise ValueError(f"{what}: x contains NaN or inf (first at index {tuple(int(i) for i in bad)}"
+                     f", value {x[tuple(bad)].item()!r}" + (", out of float32 range"
+                                                     if np.isfinite(x[tuple(bad)]) else "")
+                     + ")")
 
 
 def as_y(y, loss, output_shape, n: int, what: str) -> np.ndarray:
