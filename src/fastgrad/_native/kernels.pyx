@@ -44,6 +44,7 @@ cdef extern from "kernels/fg_loss.h" nogil:
 cdef extern from "kernels/fg_reduce.h" nogil:
     int fg_sum_rows(float *out, const float *x, int64_t rows, int64_t cols, int nthreads)
     int fg_sumsq(double *out, const float *x, int64_t n, int nthreads)
+    int fg_all_finite(int *ok, const float *x, int64_t n, int nthreads)
     int fg_scale(float *x, int64_t n, float s, int nthreads)
     int fg_clip_value(float *x, int64_t n, float lo, float hi, int nthreads)
 
@@ -425,6 +426,19 @@ def sumsq(cnp.ndarray x not None, int nthreads):
     if st != FG_OK:
         check_status(st, "sumsq", f"x {_shp(x)}")
     return s
+
+def all_finite(cnp.ndarray x not None, int nthreads):
+    """True when no element of x is NaN or +-inf."""
+    _f32(x, "all_finite", "x")
+    cdef int ok = 1
+    cdef const float *xp = _fp(x)
+    cdef int64_t n = cnp.PyArray_SIZE(x)
+    cdef int st
+    with nogil:
+        st = fg_all_finite(&ok, xp, n, nthreads)
+    if st != FG_OK:
+        check_status(st, "all_finite", f"x {_shp(x)}")
+    return ok != 0
 
 def scale(cnp.ndarray x not None, float s, int nthreads):
     """x *= s in place."""

@@ -252,6 +252,11 @@ class KernelsMixin:
             return _K.sum_rows(x, out, get_num_threads())
         return super().sum_rows(x, out=out)
 
+    def all_finite(self, x):
+        if type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous:
+            return _K.all_finite(x, get_num_threads())
+        return super().all_finite(x)
+
     def global_norm(self, x):
         if type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous:
             return math.sqrt(_K.sumsq(x, get_num_threads()))

@@ -22,6 +22,7 @@ import numbers
 
 import numpy as np
 
+from .. import _config
 from ..losses import LABEL_DTYPE
 
 
@@ -37,17 +38,9 @@ def _to_array(a, what):
 
 
 def all_finite(a) -> bool:
-    """No NaN/inf in float array `a`.  Fast path: one BLAS dot product of `a`
-    with itself (NaN and inf propagate through it; ~1.5 ms for 10000 x 784);
-    only when that is not finite (also when finite values overflow) does the
-    exact element-wise test run."""
-    flat = a.reshape(-1)
-    if flat.size <= 4096:                 # small (predict_on_batch): the direct test is cheapest
-        return bool(np.isfinite(flat).all())
-    with np.errstate(over="ignore", invalid="ignore"):
-        if flat.dtype == np.float32 and np.isfinite(np.dot(flat, flat)):
-            return True
-    return bool(np.isfinite(a).all())
+    """No NaN/inf in float array `a`: the active backend's `ops.all_finite`
+    (a C bit test per element on the native backend)."""
+    return _config.get_ops().all_finite(a)
 
 
 def as_x(x, what: str, input_shape=None, layer_name=None, finite=True) -> np.ndarray:
