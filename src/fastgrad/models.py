@@ -43,21 +43,28 @@ __all__ = ["Sequential", "Model", "load_model", "NotCompiledError"]
 
 class _CompiledHook:
     """engine.compiled, imported only once the native backend is in use (so the
-    NumPy backend never loads the extension modules)."""
+    NumPy backend never loads the extension modules); kept once imported, as
+    inference_plan is on predict_on_batch's per-call path."""
 
-    @staticmethod
-    def train_plan(model):
+    _mod = None
+
+    @classmethod
+    def _module(cls):
+        if cls._mod is None:
+            from .engine import compiled
+            cls._mod = compiled
+        return cls._mod
+
+    def train_plan(self, model):
         if _config.get_backend() != "native":
             return None
-        from .engine import compiled
-        return compiled.train_plan(model)
+        return self._module().train_plan(model)
 
-    @staticmethod
-    def inference_plan(model):
-        if _config.get_backend() != "native":
+    def inference_plan(self, model):
+        backend = _config.get_backend()
+        if backend != "native":
             return None
-        from .engine import compiled
-        return compiled.inference_plan(model)
+        return self._module().inference_plan(model, backend)
 
 
 _compiled = _CompiledHook()

@@ -547,17 +547,20 @@ def train_plan(model):
     return plan
 
 
-def inference_plan(model):
-    """The model's cached inference plan (forward only), or None."""
+def inference_plan(model, backend=None):
+    """The model's cached inference plan (forward only), or None. `backend`:
+    the active backend's name when the caller already has it."""
     if not enabled:
         return None
     store = getattr(model, "_store", None)
     if store is None:
         return None
+    if backend is None:
+        backend = _config.get_backend()
     cached = model.__dict__.get("_fg_infer_plan")
     act = model._output_activation
-    if cached is not None and cached[0] is store and cached[1] == act and cached[2] == _config.get_backend():
+    if cached is not None and cached[0] is store and cached[1] == act and cached[2] == backend:
         return cached[3]
     plan = compile_plan(model, training=False)
-    model.__dict__["_fg_infer_plan"] = (store, act, _config.get_backend(), plan)
+    model.__dict__["_fg_infer_plan"] = (store, act, backend, plan)
     return plan
