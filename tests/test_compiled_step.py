@@ -206,6 +206,78 @@ def test_regularizers_and_frozen_layer_match_python():
     np.testing.assert_allclose(h_com["loss"], h_ref["loss"], rtol=1e-5)
 
 
+LN = fg.layers.LayerNormalization
+
+
+@pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("opt", ["adam", "sgd_clipnorm"])
+def test_layernorm_matches_python(center, scale, opt):
+    """LayerNormalization runs inside the compiled step (fg_layernorm_* kernels,
+    statistics kept per batch): same training as the Python step, including
+    gamma/beta regularizers, per-tensor clipping and a LayerNorm right after
+    the input (its dx is not needed)."""
+    reg = fg.regularizers.L2(0.01)
+
+    def layers():
+        return [LN(center=center, scale=scale, input_shape=(12,), epsilon=1e-3),
+                D(9, activation="relu"),
+                LN(center=center, scale=scale, gamma_regularizer=reg, beta_regularizer=reg, epsilon=1e-5),
+                D(4, activation="softmax")]
+
+    optimizer = (lambda: fg.optimizers.Adam(0.01)) if opt == "adam" else (
+        lambda: fg.optimizers.SGD(0.05, clipnorm=0.05))
+    ref, com, h_ref, h_com = _pair(layers, "sparse_categorical_crossentropy", optimizer, "sparse",
+                                   metrics=["accuracy"])
+    assert compiled.unsupported_reason(com) is None
+    _assert_close(ref, com)
+    np.testing.assert_allclose(h_com["loss"], h_ref["loss"], rtol=1e-5)
+    if scale:   # gamma moved away from its initial ones
+        assert not np.allclose(com.layers[2].get_weights()[0], 1.0)
+    x, _ = _data(n=300)
+    with compiled_enabled(False):
+        p_ref = ref.predict(x)
+    np.testing.assert_allclose(com.predict(x), p_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(com.predict_on_batch(x[:3]), p_ref[:3], rtol=1e-5, atol=1e-6)
+
+
+def test_layernorm_frozen_and_thread_invariant():
+    def layers():
+        return [D(9, activation="tanh", input_shape=(12,)), LN(), D(4, activation="softmax")]
+
+    x, y = _data()
+    runs = []
+    for execute in (_python_fit, _compiled_fit):
+        fg.set_seed(11)
+        m = _model(layers, "sparse_categorical_crossentropy", lambda: fg.optimizers.Adam(0.01))
+        m.layers[1].trainable = False
+        m.refresh_trainable()
+        before = m.layers[1].get_weights()
+        fg.set_seed(11)
+        execute(m, x, y)
+        for a, b in zip(before, m.layers[1].get_weights()):
+            np.testing.assert_array_equal(a, b)
+        runs.append(m)
+    _assert_close(*runs)
+    bits = []
+    for t in (1, 2, 3):
+        _config.set_num_threads(t)
+        try:
+            fg.set_seed(11)
+            m = _model(layers, "sparse_categorical_crossentropy", lambda: fg.optimizers.Adam(0.01))
+            fg.set_seed(11)
+            _compiled_fit(m, x, y)
+            bits.append(m.get_weights())
+        finally:
+            _config.set_num_threads(None)
+    for w in bits[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(bits[0], w))
+
+
+def test_layernorm_over_part_of_the_sample_falls_back():
+    m = _model(lambda: [LN(axis=-1, input_shape=(3, 4)), fg.layers.Flatten(), D(2)], "mse", "adam")
+    assert "part of each sample" in compiled.unsupported_reason(m)
+
+
 @pytest.mark.parametrize("fit_kw,n", [
     (dict(batch_size=32, shuffle=True), 103),     # partial last batch
     (dict(batch_size=32, shuffle=False), 103),

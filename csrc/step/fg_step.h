@@ -37,7 +37,10 @@ extern "C" {
 #define FG_ACT_LOG_SOFTMAX 101
 #define FG_ACT_NONE (-1)
 
-enum { FG_LAYER_DENSE = 1, FG_LAYER_ACTIVATION = 2, FG_LAYER_DROPOUT = 3 };
+/* FG_LAYER_LAYERNORM: LayerNormalization over the whole sample (in == out):
+ * w_off = gamma (scale), b_off = beta (center), each -1 when absent; the
+ * l1/l2 fields are gamma's and beta's regularizers; eps. */
+enum { FG_LAYER_DENSE = 1, FG_LAYER_ACTIVATION = 2, FG_LAYER_DROPOUT = 3, FG_LAYER_LAYERNORM = 4 };
 
 /* loss on the last layer's output (logits when a cross-entropy took over the
  * output activation). Reported per batch as Keras "sum_over_batch_size". */
@@ -66,6 +69,7 @@ typedef struct fg_layer_desc {
     float l1_b, l2_b;     /* bias regularizer */
     float rate;           /* dropout rate in [0, 1) */
     uint64_t seed;        /* dropout stream seed (the position is passed per call) */
+    float eps;            /* layer normalisation epsilon (> 0) */
 } fg_layer_desc;
 
 typedef struct fg_optim_desc {

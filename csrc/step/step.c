@@ -25,6 +25,7 @@
 #include "gemm/fg_gemm.h"
 #include "kernels/fg_activation.h"
 #include "kernels/fg_loss.h"
+#include "kernels/fg_norm.h"
 #include "kernels/fg_optim.h"
 #include "kernels/fg_random.h"
 #include "kernels/fg_reduce.h"
@@ -74,7 +75,8 @@ struct fg_net {
     int64_t cap;
     float *xg;             /* cap x in0: the gathered batch */
     float **act;           /* per layer: cap x out (NULL for layers that pass their input on) */
-    float **pre;           /* per layer: cap x out pre-activation (dense gelu / softmax) */
+    float **pre;           /* per layer: cap x out pre-activation (dense gelu / softmax);
+                              layer norm: its row statistics, mean [0, cap) and rstd [cap, 2 cap) */
     uint8_t **mask;        /* per layer: cap x out dropout keep flags */
     const float **in_ptr;  /* per layer, this step: its input */
     const float **out_ptr; /* per layer, this step: its output */
@@ -125,11 +127,24 @@ static void free_train_ws(fg_net *n) {
 }
 
 static int is_softmax(int act) { return act == FG_ACT_SOFTMAX || act == FG_ACT_LOG_SOFTMAX; }
+
+/* A layer's parameter arrays in the flat buffers: [w_off, w_off + w_count)
+ * (dense kernel / norm gamma) and [b_off, b_off + b_count) (bias / beta);
+ * a count of 0 means the array does not exist. */
+static int64_t w_count(const fg_layer_desc *L) {
+    if (L->kind == FG_LAYER_DENSE) return L->in * L->out;
+    if (L->kind == FG_LAYER_LAYERNORM && L->w_off >= 0) return L->out;
+    return 0;
+}
+static int64_t b_count(const fg_layer_desc *L) {
+    return (L->kind == FG_LAYER_DENSE || L->kind == FG_LAYER_LAYERNORM) && L->b_off >= 0 ? L->out : 0;
+}
+static int has_params(const fg_layer_desc *L) { return w_count(L) + b_count(L) > 0; }
 static int is_gelu(int act) { return act == FG_ACT_GELU || act == FG_ACT_GELU_TANH; }
 
 /* does layer l write its own output buffer (or pass its input on)? */
 static int writes_output(const fg_layer_desc *L) {
-    if (L->kind == FG_LAYER_DENSE) return 1;
+    if (L->kind == FG_LAYER_DENSE || L->kind == FG_LAYER_LAYERNORM) return 1;
     if (L->kind == FG_LAYER_ACTIVATION) return L->act != FG_ACT_LINEAR;
     return L->rate > 0.0f; /* dropout */
 }
@@ -153,6 +168,7 @@ static int ensure_train_ws(fg_net *n, int64_t rows) {
         if (writes_output(L)) ok = (n->act[l] = fg_alloc(cnt * f)) != NULL;
         if (ok && L->kind == FG_LAYER_DENSE && (is_gelu(L->act) || is_softmax(L->act)))
             ok = (n->pre[l] = fg_alloc(cnt * f)) != NULL;
+        if (ok && L->kind == FG_LAYER_LAYERNORM) ok = (n->pre[l] = fg_alloc(2 * (size_t)rows * f)) != NULL;
         if (ok && L->kind == FG_LAYER_DROPOUT && L->rate > 0.0f) ok = (n->mask[l] = fg_alloc(cnt)) != NULL;
     }
     if (!ok) {
@@ -208,6 +224,12 @@ int fg_net_create(fg_net **out, const fg_layer_desc *layers, int n_layers, int64
         case FG_LAYER_DROPOUT:
             if (L->out != L->in || !(L->rate >= 0.0f && L->rate < 1.0f)) return FG_ERR_ARG;
             break;
+        case FG_LAYER_LAYERNORM:
+            if (L->out != L->in || !(L->eps > 0.0f) || L->act != FG_ACT_LINEAR) return FG_ERR_ARG;
+            if (L->w_off >= 0 && L->w_off + L->out > n_params) return FG_ERR_ARG;
+            if (L->b_off >= 0 && L->b_off + L->out > n_params) return FG_ERR_ARG;
+            if (first_param < 0 && has_params(L)) first_param = l;
+            break;
         default:
             return FG_ERR_ARG;
         }
@@ -249,7 +271,7 @@ int fg_net_create(fg_net **out, const fg_layer_desc *layers, int n_layers, int64
     n->adaptive = 1;
     n->all_trainable = 1;
     for (int l = 0; l < n_layers; l++)
-        if (layers[l].kind == FG_LAYER_DENSE && !layers[l].trainable) n->all_trainable = 0;
+        if (has_params(&layers[l]) && !layers[l].trainable) n->all_trainable = 0;
     if (opt) {
         n->opt = *opt;
         n->has_opt = 1;
@@ -314,7 +336,7 @@ int64_t fg_net_workspace_bytes(const fg_net *n) {
         for (int l = 0; l < n->n_layers; l++) {
             int64_t c = cap * n->layers[l].out;
             if (n->act[l]) b += 4 * c;
-            if (n->pre[l]) b += 4 * c;
+            if (n->pre[l]) b += 4 * (n->layers[l].kind == FG_LAYER_LAYERNORM ? 2 * cap : c);
             if (n->mask[l]) b += c;
         }
     }
@@ -356,6 +378,14 @@ static int layer_forward(const fg_net *n, const fg_layer_desc *L, const float *s
         }
         if (is_softmax(L->act)) return fg_softmax_forward(dst, src, rows, L->out, L->act == FG_ACT_LOG_SOFTMAX, nt);
         return fg_act_forward(dst, src, cnt, L->act, nt);
+    case FG_LAYER_LAYERNORM: {
+        /* statistics kept for the backward in training only (pre is then the
+         * layer's 2 x cap buffer; in inference it is scratch and unused) */
+        const float *g = L->w_off >= 0 ? n->params + L->w_off : NULL;
+        const float *b = L->b_off >= 0 ? n->params + L->b_off : NULL;
+        float *mean = training ? pre : NULL, *rstd = training ? pre + n->cap : NULL;
+        return fg_layernorm_forward(dst, mean, rstd, src, g, b, rows, L->out, L->eps, nt);
+    }
     default: /* dropout */
         if (!training || L->rate <= 0.0f) {
             *res = src;
@@ -573,6 +603,17 @@ static int net_backward(fg_net *n, int64_t rows, int nt) {
                 const float *ref = is_gelu(L->act) ? n->in_ptr[l] : n->out_ptr[l];
                 TRY(fg_act_backward(dy, dy, ref, cnt, L->act, nt));
             }
+        } else if (L->kind == FG_LAYER_LAYERNORM) {
+            float *gg = w_count(L) ? n->grads + L->w_off : NULL;
+            float *gb = b_count(L) ? n->grads + L->b_off : NULL;
+            if (!L->trainable) { /* frozen: gradients zero, dx still flows */
+                if (gg) memset(gg, 0, (size_t)w_count(L) * sizeof(float));
+                if (gb) memset(gb, 0, (size_t)b_count(L) * sizeof(float));
+                gg = gb = NULL;
+            }
+            const float *g = L->w_off >= 0 ? n->params + L->w_off : NULL;
+            TRY(fg_layernorm_backward(dy, gg, gb, dy, n->in_ptr[l], g, n->pre[l], n->pre[l] + n->cap, rows,
+                                      L->out, nt));
         } else if (L->rate > 0.0f) {
             TRY(fg_dropout_backward(dy, dy, n->mask[l], cnt, L->rate, nt));
         }
@@ -607,12 +648,12 @@ static double net_regularize(fg_net *n, int add_grad) {
     double pen = 0.0;
     for (int l = 0; l < n->n_layers; l++) {
         const fg_layer_desc *L = &n->layers[l];
-        if (L->kind != FG_LAYER_DENSE || !L->trainable) continue; /* the Python path skips frozen ones */
+        if (!has_params(L) || !L->trainable) continue; /* the Python path skips frozen ones */
         int g = add_grad;
-        if (L->l1_w != 0.0f || L->l2_w != 0.0f)
-            pen += regularize(n->params + L->w_off, g ? n->grads + L->w_off : NULL, L->in * L->out, L->l1_w, L->l2_w);
-        if (L->b_off >= 0 && (L->l1_b != 0.0f || L->l2_b != 0.0f))
-            pen += regularize(n->params + L->b_off, g ? n->grads + L->b_off : NULL, L->out, L->l1_b, L->l2_b);
+        if (w_count(L) && (L->l1_w != 0.0f || L->l2_w != 0.0f))
+            pen += regularize(n->params + L->w_off, g ? n->grads + L->w_off : NULL, w_count(L), L->l1_w, L->l2_w);
+        if (b_count(L) && (L->l1_b != 0.0f || L->l2_b != 0.0f))
+            pen += regularize(n->params + L->b_off, g ? n->grads + L->b_off : NULL, b_count(L), L->l1_b, L->l2_b);
     }
     return pen;
 }
@@ -630,9 +671,9 @@ static int net_clip(fg_net *n, int nt) {
     if (o->clipnorm > 0.0f) {
         for (int l = 0; l < n->n_layers; l++) {
             const fg_layer_desc *L = &n->layers[l];
-            if (L->kind != FG_LAYER_DENSE || !L->trainable) continue;
-            TRY(clip_norm(n->grads + L->w_off, L->in * L->out, o->clipnorm, nt));
-            if (L->b_off >= 0) TRY(clip_norm(n->grads + L->b_off, L->out, o->clipnorm, nt));
+            if (!has_params(L) || !L->trainable) continue;
+            if (w_count(L)) TRY(clip_norm(n->grads + L->w_off, w_count(L), o->clipnorm, nt));
+            if (b_count(L)) TRY(clip_norm(n->grads + L->b_off, b_count(L), o->clipnorm, nt));
         }
     }
     if (o->global_clipnorm > 0.0f) TRY(clip_norm(n->grads, n->n_params, o->global_clipnorm, nt));
@@ -668,9 +709,9 @@ static int net_update(fg_net *n, float lr, int64_t step, int nt) {
     if (n->all_trainable) return update_range(n, 0, n->n_params, lr, step, nt);
     for (int l = 0; l < n->n_layers; l++) {
         const fg_layer_desc *L = &n->layers[l];
-        if (L->kind != FG_LAYER_DENSE || !L->trainable) continue;
-        TRY(update_range(n, L->w_off, L->in * L->out, lr, step, nt));
-        if (L->b_off >= 0) TRY(update_range(n, L->b_off, L->out, lr, step, nt));
+        if (!has_params(L) || !L->trainable) continue;
+        if (w_count(L)) TRY(update_range(n, L->w_off, w_count(L), lr, step, nt));
+        if (b_count(L)) TRY(update_range(n, L->b_off, b_count(L), lr, step, nt));
     }
     return FG_OK;
 }

@@ -40,6 +40,7 @@ cdef extern from "step/fg_step.h" nogil:
         float l2_b
         float rate
         uint64_t seed
+        float eps
     ctypedef struct fg_optim_desc:
         int kind
         int nesterov
@@ -128,7 +129,7 @@ cdef class Net:
 
     Net(layers, in_features, params, grads, loss, optimizer=None)
       layers: list of dicts with keys kind, act, out_act, trainable, in, out, w_off, b_off,
-              l1_w, l2_w, l1_b, l2_b, rate, seed (ints / floats; see csrc/step/fg_step.h)
+              l1_w, l2_w, l1_b, l2_b, rate, seed, eps (ints / floats; see csrc/step/fg_step.h)
       params, grads: the model's flat float32 buffers (grads may be None for inference)
       loss: FG_LOSS_* code (0: inference only)
       optimizer: dict with kind, nesterov, centered, decoupled, momentum, beta1, beta2, rho,
@@ -175,6 +176,7 @@ cdef class Net:
                 descs[i].l2_b = d.get("l2_b", 0.0)
                 descs[i].rate = d.get("rate", 0.0)
                 descs[i].seed = d.get("seed", 0) & 0xFFFFFFFFFFFFFFFF
+                descs[i].eps = d.get("eps", 0.0)
             if optimizer is not None:
                 memset(&od, 0, sizeof(od))
                 od.kind = optimizer["kind"]

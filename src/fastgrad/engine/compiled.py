@@ -51,7 +51,7 @@ __all__ = ["CompiledPlan", "compile_plan", "unsupported_reason", "train_plan", "
            "enabled"]
 
 # ---- codes shared with csrc/step/fg_step.h
-_LAYER_DENSE, _LAYER_ACTIVATION, _LAYER_DROPOUT = 1, 2, 3
+_LAYER_DENSE, _LAYER_ACTIVATION, _LAYER_DROPOUT, _LAYER_LAYERNORM = 1, 2, 3, 4
 _ACT = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4, "gelu_tanh": 5,
         "softmax": 100, "log_softmax": 101}
 _ACT_NONE = -1
@@ -106,6 +106,7 @@ def _describe_layers(model, training):
     """C layer descriptions (Flatten dropped: a contiguous reshape is free)."""
     from ..layers.core import Activation, Dense, Flatten
     from ..layers.dropout import Dropout
+    from ..layers.normalization import LayerNormalization
     store = model._store
     frozen = {id(e.layer) for e in store.frozen}
     descs, dropouts = [], []
@@ -146,6 +147,21 @@ def _describe_layers(model, training):
                               out=width, rate=float(layer.rate), seed=int(seed or 0)))
             if layer.rate > 0:
                 dropouts.append((len(descs) - 1, layer))
+        elif t is LayerNormalization:
+            if layer._d != width:
+                raise _Unsupported(f"layer {layer.name}: LayerNormalization over part of each sample "
+                                   f"({layer._norm_shape}) has no C path")
+            p = d["params"]
+            trainable = id(layer) not in frozen
+            l1w, l2w = _regularizer_coeffs(layer.gamma_regularizer if layer.scale else None)
+            l1b, l2b = _regularizer_coeffs(layer.beta_regularizer if layer.center else None)
+            if not trainable:
+                l1w = l2w = l1b = l2b = 0.0
+            descs.append(dict(kind=_LAYER_LAYERNORM, act=0, out_act=_ACT_NONE, trainable=trainable,
+                              **{"in": width}, out=width,
+                              w_off=int(p["gamma"]["offset"]) if layer.scale else -1,
+                              b_off=int(p["beta"]["offset"]) if layer.center else -1,
+                              l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b, eps=float(layer.epsilon)))
         else:
             raise _Unsupported(f"layer {layer.name} ({t.__name__}) has no C path")
         if int(np.prod(layer.output_shape)) != width:
@@ -244,7 +260,8 @@ def _analyse(model, training):
     if not getattr(model, "built", False) or model._store is None:
         raise _Unsupported("the model is not built")
     descs, dropouts = _describe_layers(model, training)
-    if training and not any(d["kind"] == _LAYER_DENSE for d in descs):
+    if training and not any(d["kind"] == _LAYER_DENSE or d.get("w_off", -1) >= 0 or d.get("b_off", -1) >= 0
+                            for d in descs):
         raise _Unsupported("no layer with trainable parameters")
     spec = dict(descs=descs, dropouts=dropouts, in_features=int(np.prod(model._input_shape)))
     if training:
