@@ -273,6 +273,85 @@ def test_layernorm_frozen_and_thread_invariant():
         assert all(np.array_equal(a, b) for a, b in zip(bits[0], w))
 
 
+BN = fg.layers.BatchNormalization
+
+
+@pytest.mark.parametrize("center,scale", [(True, True), (False, False)])
+@pytest.mark.parametrize("opt", ["adam", "sgd_clipnorm"])
+def test_batchnorm_matches_python(center, scale, opt):
+    """BatchNormalization (2-D input) runs inside the compiled step: batch
+    statistics in training, moving statistics updated in float32 in the
+    Python layer's order (so they come out bitwise equal), moving statistics
+    in evaluate / predict; regularized gamma/beta and per-tensor clipping."""
+    reg = fg.regularizers.L1L2(0.01, 0.02)
+
+    def layers():
+        return [BN(center=center, scale=scale, input_shape=(12,), momentum=0.9),
+                D(9, activation="relu"),
+                BN(center=center, scale=scale, gamma_regularizer=reg, beta_regularizer=reg, epsilon=1e-5),
+                D(4, activation="softmax")]
+
+    optimizer = (lambda: fg.optimizers.Adam(0.01)) if opt == "adam" else (
+        lambda: fg.optimizers.SGD(0.05, clipnorm=0.05))
+    ref, com, h_ref, h_com = _pair(layers, "sparse_categorical_crossentropy", optimizer, "sparse",
+                                   metrics=["accuracy"], fit_kw=dict(batch_size=16))
+    assert compiled.unsupported_reason(com) is None
+    _assert_close(ref, com)
+    np.testing.assert_allclose(h_com["loss"], h_ref["loss"], rtol=1e-5)
+    for lr_, lc in zip(ref.layers[::2], com.layers[::2]):
+        # moving statistics moved, and equal to the Python path's
+        assert not np.allclose(lc.state["moving_mean"], 0.0)
+        np.testing.assert_allclose(lc.state["moving_mean"], lr_.state["moving_mean"], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(lc.state["moving_variance"], lr_.state["moving_variance"],
+                                   rtol=1e-4, atol=1e-6)
+    x, y = _data(n=300)
+    with compiled_enabled(False):
+        p_ref = ref.predict(x)
+        e_ref = ref.evaluate(x, y, verbose=0, return_dict=True)
+    np.testing.assert_allclose(com.predict(x), p_ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(com.predict_on_batch(x[:3]), p_ref[:3], rtol=1e-4, atol=1e-6)
+    e_com = com.evaluate(x, y, verbose=0, return_dict=True)
+    assert e_com["loss"] == pytest.approx(e_ref["loss"], rel=1e-5)
+
+
+def test_batchnorm_same_weights_same_bits_and_frozen():
+    """From identical weights, one compiled and one Python step give the same
+    bits for the moving statistics; a frozen BatchNorm uses its moving
+    statistics in training (Keras) and keeps every weight and statistic."""
+    def layers():
+        return [D(9, activation="tanh", input_shape=(12,)), BN(momentum=0.8), D(4, activation="softmax")]
+
+    x, y = _data(n=64)
+    ms = []
+    for execute in (_python_fit, _compiled_fit):
+        fg.set_seed(11)
+        m = _model(layers, "sparse_categorical_crossentropy", lambda: fg.optimizers.SGD(0.1))
+        fg.set_seed(11)
+        execute(m, x, y, epochs=1, batch_size=64, shuffle=False)
+        ms.append(m)
+    ref, com = ms
+    assert np.array_equal(ref.layers[1].state["moving_mean"], com.layers[1].state["moving_mean"])
+    assert np.array_equal(ref.layers[1].state["moving_variance"], com.layers[1].state["moving_variance"])
+    runs = []
+    for execute in (_python_fit, _compiled_fit):
+        fg.set_seed(11)
+        m = _model(layers, "sparse_categorical_crossentropy", lambda: fg.optimizers.Adam(0.01))
+        m.layers[1].trainable = False
+        m.refresh_trainable()
+        before = m.layers[1].get_weights()
+        fg.set_seed(11)
+        execute(m, x, y)
+        for a, b in zip(before, m.layers[1].get_weights()):
+            np.testing.assert_array_equal(a, b)
+        runs.append(m)
+    _assert_close(*runs)
+
+
+def test_batchnorm_of_a_feature_axis_falls_back():
+    m = _model(lambda: [BN(axis=1, input_shape=(3, 4)), fg.layers.Flatten(), D(2)], "mse", "adam")
+    assert "BatchNormalization" in compiled.unsupported_reason(m)
+
+
 def test_layernorm_over_part_of_the_sample_falls_back():
     m = _model(lambda: [LN(axis=-1, input_shape=(3, 4)), fg.layers.Flatten(), D(2)], "mse", "adam")
     assert "part of each sample" in compiled.unsupported_reason(m)
@@ -464,7 +543,8 @@ def test_nonfinite_loss_stops_before_the_step():
 
 
 def test_unsupported_models_fall_back_with_a_reason():
-    m = _model(lambda: [D(4, input_shape=(3,)), fg.layers.BatchNormalization(), D(2)], "mse", "adam")
+    m = _model(lambda: [fg.layers.BatchNormalization(axis=1, input_shape=(3, 4)), fg.layers.Flatten(),
+                        D(2)], "mse", "adam")
     assert compiled.train_plan(m) is None
     assert "BatchNormalization" in compiled.unsupported_reason(m)
     m2 = _model(lambda: [D(4, input_shape=(3,)), D(2, activation="softmax")],

@@ -39,8 +39,19 @@ extern "C" {
 
 /* FG_LAYER_LAYERNORM: LayerNormalization over the whole sample (in == out):
  * w_off = gamma (scale), b_off = beta (center), each -1 when absent; the
- * l1/l2 fields are gamma's and beta's regularizers; eps. */
-enum { FG_LAYER_DENSE = 1, FG_LAYER_ACTIVATION = 2, FG_LAYER_DROPOUT = 3, FG_LAYER_LAYERNORM = 4 };
+ * l1/l2 fields are gamma's and beta's regularizers; eps.
+ * FG_LAYER_BATCHNORM: BatchNormalization of 2-D input over the batch, features
+ * = in == out; parameters as for layer norm, plus the moving statistics
+ * (moving_mean / moving_var, `out` floats each, updated in training with
+ * bn_momentum and bn_rest = float32(1 - momentum)). A frozen (non-trainable)
+ * batch norm uses its moving statistics in training too, as in Keras. */
+enum {
+    FG_LAYER_DENSE = 1,
+    FG_LAYER_ACTIVATION = 2,
+    FG_LAYER_DROPOUT = 3,
+    FG_LAYER_LAYERNORM = 4,
+    FG_LAYER_BATCHNORM = 5
+};
 
 /* loss on the last layer's output (logits when a cross-entropy took over the
  * output activation). Reported per batch as Keras "sum_over_batch_size". */
@@ -69,7 +80,9 @@ typedef struct fg_layer_desc {
     float l1_b, l2_b;     /* bias regularizer */
     float rate;           /* dropout rate in [0, 1) */
     uint64_t seed;        /* dropout stream seed (the position is passed per call) */
-    float eps;            /* layer normalisation epsilon (> 0) */
+    float eps;            /* normalisation epsilon (> 0) */
+    float bn_momentum, bn_rest;        /* batch norm: moving = moving * momentum + batch * rest */
+    float *moving_mean, *moving_var;   /* batch norm state (not owned) */
 } fg_layer_desc;
 
 typedef struct fg_optim_desc {

@@ -76,7 +76,9 @@ struct fg_net {
     float *xg;             /* cap x in0: the gathered batch */
     float **act;           /* per layer: cap x out (NULL for layers that pass their input on) */
     float **pre;           /* per layer: cap x out pre-activation (dense gelu / softmax);
-                              layer norm: its row statistics, mean [0, cap) and rstd [cap, 2 cap) */
+                              layer norm: its row statistics, mean [0, cap) and rstd [cap, 2 cap);
+                              batch norm: mean / rstd of the batch (training) or the
+                              scale / shift from the moving statistics, out floats each */
     uint8_t **mask;        /* per layer: cap x out dropout keep flags */
     const float **in_ptr;  /* per layer, this step: its input */
     const float **out_ptr; /* per layer, this step: its output */
@@ -131,20 +133,23 @@ static int is_softmax(int act) { return act == FG_ACT_SOFTMAX || act == FG_ACT_L
 /* A layer's parameter arrays in the flat buffers: [w_off, w_off + w_count)
  * (dense kernel / norm gamma) and [b_off, b_off + b_count) (bias / beta);
  * a count of 0 means the array does not exist. */
+static int is_norm(const fg_layer_desc *L) {
+    return L->kind == FG_LAYER_LAYERNORM || L->kind == FG_LAYER_BATCHNORM;
+}
 static int64_t w_count(const fg_layer_desc *L) {
     if (L->kind == FG_LAYER_DENSE) return L->in * L->out;
-    if (L->kind == FG_LAYER_LAYERNORM && L->w_off >= 0) return L->out;
+    if (is_norm(L) && L->w_off >= 0) return L->out;
     return 0;
 }
 static int64_t b_count(const fg_layer_desc *L) {
-    return (L->kind == FG_LAYER_DENSE || L->kind == FG_LAYER_LAYERNORM) && L->b_off >= 0 ? L->out : 0;
+    return (L->kind == FG_LAYER_DENSE || is_norm(L)) && L->b_off >= 0 ? L->out : 0;
 }
 static int has_params(const fg_layer_desc *L) { return w_count(L) + b_count(L) > 0; }
 static int is_gelu(int act) { return act == FG_ACT_GELU || act == FG_ACT_GELU_TANH; }
 
 /* does layer l write its own output buffer (or pass its input on)? */
 static int writes_output(const fg_layer_desc *L) {
-    if (L->kind == FG_LAYER_DENSE || L->kind == FG_LAYER_LAYERNORM) return 1;
+    if (L->kind == FG_LAYER_DENSE || is_norm(L)) return 1;
     if (L->kind == FG_LAYER_ACTIVATION) return L->act != FG_ACT_LINEAR;
     return L->rate > 0.0f; /* dropout */
 }
@@ -169,6 +174,7 @@ static int ensure_train_ws(fg_net *n, int64_t rows) {
         if (ok && L->kind == FG_LAYER_DENSE && (is_gelu(L->act) || is_softmax(L->act)))
             ok = (n->pre[l] = fg_alloc(cnt * f)) != NULL;
         if (ok && L->kind == FG_LAYER_LAYERNORM) ok = (n->pre[l] = fg_alloc(2 * (size_t)rows * f)) != NULL;
+        if (ok && L->kind == FG_LAYER_BATCHNORM) ok = (n->pre[l] = fg_alloc(2 * (size_t)L->out * f)) != NULL;
         if (ok && L->kind == FG_LAYER_DROPOUT && L->rate > 0.0f) ok = (n->mask[l] = fg_alloc(cnt)) != NULL;
     }
     if (!ok) {
@@ -224,10 +230,14 @@ int fg_net_create(fg_net **out, const fg_layer_desc *layers, int n_layers, int64
         case FG_LAYER_DROPOUT:
             if (L->out != L->in || !(L->rate >= 0.0f && L->rate < 1.0f)) return FG_ERR_ARG;
             break;
+        case FG_LAYER_BATCHNORM:
         case FG_LAYER_LAYERNORM:
             if (L->out != L->in || !(L->eps > 0.0f) || L->act != FG_ACT_LINEAR) return FG_ERR_ARG;
             if (L->w_off >= 0 && L->w_off + L->out > n_params) return FG_ERR_ARG;
             if (L->b_off >= 0 && L->b_off + L->out > n_params) return FG_ERR_ARG;
+            if (L->kind == FG_LAYER_BATCHNORM &&
+                (!L->moving_mean || !L->moving_var || !(L->bn_momentum >= 0.0f && L->bn_momentum <= 1.0f)))
+                return FG_ERR_ARG;
             if (first_param < 0 && has_params(L)) first_param = l;
             break;
         default:
@@ -336,7 +346,8 @@ int64_t fg_net_workspace_bytes(const fg_net *n) {
         for (int l = 0; l < n->n_layers; l++) {
             int64_t c = cap * n->layers[l].out;
             if (n->act[l]) b += 4 * c;
-            if (n->pre[l]) b += 4 * (n->layers[l].kind == FG_LAYER_LAYERNORM ? 2 * cap : c);
+            int k = n->layers[l].kind;
+            if (n->pre[l]) b += 4 * (k == FG_LAYER_LAYERNORM ? 2 * cap : k == FG_LAYER_BATCHNORM ? 2 * n->layers[l].out : c);
             if (n->mask[l]) b += c;
         }
     }
@@ -349,6 +360,46 @@ static int acquire(fg_net *n) { return __atomic_exchange_n(&n->busy, 1, __ATOMIC
 static void release(fg_net *n) { __atomic_store_n(&n->busy, 0, __ATOMIC_RELEASE); }
 
 /* ------------------------------------------------------------------ forward */
+/* Batch normalisation, (rows, c) -> dst. train: batch statistics (mean, rstd
+ * into st[0:c], st[c:2c], kept for the backward) and the moving statistics
+ * updated; else y = x * scale + shift with scale / shift (into st) from the
+ * moving statistics. Both in float32 with the Python layer's operations in
+ * its order (the library is compiled without FP contraction), so the state
+ * and the outputs are the same bits as on the Python path. */
+static int batchnorm_forward(const fg_layer_desc *L, const float *src, int64_t rows, float *dst, float *st,
+                             int train, const float *gamma, const float *beta, int nt) {
+    const int64_t c = L->out;
+    float *mm = L->moving_mean, *mv = L->moving_var;
+    const float mom = L->bn_momentum, rest = L->bn_rest, eps = L->eps;
+    if (train) {
+        float *mean = st, *rstd = st + c;
+        TRY(fg_batchnorm_forward(dst, mean, rstd, src, gamma, beta, rows, c, eps, nt));
+        for (int64_t j = 0; j < c; j++) {
+            float t = mean[j] * rest;
+            mm[j] = mm[j] * mom + t;
+            float v = rstd[j] * rstd[j];
+            v = 1.0f / v - eps; /* the batch variance, recovered from rstd = 1/sqrt(var + eps) */
+            v = v < 0.0f ? 0.0f : v;
+            v = v * rest;
+            mv[j] = mv[j] * mom + v;
+        }
+        return FG_OK;
+    }
+    float *scale = st, *shift = st + c;
+    for (int64_t j = 0; j < c; j++) {
+        float sc = sqrtf(mv[j] + eps);
+        sc = (gamma ? gamma[j] : 1.0f) / sc;
+        scale[j] = sc;
+        shift[j] = (beta ? beta[j] : 0.0f) - mm[j] * sc;
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        const float *x = src + i * c;
+        float *y = dst + i * c;
+        for (int64_t j = 0; j < c; j++) y[j] = x[j] * scale[j] + shift[j];
+    }
+    return FG_OK;
+}
+
 /* One layer on `rows` rows. src: (rows, L->in); dst: (rows, L->out) buffer the
  * layer may write; pre: buffer for the pre-activation (kept for the backward
  * in training; scratch in inference); mask: dropout keep flags. *res: where
@@ -386,6 +437,10 @@ static int layer_forward(const fg_net *n, const fg_layer_desc *L, const float *s
         float *mean = training ? pre : NULL, *rstd = training ? pre + n->cap : NULL;
         return fg_layernorm_forward(dst, mean, rstd, src, g, b, rows, L->out, L->eps, nt);
     }
+    case FG_LAYER_BATCHNORM:
+        return batchnorm_forward(L, src, rows, dst, pre, training && L->trainable,
+                                 L->w_off >= 0 ? n->params + L->w_off : NULL,
+                                 L->b_off >= 0 ? n->params + L->b_off : NULL, nt);
     default: /* dropout */
         if (!training || L->rate <= 0.0f) {
             *res = src;
@@ -614,6 +669,20 @@ static int net_backward(fg_net *n, int64_t rows, int nt) {
             const float *g = L->w_off >= 0 ? n->params + L->w_off : NULL;
             TRY(fg_layernorm_backward(dy, gg, gb, dy, n->in_ptr[l], g, n->pre[l], n->pre[l] + n->cap, rows,
                                       L->out, nt));
+        } else if (L->kind == FG_LAYER_BATCHNORM) {
+            const int64_t c = L->out;
+            float *gg = w_count(L) ? n->grads + L->w_off : NULL;
+            float *gb = b_count(L) ? n->grads + L->b_off : NULL;
+            if (!L->trainable) { /* inference-mode forward: dx = dy * scale, gradients zero */
+                if (gg) memset(gg, 0, (size_t)c * sizeof(float));
+                if (gb) memset(gb, 0, (size_t)c * sizeof(float));
+                const float *scale = n->pre[l];
+                for (int64_t i = 0; i < rows; i++)
+                    for (int64_t j = 0; j < c; j++) dy[i * c + j] *= scale[j];
+            } else {
+                const float *g = L->w_off >= 0 ? n->params + L->w_off : NULL;
+                TRY(fg_batchnorm_backward(dy, gg, gb, dy, n->in_ptr[l], g, n->pre[l], n->pre[l] + c, rows, c, nt));
+            }
         } else if (L->rate > 0.0f) {
             TRY(fg_dropout_backward(dy, dy, n->mask[l], cnt, L->rate, nt));
         }

@@ -41,6 +41,10 @@ cdef extern from "step/fg_step.h" nogil:
         float rate
         uint64_t seed
         float eps
+        float bn_momentum
+        float bn_rest
+        float *moving_mean
+        float *moving_var
     ctypedef struct fg_optim_desc:
         int kind
         int nesterov
@@ -129,7 +133,8 @@ cdef class Net:
 
     Net(layers, in_features, params, grads, loss, optimizer=None)
       layers: list of dicts with keys kind, act, out_act, trainable, in, out, w_off, b_off,
-              l1_w, l2_w, l1_b, l2_b, rate, seed, eps (ints / floats; see csrc/step/fg_step.h)
+              l1_w, l2_w, l1_b, l2_b, rate, seed, eps, bn_momentum, bn_rest (ints / floats)
+              and moving_mean / moving_var (float32 arrays, batch norm); see csrc/step/fg_step.h
       params, grads: the model's flat float32 buffers (grads may be None for inference)
       loss: FG_LOSS_* code (0: inference only)
       optimizer: dict with kind, nesterov, centered, decoupled, momentum, beta1, beta2, rho,
@@ -177,6 +182,11 @@ cdef class Net:
                 descs[i].rate = d.get("rate", 0.0)
                 descs[i].seed = d.get("seed", 0) & 0xFFFFFFFFFFFFFFFF
                 descs[i].eps = d.get("eps", 0.0)
+                descs[i].bn_momentum = d.get("bn_momentum", 0.0)
+                descs[i].bn_rest = d.get("bn_rest", 0.0)
+                descs[i].moving_mean = _fptr(d.get("moving_mean"), "step.Net", "moving_mean", d["out"])
+                descs[i].moving_var = _fptr(d.get("moving_var"), "step.Net", "moving_var", d["out"])
+                keep += [d.get("moving_mean"), d.get("moving_var")]
             if optimizer is not None:
                 memset(&od, 0, sizeof(od))
                 od.kind = optimizer["kind"]

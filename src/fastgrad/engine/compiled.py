@@ -6,6 +6,9 @@ the same description — the layers' describe(), the loss, the fused output
 activation, the optimizer — inside C:
 
     compile_plan(model) -> CompiledPlan | None
+        Layers with a C path: Dense, Activation, Flatten, Dropout,
+        LayerNormalization over the whole sample, BatchNormalization of 2-D
+        input (its moving statistics are passed as pointers and updated in C).
         None when some layer / loss / optimizer / metric has no C path, when
         the active backend is not "native", or when the step module is not
         built; `unsupported_reason(model)` says why. Models fall back to the
@@ -51,7 +54,7 @@ __all__ = ["CompiledPlan", "compile_plan", "unsupported_reason", "train_plan", "
            "enabled"]
 
 # ---- codes shared with csrc/step/fg_step.h
-_LAYER_DENSE, _LAYER_ACTIVATION, _LAYER_DROPOUT, _LAYER_LAYERNORM = 1, 2, 3, 4
+_LAYER_DENSE, _LAYER_ACTIVATION, _LAYER_DROPOUT, _LAYER_LAYERNORM, _LAYER_BATCHNORM = 1, 2, 3, 4, 5
 _ACT = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4, "gelu_tanh": 5,
         "softmax": 100, "log_softmax": 101}
 _ACT_NONE = -1
@@ -106,7 +109,7 @@ def _describe_layers(model, training):
     """C layer descriptions (Flatten dropped: a contiguous reshape is free)."""
     from ..layers.core import Activation, Dense, Flatten
     from ..layers.dropout import Dropout
-    from ..layers.normalization import LayerNormalization
+    from ..layers.normalization import BatchNormalization, LayerNormalization
     store = model._store
     frozen = {id(e.layer) for e in store.frozen}
     descs, dropouts = [], []
@@ -162,6 +165,26 @@ def _describe_layers(model, training):
                               w_off=int(p["gamma"]["offset"]) if layer.scale else -1,
                               b_off=int(p["beta"]["offset"]) if layer.center else -1,
                               l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b, eps=float(layer.epsilon)))
+        elif t is BatchNormalization:
+            if not layer._last or layer._c != width:
+                raise _Unsupported(f"layer {layer.name}: BatchNormalization of a feature axis of "
+                                   f"{layer.input_shape} has no C path (only 2-D input)")
+            p = d["params"]
+            trainable = id(layer) not in frozen
+            l1w, l2w = _regularizer_coeffs(layer.gamma_regularizer if layer.scale else None)
+            l1b, l2b = _regularizer_coeffs(layer.beta_regularizer if layer.center else None)
+            if not trainable:
+                l1w = l2w = l1b = l2b = 0.0
+            descs.append(dict(kind=_LAYER_BATCHNORM, act=0, out_act=_ACT_NONE, trainable=trainable,
+                              **{"in": width}, out=width,
+                              w_off=int(p["gamma"]["offset"]) if layer.scale else -1,
+                              b_off=int(p["beta"]["offset"]) if layer.center else -1,
+                              l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b,
+                              eps=float(np.float32(layer.epsilon)),
+                              bn_momentum=float(np.float32(layer.momentum)),
+                              bn_rest=float(np.float32(1.0 - layer.momentum)),
+                              moving_mean=layer.state["moving_mean"],
+                              moving_var=layer.state["moving_variance"]))
         else:
             raise _Unsupported(f"layer {layer.name} ({t.__name__}) has no C path")
         if int(np.prod(layer.output_shape)) != width:
