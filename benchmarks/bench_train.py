@@ -17,6 +17,8 @@ learning and the optimizer state does not decay into denormals):
     xor                 2-4-1 sigmoid, BCE, Adam(0.01), batch 1, 4 samples x 1000 epochs
     predict_10000       predict 10000 rows of the 784-128-10 MLP
     predict_one_row     predict_on_batch of one row (latency)
+    mlp_bn_ln           784-256-BatchNorm-relu-128(relu)-LayerNorm-10, batch 128,
+                        Adam, one epoch of 20000 samples
 extra_info: FLOPs of the workload, the FLOP lower bound at the fp32 FMA peak
 (FASTGRAD_PEAK_GFLOPS, default 204 = ANCHORS' 2-thread AVX2 Zen 3 figure), the
 time and ratio per implementation, and (test_peak_rss) the peak RSS of a fit
@@ -128,6 +130,60 @@ def _record(benchmark, flops=None, **info):
         benchmark.extra_info["flop_lower_bound_s"] = flops / (PEAK_GFLOPS * 1e9)
         benchmark.extra_info["peak_gflops_assumed"] = PEAK_GFLOPS
     benchmark.extra_info.update(info)
+
+
+# ============================================================ MLP with normalisation
+NORM_SIZES, NORM_BS = (784, 256, 128, 10), 128
+
+
+def _fg_norm_mlp():
+    """784-256-BN-relu-128(relu)-LN-10(softmax), Adam: BatchNorm and LayerNorm
+    inside the compiled step (engine/compiled.py)."""
+    fg.set_seed(0)
+    L = fg.layers
+    m = fg.Sequential([L.Dense(256, input_shape=(784,)), L.BatchNormalization(), L.Activation("relu"),
+                       L.Dense(128, activation="relu"), L.LayerNormalization(),
+                       L.Dense(10, activation="softmax")])
+    m.compile(optimizer=fg.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+              metrics=["accuracy"])
+    return m
+
+
+@pytest.mark.parametrize("mode", ["fastgrad", "fastgrad_py", "numpy"])
+def test_norm_mlp_epoch_fastgrad(benchmark, mode):
+    if mode != "numpy" and not _native_ok():
+        pytest.skip("native backend not built")
+    benchmark.group = "mlp_bn_ln"
+    benchmark.name = f"mlp_bn_ln[{mode}]"
+    n = _sizes(benchmark, 20000, 512)
+    x, y = _mnist_like(n)
+    with _fastgrad(mode):
+        m = _fg_norm_mlp()
+        m.fit(x[:NORM_BS * 2], y[:NORM_BS * 2], batch_size=NORM_BS, epochs=1, verbose=0)
+        if mode == "fastgrad":
+            assert compiled.train_plan(m) is not None, compiled.unsupported_reason(m)
+        hist = benchmark.pedantic(lambda: m.fit(x, y, batch_size=NORM_BS, epochs=1, verbose=0),
+                                  rounds=1 if benchmark.disabled else 3, iterations=1)
+    _record(benchmark, _mlp_flops(NORM_SIZES, n), samples=n, batch_size=NORM_BS,
+            final_loss=float(hist.history["loss"][-1]))
+
+
+def test_norm_mlp_epoch_torch(benchmark):
+    torch = _torch()
+    benchmark.group = "mlp_bn_ln"
+    benchmark.name = "mlp_bn_ln[torch]"
+    n = _sizes(benchmark, 20000, 512)
+    x, y = _mnist_like(n)
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(784, 256), nn.BatchNorm1d(256, eps=1e-3, momentum=0.01), nn.ReLU(),
+                          nn.Linear(256, 128), nn.ReLU(), nn.LayerNorm(128, eps=1e-3), nn.Linear(128, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    _torch_epoch(torch, model, opt, X[:NORM_BS * 2], Y[:NORM_BS * 2], NORM_BS)
+    benchmark.pedantic(lambda: _torch_epoch(torch, model, opt, X, Y, NORM_BS),
+                       rounds=1 if benchmark.disabled else 3, iterations=1)
+    _record(benchmark, _mlp_flops(NORM_SIZES, n), samples=n, batch_size=NORM_BS)
 
 
 # ============================================================ MLP epochs
