@@ -549,7 +549,7 @@ def test_unsupported_models_fall_back_with_a_reason():
     assert "BatchNormalization" in compiled.unsupported_reason(m)
     m2 = _model(lambda: [D(4, input_shape=(3,)), D(2, activation="softmax")],
                 "sparse_categorical_crossentropy", "adam", ["mae"])
-    assert compiled.train_plan(m2) is None and "metric" in compiled.unsupported_reason(m2)
+    assert compiled.train_plan(m2) is not None and compiled.train_plan(m2).py_metrics
     with fg.use_backend("numpy"):
         m3 = _model(_mlp(), "sparse_categorical_crossentropy", "adam")
         assert compiled.train_plan(m3) is None and "numpy" in compiled.unsupported_reason(m3)
@@ -816,3 +816,66 @@ def test_metric_weighting_fit_and_evaluate_match_python(weighted):
     want = float(np.dot(hits, sw) / sw.sum()) if weighted else float(hits.mean())
     assert com_logs[1]["accuracy"] == pytest.approx(want, rel=1e-6)
     assert com_logs[3]["accuracy"] == pytest.approx(hits.mean(), rel=1e-6)
+
+
+METRIC_SETS = [
+    # (loss, output activation, target kind, metrics, weighted_metrics)
+    ("sparse_categorical_crossentropy", "softmax", "sparse",
+     ["accuracy", "sparse_top_k_categorical_accuracy"], ["accuracy"]),
+    ("categorical_crossentropy", "softmax", "onehot", ["categorical_accuracy", "top_k_categorical_accuracy"],
+     ["mse"]),
+    ("binary_crossentropy", "sigmoid", "binary", ["accuracy", "precision", "recall", "auc"], ["auc"]),
+    ("mse", "linear", "real", ["mae", "mse"], None),
+]
+
+
+@pytest.mark.parametrize("chunk_floats", [None, 40])
+@pytest.mark.parametrize("loss,out_act,kind,metrics,weighted", METRIC_SETS)
+def test_python_metrics_on_captured_outputs_match_python(loss, out_act, kind, metrics, weighted,
+                                                         chunk_floats, monkeypatch):
+    """Metrics without a C path no longer push a model off the compiled step:
+    the C step copies each batch's last-layer output into a buffer and the
+    metrics update from it in Python, once per C call. fit (silent, with
+    batch callbacks, with the progress bar), evaluate and train_on_batch give
+    the Python path's logs; chunk_floats=40 forces C calls of a batch or two
+    (the capture buffer bound) so chunk edges are exercised."""
+    if chunk_floats is not None:
+        monkeypatch.setattr(compiled, "_CAPTURE_FLOATS", chunk_floats)
+    x, y = _data(kind=kind, n=70)
+    sw = np.random.default_rng(5).random(x.shape[0]).astype(np.float32)
+    seen = []
+    cb = fg.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(b))
+    res = []
+    for on in (False, True):
+        fg.set_seed(11)
+        m = _model(_mlp("relu", out_act), loss, "adam", metrics=metrics, weighted_metrics=weighted)
+        with compiled_enabled(on):
+            logs = [m.fit(x, y, batch_size=16, epochs=2, verbose=0, sample_weight=sw).history,
+                    m.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[cb]).history,
+                    m.evaluate(x, y, sample_weight=sw, batch_size=16, verbose=0, return_dict=True),
+                    m.train_on_batch(x[:20], y[:20], return_dict=True),
+                    m.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)]
+        if on:
+            plan = m.__dict__["_fg_train_plan"][1]
+            assert plan is not None and plan.py_metrics     # ran on the C step, metrics in Python
+        res.append((m, logs))
+    (ref, ref_logs), (com, com_logs) = res
+    _assert_close(ref, com)
+    for a, b in zip(ref_logs, com_logs):
+        assert a.keys() == b.keys() and len(a) >= 1 + len(metrics)
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=2e-5, atol=1e-7, err_msg=k)
+    assert seen == list(range(5)) * 2
+
+
+def test_python_metrics_with_progress_bar_match_silent_fit(capsys):
+    x, y = _data(kind="sparse", n=70)
+    hs = []
+    for verbose in (0, 1):
+        fg.set_seed(11)
+        m = _model(_mlp(), "sparse_categorical_crossentropy", "adam",
+                   metrics=["accuracy", "sparse_top_k_categorical_accuracy"])
+        hs.append(m.fit(x, y, batch_size=16, epochs=2, verbose=verbose).history)
+    assert "sparse_top_k_categorical_accuracy" in capsys.readouterr().out
+    for k in hs[0]:
+        np.testing.assert_allclose(hs[1][k], hs[0][k], rtol=1e-12, err_msg=k)

@@ -123,6 +123,14 @@ int fg_net_set_accuracy(fg_net *net, int kind, float threshold);
  * `weighted_metrics=`); 0: it ignores them (Keras `metrics=`). The loss always uses them. */
 int fg_net_set_accuracy_weighted(fg_net *net, int weighted);
 
+/* Output capture for metrics computed outside C: while set, every batch of a
+ * train_chunk / evaluate call copies its last-layer output (rows x
+ * out_features, the logits when a fused loss took over the output
+ * activation) into out, batch after batch from the start of the call;
+ * capacity_rows bounds it (a call that would write more fails with
+ * FG_ERR_ARG before running). out NULL switches it off. */
+int fg_net_capture_outputs(fg_net *net, float *out, int64_t capacity_rows);
+
 /* Per-batch statistics written by train_chunk / evaluate: 4 doubles per batch. */
 enum {
     FG_STAT_LOSS = 0,   /* mean loss as the loss reports it, plus the regularization penalty */

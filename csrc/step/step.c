@@ -67,6 +67,8 @@ struct fg_net {
     int loss;              /* FG_LOSS_* or 0 */
     int acc_kind;          /* FG_ACC_* */
     int acc_unweighted;    /* 1: accuracy ignores the sample weights (Keras `metrics=`) */
+    float *cap_out;        /* output capture (fg_net_capture_outputs): buffer, capacity in rows */
+    int64_t cap_rows;
     float acc_thr;         /* FG_ACC_BINARY threshold on the raw output */
     int all_trainable;     /* no frozen layer: one optimizer call over the whole buffer */
     int has_opt;
@@ -329,6 +331,13 @@ int fg_net_set_accuracy(fg_net *n, int kind, float threshold) {
         return FG_ERR_ARG;
     n->acc_kind = kind;
     n->acc_thr = threshold;
+    return FG_OK;
+}
+
+int fg_net_capture_outputs(fg_net *n, float *out, int64_t capacity_rows) {
+    if (!n || capacity_rows < 0 || (out && capacity_rows == 0)) return FG_ERR_ARG;
+    n->cap_out = out;
+    n->cap_rows = out ? capacity_rows : 0;
     return FG_OK;
 }
 
@@ -862,7 +871,12 @@ static int run_batches(fg_net *n, int train, int64_t *n_done, double *stats, con
     if (n_done) *n_done = 0;
     if (!n->loss || (train && (!n->has_opt || !lr || !n->grads))) return FG_ERR_ARG;
     TRY(check_batches(n, x, y, n_perm, start_batch, n_batches, batch_size));
+    if (n->cap_out) { /* rows this call will produce */
+        int64_t first = start_batch * batch_size, last = (start_batch + n_batches) * batch_size;
+        if ((last < n_perm ? last : n_perm) - first > n->cap_rows) return FG_ERR_ARG;
+    }
     TRY(ensure_train_ws(n, batch_size < n_perm ? batch_size : n_perm));
+    int64_t cap_pos = 0;
     unsigned fs = fg_fpstate_enter();
     int st = FG_OK;
     for (int64_t b = 0; b < n_batches; b++) {
@@ -887,6 +901,10 @@ static int run_batches(fg_net *n, int train, int64_t *n_done, double *stats, con
             break;
         }
         if (n->acc_kind != FG_ACC_NONE) accuracy(n, &bt, logits, rows, &acc, &wsum);
+        if (n->cap_out) {
+            memcpy(n->cap_out + cap_pos * n->out_last, logits, (size_t)(rows * n->out_last) * sizeof(float));
+            cap_pos += rows;
+        }
         if (train) {
             st = net_backward(n, rows, nt);
             if (st) break;

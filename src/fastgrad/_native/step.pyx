@@ -69,6 +69,7 @@ cdef extern from "step/fg_step.h" nogil:
     void fg_net_free(fg_net *net)
     int fg_net_set_accuracy(fg_net *net, int kind, float threshold)
     int fg_net_set_accuracy_weighted(fg_net *net, int weighted)
+    int fg_net_capture_outputs(fg_net *net, float *out, int64_t capacity_rows)
     int fg_net_set_adaptive_threads(fg_net *net, int on)
     int fg_net_train_chunk(fg_net *net, int64_t *n_done, double *stats, const float *x, int64_t x_rows,
                            const void *y, int y_kind, const float *sample_weight, const int64_t *perm,
@@ -144,6 +145,7 @@ cdef class Net:
     cdef fg_net *net
     cdef readonly int64_t in_features, out_features, n_layers, n_params
     cdef object _keep           # arrays the C side points into
+    cdef object _capture        # the output-capture buffer, while set
     cdef cnp.ndarray _small_out  # preallocated predict_small output (SMALL_ROWS x out)
 
     def __cinit__(self):
@@ -230,6 +232,21 @@ cdef class Net:
                f"kind {kind}")
         _raise(fg_net_set_accuracy_weighted(self.net, weighted), "step.Net.set_accuracy",
                f"weighted {weighted}")
+
+    def capture_outputs(self, out):
+        """Copy every batch's last-layer output of the following train_chunk / evaluate
+        calls into `out` (float32 C-contiguous, rows x out_features: its capacity), rows
+        in batch order from the start of each call; None switches it off."""
+        cdef float *p = NULL
+        cdef int64_t rows = 0
+        if out is not None:
+            if not _f32c(out) or cnp.PyArray_SIZE(<cnp.ndarray>out) % self.out_features:
+                raise TypeError(f"capture_outputs: out must be a C-contiguous float32 array of "
+                                f"rows x {self.out_features}")
+            p = <float *>cnp.PyArray_DATA(<cnp.ndarray>out)
+            rows = cnp.PyArray_SIZE(<cnp.ndarray>out) // self.out_features
+        _raise(fg_net_capture_outputs(self.net, p, rows), "step.Net.capture_outputs", f"{rows} rows")
+        self._capture = out
 
     def set_adaptive_threads(self, bint on):
         """Let train_chunk pick nthreads or one thread, whichever is faster now (default on;

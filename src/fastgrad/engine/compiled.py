@@ -9,6 +9,9 @@ activation, the optimizer — inside C:
         Layers with a C path: Dense, Activation, Flatten, Dropout,
         LayerNormalization over the whole sample, BatchNormalization of 2-D
         input (its moving statistics are passed as pointers and updated in C).
+        One accuracy metric runs in C; other metrics are updated in Python
+        from the last-layer outputs the C step copies out per call
+        (`py_metrics`, see CompiledPlan._py_metrics).
         None when some layer / loss / optimizer / metric has no C path, when
         the active backend is not "native", or when the step module is not
         built; `unsupported_reason(model)` says why. Models fall back to the
@@ -246,15 +249,22 @@ def _optimizer_desc(opt, n):
     return d
 
 
+#: floats of last-layer output a capturing C call may write (64 MiB); longer
+#: chunks are split (see CompiledPlan._chunk)
+_CAPTURE_FLOATS = 1 << 24
+
+
 def _accuracy_spec(model, loss_code):
     """(kind, threshold, weighted) for Net.set_accuracy: weighted when the metric
-    came from compile(weighted_metrics=), unweighted from compile(metrics=)."""
+    came from compile(weighted_metrics=), unweighted from compile(metrics=).
+    None when the metrics need the Python path: then the plan captures the
+    last-layer outputs and updates them in Python (CompiledPlan._py_metrics)."""
     from .. import metrics as M
     ms = list(model.metrics)
     if not ms:
         return _ACC_NONE, 0.5, True
     if len(ms) > 1:
-        raise _Unsupported("more than one metric")
+        return None
     m = ms[0]
     flags = getattr(model, "_metric_weighted", ())
     weighted = bool(flags[0]) if len(flags) == 1 else False
@@ -270,7 +280,7 @@ def _accuracy_spec(model, loss_code):
         if out_act == "sigmoid" and m.threshold == 0.5:
             # sigmoid(x) > 0.5  <=>  x > 0 (as the metric does)
             return _ACC_BINARY, 0.0, weighted
-    raise _Unsupported(f"metric {m.name} ({t.__name__}) has no C path here")
+    return None
 
 
 def _analyse(model, training):
@@ -323,17 +333,21 @@ class CompiledPlan:
             self.net = mod.Net(spec["descs"], spec["in_features"], self.store.params,
                                self.store.grads, spec["loss"], opt)
             self.loss_code = spec["loss"]
-            self.net.set_accuracy(*spec["acc"])
+            self.py_metrics = spec["acc"] is None
+            if not self.py_metrics:
+                self.net.set_accuracy(*spec["acc"])
             self.net.set_adaptive_threads(adaptive_threads)
         else:
             self.net = mod.Net(spec["descs"], spec["in_features"], self.store.params, None, 0, None)
             self.loss_code = 0
+            self.py_metrics = False
         self.out_shape = tuple(model.layers[-1].output_shape)
         self.in_shape = tuple(model._input_shape)
         self._drop_offsets = (np.zeros(len(spec["descs"]), dtype=np.uint64)
                               if self.dropouts else None)
         self._stats = np.empty((1, 4), dtype=np.float64)
         self._lr = np.empty(1, dtype=np.float32)
+        self._outs = np.empty((0, int(np.prod(self.out_shape))), dtype=np.float32)
         # one C call at a time per plan (its workspaces are shared): concurrent
         # Python threads queue here instead of getting the C side's "busy" error
         self._lock = threading.Lock()
@@ -379,16 +393,49 @@ class CompiledPlan:
             st = layer.get_rng_state()
             layer.set_rng_state({"seed": st["seed"], "offset": int(do[i])})
 
+    def _chunk(self, bs):
+        """Batches per C call at most: unbounded, unless outputs are captured."""
+        if not self.py_metrics:
+            return 1 << 62
+        return max(1, _CAPTURE_FLOATS // max(1, bs * self._outs.shape[1]))
+
+    def _capture_buffer(self, xa, start, nb, bs):
+        rows = min((start + nb) * bs, xa.shape[0]) - start * bs
+        if self._outs.shape[0] < rows:
+            self._outs = np.empty((rows, self._outs.shape[1]), dtype=np.float32)
+        return self._outs
+
+    def _py_metrics(self, ya, sw, perm, start, done, bs):
+        """Metrics without a C path, from the captured outputs of batches
+        start .. start+done-1, exactly as the Python Step updates them (one
+        update over the chunk's rows: every metric here is a sum over samples)."""
+        if not done:
+            return
+        n = ya.shape[0]
+        p0, p1 = start * bs, min((start + done) * bs, n)
+        idx = perm[p0:p1] if perm is not None else slice(p0, p1)
+        self.model._get_step().update_metrics(self.model.metrics, ya[idx], self._outs[:p1 - p0],
+                                              sw[idx] if sw is not None else None)
+
     def _run(self, xa, ya, y_kind, sw, perm, start, nb, bs):
         """nb training steps from batch `start`; returns (status, n_done, stats)."""
         stats, lr = self._buffers(nb)
         self._fill_lr(lr, nb)
         if self.dropouts:
             self._sync_dropout_in()
+        cap = self._capture_buffer(xa, start, nb, bs) if self.py_metrics else None
         with self._lock:
-            st, done = self.net.train_chunk(xa, ya, y_kind, sw, perm, start, nb, bs, lr[:nb],
-                                            self.model.optimizer.iterations, self._drop_offsets,
-                                            stats, _config.get_num_threads())
+            if cap is not None:
+                self.net.capture_outputs(cap)
+            try:
+                st, done = self.net.train_chunk(xa, ya, y_kind, sw, perm, start, nb, bs, lr[:nb],
+                                                self.model.optimizer.iterations, self._drop_offsets,
+                                                stats, _config.get_num_threads())
+            finally:
+                if cap is not None:
+                    self.net.capture_outputs(None)
+        if cap is not None:
+            self._py_metrics(ya, sw, perm, start, done, bs)
         self.model.optimizer.iterations += done
         if self.dropouts:
             self._sync_dropout_out()
@@ -399,7 +446,7 @@ class CompiledPlan:
 
     def _metrics_add(self, stats, k0, k1):
         ms = self.model.metrics
-        if not ms:
+        if not ms or self.py_metrics:
             return
         m = ms[0]
         for k in range(k0, k1):
@@ -425,7 +472,7 @@ class CompiledPlan:
         # chunks of ~_PROGBAR_CHUNK_S run per call and the bar hears of the
         # last batch of each chunk (what it would draw anyway).
         progbar_only = batch_hooks and _only_progbar(cbs)
-        per_call = steps if not batch_hooks else 1
+        per_call = min(steps, self._chunk(batch_size)) if not batch_hooks else 1
         while b < steps:
             nb = min(per_call, steps - b)
             if batch_hooks:
@@ -453,7 +500,8 @@ class CompiledPlan:
                     break
                 if progbar_only:
                     per_batch = (time.perf_counter() - t0) / max(done, 1)
-                    per_call = max(1, min(4096, int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
+                    per_call = max(1, min(4096, self._chunk(batch_size),
+                                          int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
         return total, seen
 
     def train_chunk(self, x, y, perm, start_batch, n_batches, batch_size, sample_weight=None):
@@ -500,16 +548,25 @@ class CompiledPlan:
             cbs.on_test_begin()
         ya, y_kind = self._targets(ya)
         total = 0.0
-        per_call = 1 if hooks else steps
+        per_call = 1 if hooks else min(steps, self._chunk(batch_size))
         b = 0
         while b < steps:
             nb = min(per_call, steps - b)
             if hooks:
                 cbs.on_test_batch_begin(b)
             stats, _ = self._buffers(nb)
+            cap = self._capture_buffer(xa, b, nb, batch_size) if self.py_metrics else None
             with self._lock:
-                st, done = self.net.evaluate(xa, ya, y_kind, sw, None, b, nb, batch_size, stats,
-                                             _config.get_num_threads())
+                if cap is not None:
+                    self.net.capture_outputs(cap)
+                try:
+                    st, done = self.net.evaluate(xa, ya, y_kind, sw, None, b, nb, batch_size, stats,
+                                                 _config.get_num_threads())
+                finally:
+                    if cap is not None:
+                        self.net.capture_outputs(None)
+            if cap is not None:
+                self._py_metrics(ya, sw, None, b, done, batch_size)
             for k in range(done):
                 total += float(stats[k, 0]) * int(stats[k, 3])
             self._metrics_add(stats, 0, done)
