@@ -279,3 +279,45 @@ def test_matches_torch_optim(case):
         topt.step()
         ours.apply_gradients(ops, p, g.astype(np.float32))
     np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+DECAYING = [(SGD, dict(learning_rate=0.05, momentum=0.9)),
+            (SGD, dict(learning_rate=0.05, momentum=0.8, nesterov=True)),
+            (RMSprop, dict(learning_rate=0.01, momentum=0.5, centered=True)),
+            (Adam, dict(learning_rate=0.01)),
+            (AdamW, dict(learning_rate=0.01))]
+
+
+@pytest.mark.parametrize("cls,hp", DECAYING, ids=lambda v: getattr(v, "__name__", ""))
+def test_decaying_state_underflows_to_zero_not_into_denormals(cls, hp):
+    """A dead unit (gradient 0 from some step on) makes momentum / m / v decay
+    geometrically. Under plain IEEE arithmetic the state would end in the
+    denormal range and stay there (x86 arithmetic on it ~20x slower); the
+    rule is that state below the smallest normal float is stored as 0, on
+    both backends alike."""
+    tiny = np.finfo(np.float32).tiny
+    runs = {}
+    for backend in backends():
+        ops = _config.get_ops(backend)
+        rng = np.random.default_rng(1)
+        opt = cls(**hp)
+        p = rng.standard_normal(N).astype(np.float32)
+        for step in range(1500):
+            g = rng.standard_normal(N).astype(np.float32) if step < 3 else np.zeros(N, np.float32)
+            g[:5] = 1e-3                      # live units keep a normal state throughout
+            opt.apply_gradients(ops, p, g)
+        states = {k: np.array(v) for k, v in opt.slots.items()}
+        decaying = [a for k, a in states.items() if "accum" not in k]
+        assert decaying
+        for a in decaying:
+            dead = np.abs(a[5:])
+            assert not np.any((dead > 0) & (dead < tiny)), "denormal optimizer state"
+            assert np.all(np.abs(a[:5]) >= tiny) and np.all(a[:5] != 0)
+        assert any(np.all(a[5:] == 0) for a in decaying)       # the dead units' state reached 0
+        runs[backend] = (p.copy(), states)
+    if len(runs) == 2:   # the backends agree (to float32 rounding: the NumPy one keeps lr in double)
+        (p0, s0), (p1, s1) = runs.values()
+        np.testing.assert_allclose(p1, p0, rtol=1e-4)
+        for k in s0:
+            assert np.array_equal(s0[k] == 0, s1[k] == 0), k
+            np.testing.assert_allclose(s1[k], s0[k], rtol=1e-3, err_msg=k)

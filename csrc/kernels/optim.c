@@ -7,6 +7,21 @@
 #include "fg_optim.h"
 #include "fg_vmath.h"
 
+#include <float.h>
+
+/* Decaying optimizer state (momentum, Adam's m and v, RMSprop's averages) that
+ * falls below the smallest normal float (1.2e-38) is stored as 0.
+ * Why: a unit whose gradient stays 0 (a dead ReLU) has its state multiplied
+ * by beta every step; under IEEE gradual underflow it ends in the denormal
+ * range and stays there (0.9 x the smallest denormal rounds back to it), and
+ * every x86 operation on a denormal takes a microcode assist: Adam over
+ * 101,770 such parameters measured 5.4 ms per step instead of 0.23 ms, so
+ * epochs slowed 2x within a few epochs of a real run. The update such a state
+ * would make is below lr * 1e-30, under the float32 resolution of any
+ * parameter above ~1e-23. NumpyOps applies the same rule, so the backends
+ * agree bitwise; it does not depend on fg.set_flush_denormal. */
+#define FG_TINY_TO_ZERO(x) ((x) > -FLT_MIN && (x) < FLT_MIN ? 0.0f : (x))
+
 /* Grain sizes. SGD is memory-bound like relu (serial below 128K elements).
  * Adam / RMSprop / Adagrad are bound by the vector sqrt + divide while the
  * state fits in cache: ~0.5 ns per element on one core here (Adam over the
@@ -46,6 +61,7 @@ static void sgd_range(float *FG_RESTRICT p, float *FG_RESTRICT vel, const float 
             float pi = p[i], gi = g[i];
             if (decay) FG_DECAY(pi, gi, a);
             float v = mu * vel[i] - lr * gi;
+            v = FG_TINY_TO_ZERO(v);
             vel[i] = v;
             p[i] = pi + v;
         }
@@ -54,6 +70,7 @@ static void sgd_range(float *FG_RESTRICT p, float *FG_RESTRICT vel, const float 
             float pi = p[i], gi = g[i];
             if (decay) FG_DECAY(pi, gi, a);
             float v = mu * vel[i] - lr * gi;
+            v = FG_TINY_TO_ZERO(v);
             vel[i] = v;
             p[i] = (pi - lr * gi) + mu * v;
         }
@@ -117,10 +134,12 @@ static void rmsprop_range(float *FG_RESTRICT p, float *FG_RESTRICT ms, float *FG
         float pi = p[i], gi = g[i];
         if (decay) FG_DECAY(pi, gi, a);
         float s = rho * ms[i] + omr * (gi * gi);
+        s = FG_TINY_TO_ZERO(s);
         ms[i] = s;
         float denom;
         if (mg) {
             float mgi = rho * mg[i] + omr * gi;
+            mgi = FG_TINY_TO_ZERO(mgi);
             mg[i] = mgi;
             denom = s - mgi * mgi + eps;
         } else {
@@ -129,6 +148,7 @@ static void rmsprop_range(float *FG_RESTRICT p, float *FG_RESTRICT ms, float *FG
         float inc = (gi / sqrtf(denom)) * lr;
         if (mom) {
             float mi = mu * mom[i] + inc;
+            mi = FG_TINY_TO_ZERO(mi);
             mom[i] = mi;
             p[i] = pi - mi;
         } else {
@@ -169,6 +189,8 @@ static void adam_range(float *FG_RESTRICT p, float *FG_RESTRICT m, float *FG_RES
             float gi = g[i];
             float mi = b1 * m[i] + omb1 * gi;
             float vi = b2 * v[i] + omb2 * (gi * gi);
+            mi = FG_TINY_TO_ZERO(mi);
+            vi = FG_TINY_TO_ZERO(vi);
             m[i] = mi;
             v[i] = vi;
             p[i] = p[i] - (mi / (sqrtf(vi) + eps)) * alpha;
@@ -179,6 +201,8 @@ static void adam_range(float *FG_RESTRICT p, float *FG_RESTRICT m, float *FG_RES
             FG_DECAY(pi, gi, a);
             float mi = b1 * m[i] + omb1 * gi;
             float vi = b2 * v[i] + omb2 * (gi * gi);
+            mi = FG_TINY_TO_ZERO(mi);
+            vi = FG_TINY_TO_ZERO(vi);
             m[i] = mi;
             v[i] = vi;
             p[i] = pi - (mi / (sqrtf(vi) + eps)) * alpha;

@@ -539,6 +539,15 @@ class NumpyOps:
         return x
 
     # ------------------------------------------------------------ optimizers
+    def _tiny_to_zero(self, state, slot):
+        """Decaying optimizer state below the dtype's smallest normal is stored
+        as 0 (the C kernels' rule, see csrc/kernels/optim.c: a dead unit's state
+        would otherwise sit in the denormal range, where x86 arithmetic is
+        ~20x slower; the update it would make is below lr * 1e-30)."""
+        t = self._scratch(state.shape, state.dtype, slot)
+        np.abs(state, out=t)
+        np.copyto(state, 0, where=t < np.finfo(state.dtype).tiny)
+
     def _decay(self, param, grad, lr, weight_decay, decoupled, slot):
         """Apply weight decay; returns the gradient to use."""
         if not weight_decay:
@@ -565,6 +574,7 @@ class NumpyOps:
         t = np.multiply(g, lr, out=self._scratch(g.shape, g.dtype, "sgd_t"))
         velocity *= momentum
         velocity -= t
+        self._tiny_to_zero(velocity, "opt_tiny")
         if nesterov:
             param -= t
             t2 = np.multiply(velocity, momentum, out=t)
@@ -599,12 +609,14 @@ class NumpyOps:
         t *= 1.0 - rho
         ms *= rho
         ms += t
+        self._tiny_to_zero(ms, "opt_tiny")
         if centered:
             if mg is None:
                 raise ValueError("rmsprop_update: centered=True needs an mg buffer")
             mg *= rho
             np.multiply(g, 1.0 - rho, out=t)
             mg += t
+            self._tiny_to_zero(mg, "opt_tiny")
             np.multiply(mg, mg, out=t)
             np.subtract(ms, t, out=t)
             t += eps
@@ -618,6 +630,7 @@ class NumpyOps:
                 raise ValueError("rmsprop_update: momentum > 0 needs a mom buffer")
             mom *= momentum
             mom += t
+            self._tiny_to_zero(mom, "opt_tiny")
             param -= mom
         else:
             param -= t
@@ -642,6 +655,8 @@ class NumpyOps:
         np.multiply(g, g, out=t)
         t *= 1.0 - beta2
         v += t
+        self._tiny_to_zero(m, "opt_tiny")
+        self._tiny_to_zero(v, "opt_tiny")
         np.sqrt(v, out=t)
         t += eps
         np.divide(m, t, out=t)
