@@ -3,8 +3,9 @@
 Every product is checked against a float64 reference with the rigorous
 forward-error bound of a length-K dot product, |C - ref| <= (K + 2) eps
 (|alpha| |op(A)| |op(B)| + |beta| |C0|), which never fails on correct code and
-catches any wrong element. Both C paths (packed driver, unpacked small path)
-run on every instruction set; thread counts 1/2/3 must agree bitwise.
+catches any wrong element. All C paths (path hook 1: packed driver, 2: the
+unpacked path along N, 3: the unpacked path along M for few columns) run on
+every instruction set; thread counts 1/2/3 must agree bitwise.
 """
 import itertools
 import math
@@ -74,7 +75,7 @@ def edge_sizes():
 
 
 # ---------------------------------------------------------------- products
-@pytest.mark.parametrize("path", [0, 1, 2])
+@pytest.mark.parametrize("path", [0, 1, 2, 3])
 def test_all_transposes_sizes_alpha_beta(isa, path):
     """All four transpose combinations x alpha/beta x edge sizes, on both C paths."""
     r = rng(1)
@@ -103,6 +104,59 @@ def test_transposes_blocking_edges(isa, ta, tb):
         C = C0.copy()
         G.gemm(A, B, C, ta, tb, 1.0, 0.5, 2)
         check_gemm(C, A, B, C0, ta, tb, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("ta,tb", list(itertools.product([0, 1], repeat=2)))
+def test_skinny_paths_agree_bitwise(isa, ta, tb):
+    """Few columns (the 10-class output layer): the unpacked path along M
+    (path 3, gemm_cols.h) against the one along N (path 2) and the reference.
+    Each element is one FMA chain over k in order on both, so they agree
+    bitwise; M crosses the panel edges (1 .. 33, 127 .. 129), N 1 .. 17 and
+    31/33 (several column groups), K 0 .. 130."""
+    r = rng(12 + 2 * ta + tb)
+    Ms = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 127, 128, 129]
+    Ns = list(range(1, 18)) + [31, 33]
+    Ks = [0, 1, 2, 5, 8, 9, 16, 17, 31, 64, 127, 128, 130]
+    combos = list(itertools.product(Ms, Ns, Ks))
+    r.shuffle(combos)
+    combos = [(128, 10, 128), (129, 10, 1), (31, 17, 130), (1, 1, 1)] + combos[:70]
+    for i, (M, N, K) in enumerate(combos):
+        alpha, beta = [(1.0, 0.0), (-1.5, 0.25), (0.5, 0.0), (1.0, 1.0)][i % 4]
+        A, B = operands(r, M, N, K, ta, tb)
+        C0 = r.standard_normal((M, N)).astype(np.float32)
+        C2, C3 = C0.copy(), C0.copy()
+        G.gemm(A, B, C2, ta, tb, alpha, beta, 2, 2)
+        G.gemm(A, B, C3, ta, tb, alpha, beta, 2, 3)
+        check_gemm(C3, A, B, C0, ta, tb, alpha, beta)
+        assert np.array_equal(C2, C3), (M, N, K, ta, tb)
+
+
+def test_skinny_strided_views_and_specials(isa):
+    """Path 3 with leading dimensions > the widths (A^T read in place) and
+    inf / NaN in A and B."""
+    r = rng(13)
+    for M, N, K, ta in [(40, 10, 33, 1), (40, 10, 33, 0), (129, 7, 128, 1), (17, 16, 5, 0)]:
+        bigA = r.standard_normal((K + 3, M + 5) if ta else (M + 3, K + 5)).astype(np.float32)
+        A = bigA[1:1 + (K if ta else M), 2:2 + (M if ta else K)]
+        bigB = r.standard_normal((K + 2, N + 9)).astype(np.float32)
+        B = bigB[1:1 + K, 3:3 + N]
+        bigC = np.full((M + 2, N + 6), 7.0, np.float32)
+        C = bigC[1:1 + M, 2:2 + N]
+        G.gemm(A, B, C, ta, 0, 1.0, 0.0, 1, 3)
+        check_gemm(C, A, B, C, ta, 0, 1.0, 0.0)
+        mask = np.ones(bigC.shape, bool)
+        mask[1:1 + M, 2:2 + N] = False
+        assert (bigC[mask] == 7.0).all()
+    A = np.ones((20, 6), np.float32)
+    B = np.ones((6, 10), np.float32)
+    A[3, 2], A[17, 0], B[4, 9] = np.inf, np.nan, -np.inf
+    for ta in (0, 1):
+        Aop = np.ascontiguousarray(A.T) if ta else A
+        C = np.empty((20, 10), np.float32)
+        with np.errstate(all="ignore"):
+            G.gemm(Aop, B, C, ta, 0, 1.0, 0.0, 1, 3)
+            ref = A.astype(np.float64) @ B.astype(np.float64)
+        np.testing.assert_array_equal(C, ref.astype(np.float32))
 
 
 def test_large_product_by_vector_probe(isa):
@@ -139,7 +193,7 @@ def test_bitwise_across_threads(isa, shape):
 def test_leading_dimension_views(isa):
     """a, b and out may be row views into larger matrices; out's surroundings stay untouched."""
     r = rng(5)
-    for path, (M, N, K) in itertools.product([0, 1, 2], [(7, 9, 11), (70, 50, 300), (3, 40, 5)]):
+    for path, (M, N, K) in itertools.product([0, 1, 2, 3], [(7, 9, 11), (70, 50, 300), (3, 40, 5), (37, 10, 19)]):
         for ta, tb in itertools.product([0, 1], repeat=2):
             bigA = r.standard_normal((K + 9, M + 9) if ta else (M + 9, K + 9)).astype(np.float32)
             bigB = r.standard_normal((N + 5, K + 6) if tb else (K + 5, N + 6)).astype(np.float32)
@@ -156,7 +210,7 @@ def test_leading_dimension_views(isa):
             assert np.array_equal(bigC[mask], keep[mask])
 
 
-@pytest.mark.parametrize("path", [0, 1, 2])
+@pytest.mark.parametrize("path", [0, 1, 2, 3])
 def test_beta_zero_ignores_nan_in_out(isa, path):
     r = rng(6)
     for M, N, K in [(5, 3, 4), (40, 70, 300)]:
@@ -195,7 +249,7 @@ def test_special_values_propagate(isa):
     B = np.ones((4, 2), np.float32)
     A[1, 2] = np.inf
     A[2, 0] = np.nan
-    for path in (1, 2):
+    for path in (1, 2, 3):
         C = np.empty((3, 2), np.float32)
         G.gemm(A, B, C, 0, 0, 1.0, 0.0, 1, path)
         assert np.array_equal(C[0], [4, 4]) and np.isposinf(C[1]).all() and np.isnan(C[2]).all()
@@ -300,7 +354,7 @@ def ulps(y, ref):
 def test_dense_forward_matches_reference(isa, name):
     """y = act(x w + b), z = x w + b stored on the side; y checked against act64(z)."""
     r = rng(8)
-    for M, N, K in [(1, 1, 1), (7, 9, 3), (128, 10, 128), (33, 70, 600), (130, 129, 17)]:
+    for M, N, K in [(1, 1, 1), (7, 9, 3), (128, 10, 128), (33, 70, 600), (130, 129, 17), (45, 11, 9)]:
         x = r.standard_normal((M, K)).astype(np.float32)
         w = (r.standard_normal((K, N)) / math.sqrt(K)).astype(np.float32)
         b = r.standard_normal(N).astype(np.float32)
@@ -378,7 +432,8 @@ def test_fused_equals_unfused_sequence(isa, name):
     both the packed driver and the unpacked path."""
     r = rng(9)
     for M, N, K in [(1, 1, 1), (3, 5, 7), (37, 45, 300), (128, 10, 128), (17, 129, 33),
-                    (128, 128, 784), (64, 1000, 9), (1000, 3, 16)]:
+                    (128, 128, 784), (64, 1000, 9), (1000, 3, 16), (33, 13, 20), (129, 7, 130),
+                    (17, 16, 64)]:
         x = (3 * r.standard_normal((M, K))).astype(np.float32)
         w = (r.standard_normal((K, N)) / math.sqrt(K)).astype(np.float32)
         b = r.standard_normal(N).astype(np.float32)

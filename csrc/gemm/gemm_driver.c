@@ -37,6 +37,7 @@
 #include "gemm_pack.h"
 #include "gemm_ukernel.h"
 #include "gemm_small.h"
+#include "gemm_cols.h"
 
 #include <string.h>
 #if FG_HAVE_OPENMP
@@ -44,17 +45,27 @@
 #endif
 
 #if defined(__AVX512F__)
-#define FG_MC 192
-#define FG_KC 256
-#define FG_NC 3072
+#define FG_MC_DEF 192
+#define FG_KC_DEF 256
+#define FG_NC_DEF 3072
 #elif defined(__AVX2__)
-#define FG_MC 144
-#define FG_KC 256
-#define FG_NC 4080
+#define FG_MC_DEF 144
+#define FG_KC_DEF 256
+#define FG_NC_DEF 4080
 #else
-#define FG_MC 128
-#define FG_KC 256
-#define FG_NC 2048
+#define FG_MC_DEF 128
+#define FG_KC_DEF 256
+#define FG_NC_DEF 2048
+#endif
+/* overridable for tuning (benchmarks/peak/ukernel_probe.c) */
+#ifndef FG_MC
+#define FG_MC FG_MC_DEF
+#endif
+#ifndef FG_KC
+#define FG_KC FG_KC_DEF
+#endif
+#ifndef FG_NC
+#define FG_NC FG_NC_DEF
 #endif
 
 /* Where the unpacked path (gemm_small.h) wins over packing. Measured on the
@@ -98,6 +109,16 @@ static int small_wins_bt(int64_t M, int64_t N, int64_t K) {
     if (work > ((int64_t)1 << 22)) return 0;
     return K <= FG_SMALL_MAX_K || small_wins(M, N, K);
 }
+
+/* Unpacked products with few columns: vectorise along M (gemm_cols.h)?
+ * To be measured; for now: N <= 16, at least one vector of rows. */
+#if FG_HAVE_COLS
+static int cols_wins(int64_t M, int64_t N, int64_t K, int trans_a) {
+    (void)K;
+    (void)trans_a;
+    return N <= 16 && M >= FG_VW;
+}
+#endif
 
 /* work (multiply-adds) per thread below which another thread does not pay */
 #define FG_GEMM_GRAIN (1 << 19)
@@ -246,7 +267,7 @@ static int choose_split(int64_t M, int64_t N, int nt) {
 /* Unpacked single-thread path or the packed driver? Decided by shape only
  * (never by the thread count), so results stay thread-count independent. */
 static int use_small(const fg_gemm_problem *p) {
-    if (p->path) return p->path == 2;
+    if (p->path) return p->path >= 2;
     if (p->trans_b) return small_wins_bt(p->M, p->N, p->K);
     return small_wins(p->M, p->N, p->K);
 }
@@ -275,16 +296,33 @@ static int run_tiles(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) {
     const int64_t M = p->M, N = p->N, K = p->K;
     if (use_small(p)) {
         fg_gemm_problem q = *p;
-        if (p->trans_b) { /* the unpacked path reads rows of op(B): transpose it first */
-            float *bt = (float *)ws((size_t)(N * K + 16) * sizeof(float));
-            if (!bt) return FG_ERR_NOMEM;
-            transpose_b(bt, p->B, p->ldb, N, K);
-            q.B = bt;
+#if FG_HAVE_COLS
+        /* along M (gemm_cols.h) or along N (gemm_small.h)? */
+        const int cols = p->path == 3 || (p->path == 0 && cols_wins(M, N, K, p->trans_a));
+#else
+        const int cols = 0;
+#endif
+        /* one workspace call: op(B)'s row-major copy, then op(A)'s panel */
+        const int64_t b_floats = p->trans_b ? ALIGN_UP(N * K, 16) : 0;
+        const int64_t a_floats = cols ? FG_COLS_P * K : 0;
+        float *w = NULL;
+        if (b_floats + a_floats > 0) {
+            w = (float *)ws((size_t)(b_floats + a_floats + 16) * sizeof(float));
+            if (!w) return FG_ERR_NOMEM;
+        }
+        if (p->trans_b) { /* the unpacked paths read rows of op(B): transpose it first */
+            transpose_b(w, p->B, p->ldb, N, K);
+            q.B = w;
             q.ldb = N;
             q.trans_b = 0;
         }
         unsigned fp = fg_fpstate_enter();
-        gemm_small(&q);
+#if FG_HAVE_COLS
+        if (cols)
+            gemm_cols(&q, w ? w + b_floats : NULL);
+        else
+#endif
+            gemm_small(&q);
         fg_fpstate_leave(fp);
         return FG_OK;
     }
