@@ -21,7 +21,8 @@
  *              denormal range round correctly without branches.
  *   v_log      Cephes logf: mantissa in [sqrt(1/2), sqrt 2), degree-9 polynomial,
  *              denormal inputs rescaled by 2^23 first.
- *   v_tanh     |x| < 0.625: odd polynomial (Cephes); else 1 - 2/(e^{2|x|}+1).
+ *   v_tanh     |x| < 0.625: odd polynomial (Cephes); else 1 - 2/(e^{2|x|}+1)
+ *              with its own bounded-range exp and a refined reciprocal estimate.
  *   v_sigmoid  e = exp(-|x|); (x >= 0 ? 1 : e) / (1 + e): no overflow, no
  *              cancellation, exact 0/1 limits, accurate deep in the tails.
  *   v_phi      standard normal CDF Phi(x) = 0.5 erfc(-x/sqrt 2) in float (for
@@ -34,7 +35,8 @@
  *              2 ULP everywhere (1.8 measured over a float32 sweep).
  * Measured maximum errors over every 3701st float32 bit pattern, against
  * float64 (in spacings at the exact value; 0.5 = correctly rounded):
- *   exp 0.97, log 0.74, tanh 1.23, sigmoid 2.04, gelu 1.82, gelu_tanh 2.36.
+ *   exp 0.97, log 0.74, sigmoid 2.04, gelu 1.82, gelu_tanh 2.36;
+ *   tanh over all 2^32 inputs: 1.53 (AVX-512), 1.36 (AVX2), 1.34 (portable).
  *
  * Explicit FMAs (v_fma) are used where they help accuracy; the AVX copies
  * fuse them, the portable copy rounds the product. The kernels library is
@@ -524,27 +526,82 @@ FG_VINLINE V v_log(V x) {
     return r;
 }
 
+/* ---- tanh ---------------------------------------------------------------
+ * |x| < 0.625: x + x^3 P(x^2) (Cephes). Otherwise, with a = min(|x|, 9.1) (at
+ * 9.0109 tanh already rounds to 1): 1 - 2/(e^{2a} + 1), where
+ *   e^{2a} = 2^n e^{2r}, a = n ln2/2 + r, |r| <= ln2/4: one fused reduction step
+ *     (a is bounded, so the error n (ln2/2 - fl(ln2/2)) < 3e-8 relative moves
+ *     the result by < 0.03 ULP); n comes out of the rounding add already biased
+ *     for the exponent field, so 2^(n-1) is a single shift;
+ *   e^{2r}: own degree-6 fit (relative error 3e-9);
+ *   h = (e^{2a} + 1)/2 = p 2^(n-1) + 1/2 in one rounding (the product is exact);
+ *   1/h: hardware reciprocal estimate refined by one Newton step (AVX-512:
+ *     14 bits -> ~0.5 ULP) or one third-order step (AVX2: 12 bits); portable:
+ *     a division.
+ * No exp call with its overflow handling and no division: about 20 vector
+ * operations where the previous exp + divide version took 26 and a divide. The
+ * sign is put back last (tanh(-0) = -0, NaN passes, +-inf -> +-1). Vectors that
+ * are all small or all large evaluate one branch only.
+ * Max error over all 2^32 float32 inputs, vs float64 (spacings at the exact
+ * value): AVX-512 1.53, AVX2 1.36, portable 1.34. */
+FG_VINLINE V v_tanh_big_(V a) { /* tanh(a), a in [0.625, 9.1] or NaN */
+    const V magic = v_set1(12583038.0f);                /* 1.5 * 2^23 + 126: exponent bias - 1 */
+    V t = v_fma(a, v_set1(2.885390081777927f), magic);  /* 2a/ln2 rounded, n + 126 in the low bits */
+    V n = v_sub(t, magic);
+#if VL > 1
+    V r = v_fnma(n, v_set1(0.3465735912322998f), a);    /* a - n ln2/2, one rounding */
+#else /* no fused multiply-add: Cody-Waite with a 16-bit head (exact product) */
+    V r = v_fnma(n, v_set1(0.3465728759765625f), a);
+    r = v_fnma(n, v_set1(7.143034e-7f), r);
+#endif
+    V p = v_set1(0.08841352164745331f);                  /* e^{2r} = sum c_k (2r)^k, as c_k 2^k */
+    p = v_fma(p, r, v_set1(0.2677987217903137f));
+    p = v_fma(p, r, v_set1(0.6666942238807678f));
+    p = v_fma(p, r, v_set1(1.3333216905593872f));
+    p = v_fma(p, r, v_set1(1.999999761581421f));
+    p = v_fma(p, r, v_set1(2.0f));
+    p = v_fma(p, r, v_set1(1.0f));
+    V h = v_fma(p, vi_asf(vi_slli(v_asi(t), 23)), v_set1(0.5f)); /* p 2^(n-1) + 1/2 */
+#if defined(__AVX512F__)
+    V q0 = _mm512_rcp14_ps(h);                          /* relative error < 2^-14 */
+    V w = v_fnma(h, q0, v_set1(2.0f));                  /* 1 + e, e = 1 - h q0 */
+    return v_fnma(q0, w, v_set1(1.0f));                 /* 1 - q0 (1 + e) */
+#elif defined(__AVX2__)
+    V q0 = _mm256_rcp_ps(h);                            /* relative error < 1.5 * 2^-12 */
+    V e = v_fnma(h, q0, v_set1(1.0f));
+    return v_sub(v_set1(1.0f), v_fma(q0, v_fma(e, e, e), q0)); /* 1 - q0 (1 + e + e^2) */
+#else
+    return 1.0f - 1.0f / h;
+#endif
+}
+
+/* y (sign bit clear, or NaN) with the sign of x */
+FG_VINLINE V v_tanh_sign_(V y, V x) {
+#if defined(__AVX512F__)
+    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(y), _mm512_castps_si512(x),
+                                                         _mm512_set1_epi32((int)0x80000000u), 0xF8)); /* y | (x & sign) */
+#else
+    return v_xor(y, v_signbit(x));
+#endif
+}
+
 FG_VINLINE V v_tanh(V x) {
     V a = v_abs(x);
-    M small = v_lt(a, v_set1(0.625f));
-    /* large |x|: 1 - 2/(e^{2|x|} + 1), sign restored */
-    V yl = v_set1(0.0f);
-    if (!m_all(small)) { /* branches skip the unused half when a vector is all small or all large */
-        V e = v_exp(v_add(a, a));
-        yl = v_sub(v_set1(1.0f), v_div(v_set1(2.0f), v_add(e, v_set1(1.0f))));
-        yl = v_xor(yl, v_signbit(x));
-        if (!m_any(small)) return yl;
+    M small = v_lt(a, v_set1(0.625f)); /* NaN: large branch */
+    V y;
+    if (!m_any(small)) {
+        y = v_tanh_big_(v_min(v_set1(9.1f), a)); /* operand order: NaN passes */
+    } else {
+        V z = v_mul(a, a); /* on |x|: tanh(-0) gets its sign from x below */
+        V p = v_set1(-5.70498872745E-3f);
+        p = v_fma(p, z, v_set1(2.06390887954E-2f));
+        p = v_fma(p, z, v_set1(-5.37397155531E-2f));
+        p = v_fma(p, z, v_set1(1.33314422036E-1f));
+        p = v_fma(p, z, v_set1(-3.33332819422E-1f));
+        y = v_fma(v_mul(p, z), a, a);
+        if (!m_all(small)) y = v_sel(small, v_tanh_big_(v_min(v_set1(9.1f), a)), y);
     }
-    /* small |x|: x + x^3 P(x^2) */
-    V z = v_mul(x, x);
-    V p = v_set1(-5.70498872745E-3f);
-    p = v_fma(p, z, v_set1(2.06390887954E-2f));
-    p = v_fma(p, z, v_set1(-5.37397155531E-2f));
-    p = v_fma(p, z, v_set1(1.33314422036E-1f));
-    p = v_fma(p, z, v_set1(-3.33332819422E-1f));
-    V ys = v_fma(v_mul(p, z), x, x);
-    ys = v_xor(v_abs(ys), v_signbit(x)); /* tanh(-0) = -0 */
-    return v_sel(small, yl, ys);
+    return v_tanh_sign_(y, x);
 }
 
 /* sigmoid and its complement from one exp: s = 1/(1+e^-x), c = 1 - s */
