@@ -585,22 +585,32 @@ FG_VINLINE V v_tanh_sign_(V y, V x) {
 #endif
 }
 
+/* tanh(a) for a = |x| < 0.625: a + a^3 P(a^2) (Cephes); on |x| so that
+ * tanh(-0) gets its sign from x afterwards */
+FG_VINLINE V v_tanh_small_(V a) {
+    V z = v_mul(a, a);
+    V p = v_set1(-5.70498872745E-3f);
+    p = v_fma(p, z, v_set1(2.06390887954E-2f));
+    p = v_fma(p, z, v_set1(-5.37397155531E-2f));
+    p = v_fma(p, z, v_set1(1.33314422036E-1f));
+    p = v_fma(p, z, v_set1(-3.33332819422E-1f));
+    return v_fma(v_mul(p, z), a, a);
+}
+
 FG_VINLINE V v_tanh(V x) {
     V a = v_abs(x);
     M small = v_lt(a, v_set1(0.625f)); /* NaN: large branch */
+#if VL > 1
     V y;
     if (!m_any(small)) {
         y = v_tanh_big_(v_min(v_set1(9.1f), a)); /* operand order: NaN passes */
     } else {
-        V z = v_mul(a, a); /* on |x|: tanh(-0) gets its sign from x below */
-        V p = v_set1(-5.70498872745E-3f);
-        p = v_fma(p, z, v_set1(2.06390887954E-2f));
-        p = v_fma(p, z, v_set1(-5.37397155531E-2f));
-        p = v_fma(p, z, v_set1(1.33314422036E-1f));
-        p = v_fma(p, z, v_set1(-3.33332819422E-1f));
-        y = v_fma(v_mul(p, z), a, a);
+        y = v_tanh_small_(a);
         if (!m_all(small)) y = v_sel(small, v_tanh_big_(v_min(v_set1(9.1f), a)), y);
     }
+#else /* branch-free, so that the compiler can vectorise the element loop (SSE2, NEON) */
+    V y = v_sel(small, v_tanh_big_(v_min(v_set1(9.1f), a)), v_tanh_small_(a));
+#endif
     return v_tanh_sign_(y, x);
 }
 
