@@ -99,36 +99,51 @@ FG_INLINE void tr_block(vf o[8], const float *t) {
 }
 #endif
 
+/* d[c * ldd + r] = s[r * lds + c] for an 8 x 8 block. Each 128-bit half of
+ * a load holds 4 columns of one row (rows r and r + 4 share a register), so
+ * two in-lane shuffle stages finish the transpose (16 shuffles instead of 24
+ * with a cross-lane stage). */
+FG_INLINE void tr8x8(float *d, int64_t ldd, const float *s, int64_t lds) {
+    __m256 x[8], t[4];
+    for (int h = 0; h < 2; h++)     /* columns 0..3, then 4..7 */
+        for (int i = 0; i < 4; i++) /* rows i (low half) and i + 4 (high half) */
+            x[4 * h + i] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(s + i * lds + 4 * h)),
+                                                _mm_loadu_ps(s + (i + 4) * lds + 4 * h), 1);
+    for (int h = 0; h < 2; h++) {
+        t[0] = _mm256_unpacklo_ps(x[4 * h], x[4 * h + 1]);
+        t[1] = _mm256_unpackhi_ps(x[4 * h], x[4 * h + 1]);
+        t[2] = _mm256_unpacklo_ps(x[4 * h + 2], x[4 * h + 3]);
+        t[3] = _mm256_unpackhi_ps(x[4 * h + 2], x[4 * h + 3]);
+        float *o = d + 4 * h * ldd;
+        _mm256_storeu_ps(o, _mm256_shuffle_ps(t[0], t[2], 0x44));
+        _mm256_storeu_ps(o + ldd, _mm256_shuffle_ps(t[0], t[2], 0xEE));
+        _mm256_storeu_ps(o + 2 * ldd, _mm256_shuffle_ps(t[1], t[3], 0x44));
+        _mm256_storeu_ps(o + 3 * ldd, _mm256_shuffle_ps(t[1], t[3], 0xEE));
+    }
+}
+
+/* D[c * ldd + r] = S[r * lds + c] for r < rows, c < cols (8 x 8 blocks, then
+ * the edges element by element) */
+static void transpose_blocked(float *FG_RESTRICT D, int64_t ldd, const float *FG_RESTRICT S, int64_t lds,
+                              int64_t rows, int64_t cols) {
+    const int64_t r8 = rows & ~(int64_t)7, c8 = cols & ~(int64_t)7;
+    for (int64_t r = 0; r < r8; r += 8) {
+        for (int64_t c = 0; c < c8; c += 8) tr8x8(D + c * ldd + r, ldd, S + r * lds + c, lds);
+        for (int64_t c = c8; c < cols; c++)
+            for (int64_t i = r; i < r + 8; i++) D[c * ldd + i] = S[i * lds + c];
+    }
+    for (int64_t r = r8; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) D[c * ldd + r] = S[r * lds + c];
+}
+
 /* Pt[k * P + r] = A[r * lda + k] for r < rows, k < K; rows rows..P-1 zero
- * (so the kernel may load whole vectors). 8 x 8 blocks through registers. */
+ * (so the kernel may load whole vectors) */
 static void pack_panel_t(float *FG_RESTRICT Pt, const float *FG_RESTRICT A, int64_t lda, int rows, int64_t K) {
     const int P = FG_COLS_P;
-    int64_t k = 0;
-    if (rows == P) {
-        for (; k + 8 <= K; k += 8)
-            for (int r0 = 0; r0 < P; r0 += 8) {
-                __m256 x[8], s[8];
-                for (int i = 0; i < 8; i++) x[i] = _mm256_loadu_ps(A + (r0 + i) * lda + k);
-                for (int i = 0; i < 8; i += 2) {
-                    s[i] = _mm256_unpacklo_ps(x[i], x[i + 1]);
-                    s[i + 1] = _mm256_unpackhi_ps(x[i], x[i + 1]);
-                }
-                for (int i = 0; i < 8; i += 4) {
-                    x[i + 0] = _mm256_shuffle_ps(s[i], s[i + 2], 0x44);
-                    x[i + 1] = _mm256_shuffle_ps(s[i], s[i + 2], 0xEE);
-                    x[i + 2] = _mm256_shuffle_ps(s[i + 1], s[i + 3], 0x44);
-                    x[i + 3] = _mm256_shuffle_ps(s[i + 1], s[i + 3], 0xEE);
-                }
-                for (int q = 0; q < 4; q++) {
-                    _mm256_store_ps(Pt + (k + q) * P + r0, _mm256_permute2f128_ps(x[q], x[4 + q], 0x20));
-                    _mm256_store_ps(Pt + (k + q + 4) * P + r0, _mm256_permute2f128_ps(x[q], x[4 + q], 0x31));
-                }
-            }
-    }
-    for (; k < K; k++) {
-        for (int r = 0; r < rows; r++) Pt[k * P + r] = A[r * lda + k];
-        for (int r = rows; r < P; r++) Pt[k * P + r] = 0.0f;
-    }
+    transpose_blocked(Pt, P, A, lda, rows, K);
+    if (rows < P)
+        for (int64_t k = 0; k < K; k++)
+            for (int r = rows; r < P; r++) Pt[k * P + r] = 0.0f;
 }
 
 #define CO_J(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)

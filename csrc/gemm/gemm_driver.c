@@ -110,13 +110,36 @@ static int small_wins_bt(int64_t M, int64_t N, int64_t K) {
     return K <= FG_SMALL_MAX_K || small_wins(M, N, K);
 }
 
-/* Unpacked products with few columns: vectorise along M (gemm_cols.h)?
- * To be measured; for now: N <= 16, at least one vector of rows. */
+/* Unpacked products with few columns: lanes along M (gemm_cols.h) instead
+ * of along N (gemm_small.h)? Measured on the dev box (Sapphire Rapids, one
+ * thread, best of 15 interleaved; t(along N) / t(along M), > 1: along M wins):
+ *                         AVX2                    AVX-512
+ *   M,K \ N            2    4    8   10   12   16     2    4    8   10   12   16
+ *   A     8,128      .56  .56  .45  .59  .47  .44   .60  .57  .55  .47  .38  .38
+ *   A    32,128     1.25 1.16  .74 1.25  .88 1.02  1.33 1.32 1.16 1.14 1.05  .91
+ *   A   128,10       .80  .78  .53 1.04  .91  .54  1.04  .92  .96  .94 1.04  .65
+ *   A   128,32      1.17 1.09   -  1.02  .97   -   1.56 1.46   -  1.24 1.12   -
+ *   A   128,128     1.47 1.37  .77 1.29  .88  .80  1.75 1.60 1.50 1.20 1.08  .84
+ *   A^T  16,10      1.05 1.12  .90 1.02 1.10  .82  1.20 1.20 1.08 1.04  .82  .79
+ *   A^T 128,1       1.26 1.21  .67 1.05 1.49  .69  1.37 1.44 1.62 1.57 1.72  .82
+ *   A^T 128,128     2.55 1.81 1.15 1.58 1.18  .86  4.13 2.58 2.48 2.24 1.59 1.19
+ *   A^T 784,128     3.12 2.02 1.46 1.66 1.20  .88  3.86 2.98 2.52 2.04 1.93 1.29
+ * so: N <= 16 and not a whole number of vectors (then every lane along N is
+ * used already), at least one full panel of rows (16 / 32); with A^T (read
+ * in place) that is enough, with A the transposing copy and the epilogue's
+ * transposes need K >= 32 to pay, and on AVX2 (column groups of 6) the row
+ * path must waste more than 30% of its lanes (N = 12 at 75% loses). */
 #if FG_HAVE_COLS
 static int cols_wins(int64_t M, int64_t N, int64_t K, int trans_a) {
-    (void)K;
-    (void)trans_a;
-    return N <= 16 && M >= FG_VW;
+    if (N > 16 || N % FG_VW == 0 || M < FG_COLS_P) return 0;
+    if (trans_a) return 1;
+    if (K < 32) return 0;
+#if defined(__AVX512F__)
+    return 1;
+#else
+    const int64_t lanes = (N + FG_VW - 1) / FG_VW * FG_VW; /* lanes the row path spends */
+    return 10 * N < 7 * lanes;
+#endif
 }
 #endif
 
@@ -176,8 +199,10 @@ static void macro_kernel(const fg_gemm_problem *p, const float *Ap, const float 
             float *c = p->C + (i0 + r) * p->ldc + j;
             float *z = with_z ? p->Z + (i0 + r) * p->ldz + j : NULL;
             const float *bias = with_bias ? p->bias + j : NULL;
+            /* the tile after this one: the next MR rows, or the top of the next sliver */
+            const float *cn = r + FG_MR < mc ? c + FG_MR * p->ldc : p->C + i0 * p->ldc + j + FG_NR;
             if (mr == FG_MR && nr == FG_NR) {
-                FG_UKERNEL(kc, a, b, c, p->ldc, z, p->ldz, bias, ep);
+                FG_UKERNEL(kc, a, b, c, p->ldc, z, p->ldz, bias, ep, cn);
                 continue;
             }
             /* edge tile: run the full tile on a local copy, write back the valid part */
@@ -191,7 +216,7 @@ static void macro_kernel(const fg_gemm_problem *p, const float *Ap, const float 
                 memset(tb, 0, sizeof tb);
                 memcpy(tb, bias, (size_t)nr * sizeof(float));
             }
-            FG_UKERNEL(kc, a, b, tc, FG_NR, z ? tz : NULL, FG_NR, bias ? tb : NULL, ep);
+            FG_UKERNEL(kc, a, b, tc, FG_NR, z ? tz : NULL, FG_NR, bias ? tb : NULL, ep, tc);
             for (int i = 0; i < mr; i++) {
                 memcpy(c + i * p->ldc, tc + i * FG_NR, (size_t)nr * sizeof(float));
                 if (z) memcpy(z + i * p->ldz, tz + i * FG_NR, (size_t)nr * sizeof(float));
@@ -273,14 +298,20 @@ static int use_small(const fg_gemm_problem *p) {
 }
 
 /* op(B) = B^T for the unpacked path: copy it once into row-major K x N
- * (Bt[k*N + j] = B[j*ldb + k]), 16 x 16 blocks so both sides stay in cache */
+ * (Bt[k*N + j] = B[j*ldb + k]); 8 x 8 register transposes on AVX2 / AVX-512
+ * (the 10-class dX: 128 x 10 -> 10 x 128 went from ~0.9 us, a fifth of the
+ * product, to ~0.2 us), else 16 x 16 blocks so both sides stay in cache */
 static void transpose_b(float *FG_RESTRICT Bt, const float *FG_RESTRICT B, int64_t ldb, int64_t N, int64_t K) {
+#if FG_HAVE_COLS
+    transpose_blocked(Bt, N, B, ldb, N, K);
+#else
     for (int64_t j0 = 0; j0 < N; j0 += 16)
         for (int64_t k0 = 0; k0 < K; k0 += 16) {
             const int64_t j1 = j0 + 16 < N ? j0 + 16 : N, k1 = k0 + 16 < K ? k0 + 16 : K;
             for (int64_t j = j0; j < j1; j++)
                 for (int64_t k = k0; k < k1; k++) Bt[k * N + j] = B[j * ldb + k];
         }
+#endif
 }
 
 /* Threads: each thread computes a disjoint block of C — a range of rows

@@ -117,7 +117,10 @@ FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0,
 /* the whole product on the calling thread (op(B) = B: rows contiguous) */
 static void gemm_small(const fg_gemm_problem *p) {
     const fg_ep ep = {p->alpha, p->beta, 1, p->act};
-    const int64_t chunk = 4 * FG_VW;
+#ifndef FG_SMALL_CHUNK_NV
+#define FG_SMALL_CHUNK_NV 4
+#endif
+    const int64_t chunk = FG_SMALL_CHUNK_NV * FG_VW;
     for (int64_t j0 = 0; j0 < p->N; j0 += chunk) { /* column chunks of up to 4 vectors */
         const int ncols = (int)(p->N - j0 < chunk ? p->N - j0 : chunk);
         switch ((ncols + FG_VW - 1) / FG_VW) {
