@@ -174,7 +174,7 @@ def test_large_product_by_vector_probe(isa):
 
 
 @pytest.mark.parametrize("shape", [(300, 200, 300), (50, 700, 300), (128, 10, 128), (5, 40, 7),
-                                   (128, 784, 128), (784, 128, 128)])
+                                   (128, 784, 128), (784, 128, 128), (128, 128, 10), (129, 3, 40)])
 def test_bitwise_across_threads(isa, shape):
     M, N, K = shape
     r = rng(4)
@@ -354,7 +354,8 @@ def ulps(y, ref):
 def test_dense_forward_matches_reference(isa, name):
     """y = act(x w + b), z = x w + b stored on the side; y checked against act64(z)."""
     r = rng(8)
-    for M, N, K in [(1, 1, 1), (7, 9, 3), (128, 10, 128), (33, 70, 600), (130, 129, 17), (45, 11, 9)]:
+    for M, N, K in [(1, 1, 1), (7, 9, 3), (128, 10, 128), (33, 70, 600), (130, 129, 17), (45, 11, 9),
+                    (70, 5, 40)]:
         x = r.standard_normal((M, K)).astype(np.float32)
         w = (r.standard_normal((K, N)) / math.sqrt(K)).astype(np.float32)
         b = r.standard_normal(N).astype(np.float32)
@@ -433,7 +434,7 @@ def test_fused_equals_unfused_sequence(isa, name):
     r = rng(9)
     for M, N, K in [(1, 1, 1), (3, 5, 7), (37, 45, 300), (128, 10, 128), (17, 129, 33),
                     (128, 128, 784), (64, 1000, 9), (1000, 3, 16), (33, 13, 20), (129, 7, 130),
-                    (17, 16, 64)]:
+                    (17, 16, 64), (40, 3, 33), (129, 11, 64), (16, 9, 32)]:
         x = (3 * r.standard_normal((M, K))).astype(np.float32)
         w = (r.standard_normal((K, N)) / math.sqrt(K)).astype(np.float32)
         b = r.standard_normal(N).astype(np.float32)
@@ -454,7 +455,7 @@ def test_fused_equals_unfused_sequence(isa, name):
 def test_fused_strided_output_equals_rowwise_unfused(isa, name):
     """out with a leading dimension > N: each row equals the kernels' activation of that row."""
     r = rng(11)
-    for M, N, K in [(5, 13, 9), (40, 37, 70), (130, 21, 300)]:
+    for M, N, K in [(5, 13, 9), (40, 37, 70), (130, 21, 300), (40, 10, 70)]:
         x = (3 * r.standard_normal((M, K))).astype(np.float32)
         w = (r.standard_normal((K, N)) / math.sqrt(K)).astype(np.float32)
         b = r.standard_normal(N).astype(np.float32)

@@ -23,7 +23,10 @@ extern "C" {
  * beta == 0 means C is not read (NaN in C does not propagate). C must not
  * overlap A or B (the Python binding refuses that).
  * Small products (<= 32 columns, a few rows, or tiny) take an unpacked
- * single-thread path; the rest the packed, threaded one (gemm_driver.c).
+ * single-thread path — vectorised along M for a few columns (N <= 16, e.g.
+ * a 10-class output layer: gemm_cols.h), else along N (gemm_small.h); the
+ * rest the packed, threaded one (gemm_driver.c). All paths sum each element
+ * as one FMA chain over k in order (the packed one per K block).
  * Returns FG_OK, FG_ERR_ARG (negative size, leading dimension too small, NULL
  * pointer) or FG_ERR_NOMEM (packing workspace could not be allocated). */
 int fg_gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,

@@ -21,15 +21,17 @@ typedef struct fg_gemm_problem {
     int trans_a, trans_b;
     float alpha, beta;
     int act;           /* FG_ACT_* applied at the final store */
-    int path;          /* 0: choose by shape; 1: packed; 2: unpacked — tests/tuning */
+    int path;          /* 0: choose by shape; 1: packed; 2: unpacked, lanes along N
+                          (gemm_small.h); 3: unpacked, lanes along M (gemm_cols.h;
+                          the AVX2/AVX-512 copies, else as 2) — tests/tuning */
 } fg_gemm_problem;
 
 /* Returns a 64-byte aligned buffer of at least `bytes`, owned by the calling
  * thread and reused across calls (grow-only), or NULL if allocation failed. */
 typedef void *(*fg_gemm_ws_fn)(size_t bytes);
 
-/* fg_gemm with the path forced (0 auto, 1 packed, 2 unpacked):
- * lets tests run every shape through both paths. */
+/* fg_gemm with the path forced (0 auto, 1 packed, 2 unpacked along N,
+ * 3 unpacked along M): lets tests run every shape through every path. */
 int fg_gemm_path(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
                  int64_t M, int64_t N, int64_t K, int trans_a, int trans_b, float alpha, float beta,
                  int nthreads, int path);
