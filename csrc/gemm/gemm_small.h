@@ -29,25 +29,27 @@
         float *c_ = p->C + (i0 + (r)) * p->ldc + j0 + (v) * FG_VW;                                   \
         float *z_ = p->Z ? p->Z + (i0 + (r)) * p->ldz + j0 + (v) * FG_VW : NULL;                     \
         const float *b_ = p->bias ? p->bias + j0 + (v) * FG_VW : NULL;                               \
-        if ((v) < NV - 1 || last == FG_VW)                                                           \
+        if ((v) < NV - 1 || FULL)                                                                    \
             ep_vec(c_, z_, b_, c##r##_##v, &e);                                                      \
         else                                                                                         \
             ep_vec_part(c_, z_, b_, c##r##_##v, last, &e);                                           \
     }
 #define SM_BLOAD(v)                                                                                  \
     vf b##v = vf_zero();                                                                             \
-    if ((v) < NV) b##v = ((v) < NV - 1 || last == FG_VW) ? vf_loadu(b + (v) * FG_VW)                 \
-                                                          : vf_loadu_part(b + (v) * FG_VW, last);
+    if ((v) < NV) b##v = ((v) < NV - 1 || FULL) ? vf_loadu(b + (v) * FG_VW)                          \
+                                                   : vf_loadu_part(b + (v) * FG_VW, last);
 #define SM_ALOAD(r, v_unused) \
     vf a##r = vf_zero();      \
     if ((r) < R) a##r = vf_set1(a[(r) * as_i]);
 
 /* C[i0 : i0+R, j0 : j0+ncols] (ncols in ((NV-1) VW, NV VW]) from op(A) rows
- * i0.. and B columns j0.. */
+ * i0.. and B columns j0.. FULL (a constant): ncols == NV VW, so the last
+ * vector needs no masks (a masked load in the k loop cost the 10-class dX
+ * on AVX2 ~10%). */
 FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0, int64_t j0, int ncols,
-                          const int R, const int NV) {
+                          const int R, const int NV, const int FULL) {
     const fg_ep e = *ep;
-    const int last = ncols - (NV - 1) * FG_VW; /* valid columns of the last vector */
+    const int last = FULL ? FG_VW : ncols - (NV - 1) * FG_VW; /* valid columns of the last vector */
     const float *b = p->B + j0;
     /* op(A)(i, k) = A[i*lda + k] or, transposed, A[k*lda + i] */
     const int64_t as_i = p->trans_a ? 1 : p->lda, as_k = p->trans_a ? p->lda : 1;
@@ -94,24 +96,29 @@ FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0,
 #define FG_SMALL_R4 4
 #endif
 
-#define SMALL_ROWS(NV, RB)                                                               \
-    do {                                                                                 \
-        int64_t i = 0;                                                                   \
-        for (; i + (RB) <= p->M; i += (RB)) small_tile(p, &ep, i, j0, ncols, (RB), NV); \
-        if ((RB) > 8 && p->M - i >= 8) {                                                 \
-            small_tile(p, &ep, i, j0, ncols, 8, NV);                                     \
-            i += 8;                                                                      \
-        }                                                                                \
-        switch (p->M - i) {                                                              \
-        case 7: small_tile(p, &ep, i, j0, ncols, 7, NV); break;                          \
-        case 6: small_tile(p, &ep, i, j0, ncols, 6, NV); break;                          \
-        case 5: small_tile(p, &ep, i, j0, ncols, 5, NV); break;                          \
-        case 4: small_tile(p, &ep, i, j0, ncols, 4, NV); break;                          \
-        case 3: small_tile(p, &ep, i, j0, ncols, 3, NV); break;                          \
-        case 2: small_tile(p, &ep, i, j0, ncols, 2, NV); break;                          \
-        case 1: small_tile(p, &ep, i, j0, ncols, 1, NV); break;                          \
-        default: break;                                                                  \
-        }                                                                                \
+#define SMALL_ROWS_F(NV, RB, F)                                                             \
+    do {                                                                                    \
+        int64_t i = 0;                                                                      \
+        for (; i + (RB) <= p->M; i += (RB)) small_tile(p, &ep, i, j0, ncols, (RB), NV, F); \
+        if ((RB) > 8 && p->M - i >= 8) {                                                    \
+            small_tile(p, &ep, i, j0, ncols, 8, NV, F);                                     \
+            i += 8;                                                                         \
+        }                                                                                   \
+        switch (p->M - i) {                                                                 \
+        case 7: small_tile(p, &ep, i, j0, ncols, 7, NV, F); break;                          \
+        case 6: small_tile(p, &ep, i, j0, ncols, 6, NV, F); break;                          \
+        case 5: small_tile(p, &ep, i, j0, ncols, 5, NV, F); break;                          \
+        case 4: small_tile(p, &ep, i, j0, ncols, 4, NV, F); break;                          \
+        case 3: small_tile(p, &ep, i, j0, ncols, 3, NV, F); break;                          \
+        case 2: small_tile(p, &ep, i, j0, ncols, 2, NV, F); break;                          \
+        case 1: small_tile(p, &ep, i, j0, ncols, 1, NV, F); break;                          \
+        default: break;                                                                     \
+        }                                                                                   \
+    } while (0)
+#define SMALL_ROWS(NV, RB)                                               \
+    do {                                                                 \
+        if (ncols == (NV) * FG_VW) SMALL_ROWS_F(NV, RB, 1);              \
+        else SMALL_ROWS_F(NV, RB, 0);                                    \
     } while (0)
 
 /* the whole product on the calling thread (op(B) = B: rows contiguous) */
