@@ -32,6 +32,23 @@
  *     MC = 192: A block 192 KiB; NC = 3072: B panel 3 MiB.
  *   baseline 4x8: KC = 256, MC = 128, NC = 2048.
  * MC >= 128 keeps an MLP batch of 128 in one A block.
+ * Measured on the dev box (benchmarks/peak/run_ukernel_probe.py: C only, one
+ * thread, thread CPU time, min of many reps; peak = this binary's FMA loop,
+ * AVX-512 ~179, AVX2 ~96-103 GFLOP/s):
+ *   micro-kernel in L1, kc 128/192/256/384:  AVX-512 96/97/97/97% of peak,
+ *     AVX2 94/95/95/96% — KC = 256 is not too tight for the 48 KiB L1d;
+ *   macro kernel, MC x KC = 49152 floats, KC 128/192/256/320/384 (interleaved
+ *     runs, GFLOP/s): AVX-512 157/166/169/169/169, AVX2 88/93/92/93/90, so
+ *     KC stays 256 (192 or 384 within noise, 128 loses 5-7%);
+ *   1024^3 split: packing B 2-4% + packing A 2-3.5% of the time, macro
+ *     kernel the rest; whole driver AVX-512 147-151 (82-84%), AVX2 ~84
+ *     (81-87%); 2 threads (quiet minute, wall time) AVX-512 294 (82% of
+ *     2 x 179), AVX2 169; 2048^3 2 threads AVX-512 ~290 (81%), AVX2 144.
+ *     At 2 threads each thread packs all of B (split by rows): its B
+ *     packing share doubles to 4-7% of its time (512x1024x1024 probe).
+ *     C re-read per K block (L3) cost the AVX-512 macro kernel 6-12%
+ *     before the next-tile prefetch (gemm_ukernel.h, PREFETCH_NEXT).
+ *   NC 1024/1536 instead of 3072 for 2048^3 (B panel in L2): within noise.
  */
 #include "gemm_internal.h"
 #include "gemm_pack.h"
