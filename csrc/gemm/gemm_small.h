@@ -38,9 +38,14 @@
     vf b##v = vf_zero();                                                                             \
     if ((v) < NV) b##v = ((v) < NV - 1 || FULL) ? vf_loadu(b + (v) * FG_VW)                          \
                                                    : vf_loadu_part(b + (v) * FG_VW, last);
-#define SM_ALOAD(r, v_unused) \
-    vf a##r = vf_zero();      \
-    if ((r) < R) a##r = vf_set1(a[(r) * as_i]);
+/* one row per step: broadcast its op(A) value, then its NV multiply-adds,
+ * so only one broadcast is live at a time (GCC keeps source order on x86;
+ * all R broadcasts first spilled accumulators at 6 rows x 2 vectors on AVX2) */
+#define SM_ROW(r, v_unused)                              \
+    if ((r) < R) {                                       \
+        const vf a##r = vf_set1(a[(r) * as_i]);          \
+        SM_FMA(r, 0) SM_FMA(r, 1) SM_FMA(r, 2) SM_FMA(r, 3) \
+    }
 
 /* C[i0 : i0+R, j0 : j0+ncols] (ncols in ((NV-1) VW, NV VW]) from op(A) rows
  * i0.. and B columns j0.. FULL (a constant): ncols == NV VW, so the last
@@ -58,8 +63,7 @@ FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0,
     SM_ALL(SM_DECL)
     for (int64_t k = 0; k < p->K; k++) {
         SM_BLOAD(0) SM_BLOAD(1) SM_BLOAD(2) SM_BLOAD(3)
-        SM_RV(SM_ALOAD, 0)
-        SM_ALL(SM_FMA)
+        SM_RV(SM_ROW, 0)
         b += ldb;
         a += as_k;
     }
@@ -84,8 +88,13 @@ FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0,
 #ifndef FG_SMALL_R1
 #define FG_SMALL_R1 8
 #endif
+/* 6 rows x 2 vectors = 12 accumulators + 2 B + 1 broadcast (one row's
+ * broadcast live at a time, SM_ROW): 128x32x128 np/fg 1.13 -> 1.33,
+ * 128x16x128 1.46 -> 1.62, the 10-class dX 1.00 -> 1.06 (one thread, three
+ * interleaved runs); fewer than 12 rows run as 4-row tiles (8 rows as 6 + 2
+ * lost 20%) */
 #ifndef FG_SMALL_R2
-#define FG_SMALL_R2 4
+#define FG_SMALL_R2 6
 #endif
 #define FG_SMALL_R3 2
 #define FG_SMALL_R4 2
@@ -115,10 +124,13 @@ FG_INLINE void small_tile(const fg_gemm_problem *p, const fg_ep *ep, int64_t i0,
         default: break;                                                                     \
         }                                                                                   \
     } while (0)
-#define SMALL_ROWS(NV, RB)                                               \
-    do {                                                                 \
-        if (ncols == (NV) * FG_VW) SMALL_ROWS_F(NV, RB, 1);              \
-        else SMALL_ROWS_F(NV, RB, 0);                                    \
+#define SMALL_ROWS(NV, RB)                                                   \
+    do {                                                                     \
+        if ((RB) == 6 && p->M < 12) { /* 8 rows: 4 + 4, not 6 + 2 */         \
+            if (ncols == (NV) * FG_VW) SMALL_ROWS_F(NV, 4, 1);               \
+            else SMALL_ROWS_F(NV, 4, 0);                                     \
+        } else if (ncols == (NV) * FG_VW) SMALL_ROWS_F(NV, RB, 1);           \
+        else SMALL_ROWS_F(NV, RB, 0);                                        \
     } while (0)
 
 /* the whole product on the calling thread (op(B) = B: rows contiguous) */
