@@ -169,6 +169,11 @@ def test_streaming_store_size(isa):
     y = tanh(x, 2)
     idx = np.r_[0:1000, n // 2 - 500:n // 2 + 500, n - 1000:n]
     np.testing.assert_array_equal(y[idx], tanh(np.ascontiguousarray(x[idx])))
+    buf = np.zeros(n + 2, np.float32)
+    out = buf[1:-1]  # output 4 bytes off a vector boundary: unaligned head, then streamed
+    K.act_forward(x, out, TANH, 1)
+    np.testing.assert_array_equal(out, y)
+    assert buf[0] == 0 and buf[-1] == 0
 
 
 def test_backward_uses_forward_output(isa):

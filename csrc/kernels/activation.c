@@ -39,7 +39,33 @@
 
 DEFINE_UNARY_RANGE(range_relu, act_fwd_relu)
 DEFINE_UNARY_RANGE(range_sigmoid, act_fwd_sigmoid)
-DEFINE_UNARY_RANGE(range_tanh, act_fwd_tanh)
+
+/* tanh: as DEFINE_UNARY_RANGE, plus, on the streaming path (arrays far larger
+ * than the caches), a software prefetch of x 4 KiB ahead, one per 64-byte line.
+ * tanh is compute-heavy enough that the hardware prefetcher alone leaves the
+ * loads poorly overlapped with the arithmetic: 16M floats on one thread,
+ * best of 10 (loaded dev box), AVX-512 8.0-8.3 -> 7.5-7.6 ms, AVX2 13.0-14.4 ->
+ * 11.3-12.3 ms. Prefetches past the end of x are harmless (no faults). */
+#define TANH_PF_AHEAD 1024 /* floats */
+static void range_tanh(float *y, const float *x, int64_t lo, int64_t hi, int stream) {
+    int64_t i = lo;
+    if (stream) {
+        int64_t h = v_align_head(y + i);
+        if (h > hi - i) h = hi - i;
+        if (h > 0) v_storen(y + i, act_fwd_tanh(v_loadn(x + i, h)), h);
+        for (i += h; i + 16 <= hi; i += 16) { /* 16 floats = one cache line of x */
+#if defined(__GNUC__)
+            __builtin_prefetch(x + i + TANH_PF_AHEAD, 0, 3);
+#endif
+            for (int k = 0; k < 16; k += VL) v_stream(y + i + k, act_fwd_tanh(v_load(x + i + k)));
+        }
+        for (; i + VL <= hi; i += VL) v_stream(y + i, act_fwd_tanh(v_load(x + i)));
+        v_sfence();
+    } else {
+        for (; i + VL <= hi; i += VL) v_store(y + i, act_fwd_tanh(v_load(x + i)));
+    }
+    if (i < hi) v_storen(y + i, act_fwd_tanh(v_loadn(x + i, hi - i)), hi - i);
+}
 DEFINE_UNARY_RANGE(range_gelu, act_fwd_gelu)
 DEFINE_UNARY_RANGE(range_gelu_tanh, act_fwd_gelu_tanh)
 DEFINE_UNARY_RANGE(range_exp, act_fwd_exp)
