@@ -238,9 +238,12 @@ def test_describe_lists_offsets():
     m = fg.Sequential([Dense(4, activation="relu", input_shape=(3,)), Dense(2, use_bias=False)])
     d = [l.describe() for l in m.layers]
     assert d[0]["kind"] == "dense" and d[0]["units"] == 4 and d[0]["activation"] == "relu"
+    # every array starts at a multiple of 16 floats of a 64-byte aligned buffer
     assert d[0]["params"]["kernel"] == {"offset": 0, "shape": (3, 4)}
-    assert d[0]["params"]["bias"] == {"offset": 12, "shape": (4,)}
-    assert d[1]["params"] == {"kernel": {"offset": 16, "shape": (4, 2)}}
+    assert d[0]["params"]["bias"] == {"offset": 16, "shape": (4,)}
+    assert d[1]["params"] == {"kernel": {"offset": 32, "shape": (4, 2)}}
     flat = m.flat_params
+    assert flat.ctypes.data % 64 == 0 and flat.size == 48
     assert np.shares_memory(m.layers[1].kernel, flat)
-    np.testing.assert_array_equal(flat[16:24].reshape(4, 2), m.layers[1].kernel)
+    np.testing.assert_array_equal(flat[32:40].reshape(4, 2), m.layers[1].kernel)
+    assert not flat[12:16].any() and not flat[20:32].any() and not flat[40:].any()   # zero padding

@@ -41,23 +41,25 @@ def test_flat_buffer_layout_and_views():
     m = _mlp()
     assert m.count_params() == 8 * 16 + 16 + 16 * 12 + 12 + 12 * 3 + 3
     flat = m.flat_params
-    assert flat.dtype == np.float32 and flat.flags.c_contiguous and flat.size == m.count_params()
+    assert flat.dtype == np.float32 and flat.flags.c_contiguous and flat.ctypes.data % 64 == 0
     off = 0
     for layer in m.layers:
         for name in ("kernel", "bias"):
+            off = -(-off // 16) * 16            # each array starts on a 64-byte boundary
             v = layer.params[name]
             assert np.shares_memory(v, flat)
             assert layer.offsets[name] == off
             np.testing.assert_array_equal(flat[off:off + v.size], v.reshape(-1))
             assert np.shares_memory(layer.grads[name], m.flat_grads)
             off += v.size
+    assert flat.size == -(-off // 16) * 16
     # weights order: kernel, bias per layer
     shapes = [w.shape for w in m.get_weights()]
     assert shapes == [(8, 16), (16,), (16, 12), (12,), (12, 3), (3,)]
     # writes through set_weights land in the flat buffer
     new = [np.full(s, i, np.float32) for i, s in enumerate(shapes)]
     m.set_weights(new)
-    assert flat[0] == 0 and flat[-1] == 5
+    assert flat[0] == 0 and flat[off - 1] == 5 and not flat[off:].any()
 
 
 def test_get_layer():

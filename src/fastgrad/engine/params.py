@@ -7,10 +7,32 @@ Non-trainable state (BatchNorm moving statistics) lives in one small array
 per entry (`state`), outside the trainable buffer.  The optimizer runs one
 update call over the flat buffers; `segments` lists the trainable ranges when
 some layers are frozen (trainable=False).
+
+Alignment: both buffers start on a 64-byte boundary and every parameter
+array starts at a multiple of 16 floats (the gaps are zeros that stay zero:
+their gradient is always 0). A weight matrix that starts mid cache line makes
+every vector load of its rows straddle two lines; the single-row dense
+forward of predict_on_batch (1x784 . 784x128) took 6.4 us instead of 3.6.
 """
 from __future__ import annotations
 
 import numpy as np
+
+
+#: parameter arrays start at multiples of this many floats (64 bytes)
+ALIGN_FLOATS = 16
+
+
+def _align_up(n: int) -> int:
+    return -(-n // ALIGN_FLOATS) * ALIGN_FLOATS
+
+
+def aligned_zeros(n: int, dtype=np.float32) -> np.ndarray:
+    """A zero-filled 1-D array whose data starts on a 64-byte boundary."""
+    item = np.dtype(dtype).itemsize
+    raw = np.zeros(n + 64 // item, dtype=dtype)
+    start = (-(raw.ctypes.data // item)) % (64 // item)
+    return raw[start:start + n]
 
 
 class ParamEntry:
@@ -32,11 +54,12 @@ class ParamStore:
         for layer in self.layers:
             for spec in layer.param_specs():
                 size = int(np.prod(spec.shape))
+                off = _align_up(off)
                 self.entries.append(ParamEntry(layer, spec, off, size))
                 off += size
-        self.size = off
-        self.params = np.zeros(off, dtype=np.float32)
-        self.grads = np.zeros(off, dtype=np.float32)
+        self.size = _align_up(off)
+        self.params = aligned_zeros(self.size)
+        self.grads = aligned_zeros(self.size)
         for e in self.entries:
             e.param = self.params[e.offset:e.offset + e.size].reshape(e.spec.shape)
             e.grad = self.grads[e.offset:e.offset + e.size].reshape(e.spec.shape)
@@ -72,10 +95,11 @@ class ParamStore:
         for e in self.entries:
             if not e.layer.trainable or e.size == 0:
                 continue
+            end = _align_up(e.offset + e.size)     # the zero padding goes with its entry
             if segs and segs[-1][1] == e.offset:
-                segs[-1][1] = e.offset + e.size
+                segs[-1][1] = end
             else:
-                segs.append([e.offset, e.offset + e.size])
+                segs.append([e.offset, end])
         segs = tuple((s, t) for s, t in segs)
         self.all_trainable = segs == ((0, self.size),) or self.size == 0
         self.segments = None if self.all_trainable else segs

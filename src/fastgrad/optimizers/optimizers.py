@@ -92,8 +92,13 @@ class Optimizer:
         size is unchanged, so recompiling with the same optimizer resumes)."""
         if self._n == n and len(self.slots) == len(self._active_slots()):
             return
-        self.slots = {name: np.full(n, init, dtype=np.float32)
-                      for name, init in self._active_slots().items()}
+        from ..engine.params import aligned_zeros     # 64-byte aligned, like the parameters
+        self.slots = {}
+        for name, init in self._active_slots().items():
+            a = aligned_zeros(n)
+            if init:
+                a.fill(init)
+            self.slots[name] = a
         self._n = n
         self._views_cache = None
 
