@@ -43,6 +43,7 @@ costs one shape check, one C call and one small allocation.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -108,6 +109,19 @@ def _regularizer_coeffs(reg):
     return float(reg.l1), float(reg.l2)
 
 
+def _norm_desc(kind, layer, d, width, trainable, **extra):
+    """C description of a LayerNormalization / BatchNormalization layer: gamma
+    and beta offsets (-1 when scale / center is off) and their regularizers
+    (none when frozen, as the Python path skips frozen layers)."""
+    p = d["params"]
+    l1w, l2w = _regularizer_coeffs(layer.gamma_regularizer if layer.scale and trainable else None)
+    l1b, l2b = _regularizer_coeffs(layer.beta_regularizer if layer.center and trainable else None)
+    return dict(kind=kind, act=0, out_act=_ACT_NONE, trainable=trainable, **{"in": width}, out=width,
+                w_off=int(p["gamma"]["offset"]) if layer.scale else -1,
+                b_off=int(p["beta"]["offset"]) if layer.center else -1,
+                l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b, eps=float(np.float32(layer.epsilon)), **extra)
+
+
 def _describe_layers(model, training):
     """C layer descriptions (Flatten dropped: a contiguous reshape is free)."""
     from ..layers.core import Activation, Dense, Flatten
@@ -157,37 +171,16 @@ def _describe_layers(model, training):
             if layer._d != width:
                 raise _Unsupported(f"layer {layer.name}: LayerNormalization over part of each sample "
                                    f"({layer._norm_shape}) has no C path")
-            p = d["params"]
-            trainable = id(layer) not in frozen
-            l1w, l2w = _regularizer_coeffs(layer.gamma_regularizer if layer.scale else None)
-            l1b, l2b = _regularizer_coeffs(layer.beta_regularizer if layer.center else None)
-            if not trainable:
-                l1w = l2w = l1b = l2b = 0.0
-            descs.append(dict(kind=_LAYER_LAYERNORM, act=0, out_act=_ACT_NONE, trainable=trainable,
-                              **{"in": width}, out=width,
-                              w_off=int(p["gamma"]["offset"]) if layer.scale else -1,
-                              b_off=int(p["beta"]["offset"]) if layer.center else -1,
-                              l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b, eps=float(layer.epsilon)))
+            descs.append(_norm_desc(_LAYER_LAYERNORM, layer, d, width, id(layer) not in frozen))
         elif t is BatchNormalization:
             if not layer._last or layer._c != width:
                 raise _Unsupported(f"layer {layer.name}: BatchNormalization of a feature axis of "
                                    f"{layer.input_shape} has no C path (only 2-D input)")
-            p = d["params"]
-            trainable = id(layer) not in frozen
-            l1w, l2w = _regularizer_coeffs(layer.gamma_regularizer if layer.scale else None)
-            l1b, l2b = _regularizer_coeffs(layer.beta_regularizer if layer.center else None)
-            if not trainable:
-                l1w = l2w = l1b = l2b = 0.0
-            descs.append(dict(kind=_LAYER_BATCHNORM, act=0, out_act=_ACT_NONE, trainable=trainable,
-                              **{"in": width}, out=width,
-                              w_off=int(p["gamma"]["offset"]) if layer.scale else -1,
-                              b_off=int(p["beta"]["offset"]) if layer.center else -1,
-                              l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b,
-                              eps=float(np.float32(layer.epsilon)),
-                              bn_momentum=float(np.float32(layer.momentum)),
-                              bn_rest=float(np.float32(1.0 - layer.momentum)),
-                              moving_mean=layer.state["moving_mean"],
-                              moving_var=layer.state["moving_variance"]))
+            descs.append(_norm_desc(_LAYER_BATCHNORM, layer, d, width, id(layer) not in frozen,
+                                    bn_momentum=float(np.float32(layer.momentum)),
+                                    bn_rest=float(np.float32(1.0 - layer.momentum)),
+                                    moving_mean=layer.state["moving_mean"],
+                                    moving_var=layer.state["moving_variance"]))
         else:
             raise _Unsupported(f"layer {layer.name} ({t.__name__}) has no C path")
         if int(np.prod(layer.output_shape)) != width:
@@ -400,10 +393,27 @@ class CompiledPlan:
         return max(1, _CAPTURE_FLOATS // max(1, bs * self._outs.shape[1]))
 
     def _capture_buffer(self, xa, start, nb, bs):
+        """The output-capture buffer for batches start .. start+nb-1, or None
+        when the metrics run in C."""
+        if not self.py_metrics:
+            return None
         rows = min((start + nb) * bs, xa.shape[0]) - start * bs
         if self._outs.shape[0] < rows:
             self._outs = np.empty((rows, self._outs.shape[1]), dtype=np.float32)
         return self._outs
+
+    @contextlib.contextmanager
+    def _call(self, cap):
+        """One C call: the plan's lock, with the output capture set to `cap`
+        for the duration (when given)."""
+        with self._lock:
+            if cap is not None:
+                self.net.capture_outputs(cap)
+            try:
+                yield
+            finally:
+                if cap is not None:
+                    self.net.capture_outputs(None)
 
     def _py_metrics(self, ya, sw, perm, start, done, bs):
         """Metrics without a C path, from the captured outputs of batches
@@ -423,17 +433,11 @@ class CompiledPlan:
         self._fill_lr(lr, nb)
         if self.dropouts:
             self._sync_dropout_in()
-        cap = self._capture_buffer(xa, start, nb, bs) if self.py_metrics else None
-        with self._lock:
-            if cap is not None:
-                self.net.capture_outputs(cap)
-            try:
-                st, done = self.net.train_chunk(xa, ya, y_kind, sw, perm, start, nb, bs, lr[:nb],
-                                                self.model.optimizer.iterations, self._drop_offsets,
-                                                stats, _config.get_num_threads())
-            finally:
-                if cap is not None:
-                    self.net.capture_outputs(None)
+        cap = self._capture_buffer(xa, start, nb, bs)
+        with self._call(cap):
+            st, done = self.net.train_chunk(xa, ya, y_kind, sw, perm, start, nb, bs, lr[:nb],
+                                            self.model.optimizer.iterations, self._drop_offsets,
+                                            stats, _config.get_num_threads())
         if cap is not None:
             self._py_metrics(ya, sw, perm, start, done, bs)
         self.model.optimizer.iterations += done
@@ -555,16 +559,10 @@ class CompiledPlan:
             if hooks:
                 cbs.on_test_batch_begin(b)
             stats, _ = self._buffers(nb)
-            cap = self._capture_buffer(xa, b, nb, batch_size) if self.py_metrics else None
-            with self._lock:
-                if cap is not None:
-                    self.net.capture_outputs(cap)
-                try:
-                    st, done = self.net.evaluate(xa, ya, y_kind, sw, None, b, nb, batch_size, stats,
-                                                 _config.get_num_threads())
-                finally:
-                    if cap is not None:
-                        self.net.capture_outputs(None)
+            cap = self._capture_buffer(xa, b, nb, batch_size)
+            with self._call(cap):
+                st, done = self.net.evaluate(xa, ya, y_kind, sw, None, b, nb, batch_size, stats,
+                                             _config.get_num_threads())
             if cap is not None:
                 self._py_metrics(ya, sw, None, b, done, batch_size)
             for k in range(done):
