@@ -354,50 +354,49 @@ class KernelsMixin:
     # binding validates everything itself, so try it first and take the
     # careful path (temporaries for float64 statistics, NumpyOps for the rest)
     # only when it refuses. Validation happens before any output is written.
-    def layernorm_forward(self, x, gamma, beta, eps, out=None, mean=None, rstd=None):
+    @staticmethod
+    def _native_norm_forward(x, gamma, beta, eps, out, mean, rstd, batch):
+        """The C forward (batch=False: LayerNorm, True: BatchNorm), or None when
+        NumpyOps must do it."""
         if type(x) is np.ndarray and out is not None:
             try:
-                return _K.norm_forward(x, gamma, beta, eps, out, mean, rstd, False, get_num_threads())
+                return _K.norm_forward(x, gamma, beta, eps, out, mean, rstd, batch, get_num_threads())
             except (TypeError, ValueError):
                 pass
-        y = _norm_forward(x, gamma, beta, eps, out, mean, rstd, False)
+        return _norm_forward(x, gamma, beta, eps, out, mean, rstd, batch)
+
+    @staticmethod
+    def _native_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, batch):
+        """The C backward, or None when NumpyOps must do it."""
+        if (type(dy) is np.ndarray and dx is not None and dbeta is not None
+                and (gamma is None or dgamma is not None)):
+            try:
+                _K.norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, batch, get_num_threads())
+                return dx, dgamma, dbeta
+            except (TypeError, ValueError):
+                pass
+        return _norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, batch)
+
+    def layernorm_forward(self, x, gamma, beta, eps, out=None, mean=None, rstd=None):
+        y = self._native_norm_forward(x, gamma, beta, eps, out, mean, rstd, False)
         if y is not None:
             return y
         return super().layernorm_forward(x, gamma, beta, eps, out=out, mean=mean, rstd=rstd)
 
     def layernorm_backward(self, dy, x, gamma, mean, rstd, dx=None, dgamma=None, dbeta=None):
-        if (type(dy) is np.ndarray and dx is not None and dbeta is not None
-                and (gamma is None or dgamma is not None)):
-            try:
-                _K.norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, False, get_num_threads())
-                return dx, dgamma, dbeta
-            except (TypeError, ValueError):
-                pass
-        r = _norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, False)
+        r = self._native_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, False)
         if r is not None:
             return r
         return super().layernorm_backward(dy, x, gamma, mean, rstd, dx=dx, dgamma=dgamma, dbeta=dbeta)
 
     def batchnorm_forward(self, x, gamma, beta, eps, out=None, mean=None, rstd=None):
-        if type(x) is np.ndarray and out is not None:
-            try:
-                return _K.norm_forward(x, gamma, beta, eps, out, mean, rstd, True, get_num_threads())
-            except (TypeError, ValueError):
-                pass
-        y = _norm_forward(x, gamma, beta, eps, out, mean, rstd, True)
+        y = self._native_norm_forward(x, gamma, beta, eps, out, mean, rstd, True)
         if y is not None:
             return y
         return super().batchnorm_forward(x, gamma, beta, eps, out=out, mean=mean, rstd=rstd)
 
     def batchnorm_backward(self, dy, x, gamma, mean, rstd, dx=None, dgamma=None, dbeta=None):
-        if (type(dy) is np.ndarray and dx is not None and dbeta is not None
-                and (gamma is None or dgamma is not None)):
-            try:
-                _K.norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, True, get_num_threads())
-                return dx, dgamma, dbeta
-            except (TypeError, ValueError):
-                pass
-        r = _norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, True)
+        r = self._native_norm_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, True)
         if r is not None:
             return r
         return super().batchnorm_backward(dy, x, gamma, mean, rstd, dx=dx, dgamma=dgamma, dbeta=dbeta)
