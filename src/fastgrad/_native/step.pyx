@@ -1,15 +1,20 @@
 # cython: language_level=3
 """fastgrad._native.step — binding of csrc/step: the compiled training step and
-inference path of a whole Sequential (one C call per chunk of batches).
+inference path of a model graph (one C call per chunk of batches).
+
+Codes come from the C headers (`cdef extern`), never typed here as numbers:
+LAYER_KINDS (the C layer table's own names), ACTIVATIONS, MERGE_OPS, LOSSES,
+OPTIMIZERS, ACCURACY, TARGET_*, STAT_*. A node description is a dict whose
+keys are C field names (see fg_node_desc_set_* in csrc/step/fg_step.h): the
+binding routes each value by the field's type and mirrors no layer struct.
 
 `Net` owns one fg_net (the C plan + its workspaces). It keeps references to
-every buffer the C side points into (flat params / grads, optimizer slots),
-so they stay alive and at fixed addresses while the Net exists; the Python
-side (fastgrad.engine.compiled) rebuilds the Net when the model swaps them.
-
-The hot wrappers (train_chunk, predict_small) validate with C-level checks
-only (dtype / contiguity / shape through the NumPy C API), then release the
-GIL once for the whole chunk.
+every buffer the C side points into (flat params / grads, optimizer slots,
+batch-norm statistics), so they stay alive and at fixed addresses while the
+Net exists; fastgrad.engine.compiled rebuilds the Net when the model swaps
+them. The hot wrappers (train_chunk, evaluate, predict_small) validate with
+C-level checks only (dtype / contiguity / size through the NumPy C API), then
+release the GIL once for the whole chunk.
 """
 
 cimport numpy as cnp
@@ -20,31 +25,66 @@ include "_common.pxi"
 
 cnp.import_array()
 
+cdef extern from "fg_common.h" nogil:
+    enum:
+        FG_ACT_LINEAR
+        FG_ACT_RELU
+        FG_ACT_SIGMOID
+        FG_ACT_TANH
+        FG_ACT_GELU
+        FG_ACT_GELU_TANH
+
 cdef extern from "step/fg_step.h" nogil:
     enum:
         FG_ERR_BUSY
+        FG_ACT_SOFTMAX
+        FG_ACT_LOG_SOFTMAX
         FG_ACT_NONE
+        FG_LAYER_COUNT
+        FG_MERGE_ADD
+        FG_MERGE_SUBTRACT
+        FG_MERGE_MULTIPLY
+        FG_MERGE_AVERAGE
+        FG_MERGE_MAXIMUM
+        FG_MERGE_MINIMUM
+        FG_LOSS_SPARSE_SOFTMAX_XENT
+        FG_LOSS_SOFTMAX_XENT
+        FG_LOSS_SIGMOID_BCE
+        FG_LOSS_MSE
+        FG_OPT_SGD
+        FG_OPT_ADAM
+        FG_OPT_RMSPROP
+        FG_OPT_ADAGRAD
+        FG_TARGET_INT32
+        FG_TARGET_INT64
+        FG_TARGET_FLOAT32
+        FG_MAX_RANK
+        FG_ACC_NONE
+        FG_ACC_SPARSE
+        FG_ACC_CATEGORICAL
+        FG_ACC_BINARY
+        FG_STAT_LOSS
+        FG_STAT_ACC
+        FG_STAT_WEIGHT
+        FG_STAT_ROWS
         FG_STAT_COUNT
-    ctypedef struct fg_layer_desc:
+    ctypedef struct fg_shape:
+        pass
+    ctypedef struct fg_node_desc:
+        pass
+    ctypedef struct fg_graph_desc:
+        int n_inputs
+        const fg_shape *inputs
+        int n_nodes
+        const fg_node_desc *nodes
+        int n_in_slots
+        const int *in_slots
+        int n_outputs
+        const int *outputs
+        int n_streams
+    ctypedef struct fg_loss_desc:
         int kind
-        int act
-        int out_act
-        int trainable
-        int64_t in_ "in"
-        int64_t out
-        int64_t w_off
-        int64_t b_off
-        float l1_w
-        float l2_w
-        float l1_b
-        float l2_b
-        float rate
-        uint64_t seed
-        float eps
-        float bn_momentum
-        float bn_rest
-        float *moving_mean
-        float *moving_var
+        double weight
     ctypedef struct fg_optim_desc:
         int kind
         int nesterov
@@ -64,32 +104,63 @@ cdef extern from "step/fg_step.h" nogil:
         float *s3
     ctypedef struct fg_net:
         pass
-    int fg_net_create(fg_net **net, const fg_layer_desc *layers, int n_layers, int64_t in_features,
-                      float *params, float *grads, int64_t n_params, int loss, const fg_optim_desc *opt)
+    void fg_node_desc_init(fg_node_desc *d)
+    int fg_node_desc_field_type(const char *name)
+    int fg_node_desc_set_int(fg_node_desc *d, const char *name, int64_t value)
+    int fg_node_desc_set_float(fg_node_desc *d, const char *name, double value)
+    int fg_node_desc_set_array(fg_node_desc *d, const char *name, float *data, int64_t len)
+    int fg_node_desc_set_shape(fg_node_desc *d, int rank, const int64_t *dims)
+    int fg_shape_set(fg_shape *s, int rank, const int64_t *dims)
+    const char *fg_layer_kind_name(int kind)
+    int fg_net_create(fg_net **net, int *bad_node, const fg_graph_desc *g, float *params, float *grads,
+                      int64_t n_params, const fg_loss_desc *losses, const fg_optim_desc *opt)
     void fg_net_free(fg_net *net)
     int fg_net_set_accuracy(fg_net *net, int kind, float threshold)
     int fg_net_set_accuracy_weighted(fg_net *net, int weighted)
-    int fg_net_capture_outputs(fg_net *net, float *out, int64_t capacity_rows)
+    int fg_net_capture_outputs(fg_net *net, int output, float *out, int64_t capacity_rows)
+    int fg_net_stat_width(const fg_net *net)
     int fg_net_set_adaptive_threads(fg_net *net, int on)
-    int fg_net_train_chunk(fg_net *net, int64_t *n_done, double *stats, const float *x, int64_t x_rows,
-                           const void *y, int y_kind, const float *sample_weight, const int64_t *perm,
-                           int64_t n_perm, int64_t start_batch, int64_t n_batches, int64_t batch_size,
-                           const float *lr, int64_t iteration0, uint64_t *drop_offsets, int nthreads)
-    int fg_net_evaluate(fg_net *net, int64_t *n_done, double *stats, const float *x, int64_t x_rows,
-                        const void *y, int y_kind, const float *sample_weight, const int64_t *perm,
-                        int64_t n_perm, int64_t start_batch, int64_t n_batches, int64_t batch_size,
-                        int nthreads)
-    int fg_net_predict(fg_net *net, float *out, const float *x, int64_t rows, int nthreads)
+    int fg_net_train_chunk(fg_net *net, int64_t *n_done, double *stats, const float *const *x,
+                           int64_t x_rows, const void *const *y, const int *y_kind,
+                           const float *const *sample_weight, const int64_t *perm, int64_t n_perm,
+                           int64_t start_batch, int64_t n_batches, int64_t batch_size, const float *lr,
+                           int64_t iteration0, uint64_t *drop_offsets, int nthreads)
+    int fg_net_evaluate(fg_net *net, int64_t *n_done, double *stats, const float *const *x, int64_t x_rows,
+                        const void *const *y, const int *y_kind, const float *const *sample_weight,
+                        const int64_t *perm, int64_t n_perm, int64_t start_batch, int64_t n_batches,
+                        int64_t batch_size, int nthreads)
+    int fg_net_predict(fg_net *net, float *const *out, const float *const *x, int64_t rows, int nthreads)
     int64_t fg_net_workspace_bytes(const fg_net *net)
 
 cdef extern from "stdlib.h" nogil:
     void *calloc(size_t n, size_t size)
     void free(void *p)
 
-#: stats columns of train_chunk / evaluate
-STAT_LOSS, STAT_ACC, STAT_WEIGHT, STAT_ROWS = 0, 1, 2, 3
-TARGET_INT32, TARGET_INT64, TARGET_FLOAT32 = 1, 2, 3
-#: predict_small serves up to this many rows from a preallocated output
+# ---- codes, from the headers
+#: layer kind name (as the C layer table spells it) -> FG_LAYER_* code
+LAYER_KINDS = {fg_layer_kind_name(k).decode(): k for k in range(1, FG_LAYER_COUNT)
+               if fg_layer_kind_name(k) != NULL}
+#: activation name (fastgrad.activations' spelling) -> FG_ACT_* code the step runs
+ACTIVATIONS = {"linear": FG_ACT_LINEAR, "relu": FG_ACT_RELU, "sigmoid": FG_ACT_SIGMOID,
+               "tanh": FG_ACT_TANH, "gelu": FG_ACT_GELU, "gelu_tanh": FG_ACT_GELU_TANH,
+               "softmax": FG_ACT_SOFTMAX, "log_softmax": FG_ACT_LOG_SOFTMAX}
+ACT_NONE = FG_ACT_NONE
+#: merge kind (NumpyOps.merge_forward's spelling) -> FG_MERGE_*
+MERGE_OPS = {"add": FG_MERGE_ADD, "subtract": FG_MERGE_SUBTRACT, "multiply": FG_MERGE_MULTIPLY,
+             "average": FG_MERGE_AVERAGE, "maximum": FG_MERGE_MAXIMUM, "minimum": FG_MERGE_MINIMUM}
+LOSSES = {"sparse_softmax_xent": FG_LOSS_SPARSE_SOFTMAX_XENT, "softmax_xent": FG_LOSS_SOFTMAX_XENT,
+          "sigmoid_bce": FG_LOSS_SIGMOID_BCE, "mse": FG_LOSS_MSE}
+OPTIMIZERS = {"sgd": FG_OPT_SGD, "adam": FG_OPT_ADAM, "rmsprop": FG_OPT_RMSPROP,
+              "adagrad": FG_OPT_ADAGRAD}
+ACCURACY = {"none": FG_ACC_NONE, "sparse": FG_ACC_SPARSE, "categorical": FG_ACC_CATEGORICAL,
+            "binary": FG_ACC_BINARY}
+TARGET_INT32, TARGET_INT64, TARGET_FLOAT32 = FG_TARGET_INT32, FG_TARGET_INT64, FG_TARGET_FLOAT32
+#: columns of the per-batch statistics (then one loss per output)
+STAT_LOSS, STAT_ACC, STAT_WEIGHT, STAT_ROWS, STAT_COUNT = (
+    FG_STAT_LOSS, FG_STAT_ACC, FG_STAT_WEIGHT, FG_STAT_ROWS, FG_STAT_COUNT)
+ERR_NONFINITE = FG_ERR_NONFINITE
+MAX_RANK = FG_MAX_RANK
+#: predict_small serves up to this many rows from preallocated outputs
 SMALL_ROWS = 64
 
 
@@ -121,74 +192,136 @@ cdef inline float *_fptr(object a, str op, str name, int64_t size) except? NULL:
     return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-cdef struct _batch_data:
-    # pointers into the caller's arrays, filled by Net._check_data once validated
-    const float *x
-    const void *y
-    float *sw
-    int64_t *perm
+cdef int _set_shape_of(fg_shape *s, object shape, str what) except -1:
+    cdef int64_t dims[64]
+    shape = tuple(shape)
+    if not 1 <= len(shape) <= FG_MAX_RANK:
+        raise ValueError(f"step.Net: {what} has shape {shape}: per-sample rank must be 1..{FG_MAX_RANK}")
+    for i, v in enumerate(shape):
+        dims[i] = v
+    if fg_shape_set(s, len(shape), dims) != FG_OK:
+        raise ValueError(f"step.Net: {what} has an invalid shape {shape}")
+    return 0
+
+
+cdef int _fill_node(fg_node_desc *d, dict node, int in_off, str who, list keep) except -1:
+    """The C description of one node from its dict (keys: C field names, plus
+    inputs / shape / name, which the graph layout handles)."""
+    cdef int64_t dims[64]
+    cdef int st = FG_OK
+    cdef int t
+    fg_node_desc_init(d)
+    shape = tuple(node["shape"])
+    if not 1 <= len(shape) <= FG_MAX_RANK:
+        raise ValueError(f"step.Net: {who}: output shape {shape}: per-sample rank must be 1..{FG_MAX_RANK}")
+    for i, v in enumerate(shape):
+        dims[i] = v
+    if fg_node_desc_set_shape(d, len(shape), dims) != FG_OK:
+        raise ValueError(f"step.Net: {who}: invalid output shape {shape}")
+    fg_node_desc_set_int(d, b"n_in", len(node["inputs"]))
+    fg_node_desc_set_int(d, b"in_off", in_off)
+    for key, value in node.items():
+        if key in ("inputs", "shape", "name"):
+            continue
+        bkey = key.encode()
+        t = fg_node_desc_field_type(bkey)
+        if t == 0:
+            raise ValueError(f"step.Net: {who}: unknown description field {key!r}")
+        if value is None:
+            continue
+        if t == 1:
+            st = fg_node_desc_set_int(d, bkey, int(value))
+        elif t == 2:
+            st = fg_node_desc_set_float(d, bkey, float(value))
+        else:
+            p = _fptr(value, "step.Net", f"{who}: {key}", -1)
+            st = fg_node_desc_set_array(d, bkey, p, cnp.PyArray_SIZE(<cnp.ndarray>value))
+            keep.append(value)
+        if st != FG_OK:
+            raise ValueError(f"step.Net: {who}: field {key!r} cannot take {value!r}")
+    return 0
+
+
+cdef struct _batch_ptrs:
+    # per-call pointer arrays, allocated with the Net (n_inputs / n_outputs entries)
+    const float **x
+    const void **y
+    int *y_kind
+    const float **sw
+    float **out
 
 
 cdef class Net:
-    """A compiled Sequential (see fastgrad.engine.compiled for the description format).
+    """A compiled model graph (see fastgrad.engine.compiled for the description format).
 
-    Net(layers, in_features, params, grads, loss, optimizer=None)
-      layers: list of dicts with keys kind, act, out_act, trainable, in, out, w_off, b_off,
-              l1_w, l2_w, l1_b, l2_b, rate, seed, eps, bn_momentum, bn_rest (ints / floats)
-              and moving_mean / moving_var (float32 arrays, batch norm); see csrc/step/fg_step.h
+    Net(graph, params, grads, losses=None, optimizer=None)
+      graph: dict with
+        inputs:  per-sample shape (tuple) of each model input (slots 0 .. n-1)
+        nodes:   one dict per node in topological order: kind (a LAYER_KINDS code),
+                 inputs (list of slots), shape (per-sample output shape), name (for
+                 messages) and C fields (act, w_off, ...; see csrc/step/fg_step.h)
+        outputs: output slots;  n_streams: dropout streams (drop_offsets entries)
       params, grads: the model's flat float32 buffers (grads may be None for inference)
-      loss: FG_LOSS_* code (0: inference only)
+      losses: one (LOSSES code, weight) per output, or None (inference only)
       optimizer: dict with kind, nesterov, centered, decoupled, momentum, beta1, beta2, rho,
                  eps, weight_decay, clipnorm, global_clipnorm, clipvalue and slot arrays
                  s1, s2, s3 (float32, n_params each, or None)
     """
     cdef fg_net *net
-    cdef readonly int64_t in_features, out_features, n_layers, n_params
+    cdef readonly int n_inputs, n_outputs, n_nodes, n_streams, stat_width
+    cdef readonly int64_t n_params
+    cdef readonly tuple in_sizes, out_sizes, in_shapes, out_shapes
     cdef object _keep           # arrays the C side points into
-    cdef object _capture        # the output-capture buffer, while set
-    cdef cnp.ndarray _small_out  # preallocated predict_small output (SMALL_ROWS x out)
+    cdef object _capture        # the output-capture buffers, while set
+    cdef list _small_out        # preallocated predict_small outputs (SMALL_ROWS x out)
+    cdef _batch_ptrs _p
 
     def __cinit__(self):
         self.net = NULL
+        memset(&self._p, 0, sizeof(self._p))
 
-    def __init__(self, list layers, int64_t in_features, params, grads, int loss, optimizer=None):
-        cdef int L = len(layers)
-        cdef int64_t n = -1
-        if L <= 0:
-            raise ValueError("step.Net: at least one layer is needed")
+    def __init__(self, dict graph, params, grads, losses=None, optimizer=None):
+        inputs = [tuple(s) for s in graph["inputs"]]
+        nodes = list(graph["nodes"])
+        outputs = [int(s) for s in graph["outputs"]]
+        cdef int NI = len(inputs), NN = len(nodes), NO = len(outputs)
+        if NI < 1 or NN < 1 or NO < 1:
+            raise ValueError(f"step.Net: a graph needs inputs, nodes and outputs "
+                             f"({NI} inputs, {NN} nodes, {NO} outputs)")
+        if losses is not None and len(losses) != NO:
+            raise ValueError(f"step.Net: {len(losses)} losses for {NO} outputs")
         cdef float *p = _fptr(params, "step.Net", "params", -1)
-        n = cnp.PyArray_SIZE(<cnp.ndarray>params)
+        cdef int64_t n = cnp.PyArray_SIZE(<cnp.ndarray>params)
         cdef float *g = _fptr(grads, "step.Net", "grads", n)
-        cdef fg_layer_desc *descs = <fg_layer_desc *>calloc(L, sizeof(fg_layer_desc))
+        cdef int n_slots_flat = sum(len(d["inputs"]) for d in nodes)
+        cdef fg_shape *shapes = <fg_shape *>calloc(NI, sizeof(fg_shape))
+        cdef fg_node_desc *descs = <fg_node_desc *>calloc(NN, sizeof(fg_node_desc))
+        cdef int *slots = <int *>calloc(max(n_slots_flat, 1), sizeof(int))
+        cdef int *outs = <int *>calloc(NO, sizeof(int))
+        cdef fg_loss_desc *ld = <fg_loss_desc *>calloc(NO, sizeof(fg_loss_desc))
+        cdef fg_graph_desc gd
         cdef fg_optim_desc od
         cdef fg_optim_desc *odp = NULL
-        cdef int st
+        cdef int st = FG_OK, bad = -1, off = 0
         cdef fg_net *net = NULL
-        if descs == NULL:
-            raise MemoryError("step.Net: out of memory")
         keep = [params, grads]
         try:
-            for i, d in enumerate(layers):
-                descs[i].kind = d["kind"]
-                descs[i].act = d["act"]
-                descs[i].out_act = d.get("out_act", FG_ACT_NONE)
-                descs[i].trainable = 1 if d.get("trainable", True) else 0
-                descs[i].in_ = d["in"]
-                descs[i].out = d["out"]
-                descs[i].w_off = d.get("w_off", -1)
-                descs[i].b_off = d.get("b_off", -1)
-                descs[i].l1_w = d.get("l1_w", 0.0)
-                descs[i].l2_w = d.get("l2_w", 0.0)
-                descs[i].l1_b = d.get("l1_b", 0.0)
-                descs[i].l2_b = d.get("l2_b", 0.0)
-                descs[i].rate = d.get("rate", 0.0)
-                descs[i].seed = d.get("seed", 0) & 0xFFFFFFFFFFFFFFFF
-                descs[i].eps = d.get("eps", 0.0)
-                descs[i].bn_momentum = d.get("bn_momentum", 0.0)
-                descs[i].bn_rest = d.get("bn_rest", 0.0)
-                descs[i].moving_mean = _fptr(d.get("moving_mean"), "step.Net", "moving_mean", d["out"])
-                descs[i].moving_var = _fptr(d.get("moving_var"), "step.Net", "moving_var", d["out"])
-                keep += [d.get("moving_mean"), d.get("moving_var")]
+            if not (shapes and descs and slots and outs and ld):
+                raise MemoryError("step.Net: out of memory")
+            for j, s in enumerate(inputs):
+                _set_shape_of(&shapes[j], s, f"input {j}")
+            for i, d in enumerate(nodes):
+                who = f"node {i} ({d.get('name', '?')})"
+                _fill_node(&descs[i], d, off, who, keep)
+                for s in d["inputs"]:
+                    slots[off] = s
+                    off += 1
+            for k, s in enumerate(outputs):
+                outs[k] = s
+            if losses is not None:
+                for k, (code, w) in enumerate(losses):
+                    ld[k].kind = code
+                    ld[k].weight = w
             if optimizer is not None:
                 memset(&od, 0, sizeof(od))
                 od.kind = optimizer["kind"]
@@ -209,44 +342,93 @@ cdef class Net:
                 od.s3 = _fptr(optimizer.get("s3"), "step.Net", "optimizer slot s3", n)
                 keep += [optimizer.get("s1"), optimizer.get("s2"), optimizer.get("s3")]
                 odp = &od
-            st = fg_net_create(&net, descs, L, in_features, p, g, n, loss, odp)
+            gd.n_inputs = NI
+            gd.inputs = shapes
+            gd.n_nodes = NN
+            gd.nodes = descs
+            gd.n_in_slots = n_slots_flat
+            gd.in_slots = slots
+            gd.n_outputs = NO
+            gd.outputs = outs
+            gd.n_streams = int(graph.get("n_streams", 0))
+            st = fg_net_create(&net, &bad, &gd, p, g, n, ld if losses is not None else NULL, odp)
         finally:
+            free(shapes)
             free(descs)
-        _raise(st, "step.Net", f"{L} layers, {in_features} input features, {n} parameters, loss {loss}")
+            free(slots)
+            free(outs)
+            free(ld)
+        if st != FG_OK and 0 <= bad < NN:
+            d = nodes[bad]
+            ins = [inputs[s] if 0 <= s < NI else (tuple(nodes[s - NI]["shape"]) if NI <= s < NI + NN else "?")
+                   for s in d["inputs"]]
+            fields = {k: v for k, v in d.items() if k not in ("name", "inputs", "shape")
+                      and not hasattr(v, "shape")}
+            raise ValueError(
+                f"step.Net: layer {d.get('name', '?')!r} (node {bad}, kind "
+                f"{fg_layer_kind_name(d['kind']).decode() if 0 < d['kind'] < FG_LAYER_COUNT else d['kind']}) "
+                f"has an invalid description: inputs {list(d['inputs'])} of shapes {ins} -> output "
+                f"{tuple(d['shape'])}, {fields}, {n} parameters")
+        _raise(st, "step.Net", f"{NI} inputs, {NN} nodes, outputs {outputs}, {n} parameters, "
+                               f"losses {losses}")
         self.net = net
         self._keep = keep
-        self.in_features = in_features
-        self.out_features = layers[L - 1]["out"]
-        self.n_layers = L
+        self.n_inputs, self.n_outputs, self.n_nodes = NI, NO, NN
+        self.n_streams = gd.n_streams
         self.n_params = n
-        self._small_out = cnp.PyArray_EMPTY(2, [SMALL_ROWS, self.out_features], cnp.NPY_FLOAT32, 0)
+        self.stat_width = fg_net_stat_width(net)
+        shape_of = lambda s: inputs[s] if s < NI else tuple(nodes[s - NI]["shape"])
+        self.in_shapes = tuple(inputs)
+        self.out_shapes = tuple(shape_of(s) for s in outputs)
+        self.in_sizes = tuple(_prod(s) for s in self.in_shapes)
+        self.out_sizes = tuple(_prod(s) for s in self.out_shapes)
+        self._p.x = <const float **>calloc(NI, sizeof(float *))
+        self._p.y = <const void **>calloc(NO, sizeof(void *))
+        self._p.y_kind = <int *>calloc(NO, sizeof(int))
+        self._p.sw = <const float **>calloc(NO, sizeof(float *))
+        self._p.out = <float **>calloc(NO, sizeof(float *))
+        if not (self._p.x and self._p.y and self._p.y_kind and self._p.sw and self._p.out):
+            raise MemoryError("step.Net: out of memory")
+        self._small_out = [cnp.PyArray_EMPTY(2, [SMALL_ROWS, c], cnp.NPY_FLOAT32, 0) for c in self.out_sizes]
 
     def __dealloc__(self):
         if self.net != NULL:
             fg_net_free(self.net)
             self.net = NULL
+        free(self._p.x)
+        free(self._p.y)
+        free(self._p.y_kind)
+        free(self._p.sw)
+        free(self._p.out)
 
     def set_accuracy(self, int kind, float threshold=0.5, bint weighted=True):
-        """The accuracy metric to accumulate; weighted=False ignores the sample weights."""
+        """The accuracy metric to accumulate (single-output models); weighted=False ignores
+        the sample weights."""
         _raise(fg_net_set_accuracy(self.net, kind, threshold), "step.Net.set_accuracy",
-               f"kind {kind}")
+               f"kind {kind}, {self.n_outputs} outputs")
         _raise(fg_net_set_accuracy_weighted(self.net, weighted), "step.Net.set_accuracy",
                f"weighted {weighted}")
 
-    def capture_outputs(self, out):
-        """Copy every batch's last-layer output of the following train_chunk / evaluate
-        calls into `out` (float32 C-contiguous, rows x out_features: its capacity), rows
-        in batch order from the start of each call; None switches it off."""
+    def capture_outputs(self, outs):
+        """Copy every batch's outputs of the following train_chunk / evaluate calls into
+        outs[k] (float32 C-contiguous, rows x out_sizes[k]: its capacity), rows in batch
+        order from the start of each call; None switches capturing off."""
         cdef float *p = NULL
         cdef int64_t rows = 0
-        if out is not None:
-            if not _f32c(out) or cnp.PyArray_SIZE(<cnp.ndarray>out) % self.out_features:
-                raise TypeError(f"capture_outputs: out must be a C-contiguous float32 array of "
-                                f"rows x {self.out_features}")
-            p = <float *>cnp.PyArray_DATA(<cnp.ndarray>out)
-            rows = cnp.PyArray_SIZE(<cnp.ndarray>out) // self.out_features
-        _raise(fg_net_capture_outputs(self.net, p, rows), "step.Net.capture_outputs", f"{rows} rows")
-        self._capture = out
+        for k in range(self.n_outputs):
+            a = outs[k] if outs is not None else None
+            p = NULL
+            rows = 0
+            if a is not None:
+                c = self.out_sizes[k]
+                if not _f32c(a) or cnp.PyArray_SIZE(<cnp.ndarray>a) % c:
+                    raise TypeError(f"capture_outputs: outs[{k}] must be a C-contiguous float32 array "
+                                    f"of rows x {c}")
+                p = <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
+                rows = cnp.PyArray_SIZE(<cnp.ndarray>a) // c
+            _raise(fg_net_capture_outputs(self.net, k, p, rows), "step.Net.capture_outputs",
+                   f"output {k}, {rows} rows")
+        self._capture = outs
 
     def set_adaptive_threads(self, bint on):
         """Let train_chunk pick nthreads or one thread, whichever is faster now (default on;
@@ -257,25 +439,49 @@ cdef class Net:
     def workspace_bytes(self):
         return fg_net_workspace_bytes(self.net)
 
-    cdef int _check_data(self, str op, object x, object y, int y_kind, object sw, object perm,
-                         int64_t *x_rows, int64_t *n_perm, _batch_data *d) except -1:
-        if not _f32c(x) or cnp.PyArray_NDIM(<cnp.ndarray>x) < 1:
-            raise TypeError(f"{op}: x must be a C-contiguous float32 array")
-        x_rows[0] = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
-        if cnp.PyArray_SIZE(<cnp.ndarray>x) != x_rows[0] * self.in_features:
-            raise ValueError(f"{op}: x has shape {(<object>x).shape}, expected ({x_rows[0]}, "
-                             f"{self.in_features}) per-sample features")
-        if not cnp.PyArray_Check(y) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>y):
-            raise TypeError(f"{op}: y must be a C-contiguous numpy array")
-        cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>y)
-        cdef int64_t per = 1 if y_kind != TARGET_FLOAT32 else self.out_features
-        if (y_kind == TARGET_INT32 and t != cnp.NPY_INT32) or (y_kind == TARGET_INT64 and t != cnp.NPY_INT64) \
-                or (y_kind == TARGET_FLOAT32 and t != cnp.NPY_FLOAT32) or y_kind < 1 or y_kind > 3:
-            raise TypeError(f"{op}: y has dtype {(<object>y).dtype}, which does not match target kind {y_kind}")
-        if cnp.PyArray_SIZE(<cnp.ndarray>y) != x_rows[0] * per:
-            raise ValueError(f"{op}: y has shape {(<object>y).shape}, expected {x_rows[0]} x {per} values")
-        if sw is not None:
-            _fptr(sw, op, "sample_weight", x_rows[0])
+    cdef int _check_inputs(self, str op, object xs, int64_t *rows) except -1:
+        if len(xs) != self.n_inputs:
+            raise ValueError(f"{op}: {len(xs)} input arrays for {self.n_inputs} model inputs")
+        for j in range(self.n_inputs):
+            x = xs[j]
+            if not _f32c(x) or cnp.PyArray_NDIM(<cnp.ndarray>x) < 1:
+                raise TypeError(f"{op}: input {j} must be a C-contiguous float32 array")
+            r = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
+            if j == 0:
+                rows[0] = r
+            if r != rows[0] or cnp.PyArray_SIZE(<cnp.ndarray>x) != r * self.in_sizes[j]:
+                raise ValueError(f"{op}: input {j} has shape {(<object>x).shape}, expected "
+                                 f"({rows[0]}, {', '.join(map(str, self.in_shapes[j]))})")
+            self._p.x[j] = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+        return 0
+
+    cdef int _check_data(self, str op, object xs, object ys, object y_kinds, object sws, object perm,
+                         int64_t *x_rows, int64_t *n_perm) except -1:
+        self._check_inputs(op, xs, x_rows)
+        if len(ys) != self.n_outputs or len(y_kinds) != self.n_outputs:
+            raise ValueError(f"{op}: {len(ys)} target arrays for {self.n_outputs} outputs")
+        if sws is not None and len(sws) != self.n_outputs:
+            raise ValueError(f"{op}: {len(sws)} sample-weight entries for {self.n_outputs} outputs")
+        cdef int t, yk
+        cdef int64_t per
+        for k in range(self.n_outputs):
+            y = ys[k]
+            yk = y_kinds[k]
+            if not cnp.PyArray_Check(y) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>y):
+                raise TypeError(f"{op}: y[{k}] must be a C-contiguous numpy array")
+            t = cnp.PyArray_TYPE(<cnp.ndarray>y)
+            per = 1 if yk != FG_TARGET_FLOAT32 else self.out_sizes[k]
+            if (yk == FG_TARGET_INT32 and t != cnp.NPY_INT32) or (yk == FG_TARGET_INT64 and t != cnp.NPY_INT64) \
+                    or (yk == FG_TARGET_FLOAT32 and t != cnp.NPY_FLOAT32) or yk < 1 or yk > 3:
+                raise TypeError(f"{op}: y[{k}] has dtype {(<object>y).dtype}, which does not match "
+                                f"target kind {yk}")
+            if cnp.PyArray_SIZE(<cnp.ndarray>y) != x_rows[0] * per:
+                raise ValueError(f"{op}: y[{k}] has shape {(<object>y).shape}, expected {x_rows[0]} x "
+                                 f"{per} values")
+            self._p.y[k] = cnp.PyArray_DATA(<cnp.ndarray>y)
+            self._p.y_kind[k] = yk
+            sw = sws[k] if sws is not None else None
+            self._p.sw[k] = _fptr(sw, op, f"sample_weight[{k}]", x_rows[0])
         if perm is None:
             n_perm[0] = x_rows[0]
         else:
@@ -283,102 +489,108 @@ cdef class Net:
                     and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>perm)):
                 raise TypeError(f"{op}: perm must be a C-contiguous int64 array")
             n_perm[0] = cnp.PyArray_SIZE(<cnp.ndarray>perm)
-        d.x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
-        d.y = cnp.PyArray_DATA(<cnp.ndarray>y)
-        d.sw = <float *>cnp.PyArray_DATA(<cnp.ndarray>sw) if sw is not None else NULL
-        d.perm = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>perm) if perm is not None else NULL
         return 0
 
-    def train_chunk(self, x, y, int y_kind, sw, perm, int64_t start_batch, int64_t n_batches,
-                    int64_t batch_size, lr, int64_t iteration0, drop_offsets, stats, int nthreads):
-        """Run n_batches training steps (IN x, y, sw, perm, lr; INOUT drop_offsets; OUT stats).
-
-        lr: float32 (n_batches,) learning rates; stats: float64 (n_batches, 4), C-contiguous.
-        Returns (status, n_done) and never raises for a C status: the caller first books the
-        n_done applied steps, then calls check(status, ...). FG_ERR_NONFINITE (4): batch
-        n_done's loss was NaN/inf (that batch not applied)."""
-        cdef int64_t x_rows = 0, n_perm = 0, n_done = 0
-        cdef _batch_data d
-        self._check_data("train_chunk", x, y, y_kind, sw, perm, &x_rows, &n_perm, &d)
-        cdef const float *plr = _fptr(lr, "train_chunk", "lr", n_batches)
+    cdef double *_stats_ptr(self, str op, object stats, int64_t n_batches) except NULL:
         if not (cnp.PyArray_Check(stats) and cnp.PyArray_TYPE(<cnp.ndarray>stats) == cnp.NPY_FLOAT64
                 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>stats)
-                and cnp.PyArray_SIZE(<cnp.ndarray>stats) >= n_batches * FG_STAT_COUNT):
-            raise TypeError("train_chunk: stats must be a C-contiguous float64 array of "
-                            f"{n_batches} x {FG_STAT_COUNT}")
+                and cnp.PyArray_SIZE(<cnp.ndarray>stats) >= n_batches * self.stat_width):
+            raise TypeError(f"{op}: stats must be a C-contiguous float64 array of "
+                            f"{n_batches} x {self.stat_width}")
+        return <double *>cnp.PyArray_DATA(<cnp.ndarray>stats)
+
+    def train_chunk(self, xs, ys, y_kinds, sws, perm, int64_t start_batch, int64_t n_batches,
+                    int64_t batch_size, lr, int64_t iteration0, drop_offsets, stats, int nthreads):
+        """Run n_batches training steps (IN xs, ys, y_kinds, sws, perm, lr; INOUT drop_offsets;
+        OUT stats). xs: one array per input; ys / y_kinds / sws: one per output (sws may be
+        None). lr: float32 (n_batches,); stats: float64 (n_batches, stat_width).
+        Returns (status, n_done) and never raises for a C status: the caller first books the
+        n_done applied steps, then calls check(status, ...). FG_ERR_NONFINITE: batch
+        n_done's loss was NaN/inf (that batch not applied)."""
+        cdef int64_t x_rows = 0, n_perm = 0, n_done = 0
+        self._check_data("train_chunk", xs, ys, y_kinds, sws, perm, &x_rows, &n_perm)
+        cdef const float *plr = _fptr(lr, "train_chunk", "lr", n_batches)
+        cdef double *ps = self._stats_ptr("train_chunk", stats, n_batches)
         cdef uint64_t *pdo = NULL
         if drop_offsets is not None:
             if not (cnp.PyArray_Check(drop_offsets) and cnp.PyArray_TYPE(<cnp.ndarray>drop_offsets) == cnp.NPY_UINT64
                     and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>drop_offsets)
-                    and cnp.PyArray_SIZE(<cnp.ndarray>drop_offsets) == self.n_layers):
-                raise TypeError(f"train_chunk: drop_offsets must be a uint64 array of {self.n_layers}")
+                    and cnp.PyArray_SIZE(<cnp.ndarray>drop_offsets) == self.n_streams):
+                raise TypeError(f"train_chunk: drop_offsets must be a uint64 array of {self.n_streams}")
             pdo = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>drop_offsets)
-        cdef double *ps = <double *>cnp.PyArray_DATA(<cnp.ndarray>stats)
+        cdef const int64_t *pp = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>perm) if perm is not None else NULL
         cdef int st
         with nogil:
-            st = fg_net_train_chunk(self.net, &n_done, ps, d.x, x_rows, d.y, y_kind, d.sw, d.perm, n_perm,
-                                    start_batch, n_batches, batch_size, plr, iteration0, pdo, nthreads)
+            st = fg_net_train_chunk(self.net, &n_done, ps, self._p.x, x_rows, self._p.y, self._p.y_kind,
+                                    self._p.sw, pp, n_perm, start_batch, n_batches, batch_size, plr,
+                                    iteration0, pdo, nthreads)
         return st, n_done
 
-    def evaluate(self, x, y, int y_kind, sw, perm, int64_t start_batch, int64_t n_batches,
+    def evaluate(self, xs, ys, y_kinds, sws, perm, int64_t start_batch, int64_t n_batches,
                  int64_t batch_size, stats, int nthreads):
-        """Loss / accuracy statistics of n_batches batches (OUT stats, float64 (n_batches, 4)).
-        Returns (status, n_done) like train_chunk."""
+        """Loss / accuracy statistics of n_batches batches (OUT stats, float64
+        (n_batches, stat_width)). Returns (status, n_done) like train_chunk."""
         cdef int64_t x_rows = 0, n_perm = 0, n_done = 0
-        cdef _batch_data d
-        self._check_data("evaluate", x, y, y_kind, sw, perm, &x_rows, &n_perm, &d)
-        if not (cnp.PyArray_Check(stats) and cnp.PyArray_TYPE(<cnp.ndarray>stats) == cnp.NPY_FLOAT64
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>stats)
-                and cnp.PyArray_SIZE(<cnp.ndarray>stats) >= n_batches * FG_STAT_COUNT):
-            raise TypeError("evaluate: stats must be a C-contiguous float64 array of "
-                            f"{n_batches} x {FG_STAT_COUNT}")
-        cdef double *ps = <double *>cnp.PyArray_DATA(<cnp.ndarray>stats)
+        self._check_data("evaluate", xs, ys, y_kinds, sws, perm, &x_rows, &n_perm)
+        cdef double *ps = self._stats_ptr("evaluate", stats, n_batches)
+        cdef const int64_t *pp = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>perm) if perm is not None else NULL
         cdef int st
         with nogil:
-            st = fg_net_evaluate(self.net, &n_done, ps, d.x, x_rows, d.y, y_kind, d.sw, d.perm, n_perm,
-                                 start_batch, n_batches, batch_size, nthreads)
+            st = fg_net_evaluate(self.net, &n_done, ps, self._p.x, x_rows, self._p.y, self._p.y_kind,
+                                 self._p.sw, pp, n_perm, start_batch, n_batches, batch_size, nthreads)
         if st != FG_OK and st != FG_ERR_NONFINITE:
             _raise(st, "evaluate", f"batch {start_batch + n_done} of size {batch_size}, {n_perm} samples")
         return st, n_done
 
-    def predict(self, x, out, int nthreads):
-        """out = model(x) (IN x (rows, in_features) float32 C-contiguous; OUT out (rows, out_features))."""
-        if not _f32c(x) or not _f32c(out):
-            raise TypeError("predict: x and out must be C-contiguous float32 arrays")
-        cdef int64_t rows = cnp.PyArray_DIM(<cnp.ndarray>x, 0) if cnp.PyArray_NDIM(<cnp.ndarray>x) else 0
-        if cnp.PyArray_SIZE(<cnp.ndarray>x) != rows * self.in_features:
-            raise ValueError(f"predict: x has shape {(<object>x).shape}, expected (rows, {self.in_features})")
-        if cnp.PyArray_SIZE(<cnp.ndarray>out) != rows * self.out_features:
-            raise ValueError(f"predict: out has shape {(<object>out).shape}, expected ({rows}, {self.out_features})")
-        if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
-            raise ValueError("predict: out is read-only")
-        cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
-        cdef float *po = <float *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    def predict(self, xs, outs, int nthreads):
+        """outs[k] = output k of the model on xs (IN xs: one float32 C-contiguous array per
+        input, (rows, *shape); OUT outs: one per output, (rows, *shape))."""
+        cdef int64_t rows = 0
+        self._check_inputs("predict", xs, &rows)
+        if len(outs) != self.n_outputs:
+            raise ValueError(f"predict: {len(outs)} output arrays for {self.n_outputs} outputs")
+        for k in range(self.n_outputs):
+            o = outs[k]
+            if not _f32c(o):
+                raise TypeError(f"predict: outs[{k}] must be a C-contiguous float32 array")
+            if cnp.PyArray_SIZE(<cnp.ndarray>o) != rows * self.out_sizes[k]:
+                raise ValueError(f"predict: outs[{k}] has shape {(<object>o).shape}, expected "
+                                 f"({rows}, {', '.join(map(str, self.out_shapes[k]))})")
+            if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>o):
+                raise ValueError(f"predict: outs[{k}] is read-only")
+            self._p.out[k] = <float *>cnp.PyArray_DATA(<cnp.ndarray>o)
         cdef int st
         with nogil:
-            st = fg_net_predict(self.net, po, px, rows, nthreads)
+            st = fg_net_predict(self.net, self._p.out, self._p.x, rows, nthreads)
         _raise(st, "predict", f"{rows} rows")
-        return out
+        return outs
 
-    def predict_small(self, x, int nthreads=1):
-        """Outputs for a few rows (<= SMALL_ROWS) as a NEW array, computed into a
-        preallocated buffer (no workspace allocation; the copy is the only one).
-        x: C-contiguous float32 (rows, *input_shape)."""
-        if not _f32c(x) or cnp.PyArray_NDIM(<cnp.ndarray>x) < 1:
-            raise TypeError("predict_small: x must be a C-contiguous float32 array")
-        cdef int64_t rows = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
-        if rows > SMALL_ROWS or cnp.PyArray_SIZE(<cnp.ndarray>x) != rows * self.in_features:
-            raise ValueError(f"predict_small: x has shape {(<object>x).shape}; expected at most "
-                             f"{SMALL_ROWS} rows of {self.in_features} features")
-        cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
-        cdef float *po = <float *>cnp.PyArray_DATA(self._small_out)
+    def predict_small(self, xs, int nthreads=1):
+        """Outputs for a few rows (<= SMALL_ROWS) as NEW arrays (one per output, (rows, size)),
+        computed into preallocated buffers (no workspace allocation; the copy is the only one)."""
+        cdef int64_t rows = 0
+        self._check_inputs("predict_small", xs, &rows)
+        if rows > SMALL_ROWS:
+            raise ValueError(f"predict_small: {rows} rows; at most {SMALL_ROWS}")
+        for k in range(self.n_outputs):
+            self._p.out[k] = <float *>cnp.PyArray_DATA(<cnp.ndarray>self._small_out[k])
         cdef int st
         with nogil:
-            st = fg_net_predict(self.net, po, px, rows, nthreads)
+            st = fg_net_predict(self.net, self._p.out, self._p.x, rows, nthreads)
         _raise(st, "predict_small", f"{rows} rows")
         cdef cnp.npy_intp dims[2]
-        dims[0] = rows
-        dims[1] = self.out_features
-        res = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
-        memcpy(cnp.PyArray_DATA(<cnp.ndarray>res), po, rows * self.out_features * sizeof(float))
+        res = []
+        for k in range(self.n_outputs):
+            dims[0] = rows
+            dims[1] = self.out_sizes[k]
+            r = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+            memcpy(cnp.PyArray_DATA(<cnp.ndarray>r), self._p.out[k], rows * dims[1] * sizeof(float))
+            res.append(r)
         return res
+
+
+cdef int64_t _prod(tuple t):
+    cdef int64_t n = 1
+    for v in t:
+        n *= v
+    return n

@@ -1,17 +1,24 @@
-"""The compiled executor: a whole Sequential trained / run in ONE C call per
+"""The compiled executor: a whole model trained / run in ONE C call per
 chunk of batches (csrc/step, binding fastgrad._native.step).
 
 The Python Step (engine/step.py) is the reference executor; this module runs
-the same description — the layers' describe(), the loss, the fused output
-activation, the optimizer — inside C:
+the same graph inside C. Each layer describes itself for C through its public
+`lower(ctx)` (kind name, activation, parameter offsets, hyper-parameters, as
+plain values; `LowerContext` below is what a layer may ask); this module adds
+the graph layout (input slots, per-sample output shapes), the losses and the
+optimizer, and hands the description to `step.Net`. It reads no layer's
+private fields and switches on no layer type: a layer without `lower()`, or
+whose configuration has no C path (its lower() raises ctx.unsupported), makes
+the model fall back to the Python Step with the reason.
 
     compile_plan(model) -> CompiledPlan | None
-        Layers with a C path: Dense, Activation, Flatten, Dropout,
+        Layers with a C path: those whose lower() returns a kind of the C
+        layer table (step.LAYER_KINDS): Dense, Activation, Flatten, Dropout,
         LayerNormalization over the whole sample, BatchNormalization of 2-D
         input (its moving statistics are passed as pointers and updated in C).
         One accuracy metric runs in C; other metrics are updated in Python
-        from the last-layer outputs the C step copies out per call
-        (`py_metrics`, see CompiledPlan._py_metrics).
+        from the outputs the C step copies out per call (`py_metrics`, see
+        CompiledPlan._py_metrics).
         None when some layer / loss / optimizer / metric has no C path, when
         the active backend is not "native", or when the step module is not
         built; `unsupported_reason(model)` says why. Models fall back to the
@@ -20,6 +27,9 @@ activation, the optimizer — inside C:
         the cached plan of a model, rebuilt only when what it points at
         changed (flat buffers, optimizer slots, loss, fusion, frozen layers,
         metrics); cheap enough to call per fit / predict_on_batch.
+
+The model's graph: a Sequential is a chain (slot 0 the input, layer i writes
+slot i + 1).
 
 A plan holds pointers into the model's flat parameter / gradient buffers and
 the optimizer's slot arrays (ParamStore never reallocates them; the plan key
@@ -55,33 +65,23 @@ from .. import _config
 from .. import _native
 
 __all__ = ["CompiledPlan", "compile_plan", "unsupported_reason", "train_plan", "inference_plan",
-           "enabled"]
+           "enabled", "NoCPath", "LowerContext"]
 
-# ---- codes shared with csrc/step/fg_step.h
-_LAYER_DENSE, _LAYER_ACTIVATION, _LAYER_DROPOUT, _LAYER_LAYERNORM, _LAYER_BATCHNORM = 1, 2, 3, 4, 5
-_ACT = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4, "gelu_tanh": 5,
-        "softmax": 100, "log_softmax": 101}
-_ACT_NONE = -1
-_LOSS_SPARSE, _LOSS_DENSE_CE, _LOSS_BCE, _LOSS_MSE = 1, 2, 3, 4
-_OPT_SGD, _OPT_ADAM, _OPT_RMSPROP, _OPT_ADAGRAD = 1, 2, 3, 4
-_ACC_NONE, _ACC_SPARSE, _ACC_CATEGORICAL, _ACC_BINARY = 0, 1, 2, 3
-_TARGET_INT32, _TARGET_INT64, _TARGET_FLOAT32 = 1, 2, 3
-_ERR_NONFINITE = 4
-_SMALL_ROWS = 64
 #: seconds of training per C call when only the progress bar listens to batches
 _PROGBAR_CHUNK_S = 0.05
 
 #: switch for tests / benchmarks (also FASTGRAD_COMPILED=0 in the environment)
 enabled = os.environ.get("FASTGRAD_COMPILED", "1").strip().lower() not in ("0", "false", "no", "off")
 #: let a training chunk run on one thread instead of get_num_threads() when that is faster
-#: right now (probed every 64 batches; the results are the same bits either way, see
-#: csrc/step/step.c "thread policy"); also FASTGRAD_ADAPTIVE_THREADS=0
+#: right now (the results are the same bits either way, see csrc/step/policy.c);
+#: also FASTGRAD_ADAPTIVE_THREADS=0
 adaptive_threads = os.environ.get("FASTGRAD_ADAPTIVE_THREADS", "1").strip().lower() not in (
     "0", "false", "no", "off")
 
 
-class _Unsupported(Exception):
-    pass
+class NoCPath(Exception):
+    """A model, layer or configuration the compiled plan cannot run (the model
+    then runs on the Python step; the message is unsupported_reason())."""
 
 
 def _only_progbar(cbs):
@@ -98,121 +98,121 @@ def _step_module():
     return _native.module("step")
 
 
-# ====================================================================== analysis
-def _regularizer_coeffs(reg):
-    """(l1, l2) of a built-in regularizer, None for none; unknown classes -> unsupported."""
-    if reg is None:
-        return 0.0, 0.0
-    from .. import regularizers as R
-    if type(reg) not in (R.Regularizer, R.L1, R.L2, R.L1L2):
-        raise _Unsupported(f"regularizer {type(reg).__name__} has no C path")
-    return float(reg.l1), float(reg.l2)
+# ====================================================================== lowering
+class LowerContext:
+    """What a layer's `lower(ctx)` may ask while it describes itself for C.
+
+    ctx.training          True when lowering for training (False: inference only)
+    ctx.unsupported       the exception to raise for a configuration without a C
+                          path: `raise ctx.unsupported(f"layer {name}: ...")`
+    ctx.act(name)         the C code of activation `name` (raises if it has none)
+    ctx.out_act(name)     the code of a fused output activation (None -> none)
+    ctx.regularizer(reg)  (l1, l2) of a built-in regularizer ((0, 0) for None)
+    ctx.trainable(layer)  False when the layer is frozen in the model's store
+    ctx.stream(layer)     the index of the layer's dropout stream position (one per
+                          layer, shared by its nodes); the plan syncs it through
+                          get_rng_state / set_rng_state
+    ctx.merge_op(kind)    the C code of an element-wise merge ("add", ...)
+    """
+
+    unsupported = NoCPath
+
+    def __init__(self, mod, training, frozen=()):
+        self._mod = mod
+        self.training = bool(training)
+        self._frozen = frozen
+        self.stream_layers = []
+
+    def act(self, name):
+        code = self._mod.ACTIVATIONS.get(name)
+        if code is None:
+            raise NoCPath(f"activation {name!r} has no C path")
+        return code
+
+    def out_act(self, name):
+        if name is None:
+            return self._mod.ACT_NONE
+        if name not in ("softmax", "sigmoid"):
+            raise NoCPath(f"fused output activation {name!r} has no C path")
+        return self._mod.ACTIVATIONS[name]
+
+    def regularizer(self, reg):
+        if reg is None:
+            return 0.0, 0.0
+        from .. import regularizers as R
+        if type(reg) not in (R.Regularizer, R.L1, R.L2, R.L1L2):
+            raise NoCPath(f"regularizer {type(reg).__name__} has no C path")
+        return float(reg.l1), float(reg.l2)
+
+    def trainable(self, layer):
+        return id(layer) not in self._frozen
+
+    def stream(self, layer):
+        for i, l in enumerate(self.stream_layers):
+            if l is layer:
+                return i
+        self.stream_layers.append(layer)
+        return len(self.stream_layers) - 1
+
+    def merge_op(self, kind):
+        code = self._mod.MERGE_OPS.get(kind)
+        if code is None:
+            raise NoCPath(f"merge {kind!r} has no C path")
+        return code
 
 
-def _norm_desc(kind, layer, d, width, trainable, **extra):
-    """C description of a LayerNormalization / BatchNormalization layer: gamma
-    and beta offsets (-1 when scale / center is off) and their regularizers
-    (none when frozen, as the Python path skips frozen layers)."""
-    p = d["params"]
-    l1w, l2w = _regularizer_coeffs(layer.gamma_regularizer if layer.scale and trainable else None)
-    l1b, l2b = _regularizer_coeffs(layer.beta_regularizer if layer.center and trainable else None)
-    return dict(kind=kind, act=0, out_act=_ACT_NONE, trainable=trainable, **{"in": width}, out=width,
-                w_off=int(p["gamma"]["offset"]) if layer.scale else -1,
-                b_off=int(p["beta"]["offset"]) if layer.center else -1,
-                l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b, eps=float(np.float32(layer.epsilon)), **extra)
+def _graph_nodes(model):
+    """(input shapes, [(layer, in_slots, out_shape)], output slots) of the model's graph.
+    A Sequential is a chain: slot 0 is the input, layer i writes slot i + 1."""
+    layers = list(model.layers)
+    nodes = [(layer, (i,), tuple(layer.output_shape)) for i, layer in enumerate(layers)]
+    return [tuple(model._input_shape)], nodes, [len(layers)]
 
 
-def _describe_layers(model, training):
-    """C layer descriptions (Flatten dropped: a contiguous reshape is free)."""
-    from ..layers.core import Activation, Dense, Flatten
-    from ..layers.dropout import Dropout
-    from ..layers.normalization import BatchNormalization, LayerNormalization
-    store = model._store
-    frozen = {id(e.layer) for e in store.frozen}
-    descs, dropouts = [], []
-    width = int(np.prod(model._input_shape))
-    for layer in model.layers:
-        t = type(layer)
-        d = layer.describe()
-        if t is Flatten:
-            continue
-        if t is Dense:
-            kernel = d["params"]["kernel"]
-            bias = d["params"].get("bias")
-            trainable = id(layer) not in frozen
-            l1w, l2w = _regularizer_coeffs(layer.kernel_regularizer)
-            l1b, l2b = _regularizer_coeffs(layer.bias_regularizer if layer.use_bias else None)
-            if not trainable:
-                l1w = l2w = l1b = l2b = 0.0
-            act = d["run_activation"]
-            if act not in _ACT:
-                raise _Unsupported(f"activation {act!r} of {layer.name}")
-            descs.append(dict(kind=_LAYER_DENSE, act=_ACT[act], out_act=_ACT_NONE,
-                              trainable=trainable, **{"in": width}, out=int(layer.units),
-                              w_off=int(kernel["offset"]),
-                              b_off=int(bias["offset"]) if bias is not None else -1,
-                              l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b))
-            width = int(layer.units)
-        elif t is Activation:
-            act = d["run_activation"]
-            if act not in _ACT:
-                raise _Unsupported(f"activation {act!r} of {layer.name}")
-            descs.append(dict(kind=_LAYER_ACTIVATION, act=_ACT[act], out_act=_ACT_NONE,
-                              **{"in": width}, out=width))
-        elif t is Dropout:
-            seed = layer.get_rng_state()["seed"]
-            if training and layer.rate > 0 and seed is None:
-                seed = layer._ensure_seed()
-            descs.append(dict(kind=_LAYER_DROPOUT, act=0, out_act=_ACT_NONE, **{"in": width},
-                              out=width, rate=float(layer.rate), seed=int(seed or 0)))
-            if layer.rate > 0:
-                dropouts.append((len(descs) - 1, layer))
-        elif t is LayerNormalization:
-            if layer._d != width:
-                raise _Unsupported(f"layer {layer.name}: LayerNormalization over part of each sample "
-                                   f"({layer._norm_shape}) has no C path")
-            descs.append(_norm_desc(_LAYER_LAYERNORM, layer, d, width, id(layer) not in frozen))
-        elif t is BatchNormalization:
-            if not layer._last or layer._c != width:
-                raise _Unsupported(f"layer {layer.name}: BatchNormalization of a feature axis of "
-                                   f"{layer.input_shape} has no C path (only 2-D input)")
-            descs.append(_norm_desc(_LAYER_BATCHNORM, layer, d, width, id(layer) not in frozen,
-                                    bn_momentum=float(np.float32(layer.momentum)),
-                                    bn_rest=float(np.float32(1.0 - layer.momentum)),
-                                    moving_mean=layer.state["moving_mean"],
-                                    moving_var=layer.state["moving_variance"]))
-        else:
-            raise _Unsupported(f"layer {layer.name} ({t.__name__}) has no C path")
-        if int(np.prod(layer.output_shape)) != width:
-            raise _Unsupported(f"layer {layer.name}: unexpected output shape {layer.output_shape}")
-    if not descs:
-        raise _Unsupported("no layer with a C path")
-    out_act = model._output_activation
-    if out_act is not None:
-        if model._fused_layer is not model.layers[-1] or out_act not in ("softmax", "sigmoid"):
-            raise _Unsupported(f"fused output activation {out_act!r} not on the last layer")
-        descs[-1]["out_act"] = _ACT[out_act]
-    return descs, dropouts
+def _lower_graph(model, training):
+    """The step.Net graph description: layers lowered node by node."""
+    mod = _step_module()
+    frozen = {id(e.layer) for e in model._store.frozen}
+    ctx = LowerContext(mod, training, frozen)
+    inputs, nodes, outputs = _graph_nodes(model)
+    descs = []
+    for layer, in_slots, shape in nodes:
+        lower = getattr(layer, "lower", None)
+        if lower is None:
+            raise NoCPath(f"layer {layer.name} ({type(layer).__name__}) has no C path")
+        d = dict(lower(ctx))
+        kind = mod.LAYER_KINDS.get(d.pop("kind"))
+        if kind is None:
+            raise NoCPath(f"layer {layer.name} ({type(layer).__name__}) lowers to a kind "
+                          "the C plan does not have")
+        d.update(kind=kind, inputs=list(in_slots), shape=tuple(int(v) for v in shape), name=layer.name)
+        descs.append(d)
+    graph = dict(inputs=inputs, nodes=descs, outputs=outputs, n_streams=len(ctx.stream_layers))
+    return graph, ctx.stream_layers
 
 
-def _loss_code(model):
+def _loss_code(mod, loss, fused):
     from .. import losses as L
-    loss = model.loss
-    logits = model._output_activation is not None or bool(getattr(loss, "from_logits", False))
+    logits = fused or bool(getattr(loss, "from_logits", False))
     t = type(loss)
     if t is L.MeanSquaredError:
-        return _LOSS_MSE
+        return mod.LOSSES["mse"]
     if t is L.SparseCategoricalCrossentropy and logits:
-        return _LOSS_SPARSE
+        return mod.LOSSES["sparse_softmax_xent"]
     if t is L.CategoricalCrossentropy and logits:
-        return _LOSS_DENSE_CE
+        return mod.LOSSES["softmax_xent"]
     if t is L.BinaryCrossentropy and logits:
-        return _LOSS_BCE
-    raise _Unsupported(f"loss {loss.name} ({t.__name__}, on "
-                       f"{'logits' if logits else 'probabilities'}) has no fused C path")
+        return mod.LOSSES["sigmoid_bce"]
+    raise NoCPath(f"loss {loss.name} ({t.__name__}, on "
+                  f"{'logits' if logits else 'probabilities'}) has no fused C path")
 
 
-def _optimizer_desc(opt, n):
+def _losses(mod, model):
+    """One (code, weight) per output."""
+    return [(_loss_code(mod, model.loss, model._output_activation is not None), 1.0)]
+
+
+def _optimizer_desc(mod, opt, n):
     from ..optimizers import optimizers as O
     t = type(opt)
     if not opt.built or opt._n != n:
@@ -221,143 +221,161 @@ def _optimizer_desc(opt, n):
     d = dict(decoupled=True, weight_decay=float(opt.weight_decay or 0.0),
              clipnorm=opt.clipnorm or 0.0, global_clipnorm=opt.global_clipnorm or 0.0,
              clipvalue=opt.clipvalue or 0.0)
+    codes = mod.OPTIMIZERS
     if t is O.SGD:
-        d.update(kind=_OPT_SGD, momentum=float(opt.momentum), nesterov=opt.nesterov,
+        d.update(kind=codes["sgd"], momentum=float(opt.momentum), nesterov=opt.nesterov,
                  s1=s.get("momentum"))
     elif t in (O.Adam, O.AdamW):
-        d.update(kind=_OPT_ADAM, beta1=float(opt.beta_1), beta2=float(opt.beta_2),
+        d.update(kind=codes["adam"], beta1=float(opt.beta_1), beta2=float(opt.beta_2),
                  eps=float(opt.epsilon), s1=s["m"], s2=s["v"])
     elif t is O.RMSprop:
-        d.update(kind=_OPT_RMSPROP, rho=float(opt.rho), momentum=float(opt.momentum),
+        d.update(kind=codes["rmsprop"], rho=float(opt.rho), momentum=float(opt.momentum),
                  eps=float(opt.epsilon), centered=opt.centered, s1=s["velocity"],
                  s2=s.get("momentum"), s3=s.get("average_gradient"))
     elif t is O.Adagrad:
-        d.update(kind=_OPT_ADAGRAD, eps=float(opt.epsilon), s1=s["accumulator"])
+        d.update(kind=codes["adagrad"], eps=float(opt.epsilon), s1=s["accumulator"])
     else:
-        raise _Unsupported(f"optimizer {t.__name__} has no C path")
+        raise NoCPath(f"optimizer {t.__name__} has no C path")
     for k in ("s1", "s2", "s3"):
         a = d.get(k)
         if a is not None and not (a.dtype == np.float32 and a.flags.c_contiguous and a.size == n):
-            raise _Unsupported(f"optimizer slot array {k} is not a flat float32 buffer")
+            raise NoCPath(f"optimizer slot array {k} is not a flat float32 buffer")
     return d
 
 
-#: floats of last-layer output a capturing C call may write (64 MiB); longer
-#: chunks are split (see CompiledPlan._chunk)
+#: floats of output a capturing C call may write (64 MiB); longer chunks are
+#: split (see CompiledPlan._chunk)
 _CAPTURE_FLOATS = 1 << 24
 
 
-def _accuracy_spec(model, loss_code):
+def _accuracy_spec(mod, model, losses):
     """(kind, threshold, weighted) for Net.set_accuracy: weighted when the metric
     came from compile(weighted_metrics=), unweighted from compile(metrics=).
     None when the metrics need the Python path: then the plan captures the
-    last-layer outputs and updates them in Python (CompiledPlan._py_metrics)."""
+    outputs and updates them in Python (CompiledPlan._py_metrics)."""
     from .. import metrics as M
+    acc = mod.ACCURACY
     ms = list(model.metrics)
     if not ms:
-        return _ACC_NONE, 0.5, True
-    if len(ms) > 1:
+        return acc["none"], 0.5, True
+    if len(ms) > 1 or len(losses) != 1:
         return None
     m = ms[0]
     flags = getattr(model, "_metric_weighted", ())
     weighted = bool(flags[0]) if len(flags) == 1 else False
     t = type(m)
     out_act = model._output_activation
-    if t is M.SparseCategoricalAccuracy and loss_code == _LOSS_SPARSE:
-        return _ACC_SPARSE, 0.5, weighted
-    if t is M.CategoricalAccuracy and loss_code != _LOSS_SPARSE:
-        return _ACC_CATEGORICAL, 0.5, weighted
-    if t is M.BinaryAccuracy and loss_code != _LOSS_SPARSE:
+    sparse = losses[0][0] == mod.LOSSES["sparse_softmax_xent"]
+    if t is M.SparseCategoricalAccuracy and sparse:
+        return acc["sparse"], 0.5, weighted
+    if t is M.CategoricalAccuracy and not sparse:
+        return acc["categorical"], 0.5, weighted
+    if t is M.BinaryAccuracy and not sparse:
         if out_act is None:
-            return _ACC_BINARY, float(m.threshold), weighted
+            return acc["binary"], float(m.threshold), weighted
         if out_act == "sigmoid" and m.threshold == 0.5:
             # sigmoid(x) > 0.5  <=>  x > 0 (as the metric does)
-            return _ACC_BINARY, 0.0, weighted
+            return acc["binary"], 0.0, weighted
     return None
 
 
 def _analyse(model, training):
     if not enabled:
-        raise _Unsupported("compiled execution is disabled (fastgrad.engine.compiled.enabled)")
-    if _step_module() is None:
-        raise _Unsupported(f"the step extension is not built ({_native.import_error('step')})")
+        raise NoCPath("compiled execution is disabled (fastgrad.engine.compiled.enabled)")
+    mod = _step_module()
+    if mod is None:
+        raise NoCPath(f"the step extension is not built ({_native.import_error('step')})")
     if _config.get_backend() != "native":
-        raise _Unsupported(f"the active backend is {_config.get_backend()!r}, not 'native'")
+        raise NoCPath(f"the active backend is {_config.get_backend()!r}, not 'native'")
     if not getattr(model, "built", False) or model._store is None:
-        raise _Unsupported("the model is not built")
-    descs, dropouts = _describe_layers(model, training)
-    if training and not any(d["kind"] == _LAYER_DENSE or d.get("w_off", -1) >= 0 or d.get("b_off", -1) >= 0
-                            for d in descs):
-        raise _Unsupported("no layer with trainable parameters")
-    spec = dict(descs=descs, dropouts=dropouts, in_features=int(np.prod(model._input_shape)))
+        raise NoCPath("the model is not built")
+    graph, streams = _lower_graph(model, training)
+    spec = dict(graph=graph, streams=streams)
     if training:
         if not model.compiled:
-            raise _Unsupported("the model is not compiled")
+            raise NoCPath("the model is not compiled")
+        if not model._store.size:
+            raise NoCPath("no layer with trainable parameters")
         if not model._metrics_resolved:
             model._resolve_metrics()
-        spec["loss"] = _loss_code(model)
-        spec["opt"] = _optimizer_desc(model.optimizer, model._store.size)
-        spec["acc"] = _accuracy_spec(model, spec["loss"])
+        spec["losses"] = _losses(mod, model)
+        spec["opt"] = _optimizer_desc(mod, model.optimizer, model._store.size)
+        spec["acc"] = _accuracy_spec(mod, model, spec["losses"])
     return spec
 
 
 def unsupported_reason(model, training=True):
     """Why `model` cannot run compiled (None if it can)."""
     try:
-        _analyse(model, training)
-    except _Unsupported as exc:
+        spec = _analyse(model, training)
+        _make_net(model, spec, training)
+    except NoCPath as exc:
         return str(exc)
     return None
+
+
+def _make_net(model, spec, training):
+    """The step.Net of a spec; a description C refuses is a model without a C path
+    (the message names the layer)."""
+    mod = _step_module()
+    store = model._store
+    try:
+        if training:
+            return mod.Net(spec["graph"], store.params, store.grads, spec["losses"], spec["opt"])
+        return mod.Net(spec["graph"], store.params, None)
+    except ValueError as exc:
+        raise NoCPath(f"the C plan refused the model: {exc}") from None
 
 
 # ====================================================================== plan
 class CompiledPlan:
     """A model compiled to one C executor (see the module docstring)."""
 
-    def __init__(self, model, spec, training):
+    def __init__(self, model, spec, training, net=None):
         self.model = model
         self.store = model._store
         self.training = training
         self.spec = spec
-        self.dropouts = spec["dropouts"]
-        mod = _step_module()
+        self.dropouts = spec["streams"]          # layers whose stream positions C advances
+        mod = self._mod = _step_module()
+        self.net = net if net is not None else _make_net(model, spec, training)
         if training:
-            opt = spec["opt"]
-            self.net = mod.Net(spec["descs"], spec["in_features"], self.store.params,
-                               self.store.grads, spec["loss"], opt)
-            self.loss_code = spec["loss"]
+            self.loss_codes = [code for code, _ in spec["losses"]]
             self.py_metrics = spec["acc"] is None
             if not self.py_metrics:
                 self.net.set_accuracy(*spec["acc"])
             self.net.set_adaptive_threads(adaptive_threads)
         else:
-            self.net = mod.Net(spec["descs"], spec["in_features"], self.store.params, None, 0, None)
-            self.loss_code = 0
+            self.loss_codes = []
             self.py_metrics = False
-        self.out_shape = tuple(model.layers[-1].output_shape)
-        self.in_shape = tuple(model._input_shape)
-        self._drop_offsets = (np.zeros(len(spec["descs"]), dtype=np.uint64)
+        self.out_shape = tuple(self.net.out_shapes[0])
+        self.in_shape = tuple(self.net.in_shapes[0])
+        self._width = self.net.stat_width
+        # statistics columns (csrc/step/fg_step.h FG_STAT_*)
+        self._L, self._A, self._W, self._R = mod.STAT_LOSS, mod.STAT_ACC, mod.STAT_WEIGHT, mod.STAT_ROWS
+        self._drop_offsets = (np.zeros(len(self.dropouts), dtype=np.uint64)
                               if self.dropouts else None)
-        self._stats = np.empty((1, 4), dtype=np.float64)
+        self._stats = np.empty((1, self._width), dtype=np.float64)
         self._lr = np.empty(1, dtype=np.float32)
-        self._outs = np.empty((0, int(np.prod(self.out_shape))), dtype=np.float32)
+        self._outs = np.empty((0, self.net.out_sizes[0]), dtype=np.float32)
         # one C call at a time per plan (its workspaces are shared): concurrent
         # Python threads queue here instead of getting the C side's "busy" error
         self._lock = threading.Lock()
 
     # -------------------------------------------------------------- helpers
-    def _targets(self, y):
-        if self.loss_code == _LOSS_SPARSE:
+    def _targets(self, y, k=0):
+        mod = self._mod
+        if self.loss_codes[k] == mod.LOSSES["sparse_softmax_xent"]:
             if y.dtype == np.int32:
-                return y, _TARGET_INT32
+                return y, mod.TARGET_INT32
             if y.dtype == np.int64:
-                return y, _TARGET_INT64
-            return np.ascontiguousarray(y, dtype=np.int64), _TARGET_INT64
-        return np.ascontiguousarray(y, dtype=np.float32), _TARGET_FLOAT32
+                return y, mod.TARGET_INT64
+            return np.ascontiguousarray(y, dtype=np.int64), mod.TARGET_INT64
+        return np.ascontiguousarray(y, dtype=np.float32), mod.TARGET_FLOAT32
 
     def _buffers(self, n):
         if self._stats.shape[0] < n:
-            self._stats = np.empty((n, 4), dtype=np.float64)
+            self._stats = np.empty((n, self._width), dtype=np.float64)
             self._lr = np.empty(n, dtype=np.float32)
         return self._stats, self._lr
 
@@ -377,12 +395,12 @@ class CompiledPlan:
 
     def _sync_dropout_in(self):
         do = self._drop_offsets
-        for i, layer in self.dropouts:
+        for i, layer in enumerate(self.dropouts):
             do[i] = layer.get_rng_state()["offset"]
 
     def _sync_dropout_out(self):
         do = self._drop_offsets
-        for i, layer in self.dropouts:
+        for i, layer in enumerate(self.dropouts):
             st = layer.get_rng_state()
             layer.set_rng_state({"seed": st["seed"], "offset": int(do[i])})
 
@@ -408,7 +426,7 @@ class CompiledPlan:
         for the duration (when given)."""
         with self._lock:
             if cap is not None:
-                self.net.capture_outputs(cap)
+                self.net.capture_outputs([cap])
             try:
                 yield
             finally:
@@ -435,15 +453,15 @@ class CompiledPlan:
             self._sync_dropout_in()
         cap = self._capture_buffer(xa, start, nb, bs)
         with self._call(cap):
-            st, done = self.net.train_chunk(xa, ya, y_kind, sw, perm, start, nb, bs, lr[:nb],
-                                            self.model.optimizer.iterations, self._drop_offsets,
-                                            stats, _config.get_num_threads())
+            st, done = self.net.train_chunk([xa], [ya], (y_kind,), None if sw is None else [sw], perm,
+                                            start, nb, bs, lr[:nb], self.model.optimizer.iterations,
+                                            self._drop_offsets, stats, _config.get_num_threads())
         if cap is not None:
             self._py_metrics(ya, sw, perm, start, done, bs)
         self.model.optimizer.iterations += done
         if self.dropouts:
             self._sync_dropout_out()
-        if st != 0 and st != _ERR_NONFINITE:
+        if st != 0 and st != self._mod.ERR_NONFINITE:
             _step_module().check(st, "fit (compiled step)",
                                  f"batch {start + done} of size {bs}, {xa.shape[0]} samples")
         return st, done, stats
@@ -454,8 +472,8 @@ class CompiledPlan:
             return
         m = ms[0]
         for k in range(k0, k1):
-            m.total += float(stats[k, 1])
-            m.count += float(stats[k, 2])
+            m.total += float(stats[k, self._A])
+            m.count += float(stats[k, self._W])
 
     # -------------------------------------------------------------- training
     def fit_epoch(self, epoch, xa, ya, sw, batch_size, shuffle, cbs, batch_hooks):
@@ -484,16 +502,16 @@ class CompiledPlan:
             t0 = time.perf_counter() if progbar_only else 0.0
             st, done, stats = self._run(xa, ya, y_kind, sw, perm, b, nb, batch_size)
             for k in range(done):
-                rows = int(stats[k, 3])
-                total += float(stats[k, 0]) * rows
+                rows = int(stats[k, self._R])
+                total += float(stats[k, self._L]) * rows
                 seen += rows
             self._metrics_add(stats, 0, done)
-            if st == _ERR_NONFINITE:
+            if st == self._mod.ERR_NONFINITE:
                 bad = b + done
                 s = bad * batch_size
                 e = min(s + batch_size, n)
                 raise NonFiniteLossError(
-                    f"fit: loss is {stats[done, 0]} at epoch {epoch + 1}, batch {bad} (samples "
+                    f"fit: loss is {stats[done, self._L]} at epoch {epoch + 1}, batch {bad} (samples "
                     f"{s}..{e - 1}); training stopped before applying that step, so the model keeps "
                     "the parameters of the last good step — lower the learning rate, add "
                     "clipnorm, or check the data")
@@ -522,11 +540,11 @@ class CompiledPlan:
         ya, y_kind = self._targets(y)
         st, done, stats = self._run(x, ya, y_kind, sample_weight, perm, start_batch, n_batches,
                                     batch_size)
-        loss_sum = float(np.dot(stats[:done, 0], stats[:done, 3]))
-        acc = float(stats[:done, 1].sum())
-        seen = int(stats[:done, 3].sum())
-        if st == _ERR_NONFINITE:
-            raise NonFiniteLossError(f"loss is {stats[done, 0]} at batch {start_batch + done}")
+        loss_sum = float(np.dot(stats[:done, self._L], stats[:done, self._R]))
+        acc = float(stats[:done, self._A].sum())
+        seen = int(stats[:done, self._R].sum())
+        if st == self._mod.ERR_NONFINITE:
+            raise NonFiniteLossError(f"loss is {stats[done, self._L]} at batch {start_batch + done}")
         return loss_sum, acc, seen
 
     def train_batch(self, xa, ya, sw):
@@ -535,10 +553,10 @@ class CompiledPlan:
         ya, y_kind = self._targets(ya)
         n = xa.shape[0]
         st, done, stats = self._run(xa, ya, y_kind, sw, None, 0, 1, n)
-        if st == _ERR_NONFINITE:
-            raise NonFiniteLossError(f"loss is {stats[0, 0]}")
+        if st == self._mod.ERR_NONFINITE:
+            raise NonFiniteLossError(f"loss is {stats[0, self._L]}")
         self._metrics_add(stats, 0, 1)
-        return float(stats[0, 0])
+        return float(stats[0, self._L])
 
     def evaluate_arrays(self, xa, ya, sw, batch_size, cbs):
         """Sequential._evaluate_arrays on the compiled path; returns the logs dict."""
@@ -561,12 +579,12 @@ class CompiledPlan:
             stats, _ = self._buffers(nb)
             cap = self._capture_buffer(xa, b, nb, batch_size)
             with self._call(cap):
-                st, done = self.net.evaluate(xa, ya, y_kind, sw, None, b, nb, batch_size, stats,
-                                             _config.get_num_threads())
+                st, done = self.net.evaluate([xa], [ya], (y_kind,), None if sw is None else [sw], None,
+                                             b, nb, batch_size, stats, _config.get_num_threads())
             if cap is not None:
                 self._py_metrics(ya, sw, None, b, done, batch_size)
             for k in range(done):
-                total += float(stats[k, 0]) * int(stats[k, 3])
+                total += float(stats[k, self._L]) * int(stats[k, self._R])
             self._metrics_add(stats, 0, done)
             b += done
             if hooks:
@@ -580,7 +598,8 @@ class CompiledPlan:
     def predict(self, xa, out):
         """out[...] = model(xa) for all rows in one call (xa float32 C-contiguous)."""
         with self._lock:
-            return self.net.predict(xa, out, _config.get_num_threads())
+            self.net.predict([xa], [out], _config.get_num_threads())
+        return out
 
     def predict_small(self, xa):
         """Alias of predict_rows (a fresh array; <= 64 rows use the preallocated buffer)."""
@@ -589,13 +608,13 @@ class CompiledPlan:
     def predict_rows(self, xa):
         """A new array with model(xa); <= 64 rows go through the preallocated buffer."""
         n = xa.shape[0]
-        if n <= _SMALL_ROWS:
+        if n <= self._mod.SMALL_ROWS:
             with self._lock:
-                res = self.net.predict_small(xa, _config.get_num_threads())
+                res = self.net.predict_small([xa], _config.get_num_threads())[0]
         else:
             res = np.empty((n,) + self.out_shape, dtype=np.float32)
             with self._lock:
-                self.net.predict(xa, res, _config.get_num_threads())
+                self.net.predict([xa], [res], _config.get_num_threads())
         if len(self.out_shape) != 1:
             res = res.reshape((n,) + self.out_shape)
         return res
@@ -605,9 +624,10 @@ def compile_plan(model, training=True):
     """A fresh CompiledPlan for `model`, or None (see unsupported_reason)."""
     try:
         spec = _analyse(model, training)
-    except _Unsupported:
+        net = _make_net(model, spec, training)
+    except NoCPath:
         return None
-    return CompiledPlan(model, spec, training)
+    return CompiledPlan(model, spec, training, net)
 
 
 # ====================================================================== caching

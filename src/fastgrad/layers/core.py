@@ -127,6 +127,20 @@ class Dense(_FusableOutput, Layer):
                                "bias": _regularizers.serialize(self.bias_regularizer)})
         return d
 
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
+        the activation it runs, kernel / bias offsets in the flat buffers, regularizers
+        (none when frozen: the Python step skips frozen layers)."""
+        trainable = ctx.trainable(self)
+        l1w, l2w = ctx.regularizer(self.kernel_regularizer)
+        l1b, l2b = ctx.regularizer(self.bias_regularizer if self.use_bias else None)
+        if not trainable:
+            l1w = l2w = l1b = l2b = 0.0
+        return dict(kind="dense", act=ctx.act(self._run_act), out_act=ctx.out_act(self._fused_activation),
+                    trainable=trainable, w_off=int(self.offsets["kernel"]),
+                    b_off=int(self.offsets["bias"]) if self.use_bias else -1,
+                    l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b)
+
 
 class Activation(_FusableOutput, Layer):
     """Applies an activation function by name."""
@@ -168,6 +182,11 @@ class Activation(_FusableOutput, Layer):
                  fused_activation=self._fused_activation)
         return d
 
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (engine/compiled.py LowerContext)."""
+        return dict(kind="activation", act=ctx.act(self._run_act),
+                    out_act=ctx.out_act(self._fused_activation))
+
 
 class Flatten(Layer):
     """(batch, d1, d2, ...) -> (batch, d1 * d2 * ...); a view, no copy."""
@@ -182,6 +201,10 @@ class Flatten(Layer):
         if not need_dx:
             return None
         return dy.reshape((dy.shape[0],) + self.input_shape)
+
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan: the same data, another shape."""
+        return dict(kind="reshape")
 
 
 class InputLayer(Layer):

@@ -102,3 +102,13 @@ class Dropout(Layer):
         d = super().describe()
         d.update(rate=self.rate, seed=self._stream_seed, offset=self._offset)
         return d
+
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
+        rate, stream seed and the index of its stream position, which the plan reads and
+        writes back through get_rng_state / set_rng_state."""
+        seed = self._stream_seed
+        if ctx.training and self.rate > 0 and seed is None:
+            seed = self._ensure_seed()
+        return dict(kind="dropout", rate=self.rate, seed=int(seed or 0),
+                    stream=ctx.stream(self) if self.rate > 0 else -1)

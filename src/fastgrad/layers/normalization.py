@@ -219,6 +219,17 @@ class BatchNormalization(Layer):
                  center=self.center, scale=self.scale)
         return d
 
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
+        2-D input only; the moving statistics are handed over as arrays (updated in C)."""
+        if not self._last or self._c != int(np.prod(self.input_shape)):
+            raise ctx.unsupported(f"layer {self.name}: BatchNormalization of a feature axis of "
+                                  f"{self.input_shape} has no C path (only 2-D input)")
+        return dict(_lower_norm(self, ctx), kind="batchnorm",
+                    bn_momentum=float(np.float32(self.momentum)),
+                    bn_rest=float(np.float32(1.0 - self.momentum)),
+                    moving_mean=self.state["moving_mean"], moving_var=self.state["moving_variance"])
+
 
 class LayerNormalization(Layer):
     """Normalise each sample over its trailing axes (`axis`, default the last):
@@ -309,3 +320,23 @@ class LayerNormalization(Layer):
         d.update(axis=self.axis, normalized_shape=self._norm_shape, epsilon=self.epsilon,
                  center=self.center, scale=self.scale)
         return d
+
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
+        normalisation over the whole sample only."""
+        if self._d != int(np.prod(self.input_shape)):
+            raise ctx.unsupported(f"layer {self.name}: LayerNormalization over part of each sample "
+                                  f"({self._norm_shape}) has no C path")
+        return dict(_lower_norm(self, ctx), kind="layernorm")
+
+
+def _lower_norm(layer, ctx):
+    """What both normalisations hand the compiled plan: gamma / beta offsets (-1 when
+    scale / center is off), their regularizers (none when frozen), epsilon."""
+    trainable = ctx.trainable(layer)
+    l1w, l2w = ctx.regularizer(layer.gamma_regularizer if layer.scale and trainable else None)
+    l1b, l2b = ctx.regularizer(layer.beta_regularizer if layer.center and trainable else None)
+    return dict(act=ctx.act("linear"), trainable=trainable,
+                w_off=int(layer.offsets["gamma"]) if layer.scale else -1,
+                b_off=int(layer.offsets["beta"]) if layer.center else -1,
+                l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b, eps=float(np.float32(layer.epsilon)))
