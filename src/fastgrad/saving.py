@@ -319,12 +319,19 @@ def _build_model(man, custom_objects, what, path):
     if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
         raise ValueError(f"{what}: {path!r} has a corrupted manifest (no model architecture)")
     kind = spec.get("class_name")
-    if kind not in ("Sequential", "Model"):
+    from .models import Model
+    if kind not in Model.registry:
         raise ValueError(f"{what}: {path!r} holds a model of unknown kind {kind!r}; this fastgrad loads "
-                         "Sequential models")
+                         f"{', '.join(sorted(Model.registry))} models")
     cfg = spec["config"]
     _layers._load_all()
     custom = dict(custom_objects or {})
+    if kind != "Sequential":
+        # graph models: rebuilt through the layer registry by replaying the saved calls
+        try:
+            return Model.registry[kind].from_config(cfg, custom)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{what}: {path!r}: the saved graph does not build: {exc}") from None
     model = Sequential(name=cfg.get("name"))
     shape = cfg.get("input_shape")
     layer_specs = cfg.get("layers")

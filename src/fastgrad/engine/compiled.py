@@ -285,6 +285,11 @@ def _analyse(model, training):
         raise _Unsupported(f"the active backend is {_config.get_backend()!r}, not 'native'")
     if not getattr(model, "built", False) or model._store is None:
         raise _Unsupported("the model is not built")
+    from ..models import Sequential
+    if not isinstance(model, Sequential):
+        raise _Unsupported("graph models run on the Python executor")
+    if getattr(model._store, "parent", None) is not None:
+        raise _Unsupported("a sub-model sharing another model's buffers")
     descs, dropouts = _describe_layers(model, training)
     if training and not any(d["kind"] == _LAYER_DENSE or d.get("w_off", -1) >= 0 or d.get("b_off", -1) >= 0
                             for d in descs):
@@ -424,8 +429,8 @@ class CompiledPlan:
         n = ya.shape[0]
         p0, p1 = start * bs, min((start + done) * bs, n)
         idx = perm[p0:p1] if perm is not None else slice(p0, p1)
-        self.model._get_step().update_metrics(self.model.metrics, ya[idx], self._outs[:p1 - p0],
-                                              sw[idx] if sw is not None else None)
+        self.model._update_metrics([self._outs[:p1 - p0]], [ya[idx]],
+                                   [sw[idx] if sw is not None else None])
 
     def _run(self, xa, ya, y_kind, sw, perm, start, nb, bs):
         """nb training steps from batch `start`; returns (status, n_done, stats)."""
@@ -575,6 +580,48 @@ class CompiledPlan:
         if cbs is not None:
             cbs.on_test_end(logs)
         return logs
+
+    # -------------------------------------------------------------- executor interface
+    def max_batches_per_call(self, batch_size):
+        return self._chunk(batch_size)
+
+    def train(self, data, perm, start, nb, bs):
+        """Executor interface (see models.Model.fit): batches start .. start+nb-1."""
+        from .step import NonFiniteLossError
+        ya, y_kind = self._targets(data.ys[0])
+        st, done, stats = self._run(data.xs[0], ya, y_kind, data.sws[0], perm, start, nb, bs)
+        self._metrics_add(stats, 0, done)
+        out = np.empty((done, 2))
+        out[:, 0] = stats[:done, 0]
+        out[:, 1] = stats[:done, 3]
+        if st == _ERR_NONFINITE:
+            exc = NonFiniteLossError(f"loss is {stats[done, 0]}", batch=start + done,
+                                     loss=float(stats[done, 0]))
+            exc.done_stats = out
+            raise exc
+        return out
+
+    def evaluate(self, data, start, nb, bs):
+        xa = data.xs[0]
+        ya, y_kind = self._targets(data.ys[0])
+        sw = data.sws[0]
+        stats, _ = self._buffers(nb)
+        cap = self._capture_buffer(xa, start, nb, bs)
+        with self._call(cap):
+            st, done = self.net.evaluate(xa, ya, y_kind, sw, None, start, nb, bs, stats,
+                                         _config.get_num_threads())
+        if cap is not None:
+            self._py_metrics(ya, sw, None, start, done, bs)
+        self._metrics_add(stats, 0, done)
+        if st != 0:
+            _step_module().check(st, "evaluate (compiled step)")
+        out = np.empty((done, 2))
+        out[:, 0] = stats[:done, 0]
+        out[:, 1] = stats[:done, 3]
+        return out
+
+    def predict_list(self, xs):
+        return [self.predict_rows(xs[0])]
 
     # -------------------------------------------------------------- inference
     def predict(self, xa, out):

@@ -37,7 +37,10 @@ def serialize(layer) -> dict:
     return {"class_name": type(layer).__name__, "config": layer.get_config()}
 
 
-def deserialize(d: dict):
+def deserialize(d: dict, custom_objects=None):
+    cls = (custom_objects or {}).get(d.get("class_name"))
+    if cls is not None:
+        return cls.from_config(dict(d.get("config") or {}))
     if d.get("class_name") not in Layer.registry:
         _load_all()
     return deserialize_layer(d)
