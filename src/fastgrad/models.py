@@ -41,6 +41,7 @@ from . import _config
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
+from . import saving as _saving
 from .engine import data as _data
 from .engine.graph import Graph, GraphError, Node, SymbolicTensor, flatten_structure, is_symbolic
 from .engine.params import ParamStore
@@ -113,11 +114,11 @@ class Model:
     functional API). `inputs` / `outputs`: one symbolic tensor, a list or a
     dict of them (predict returns the same structure)."""
 
-    registry: dict = {}
+    registry = _saving.MODEL_CLASSES       # class name -> model class (load_model)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        Model.registry[cls.__name__] = cls
+        _saving.register_model_class(cls)
 
     def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
         if kwargs:
@@ -1203,16 +1204,13 @@ class Model:
 
     # ================================================================== saving (saving.py)
     def save(self, filepath, *args, **kwargs):
-        from . import saving
-        return saving.save_model(self, filepath, *args, **kwargs)
+        return _saving.save_model(self, filepath, *args, **kwargs)
 
     def save_weights(self, filepath, *args, **kwargs):
-        from . import saving
-        return saving.save_weights(self, filepath, *args, **kwargs)
+        return _saving.save_weights(self, filepath, *args, **kwargs)
 
     def load_weights(self, filepath, *args, **kwargs):
-        from . import saving
-        return saving.load_weights(self, filepath, *args, **kwargs)
+        return _saving.load_weights(self, filepath, *args, **kwargs)
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)}>"
@@ -1434,11 +1432,10 @@ class Sequential(Model):
         return model
 
 
-Model.registry["Model"] = Model
-Model.registry["Functional"] = Model
+_saving.register_model_class(Model)
+_saving.register_model_class(Model, "Functional")
 
 
 def load_model(filepath, *args, **kwargs):
     """Load a model saved with model.save() (see fastgrad.saving)."""
-    from . import saving
-    return saving.load_model(filepath, *args, **kwargs)
+    return _saving.load_model(filepath, *args, **kwargs)

@@ -285,8 +285,7 @@ def _analyse(model, training):
         raise _Unsupported(f"the active backend is {_config.get_backend()!r}, not 'native'")
     if not getattr(model, "built", False) or model._store is None:
         raise _Unsupported("the model is not built")
-    from ..models import Sequential
-    if not isinstance(model, Sequential):
+    if getattr(model, "_seq_layers", None) is None:
         raise _Unsupported("graph models run on the Python executor")
     if getattr(model._store, "parent", None) is not None:
         raise _Unsupported("a sub-model sharing another model's buffers")

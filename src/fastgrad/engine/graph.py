@@ -94,12 +94,19 @@ class SymbolicTensor:
         return _merge("Multiply", other, self)
 
 
+#: the layer classes Python's operators on symbolic tensors build ({"Add": cls, ...});
+#: filled by fastgrad.layers (this module sits below the layers and does not import them)
+OPERATOR_LAYERS: dict = {}
+
+
 def _merge(kind, a, b):
     if not (isinstance(a, SymbolicTensor) and isinstance(b, SymbolicTensor)):
         raise TypeError(f"{kind} of a symbolic tensor and {type(b if isinstance(a, SymbolicTensor) else a).__name__}: "
                         "both operands must be symbolic tensors (fg.math handles constants)")
-    from .. import layers
-    return getattr(layers, kind)()([a, b])
+    make = OPERATOR_LAYERS.get(kind)
+    if make is None:
+        raise TypeError(f"symbolic tensors have no {kind} layer in this build")
+    return make()([a, b])
 
 
 def is_symbolic(x) -> bool:

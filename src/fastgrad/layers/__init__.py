@@ -44,3 +44,13 @@ def deserialize(d: dict, custom_objects=None):
     if d.get("class_name") not in Layer.registry:
         _load_all()
     return deserialize_layer(d)
+
+
+def _operator_layer(kind):
+    return lambda: __getattr__(kind)()
+
+
+# Python's + - * on symbolic tensors build these merge layers (engine.graph)
+from ..engine import graph as _graph  # noqa: E402
+for _kind in ("Add", "Subtract", "Multiply"):
+    _graph.OPERATOR_LAYERS[_kind] = _operator_layer(_kind)

@@ -28,9 +28,8 @@ def _is_chain(model):
 
 
 def print_summary(model, print_fn=print):
-    from ..models import Sequential
     g = model._graph
-    connected = not isinstance(model, Sequential) and not _is_chain(model)
+    connected = not _is_chain(model)
     head = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if connected else [])
     rows = [head]
     if g is None:
