@@ -1,18 +1,25 @@
 """fastgrad.layers — Keras-style layers.
 
-Core layers live in `core`; Dropout (`dropout`) and the normalisation layers
-(`normalization`) are imported on first use.  Every subclass of `Layer` is
+Core layers live in `core`; Dropout (`dropout`), the normalisation layers
+(`normalization`), the merge layers (`merge`) and the reshaping layers
+(`reshaping`) are imported on first use.  Every subclass of `Layer` is
 registered by class name for `deserialize` / model loading.
 """
 from .base import Layer, ParamSpec, StateSpec, get_layer_class, deserialize_layer
 from .core import Dense, Activation, Flatten, InputLayer, Input
 
 __all__ = ["Layer", "ParamSpec", "StateSpec", "Dense", "Activation", "Flatten", "InputLayer",
-           "Input", "Dropout", "BatchNormalization", "LayerNormalization", "get_layer_class",
-           "deserialize", "serialize"]
+           "Input", "Dropout", "BatchNormalization", "LayerNormalization",
+           "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+           "Reshape", "Permute", "RepeatVector", "Identity",
+           "get_layer_class", "deserialize", "serialize"]
 
 _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
-         "LayerNormalization": ".normalization"}
+         "LayerNormalization": ".normalization",
+         "Add": ".merge", "Subtract": ".merge", "Multiply": ".merge", "Average": ".merge",
+         "Maximum": ".merge", "Minimum": ".merge", "Concatenate": ".merge", "Dot": ".merge",
+         "Reshape": ".reshaping", "Permute": ".reshaping", "RepeatVector": ".reshaping",
+         "Identity": ".reshaping"}
 
 
 def __getattr__(name):
