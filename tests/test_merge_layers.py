@@ -594,15 +594,15 @@ def test_eager_call_errors():
         Add()([])
 
 
-def test_eager_call_defers_non_arrays_to_layer_call():
-    class Symbolic:           # stands for the lead's symbolic tensors
-        pass
-
-    s = Symbolic()
-    with mock.patch.object(Layer, "__call__", autospec=True, return_value="graph") as call:
-        assert Add()([s, s]) == "graph"
-        assert Reshape((3,))(s) == "graph"
-        assert call.call_count == 2
+def test_calls_on_symbolic_tensors_build_graph_nodes():
+    a, b = fg.Input((3,)), fg.Input((3,))
+    t = Add()([a, b])
+    assert isinstance(t, fg.engine.graph.SymbolicTensor) and t.shape == (None, 3)
+    r = Reshape((3, 1))(t)
+    assert r.shape == (None, 3, 1)
+    assert (a + b).shape == (None, 3) and (a - b).shape == (None, 3) and (a * b).shape == (None, 3)
+    with pytest.raises(ValueError, match="merge|shape"):
+        Add()([a, fg.Input((4,))])
 
 
 # ---------------------------------------------------------------------------- in a model

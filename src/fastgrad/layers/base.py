@@ -241,24 +241,33 @@ class Layer:
         if _graph.is_symbolic(inputs):
             return self._call_symbolic(inputs)
         from ..engine.workspace import Workspace
-        if self._multi_input:
-            if not isinstance(inputs, (list, tuple)):
-                raise TypeError(f"{self.name}: {type(self).__name__} is called on a list of "
-                                f"arrays, got {type(inputs).__name__}")
+        multi = self._multi_input
+        if multi:
+            if isinstance(inputs, np.ndarray) or not isinstance(inputs, (list, tuple)):
+                got = (f"one array of shape {inputs.shape}" if isinstance(inputs, np.ndarray)
+                       else type(inputs).__name__)
+                raise ValueError(f"{type(self).__name__} layer {self.name!r} should be called on "
+                                 f"a list of inputs; got {got}")
             xs = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
-            shapes = [tuple(x.shape[1:]) for x in xs]
-            if not self.built:
-                self.build(shapes)
-            elif [tuple(s) for s in self.input_shape] != shapes:
-                self.compute_output_shape(shapes)
-            return np.array(self.forward(xs, training, Workspace()), copy=True)
-        x = np.ascontiguousarray(inputs, dtype=np.float32)
+        else:
+            xs = [np.ascontiguousarray(inputs, dtype=np.float32)]
+        if any(x.ndim < 1 for x in xs):
+            raise ValueError(f"{type(self).__name__} layer {self.name!r}: inputs need a batch "
+                             f"axis; got shapes {[x.shape for x in xs]}")
+        shapes = [tuple(x.shape[1:]) for x in xs]
+        shape = shapes if multi else shapes[0]
         if not self.built:
             if self.param_specs_needed_for_call():
                 raise ValueError(f"{self.name}: layer is not built; call it on symbolic "
                                  "tensors or add it to a model first")
-            self.build(tuple(x.shape[1:]))
-        return np.array(self.forward(x, training, Workspace()), copy=True)
+            self.build(shape)
+        else:
+            cur = [tuple(s) for s in self.input_shape] if multi else tuple(self.input_shape)
+            if cur != shape:
+                raise ValueError(f"{type(self).__name__} layer {self.name!r} was built for input "
+                                 f"shape {cur}, called on {shape} (batch axis excluded)")
+        y = self.forward(xs if multi else xs[0], training, Workspace())
+        return np.array(y, copy=True)
 
     def param_specs_needed_for_call(self) -> bool:
         """An eager call cannot build a layer whose weights a model must allocate."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._eager import EagerCall
 from .base import Layer, _as_shape
 
 __all__ = ["Merge", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
@@ -39,7 +38,7 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-class Merge(EagerCall, Layer):
+class Merge(Layer):
     """Base of the merge layers: list-of-shapes build, input checks, and the
     element-wise merges driven by ``_kind`` (an ops.merge_forward kind)."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._eager import EagerCall
 from .base import Layer
 
 __all__ = ["Reshape", "Permute", "RepeatVector", "Identity"]
@@ -29,7 +28,7 @@ def _int_tuple(value, what):
     return tuple(int(v) for v in out)
 
 
-class Reshape(EagerCall, Layer):
+class Reshape(Layer):
     """(batch, *input_shape) -> (batch, *target_shape) (keras.layers.Reshape);
     one entry of target_shape may be -1 (inferred). A view, no copy."""
 
@@ -78,7 +77,7 @@ class Reshape(EagerCall, Layer):
         return d
 
 
-class Permute(EagerCall, Layer):
+class Permute(Layer):
     """Permutes the per-sample axes (keras.layers.Permute): dims is 1-based, so
     Permute((2, 1)) swaps the two axes of (batch, a, b) -> (batch, b, a)."""
 
@@ -121,7 +120,7 @@ class Permute(EagerCall, Layer):
         return d
 
 
-class RepeatVector(EagerCall, Layer):
+class RepeatVector(Layer):
     """(batch, features) -> (batch, n, features) (keras.layers.RepeatVector)."""
 
     def __init__(self, n, **kwargs):
@@ -160,7 +159,7 @@ class RepeatVector(EagerCall, Layer):
         return d
 
 
-class Identity(EagerCall, Layer):
+class Identity(Layer):
     """Returns its input unchanged (keras.layers.Identity)."""
 
     def forward(self, x, training, ws):
