@@ -19,7 +19,9 @@ _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
          "Add": ".merge", "Subtract": ".merge", "Multiply": ".merge", "Average": ".merge",
          "Maximum": ".merge", "Minimum": ".merge", "Concatenate": ".merge", "Dot": ".merge",
          "Reshape": ".reshaping", "Permute": ".reshaping", "RepeatVector": ".reshaping",
-         "Identity": ".reshaping"}
+         "Identity": ".reshaping",
+         "add": ".merge", "subtract": ".merge", "multiply": ".merge", "average": ".merge",
+         "maximum": ".merge", "minimum": ".merge", "concatenate": ".merge", "dot": ".merge"}
 
 
 def __getattr__(name):

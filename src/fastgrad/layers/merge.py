@@ -27,7 +27,8 @@ import numpy as np
 
 from .base import Layer, _as_shape
 
-__all__ = ["Merge", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+__all__ = ["add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate",
+           "dot", "Merge", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
            "Concatenate", "Dot"]
 
 #: keras.backend.epsilon(): the clamp of Dot(normalize=True)'s inverse norm
@@ -317,3 +318,37 @@ class Dot(Merge):
         d.update(axes=self._full_axes(self.input_shape) if self.built else self.axes,
                  normalize=self.normalize)
         return d
+
+
+# ---------------------------------------------------------------------------- functional forms
+# keras.layers.add(inputs, **kwargs) etc.: make the layer and call it at once.
+def add(inputs, **kwargs):
+    return Add(**kwargs)(inputs)
+
+
+def subtract(inputs, **kwargs):
+    return Subtract(**kwargs)(inputs)
+
+
+def multiply(inputs, **kwargs):
+    return Multiply(**kwargs)(inputs)
+
+
+def average(inputs, **kwargs):
+    return Average(**kwargs)(inputs)
+
+
+def maximum(inputs, **kwargs):
+    return Maximum(**kwargs)(inputs)
+
+
+def minimum(inputs, **kwargs):
+    return Minimum(**kwargs)(inputs)
+
+
+def concatenate(inputs, axis=-1, **kwargs):
+    return Concatenate(axis=axis, **kwargs)(inputs)
+
+
+def dot(inputs, axes=-1, normalize=False, **kwargs):
+    return Dot(axes=axes, normalize=normalize, **kwargs)(inputs)
