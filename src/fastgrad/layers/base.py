@@ -257,10 +257,14 @@ class Layer:
         shapes = [tuple(x.shape[1:]) for x in xs]
         shape = shapes if multi else shapes[0]
         if not self.built:
-            if self.param_specs_needed_for_call():
-                raise ValueError(f"{self.name}: layer is not built; call it on symbolic "
-                                 "tensors or add it to a model first")
             self.build(shape)
+            if self.param_specs() or self.state_specs():
+                # weights of a layer used on its own (Keras builds them at the first call);
+                # a model that takes the layer later starts from them
+                from ..engine.params import ParamStore
+                from .. import _config
+                ParamStore([self], fresh=True).initialize()
+                self.reset_rng(_config.next_seed())
         else:
             cur = [tuple(s) for s in self.input_shape] if multi else tuple(self.input_shape)
             if cur != shape:
@@ -268,10 +272,6 @@ class Layer:
                                  f"shape {cur}, called on {shape} (batch axis excluded)")
         y = self.forward(xs if multi else xs[0], training, Workspace())
         return np.array(y, copy=True)
-
-    def param_specs_needed_for_call(self) -> bool:
-        """An eager call cannot build a layer whose weights a model must allocate."""
-        return type(self).param_specs is not Layer.param_specs
 
     def _call_symbolic(self, inputs):
         from ..engine.graph import Node, SymbolicTensor
