@@ -48,10 +48,11 @@ def each_isa(request):
 @pytest.fixture(autouse=True)
 def _restore_global_settings():
     """Tests may change threads/backend/seed; put them back."""
-    from fastgrad import _config
-    saved = (_config._global["num_threads"], _config._global["backend"])
+    from fastgrad import _config, _threads
+    saved = (_threads.explicit_num_threads(), _config._global["backend"])
     yield
-    _config._global["num_threads"], _config._global["backend"] = saved
+    _threads.set_num_threads(saved[0])
+    _config._global["backend"] = saved[1]
 
 
 def rng(seed=0):

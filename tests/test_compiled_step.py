@@ -6,9 +6,9 @@ layers, regularizers, clipping, schedules, dropout), steady-state memory and
 the fallback for models without a C path.
 
 The reference run is `model.fit` with the compiled path switched off
-(`compiled.enabled = False`); the compiled run drives `CompiledPlan.fit_epoch`
-directly, exactly as Sequential.fit's hook does, so these tests do not
-depend on the hook. Tests of the public API through the hook are at the end.
+(`compiled.enabled = False`); the compiled run is `model.fit` driving the
+plan's executor interface (asserting the model has a plan). Tests of the
+public API through the hook are at the end.
 """
 import contextlib
 import inspect
@@ -78,24 +78,22 @@ def _python_fit(model, x, y, epochs=2, batch_size=16, shuffle=True, sample_weigh
 
 def _compiled_fit(model, x, y, epochs=2, batch_size=16, shuffle=True, sample_weight=None,
                   class_weight=None):
-    """What Sequential.fit's hook does, without callbacks."""
-    xa, ya, sw = model._prepare_xy(x, y, sample_weight, class_weight, "fit")
+    """model.fit on the compiled plan (the model must have one)."""
+    with compiled_enabled(True):
+        h = model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=shuffle, verbose=0,
+                      sample_weight=sample_weight, class_weight=class_weight)
+        plan = model.__dict__.get("_fg_train_plan", (None, None))[1]
+        assert plan is not None, compiled.unsupported_reason(model)
+    return h.history
+
+
+def _data_of(model, x, y, sw=None):
+    """The validated ArrayData the model's loop hands an executor."""
+    from fastgrad.engine.data import ArrayData
+    xa, ya, swa = model._prepare_xy(x, y, sw, None, "fit")
     model._resolve_metrics()
-    model._get_step()
     model.optimizer.build(model._store.size)
-    plan = compiled.train_plan(model)
-    assert plan is not None, compiled.unsupported_reason(model)
-    hist = {"loss": []}
-    for m in model.metrics:
-        hist[m.name] = []
-    for epoch in range(epochs):
-        for m in model.metrics:
-            m.reset_state()
-        total, seen = plan.fit_epoch(epoch, xa, ya, sw, batch_size, bool(shuffle), None, False)
-        logs = model._logs(total / seen)
-        for k, v in logs.items():
-            hist[k].append(v)
-    return hist
+    return ArrayData([xa], [ya], [swa])
 
 
 def _pair(layers, loss, optimizer, kind, metrics=None, fit_kw=None, data_kw=None, seed=3):
@@ -426,9 +424,9 @@ def test_evaluate_matches_python():
     _compiled_fit(m, x, y, epochs=1)
     with compiled_enabled(False):
         ref = m.evaluate(x, y, batch_size=20, return_dict=True)
-    plan = compiled.train_plan(m)
-    xa, ya, sw = m._prepare_xy(x, y, None, None, "evaluate")
-    got = plan.evaluate_arrays(xa, ya, sw, 20, None)
+    with compiled_enabled(True):
+        got = m.evaluate(x, y, batch_size=20, return_dict=True)
+        assert compiled.train_plan(m) is not None
     assert got.keys() == ref.keys()
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-6, err_msg=k)
@@ -564,29 +562,30 @@ def test_plan_is_rebuilt_when_the_model_changes():
     m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     _compiled_fit(m, x, y, epochs=1)
     p2 = compiled.train_plan(m)
-    assert p2 is not p1 and p2.spec["opt"]["kind"] == 1
+    assert p2 is not p1 and p2.spec["opt"]["kind"] == fg._native.module("step").OPTIMIZERS["sgd"]
 
 
 def test_steady_state_allocates_nothing():
     x, y = _data(n=512, d=32, classes=10)
     m = _model(lambda: [D(64, activation="relu", input_shape=(32,)), D(10, activation="softmax")],
                "sparse_categorical_crossentropy", "adam", ["accuracy"])
-    xa, ya, sw = m._prepare_xy(x, y, None, None, "fit")
     _compiled_fit(m, x, y, epochs=1, batch_size=64)
+    data = _data_of(m, x, y)
     plan = compiled.train_plan(m)
-    plan.fit_epoch(0, xa, ya, sw, 64, True, None, False)        # warm
+    perm = np.random.default_rng(0).permutation(512)
+    plan.train(data, perm, 0, 8, 64)        # warm
     tracemalloc.start()
     try:
-        plan.fit_epoch(0, xa, ya, sw, 64, True, None, False)
+        plan.train(data, perm, 0, 8, 64)
         snap1, _ = tracemalloc.get_traced_memory()
         for _ in range(3):
-            plan.fit_epoch(0, xa, ya, sw, 64, True, None, False)
+            plan.train(data, perm, 0, 8, 64)
         snap2, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert snap2 - snap1 < 4096, f"traced memory grew by {snap2 - snap1} bytes over 3 epochs"
     ws = plan.net.workspace_bytes
-    plan.fit_epoch(0, xa, ya, sw, 64, True, None, False)
+    plan.train(data, perm, 0, 8, 64)
     assert plan.net.workspace_bytes == ws > 0
 
 
@@ -756,31 +755,24 @@ def test_forked_child_predicts_after_parent_used_threads():
     assert p.exitcode == 0 and q.get(timeout=5)
 
 
-def test_train_chunk_api_matches_fit_epoch():
+def test_train_chunks_match_one_call():
+    """Batches run as two executor calls give the bits of one call over all of them."""
     x, y = _data(n=90)
     runs = []
     for use_chunks in (False, True):
         fg.set_seed(11)
         m = _model(_mlp(), "sparse_categorical_crossentropy", "adam", ["accuracy"])
-        xa, ya, sw = m._prepare_xy(x, y, None, None, "fit")
-        m._resolve_metrics()
-        m.optimizer.build(m._store.size)
+        data = _data_of(m, x, y)
         plan = compiled.train_plan(m)
         perm = np.random.default_rng(4).permutation(90)
         if use_chunks:
-            a = plan.train_chunk(xa, ya, perm, 0, 3, 16)
-            b = plan.train_chunk(xa, ya, perm, 3, 3, 16)
-            total, seen = a[0] + b[0], a[2] + b[2]
+            stats = np.concatenate([plan.train(data, perm, 0, 3, 16), plan.train(data, perm, 3, 3, 16)])
         else:
-            saved = _config.rng
-            _config.rng = lambda: type("R", (), {"permutation": staticmethod(lambda n: perm)})()
-            try:
-                total, seen = plan.fit_epoch(0, xa, ya, sw, 16, True, None, False)
-            finally:
-                _config.rng = saved
-        runs.append((m.get_weights(), total, seen))
-    (w0, t0, s0), (w1, t1, s1) = runs
-    assert s0 == s1 == 90 and t0 == pytest.approx(t1, rel=1e-12)
+            stats = plan.train(data, perm, 0, 6, 16)
+        runs.append((m.get_weights(), stats, m.metrics[0].result(), m.optimizer.iterations))
+    (w0, s0, a0, i0), (w1, s1, a1, i1) = runs
+    assert s0.shape == (6, 2) and s0[:, 1].sum() == 90 and i0 == i1 == 6
+    assert np.array_equal(s0, s1) and a0 == a1
     for a, b in zip(w0, w1):
         assert np.array_equal(a, b)
 

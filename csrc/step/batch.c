@@ -52,6 +52,7 @@ int fg_gather(fg_net *n, const int64_t *perm, int64_t p0, int64_t rows, const fl
         }
         n->blbl[k] = NULL;
         n->btgt[k] = NULL;
+        if (o->loss.kind == FG_LOSS_NONE) continue;
         if (o->loss.kind == FG_LOSS_SPARSE_SOFTMAX_XENT) {
             if (y_kind[k] == FG_TARGET_INT64) {
                 const int64_t *yy = (const int64_t *)y[k];

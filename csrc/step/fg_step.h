@@ -77,6 +77,7 @@ enum {
 /* loss of one output (logits when a cross-entropy took over the output
  * activation). Reported per batch as Keras "sum_over_batch_size". */
 enum {
+    FG_LOSS_NONE = 0,                /* an output without a loss (no gradient from it) */
     FG_LOSS_SPARSE_SOFTMAX_XENT = 1, /* integer labels; loss_sum / rows */
     FG_LOSS_SOFTMAX_XENT = 2,        /* dense target rows; loss_sum / rows */
     FG_LOSS_SIGMOID_BCE = 3,         /* from logits; loss_sum / (rows * cols) */
@@ -154,7 +155,7 @@ typedef struct fg_graph_desc {
 } fg_graph_desc;
 
 typedef struct fg_loss_desc {
-    int kind;       /* FG_LOSS_* */
+    int kind;       /* FG_LOSS_* (FG_LOSS_NONE: the output has no loss; training needs one) */
     double weight;  /* loss weight (1.0: none) */
 } fg_loss_desc;
 
@@ -217,7 +218,8 @@ enum {
 int fg_net_stat_width(const fg_net *net);
 
 /* n_batches training steps. x[j]: (x_rows, input j's per-sample size) float32; y[k]:
- * (x_rows,) labels (int32 / int64, y_kind[k]) or (x_rows, output k's size) float32 targets;
+ * (x_rows,) labels (int32 / int64, y_kind[k]) or (x_rows, output k's size) float32 targets
+ * (NULL, and not read, for an output without a loss);
  * sample_weight[k]: (x_rows,) or NULL (sample_weight itself may be NULL: none anywhere).
  * Batch b of the chunk is the rows perm[(start_batch + b) * batch_size ...] (the last batch
  * of perm may be partial; perm has n_perm entries, each in [0, x_rows); perm NULL: rows in

@@ -50,6 +50,8 @@ int fg_losses_forward(fg_net *n, int64_t rows, int train, double *total, double 
     for (int k = 0; k < n->n_outputs; k++) {
         fg_output *o = &n->outs[k];
         double l = 0.0;
+        per_output[k] = 0.0;
+        if (o->loss.kind == FG_LOSS_NONE) continue;
         float *g = train ? o->g : NULL;
         FG_TRY(output_loss(n, k, rows, g, &l, nt));
         const double w = o->loss.weight;

@@ -201,7 +201,8 @@ static int plan_params(fg_net *n) {
     for (int i = 0; i < n->n_nodes; i++) cap += n->nodes[i].n_par;
     n->arrays = (fg_param_array *)calloc((size_t)(cap ? cap : 1), sizeof *n->arrays);
     n->array_trainable = (int *)calloc((size_t)(cap ? cap : 1), sizeof(int));
-    if (!n->arrays || !n->array_trainable) return FG_ERR_NOMEM;
+    n->array_dead = (int *)calloc((size_t)(cap ? cap : 1), sizeof(int));
+    if (!n->arrays || !n->array_trainable || !n->array_dead) return FG_ERR_NOMEM;
     n->all_trainable = 1;
     for (int i = 0; i < n->n_nodes; i++) {
         const fg_node *N = &n->nodes[i];
@@ -220,26 +221,32 @@ static int plan_params(fg_net *n) {
             }
             n->arrays[n->n_arrays] = *p;
             n->array_trainable[n->n_arrays] = N->d.trainable != 0;
+            n->array_dead[n->n_arrays] = 1;
             if (!N->d.trainable) n->all_trainable = 0;
             n->n_arrays++;
         }
     }
-    /* the first node of each array met walking backward writes it */
+    /* the first node of each array met walking backward writes it; arrays no
+     * running node reaches are zeroed each step */
     int64_t scratch = 0;
     for (int i = n->n_nodes - 1; i >= 0; i--) {
         fg_node *N = &n->nodes[i];
+        if (!N->backward) continue;
         int64_t total = 0, seen = 0, have = 0;
         for (int k = 0; k < N->n_par; k++) {
             if (N->par[k].count == 0) continue;
             have++;
             total += N->par[k].count;
             for (int m = i + 1; m < n->n_nodes && !seen; m++)
-                for (int q = 0; q < n->nodes[m].n_par; q++)
+                for (int q = 0; n->nodes[m].backward && q < n->nodes[m].n_par; q++)
                     if (n->nodes[m].par[q].count && n->nodes[m].par[q].off == N->par[k].off) seen = 1;
+            for (int a = 0; a < n->n_arrays; a++)
+                if (n->arrays[a].off == N->par[k].off) n->array_dead[a] = 0;
         }
         N->pwrite = !seen;
         if (have && seen && N->d.trainable && total > scratch) scratch = total;
     }
+    for (int a = 0; a < n->n_arrays; a++) n->any_dead |= n->array_dead[a];
     if (scratch > 0) {
         n->pscratch = (float *)fg_step_alloc((size_t)scratch * sizeof(float));
         if (!n->pscratch) return FG_ERR_NOMEM;
@@ -376,7 +383,8 @@ static int build(fg_net *n, int *bad_node, const fg_graph_desc *g, const fg_loss
         o->size = n->slot_size[s];
         if (losses) {
             o->loss = losses[k];
-            if (o->loss.kind < 1 || o->loss.kind >= FG_LOSS_COUNT || !isfinite(o->loss.weight)) return FG_ERR_ARG;
+            if (o->loss.kind < 0 || o->loss.kind >= FG_LOSS_COUNT || !isfinite(o->loss.weight)) return FG_ERR_ARG;
+            n->n_losses += o->loss.kind != FG_LOSS_NONE;
         }
     }
     for (int i = 0; i < n->n_nodes; i++) {
@@ -386,15 +394,27 @@ static int build(fg_net *n, int *bad_node, const fg_graph_desc *g, const fg_loss
             return FG_ERR_ARG;
         }
     }
-    /* which slots need a gradient, which nodes run backward */
+    /* which slots need a gradient (their producer or an ancestor has parameters) */
     for (int i = 0; i < n->n_nodes; i++) {
         fg_node *N = &n->nodes[i];
         int need = 0;
         for (int k = 0; k < N->n_par; k++) need |= N->par[k].count > 0;
         for (int j = 0; j < N->n_in; j++) need |= n->need[N->in[j]];
         n->need[n->n_inputs + i] = need;
-        N->backward = need;
     }
+    /* which ones a loss reaches; a node runs backward when its output is both */
+    int *live = (int *)calloc((size_t)S, sizeof(int));
+    if (!live) return FG_ERR_NOMEM;
+    for (int k = 0; k < n->n_outputs; k++)
+        if (n->outs[k].loss.kind != FG_LOSS_NONE) live[n->outs[k].slot] = 1;
+    for (int i = n->n_nodes - 1; i >= 0; i--) {
+        fg_node *N = &n->nodes[i];
+        const int out = n->n_inputs + i;
+        if (live[out])
+            for (int j = 0; j < N->n_in; j++) live[N->in[j]] = 1;
+        N->backward = live[out] && n->need[out];
+    }
+    free(live);
     FG_TRY(plan_params(n));
     return plan_inference(n);
 }
@@ -419,7 +439,7 @@ int fg_net_create(fg_net **out, int *bad_node, const fg_graph_desc *g, float *pa
     n->n_params = n_params;
     n->training = losses != NULL;
     int st = build(n, bad_node, g, losses);
-    if (st == FG_OK && n->training && n->n_arrays == 0) st = FG_ERR_ARG; /* nothing to train */
+    if (st == FG_OK && n->training && (n->n_arrays == 0 || n->n_losses == 0)) st = FG_ERR_ARG; /* nothing to train */
     if (st != FG_OK) {
         fg_net_free(n);
         return st;
@@ -457,6 +477,7 @@ void fg_net_free(fg_net *n) {
     free(n->bsw);
     free(n->arrays);
     free(n->array_trainable);
+    free(n->array_dead);
     free(n->pscratch);
     free(n->xs);
     free(n->dxs);
@@ -552,7 +573,8 @@ static void add_into(float *acc, const float *g, int64_t cnt) {
 /* Backward from the outputs' loss gradients; parameter gradients into n->grads. */
 static int net_backward(fg_net *n, int64_t rows, int nt) {
     for (int s = 0; s < n->n_slots; s++) n->grad[s] = NULL;
-    for (int k = 0; k < n->n_outputs; k++) n->grad[n->outs[k].slot] = n->outs[k].g;
+    for (int k = 0; k < n->n_outputs; k++)
+        if (n->outs[k].loss.kind != FG_LOSS_NONE) n->grad[n->outs[k].slot] = n->outs[k].g;
     float **dx = n->dxs;
     const float **xs = n->xs;
     for (int i = n->n_nodes - 1; i >= 0; i--) {
@@ -602,6 +624,9 @@ static int net_backward(fg_net *n, int64_t rows, int nt) {
                 add_into(n->grad[s], dx[j], rows * N->in_size[j]);
         }
     }
+    if (n->any_dead) /* parameters no loss reaches: zero gradient */
+        for (int a = 0; a < n->n_arrays; a++)
+            if (n->array_dead[a]) memset(n->grads + n->arrays[a].off, 0, (size_t)n->arrays[a].count * sizeof(float));
     return FG_OK;
 }
 
@@ -611,6 +636,7 @@ static int check_batches(const fg_net *n, const float *const *x, const void *con
     for (int j = 0; j < n->n_inputs; j++)
         if (!x[j]) return FG_ERR_ARG;
     for (int k = 0; k < n->n_outputs; k++) {
+        if (n->outs[k].loss.kind == FG_LOSS_NONE) continue;
         if (!y[k]) return FG_ERR_ARG;
         int sparse = n->outs[k].loss.kind == FG_LOSS_SPARSE_SOFTMAX_XENT;
         if (sparse ? (y_kind[k] != FG_TARGET_INT32 && y_kind[k] != FG_TARGET_INT64) : y_kind[k] != FG_TARGET_FLOAT32)

@@ -188,6 +188,9 @@ struct fg_net {
     int n_arrays;
     fg_param_array *arrays;
     int *array_trainable;
+    int *array_dead;           /* no node that runs backward has it: its gradient is zero */
+    int any_dead;
+    int n_losses;              /* outputs with a loss */
     int all_trainable;         /* no frozen array: one optimizer call over the whole buffer */
     float *pscratch;           /* shared layers: parameter gradients of later nodes */
     int64_t pscratch_len;

@@ -23,8 +23,9 @@ from . import activations, initializers, regularizers, losses, metrics, optimize
 from . import models
 from .models import Sequential, Model, load_model
 from .layers import Input
+from .engine.graph import SymbolicTensor as KerasTensor
 
-__all__ = ["__version__", "Sequential", "Model", "Input", "load_model", "layers", "models",
+__all__ = ["__version__", "Sequential", "Model", "Input", "KerasTensor", "load_model", "layers", "models",
            "losses", "metrics", "optimizers", "initializers", "regularizers", "activations",
            "callbacks", "engine", "backend", "ops", "set_backend", "get_backend", "use_backend",
            "get_ops", "set_num_threads", "get_num_threads", "set_seed", "get_seed", "show_config",

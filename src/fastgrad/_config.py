@@ -21,7 +21,7 @@ class _ThreadState(threading.local):
 
 
 _state = _ThreadState()
-_global = {"backend": None, "ops": {}, "num_threads": None, "seed": None}
+_global = {"backend": None, "ops": {}, "seed": None}
 _rng_lock = threading.Lock()
 _rng = np.random.default_rng()
 
@@ -99,40 +99,10 @@ def use_backend(name: str):
 
 
 # ---------------------------------------------------------------- threads
-def set_num_threads(n: int | None) -> None:
-    """Use `n` threads in fastgrad kernels (None: back to the default, which
-    follows OMP_NUM_THREADS and threadpoolctl limits)."""
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"set_num_threads: expected a positive integer or None, got {n!r}")
-        n = int(n)
-    _global["num_threads"] = n
+# The thread count lives in the leaf module _threads (the native backend reads
+# it per call and must not import this module, which imports the backends).
+from ._threads import set_num_threads, get_num_threads, explicit_num_threads  # noqa: E402
 
-
-_runtime_mod = []   # [module or None], filled on first use (called per op: keep it cheap)
-
-
-def _runtime():
-    if not _runtime_mod:
-        from ._native import module
-        _runtime_mod.append(module("runtime"))
-    return _runtime_mod[0]
-
-
-def get_num_threads() -> int:
-    """Threads fastgrad kernels will use: fg.set_num_threads if called, else
-    omp_get_max_threads() of the calling thread (OMP_NUM_THREADS, threadpoolctl)."""
-    n = _global["num_threads"]
-    if n is not None:
-        return n
-    rt = _runtime_mod[0] if _runtime_mod else _runtime()
-    if rt is not None:
-        return rt.omp_max_threads()
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    try:
-        return max(1, int(env.split(",")[0]))
-    except ValueError:
-        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------- seed
@@ -191,7 +161,7 @@ def blas_thread_limit():
     A no-op for the native backend (its kernels use no BLAS) or when
     threadpoolctl is not installed. Entered once per fit/evaluate call: it
     costs about a millisecond, so it is not used on per-batch paths."""
-    n = _global["num_threads"]
+    n = explicit_num_threads()
     if n is None or get_backend() != "numpy":
         # without fg.set_num_threads the BLAS pool already follows
         # OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / threadpoolctl by itself

@@ -1,17 +1,28 @@
-"""Sequential: the Keras-style model (compile / fit / evaluate / predict).
+"""Models: the functional `Model` (a graph of layer calls) and `Sequential`
+(a chain graph), with Keras's compile / fit / evaluate / predict.
 
-How a model holds its memory (see engine/ and layers/base.py):
-- build(input_shape) chains the layers' shapes, then a ParamStore lays every
-  trainable parameter end to end in ONE float32 buffer (gradients in a twin
-  buffer) and binds each layer to views into them;
-- compile() resolves the loss, optimizer and metrics, and when the loss is a
-  cross-entropy on probabilities and the last layer ends in the matching
-  softmax / sigmoid, moves that activation into the loss (the last layer
-  emits logits, the loss runs the fused stable kernel, predict re-applies it);
+    inputs = fg.Input(shape=(784,))
+    h = fg.layers.Dense(128, activation="relu")(inputs)
+    outputs = fg.layers.Dense(10, activation="softmax")(h)
+    model = fg.Model(inputs, outputs)
+
+How a model holds its memory and runs (engine/):
+- the graph (engine/graph.py) orders the layer calls (nodes) and numbers the
+  tensors (slots); a Sequential builds its chain graph when its input shape
+  is known;
+- a ParamStore lays every trainable parameter of every layer end to end in
+  ONE float32 buffer (gradients in a twin buffer) and binds each layer to
+  views into them; a shared layer has one set of views however often it is
+  called;
+- compile() resolves per output the loss, its weight and the metrics, and
+  where a cross-entropy on probabilities meets an output layer ending in the
+  matching softmax / sigmoid, moves that activation into the loss (fused,
+  stable kernels on the logits; predict re-applies it);
 - fit/evaluate/predict validate and convert the data ONCE per call
-  (engine/data.py), then run engine/step.py's Step per batch: workspaces per
-  batch size are allocated on the first batch and reused, so a steady-state
-  step allocates no arrays.
+  (engine/data.py), then ONE loop (here) drives an executor: the compiled C
+  plan (engine/compiled.py) when the model has a C path, else the Python
+  Step (engine/step.py). Both implement train / evaluate / predict over
+  chunks of batches and give the same numbers (docs/architecture.md).
 
 Input conversion: float64 (or float16) and non-contiguous x are converted to
 C-contiguous float32 once per call, as Keras does; integer / bool / complex /
@@ -30,7 +41,9 @@ from . import _config
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
+from . import saving as _saving
 from .engine import data as _data
+from .engine.graph import Graph, GraphError, Node, SymbolicTensor, flatten_structure, is_symbolic
 from .engine.params import ParamStore
 from .engine.step import NonFiniteLossError, Step
 from .layers.base import Layer
@@ -39,6 +52,9 @@ from .layers.core import InputLayer
 _F32 = np.dtype(np.float32)
 
 __all__ = ["Sequential", "Model", "load_model", "NotCompiledError"]
+
+#: seconds of training per executor call when only the progress bar listens to batches
+_PROGBAR_CHUNK_S = 0.05
 
 
 class _CompiledHook:
@@ -89,177 +105,322 @@ def _unique_model_name(base="sequential", _counts={}):
     return base if n == 0 else f"{base}_{n}"
 
 
-class Sequential:
-    """A linear stack of layers.
+def _copy_metric(m):
+    return type(m).from_config(m.get_config())
 
-    >>> model = fg.Sequential([fg.layers.Dense(128, activation="relu", input_shape=(784,)),
-    ...                        fg.layers.Dense(10, activation="softmax")])
-    >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-    ...               metrics=["accuracy"])
-    >>> history = model.fit(x, y, epochs=5, batch_size=128, validation_split=0.1)
-    """
 
-    def __init__(self, layers=None, name=None):
+class Model:
+    """A model: a graph of layer calls from `inputs` to `outputs` (Keras's
+    functional API). `inputs` / `outputs`: one symbolic tensor, a list or a
+    dict of them (predict returns the same structure)."""
+
+    registry = _saving.MODEL_CLASSES       # class name -> model class (load_model)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        _saving.register_model_class(cls)
+
+    def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
+        if kwargs:
+            raise TypeError(f"Model: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
         if name is not None and not isinstance(name, str):
-            raise TypeError(f"Sequential: name must be a string, got {name!r}")
-        self.name = name or _unique_model_name()
-        self.layers: list = []
-        self._input_shape = None
+            raise TypeError(f"{type(self).__name__}: name must be a string, got {name!r}")
+        self._init_state(name or _unique_model_name("functional" if type(self) is Model
+                                                    else _snake(type(self).__name__)))
+        if type(self) is Model or inputs is not None or outputs is not None:
+            if inputs is None or outputs is None:
+                raise TypeError("Model: give inputs and outputs, e.g. fg.Model(inputs, outputs) "
+                                "with tensors from fg.Input(...) and layer calls")
+            self._init_graph(inputs, outputs)
+
+    def _init_state(self, name):
+        self.name = name
+        self._graph = None
+        self._layers = []
+        self._input_kind, self._input_keys = "single", None
+        self._output_kind, self._output_keys = "single", None
         self.built = False
         self.compiled = False
         self.optimizer = None
         self.loss = None
+        self._losses = []            # per output: Loss or None
+        self._loss_weights = []      # per output: float
         self.metrics: list = []
-        self._metric_specs: list = []
-        self._metric_weighted: list = []      # per metric: honours sample/class weights
-        self._compile_metrics: list = []
-        self._compile_weighted_metrics: list = []
+        self._metric_output: list = []     # per metric: output index
+        self._metric_weighted: list = []   # per metric: honours sample/class weights
+        self._metric_specs = None
+        self._compile_args = None
         self._metrics_resolved = False
-        self._output_activation = None
-        self._fused_layer = None
+        self._output_activations = []      # per output: activation moved into the loss, or None
+        self._fused_layers = []
         self._store = None
         self._step = None
         self.stop_training = False
         self.history = None
-        if layers is not None:
-            if isinstance(layers, Layer):
-                layers = [layers]
-            for layer in layers:
-                self.add(layer)
+        self.trainable = True
 
     # ================================================================== structure
-    def add(self, layer) -> None:
-        """Append a layer (an InputLayer only declares the input shape)."""
-        if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add: expected a fastgrad Layer, got {layer!r}")
-        if isinstance(layer, InputLayer):
-            if self.layers:
-                raise ValueError("Sequential.add: an InputLayer must come first")
-            self._input_shape = layer._declared_input_shape
-            return
-        if any(l is layer for l in self.layers):
-            raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
-        if any(l.name == layer.name for l in self.layers):
-            raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
-        if not self.layers and self._input_shape is None:
-            self._input_shape = layer._declared_input_shape
-        self.layers.append(layer)
-        self._invalidate()
-        if self._input_shape is not None:
-            self.build(self._input_shape)
+    def _init_graph(self, inputs, outputs):
+        ins, self._input_kind, self._input_keys = flatten_structure(inputs, f"{self.name}: inputs")
+        outs, self._output_kind, self._output_keys = flatten_structure(outputs,
+                                                                       f"{self.name}: outputs")
+        self._set_graph(Graph(ins, outs, owner=f"Model {self.name!r}"))
+        self._layers = list(self._graph.all_layers)
+        self._build_store(fresh=False)
 
-    def get_layer(self, name=None, index=None):
-        """A layer by name or by index (Keras API)."""
-        if (name is None) == (index is None):
-            raise ValueError("get_layer: give exactly one of name or index")
-        if index is not None:
-            if not isinstance(index, (int, np.integer)) or not -len(self.layers) <= index < len(self.layers):
-                raise ValueError(f"get_layer: index {index!r} out of range for "
-                                 f"{len(self.layers)} layers")
-            return self.layers[index]
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise ValueError(f"get_layer: no layer named {name!r}; layers: "
-                         f"{', '.join(l.name for l in self.layers)}")
+    def _set_graph(self, graph):
+        self._graph = graph
 
-    def pop(self):
-        if not self.layers:
-            raise ValueError("Sequential.pop: the model has no layers")
-        layer = self.layers.pop()
-        self._invalidate()
-        if self.layers and self._input_shape is not None:
-            self.build(self._input_shape)
-        return layer
-
-    def _invalidate(self):
-        if self._fused_layer is not None:
-            self._fused_layer.merge_output_activation()
-        self._fused_layer = None
-        self._output_activation = None
-        self.built = False
-        self._store = None
-        self._step = None
-
-    def build(self, input_shape=None) -> None:
-        """Build every layer for per-sample `input_shape` (no batch axis; a
-        leading None is dropped) and allocate + initialise the flat buffers."""
-        if input_shape is None:
-            input_shape = self._input_shape
-        if input_shape is None:
-            raise ValueError(f"{self.name}: cannot build without an input shape; give the first "
-                             "layer input_shape=... or call fit/predict on data")
-        shape = tuple(input_shape)
-        if shape and shape[0] is None:
-            shape = shape[1:]
-        if not self.layers:
-            raise ValueError(f"{self.name}: the model has no layers")
-        old = self.get_weights() if self.built else None
-        s = shape
-        for layer in self.layers:
-            s = layer.build(s)
-        self._input_shape = shape
-        self._store = ParamStore(self.layers)
+    def _build_store(self, fresh):
+        self._release_fusion()
+        self._store = ParamStore(self._graph.layers, fresh=fresh)
         self._store.initialize()
-        for layer in self.layers:
-            layer.reset_rng(_config.next_seed())
+        for layer in self._graph.layers:
+            if not getattr(layer, "_rng_seeded", False) or fresh:
+                layer.reset_rng(_config.next_seed())
+                layer._rng_seeded = True
         self.built = True
-        if old is not None and [w.shape for w in old] == [w.shape for w in self.get_weights()]:
-            self.set_weights(old)
         if self.compiled:
             self._setup_loss_fusion()
             self.optimizer.build(self._store.size)
         self._step = None
 
     @property
+    def layers(self) -> list:
+        return list(self._layers)
+
+    @property
+    def inputs(self):
+        return list(self._graph.inputs) if self._graph is not None else None
+
+    @property
+    def outputs(self):
+        return list(self._graph.outputs) if self._graph is not None else None
+
+    @property
+    def input(self):
+        ins = self.inputs
+        if ins is None:
+            raise AttributeError(f"{self.name}: the model has no inputs yet (not built)")
+        if self._input_kind == "dict":
+            return dict(zip(self._input_keys, ins))
+        return ins[0] if self._input_kind == "single" else ins
+
+    @property
+    def output(self):
+        outs = self.outputs
+        if outs is None:
+            raise AttributeError(f"{self.name}: the model has no outputs yet (not built)")
+        if self._output_kind == "dict":
+            return dict(zip(self._output_keys, outs))
+        return outs[0] if self._output_kind == "single" else outs
+
+    @property
+    def input_names(self) -> list:
+        if self._input_keys is not None:
+            return list(self._input_keys)
+        return [l.name for l in self._graph.input_layers] if self._graph else []
+
+    @property
+    def output_names(self) -> list:
+        if self._output_keys is not None:
+            return list(self._output_keys)
+        return [t._node.layer.name for t in self._graph.outputs] if self._graph else []
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self._graph.outputs) if self._graph is not None else 1
+
+    @property
     def input_shape(self):
-        return None if self._input_shape is None else (None,) + tuple(self._input_shape)
+        if self._graph is None:
+            return None
+        shapes = [tuple(t.shape) for t in self._graph.inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
 
     @property
     def output_shape(self):
-        if not self.built:
+        if self._graph is None:
             return None
-        return (None,) + tuple(self.layers[-1].output_shape)
+        shapes = [tuple(t.shape) for t in self._graph.outputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def _input_shapes(self):
+        return [tuple(t.shape[1:]) for t in self._graph.inputs]
+
+    @property
+    def _output_shapes(self):
+        return [tuple(t.shape[1:]) for t in self._graph.outputs]
+
+    def get_layer(self, name=None, index=None):
+        """A layer by name or by index (Keras API)."""
+        layers = self.layers
+        if (name is None) == (index is None):
+            raise ValueError("get_layer: give exactly one of name or index")
+        if index is not None:
+            if not isinstance(index, (int, np.integer)) or not -len(layers) <= index < len(layers):
+                raise ValueError(f"get_layer: index {index!r} out of range for "
+                                 f"{len(layers)} layers")
+            return layers[index]
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"get_layer: no layer named {name!r}; layers: "
+                         f"{', '.join(l.name for l in layers)}")
+
+    def build(self, input_shape=None) -> None:
+        if not self.built:
+            raise ValueError(f"{self.name}: a functional model is built from its inputs")
+
+    # ------------------------------------------------------------------ fusion
+    def _release_fusion(self):
+        for layer in self._fused_layers:
+            if layer is not None:
+                layer.merge_output_activation()
+        self._fused_layers = []
+        self._output_activations = []
+
+    def _setup_loss_fusion(self):
+        """Per output: move a softmax/sigmoid into a cross-entropy loss when the
+        output's layer is called once and its output feeds nothing else."""
+        self._release_fusion()
+        g = self._graph
+        acts, fused = [], []
+        out_count = {}
+        for s in g.output_slots:
+            out_count[s] = out_count.get(s, 0) + 1
+        for k, slot in enumerate(g.output_slots):
+            loss = self._losses[k] if k < len(self._losses) else None
+            act = None if loss is None else loss.fusable_activation
+            layer = None
+            if act is not None and slot >= g.n_inputs and out_count[slot] == 1 \
+                    and not g.consumers[slot]:
+                node = g.nodes[slot - g.n_inputs]
+                cand = node.layer
+                if len(g.nodes_of[id(cand)]) == 1 and getattr(cand, "_run_act", None) == act \
+                        and all(l is not cand for l in fused):
+                    removed = cand.split_output_activation()
+                    if removed is not None:
+                        layer = cand
+                        acts.append(removed)
+                        fused.append(cand)
+                        continue
+            acts.append(None)
+            fused.append(None)
+        self._output_activations = acts
+        self._fused_layers = fused
+
+    @property
+    def _output_activation(self):
+        """The activation the loss took over on the (single) output, or None."""
+        acts = self._output_activations
+        return acts[0] if len(acts) == 1 else None
+
+    @property
+    def _fused_layer(self):
+        f = self._fused_layers
+        return f[0] if len(f) == 1 else None
 
     # ================================================================== compile
+    def _per_output(self, spec, what, default=None, allow_single=True):
+        """A compile argument given once, as a list or as a dict by output name,
+        as one entry per output."""
+        names = self.output_names
+        k = len(names)
+        if isinstance(spec, dict):
+            unknown = [key for key in spec if key not in names]
+            if unknown:
+                raise ValueError(f"compile: {what} has keys {unknown} that are not output names "
+                                 f"of {self.name} (outputs: {names})")
+            return [spec.get(n, default) for n in names]
+        if isinstance(spec, (list, tuple)) and k > 1:
+            if len(spec) != k:
+                raise ValueError(f"compile: {what} is a list of {len(spec)} but the model has "
+                                 f"{k} outputs ({names}); give one entry per output or a dict")
+            return list(spec)
+        if isinstance(spec, (list, tuple)) and k == 1 and len(spec) == 1 and what == "loss":
+            return list(spec)
+        if not allow_single:
+            raise ValueError(f"compile: {what} must be a list or dict for {k} outputs")
+        return [spec] * k
+
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
                 weighted_metrics=None, run_eagerly=None, steps_per_execution=1, jit_compile=None,
                 **kwargs):
-        """Configure training: optimizer (name or object), loss (name or object),
-        metrics (names or objects; "accuracy" is resolved from the loss).
-        As in Keras 3, `metrics` are unweighted (sample_weight / class_weight
-        do not affect them) and `weighted_metrics` use the sample weights; the
-        loss is always weighted.  A weighted metric whose name collides with an
-        unweighted one is logged as "weighted_<name>"."""
+        """Configure training: optimizer (name or object); loss (name or object,
+        or per output a list / a dict by output name); loss_weights (list or
+        dict: the total loss is sum_k w_k loss_k); metrics (names or objects;
+        per output a list of lists or a dict; "accuracy" is resolved from the
+        loss). As in Keras 3, `metrics` are unweighted (sample_weight /
+        class_weight do not affect them) and `weighted_metrics` use the sample
+        weights; the loss is always weighted. A weighted metric whose name
+        collides with an unweighted one is logged as "weighted_<name>"."""
         if kwargs:
             raise TypeError(f"compile: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
-        if loss_weights is not None:
-            raise ValueError("compile: loss_weights needs several outputs; Sequential has one")
+        if self._graph is None and isinstance(self, Sequential) and not self._seq_layers:
+            pass
         opt = _optimizers.get(optimizer, "compile: optimizer")
-        loss_obj = _losses.get(loss, "compile: loss")
-        if metrics is None:
-            metrics = []
-        elif isinstance(metrics, (str, _metrics.Metric)):
-            metrics = [metrics]
-        if weighted_metrics is None:
-            weighted_metrics = []
-        elif isinstance(weighted_metrics, (str, _metrics.Metric)):
-            weighted_metrics = [weighted_metrics]
-        plain, weighted = list(metrics), list(weighted_metrics)
-        metrics = plain + weighted
-        for m in metrics:       # fail now on unknown names
-            if not (isinstance(m, str) and m.strip().lower() in ("accuracy", "acc")):
-                _metrics.get(m, "compile: metrics")
-        if self._fused_layer is not None:
-            self._fused_layer.merge_output_activation()
-            self._fused_layer = None
-            self._output_activation = None
+        k = self._n_outputs_for_compile()
+        if k == 1:
+            if isinstance(loss, dict):
+                vals = list(loss.values())
+                if len(vals) != 1:
+                    raise ValueError(f"compile: loss dict {list(loss)} for a model with one output")
+                if self._graph is not None and list(loss)[0] not in self.output_names:
+                    raise ValueError(f"compile: loss has key {list(loss)[0]!r}, which is not the "
+                                     f"output name ({self.output_names})")
+                loss = vals[0]
+            elif isinstance(loss, (list, tuple)):
+                if len(loss) != 1:
+                    raise ValueError(f"compile: loss is a list of {len(loss)} but the model has "
+                                     "one output")
+                loss = loss[0]
+            losses = [_losses.get(loss, "compile: loss")]
+            if loss_weights is not None:
+                lw = loss_weights
+                if isinstance(lw, dict):
+                    lw = list(lw.values())
+                if isinstance(lw, (list, tuple)):
+                    if len(lw) != 1:
+                        raise ValueError(f"compile: loss_weights has {len(lw)} entries for one "
+                                         "output")
+                    lw = lw[0]
+                weights = [self._check_weight(lw)]
+            else:
+                weights = [1.0]
+        else:
+            specs = self._per_output(loss, "loss", default=None)
+            losses = [None if s is None else _losses.get(s, f"compile: loss for output "
+                                                            f"{self.output_names[i]!r}")
+                      for i, s in enumerate(specs)]
+            if all(l is None for l in losses):
+                raise ValueError(f"compile: no loss for any output of {self.name} "
+                                 f"({self.output_names})")
+            if loss_weights is None:
+                weights = [1.0] * k
+            else:
+                weights = [self._check_weight(w) for w in
+                           self._per_output(loss_weights, "loss_weights", default=1.0,
+                                            allow_single=False)]
+        plain = self._metric_lists(metrics, "metrics", k)
+        weighted = self._metric_lists(weighted_metrics, "weighted_metrics", k)
+        for lst in plain + weighted:       # fail now on unknown names
+            for m in lst:
+                if not (isinstance(m, str) and m.strip().lower() in ("accuracy", "acc")):
+                    _metrics.get(m, "compile: metrics")
+        self._release_fusion()
         self.optimizer = opt
-        self.loss = loss_obj
-        self._metric_specs = metrics
-        self._metric_weighted = [False] * len(plain) + [True] * len(weighted)
-        self._compile_metrics, self._compile_weighted_metrics = plain, weighted
+        self._losses = losses
+        self._loss_weights = weights
+        self.loss = losses[0] if k == 1 else loss
+        self._metric_specs = (plain, weighted)
+        self._metric_weighted = ([False] * sum(map(len, plain)) +
+                                 [True] * sum(map(len, weighted)))
+        self._compile_args = {"loss": loss, "metrics": metrics, "weighted_metrics": weighted_metrics,
+                              "loss_weights": loss_weights}
         self.metrics = []
+        self._metric_output = []
         self._metrics_resolved = False
         self.compiled = True
         if self.built:
@@ -267,115 +428,224 @@ class Sequential:
             self.optimizer.build(self._store.size)
         self._step = None
 
-    def _setup_loss_fusion(self):
-        if self._fused_layer is not None:
-            self._fused_layer.merge_output_activation()
-            self._fused_layer = None
-        self._output_activation = None
-        act = self.loss.fusable_activation
-        if act is None or not self.layers:
-            return
-        last = self.layers[-1]
-        if getattr(last, "_run_act", None) == act:
-            removed = last.split_output_activation()
-            if removed is not None:
-                self._fused_layer = last
-                self._output_activation = removed
+    def _n_outputs_for_compile(self):
+        return len(self._graph.outputs) if self._graph is not None else 1
+
+    @staticmethod
+    def _check_weight(w):
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+            raise ValueError(f"compile: loss weights must be finite numbers >= 0, got {w!r}")
+        return float(w)
+
+    def _metric_lists(self, spec, what, k):
+        """Per output, the list of metric specs."""
+        if spec is None:
+            return [[] for _ in range(k)]
+        if isinstance(spec, (str, _metrics.Metric)):
+            spec = [spec]
+        if isinstance(spec, dict):
+            names = self.output_names
+            unknown = [key for key in spec if key not in names]
+            if unknown:
+                raise ValueError(f"compile: {what} has keys {unknown} that are not output names "
+                                 f"(outputs: {names})")
+            out = []
+            for n in names:
+                v = spec.get(n)
+                out.append([] if v is None else [v] if isinstance(v, (str, _metrics.Metric))
+                           else list(v))
+            return out
+        if not isinstance(spec, (list, tuple)):
+            raise TypeError(f"compile: {what} must be a list, got {type(spec).__name__}")
+        spec = list(spec)
+        if k > 1 and len(spec) == k and all(isinstance(s, (list, tuple)) or s is None
+                                            for s in spec):
+            return [[] if s is None else list(s) for s in spec]
+        if k == 1:
+            return [spec]
+        # a flat list: every metric on every output (each output its own copy)
+        return [[_copy_metric(m) if isinstance(m, _metrics.Metric) and i else m for m in spec]
+                for i in range(k)]
 
     def _resolve_metrics(self):
         if self._metrics_resolved:
             return
-        y_sparse = self.loss.target_kind == "sparse"
-        out_shape = self.layers[-1].output_shape
-        self.metrics = [_metrics.resolve(m, self.loss, out_shape, y_sparse)
-                        for m in self._metric_specs]
-        plain_names = {m.name for m, w in zip(self.metrics, self._metric_weighted) if not w}
-        for m, w in zip(self.metrics, self._metric_weighted):
+        plain, weighted = self._metric_specs if self._metric_specs else ([[]], [[]])
+        k = self.n_outputs
+        multi = k > 1
+        names = self.output_names
+        ms, outs, wflags = [], [], []
+        for w_flag, per in ((False, plain), (True, weighted)):
+            for i, specs in enumerate(per):
+                loss = self._losses[i] if i < len(self._losses) else None
+                if specs and loss is None:
+                    raise ValueError(f"compile: output {names[i]!r} has metrics but no loss")
+                y_sparse = loss is not None and loss.target_kind == "sparse"
+                for s in specs:
+                    m = _metrics.resolve(s, loss, self._output_shapes[i], y_sparse)
+                    if multi:
+                        m.name = f"{names[i]}_{m.name}"
+                    ms.append(m)
+                    outs.append(i)
+                    wflags.append(w_flag)
+        plain_names = {m.name for m, w in zip(ms, wflags) if not w}
+        for m, w in zip(ms, wflags):
             if w and m.name in plain_names:
                 m.name = "weighted_" + m.name     # Keras's name for a colliding weighted metric
-        names = [m.name for m in self.metrics]
-        if len(set(names)) != len(names):
-            raise ValueError(f"compile: metric names must be unique, got {names}")
+        all_names = [m.name for m in ms]
+        if len(set(all_names)) != len(all_names):
+            raise ValueError(f"compile: metric names must be unique, got {all_names}")
+        self.metrics, self._metric_output, self._metric_weighted = ms, outs, wflags
         self._metrics_resolved = True
 
     @property
-    def metrics_names(self) -> list:
-        return ["loss"] + [m.name for m in self.metrics]
+    def _loss_names(self) -> list:
+        """History names of the per-output losses (none for one output)."""
+        if self.n_outputs == 1:
+            return []
+        return [f"{n}_loss" for n, l in zip(self.output_names, self._losses) if l is not None]
 
-    # ================================================================== plumbing
+    @property
+    def metrics_names(self) -> list:
+        return ["loss"] + self._loss_names + [m.name for m in self.metrics]
+
+    def _update_metrics(self, outs, ys, sws):
+        """Update the compiled metrics from one or more batches: outs[k] the raw
+        output k (logits where a fused loss took over the activation), ys[k],
+        sws[k] its targets and sample weights. Both executors call this."""
+        acts = self._output_activations
+        ops = None
+        for m, k, weighted in zip(self.metrics, self._metric_output, self._metric_weighted):
+            w = sws[k] if weighted else None
+            act = acts[k] if k < len(acts) else None
+            if act is None:
+                m.update_state(ys[k], outs[k], w)
+            else:
+                if ops is None:
+                    ops = _config.get_ops()
+                m.update_state_logits(ys[k], outs[k], act, w, ops)
+
+    # ================================================================== data
     def _require_compiled(self, what):
         if not self.compiled:
             raise NotCompiledError(f"{what}: the model must be compiled first — call "
                                    "model.compile(optimizer=..., loss=...)")
 
-    def _prepare_x(self, x, what, build=True, finite=True):
-        if not self.layers:
+    def _structure(self, data, names, kind_of, what, role):
+        """`data` (one array, a list or a dict by name) as a list, one per name."""
+        k = len(names)
+        if isinstance(data, dict):
+            missing = [n for n in names if n not in data]
+            extra = [key for key in data if key not in names]
+            if extra:
+                raise ValueError(f"{what}: {role} has keys {extra} that are not {kind_of} names "
+                                 f"of {self.name} ({names})")
+            if missing and role == "x":
+                raise ValueError(f"{what}: {role} has no entry for {kind_of} {missing[0]!r} "
+                                 f"({kind_of}s: {names})")
+            return [data.get(n) for n in names]
+        if k == 1:
+            if isinstance(data, (list, tuple)) and len(data) == 1 and \
+                    isinstance(data[0], np.ndarray) and data[0].ndim >= 1:
+                return [data[0]]
+            return [data]
+        if isinstance(data, (list, tuple)) and len(data) == k and \
+                all(a is None or isinstance(a, np.ndarray) or hasattr(a, "__array__") or
+                    isinstance(a, (list, tuple)) for a in data):
+            return list(data)
+        if role == "sample_weight" and data is not None:
+            return [data] * k
+        raise ValueError(f"{what}: the model has {k} {kind_of}s ({names}); give {role} as a list "
+                         f"of {k} arrays or a dict by name, got {type(data).__name__}")
+
+    def _prepare_xs(self, x, what, finite=True):
+        """The inputs as a list of validated float32 arrays, equal row counts."""
+        if self._graph is None and getattr(self, "_pending", None) is None:
             raise ValueError(f"{what}: the model has no layers")
-        if not self.built:
-            xa = _data.as_x(x, what)
-            self._infer_output_shape(xa.shape[1:])   # shape errors before anything is built
-            if build:
-                self.build(xa.shape[1:])
-            return xa
-        return _data.as_x(x, what, self._input_shape, self.layers[0].name, finite)
+        names = self.input_names
+        parts = self._structure(x, names, "input", what, "x")
+        xs = []
+        for name, a, shape in zip(names, parts, self._input_shapes):
+            label = what if len(names) == 1 else f"{what}: input {name!r}"
+            xs.append(_data.as_x(a, label, shape, self._first_layer_name(name), finite))
+        n = xs[0].shape[0]
+        for name, a in zip(names, xs):
+            if a.shape[0] != n:
+                raise ValueError(f"{what}: inputs have different numbers of samples: "
+                                 + ", ".join(f"{nm!r} {b.shape[0]}" for nm, b in zip(names, xs)))
+        return xs
 
-    def _plan_predict(self, plan, x, what, call):
-        """Run `call(xa)` on the compiled inference plan, which checks the rows
-        for NaN/inf in C as it reads them (no separate scan here); when it
-        reports one, the Python check names the first bad element."""
-        if (type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous
-                and x.shape[1:] == self._input_shape and x.shape[0]):
-            xa = x                         # as_x's own fast case, without two calls
-        else:
-            xa = self._prepare_x(x, what, finite=False)
-        try:
-            return call(xa)
-        except ValueError:                # FG_ERR_NONFINITE, or another refusal
-            _data.raise_if_nonfinite(xa, x, what)
-            raise
+    def _first_layer_name(self, input_name):
+        return input_name
 
-    def _infer_output_shape(self, input_shape):
-        s = tuple(input_shape)
-        for layer in self.layers:
-            s = tuple(layer.compute_output_shape(s))
-        return s
+    def _prepare_data(self, x, y, sample_weight, class_weight, what):
+        """(ArrayData, n) with targets per output that has a loss."""
+        xs = self._prepare_xs(x, what)
+        n = xs[0].shape[0]
+        k = self.n_outputs
+        names = self.output_names
+        if y is None:
+            raise ValueError(f"{what}: y is required to compute the loss")
+        yl = self._structure(y, names, "output", what, "y")
+        swl = ([None] * k if sample_weight is None else
+               self._structure(sample_weight, names, "output", what, "sample_weight"))
+        if class_weight is not None and k > 1:
+            raise ValueError(f"{what}: class_weight is only supported for models with one output; "
+                             "use sample_weight per output")
+        ys, sws = [], []
+        for i in range(k):
+            loss = self._losses[i]
+            label = what if k == 1 else f"{what}: output {names[i]!r}"
+            if loss is None:
+                ys.append(None)
+                sws.append(None)
+                continue
+            if yl[i] is None:
+                raise ValueError(f"{what}: no target for output {names[i]!r}, which has a loss")
+            ya = _data.as_y(yl[i], loss, self._output_shapes[i], n, label)
+            sw = _data.as_sample_weight(swl[i], n, label)
+            cw = _data.class_weight_to_sample_weight(class_weight, ya, loss,
+                                                     self._output_shapes[i], label)
+            ys.append(ya)
+            sws.append(_data.combine_weights(sw, cw))
+        return _data.ArrayData(xs, ys, sws)
 
-    def _output_shape_for(self, xa):
-        if self.built:
-            return self.layers[-1].output_shape
-        return self._infer_output_shape(xa.shape[1:])
-
+    # ================================================================== executors
     def _get_step(self):
-        flags = tuple(l.trainable for l in self.layers)
+        flags = tuple(l.trainable for l in self._store.layers)
         if flags != self._store.trainable_flags:
             self._store.refresh_trainable()
         st = self._step
-        if st is None:
+        if st is None or st.training != self.compiled:
             st = self._step = Step(self)
         st.set_ops(_config.get_ops())
         return st
 
-    def _prepare_xy(self, x, y, sample_weight, class_weight, what, build=True):
-        """Validate and convert (x, y, weights); an unbuilt model is built only
-        once everything passed (a bad y leaves it untouched)."""
-        xa = self._prepare_x(x, what, build=False)
-        n = xa.shape[0]
-        out_shape = self._output_shape_for(xa)
-        ya = _data.as_y(y, self.loss, out_shape, n, what)
-        sw = _data.as_sample_weight(sample_weight, n, what)
-        cw = _data.class_weight_to_sample_weight(class_weight, ya, self.loss, out_shape, what)
-        if build and not self.built:
-            self.build(xa.shape[1:])
-        return xa, ya, _data.combine_weights(sw, cw)
+    def _executor(self):
+        """The compiled plan when the model has a C path, else the Python Step."""
+        st = self._get_step()
+        plan = _compiled.train_plan(self)
+        return plan if plan is not None else st
 
     def _release(self):
         """Drop workspace references to the caller's arrays after a call."""
         st = self._step
         if st is not None:
-            st.cache.drop_refs()
+            st.drop_refs()
 
-    def _logs(self, loss_mean, prefix=""):
+    def _prepare_xy(self, x, y, sample_weight, class_weight, what):
+        """(x, y, sample_weight) validated, for a one-input one-output model
+        (tests and tools that drive an executor by hand)."""
+        self._ensure_built_for(x, what)
+        data = self._prepare_data(x, y, sample_weight, class_weight, what)
+        self._finish_build()
+        return data.xs[0], data.ys[0], data.sws[0]
+
+    def _logs(self, loss_mean, prefix="", out_losses=None):
         logs = {prefix + "loss": loss_mean}
+        if out_losses is not None:
+            for name, v in zip(self._loss_names, out_losses):
+                logs[prefix + name] = v
         for m in self.metrics:
             r = m.result()
             if type(r) is not float:
@@ -390,7 +660,8 @@ class Sequential:
             sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
             validation_batch_size=None, validation_freq=1):
         """Train for `epochs` epochs; returns the History (history.history holds
-        per-epoch lists of "loss", the metrics and their "val_" versions).
+        per-epoch lists of "loss", per-output losses, the metrics and their
+        "val_" versions).
 
         The data is validated and converted once (see module docstring); the
         loss becoming NaN/inf raises NonFiniteLossError (a FloatingPointError)
@@ -423,9 +694,9 @@ class Sequential:
                 or (hasattr(val_freq, "__contains__") and not isinstance(val_freq, str))):
             raise ValueError(f"fit: validation_freq must be a positive integer or a list of "
                              f"epochs, got {validation_freq!r}")
-
-        xa, ya, sw = self._prepare_xy(x, y, sample_weight, class_weight, what, build=False)
-        n = xa.shape[0]
+        self._ensure_built_for(x, what)
+        data = self._prepare_data(x, y, sample_weight, class_weight, what)
+        n = data.n
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
@@ -433,81 +704,89 @@ class Sequential:
                                  "(x_val, y_val, sample_weight_val)")
             vx, vy = validation_data[0], validation_data[1]
             vsw = validation_data[2] if len(validation_data) == 3 else None
-            val = self._prepare_xy(vx, vy, vsw, None, "fit: validation_data", build=False)
-            if val[0].shape[1:] != xa.shape[1:]:
-                raise ValueError(f"fit: validation_data x has per-sample shape "
-                                 f"{val[0].shape[1:]}, training x has {xa.shape[1:]}")
+            val = self._prepare_data(vx, vy, vsw, None, "fit: validation_data")
         elif validation_split:
             split_at = int(math.floor(n * (1.0 - validation_split)))
             if split_at == 0 or split_at == n:
                 raise ValueError(f"fit: validation_split={validation_split} leaves "
                                  f"{split_at} training and {n - split_at} validation samples "
                                  f"out of {n}")
-            val = (xa[split_at:], ya[split_at:], None if sw is None else sw[split_at:])
-            xa, ya = xa[:split_at], ya[:split_at]
-            sw = None if sw is None else sw[:split_at]
+            data, val = data.split(split_at)
             n = split_at
         val_bs = _data.check_batch_size(validation_batch_size, what, batch_size)
-        if not self.built:
-            self.build(xa.shape[1:])
-
+        self._finish_build()
         self._resolve_metrics()
-        step = self._get_step()
         self.optimizer.build(self._store.size)
-        batches = _data.Batches(n, batch_size)
+        steps = (n + batch_size - 1) // batch_size
         from .callbacks import CallbackList
+        names = self.metrics_names
         cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
-                           verbose=verbose, epochs=epochs, steps=batches.steps,
+                           verbose=verbose, epochs=epochs, steps=steps,
                            do_validation=val is not None,
-                           metrics=self.metrics_names + ([f"val_{k}" for k in self.metrics_names]
-                                                         if val is not None else []))
+                           metrics=names + ([f"val_{k}" for k in names] if val is not None
+                                            else []))
         self.history = cbs.history
         batch_hooks = cbs.has_batch_hooks("train")
+        progbar_only = batch_hooks and _only_progbar(cbs)
         metrics = self.metrics
-        mws = step.cache.get(batch_size)[-1]  # gather buffers live in the model workspace
+        n_out_losses = len(self._loss_names)
         self.stop_training = False
         cbs.on_train_begin()
         epoch_logs = {}
-        train_batch = step.train_batch
         for epoch in range(initial_epoch, epochs):
             for m in metrics:
                 m.reset_state()
-            total = 0.0
-            seen = 0
+            ex = self._executor()
+            total, seen = 0.0, 0
+            out_tot = np.zeros(n_out_losses)
             cbs.on_epoch_begin(epoch)
-            plan = _compiled.train_plan(self)
-            if plan is not None:
-                # the compiled executor: the same step in C, one call per epoch
-                # (per batch when callbacks listen to batches)
-                total, seen = plan.fit_epoch(epoch, xa, ya, sw, batch_size, bool(shuffle), cbs,
-                                             batch_hooks)
-                batches_iter = ()
-            else:
-                batches_iter = batches.epoch(bool(shuffle))
-            for b, (s, e, idx) in enumerate(batches_iter):
+            perm = _config.rng().permutation(n) if shuffle else None
+            if perm is not None and perm.dtype != np.int64:
+                perm = perm.astype(np.int64)
+            # Batch callbacks see every batch, one executor call each -- unless the
+            # only listener is the progress bar, which draws at most every 0.25 s:
+            # then chunks of ~_PROGBAR_CHUNK_S run per call and the bar hears of
+            # the last batch of each chunk (what it would draw anyway).
+            limit = ex.max_batches_per_call(batch_size)
+            per_call = min(steps, limit) if not batch_hooks else 1
+            b = 0
+            while b < steps:
+                nb = min(per_call, steps - b)
                 if batch_hooks:
                     cbs.on_train_batch_begin(b)
-                bx = _data.take(xa, idx, s, e, mws, "xb")
-                by = _data.take(ya, idx, s, e, mws, "yb")
-                bw = _data.take(sw, idx, s, e, mws, "swb")
+                t0 = time.perf_counter() if progbar_only else 0.0
                 try:
-                    loss = train_batch(bx, by, bw, metrics)
+                    stats = ex.train(data, perm, b, nb, batch_size)
                 except NonFiniteLossError as exc:
+                    bad = exc.batch
+                    s = bad * batch_size
+                    e = min(s + batch_size, n)
                     raise NonFiniteLossError(
-                        f"fit: {exc} at epoch {epoch + 1}, batch {b} (samples {s}..{e - 1}); "
-                        "training stopped before applying that step, so the model keeps the "
-                        "parameters of the last good step — lower the learning rate, add "
-                        "clipnorm, or check the data") from None
-                rows = e - s
-                total += loss * rows
-                seen += rows
+                        f"fit: loss is {exc.loss} at epoch {epoch + 1}, batch {bad} (samples "
+                        f"{s}..{e - 1}); training stopped before applying that step, so the model "
+                        "keeps the parameters of the last good step — lower the learning rate, "
+                        "add clipnorm, or check the data") from None
+                done = stats.shape[0]
+                total += float(np.dot(stats[:, 0], stats[:, 1])) if done > 1 else \
+                    (float(stats[0, 0]) * float(stats[0, 1]) if done else 0.0)
+                seen += int(stats[:, 1].sum())
+                if n_out_losses:
+                    out_tot += stats[:, 2:2 + n_out_losses].T @ stats[:, 1]
+                b += done
                 if batch_hooks:
-                    cbs.on_train_batch_end(b, self._logs(total / seen))
-                if self.stop_training:
-                    break
-            epoch_logs = self._logs(total / max(seen, 1))
+                    cbs.on_train_batch_end(b - 1, self._logs(total / seen, "",
+                                                             out_tot / seen if n_out_losses
+                                                             else None))
+                    if self.stop_training:
+                        break
+                    if progbar_only:
+                        per_batch = (time.perf_counter() - t0) / max(done, 1)
+                        per_call = max(1, min(4096, limit,
+                                              int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
+            epoch_logs = self._logs(total / max(seen, 1), "",
+                                    out_tot / max(seen, 1) if n_out_losses else None)
             if val is not None and self._due(epoch, val_freq):
-                vlogs = self._evaluate_arrays(step, *val, val_bs, cbs)
+                vlogs = self._evaluate_data(val, val_bs, cbs)
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
@@ -516,6 +795,15 @@ class Sequential:
         self._release()
         return self.history if self.history is not None else cbs.history
 
+    def _ensure_built_for(self, x, what):
+        """A Sequential without an input shape takes it from the data (functional
+        models are built from their inputs): checked here, built by
+        _finish_build once everything else validated (bad data leaves the
+        model unbuilt)."""
+
+    def _finish_build(self):
+        pass
+
     @staticmethod
     def _due(epoch, freq):
         if isinstance(freq, (numbers.Integral, np.integer)):
@@ -523,29 +811,36 @@ class Sequential:
         return (epoch + 1) in freq
 
     # ================================================================== evaluate
-    def _evaluate_arrays(self, step, xa, ya, sw, batch_size, cbs):
-        """Loss/metrics over arrays already validated; fires test hooks on cbs."""
-        plan = _compiled.train_plan(self)
-        if plan is not None:
-            return plan.evaluate_arrays(xa, ya, sw, batch_size, cbs)
-        metrics = self.metrics
-        for m in metrics:
+    def _evaluate_data(self, data, batch_size, cbs):
+        """Loss/metrics over validated data; fires test hooks on cbs."""
+        ex = self._executor()
+        for m in self.metrics:
             m.reset_state()
-        n = xa.shape[0]
+        n = data.n
+        steps = (n + batch_size - 1) // batch_size
         hooks = cbs is not None and cbs.has_batch_hooks("test")
         if cbs is not None:
             cbs.on_test_begin()
-        total = 0.0
-        test_batch = step.test_batch
-        for b, s in enumerate(range(0, n, batch_size)):
-            e = min(s + batch_size, n)
+        n_out_losses = len(self._loss_names)
+        out_tot = np.zeros(n_out_losses)
+        total, seen = 0.0, 0
+        per_call = 1 if hooks else min(steps, ex.max_batches_per_call(batch_size))
+        b = 0
+        while b < steps:
+            nb = min(per_call, steps - b)
             if hooks:
                 cbs.on_test_batch_begin(b)
-            loss = test_batch(xa[s:e], ya[s:e], None if sw is None else sw[s:e], metrics)
-            total += loss * (e - s)
+            stats = ex.evaluate(data, b, nb, batch_size)
+            for k in range(stats.shape[0]):
+                total += float(stats[k, 0]) * float(stats[k, 1])
+            seen += int(stats[:, 1].sum())
+            if n_out_losses:
+                out_tot += stats[:, 2:2 + n_out_losses].T @ stats[:, 1]
+            b += stats.shape[0]
             if hooks:
-                cbs.on_test_batch_end(b, self._logs(total / e))
-        logs = self._logs(total / n)
+                cbs.on_test_batch_end(b - 1, self._logs(total / seen, "", out_tot / seen
+                                                        if n_out_losses else None))
+        logs = self._logs(total / n, "", [float(v) for v in out_tot / n] if n_out_losses else None)
         if cbs is not None:
             cbs.on_test_end(logs)
         return logs
@@ -553,9 +848,9 @@ class Sequential:
     @_blas_limited
     def evaluate(self, x=None, y=None, batch_size=32, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict=False):
-        """Loss (plus metrics) over (x, y): a float when there are no metrics,
-        else [loss, *metrics] (or a dict with return_dict=True).  verbose:
-        "auto"/1 a progress bar (as Keras), 0 silent."""
+        """Loss (plus per-output losses and metrics) over (x, y): a float when
+        that is all, else [loss, ...] (or a dict with return_dict=True).
+        verbose: "auto"/1 a progress bar (as Keras), 0 silent."""
         what = "evaluate"
         self._require_compiled(what)
         if verbose == "auto":
@@ -565,16 +860,17 @@ class Sequential:
         batch_size = _data.check_batch_size(batch_size, what)
         if steps is not None:
             raise ValueError("evaluate: steps needs a dataset generator; leave it None")
-        xa, ya, sw = self._prepare_xy(x, y, sample_weight, None, what)
+        self._ensure_built_for(x, what)
+        data = self._prepare_data(x, y, sample_weight, None, what)
+        self._finish_build()
         self._resolve_metrics()
-        step = self._get_step()
         cbs = None
         if callbacks is not None or verbose:
             from .callbacks import CallbackList
             cbs = CallbackList(callbacks, add_progbar=bool(verbose), model=self,
                                verbose=verbose, epochs=1,
-                               steps=(xa.shape[0] + batch_size - 1) // batch_size)
-        logs = self._evaluate_arrays(step, xa, ya, sw, batch_size, cbs)
+                               steps=(data.n + batch_size - 1) // batch_size)
+        logs = self._evaluate_data(data, batch_size, cbs)
         self._release()
         if return_dict:
             return logs
@@ -583,30 +879,47 @@ class Sequential:
 
     # ================================================================== predict
     def _default_predict_batch(self, n):
-        widest = max([int(np.prod(l.output_shape)) for l in self.layers] +
-                     [int(np.prod(self._input_shape))])
+        widest = max([int(np.prod(s)) for s in self._graph.slot_shapes] + [1])
         return int(max(32, min(1024, (1 << 22) // max(widest, 1), n)))
 
+    def _shape_outputs(self, outs):
+        if self._output_kind == "dict":
+            return dict(zip(self._output_keys, outs))
+        if self._output_kind == "list":
+            return list(outs)
+        return outs[0]
+
+    def _plan_predict(self, plan, x, what, rows_call):
+        """Run the compiled inference plan, which checks the rows for NaN/inf in
+        C as it reads them (no separate scan here); when it reports one, the
+        Python check names the first bad element."""
+        xs = self._prepare_xs(x, what, finite=False)
+        try:
+            outs = rows_call(xs)
+        except ValueError:                # FG_ERR_NONFINITE, or another refusal
+            for xa, a in zip(xs, self._structure(x, self.input_names, "input", what, "x")):
+                _data.raise_if_nonfinite(xa, a, what)
+            raise
+        return self._shape_outputs(outs)
+
     def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
-        """Model outputs for x (probabilities for a softmax/sigmoid model), as a
-        new float32 array.  batch_size None picks a large batch (<= 1024 rows)."""
+        """Model outputs for x (probabilities for a softmax/sigmoid model), as new
+        float32 arrays (one array, a list or a dict: the structure of `outputs`).
+        batch_size None picks a large batch (<= 1024 rows)."""
         what = "predict"
-        if callbacks is None and not verbose and self.built:
+        self._ensure_built_for(x, what)
+        self._finish_build()
+        if callbacks is None and not verbose:
             plan = _compiled.inference_plan(self)
             if plan is not None:
                 if batch_size is not None:
                     _data.check_batch_size(batch_size, what, 1)
-                return self._plan_predict(plan, x, what, plan.predict_rows)
-        xa = self._prepare_x(x, what)
-        n = xa.shape[0]
+                return self._plan_predict(plan, x, what, plan.predict_list)
+        xs = self._prepare_xs(x, what)
+        n = xs[0].shape[0]
         batch_size = _data.check_batch_size(batch_size, what, self._default_predict_batch(n))
-        step = self._get_step_for_predict()
-        out = np.empty((n,) + tuple(self.layers[-1].output_shape), dtype=np.float32)
-        if callbacks is None and not verbose:
-            plan = _compiled.inference_plan(self)
-            if plan is not None:
-                plan.predict(xa, out)      # first call of an unbuilt model: x fully checked above
-                return out
+        step = self._get_step()
+        outs = [np.empty((n,) + s, dtype=np.float32) for s in self._output_shapes]
         cbs = None
         if callbacks is not None or verbose:
             from .callbacks import CallbackList
@@ -617,71 +930,95 @@ class Sequential:
             e = min(s + batch_size, n)
             if cbs is not None:
                 cbs.on_predict_batch_begin(b)
-            step.predict_batch(xa[s:e], out[s:e])
+            step.predict([x_[s:e] for x_ in xs], [o[s:e] for o in outs])
             if cbs is not None:
-                cbs.on_predict_batch_end(b, {"outputs": out[s:e]})
+                cbs.on_predict_batch_end(b, {"outputs": self._shape_outputs([o[s:e]
+                                                                             for o in outs])})
         if cbs is not None:
             cbs.on_predict_end()
         self._release()
-        return out
-
-    def _get_step_for_predict(self):
-        if not self.compiled:
-            # inference without compile: no loss/optimizer, no fusion
-            st = self._step
-            if st is None or st.optimizer is not None:
-                st = self._step = _InferenceStep(self)
-            st.set_ops(_config.get_ops())
-            return st
-        return self._get_step()
+        return self._shape_outputs(outs)
 
     def predict_on_batch(self, x):
-        """Outputs for one batch (no batching loop): a new array."""
-        plan = _compiled.inference_plan(self) if self.built else None
+        """Outputs for one batch (no batching loop): new arrays."""
+        self._ensure_built_for(x, "predict_on_batch")
+        self._finish_build()
+        plan = _compiled.inference_plan(self)
         if plan is not None:
-            return self._plan_predict(plan, x, "predict_on_batch", plan.predict_rows)
-        xa = self._prepare_x(x, "predict_on_batch")
-        return np.array(self._get_step_for_predict().predict_batch(xa), copy=True)
+            return self._plan_predict(plan, x, "predict_on_batch", plan.predict_list)
+        xs = self._prepare_xs(x, "predict_on_batch")
+        n = xs[0].shape[0]
+        outs = [np.empty((n,) + s, dtype=np.float32) for s in self._output_shapes]
+        self._get_step().predict(xs, outs)
+        return self._shape_outputs(outs)
 
-    def __call__(self, x, training=False):
-        return self.predict_on_batch(x)
+    def __call__(self, inputs, training=False):
+        """On symbolic tensors: apply this model's graph to them (its layers are
+        shared, so the weights are too) and return the output tensor(s). On
+        arrays: predict_on_batch."""
+        if is_symbolic(inputs):
+            return self._call_symbolic(inputs)
+        return self.predict_on_batch(inputs)
+
+    def _call_symbolic(self, inputs):
+        g = self._graph
+        if g is None:
+            raise ValueError(f"{self.name}: the model is not built; give it an input shape")
+        names = self.input_names
+        ts = self._structure(inputs, names, "input", f"{self.name}(...)", "x")
+        vals = {}
+        for t_old, t_new, shape in zip(g.inputs, ts, self._input_shapes):
+            if not isinstance(t_new, SymbolicTensor):
+                raise TypeError(f"{self.name}: called on a mix of symbolic tensors and "
+                                f"{type(t_new).__name__}")
+            if tuple(t_new.shape[1:]) != shape:
+                raise ValueError(f"{self.name}: expects input of shape {(None,) + shape}, "
+                                 f"got {t_new.shape}")
+            vals[id(t_old)] = t_new
+        for gn in g.nodes:
+            node = gn.node
+            args = [vals[id(t)] for t in node.inputs]
+            vals[id(node.output)] = gn.layer(args if gn.multi else args[0])
+        outs = [vals[id(t)] for t in g.outputs]
+        return self._shape_outputs(outs)
 
     # ================================================================== *_on_batch
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """One optimizer step on (x, y); returns the batch loss (and metrics)."""
         what = "train_on_batch"
         self._require_compiled(what)
-        xa, ya, sw = self._prepare_xy(x, y, sample_weight, class_weight, what)
+        self._ensure_built_for(x, what)
+        data = self._prepare_data(x, y, sample_weight, class_weight, what)
+        self._finish_build()
         self._resolve_metrics()
-        step = self._get_step()
         self.optimizer.build(self._store.size)
         for m in self.metrics:
             m.reset_state()
-        plan = _compiled.train_plan(self)
+        ex = self._executor()
         try:
-            if plan is not None:
-                loss = plan.train_batch(xa, ya, sw)
-            else:
-                loss = step.train_batch(xa, ya, sw, self.metrics)
+            stats = ex.train(data, None, 0, 1, data.n)
         except NonFiniteLossError as exc:
-            raise NonFiniteLossError(f"train_on_batch: {exc}; the step was not applied") from None
+            raise NonFiniteLossError(f"train_on_batch: loss is {exc.loss}; the step was not "
+                                     "applied") from None
         self._release()
-        return self._batch_result(loss, return_dict)
+        return self._batch_result(stats[0], return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         what = "test_on_batch"
         self._require_compiled(what)
-        xa, ya, sw = self._prepare_xy(x, y, sample_weight, None, what)
+        self._ensure_built_for(x, what)
+        data = self._prepare_data(x, y, sample_weight, None, what)
+        self._finish_build()
         self._resolve_metrics()
-        step = self._get_step()
         for m in self.metrics:
             m.reset_state()
-        loss = step.test_batch(xa, ya, sw, self.metrics)
+        stats = self._get_step().evaluate(data, 0, 1, data.n)
         self._release()
-        return self._batch_result(loss, return_dict)
+        return self._batch_result(stats[0], return_dict)
 
-    def _batch_result(self, loss, return_dict):
-        logs = self._logs(loss)
+    def _batch_result(self, row, return_dict):
+        k = len(self._loss_names)
+        logs = self._logs(float(row[0]), "", [float(v) for v in row[2:2 + k]] if k else None)
         if return_dict:
             return logs
         vals = list(logs.values())
@@ -699,8 +1036,8 @@ class Sequential:
         return self._store.weight_arrays() if self.built else []
 
     def get_weights(self) -> list:
-        """Copies of all weights: per layer kernel, bias (BN: gamma, beta,
-        moving_mean, moving_variance)."""
+        """Copies of all weights: per layer (model.layers order) its params, then
+        its state (Dense: kernel, bias; BN: gamma, beta, moving_mean, moving_variance)."""
         return [np.array(w, copy=True) for w in self.weights]
 
     def set_weights(self, weights) -> None:
@@ -761,125 +1098,344 @@ class Sequential:
             self._store.refresh_trainable()
 
     # ================================================================== info
-    def summary(self, print_fn=None) -> None:
-        print_fn = print_fn or print
-        rows = [("Layer (type)", "Output Shape", "Param #")]
-        for layer in self.layers:
-            shape = (None,) + tuple(layer.output_shape) if layer.built else "?"
-            rows.append((f"{layer.name} ({type(layer).__name__})", str(shape),
-                         str(layer.count_params()) if layer.built else "?"))
-        w = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
-        line = "=" * sum(w)
-        print_fn(f'Model: "{self.name}"')
-        print_fn(line)
-        for i, r in enumerate(rows):
-            print_fn(r[0].ljust(w[0]) + r[1].ljust(w[1]) + r[2].rjust(w[2]))
-            print_fn(line if i == 0 else "-" * sum(w) if i < len(rows) - 1 else line)
+    def summary(self, print_fn=None, line_length=None, positions=None) -> None:
+        """Print the layers: name (type), output shape, parameter count, and for
+        graphs with branches the "Connected to" column (layer[node][tensor])."""
+        from .utils.summary import print_summary
+        print_summary(self, print_fn or print)
+
+    def get_config(self) -> dict:
+        from .utils.graph_config import functional_config
+        return functional_config(self)
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        from .utils.graph_config import functional_from_config
+        return functional_from_config(cls, config, custom_objects)
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return None
+
+        def ser(spec):
+            if spec is None:
+                return None
+            if isinstance(spec, str):
+                return spec
+            if isinstance(spec, _metrics.Metric):
+                return {"class_name": type(spec).__name__, "config": spec.get_config()}
+            if isinstance(spec, dict):
+                return {"__dict__": {k: ser(v) for k, v in spec.items()}}
+            if isinstance(spec, (list, tuple)):
+                return [ser(s) for s in spec]
+            return spec
+
+        def ser_loss(spec):
+            if spec is None:
+                return None
+            if isinstance(spec, dict):
+                return {"__dict__": {k: ser_loss(v) for k, v in spec.items()}}
+            if isinstance(spec, (list, tuple)):
+                return [ser_loss(s) for s in spec]
+            return _losses.serialize(_losses.get(spec, "compile"))
+
+        args = self._compile_args or {}
+        lw = args.get("loss_weights")
+        return {"optimizer": _optimizers.serialize(self.optimizer),
+                "loss": ser_loss(args.get("loss")),
+                "loss_weights": ({"__dict__": dict(lw)} if isinstance(lw, dict) else
+                                 list(lw) if isinstance(lw, (list, tuple)) else lw),
+                "metrics": ser(args.get("metrics")),
+                "weighted_metrics": ser(args.get("weighted_metrics"))}
+
+    def compile_from_config(self, config):
+        def deser(spec):
+            if spec is None:
+                return None
+            if isinstance(spec, dict):
+                if "__dict__" in spec:
+                    return {k: deser(v) for k, v in spec["__dict__"].items()}
+                if "class_name" in spec:
+                    return _metrics._CLASSES[spec["class_name"]].from_config(spec["config"])
+            if isinstance(spec, list):
+                return [deser(s) for s in spec]
+            return spec
+
+        def deser_loss(spec):
+            if spec is None:
+                return None
+            if isinstance(spec, dict) and "__dict__" in spec:
+                return {k: deser_loss(v) for k, v in spec["__dict__"].items()}
+            if isinstance(spec, list):
+                return [deser_loss(s) for s in spec]
+            return _losses.deserialize(spec)
+
+        lw = config.get("loss_weights")
+        if isinstance(lw, dict) and "__dict__" in lw:
+            lw = lw["__dict__"]
+        self.compile(optimizer=_optimizers.deserialize(config["optimizer"]),
+                     loss=deser_loss(config["loss"]), loss_weights=lw,
+                     metrics=deser(config.get("metrics")),
+                     weighted_metrics=deser(config.get("weighted_metrics")))
+
+    def describe(self) -> dict:
+        """The model as plain data: the graph, layers with their parameter
+        offsets in the flat buffer, losses and fused output activations."""
+        self._require_built("describe")
+        single = self.n_outputs == 1
+        return {"name": self.name,
+                "input_shape": (self._input_shapes[0] if len(self._input_shapes) == 1
+                                else self._input_shapes),
+                "n_params": int(self._store.size),
+                "graph": self._graph.describe(),
+                "layers": [l.describe() for l in self._graph.layers],
+                "loss": (None if not self._losses else
+                         _losses.serialize(self._losses[0]) if single and self._losses[0]
+                         else [None if l is None else _losses.serialize(l) for l in self._losses]),
+                "loss_on_logits": (self._output_activation is not None or
+                                   bool(getattr(self.loss, "from_logits", False))) if single else
+                [a is not None or bool(getattr(l, "from_logits", False))
+                 for a, l in zip(self._output_activations or [None] * self.n_outputs,
+                                 self._losses or [None] * self.n_outputs)],
+                "output_activation": self._output_activation if single else
+                list(self._output_activations),
+                "optimizer": None if self.optimizer is None else
+                _optimizers.serialize(self.optimizer)}
+
+    # ================================================================== saving (saving.py)
+    def save(self, filepath, *args, **kwargs):
+        return _saving.save_model(self, filepath, *args, **kwargs)
+
+    def save_weights(self, filepath, *args, **kwargs):
+        return _saving.save_weights(self, filepath, *args, **kwargs)
+
+    def load_weights(self, filepath, *args, **kwargs):
+        return _saving.load_weights(self, filepath, *args, **kwargs)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)}>"
+
+
+def _snake(name):
+    from .layers.base import _snake as s
+    return s(name)
+
+
+def _only_progbar(cbs):
+    """True when the progress bar is the only callback with train-batch hooks."""
+    try:
+        pb = cbs._progbar
+        live = cbs._live["on_train_batch_begin"] + cbs._live["on_train_batch_end"]
+    except (AttributeError, KeyError, TypeError):
+        return False
+    return pb is not None and bool(live) and all(getattr(f, "__self__", None) is pb for f in live)
+
+
+class Sequential(Model):
+    """A linear stack of layers: a chain graph, built once the input shape is
+    known (the first layer's input_shape, an fg.Input, or the data).
+
+    >>> model = fg.Sequential([fg.layers.Dense(128, activation="relu", input_shape=(784,)),
+    ...                        fg.layers.Dense(10, activation="softmax")])
+    >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+    ...               metrics=["accuracy"])
+    >>> history = model.fit(x, y, epochs=5, batch_size=128, validation_split=0.1)
+    """
+
+    def __init__(self, layers=None, name=None, trainable=True):
+        super().__init__(name=name)
+        self._seq_layers: list = []
+        self._input_shape = None
+        self._input_layer_name = None
+        self._pending = None
+        if layers is not None:
+            if isinstance(layers, (Layer, SymbolicTensor)):
+                layers = [layers]
+            for layer in layers:
+                self.add(layer)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def layers(self) -> list:
+        return list(self._seq_layers)
+
+    def add(self, layer) -> None:
+        """Append a layer (an InputLayer or fg.Input only declares the input shape)."""
+        if isinstance(layer, SymbolicTensor):
+            node = layer._node
+            if node is None or not node.is_input:
+                raise TypeError("Sequential.add: a tensor can only be added when it comes from "
+                                "fg.Input(...); add layers instead")
+            layer = node.layer
+        if isinstance(layer, Model):
+            raise TypeError("Sequential.add: nesting a model in a Sequential is not supported; "
+                            "add its layers, or use the functional API (model(x))")
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add: expected a fastgrad Layer, got {layer!r}")
+        if isinstance(layer, InputLayer):
+            if self._seq_layers:
+                raise ValueError("Sequential.add: an InputLayer must come first")
+            self._input_shape = layer._declared_input_shape
+            self._input_layer_name = layer.name
+            return
+        if any(l is layer for l in self._seq_layers):
+            raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
+        if any(l.name == layer.name for l in self._seq_layers):
+            raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
+        if not self._seq_layers and self._input_shape is None:
+            self._input_shape = layer._declared_input_shape
+        self._seq_layers.append(layer)
+        self._invalidate()
+        if self._input_shape is not None:
+            self.build(self._input_shape)
+
+    def pop(self):
+        if not self._seq_layers:
+            raise ValueError("Sequential.pop: the model has no layers")
+        layer = self._seq_layers.pop()
+        self._invalidate()
+        if self._seq_layers and self._input_shape is not None:
+            self.build(self._input_shape)
+        return layer
+
+    def _invalidate(self):
+        self._release_fusion()
+        self.built = False
+        self._graph = None
+        self._step = None
+
+    def build(self, input_shape=None) -> None:
+        """Build every layer for per-sample `input_shape` (no batch axis; a
+        leading None is dropped) and allocate the flat buffers (layers that had
+        weights keep them)."""
+        if input_shape is None:
+            input_shape = self._input_shape
+        if input_shape is None:
+            raise ValueError(f"{self.name}: cannot build without an input shape; give the first "
+                             "layer input_shape=... or call fit/predict on data")
+        shape = tuple(input_shape)
+        if shape and shape[0] is None:
+            shape = shape[1:]
+        if not self._seq_layers:
+            raise ValueError(f"{self.name}: the model has no layers")
+        self._release_fusion()
+        inp = InputLayer(input_shape=shape, name=self._input_layer_name or f"{self.name}_input")
+        t = inp.output
+        for layer in self._seq_layers:
+            layer._inbound_nodes = []
+            out = layer.build(t.shape[1:] if not layer._multi_input else [t.shape[1:]])
+            t = Node(layer, [t], layer._multi_input, out).output
+        self._input_shape = shape
+        self._graph = Graph([inp.output], [t], owner=f"Sequential {self.name!r}")
+        self._layers = list(self._seq_layers)
+        self._build_store(fresh=True)
+
+    def _ensure_built_for(self, x, what):
         if self.built:
-            total = self.count_params()
-            trainable = sum(w.size for w in self.trainable_weights)
-            print_fn(f"Total params: {total:,}")
-            print_fn(f"Trainable params: {trainable:,}")
-            print_fn(f"Non-trainable params: {total - trainable:,}")
+            return
+        if not self._seq_layers:
+            raise ValueError(f"{what}: the model has no layers")
+        if isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray):
+            x = x[0]
+        if isinstance(x, dict) and len(x) == 1:
+            x = next(iter(x.values()))
+        xa = _data.as_x(x, what)
+        shape = tuple(xa.shape[1:])
+        self._pending = (shape, self._infer_output_shape(shape))   # shape errors now
+
+    def _finish_build(self):
+        if not self.built:
+            self.build(self._pending[0])
+        self._pending = None
+
+    def _infer_output_shape(self, input_shape):
+        s = tuple(input_shape)
+        for layer in self._seq_layers:
+            s = tuple(layer.compute_output_shape(s))
+        return s
+
+    def _first_layer_name(self, input_name):
+        return self._seq_layers[0].name if self._seq_layers else input_name
+
+    @property
+    def input_names(self) -> list:
+        return ["input"]
+
+    @property
+    def output_names(self) -> list:
+        return [self._seq_layers[-1].name] if self._seq_layers else ["output"]
+
+    @property
+    def n_outputs(self) -> int:
+        return 1
+
+    def _n_outputs_for_compile(self):
+        return 1
+
+    @property
+    def input_shape(self):
+        return None if self._input_shape is None else (None,) + tuple(self._input_shape)
+
+    @property
+    def output_shape(self):
+        if not self.built:
+            return None
+        return (None,) + tuple(self._seq_layers[-1].output_shape)
+
+    @property
+    def _input_shapes(self):
+        if self._input_shape is None and self._pending is not None:
+            return [self._pending[0]]
+        return [tuple(self._input_shape)]
+
+    @property
+    def _output_shapes(self):
+        if not self.built and self._pending is not None:
+            return [self._pending[1]]
+        return [tuple(self._seq_layers[-1].output_shape)]
+
+    def _prepare_xs(self, x, what, finite=True):
+        if not self._seq_layers:
+            raise ValueError(f"{what}: the model has no layers")
+        return super()._prepare_xs(x, what, finite)
+
+    def _structure(self, data, names, kind_of, what, role):
+        if role == "x" and isinstance(data, dict):
+            if len(data) != 1:
+                raise ValueError(f"{what}: a Sequential takes one input, got a dict with keys "
+                                 f"{list(data)}")
+            return list(data.values())
+        if role in ("y", "sample_weight") and isinstance(data, dict):
+            if len(data) != 1:
+                raise ValueError(f"{what}: a Sequential has one output, got {role} with keys "
+                                 f"{list(data)}")
+            return list(data.values())
+        return super()._structure(data, names, kind_of, what, role)
 
     def get_config(self) -> dict:
         return {"name": self.name,
                 "input_shape": None if self._input_shape is None else list(self._input_shape),
                 "layers": [{"class_name": type(l).__name__, "config": l.get_config()}
-                           for l in self.layers]}
+                           for l in self._seq_layers]}
 
     @classmethod
-    def from_config(cls, config: dict):
+    def from_config(cls, config: dict, custom_objects=None):
         from . import layers as _layers
         model = cls(name=config.get("name"))
         shape = config.get("input_shape")
         if shape is not None:
             model._input_shape = tuple(shape)
         for d in config.get("layers", []):
-            model.add(_layers.deserialize(d))
-        if not model.built and model._input_shape is not None and model.layers:
+            model.add(_layers.deserialize(d, custom_objects))
+        if not model.built and model._input_shape is not None and model._seq_layers:
             model.build(model._input_shape)
         return model
 
-    def get_compile_config(self):
-        if not self.compiled:
-            return None
-        def ser(specs):
-            return [m if isinstance(m, str) else
-                    {"class_name": type(m).__name__, "config": m.get_config()} for m in specs]
-        return {"optimizer": _optimizers.serialize(self.optimizer),
-                "loss": _losses.serialize(self.loss),
-                "metrics": ser(self._compile_metrics),
-                "weighted_metrics": ser(self._compile_weighted_metrics)}
 
-    def compile_from_config(self, config):
-        def deser(specs):
-            out = []
-            for m in specs or []:
-                if isinstance(m, dict):
-                    out.append(_metrics._CLASSES[m["class_name"]].from_config(m["config"]))
-                else:
-                    out.append(m)
-            return out
-        self.compile(optimizer=_optimizers.deserialize(config["optimizer"]),
-                     loss=_losses.deserialize(config["loss"]),
-                     metrics=deser(config.get("metrics")),
-                     weighted_metrics=deser(config.get("weighted_metrics")))
-
-    def describe(self) -> dict:
-        """The model as plain data (for a compiled executor): layers with their
-        parameter offsets in the flat buffer, the loss and the fused output
-        activation."""
-        self._require_built("describe")
-        return {"name": self.name,
-                "input_shape": tuple(self._input_shape),
-                "n_params": int(self._store.size),
-                "layers": [l.describe() for l in self.layers],
-                "loss": None if self.loss is None else _losses.serialize(self.loss),
-                "loss_on_logits": bool(self._step.logits) if self._step is not None else
-                (self._output_activation is not None or
-                 bool(getattr(self.loss, "from_logits", False))),
-                "output_activation": self._output_activation,
-                "optimizer": None if self.optimizer is None else
-                _optimizers.serialize(self.optimizer)}
-
-    # ================================================================== saving (saving.py)
-    def save(self, filepath, *args, **kwargs):
-        from . import saving
-        return saving.save_model(self, filepath, *args, **kwargs)
-
-    def save_weights(self, filepath, *args, **kwargs):
-        from . import saving
-        return saving.save_weights(self, filepath, *args, **kwargs)
-
-    def load_weights(self, filepath, *args, **kwargs):
-        from . import saving
-        return saving.load_weights(self, filepath, *args, **kwargs)
-
-    def __repr__(self):
-        return f"<Sequential name={self.name!r} layers={len(self.layers)}>"
-
-
-class _InferenceStep(Step):
-    """Forward-only step for models that were never compiled."""
-
-    def __init__(self, model):
-        self.model = model
-        self.layers = list(model.layers)
-        self.store = model._store
-        self.loss = None
-        self.optimizer = None
-        self.out_act = None
-        self.logits = False
-        from .engine.workspace import WorkspaceCache
-        self.cache = WorkspaceCache(len(self.layers))
-        self.first_param_layer = 0
-
-
-Model = Sequential
+_saving.register_model_class(Model)
+_saving.register_model_class(Model, "Functional")
 
 
 def load_model(filepath, *args, **kwargs):
     """Load a model saved with model.save() (see fastgrad.saving)."""
-    from . import saving
-    return saving.load_model(filepath, *args, **kwargs)
+    return _saving.load_model(filepath, *args, **kwargs)

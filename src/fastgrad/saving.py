@@ -50,6 +50,16 @@ _DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"
 
 
 # ====================================================================== writing
+#: model classes by name, for load_model: fastgrad.models registers Model and
+#: Sequential (and every Model subclass) here, so saving never imports models
+MODEL_CLASSES: dict = {}
+
+
+def register_model_class(cls, name=None):
+    MODEL_CLASSES[name or cls.__name__] = cls
+    return cls
+
+
 def _array_entry(arrays, name, a):
     a = np.ascontiguousarray(a)
     dt = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
@@ -314,18 +324,23 @@ def _restore_library_rng(st, what, path):
 def _build_model(man, custom_objects, what, path):
     from . import layers as _layers
     from .layers.base import Layer
-    from .models import Sequential
     spec = man.get("model")
     if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
         raise ValueError(f"{what}: {path!r} has a corrupted manifest (no model architecture)")
     kind = spec.get("class_name")
-    if kind not in ("Sequential", "Model"):
+    if kind not in MODEL_CLASSES:
         raise ValueError(f"{what}: {path!r} holds a model of unknown kind {kind!r}; this fastgrad loads "
-                         "Sequential models")
+                         f"{', '.join(sorted(MODEL_CLASSES))} models")
     cfg = spec["config"]
     _layers._load_all()
     custom = dict(custom_objects or {})
-    model = Sequential(name=cfg.get("name"))
+    if kind != "Sequential":
+        # graph models: rebuilt through the layer registry by replaying the saved calls
+        try:
+            return MODEL_CLASSES[kind].from_config(cfg, custom)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{what}: {path!r}: the saved graph does not build: {exc}") from None
+    model = MODEL_CLASSES["Sequential"](name=cfg.get("name"))
     shape = cfg.get("input_shape")
     layer_specs = cfg.get("layers")
     if not isinstance(layer_specs, list) or not layer_specs:

@@ -47,6 +47,7 @@ cdef extern from "step/fg_step.h" nogil:
         FG_MERGE_AVERAGE
         FG_MERGE_MAXIMUM
         FG_MERGE_MINIMUM
+        FG_LOSS_NONE
         FG_LOSS_SPARSE_SOFTMAX_XENT
         FG_LOSS_SOFTMAX_XENT
         FG_LOSS_SIGMOID_BCE
@@ -148,7 +149,7 @@ ACT_NONE = FG_ACT_NONE
 #: merge kind (NumpyOps.merge_forward's spelling) -> FG_MERGE_*
 MERGE_OPS = {"add": FG_MERGE_ADD, "subtract": FG_MERGE_SUBTRACT, "multiply": FG_MERGE_MULTIPLY,
              "average": FG_MERGE_AVERAGE, "maximum": FG_MERGE_MAXIMUM, "minimum": FG_MERGE_MINIMUM}
-LOSSES = {"sparse_softmax_xent": FG_LOSS_SPARSE_SOFTMAX_XENT, "softmax_xent": FG_LOSS_SOFTMAX_XENT,
+LOSSES = {"none": FG_LOSS_NONE, "sparse_softmax_xent": FG_LOSS_SPARSE_SOFTMAX_XENT, "softmax_xent": FG_LOSS_SOFTMAX_XENT,
           "sigmoid_bce": FG_LOSS_SIGMOID_BCE, "mse": FG_LOSS_MSE}
 OPTIMIZERS = {"sgd": FG_OPT_SGD, "adam": FG_OPT_ADAM, "rmsprop": FG_OPT_RMSPROP,
               "adagrad": FG_OPT_ADAGRAD}
@@ -262,7 +263,8 @@ cdef class Net:
                  messages) and C fields (act, w_off, ...; see csrc/step/fg_step.h)
         outputs: output slots;  n_streams: dropout streams (drop_offsets entries)
       params, grads: the model's flat float32 buffers (grads may be None for inference)
-      losses: one (LOSSES code, weight) per output, or None (inference only)
+      losses: one (LOSSES code, weight) per output (LOSSES["none"]: no loss on it), or None
+              (inference only)
       optimizer: dict with kind, nesterov, centered, decoupled, momentum, beta1, beta2, rho,
                  eps, weight_decay, clipnorm, global_clipnorm, clipvalue and slot arrays
                  s1, s2, s3 (float32, n_params each, or None)
@@ -467,6 +469,12 @@ cdef class Net:
         for k in range(self.n_outputs):
             y = ys[k]
             yk = y_kinds[k]
+            sw = sws[k] if sws is not None else None
+            self._p.sw[k] = _fptr(sw, op, f"sample_weight[{k}]", x_rows[0])
+            if y is None:          # an output without a loss
+                self._p.y[k] = NULL
+                self._p.y_kind[k] = 0
+                continue
             if not cnp.PyArray_Check(y) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>y):
                 raise TypeError(f"{op}: y[{k}] must be a C-contiguous numpy array")
             t = cnp.PyArray_TYPE(<cnp.ndarray>y)
@@ -480,8 +488,6 @@ cdef class Net:
                                  f"{per} values")
             self._p.y[k] = cnp.PyArray_DATA(<cnp.ndarray>y)
             self._p.y_kind[k] = yk
-            sw = sws[k] if sws is not None else None
-            self._p.sw[k] = _fptr(sw, op, f"sample_weight[{k}]", x_rows[0])
         if perm is None:
             n_perm[0] = x_rows[0]
         else:

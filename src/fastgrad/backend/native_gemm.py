@@ -7,7 +7,7 @@ dimensions), a float32 (N,) bias, and outputs of the right shape that do not
 overlap an input. Anything else — other dtypes, transposed or strided views,
 bad shapes — goes to `super()`, i.e. NumpyOps, which also produces every
 error message. The thread
-count is resolved per call (`fastgrad._config.get_num_threads()`) and passed
+count is resolved per call (`fastgrad._threads.get_num_threads()`) and passed
 down. Signatures are NumpyOps' exactly (tests/test_ops_interface.py).
 
 Data flow of a dense layer:
@@ -20,7 +20,7 @@ Data flow of a dense layer:
 from __future__ import annotations
 
 from .. import _native
-from .._config import get_num_threads
+from .._threads import get_num_threads
 
 _G = _native.module("gemm")
 #: activations fused into the GEMM epilogue (codes = FG_ACT_* in csrc/fg_common.h)

@@ -5,7 +5,7 @@ C-contiguous arrays (and the same 2-D views NumpyOps uses) — and otherwise
 returns `super().<op>(...)`, i.e. NumpyOps, which also produces every error
 message for bad arguments. Signatures are NumpyOps' exactly
 (tests/test_ops_interface.py). The thread count is resolved per call by
-`fastgrad._config.get_num_threads()` and passed down; kernels never read
+`fastgrad._threads.get_num_threads()` and passed down; kernels never read
 global state.
 
 Numerics (details in csrc/kernels/*.h): element-wise functions are within
@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .. import _native
-from .._config import get_num_threads
+from .._threads import get_num_threads
 
 _K = _native.module("kernels")
 

@@ -784,3 +784,380 @@ class NumpyOps:
             dgamma = dg if dgamma is None else np.copyto(dgamma, dg) or dgamma
         dbeta = d2.sum(axis=0) if dbeta is None else np.sum(d2, axis=0, out=dbeta)
         return dx, dgamma, dbeta
+
+    # ------------------------------------------------------------ merging and reshaping
+    # Arrays are passed whole, so every axis argument here counts the batch
+    # axis (axis 0, never merged, concatenated or contracted); the layers
+    # translate Keras's arguments. Element-wise merges follow Keras's Merge:
+    # an input of lower rank is read as if expanded at axis 1 until all ranks
+    # match, then per-sample dims of 1 broadcast. Gradients of broadcast inputs
+    # are summed over the broadcast axes. `dxs` lists take None for a gradient
+    # that is not wanted.
+    def _merge_shape(self, xs, op):
+        """The output shape of an element-wise merge of `xs` (full shapes)."""
+        if not isinstance(xs, (list, tuple)) or not xs:
+            raise ValueError(f"{op}: expected a non-empty list of arrays, got {xs!r}")
+        _float_dtype(*xs)
+        shapes = [x.shape for x in xs]
+        if any(x.ndim < 1 for x in xs) or len({s[0] for s in shapes}) != 1:
+            raise ValueError(f"{op}: inputs need one shared batch axis; got shapes {shapes}")
+        nd = max(len(s) for s in shapes)
+        out = [shapes[0][0]] + [1] * (nd - 1)
+        for s in shapes:
+            s = (1,) * (nd - len(s)) + s[1:]
+            for k in range(1, nd):
+                a, b = out[k], s[k - 1]
+                if a != b and a != 1 and b != 1:
+                    raise ValueError(f"{op}: shapes {shapes} do not broadcast (after the batch "
+                                     "axis, dims must match or be 1)")
+                out[k] = max(a, b)
+        return tuple(out)
+
+    @staticmethod
+    def _expand_rank(a, ndim):
+        """View of `a` (batch, ...) with axes of 1 inserted after the batch axis up to ndim."""
+        if a.ndim == ndim:
+            return a
+        return a.reshape(a.shape[:1] + (1,) * (ndim - a.ndim) + a.shape[1:])
+
+    @staticmethod
+    def _check_out_list(outs, likes, op, name, avoid=()):
+        """outs[i] (None = skip) must have likes[i]'s shape and overlap no array in
+        avoid nor another entry of outs."""
+        if not isinstance(outs, (list, tuple)) or len(outs) != len(likes):
+            raise ValueError(f"{op}: {name} must be a list of {len(likes)} arrays or None")
+        seen = []
+        for i, (o, shape) in enumerate(zip(outs, likes)):
+            if o is None:
+                continue
+            if o.shape != tuple(shape):
+                raise ValueError(f"{op}: {name}[{i}] has shape {o.shape}, expected {tuple(shape)}")
+            if any(np.shares_memory(o, a) for a in list(avoid) + seen):
+                raise ValueError(f"{op}: {name}[{i}] overlaps an input or another entry of {name}")
+            seen.append(o)
+
+    def merge_forward(self, kind, xs, out=None):
+        """Element-wise merge of the arrays `xs` (Keras's merge layers), folded
+        left to right: add = x0 + x1 + ...; subtract = x0 - x1 (two inputs);
+        multiply = x0 x1 ...; average = (x0 + x1 + ...) / len(xs);
+        maximum / minimum = the element-wise extreme (NaN propagates).
+        out: (batch, *broadcast shape), not overlapping any input."""
+        if kind not in MERGE_KINDS:
+            raise ValueError(f"merge_forward: unknown kind {kind!r}; expected one of {MERGE_KINDS}")
+        shape = self._merge_shape(xs, "merge_forward")
+        if kind == "subtract" and len(xs) != 2:
+            raise ValueError(f"merge_forward: subtract takes exactly 2 inputs, got {len(xs)}")
+        if out is None:
+            out = np.empty(shape, dtype=np.result_type(*xs))
+        elif out.shape != shape:
+            raise ValueError(f"merge_forward: out has shape {out.shape}, expected {shape} "
+                             f"for inputs {[x.shape for x in xs]}")
+        elif any(np.shares_memory(out, x) for x in xs):
+            raise ValueError("merge_forward: out must not overlap an input")
+        nd = len(shape)
+        xe = [self._expand_rank(x, nd) for x in xs]
+        if len(xe) == 1:
+            np.copyto(out, xe[0])
+            return out
+        fn = _MERGE_UFUNC[kind]
+        fn(xe[0], xe[1], out=out)
+        for x in xe[2:]:
+            fn(out, x, out=out)
+        if kind == "average":
+            np.divide(out, out.dtype.type(len(xs)), out=out)
+        return out
+
+    def merge_backward(self, kind, dy, xs, y, dxs):
+        """Gradients of merge_forward into dxs[i] (xs[i]'s shape; None = skip),
+        each summed over the axes xs[i] was broadcast along:
+        add: dy; subtract: dy and -dy; average: dy / len(xs);
+        multiply: dy times the product of the other inputs;
+        maximum / minimum: dy where xs[i] holds the output y and no earlier
+        input does — on ties the whole gradient goes to the FIRST input holding
+        the extreme (as TensorFlow's pairwise fold does); where y is NaN no
+        input gets a gradient. y is needed for maximum / minimum only.
+        One entry of dxs may be `dy` itself when that input has dy's shape
+        (it is written last); the others must overlap neither dy, the inputs
+        nor each other. Returns dxs."""
+        if kind not in MERGE_KINDS:
+            raise ValueError(f"merge_backward: unknown kind {kind!r}; expected one of {MERGE_KINDS}")
+        shape = self._merge_shape(xs, "merge_backward")
+        if dy.shape != shape:
+            raise ValueError(f"merge_backward: dy has shape {dy.shape}, expected {shape} "
+                             f"for inputs {[x.shape for x in xs]}")
+        if kind in ("maximum", "minimum") and (y is None or y.shape != shape):
+            raise ValueError(f"merge_backward: {kind} needs the forward output y of shape {shape}")
+        if not isinstance(dxs, (list, tuple)) or len(dxs) != len(xs):
+            raise ValueError(f"merge_backward: dxs must be a list of {len(xs)} arrays or None")
+        alias = [i for i, d in enumerate(dxs) if d is dy]
+        if len(alias) > 1 or (alias and xs[alias[0]].shape != shape):
+            raise ValueError("merge_backward: only one entry of dxs, of dy's shape, may be dy")
+        self._check_out_list([None if d is dy else d for d in dxs], [x.shape for x in xs],
+                             "merge_backward", "dxs", avoid=[dy] + list(xs))
+        nd = len(shape)
+        xe = [self._expand_rank(x, nd) for x in xs]
+        order = [i for i, d in enumerate(dxs) if d is not None and d is not dy] + alias
+        for i in order:
+            dxe = self._expand_rank(dxs[i], nd)
+            red = tuple(k for k in range(1, nd) if dxe.shape[k] != shape[k])
+            if kind == "add" or (kind == "subtract" and i == 0):
+                if red:
+                    np.sum(dy, axis=red, keepdims=True, out=dxe)
+                elif dxe is not dy:
+                    np.copyto(dxe, dy)
+                continue
+            g = self._scratch(shape, dy.dtype, "merge_g") if red else dxe
+            if kind == "subtract":
+                np.negative(dy, out=g)
+            elif kind == "average":
+                np.divide(dy, dy.dtype.type(len(xs)), out=g)
+            elif kind == "multiply":
+                src = dy
+                for j in range(len(xs)):
+                    if j != i:
+                        np.multiply(src, xe[j], out=g)
+                        src = g
+                if src is dy and g is not dy:      # a single input: d(x0)/d(x0) = 1
+                    np.copyto(g, dy)
+            else:
+                # mask = (x_i == y) and no earlier x_j == y
+                mask = self._scratch(shape, np.bool_, "merge_mask")
+                other = self._scratch(shape, np.bool_, "merge_mask2")
+                np.equal(xe[i], y, out=mask)
+                for j in range(i):
+                    np.not_equal(xe[j], y, out=other)
+                    mask &= other
+                if g is not dy:
+                    np.copyto(g, dy)
+                np.logical_not(mask, out=mask)
+                np.copyto(g, 0, where=mask)
+            if red:
+                np.sum(g, axis=red, keepdims=True, out=dxe)
+        return dxs
+
+    @staticmethod
+    def _concat_axis(axis, ndim, op):
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) \
+                or not -ndim <= axis < ndim:
+            raise ValueError(f"{op}: axis {axis!r} is out of range for arrays of rank {ndim}")
+        axis = int(axis) % ndim
+        if axis == 0:
+            raise ValueError(f"{op}: axis 0 is the batch axis; it cannot be concatenated")
+        return axis
+
+    def concat_forward(self, xs, axis, out=None):
+        """out = the arrays xs joined along `axis` (1 <= axis < ndim, or negative);
+        every other dim must match. out must not overlap an input."""
+        if not isinstance(xs, (list, tuple)) or not xs:
+            raise ValueError(f"concat_forward: expected a non-empty list of arrays, got {xs!r}")
+        _float_dtype(*xs)
+        nd = xs[0].ndim
+        axis = self._concat_axis(axis, nd, "concat_forward")
+        shapes = [x.shape for x in xs]
+        if any(len(s) != nd or s[:axis] + s[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:]
+               for s in shapes):
+            raise ValueError(f"concat_forward: shapes {shapes} differ outside axis {axis}")
+        shape = shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1:]
+        if out is None:
+            out = np.empty(shape, dtype=np.result_type(*xs))
+        elif out.shape != shape:
+            raise ValueError(f"concat_forward: out has shape {out.shape}, expected {shape}")
+        elif any(np.shares_memory(out, x) for x in xs):
+            raise ValueError("concat_forward: out must not overlap an input")
+        np.concatenate(xs, axis=axis, out=out)
+        return out
+
+    def concat_backward(self, dy, axis, sizes, dxs):
+        """dxs[i] = the slice of dy along `axis` that input i filled; `sizes` are
+        the inputs' lengths along axis. None entries are skipped. Returns dxs."""
+        axis = self._concat_axis(axis, dy.ndim, "concat_backward")
+        sizes = [int(s) for s in sizes]
+        if sum(sizes) != dy.shape[axis] or any(s < 0 for s in sizes):
+            raise ValueError(f"concat_backward: sizes {sizes} do not add up to dy's "
+                             f"{dy.shape[axis]} along axis {axis} (dy {dy.shape})")
+        likes = [dy.shape[:axis] + (s,) + dy.shape[axis + 1:] for s in sizes]
+        self._check_out_list(dxs, likes, "concat_backward", "dxs", avoid=[dy])
+        lead = (slice(None),) * axis
+        start = 0
+        for dx, s in zip(dxs, sizes):
+            if dx is not None:
+                np.copyto(dx, dy[lead + (slice(start, start + s),)])
+            start += s
+        return dxs
+
+    @staticmethod
+    def _dot_axes(x1, x2, axes, op):
+        _float_dtype(x1, x2)
+        try:
+            a0, a1 = (int(a) for a in axes)
+        except (TypeError, ValueError):
+            raise ValueError(f"{op}: axes must be a pair of integers, got {axes!r}") from None
+        if x1.ndim < 2 or x2.ndim < 2 or x1.shape[0] != x2.shape[0]:
+            raise ValueError(f"{op}: needs two (batch, ...) arrays with one batch size; got "
+                             f"shapes {x1.shape} and {x2.shape}")
+        if not (-x1.ndim <= a0 < x1.ndim and -x2.ndim <= a1 < x2.ndim):
+            raise ValueError(f"{op}: axes {tuple(axes)} out of range for shapes {x1.shape} and {x2.shape}")
+        a0, a1 = a0 % x1.ndim, a1 % x2.ndim
+        if 0 in (a0, a1):
+            raise ValueError(f"{op}: cannot contract the batch axis (axes {tuple(axes)})")
+        if x1.shape[a0] != x2.shape[a1]:
+            raise ValueError(f"{op}: contracted dims differ: x1 {x1.shape} axis {a0} vs "
+                             f"x2 {x2.shape} axis {a1}")
+        n, k = x1.shape[0], x1.shape[a0]
+        rest1 = x1.shape[1:a0] + x1.shape[a0 + 1:]
+        rest2 = x2.shape[1:a1] + x2.shape[a1 + 1:]
+        p, q = int(np.prod(rest1)), int(np.prod(rest2))
+        return a0, a1, n, k, p, q, (n,) + ((rest1 + rest2) or (1,))
+
+    def dot_forward(self, x1, x2, axes, out=None):
+        """Batch dot product (keras.layers.Dot): for each sample b,
+        out[b, i..., j...] = sum_k x1[b, ..k..] x2[b, ..k..], contracting axis
+        axes[0] of x1 with axes[1] of x2; the free axes of x1 come first, then
+        those of x2; a sample with no free axis gives shape (batch, 1)."""
+        a0, a1, n, k, p, q, shape = self._dot_axes(x1, x2, axes, "dot_forward")
+        if out is None:
+            out = np.empty(shape, dtype=np.result_type(x1, x2))
+        elif out.shape != shape:
+            raise ValueError(f"dot_forward: out has shape {out.shape}, expected {shape}")
+        elif np.shares_memory(out, x1) or np.shares_memory(out, x2):
+            raise ValueError("dot_forward: out must not overlap x1 or x2")
+        A = np.moveaxis(x1, a0, -1).reshape(n, p, k)
+        B = np.moveaxis(x2, a1, 1).reshape(n, k, q)
+        self._bmm_into(A, B, out, "dot_out")
+        return out
+
+    def _bmm_into(self, a, b, out, slot):
+        """out (any strides; its C-order elements are the product's) = a @ b, batched."""
+        n, p, q = a.shape[0], a.shape[1], b.shape[2]
+        if out.flags.c_contiguous:
+            np.matmul(a, b, out=out.reshape(n, p, q))
+        else:
+            t = self._scratch((n, p, q), out.dtype, slot)
+            np.matmul(a, b, out=t)
+            np.copyto(out, t.reshape(out.shape))
+
+    def dot_backward(self, dy, x1, x2, axes, dx1=None, dx2=None):
+        """Gradients of dot_forward: dx1 = dy . x2 over x2's free axes, dx2 =
+        x1 . dy over x1's free axes, each in its input's layout. None = not
+        computed. Returns (dx1, dx2)."""
+        a0, a1, n, k, p, q, shape = self._dot_axes(x1, x2, axes, "dot_backward")
+        if dy.shape != shape:
+            raise ValueError(f"dot_backward: dy has shape {dy.shape}, expected {shape}")
+        self._check_out_list([dx1, dx2], [x1.shape, x2.shape], "dot_backward", "dx",
+                             avoid=[dy, x1, x2])
+        D = dy.reshape(n, p, q)
+        if dx1 is not None:                                  # (n, p, q) @ (n, q, k)
+            B = np.moveaxis(x2, a1, 1).reshape(n, k, q)
+            d1 = np.moveaxis(dx1, a0, -1)                    # the product's layout in dx1
+            self._bmm_into(D, B.transpose(0, 2, 1), d1, "dot_d1")
+        if dx2 is not None:                                  # (n, k, p) @ (n, p, q)
+            A = np.moveaxis(x1, a0, -1).reshape(n, p, k)
+            d2 = np.moveaxis(dx2, a1, 1)
+            self._bmm_into(A.transpose(0, 2, 1), D, d2, "dot_d2")
+        return dx1, dx2
+
+    def l2_normalize_forward(self, x, axis, eps, out=None, inv_norm=None):
+        """out = x * min(1 / sqrt(sum(x^2, axis)), 1 / eps), Keras's
+        ops.normalize(order=2) (eps = backend.epsilon() = 1e-7 there). inv_norm
+        (x's shape with 1 at `axis`) receives the clamped inverse norm for the
+        backward. Returns out."""
+        _float_dtype(x)
+        axis = int(axis) % x.ndim
+        out = self._out(out, x)
+        kshape = x.shape[:axis] + (1,) + x.shape[axis + 1:]
+        if inv_norm is None:
+            inv_norm = np.empty(kshape, dtype=x.dtype)
+        elif inv_norm.shape != kshape:
+            raise ValueError(f"l2_normalize_forward: inv_norm has shape {inv_norm.shape}, "
+                             f"expected {kshape}")
+        sq = self._scratch(x.shape, x.dtype, "l2n")
+        np.square(x, out=sq)
+        np.sum(sq, axis=axis, keepdims=True, out=inv_norm)
+        with np.errstate(divide="ignore"):
+            np.sqrt(inv_norm, out=inv_norm)
+            np.divide(x.dtype.type(1), inv_norm, out=inv_norm)
+        np.minimum(inv_norm, x.dtype.type(1.0 / eps), out=inv_norm)
+        np.multiply(x, inv_norm, out=out)
+        return out
+
+    def l2_normalize_backward(self, dy, y, inv_norm, axis, eps, out=None):
+        """Gradient of l2_normalize_forward from its output y and inv_norm:
+        dx = r (dy - y sum(dy y, axis)) where the norm was not clamped, and
+        dx = r dy where it was (r = inv_norm, clamped at 1 / eps). `out` may be
+        dy itself. Returns out."""
+        _float_dtype(dy, y)
+        if dy.shape != y.shape:
+            raise ValueError(f"l2_normalize_backward: dy {dy.shape} and y {y.shape} differ")
+        axis = int(axis) % y.ndim
+        kshape = y.shape[:axis] + (1,) + y.shape[axis + 1:]
+        if inv_norm.shape != kshape:
+            raise ValueError(f"l2_normalize_backward: inv_norm has shape {inv_norm.shape}, "
+                             f"expected {kshape}")
+        out = self._out(out, dy)
+        t = self._scratch(y.shape, dy.dtype, "l2n")
+        s = self._scratch(kshape, dy.dtype, "l2n_s")
+        np.multiply(dy, y, out=t)
+        np.sum(t, axis=axis, keepdims=True, out=s)
+        s[inv_norm >= inv_norm.dtype.type(1.0 / eps)] = 0          # clamped: r is a constant
+        np.multiply(y, s, out=t)
+        np.subtract(dy, t, out=out)
+        np.multiply(out, inv_norm, out=out)
+        return out
+
+    def permute_forward(self, x, axes, out=None):
+        """out = x transposed by the full permutation `axes` (axes[0] == 0: the
+        batch axis stays first), copied contiguous."""
+        axes = self._permutation(axes, x.ndim, "permute_forward")
+        shape = tuple(x.shape[a] for a in axes)
+        if out is None:
+            out = np.empty(shape, dtype=x.dtype)
+        elif out.shape != shape:
+            raise ValueError(f"permute_forward: out has shape {out.shape}, expected {shape}")
+        np.copyto(out, x.transpose(axes))
+        return out
+
+    def permute_backward(self, dy, axes, out=None):
+        """Gradient of permute_forward: dy transposed back by the inverse permutation."""
+        axes = self._permutation(axes, dy.ndim, "permute_backward")
+        inv = tuple(int(a) for a in np.argsort(axes))
+        shape = tuple(dy.shape[a] for a in inv)
+        if out is None:
+            out = np.empty(shape, dtype=dy.dtype)
+        elif out.shape != shape:
+            raise ValueError(f"permute_backward: out has shape {out.shape}, expected {shape}")
+        np.copyto(out, dy.transpose(inv))
+        return out
+
+    @staticmethod
+    def _permutation(axes, ndim, op):
+        axes = tuple(int(a) for a in axes)
+        if sorted(axes) != list(range(ndim)) or axes[0] != 0:
+            raise ValueError(f"{op}: axes {axes} is not a permutation of 0..{ndim - 1} "
+                             "keeping the batch axis 0 first")
+        return axes
+
+    def repeat_vector_forward(self, x, out):
+        """out[b, r, :] = x[b, :] for every r: x (batch, f), out (batch, n, f)."""
+        if x.ndim != 2 or out.ndim != 3 or out.shape[::2] != x.shape:
+            raise ValueError(f"repeat_vector_forward: x {x.shape} and out {out.shape} do not "
+                             "match (batch, f) -> (batch, n, f)")
+        np.copyto(out, x[:, None, :])
+        return out
+
+    def repeat_vector_backward(self, dy, out=None):
+        """Gradient of repeat_vector_forward: out = dy summed over axis 1."""
+        if dy.ndim != 3:
+            raise ValueError(f"repeat_vector_backward: dy must be (batch, n, f), got {dy.shape}")
+        shape = (dy.shape[0], dy.shape[2])
+        if out is None:
+            out = np.empty(shape, dtype=dy.dtype)
+        elif out.shape != shape:
+            raise ValueError(f"repeat_vector_backward: out has shape {out.shape}, expected {shape}")
+        np.sum(dy, axis=1, out=out)
+        return out
+
+
+#: element-wise merge kinds of merge_forward / merge_backward (Keras's merge layers)
+MERGE_KINDS = ("add", "subtract", "multiply", "average", "maximum", "minimum")
+_MERGE_UFUNC = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply,
+                "average": np.add, "maximum": np.maximum, "minimum": np.minimum}

@@ -162,11 +162,12 @@ class LowerContext:
 
 
 def _graph_nodes(model):
-    """(input shapes, [(layer, in_slots, out_shape)], output slots) of the model's graph.
-    A Sequential is a chain: slot 0 is the input, layer i writes slot i + 1."""
-    layers = list(model.layers)
-    nodes = [(layer, (i,), tuple(layer.output_shape)) for i, layer in enumerate(layers)]
-    return [tuple(model._input_shape)], nodes, [len(layers)]
+    """(input shapes, [(layer, in_slots, out_shape)], output slots) of the model's graph
+    (engine/graph.py; a Sequential's is a chain)."""
+    g = model._graph
+    shapes = g.slot_shapes
+    nodes = [(n.layer, n.in_slots, shapes[n.out_slot]) for n in g.nodes]
+    return [tuple(shapes[i]) for i in range(g.n_inputs)], nodes, list(g.output_slots)
 
 
 def _lower_graph(model, training):
@@ -208,8 +209,11 @@ def _loss_code(mod, loss, fused):
 
 
 def _losses(mod, model):
-    """One (code, weight) per output."""
-    return [(_loss_code(mod, model.loss, model._output_activation is not None), 1.0)]
+    """One (code, weight) per output (LOSSES["none"] for an output without a loss)."""
+    acts = list(model._output_activations) or [None] * len(model._losses)
+    return [(mod.LOSSES["none"], 1.0) if loss is None else
+            (_loss_code(mod, loss, act is not None), float(w))
+            for loss, w, act in zip(model._losses, model._loss_weights, acts)]
 
 
 def _optimizer_desc(mod, opt, n):
@@ -258,7 +262,7 @@ def _accuracy_spec(mod, model, losses):
     ms = list(model.metrics)
     if not ms:
         return acc["none"], 0.5, True
-    if len(ms) > 1 or len(losses) != 1:
+    if len(ms) > 1 or len(losses) != 1 or losses[0][0] == mod.LOSSES["none"]:
         return None
     m = ms[0]
     flags = getattr(model, "_metric_weighted", ())
@@ -289,6 +293,8 @@ def _analyse(model, training):
         raise NoCPath(f"the active backend is {_config.get_backend()!r}, not 'native'")
     if not getattr(model, "built", False) or model._store is None:
         raise NoCPath("the model is not built")
+    if getattr(model._store, "parent", None) is not None:
+        raise NoCPath("a sub-model sharing another model's buffers")
     graph, streams = _lower_graph(model, training)
     spec = dict(graph=graph, streams=streams)
     if training:
@@ -329,7 +335,9 @@ def _make_net(model, spec, training):
 
 # ====================================================================== plan
 class CompiledPlan:
-    """A model compiled to one C executor (see the module docstring)."""
+    """A model compiled to one C executor: the executor interface the model's
+    fit / evaluate / predict loop drives (`train`, `evaluate`, `predict_list`,
+    `max_batches_per_call`), as engine.step.Step implements it in Python."""
 
     def __init__(self, model, spec, training, net=None):
         self.model = model
@@ -338,40 +346,67 @@ class CompiledPlan:
         self.spec = spec
         self.dropouts = spec["streams"]          # layers whose stream positions C advances
         mod = self._mod = _step_module()
-        self.net = net if net is not None else _make_net(model, spec, training)
+        net = self.net = net if net is not None else _make_net(model, spec, training)
+        self.n_out = net.n_outputs
         if training:
+            none = mod.LOSSES["none"]
             self.loss_codes = [code for code, _ in spec["losses"]]
+            self.loss_index = [k for k, c in enumerate(self.loss_codes) if c != none]
             self.py_metrics = spec["acc"] is None
             if not self.py_metrics:
                 self.net.set_accuracy(*spec["acc"])
             self.net.set_adaptive_threads(adaptive_threads)
+            # outputs the Python metrics read (captured per call)
+            self._captured = sorted(set(getattr(model, "_metric_output", ()) or ())) \
+                if self.py_metrics else []
         else:
-            self.loss_codes = []
-            self.py_metrics = False
-        self.out_shape = tuple(self.net.out_shapes[0])
-        self.in_shape = tuple(self.net.in_shapes[0])
-        self._width = self.net.stat_width
-        # statistics columns (csrc/step/fg_step.h FG_STAT_*)
+            self.loss_codes, self.loss_index, self.py_metrics, self._captured = [], [], False, []
+        self.out_shapes = [tuple(s) for s in net.out_shapes]
+        self.out_shape = self.out_shapes[0]
+        self.in_shape = tuple(net.in_shapes[0])
+        self._width = net.stat_width
+        # statistics columns (csrc/step/fg_step.h FG_STAT_*; then one loss per output)
         self._L, self._A, self._W, self._R = mod.STAT_LOSS, mod.STAT_ACC, mod.STAT_WEIGHT, mod.STAT_ROWS
+        self._per = [mod.STAT_COUNT + k for k in self.loss_index] if self.n_out > 1 else []
         self._drop_offsets = (np.zeros(len(self.dropouts), dtype=np.uint64)
                               if self.dropouts else None)
         self._stats = np.empty((1, self._width), dtype=np.float64)
         self._lr = np.empty(1, dtype=np.float32)
-        self._outs = np.empty((0, self.net.out_sizes[0]), dtype=np.float32)
+        self._caps = [np.empty((0, net.out_sizes[k]), dtype=np.float32) for k in range(self.n_out)]
+        self._ycache = [None] * self.n_out
         # one C call at a time per plan (its workspaces are shared): concurrent
         # Python threads queue here instead of getting the C side's "busy" error
         self._lock = threading.Lock()
 
     # -------------------------------------------------------------- helpers
-    def _targets(self, y, k=0):
+    def _targets(self, ys):
+        """Per output: (targets as C reads them, TARGET_* kind); (None, 0) without a loss.
+        A conversion is kept for the array it came from (one per output)."""
         mod = self._mod
-        if self.loss_codes[k] == mod.LOSSES["sparse_softmax_xent"]:
-            if y.dtype == np.int32:
-                return y, mod.TARGET_INT32
-            if y.dtype == np.int64:
-                return y, mod.TARGET_INT64
-            return np.ascontiguousarray(y, dtype=np.int64), mod.TARGET_INT64
-        return np.ascontiguousarray(y, dtype=np.float32), mod.TARGET_FLOAT32
+        res, kinds = [], []
+        for k, y in enumerate(ys):
+            code = self.loss_codes[k]
+            if code == mod.LOSSES["none"] or y is None:
+                res.append(None)
+                kinds.append(0)
+                continue
+            if code == mod.LOSSES["sparse_softmax_xent"]:
+                if y.dtype == np.int32 and y.flags.c_contiguous:
+                    res.append(y)
+                    kinds.append(mod.TARGET_INT32)
+                    continue
+                dtype, kind = np.int64, mod.TARGET_INT64
+            else:
+                dtype, kind = np.float32, mod.TARGET_FLOAT32
+            if y.dtype == dtype and y.flags.c_contiguous:
+                res.append(y)
+            else:
+                c = self._ycache[k]
+                if c is None or c[0] is not y:
+                    c = self._ycache[k] = (y, np.ascontiguousarray(y, dtype=dtype))
+                res.append(c[1])
+            kinds.append(kind)
+        return res, kinds
 
     def _buffers(self, n):
         if self._stats.shape[0] < n:
@@ -404,220 +439,153 @@ class CompiledPlan:
             st = layer.get_rng_state()
             layer.set_rng_state({"seed": st["seed"], "offset": int(do[i])})
 
-    def _chunk(self, bs):
+    def max_batches_per_call(self, batch_size):
         """Batches per C call at most: unbounded, unless outputs are captured."""
-        if not self.py_metrics:
+        if not self._captured:
             return 1 << 62
-        return max(1, _CAPTURE_FLOATS // max(1, bs * self._outs.shape[1]))
+        width = sum(self.net.out_sizes[k] for k in self._captured)
+        return max(1, _CAPTURE_FLOATS // max(1, batch_size * width))
 
-    def _capture_buffer(self, xa, start, nb, bs):
-        """The output-capture buffer for batches start .. start+nb-1, or None
-        when the metrics run in C."""
-        if not self.py_metrics:
+    def _capture_buffers(self, n, start, nb, bs):
+        """The output-capture buffers for batches start .. start+nb-1 (one per output,
+        None where no metric reads it), or None when the metrics run in C."""
+        if not self._captured:
             return None
-        rows = min((start + nb) * bs, xa.shape[0]) - start * bs
-        if self._outs.shape[0] < rows:
-            self._outs = np.empty((rows, self._outs.shape[1]), dtype=np.float32)
-        return self._outs
+        rows = min((start + nb) * bs, n) - start * bs
+        caps = [None] * self.n_out
+        for k in self._captured:
+            if self._caps[k].shape[0] < rows:
+                self._caps[k] = np.empty((rows, self._caps[k].shape[1]), dtype=np.float32)
+            caps[k] = self._caps[k]
+        return caps
 
     @contextlib.contextmanager
-    def _call(self, cap):
-        """One C call: the plan's lock, with the output capture set to `cap`
-        for the duration (when given)."""
+    def _call(self, caps):
+        """One C call: the plan's lock, with the output capture set for its duration."""
         with self._lock:
-            if cap is not None:
-                self.net.capture_outputs([cap])
+            if caps is not None:
+                self.net.capture_outputs(caps)
             try:
                 yield
             finally:
-                if cap is not None:
+                if caps is not None:
                     self.net.capture_outputs(None)
 
-    def _py_metrics(self, ya, sw, perm, start, done, bs):
+    def _py_metrics(self, data, perm, start, done, bs):
         """Metrics without a C path, from the captured outputs of batches
-        start .. start+done-1, exactly as the Python Step updates them (one
-        update over the chunk's rows: every metric here is a sum over samples)."""
+        start .. start+done-1, as the Python Step feeds them (one update over the
+        chunk's rows: every metric here is a sum over samples)."""
         if not done:
             return
-        n = ya.shape[0]
-        p0, p1 = start * bs, min((start + done) * bs, n)
+        p0, p1 = start * bs, min((start + done) * bs, data.n)
         idx = perm[p0:p1] if perm is not None else slice(p0, p1)
-        self.model._get_step().update_metrics(self.model.metrics, ya[idx], self._outs[:p1 - p0],
-                                              sw[idx] if sw is not None else None)
+        outs, ys, sws = [], [], []
+        for k in range(self.n_out):
+            cap = self._caps[k] if k in self._captured else None
+            outs.append(cap[:p1 - p0] if cap is not None else None)
+            ys.append(data.ys[k][idx] if cap is not None and data.ys[k] is not None else None)
+            sws.append(data.sws[k][idx] if cap is not None and data.sws[k] is not None else None)
+        self.model._update_metrics(outs, ys, sws)
 
-    def _run(self, xa, ya, y_kind, sw, perm, start, nb, bs):
-        """nb training steps from batch `start`; returns (status, n_done, stats)."""
+    def _metrics_add(self, stats, done):
+        """The accuracy computed in C, into the model's metric."""
+        ms = self.model.metrics
+        if not ms or self.py_metrics or not done:
+            return
+        m = ms[0]
+        m.total += float(stats[:done, self._A].sum())
+        m.count += float(stats[:done, self._W].sum())
+
+    def _result(self, stats, done):
+        """The executor's statistics: (done, 2 [+ losses of outputs with a loss when
+        there are several outputs]) = [total loss, rows, ...]."""
+        out = np.empty((done, 2 + len(self._per)))
+        out[:, 0] = stats[:done, self._L]
+        out[:, 1] = stats[:done, self._R]
+        for j, c in enumerate(self._per):
+            out[:, 2 + j] = stats[:done, c]
+        return out
+
+    # -------------------------------------------------------------- executor interface
+    def train(self, data, perm, start, nb, bs):
+        """Training steps on batches start .. start+nb-1 of the epoch's permutation
+        (int64, None: in order) of `data` (engine.data.ArrayData). Updates the metrics,
+        optimizer.iterations and the dropout streams; returns the statistics.
+        A non-finite total loss raises NonFiniteLossError (that batch not applied)."""
+        from .step import NonFiniteLossError
+        if perm is not None and (perm.dtype != np.int64 or not perm.flags.c_contiguous):
+            perm = np.ascontiguousarray(perm, dtype=np.int64)
+        ys, kinds = self._targets(data.ys)
+        sws = data.sws if any(w is not None for w in data.sws) else None
         stats, lr = self._buffers(nb)
         self._fill_lr(lr, nb)
         if self.dropouts:
             self._sync_dropout_in()
-        cap = self._capture_buffer(xa, start, nb, bs)
-        with self._call(cap):
-            st, done = self.net.train_chunk([xa], [ya], (y_kind,), None if sw is None else [sw], perm,
-                                            start, nb, bs, lr[:nb], self.model.optimizer.iterations,
-                                            self._drop_offsets, stats, _config.get_num_threads())
-        if cap is not None:
-            self._py_metrics(ya, sw, perm, start, done, bs)
-        self.model.optimizer.iterations += done
+        caps = self._capture_buffers(data.n, start, nb, bs)
+        opt = self.model.optimizer
+        with self._call(caps):
+            st, done = self.net.train_chunk(data.xs, ys, kinds, sws, perm, start, nb, bs, lr[:nb],
+                                            opt.iterations, self._drop_offsets, stats,
+                                            _config.get_num_threads())
+        if caps is not None:
+            self._py_metrics(data, perm, start, done, bs)
+        opt.iterations += done
         if self.dropouts:
             self._sync_dropout_out()
-        if st != 0 and st != self._mod.ERR_NONFINITE:
-            _step_module().check(st, "fit (compiled step)",
-                                 f"batch {start + done} of size {bs}, {xa.shape[0]} samples")
-        return st, done, stats
-
-    def _metrics_add(self, stats, k0, k1):
-        ms = self.model.metrics
-        if not ms or self.py_metrics:
-            return
-        m = ms[0]
-        for k in range(k0, k1):
-            m.total += float(stats[k, self._A])
-            m.count += float(stats[k, self._W])
-
-    # -------------------------------------------------------------- training
-    def fit_epoch(self, epoch, xa, ya, sw, batch_size, shuffle, cbs, batch_hooks):
-        """One epoch of Sequential.fit; returns (loss total, samples seen) exactly as the
-        Python loop accumulates them (total = sum of batch mean loss * rows)."""
-        from .step import NonFiniteLossError
-        model = self.model
-        n = xa.shape[0]
-        steps = (n + batch_size - 1) // batch_size
-        perm = _config.rng().permutation(n) if shuffle else None
-        if perm is not None and perm.dtype != np.int64:
-            perm = perm.astype(np.int64)
-        ya, y_kind = self._targets(ya)
-        total, seen = 0.0, 0
-        b = 0
-        # Batch callbacks see every batch, one C call each -- unless the only
-        # listener is the progress bar, which draws at most every 0.25 s: then
-        # chunks of ~_PROGBAR_CHUNK_S run per call and the bar hears of the
-        # last batch of each chunk (what it would draw anyway).
-        progbar_only = batch_hooks and _only_progbar(cbs)
-        per_call = min(steps, self._chunk(batch_size)) if not batch_hooks else 1
-        while b < steps:
-            nb = min(per_call, steps - b)
-            if batch_hooks:
-                cbs.on_train_batch_begin(b)
-            t0 = time.perf_counter() if progbar_only else 0.0
-            st, done, stats = self._run(xa, ya, y_kind, sw, perm, b, nb, batch_size)
-            for k in range(done):
-                rows = int(stats[k, self._R])
-                total += float(stats[k, self._L]) * rows
-                seen += rows
-            self._metrics_add(stats, 0, done)
-            if st == self._mod.ERR_NONFINITE:
-                bad = b + done
-                s = bad * batch_size
-                e = min(s + batch_size, n)
-                raise NonFiniteLossError(
-                    f"fit: loss is {stats[done, self._L]} at epoch {epoch + 1}, batch {bad} (samples "
-                    f"{s}..{e - 1}); training stopped before applying that step, so the model keeps "
-                    "the parameters of the last good step — lower the learning rate, add "
-                    "clipnorm, or check the data")
-            b += done
-            if batch_hooks:
-                cbs.on_train_batch_end(b - 1, model._logs(total / seen))
-                if model.stop_training:
-                    break
-                if progbar_only:
-                    per_batch = (time.perf_counter() - t0) / max(done, 1)
-                    per_call = max(1, min(4096, self._chunk(batch_size),
-                                          int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
-        return total, seen
-
-    def train_chunk(self, x, y, perm, start_batch, n_batches, batch_size, sample_weight=None):
-        """Run batches start_batch .. start_batch+n_batches-1 of `perm` (int64 row order, or
-        None for in order) over validated arrays (x float32 C-contiguous, y as engine.data
-        makes it). The learning rate per step comes from the optimizer (schedules
-        evaluated per step); optimizer.iterations and dropout streams advance.
-        Returns (loss_sum, accuracy_sum, n_seen): sum over batches of (batch mean loss x
-        rows), of the accuracy metric's hits (weighted if it is a weighted metric), and rows. Raises
-        NonFiniteLossError (the bad step not applied) like fit."""
-        from .step import NonFiniteLossError
-        if perm is not None:
-            perm = np.ascontiguousarray(perm, dtype=np.int64)
-        ya, y_kind = self._targets(y)
-        st, done, stats = self._run(x, ya, y_kind, sample_weight, perm, start_batch, n_batches,
-                                    batch_size)
-        loss_sum = float(np.dot(stats[:done, self._L], stats[:done, self._R]))
-        acc = float(stats[:done, self._A].sum())
-        seen = int(stats[:done, self._R].sum())
+        self._metrics_add(stats, done)
+        out = self._result(stats, done)
         if st == self._mod.ERR_NONFINITE:
-            raise NonFiniteLossError(f"loss is {stats[done, self._L]} at batch {start_batch + done}")
-        return loss_sum, acc, seen
+            loss = float(stats[done, self._L])
+            exc = NonFiniteLossError(f"loss is {loss}", batch=start + done, loss=loss)
+            exc.done_stats = out
+            raise exc
+        if st != 0:
+            self._mod.check(st, "fit (compiled step)",
+                            f"batch {start + done} of size {bs}, {data.n} samples")
+        return out
 
-    def train_batch(self, xa, ya, sw):
-        """One step on the whole (x, y) (Sequential.train_on_batch); returns the loss."""
-        from .step import NonFiniteLossError
-        ya, y_kind = self._targets(ya)
-        n = xa.shape[0]
-        st, done, stats = self._run(xa, ya, y_kind, sw, None, 0, 1, n)
-        if st == self._mod.ERR_NONFINITE:
-            raise NonFiniteLossError(f"loss is {stats[0, self._L]}")
-        self._metrics_add(stats, 0, 1)
-        return float(stats[0, self._L])
+    def evaluate(self, data, start, nb, bs):
+        """Loss / metrics of batches start .. start+nb-1 in order; returns the statistics."""
+        ys, kinds = self._targets(data.ys)
+        sws = data.sws if any(w is not None for w in data.sws) else None
+        stats, _ = self._buffers(nb)
+        caps = self._capture_buffers(data.n, start, nb, bs)
+        with self._call(caps):
+            st, done = self.net.evaluate(data.xs, ys, kinds, sws, None, start, nb, bs, stats,
+                                         _config.get_num_threads())
+        if caps is not None:
+            self._py_metrics(data, None, start, done, bs)
+        self._metrics_add(stats, done)
+        if st != 0:
+            self._mod.check(st, "evaluate (compiled step)",
+                            f"batch {start + done} of size {bs}, {data.n} samples")
+        return self._result(stats, done)
 
-    def evaluate_arrays(self, xa, ya, sw, batch_size, cbs):
-        """Sequential._evaluate_arrays on the compiled path; returns the logs dict."""
-        model = self.model
-        for m in model.metrics:
-            m.reset_state()
-        n = xa.shape[0]
-        steps = (n + batch_size - 1) // batch_size
-        hooks = cbs is not None and cbs.has_batch_hooks("test")
-        if cbs is not None:
-            cbs.on_test_begin()
-        ya, y_kind = self._targets(ya)
-        total = 0.0
-        per_call = 1 if hooks else min(steps, self._chunk(batch_size))
-        b = 0
-        while b < steps:
-            nb = min(per_call, steps - b)
-            if hooks:
-                cbs.on_test_batch_begin(b)
-            stats, _ = self._buffers(nb)
-            cap = self._capture_buffer(xa, b, nb, batch_size)
-            with self._call(cap):
-                st, done = self.net.evaluate([xa], [ya], (y_kind,), None if sw is None else [sw], None,
-                                             b, nb, batch_size, stats, _config.get_num_threads())
-            if cap is not None:
-                self._py_metrics(ya, sw, None, b, done, batch_size)
-            for k in range(done):
-                total += float(stats[k, self._L]) * int(stats[k, self._R])
-            self._metrics_add(stats, 0, done)
-            b += done
-            if hooks:
-                cbs.on_test_batch_end(b - 1, model._logs(total / min(b * batch_size, n)))
-        logs = model._logs(total / n)
-        if cbs is not None:
-            cbs.on_test_end(logs)
-        return logs
+    def predict_list(self, xs):
+        """New arrays with the model's outputs for the rows of xs (one float32
+        C-contiguous array per input); <= SMALL_ROWS rows go through preallocated
+        buffers, more run in one call (C splits them into 256-row chunks)."""
+        n = xs[0].shape[0]
+        nt = _config.get_num_threads()
+        if n <= self._mod.SMALL_ROWS:
+            with self._lock:
+                res = self.net.predict_small(xs, nt)
+            return [r.reshape((n,) + s) if len(s) != 1 else r for r, s in zip(res, self.out_shapes)]
+        outs = [np.empty((n,) + s, dtype=np.float32) for s in self.out_shapes]
+        with self._lock:
+            self.net.predict(xs, outs, nt)
+        return outs
 
-    # -------------------------------------------------------------- inference
+    # -------------------------------------------------------------- one input / output
     def predict(self, xa, out):
         """out[...] = model(xa) for all rows in one call (xa float32 C-contiguous)."""
         with self._lock:
             self.net.predict([xa], [out], _config.get_num_threads())
         return out
 
-    def predict_small(self, xa):
-        """Alias of predict_rows (a fresh array; <= 64 rows use the preallocated buffer)."""
-        return self.predict_rows(xa)
-
     def predict_rows(self, xa):
-        """A new array with model(xa); <= 64 rows go through the preallocated buffer."""
-        n = xa.shape[0]
-        if n <= self._mod.SMALL_ROWS:
-            with self._lock:
-                res = self.net.predict_small([xa], _config.get_num_threads())[0]
-        else:
-            res = np.empty((n,) + self.out_shape, dtype=np.float32)
-            with self._lock:
-                self.net.predict([xa], [res], _config.get_num_threads())
-        if len(self.out_shape) != 1:
-            res = res.reshape((n,) + self.out_shape)
-        return res
+        """A new array with model(xa) (one-input one-output models)."""
+        return self.predict_list([xa])[0]
 
 
 def compile_plan(model, training=True):
@@ -634,14 +602,16 @@ def compile_plan(model, training=True):
 def _train_key(model):
     opt = model.optimizer
     store = model._store
-    return (store, store.segments, model.loss, model._output_activation, opt,
+    return (store, store.segments, model._graph, tuple(model._losses), tuple(model._loss_weights),
+            tuple(model._output_activations), opt,
             tuple(id(a) for a in opt.slots.values()), opt._n,
             tuple(sorted((k, v) for k, v in vars(opt).items()
                          if isinstance(v, (int, float, bool)) and not k.startswith("_")
                          and k != "iterations")),
             tuple(model.metrics), tuple(getattr(model, "_metric_weighted", ())),
+            tuple(getattr(model, "_metric_output", ())),
             _config.get_backend(), enabled, adaptive_threads,
-            tuple(getattr(l, "rate", None) for l in model.layers))
+            tuple(getattr(l, "rate", None) for l in model._graph.layers))
 
 
 def train_plan(model):
@@ -673,9 +643,10 @@ def inference_plan(model, backend=None):
     if backend is None:
         backend = _config.get_backend()
     cached = model.__dict__.get("_fg_infer_plan")
-    act = model._output_activation
-    if cached is not None and cached[0] is store and cached[1] == act and cached[2] == backend:
-        return cached[3]
+    acts = tuple(model._output_activations)
+    if cached is not None and cached[0] is store and cached[1] == acts and cached[2] == backend \
+            and cached[3] is model._graph:
+        return cached[4]
     plan = compile_plan(model, training=False)
-    model.__dict__["_fg_infer_plan"] = (store, act, backend, plan)
+    model.__dict__["_fg_infer_plan"] = (store, acts, backend, model._graph, plan)
     return plan

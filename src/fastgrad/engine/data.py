@@ -206,6 +206,28 @@ def combine_weights(a, b):
     return np.ascontiguousarray(a * b, dtype=np.float32)
 
 
+class ArrayData:
+    """Validated in-memory data for an executor: `xs` one float32 C-contiguous
+    array per model input, `ys` / `sws` one entry per output (None for an
+    output without a loss / without sample weights), `n` rows."""
+
+    __slots__ = ("xs", "ys", "sws", "n")
+
+    def __init__(self, xs, ys, sws):
+        self.xs = list(xs)
+        self.ys = list(ys)
+        self.sws = list(sws)
+        self.n = int(self.xs[0].shape[0])
+
+    def split(self, at):
+        """(first `at` rows, the rest): views, no copy."""
+        def cut(lst, lo, hi):
+            return [None if a is None else a[lo:hi] for a in lst]
+        return (ArrayData(cut(self.xs, 0, at), cut(self.ys, 0, at), cut(self.sws, 0, at)),
+                ArrayData(cut(self.xs, at, None), cut(self.ys, at, None),
+                          cut(self.sws, at, None)))
+
+
 class Batches:
     """Index ranges over n samples; `epoch(shuffle)` yields (start, stop, idx)
     where idx is the batch's slice of a fresh permutation, or None (in order)."""

@@ -44,10 +44,34 @@ class ParamEntry:
 
 
 class ParamStore:
-    """The model's memory for parameters, gradients and layer state."""
+    """The model's memory for parameters, gradients and layer state.
 
-    def __init__(self, layers):
+    Layers already bound to another model's store keep their weights: when
+    every layer of the new model lives in ONE existing store (a sub-model such
+    as ``fg.Model(model.input, model.get_layer("hidden").output)``), the new
+    store is a view of that one (same flat buffers, so the weights are
+    shared; `segments` limits the optimizer to its own arrays); otherwise a
+    fresh buffer is laid out and already-bound layers' values are copied in
+    by `initialize()` (a new model over trained layers starts from them)."""
+
+    def __new__(cls, layers, fresh=False):
+        layers = list(layers)
+        if not fresh and layers:
+            stores = {id(getattr(l, "_param_store", None)): getattr(l, "_param_store", None)
+                      for l in layers}
+            if len(stores) == 1:
+                parent = next(iter(stores.values()))
+                if parent is not None and set(map(id, layers)) < set(map(id, parent.layers)):
+                    view = object.__new__(SubParamStore)
+                    view._init_view(parent, layers)
+                    return view
+        return object.__new__(cls)
+
+    def __init__(self, layers, fresh=False):
         self.layers = list(layers)
+        self.parent = None
+        self._previous = {id(l): [np.array(w, copy=True) for w in l.weights]
+                          for l in self.layers if getattr(l, "_param_store", None) is not None}
         self.entries = []
         self.state_entries = []       # (layer, spec, array)
         off = 0
@@ -76,17 +100,25 @@ class ParamStore:
                 s[spec.name] = arr
                 self.state_entries.append((layer, spec, arr))
             layer.bind(p, g, s)
+            layer._param_store = self
         self.refresh_trainable()
 
     def initialize(self) -> None:
-        """Fill every parameter / state array from its initializer, in layer order."""
+        """Fill every parameter / state array from its initializer, in layer
+        order; layers that had weights before (another model's) keep them."""
         for layer in self.layers:
+            prev = self._previous.get(id(layer))
+            if prev is not None and [w.shape for w in prev] == [w.shape for w in layer.weights]:
+                for dst, src in zip(layer.weights, prev):
+                    dst[...] = src
+                continue
             for e in self.entries:
                 if e.layer is layer:
                     e.param[...] = _init(e.spec, layer)
             for lay, spec, arr in self.state_entries:
                 if lay is layer:
                     arr[...] = _init(spec, layer)
+        self._previous = {}
 
     def refresh_trainable(self) -> None:
         """Recompute the trainable segments / views (after layer.trainable changes)."""
@@ -152,3 +184,43 @@ def _init(spec, layer):
         raise ValueError(f"{layer.name}: initializer of {spec.name!r} returned shape {v.shape}, "
                          f"expected {tuple(spec.shape)}")
     return v
+
+
+class SubParamStore(ParamStore):
+    """A view of a parent store for a model over a subset of its layers: the
+    same flat buffers and state arrays (weights shared), its own entries;
+    the optimizer updates only its segments."""
+
+    def __init__(self, layers, fresh=False):
+        pass                                   # set up by _init_view (from __new__)
+
+    def _init_view(self, parent, layers):
+        order = {id(l): i for i, l in enumerate(layers)}
+        self.layers = list(layers)
+        self.parent = parent
+        self._previous = {}
+        self.entries = [e for e in parent.entries if id(e.layer) in order]
+        self.state_entries = [t for t in parent.state_entries if id(t[0]) in order]
+        self.size = parent.size
+        self.params = parent.params
+        self.grads = parent.grads
+        self.refresh_trainable()
+
+    def initialize(self) -> None:
+        """Nothing to do: the weights are the parent model's."""
+
+    def refresh_trainable(self) -> None:
+        super().refresh_trainable()
+        if self.all_trainable and len(self.entries) != len(self.parent.entries):
+            segs = []
+            for e in self.entries:
+                if e.layer.trainable and e.size:
+                    end = _align_up(e.offset + e.size)
+                    if segs and segs[-1][1] == e.offset:
+                        segs[-1][1] = end
+                    else:
+                        segs.append([e.offset, end])
+            self.all_trainable = False
+            self.segments = tuple((a, b) for a, b in segs)
+        if not self.all_trainable and self.segments == ():
+            self.segments = ()

@@ -1,16 +1,22 @@
-"""The Python training / inference step of a Sequential model.
+"""The Python executor: a model graph run node by node through `ops`.
 
-One `Step` object is made per (model build, compile): it holds the resolved
-pieces a batch needs so the per-batch work is straight-line code — layer
-forwards through pre-bound workspaces, one fused loss kernel, layer backwards
-into the flat gradient buffer, regularisation, one optimizer call:
+One `Step` is made per (model build, compile). It holds what a batch needs so
+the per-batch work is straight-line code:
 
-    forward (ops.dense_forward ...) -> loss (fused, on logits when the output
-    activation was absorbed) -> NaN check -> backward (ops.dense_backward ...)
+    forward   nodes in graph order, each through its layer and its own
+              workspace (a shared layer has one workspace per call)
+    loss      per output: the fused loss kernel (on logits when the output
+              activation was absorbed), weighted by the loss weight
+    NaN check
+    backward  nodes in reverse order; a slot's gradient contributions are
+              summed in a fixed order, a shared layer's parameter gradients
+              too (docs/architecture.md, "Two executors, one set of numbers")
     -> regulariser gradients -> optimizer.apply_gradients (clip + one update)
 
-The same sequence is what `Sequential.describe()` hands to a compiled
-executor (issue #5); this module is the reference executor.
+It implements the executor interface the model's fit/evaluate/predict loop
+drives (`train`, `evaluate`, `predict`, `max_batches_per_call`); the
+compiled plan (engine/compiled.py) implements the same one in C and gives
+the same bits.
 """
 from __future__ import annotations
 
@@ -18,30 +24,74 @@ import math
 
 import numpy as np
 
+from .data import take
 from .workspace import WorkspaceCache
 
 
 class NonFiniteLossError(FloatingPointError, ValueError):
-    """The loss became NaN or inf; the step that produced it was not applied."""
+    """The loss became NaN or inf; the step that produced it was not applied.
+
+    `batch`: index of the bad batch within the epoch (when known), `loss`: its
+    value."""
+
+    def __init__(self, msg="", batch=None, loss=None):
+        super().__init__(msg)
+        self.batch = batch
+        self.loss = loss
 
 
 class Step:
     def __init__(self, model):
         self.model = model
-        self.layers = list(model.layers)
+        g = self.graph = model._graph
+        self.nodes = list(g.nodes)
+        self.layers = list(g.layers)
         self.store = model._store
-        self.loss = model.loss
-        self.optimizer = model.optimizer
-        self.out_act = model._output_activation         # fused activation name or None
-        self.logits = self.out_act is not None or bool(getattr(self.loss, "from_logits", False))
-        self.cache = WorkspaceCache(len(self.layers))
-        # backward stops at the first layer that has parameters: nothing below needs dx
-        first = len(self.layers)
-        for i, layer in enumerate(self.layers):
-            if layer.param_specs():
-                first = i
-                break
-        self.first_param_layer = first
+        self.training = bool(model.compiled)
+        k = len(g.output_slots)
+        self.n_out = k
+        if model.compiled:
+            self.losses = list(model._losses)
+            self.loss_weights = list(model._loss_weights)
+            self.optimizer = model.optimizer
+            acts = list(model._output_activations) or [None] * k
+        else:
+            self.losses = [None] * k
+            self.loss_weights = [1.0] * k
+            self.optimizer = None
+            acts = [None] * k
+        self.out_acts = acts
+        self.logits = [a is not None or bool(getattr(l, "from_logits", False))
+                       for a, l in zip(acts, self.losses)]
+        self.loss_index = [i for i, l in enumerate(self.losses) if l is not None]
+        self.cache = WorkspaceCache(len(self.nodes))
+        self.need = g.needs_grad()
+        n_slots = len(g.slot_shapes)
+        self._vals = [None] * n_slots
+        self._grads = [None] * n_slots
+        # slots that receive a gradient: backward from the outputs that have a loss
+        live = [False] * n_slots
+        for i in self.loss_index:
+            live[g.output_slots[i]] = True
+        for n in reversed(self.nodes):
+            if live[n.out_slot]:
+                for s in n.in_slots:
+                    live[s] = True
+        run = [live[n.out_slot] and self.need[n.out_slot] for n in self.nodes]
+        self.run_backward = run
+        self.need_dx = [any(self.need[s] for s in n.in_slots) for n in self.nodes]
+        ran = {id(n.layer) for n, r in zip(self.nodes, run) if r}
+        # layers with parameters that no loss reaches: their gradient is zero
+        self.dead = [e for e in self.store.entries if id(e.layer) not in ran]
+        self.shared_entries = {lid: [e for e in self.store.entries if id(e.layer) == lid]
+                               for lid in g.shared}
+
+    def drop_refs(self):
+        """Forget every reference to the caller's arrays (after a call)."""
+        self.cache.drop_refs()
+        for lst in (self._vals, self._grads):
+            for i in range(len(lst)):
+                lst[i] = None
 
     def set_ops(self, ops):
         self.ops = ops
@@ -49,79 +99,184 @@ class Step:
             layer._ops = ops
 
     # ------------------------------------------------------------------ pieces
-    def forward(self, x, training, wss):
-        h = x
-        for layer, ws in zip(self.layers, wss):
-            h = layer.forward(h, training, ws)
-        return h
+    def forward(self, xs, training, wss):
+        vals = self._vals
+        for i, x in enumerate(xs):
+            vals[i] = x
+        for n in self.nodes:
+            ws = wss[n.index]
+            if n.multi:
+                y = n.layer.forward([vals[s] for s in n.in_slots], training, ws)
+            else:
+                y = n.layer.forward(vals[n.in_slots[0]], training, ws)
+            vals[n.out_slot] = y
+        return [vals[s] for s in self.graph.output_slots]
 
-    def loss_and_grad(self, out, y, sw, mws):
-        g = mws.buf("dout", out.shape)
-        loss, g = self.loss.compute(self.ops, out, y, sw, g, self.logits)
-        return loss, g
+    def losses_and_grads(self, outs, ys, sws, mws):
+        """(total weighted loss, per-output losses, per-output gradients)."""
+        total = 0.0
+        per = [0.0] * self.n_out
+        gs = [None] * self.n_out
+        for k in self.loss_index:
+            out = outs[k]
+            g = mws.buf(f"dout{k}", out.shape)
+            lk, g = self.losses[k].compute(self.ops, out, ys[k], sws[k], g, self.logits[k])
+            w = self.loss_weights[k]
+            if w != 1.0:
+                np.multiply(g, np.float32(w), out=g)
+            total += w * lk
+            per[k] = lk
+            gs[k] = g
+        return total, per, gs
 
-    def backward(self, g):
-        layers, wss = self.layers, self._wss
-        first = self.first_param_layer
-        dy = g
-        for i in range(len(layers) - 1, first - 1, -1):
-            dy = layers[i].backward(dy, wss[i], i > first)
+    def _add_grad(self, slot, d, mws):
+        grads = self._grads
+        cur = grads[slot]
+        if cur is None:
+            grads[slot] = d
+            return
+        acc = mws.buf(f"gacc{slot}", cur.shape, cur.dtype)
+        np.add(cur, d, out=acc)
+        grads[slot] = acc
+
+    def backward(self, gs, wss):
+        grads = self._grads
+        for i in range(len(grads)):
+            grads[i] = None
+        mws = wss[-1]
+        out_slots = self.graph.output_slots
+        for k in self.loss_index:
+            self._add_grad(out_slots[k], gs[k], mws)
+        done = set()
+        shared = self.shared_entries
+        for n in reversed(self.nodes):
+            if not self.run_backward[n.index]:
+                continue
+            dy = grads[n.out_slot]
+            if dy is None:
+                continue
+            layer = n.layer
+            lid = id(layer)
+            ws = wss[n.index]
+            need_dx = self.need_dx[n.index]
+            if lid in shared and lid in done:
+                saved = []
+                for j, e in enumerate(shared[lid]):
+                    buf = mws.buf(f"gsave{n.index}_{j}", e.grad.shape)
+                    np.copyto(buf, e.grad)
+                    saved.append(buf)
+                dx = layer.backward(dy, ws, need_dx)
+                for e, sv in zip(shared[lid], saved):
+                    np.add(e.grad, sv, out=e.grad)
+            else:
+                dx = layer.backward(dy, ws, need_dx)
+            done.add(lid)
+            if not need_dx:
+                continue
+            if n.multi:
+                for s, d in zip(n.in_slots, dx):
+                    if d is not None and self.need[s]:
+                        self._add_grad(s, d, mws)
+            elif self.need[n.in_slots[0]]:
+                self._add_grad(n.in_slots[0], dx, mws)
+        for e in self.dead:
+            e.grad[...] = 0.0
 
     # ------------------------------------------------------------------ steps
-    def train_batch(self, x, y, sw, metrics):
-        """One optimizer step on a batch; returns the loss (incl. regularisation)."""
-        wss = self._wss = self.cache.get(x.shape[0])
-        out = self.forward(x, True, wss)
-        loss, g = self.loss_and_grad(out, y, sw, wss[-1])
+    def train_batch(self, xs, ys, sws, metrics=True):
+        """One optimizer step on a batch; returns (total loss incl. regularisation,
+        per-output losses)."""
+        wss = self.cache.get(xs[0].shape[0])
+        outs = self.forward(xs, True, wss)
+        loss, per, gs = self.losses_and_grads(outs, ys, sws, wss[-1])
         store = self.store
         if store.regularized:
             loss += store.regularization_penalty(self.ops)
         if not math.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {loss}")
-        self.backward(g)
+            raise NonFiniteLossError(f"loss is {loss}", loss=loss)
+        self.backward(gs, wss)
         if store.frozen:
             store.zero_frozen_grads()
         if store.regularized:
             store.add_regularization_gradients()
         self.optimizer.apply_gradients(self.ops, store.params, store.grads,
                                        store.trainable_grad_views, store.segments)
-        if metrics:
-            self.update_metrics(metrics, y, out, sw)
-        return loss
+        if metrics and self.model.metrics:
+            self.model._update_metrics(outs, ys, sws)
+        return loss, per
 
-    def test_batch(self, x, y, sw, metrics):
-        wss = self.cache.get(x.shape[0])
-        out = self.forward(x, False, wss)
-        loss, _ = self.loss_and_grad(out, y, sw, wss[-1])
+    def test_batch(self, xs, ys, sws, metrics=True):
+        wss = self.cache.get(xs[0].shape[0])
+        outs = self.forward(xs, False, wss)
+        loss, per, _ = self.losses_and_grads(outs, ys, sws, wss[-1])
         if self.store.regularized:
             loss += self.store.regularization_penalty(self.ops)
-        if metrics:
-            self.update_metrics(metrics, y, out, sw)
-        return loss
+        if metrics and self.model.metrics:
+            self.model._update_metrics(outs, ys, sws)
+        return loss, per
 
-    def predict_batch(self, x, out=None):
-        """Model output (probabilities when the output activation was fused) for x;
-        written into `out` when given, else a workspace array."""
-        wss = self.cache.get(x.shape[0])
-        h = self.forward(x, False, wss)
-        if self.out_act is not None:
-            return self.ops.activation(self.out_act, h, out if out is not None else
-                                       wss[-1].buf("probs", h.shape))
-        if out is not None:
-            np.copyto(out, h)
-            return out
-        return h
+    # ------------------------------------------------------------------ executor interface
+    def max_batches_per_call(self, batch_size):
+        return 1 << 30
 
-    def update_metrics(self, metrics, y, out, sw):
-        """Metrics from compile(metrics=) ignore the sample weights; those from
-        compile(weighted_metrics=) use them (Keras 3)."""
-        act = self.out_act
-        flags = getattr(self.model, "_metric_weighted", ())
-        if len(flags) != len(metrics):
-            flags = (False,) * len(metrics)
-        for m, weighted in zip(metrics, flags):
-            w = sw if weighted else None
-            if act is None:
-                m.update_state(y, out, w)
+    def _gather(self, data, perm, s, e, mws):
+        idx = None if perm is None else perm[s:e]
+        xs = [take(x, idx, s, e, mws, f"x{i}") for i, x in enumerate(data.xs)]
+        ys = [take(y, idx, s, e, mws, f"y{i}") for i, y in enumerate(data.ys)]
+        sws = [take(w, idx, s, e, mws, f"w{i}") for i, w in enumerate(data.sws)]
+        return xs, ys, sws
+
+    def _stats_row(self, stats, b, total, per, rows):
+        stats[b, 0] = total
+        stats[b, 1] = rows
+        j = 2
+        for k in self.loss_index if self.n_out > 1 else ():
+            stats[b, j] = per[k]
+            j += 1
+
+    def _stats(self, nb):
+        width = 2 + (len(self.loss_index) if self.n_out > 1 else 0)
+        return np.zeros((nb, width))
+
+    def train(self, data, perm, start, nb, bs):
+        """Batches start .. start+nb-1 of the epoch's permutation (None: in order)."""
+        n = data.n
+        stats = self._stats(nb)
+        for b in range(nb):
+            s = (start + b) * bs
+            e = min(s + bs, n)
+            wss = self.cache.get(e - s)
+            xs, ys, sws = self._gather(data, perm, s, e, wss[-1])
+            try:
+                total, per = self.train_batch(xs, ys, sws)
+            except NonFiniteLossError as exc:
+                exc.batch = start + b
+                exc.done_stats = stats[:b]
+                raise
+            self._stats_row(stats, b, total, per, e - s)
+        return stats
+
+    def evaluate(self, data, start, nb, bs):
+        n = data.n
+        stats = self._stats(nb)
+        for b in range(nb):
+            s = (start + b) * bs
+            e = min(s + bs, n)
+            xs = [x[s:e] for x in data.xs]
+            ys = [None if y is None else y[s:e] for y in data.ys]
+            sws = [None if w is None else w[s:e] for w in data.sws]
+            total, per = self.test_batch(xs, ys, sws)
+            self._stats_row(stats, b, total, per, e - s)
+        return stats
+
+    def predict(self, xs, outs):
+        """outs[k][...] = output k for the rows of xs (probabilities where the
+        output activation was fused into the loss)."""
+        wss = self.cache.get(xs[0].shape[0])
+        hs = self.forward(xs, False, wss)
+        for h, out, act in zip(hs, outs, self.out_acts):
+            if act is not None:
+                self.ops.activation(act, h, out)
             else:
-                m.update_state_logits(y, out, act, w, self.ops)
+                np.copyto(out, h)
+        return outs

@@ -1,18 +1,27 @@
 """fastgrad.layers — Keras-style layers.
 
-Core layers live in `core`; Dropout (`dropout`) and the normalisation layers
-(`normalization`) are imported on first use.  Every subclass of `Layer` is
+Core layers live in `core`; Dropout (`dropout`), the normalisation layers
+(`normalization`), the merge layers (`merge`) and the reshaping layers
+(`reshaping`) are imported on first use.  Every subclass of `Layer` is
 registered by class name for `deserialize` / model loading.
 """
 from .base import Layer, ParamSpec, StateSpec, get_layer_class, deserialize_layer
 from .core import Dense, Activation, Flatten, InputLayer, Input
 
 __all__ = ["Layer", "ParamSpec", "StateSpec", "Dense", "Activation", "Flatten", "InputLayer",
-           "Input", "Dropout", "BatchNormalization", "LayerNormalization", "get_layer_class",
-           "deserialize", "serialize"]
+           "Input", "Dropout", "BatchNormalization", "LayerNormalization",
+           "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+           "Reshape", "Permute", "RepeatVector", "Identity",
+           "get_layer_class", "deserialize", "serialize"]
 
 _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
-         "LayerNormalization": ".normalization"}
+         "LayerNormalization": ".normalization",
+         "Add": ".merge", "Subtract": ".merge", "Multiply": ".merge", "Average": ".merge",
+         "Maximum": ".merge", "Minimum": ".merge", "Concatenate": ".merge", "Dot": ".merge",
+         "Reshape": ".reshaping", "Permute": ".reshaping", "RepeatVector": ".reshaping",
+         "Identity": ".reshaping",
+         "add": ".merge", "subtract": ".merge", "multiply": ".merge", "average": ".merge",
+         "maximum": ".merge", "minimum": ".merge", "concatenate": ".merge", "dot": ".merge"}
 
 
 def __getattr__(name):
@@ -37,7 +46,20 @@ def serialize(layer) -> dict:
     return {"class_name": type(layer).__name__, "config": layer.get_config()}
 
 
-def deserialize(d: dict):
+def deserialize(d: dict, custom_objects=None):
+    cls = (custom_objects or {}).get(d.get("class_name"))
+    if cls is not None:
+        return cls.from_config(dict(d.get("config") or {}))
     if d.get("class_name") not in Layer.registry:
         _load_all()
     return deserialize_layer(d)
+
+
+def _operator_layer(kind):
+    return lambda: __getattr__(kind)()
+
+
+# Python's + - * on symbolic tensors build these merge layers (engine.graph)
+from ..engine import graph as _graph  # noqa: E402
+for _kind in ("Add", "Subtract", "Multiply"):
+    _graph.OPERATOR_LAYERS[_kind] = _operator_layer(_kind)

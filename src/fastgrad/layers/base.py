@@ -169,6 +169,7 @@ class Layer:
         self.offsets: dict = {}     # param name -> offset (float32 elements) in the flat buffer
         self._ops = None
         self._fused_activation = None
+        self._inbound_nodes: list = []   # engine.graph.Node per symbolic call
 
     # ------------------------------------------------------------------ ops
     @property
@@ -224,13 +225,106 @@ class Layer:
     def backward(self, dy, ws, need_dx: bool = True):
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
-    def __call__(self, x, training: bool = False):
-        """Eager convenience: run forward on a built layer with a throw-away workspace."""
+    #: True for layers called on a list of tensors (merge layers): build /
+    #: compute_output_shape / forward get lists, backward returns a list
+    _multi_input = False
+
+    def __call__(self, inputs, training: bool = False, **kwargs):
+        """On symbolic tensors (fg.Input, another layer's output): add a node to
+        the model graph and return its output tensor (the functional API).
+        On arrays: run forward eagerly with a throw-away workspace (the layer
+        is built from the arrays' per-sample shapes first if needed)."""
+        from ..engine import graph as _graph
+        if kwargs:
+            raise TypeError(f"{self.name}: unexpected keyword argument(s) "
+                            f"{', '.join(sorted(kwargs))} in the call")
+        if _graph.is_symbolic(inputs):
+            return self._call_symbolic(inputs)
         from ..engine.workspace import Workspace
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        multi = self._multi_input
+        if multi:
+            if isinstance(inputs, np.ndarray) or not isinstance(inputs, (list, tuple)):
+                got = (f"one array of shape {inputs.shape}" if isinstance(inputs, np.ndarray)
+                       else type(inputs).__name__)
+                raise ValueError(f"{type(self).__name__} layer {self.name!r} should be called on "
+                                 f"a list of inputs; got {got}")
+            xs = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
+        else:
+            xs = [np.ascontiguousarray(inputs, dtype=np.float32)]
+        if any(x.ndim < 1 for x in xs):
+            raise ValueError(f"{type(self).__name__} layer {self.name!r}: inputs need a batch "
+                             f"axis; got shapes {[x.shape for x in xs]}")
+        shapes = [tuple(x.shape[1:]) for x in xs]
+        shape = shapes if multi else shapes[0]
         if not self.built:
-            raise ValueError(f"{self.name}: layer is not built; add it to a model first")
-        return np.array(self.forward(x, training, Workspace()), copy=True)
+            self.build(shape)
+            if self.param_specs() or self.state_specs():
+                # weights of a layer used on its own (Keras builds them at the first call);
+                # a model that takes the layer later starts from them
+                from ..engine.params import ParamStore
+                from .. import _config
+                ParamStore([self], fresh=True).initialize()
+                self.reset_rng(_config.next_seed())
+        else:
+            cur = [tuple(s) for s in self.input_shape] if multi else tuple(self.input_shape)
+            if cur != shape:
+                raise ValueError(f"{type(self).__name__} layer {self.name!r} was built for input "
+                                 f"shape {cur}, called on {shape} (batch axis excluded)")
+        y = self.forward(xs if multi else xs[0], training, Workspace())
+        return np.array(y, copy=True)
+
+    def _call_symbolic(self, inputs):
+        from ..engine.graph import Node, SymbolicTensor
+        if self._multi_input:
+            if not isinstance(inputs, (list, tuple)):
+                raise TypeError(f"{type(self).__name__} {self.name}: expects a list of tensors, "
+                                f"got {type(inputs).__name__}")
+            ts = list(inputs)
+        else:
+            if isinstance(inputs, (list, tuple)):
+                if len(inputs) != 1:
+                    raise TypeError(f"{type(self).__name__} {self.name}: takes one input tensor, "
+                                    f"got a list of {len(inputs)}")
+                inputs = inputs[0]
+            ts = [inputs]
+        for t in ts:
+            if not isinstance(t, SymbolicTensor):
+                raise TypeError(f"{self.name}: cannot mix symbolic tensors and "
+                                f"{type(t).__name__} in one call")
+        shapes = [tuple(t.shape[1:]) for t in ts]
+        arg = shapes if self._multi_input else shapes[0]
+        if not self.built:
+            out = self.build(arg)
+        else:
+            cur = [tuple(s) for s in self.input_shape] if self._multi_input else \
+                tuple(self.input_shape)
+            want = [tuple(s) for s in arg] if self._multi_input else tuple(arg)
+            if cur != want:
+                fmt = (lambda s: str([(None,) + tuple(x) for x in s])) if self._multi_input \
+                    else (lambda s: str((None,) + tuple(s)))
+                raise ValueError(f"{type(self).__name__} {self.name}: this layer was built for "
+                                 f"input shape {fmt(cur)} and is now called on {fmt(want)}; a "
+                                 "shared layer needs the same input shape at every call")
+            out = self.output_shape
+        batch = ts[0].shape[0] if all(t.shape[0] == ts[0].shape[0] for t in ts) else None
+        node = Node(self, ts, self._multi_input, out, batch)
+        return node.output
+
+    @property
+    def output(self):
+        """The output tensor of this layer's single call (Keras `layer.output`)."""
+        return self._single_node("output").output
+
+    @property
+    def input(self):
+        n = self._single_node("input")
+        return n.inputs if n.multi else (n.inputs[0] if n.inputs else n.output)
+
+    def _single_node(self, what):
+        if not self._inbound_nodes:
+            raise AttributeError(f"layer {self.name!r} has never been called on a symbolic "
+                                 f"tensor, so it has no {what}")
+        return self._inbound_nodes[0]
 
     # ------------------------------------------------------------------ fusion
     def split_output_activation(self):

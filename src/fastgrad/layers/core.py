@@ -208,17 +208,38 @@ class Flatten(Layer):
 
 
 class InputLayer(Layer):
-    """Declares the per-sample input shape; identity.  A Sequential keeps the
-    shape and drops the layer from `model.layers` (as Keras does)."""
+    """The entry of a model: declares the per-sample input shape and holds the
+    symbolic tensor `output` that fg.Input returns. A Sequential keeps the
+    shape and drops the layer from `model.layers` (as Keras does); a
+    functional model lists it."""
 
-    def __init__(self, input_shape=None, shape=None, name=None, **kwargs):
+    _is_input_layer = True
+
+    def __init__(self, input_shape=None, shape=None, name=None, batch_size=None, **kwargs):
         if shape is not None:
             if input_shape is not None:
                 raise ValueError("InputLayer: give shape or input_shape, not both")
             input_shape = shape
-        if input_shape is None and kwargs.get("batch_input_shape") is None:
+        if input_shape is None and kwargs.get("batch_input_shape") is None \
+                and kwargs.get("batch_shape") is None:
             raise ValueError("InputLayer: shape is required")
-        super().__init__(name=name, input_shape=input_shape, **kwargs)
+        bshape = kwargs.pop("batch_shape", None)
+        if bshape is not None:
+            kwargs["batch_input_shape"] = bshape
+        if input_shape is not None and isinstance(input_shape, (list, tuple)) \
+                and any(s is None for s in input_shape):
+            raise ValueError(f"InputLayer: shape {tuple(input_shape)} has an unknown (None) "
+                             "dimension; fastgrad needs every per-sample dimension")
+        if batch_size is not None and (isinstance(batch_size, bool) or
+                                       not isinstance(batch_size, (int, np.integer))
+                                       or batch_size < 1):
+            raise ValueError(f"InputLayer: batch_size must be a positive integer, got "
+                             f"{batch_size!r}")
+        super().__init__(name=name or _unique_input_name(), input_shape=input_shape, **kwargs)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        from ..engine.graph import Node
+        out = self.build(self._declared_input_shape)
+        Node(self, [], False, out, self.batch_size)
 
     def forward(self, x, training, ws):
         return x
@@ -226,7 +247,37 @@ class InputLayer(Layer):
     def backward(self, dy, ws, need_dx=True):
         return dy if need_dx else None
 
+    def get_config(self):
+        cfg = super().get_config()
+        if self.batch_size is not None:
+            cfg["batch_size"] = self.batch_size
+        return cfg
 
-def Input(shape, name=None, **kwargs):
-    """`fg.Input(shape=(784,))` / `fg.layers.Input`: an InputLayer for Sequential."""
-    return InputLayer(input_shape=_as_shape(shape, "Input: shape"), name=name, **kwargs)
+
+_input_count = [0]
+
+
+def _unique_input_name():
+    from .base import _unique_name
+    return _unique_name("input_layer")
+
+
+def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None, **kwargs):
+    """`fg.Input(shape=(784,))` (also fg.layers.Input): a symbolic tensor to call
+    layers on (the functional API), or to start a Sequential with."""
+    if shape is None and batch_shape is None:
+        raise ValueError("Input: shape is required, e.g. fg.Input(shape=(784,))")
+    if batch_shape is not None:
+        batch_shape = tuple(batch_shape)
+        if shape is None:
+            shape = batch_shape[1:]
+        if batch_size is None and batch_shape[0] is not None:
+            batch_size = batch_shape[0]
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"Input: shape must be a tuple of integers, got {shape!r}")
+    layer = InputLayer(input_shape=_as_shape(tuple(shape), "Input: shape") if
+                       not any(s is None for s in shape) else tuple(shape),
+                       name=name, batch_size=batch_size, dtype=dtype, **kwargs)
+    return layer.output

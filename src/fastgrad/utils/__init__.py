@@ -1,12 +1,14 @@
 """fastgrad.utils — small helpers around training: the progress bar, label
-encoding, seeding (Keras names)."""
+encoding, seeding, drawing a model's graph (Keras names)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .progbar import Progbar, format_duration, format_value
+from .plot import model_to_dot, plot_model
 
-__all__ = ["Progbar", "to_categorical", "set_random_seed", "format_duration", "format_value"]
+__all__ = ["Progbar", "to_categorical", "set_random_seed", "format_duration", "format_value",
+           "plot_model", "model_to_dot"]
 
 
 def to_categorical(y, num_classes=None, dtype="float32"):

@@ -1,0 +1,169 @@
+"""Reshaping layers (Keras 3's keras.layers.reshaping): Reshape, Permute,
+RepeatVector and Identity.  Flatten lives in layers/core.py.
+
+Shapes are per sample (no batch axis), as everywhere in the Layer protocol.
+Reshape and Identity move no data (a view of / the input itself); Permute and
+RepeatVector compute through ops.permute_* and ops.repeat_vector_*.  Like the
+merge layers, they build themselves when called eagerly on an array
+(`Reshape((2, 3))(x)`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+
+__all__ = ["Reshape", "Permute", "RepeatVector", "Identity"]
+
+
+def _int_tuple(value, what):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        out = tuple(value)
+    except TypeError:
+        raise TypeError(f"{what}: expected a tuple of integers, got {value!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in out):
+        raise TypeError(f"{what}: expected a tuple of integers, got {value!r}")
+    return tuple(int(v) for v in out)
+
+
+class Reshape(Layer):
+    """(batch, *input_shape) -> (batch, *target_shape) (keras.layers.Reshape);
+    one entry of target_shape may be -1 (inferred). A view, no copy."""
+
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        target = _int_tuple(target_shape, f"Reshape layer {self.name!r}: target_shape")
+        if target.count(-1) > 1:
+            raise ValueError(f"Reshape layer {self.name!r}: target_shape must not contain more "
+                             f"than one -1; got {target}")
+        if any(d <= 0 and d != -1 for d in target):
+            raise ValueError(f"Reshape layer {self.name!r}: target_shape entries must be positive "
+                             f"(or one -1); got {target}")
+        self.target_shape = target
+
+    def compute_output_shape(self, input_shape):
+        size = int(np.prod(input_shape))
+        known = int(np.prod([d for d in self.target_shape if d != -1]))
+        if -1 in self.target_shape:
+            ok = size % known == 0
+            out = tuple(size // known if d == -1 else d for d in self.target_shape)
+        else:
+            ok = size == known
+            out = self.target_shape
+        if not ok:
+            raise ValueError(f"Reshape layer {self.name!r}: cannot reshape per-sample input of "
+                             f"shape {tuple(input_shape)} ({size} values) into target_shape "
+                             f"{self.target_shape}")
+        return out
+
+    def forward(self, x, training, ws):
+        return x.reshape((x.shape[0],) + self.output_shape)
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        return dy.reshape((dy.shape[0],) + self.input_shape)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["target_shape"] = list(self.target_shape)
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d["target_shape"] = self.target_shape
+        return d
+
+
+class Permute(Layer):
+    """Permutes the per-sample axes (keras.layers.Permute): dims is 1-based, so
+    Permute((2, 1)) swaps the two axes of (batch, a, b) -> (batch, b, a)."""
+
+    def __init__(self, dims, **kwargs):
+        super().__init__(**kwargs)
+        dims = _int_tuple(dims, f"Permute layer {self.name!r}: dims")
+        if sorted(dims) != list(range(1, len(dims) + 1)):
+            raise ValueError(f"Permute layer {self.name!r}: invalid permutation dims={dims}; the "
+                             "indices must be consecutive and start from 1 (the batch axis 0 "
+                             "stays in place)")
+        self.dims = dims
+        self._perm = (0,) + dims
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != len(self.dims):
+            raise ValueError(f"Permute layer {self.name!r}: dims={self.dims} needs per-sample "
+                             f"input of rank {len(self.dims)}, got shape {tuple(input_shape)}")
+        return tuple(input_shape[d - 1] for d in self.dims)
+
+    def forward(self, x, training, ws):
+        y = ws.buf("y", (x.shape[0],) + self.output_shape, x.dtype)
+        self.ops.permute_forward(x, self._perm, y)
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
+        self.ops.permute_backward(dy, self._perm, dx)
+        return dx
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["dims"] = list(self.dims)
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d["dims"] = self.dims
+        return d
+
+
+class RepeatVector(Layer):
+    """(batch, features) -> (batch, n, features) (keras.layers.RepeatVector)."""
+
+    def __init__(self, n, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+            raise ValueError(f"RepeatVector layer {self.name!r}: n must be a positive integer, "
+                             f"got {n!r}")
+        self.n = int(n)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"RepeatVector layer {self.name!r}: expects per-sample input of "
+                             f"shape (features,), got {tuple(input_shape)}")
+        return (self.n, input_shape[0])
+
+    def forward(self, x, training, ws):
+        y = ws.buf("y", (x.shape[0],) + self.output_shape, x.dtype)
+        self.ops.repeat_vector_forward(x, y)
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
+        self.ops.repeat_vector_backward(dy, dx)
+        return dx
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["n"] = self.n
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d["n"] = self.n
+        return d
+
+
+class Identity(Layer):
+    """Returns its input unchanged (keras.layers.Identity)."""
+
+    def forward(self, x, training, ws):
+        return x
+
+    def backward(self, dy, ws, need_dx=True):
+        return dy if need_dx else None

@@ -1,0 +1,102 @@
+"""fg.utils.plot_model / model_to_dot: draw a model's graph (Keras names).
+
+The graph is written as Graphviz DOT text by this module (one box per layer
+call: "name (Type)", optionally its input/output shapes; one arrow per tensor
+edge). A ".dot" file needs nothing else; other formats (png, svg, pdf, ...)
+are rendered by pydot when it is installed, else by Graphviz's `dot`
+program; without either, a clear ImportError says what to install."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+__all__ = ["model_to_dot", "plot_model"]
+
+
+def _quote(s):
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _shape(t):
+    return str(tuple(t.shape)).replace("None", "None")
+
+
+def model_to_dot(model, show_shapes=False, show_layer_names=True, rankdir="TB",
+                 show_dtype=False, dpi=96, **kwargs) -> str:
+    """The model's graph as DOT text (a str)."""
+    if rankdir not in ("TB", "LR", "BT", "RL"):
+        raise ValueError(f"plot_model: rankdir must be one of TB, LR, BT, RL, got {rankdir!r}")
+    g = getattr(model, "_graph", None)
+    if g is None:
+        raise ValueError(f"plot_model: model {getattr(model, 'name', model)!r} is not built yet; "
+                         "build it (give an input shape or call it on data) first")
+    lines = [f"digraph {_quote(model.name)} {{", f"  graph [rankdir={rankdir}, dpi={int(dpi)}];",
+             '  node [shape=record, fontname="Helvetica"];']
+    ids = {}
+
+    def node_id(node):
+        k = id(node)
+        if k not in ids:
+            ids[k] = f"n{len(ids)}"
+        return ids[k]
+
+    def label(node):
+        layer = node.layer
+        head = f"{layer.name} ({type(layer).__name__})" if show_layer_names else \
+            type(layer).__name__
+        if show_dtype:
+            head += " | float32"
+        if not show_shapes:
+            return head
+        ins = ", ".join(_shape(t) for t in node.inputs) or _shape(node.output)
+        return f"{{{head} | {{input: {ins} | output: {_shape(node.output)}}}}}"
+
+    for t in g.inputs:
+        n = t._node
+        lines.append(f"  {node_id(n)} [label={_quote(label(n))}];")
+    for gn in g.nodes:
+        n = gn.node
+        lines.append(f"  {node_id(n)} [label={_quote(label(n))}];")
+        for t in n.inputs:
+            lines.append(f"  {node_id(t._node)} -> {node_id(n)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
+               show_layer_names=True, rankdir="TB", expand_nested=False, dpi=96, **kwargs):
+    """Draw the model's graph into `to_file` (format from its extension; ".dot"
+    writes the DOT text itself). Returns the path written."""
+    dot = model_to_dot(model, show_shapes=show_shapes, show_layer_names=show_layer_names,
+                       rankdir=rankdir, show_dtype=show_dtype, dpi=dpi)
+    path = os.fspath(to_file)
+    ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    if ext in ("dot", "gv"):
+        with open(path, "w") as f:
+            f.write(dot)
+        return path
+    try:
+        import pydot
+    except ImportError:
+        pydot = None
+    if pydot is not None:
+        graphs = pydot.graph_from_dot_data(dot)
+        try:
+            graphs[0].write(path, format=ext)
+        except (OSError, FileNotFoundError) as exc:
+            raise ImportError(f"plot_model: pydot could not run Graphviz ({exc}); install "
+                              "Graphviz (https://graphviz.org/download/) so that `dot` is on "
+                              "PATH") from None
+        return path
+    exe = shutil.which("dot")
+    if exe is None:
+        raise ImportError("plot_model: rendering a ." + ext + " file needs pydot "
+                          "(`pip install pydot`) and Graphviz (https://graphviz.org/download/), "
+                          "or Graphviz's `dot` program on PATH; to_file='model.dot' writes the "
+                          "graph as DOT text without either")
+    proc = subprocess.run([exe, f"-T{ext}", "-o", path], input=dot.encode(), capture_output=True)
+    if proc.returncode != 0:
+        raise ValueError(f"plot_model: Graphviz failed to write {path!r}: "
+                         f"{proc.stderr.decode(errors='replace').strip()}")
+    return path

@@ -1,0 +1,137 @@
+"""The model graph itself (engine/graph.py): order, slots, errors, and the
+graph utilities (plot_model, the functional merge helpers, summary)."""
+import numpy as np
+import pytest
+
+import fastgrad as fg
+from fastgrad import layers as L
+from fastgrad.engine.graph import Graph, GraphError, SymbolicTensor
+
+
+def _two_branch():
+    a = fg.Input(shape=(4,), name="in_a")
+    b = fg.Input(shape=(3,), name="in_b")
+    da = L.Dense(5, name="da")(a)
+    db = L.Dense(6, name="db")(b)
+    c = L.Concatenate(name="cat")([da, db])
+    out = L.Dense(2, name="out")(c)
+    return fg.Model([a, b], out), (a, b, da, db, c, out)
+
+
+def test_input_is_a_symbolic_tensor():
+    t = fg.Input(shape=(3, 4), name="x")
+    assert isinstance(t, SymbolicTensor) and isinstance(t, fg.KerasTensor)
+    assert t.shape == (None, 3, 4) and t.dtype == "float32"
+    assert fg.Input(shape=(2,), batch_size=8).shape == (8, 2)
+    with pytest.raises(TypeError, match="symbolic"):
+        np.asarray(t)
+
+
+def test_layer_order_is_keras_depth_order():
+    m, _ = _two_branch()
+    assert [l.name for l in m.layers] == ["in_a", "in_b", "da", "db", "cat", "out"]
+    names = m._store.weight_names()
+    assert names == ["da/kernel", "da/bias", "db/kernel", "db/bias", "out/kernel", "out/bias"]
+
+
+def test_slots_and_consumers():
+    m, _ = _two_branch()
+    g = m._graph
+    assert g.n_inputs == 2
+    assert [n.layer.name for n in g.nodes] == ["da", "db", "cat", "out"]
+    assert [n.in_slots for n in g.nodes] == [(0,), (1,), (2, 3), (4,)]
+    assert g.output_slots == (5,)
+    assert g.consumers[2] == [2] and g.consumers[5] == []
+    assert g.slot_shapes == [(4,), (3,), (5,), (6,), (11,), (2,)]
+
+
+def test_graph_errors_name_the_layers():
+    a = fg.Input(shape=(4,), name="ga")
+    b = fg.Input(shape=(4,), name="gb")
+    h = L.Dense(3, name="gh")(b)
+    with pytest.raises(GraphError, match="gb.*not among the model's inputs"):
+        fg.Model(a, h)
+    with pytest.raises(GraphError, match="'ga' is disconnected"):
+        fg.Model([a, b], h)
+    with pytest.raises(GraphError, match="made by fg.Input"):
+        fg.Model(h, L.Dense(2)(h))
+    with pytest.raises(GraphError, match="twice"):
+        fg.Model([b, b], h)
+    x = L.Dense(3, name="dup")(a)
+    y = L.Dense(3, name="dup")(x)
+    with pytest.raises(GraphError, match="two different layers are named 'dup'"):
+        fg.Model(a, y)
+    d = L.Dense(3, name="reuse")
+    d(a)
+    with pytest.raises(ValueError, match=r"reuse: this layer was built for input shape \(None, 4\) "
+                                         r"and is now called on \(None, 5\)"):
+        d(fg.Input(shape=(5,)))
+    with pytest.raises(ValueError, match="Dense"):
+        L.Dense(2)(fg.Input(shape=(2, 3)))
+    with pytest.raises(TypeError, match="expected a symbolic tensor"):
+        fg.Model(a, np.zeros((1, 4)))
+
+
+def test_cycle_is_refused():
+    a = fg.Input(shape=(2,))
+    h = L.Dense(2, name="cyc")(a)
+    node = h._node
+    node.inputs.append(h)            # a hand-made cycle (the API cannot make one)
+    with pytest.raises(GraphError, match="cycle through layer 'cyc'"):
+        Graph([a], [h])
+
+
+def test_functional_merge_helpers():
+    a, b = fg.Input(shape=(3,)), fg.Input(shape=(3,))
+    assert L.add([a, b]).shape == (None, 3)
+    assert L.concatenate([a, b]).shape == (None, 6)
+    assert L.dot([a, b], axes=1).shape == (None, 1)
+    for f in (L.subtract, L.multiply, L.average, L.maximum, L.minimum):
+        assert f([a, b]).shape == (None, 3)
+    m = fg.Model([a, b], L.add([a, b]))
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(m.predict([x, 2 * x]), 3 * x)
+
+
+def test_plot_model_writes_dot(tmp_path):
+    m, _ = _two_branch()
+    p = fg.utils.plot_model(m, to_file=str(tmp_path / "m.dot"), show_shapes=True)
+    text = open(p).read()
+    assert text.startswith("digraph") and "da (Dense)" in text and "->" in text
+    assert text.count("->") == 5
+    dot = fg.utils.model_to_dot(m)
+    assert "cat (Concatenate)" in dot
+
+
+def test_plot_model_png_needs_pydot_or_graphviz(tmp_path, monkeypatch):
+    import shutil
+    import sys
+    m, _ = _two_branch()
+    monkeypatch.setitem(sys.modules, "pydot", None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ImportError, match="pydot"):
+        fg.utils.plot_model(m, to_file=str(tmp_path / "m.png"))
+
+
+def test_summary_connected_to_column():
+    m, _ = _two_branch()
+    lines = []
+    m.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "Connected to" in text
+    assert "da[0][0], db[0][0]" in text
+    seq = fg.Sequential([L.Dense(2, input_shape=(3,))])
+    lines = []
+    seq.summary(print_fn=lines.append)
+    assert "Connected to" not in "\n".join(lines)
+
+
+def test_shared_layer_summary_and_params():
+    a, b = fg.Input(shape=(3,)), fg.Input(shape=(3,))
+    s = L.Dense(2, name="shared_d")
+    m = fg.Model([a, b], L.add([s(a), s(b)]))
+    assert m.count_params() == 8
+    assert len(m._graph.nodes_of[id(s)]) == 2
+    lines = []
+    m.summary(print_fn=lines.append)
+    assert "shared_d[1][0]" in "\n".join(lines)
