@@ -196,7 +196,7 @@ static int output_of(const fg_net *n, int s) {
 /* Parameter arrays: collect the unique ones (node order), check that arrays of
  * different layers do not overlap, and pick which node of a shared layer
  * writes its gradient (the highest-index one) and how much scratch the others need. */
-static int plan_params(fg_net *n) {
+static int plan_params(fg_net *n, int *bad_node) {
     int cap = 0;
     for (int i = 0; i < n->n_nodes; i++) cap += n->nodes[i].n_par;
     n->arrays = (fg_param_array *)calloc((size_t)(cap ? cap : 1), sizeof *n->arrays);
@@ -213,10 +213,16 @@ static int plan_params(fg_net *n) {
             for (; a < n->n_arrays; a++) {
                 const fg_param_array *q = &n->arrays[a];
                 if (q->off == p->off && q->count == p->count) break;           /* a shared layer's */
-                if (p->off < q->off + q->count && q->off < p->off + p->count) return FG_ERR_ARG;
+                if (p->off < q->off + q->count && q->off < p->off + p->count) {
+                    *bad_node = i;
+                    return FG_ERR_ARG;
+                }
             }
             if (a < n->n_arrays) {
-                if (n->array_trainable[a] != (N->d.trainable != 0)) return FG_ERR_ARG;
+                if (n->array_trainable[a] != (N->d.trainable != 0)) {
+                    *bad_node = i;
+                    return FG_ERR_ARG;
+                }
                 continue;
             }
             n->arrays[n->n_arrays] = *p;
@@ -415,7 +421,7 @@ static int build(fg_net *n, int *bad_node, const fg_graph_desc *g, const fg_loss
         N->backward = live[out] && n->need[out];
     }
     free(live);
-    FG_TRY(plan_params(n));
+    FG_TRY(plan_params(n, bad_node));
     return plan_inference(n);
 }
 

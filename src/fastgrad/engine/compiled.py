@@ -473,19 +473,20 @@ class CompiledPlan:
 
     def _py_metrics(self, data, perm, start, done, bs):
         """Metrics without a C path, from the captured outputs of batches
-        start .. start+done-1, as the Python Step feeds them (one update over the
-        chunk's rows: every metric here is a sum over samples)."""
-        if not done:
-            return
-        p0, p1 = start * bs, min((start + done) * bs, data.n)
-        idx = perm[p0:p1] if perm is not None else slice(p0, p1)
-        outs, ys, sws = [], [], []
-        for k in range(self.n_out):
-            cap = self._caps[k] if k in self._captured else None
-            outs.append(cap[:p1 - p0] if cap is not None else None)
-            ys.append(data.ys[k][idx] if cap is not None and data.ys[k] is not None else None)
-            sws.append(data.sws[k][idx] if cap is not None and data.sws[k] is not None else None)
-        self.model._update_metrics(outs, ys, sws)
+        start .. start+done-1, batch by batch as the Python Step feeds them (so
+        their sums round the same way)."""
+        n = data.n
+        p0 = start * bs
+        for b in range(start, start + done):
+            s, e = b * bs, min((b + 1) * bs, n)
+            idx = perm[s:e] if perm is not None else slice(s, e)
+            outs, ys, sws = [], [], []
+            for k in range(self.n_out):
+                cap = self._caps[k] if k in self._captured else None
+                outs.append(cap[s - p0:e - p0] if cap is not None else None)
+                ys.append(data.ys[k][idx] if cap is not None and data.ys[k] is not None else None)
+                sws.append(data.sws[k][idx] if cap is not None and data.sws[k] is not None else None)
+            self.model._update_metrics(outs, ys, sws)
 
     def _metrics_add(self, stats, done):
         """The accuracy computed in C, into the model's metric."""

@@ -125,6 +125,16 @@ class Merge(Layer):
         self.ops.merge_backward(self._kind, dy, xs, ws.y, dxs)
         return dxs
 
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
+        element-wise merges of inputs of the output's shape (broadcasting has no C path)."""
+        if self._kind is None:
+            raise ctx.unsupported(f"{self._what()} has no C path")
+        if any(tuple(s) != tuple(self.output_shape) for s in self.input_shape):
+            raise ctx.unsupported(f"{self._what()}: a merge that broadcasts (input shapes "
+                                  f"{self.input_shape}) has no C path")
+        return dict(kind="merge", op=ctx.merge_op(self._kind))
+
 
 class Add(Merge):
     """Sum of the inputs (keras.layers.Add)."""
@@ -212,6 +222,10 @@ class Concatenate(Merge):
         dxs = [ws.buf(f"dx{i}", x.shape, x.dtype) for i, x in enumerate(xs)]
         self.ops.concat_backward(dy, axis, [s[axis - 1] for s in self.input_shape], dxs)
         return dxs
+
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan: the per-sample axis it joins along."""
+        return dict(kind="concat", axis=self._full_axis(len(self.output_shape)) - 1)
 
     def get_config(self):
         cfg = super().get_config()

@@ -66,6 +66,10 @@ class Reshape(Layer):
             return None
         return dy.reshape((dy.shape[0],) + self.input_shape)
 
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan: the same data, another shape."""
+        return dict(kind="reshape")
+
     def get_config(self):
         cfg = super().get_config()
         cfg["target_shape"] = list(self.target_shape)
@@ -167,3 +171,7 @@ class Identity(Layer):
 
     def backward(self, dy, ws, need_dx=True):
         return dy if need_dx else None
+
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan: its input passed on."""
+        return dict(kind="reshape")
