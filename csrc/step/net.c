@@ -57,7 +57,9 @@ static int passes_on(const fg_node *N, int training) {
     return N->ops->passthrough && N->ops->passthrough(&N->d, training);
 }
 
-static int writes_dx_over_dy(const fg_node *N) { return N->ops->dx_inplace && N->ops->dx_inplace(&N->d); }
+static int writes_dx_over_dy(const fg_node *N) {
+    return N->ops->dx_inplace && N->in_size[0] == N->out_size && N->ops->dx_inplace(&N->d);
+}
 
 static int64_t node_ws_bytes(const fg_node *N, int64_t rows) {
     return N->ops->workspace ? N->ops->workspace(&N->d, N->in_shape, N->n_in, rows) : 0;
@@ -116,7 +118,7 @@ static int ensure_train_ws(fg_net *n, int64_t rows) {
     }
     for (int i = 0; ok && i < n->n_nodes; i++) {
         fg_node *N = &n->nodes[i];
-        if (!passes_on(N, 1)) ok = (N->y = fg_step_alloc(r * (size_t)N->out_size * f)) != NULL;
+        if (!passes_on(N, 1) || !passes_on(N, 0)) ok = (N->y = fg_step_alloc(r * (size_t)N->out_size * f)) != NULL;
         int64_t wb = node_ws_bytes(N, rows);
         if (ok && wb > 0) ok = (N->ws = fg_step_alloc((size_t)wb)) != NULL;
         for (int j = 0; ok && j < N->n_in; j++)

@@ -250,6 +250,9 @@ cdef struct _batch_ptrs:
     int *y_kind
     const float **sw
     float **out
+    # per-sample sizes of the inputs / outputs (for the hot checks)
+    int64_t *in_size
+    int64_t *out_size
 
 
 cdef class Net:
@@ -389,8 +392,15 @@ cdef class Net:
         self._p.y_kind = <int *>calloc(NO, sizeof(int))
         self._p.sw = <const float **>calloc(NO, sizeof(float *))
         self._p.out = <float **>calloc(NO, sizeof(float *))
-        if not (self._p.x and self._p.y and self._p.y_kind and self._p.sw and self._p.out):
+        self._p.in_size = <int64_t *>calloc(NI, sizeof(int64_t))
+        self._p.out_size = <int64_t *>calloc(NO, sizeof(int64_t))
+        if not (self._p.x and self._p.y and self._p.y_kind and self._p.sw and self._p.out
+                and self._p.in_size and self._p.out_size):
             raise MemoryError("step.Net: out of memory")
+        for j in range(NI):
+            self._p.in_size[j] = self.in_sizes[j]
+        for k in range(NO):
+            self._p.out_size[k] = self.out_sizes[k]
         self._small_out = [cnp.PyArray_EMPTY(2, [SMALL_ROWS, c], cnp.NPY_FLOAT32, 0) for c in self.out_sizes]
 
     def __dealloc__(self):
@@ -402,6 +412,8 @@ cdef class Net:
         free(self._p.y_kind)
         free(self._p.sw)
         free(self._p.out)
+        free(self._p.in_size)
+        free(self._p.out_size)
 
     def set_accuracy(self, int kind, float threshold=0.5, bint weighted=True):
         """The accuracy metric to accumulate (single-output models); weighted=False ignores
@@ -442,6 +454,8 @@ cdef class Net:
         return fg_net_workspace_bytes(self.net)
 
     cdef int _check_inputs(self, str op, object xs, int64_t *rows) except -1:
+        cdef int j
+        cdef int64_t r
         if len(xs) != self.n_inputs:
             raise ValueError(f"{op}: {len(xs)} input arrays for {self.n_inputs} model inputs")
         for j in range(self.n_inputs):
@@ -451,7 +465,7 @@ cdef class Net:
             r = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
             if j == 0:
                 rows[0] = r
-            if r != rows[0] or cnp.PyArray_SIZE(<cnp.ndarray>x) != r * self.in_sizes[j]:
+            if r != rows[0] or cnp.PyArray_SIZE(<cnp.ndarray>x) != r * self._p.in_size[j]:
                 raise ValueError(f"{op}: input {j} has shape {(<object>x).shape}, expected "
                                  f"({rows[0]}, {', '.join(map(str, self.in_shapes[j]))})")
             self._p.x[j] = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
@@ -478,7 +492,7 @@ cdef class Net:
             if not cnp.PyArray_Check(y) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>y):
                 raise TypeError(f"{op}: y[{k}] must be a C-contiguous numpy array")
             t = cnp.PyArray_TYPE(<cnp.ndarray>y)
-            per = 1 if yk != FG_TARGET_FLOAT32 else self.out_sizes[k]
+            per = 1 if yk != FG_TARGET_FLOAT32 else self._p.out_size[k]
             if (yk == FG_TARGET_INT32 and t != cnp.NPY_INT32) or (yk == FG_TARGET_INT64 and t != cnp.NPY_INT64) \
                     or (yk == FG_TARGET_FLOAT32 and t != cnp.NPY_FLOAT32) or yk < 1 or yk > 3:
                 raise TypeError(f"{op}: y[{k}] has dtype {(<object>y).dtype}, which does not match "
@@ -575,6 +589,7 @@ cdef class Net:
         """Outputs for a few rows (<= SMALL_ROWS) as NEW arrays (one per output, (rows, size)),
         computed into preallocated buffers (no workspace allocation; the copy is the only one)."""
         cdef int64_t rows = 0
+        cdef int k
         self._check_inputs("predict_small", xs, &rows)
         if rows > SMALL_ROWS:
             raise ValueError(f"predict_small: {rows} rows; at most {SMALL_ROWS}")
@@ -583,12 +598,13 @@ cdef class Net:
         cdef int st
         with nogil:
             st = fg_net_predict(self.net, self._p.out, self._p.x, rows, nthreads)
-        _raise(st, "predict_small", f"{rows} rows")
+        if st != FG_OK:
+            _raise(st, "predict_small", f"{rows} rows")
         cdef cnp.npy_intp dims[2]
         res = []
         for k in range(self.n_outputs):
             dims[0] = rows
-            dims[1] = self.out_sizes[k]
+            dims[1] = self._p.out_size[k]
             r = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
             memcpy(cnp.PyArray_DATA(<cnp.ndarray>r), self._p.out[k], rows * dims[1] * sizeof(float))
             res.append(r)

@@ -362,6 +362,8 @@ class CompiledPlan:
         else:
             self.loss_codes, self.loss_index, self.py_metrics, self._captured = [], [], False, []
         self.out_shapes = [tuple(s) for s in net.out_shapes]
+        self._flat_out = all(len(s) == 1 for s in self.out_shapes)   # predict_small's shape
+        self._small = mod.SMALL_ROWS
         self.out_shape = self.out_shapes[0]
         self.in_shape = tuple(net.in_shapes[0])
         self._width = net.stat_width
@@ -373,7 +375,6 @@ class CompiledPlan:
         self._stats = np.empty((1, self._width), dtype=np.float64)
         self._lr = np.empty(1, dtype=np.float32)
         self._caps = [np.empty((0, net.out_sizes[k]), dtype=np.float32) for k in range(self.n_out)]
-        self._ycache = [None] * self.n_out
         # one C call at a time per plan (its workspaces are shared): concurrent
         # Python threads queue here instead of getting the C side's "busy" error
         self._lock = threading.Lock()
@@ -381,7 +382,8 @@ class CompiledPlan:
     # -------------------------------------------------------------- helpers
     def _targets(self, ys):
         """Per output: (targets as C reads them, TARGET_* kind); (None, 0) without a loss.
-        A conversion is kept for the array it came from (one per output)."""
+        engine.data.as_y already makes them int64 labels / float32 C-contiguous, so the
+        conversion here copies nothing on the model's path."""
         mod = self._mod
         res, kinds = [], []
         for k, y in enumerate(ys):
@@ -398,13 +400,7 @@ class CompiledPlan:
                 dtype, kind = np.int64, mod.TARGET_INT64
             else:
                 dtype, kind = np.float32, mod.TARGET_FLOAT32
-            if y.dtype == dtype and y.flags.c_contiguous:
-                res.append(y)
-            else:
-                c = self._ycache[k]
-                if c is None or c[0] is not y:
-                    c = self._ycache[k] = (y, np.ascontiguousarray(y, dtype=dtype))
-                res.append(c[1])
+            res.append(np.ascontiguousarray(y, dtype=dtype))
             kinds.append(kind)
         return res, kinds
 
@@ -568,10 +564,12 @@ class CompiledPlan:
         buffers, more run in one call (C splits them into 256-row chunks)."""
         n = xs[0].shape[0]
         nt = _config.get_num_threads()
-        if n <= self._mod.SMALL_ROWS:
+        if n <= self._small:
             with self._lock:
                 res = self.net.predict_small(xs, nt)
-            return [r.reshape((n,) + s) if len(s) != 1 else r for r, s in zip(res, self.out_shapes)]
+            if self._flat_out:
+                return res
+            return [r.reshape((n,) + s) for r, s in zip(res, self.out_shapes)]
         outs = [np.empty((n,) + s, dtype=np.float32) for s in self.out_shapes]
         with self._lock:
             self.net.predict(xs, outs, nt)
