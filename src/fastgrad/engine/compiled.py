@@ -1,55 +1,52 @@
-"""The compiled executor: a whole model trained / run in ONE C call per
+"""The compiled executor: a model graph trained / run in ONE C call per
 chunk of batches (csrc/step, binding fastgrad._native.step).
 
 The Python Step (engine/step.py) is the reference executor; this module runs
-the same graph inside C. Each layer describes itself for C through its public
-`lower(ctx)` (kind name, activation, parameter offsets, hyper-parameters, as
-plain values; `LowerContext` below is what a layer may ask); this module adds
-the graph layout (input slots, per-sample output shapes), the losses and the
-optimizer, and hands the description to `step.Net`. It reads no layer's
-private fields and switches on no layer type: a layer without `lower()`, or
-whose configuration has no C path (its lower() raises ctx.unsupported), makes
-the model fall back to the Python Step with the reason.
+the same graph inside C and gives its bits. Each layer describes itself for
+C through its public `lower(ctx)` (kind name, activation, parameter offsets,
+hyper-parameters, as plain values; `LowerContext` below is all a layer may
+ask); this module adds the graph layout (each node's input slots and
+per-sample output shape, the output slots), one (loss, weight) per output
+and the optimizer, and hands the description to `step.Net`. It reads no
+layer's private fields and switches on no layer type: a layer without
+`lower()`, a configuration without a C path (lower() raises
+ctx.unsupported), or a description C refuses (the message names the layer)
+makes the model fall back to the Python Step, with the reason.
 
     compile_plan(model) -> CompiledPlan | None
         Layers with a C path: those whose lower() returns a kind of the C
-        layer table (step.LAYER_KINDS): Dense, Activation, Flatten, Dropout,
-        LayerNormalization over the whole sample, BatchNormalization of 2-D
-        input (its moving statistics are passed as pointers and updated in C).
-        One accuracy metric runs in C; other metrics are updated in Python
-        from the outputs the C step copies out per call (`py_metrics`, see
-        CompiledPlan._py_metrics).
-        None when some layer / loss / optimizer / metric has no C path, when
-        the active backend is not "native", or when the step module is not
-        built; `unsupported_reason(model)` says why. Models fall back to the
-        Python path, with the same results.
+        layer table (step.LAYER_KINDS): Dense, Activation, Flatten, Reshape,
+        Identity, Dropout, LayerNormalization over the whole sample,
+        BatchNormalization of 2-D input (its moving statistics are handed
+        over as arrays and updated in C), the element-wise merges of inputs of
+        one shape, Concatenate. One accuracy metric of a single-output model
+        runs in C; other metrics are updated in Python from the outputs the C
+        step copies out per call (`py_metrics`, see CompiledPlan._py_metrics).
+        None when something has no C path, when the active backend is not
+        "native", or when the step module is not built;
+        `unsupported_reason(model)` says why.
     train_plan(model) / inference_plan(model)
         the cached plan of a model, rebuilt only when what it points at
-        changed (flat buffers, optimizer slots, loss, fusion, frozen layers,
-        metrics); cheap enough to call per fit / predict_on_batch.
-
-The model's graph: a Sequential is a chain (slot 0 the input, layer i writes
-slot i + 1).
+        changed (flat buffers, optimizer slots, graph, losses, fusion, frozen
+        layers, metrics); cheap enough to call per fit / predict_on_batch.
 
 A plan holds pointers into the model's flat parameter / gradient buffers and
 the optimizer's slot arrays (ParamStore never reallocates them; the plan key
 includes their identities, so a rebuilt model or reset optimizer re-plans).
 
-Training (`fit_epoch`, `train_batch`): the shuffle permutation comes from the
-library RNG exactly as engine.data.Batches draws it, so both executors see
-the same batches; batches are gathered inside C from the caller's arrays (no
-dataset copy, no fancy indexing per batch). With per-batch callbacks each C
-call runs one batch (callbacks see every batch, KeyboardInterrupt leaves the
-parameters of the last completed step); without them a whole epoch is one
-call. The learning rate is evaluated per step in Python (schedules) and
-passed as an array; optimizer.iterations and the Dropout stream offsets are
-advanced afterwards by the number of steps actually run.
+Training: `CompiledPlan.train(data, perm, start, n_batches, batch_size)` is the
+executor interface the model's one fit loop drives (engine.step.Step has the
+same): batches are gathered inside C from the caller's arrays by the epoch's
+permutation (no dataset copy, no fancy indexing per batch). The learning
+rate is evaluated per step in Python (schedules) and passed as an array;
+optimizer.iterations and the Dropout stream offsets are advanced afterwards
+by the number of steps actually run.
 
-Inference (`predict`, `predict_rows`): predict runs all rows in one call (C
-splits them into fixed 256-row chunks, in parallel over chunks);
-predict_rows for <= 64 rows computes into a buffer preallocated with the plan
-and returns a copy (a fresh array the caller owns), so a single-row call
-costs one shape check, one C call and one small allocation.
+Inference (`predict_list`): <= 64 rows are computed into buffers
+preallocated with the plan and returned as fresh arrays, so a single-row
+call costs one shape check, one C call and one small allocation; more rows
+run in one call (C splits them into fixed 256-row chunks, in parallel over
+chunks).
 """
 from __future__ import annotations
 
@@ -57,7 +54,6 @@ import contextlib
 import math
 import os
 import threading
-import time
 
 import numpy as np
 
@@ -66,9 +62,6 @@ from .. import _native
 
 __all__ = ["CompiledPlan", "compile_plan", "unsupported_reason", "train_plan", "inference_plan",
            "enabled", "NoCPath", "LowerContext"]
-
-#: seconds of training per C call when only the progress bar listens to batches
-_PROGBAR_CHUNK_S = 0.05
 
 #: switch for tests / benchmarks (also FASTGRAD_COMPILED=0 in the environment)
 enabled = os.environ.get("FASTGRAD_COMPILED", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -82,16 +75,6 @@ adaptive_threads = os.environ.get("FASTGRAD_ADAPTIVE_THREADS", "1").strip().lowe
 class NoCPath(Exception):
     """A model, layer or configuration the compiled plan cannot run (the model
     then runs on the Python step; the message is unsupported_reason())."""
-
-
-def _only_progbar(cbs):
-    """True when the progress bar is the only callback with train-batch hooks."""
-    try:
-        pb = cbs._progbar
-        live = cbs._live["on_train_batch_begin"] + cbs._live["on_train_batch_end"]
-    except (AttributeError, KeyError, TypeError):
-        return False
-    return pb is not None and bool(live) and all(getattr(f, "__self__", None) is pb for f in live)
 
 
 def _step_module():
