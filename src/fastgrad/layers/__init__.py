@@ -1,18 +1,20 @@
 """fastgrad.layers — Keras-style layers.
 
-Core layers live in `core`; Dropout (`dropout`) and the normalisation layers
-(`normalization`) are imported on first use.  Every subclass of `Layer` is
+Core layers live in `core`; Dropout (`dropout`), the normalisation layers
+(`normalization`) and the activation layers ReLU, LeakyReLU, ELU, PReLU,
+Softmax (`activations`) are imported on first use.  Every subclass of `Layer` is
 registered by class name for `deserialize` / model loading.
 """
 from .base import Layer, ParamSpec, StateSpec, get_layer_class, deserialize_layer
 from .core import Dense, Activation, Flatten, InputLayer, Input
 
 __all__ = ["Layer", "ParamSpec", "StateSpec", "Dense", "Activation", "Flatten", "InputLayer",
-           "Input", "Dropout", "BatchNormalization", "LayerNormalization", "get_layer_class",
-           "deserialize", "serialize"]
+           "Input", "Dropout", "BatchNormalization", "LayerNormalization", "ReLU", "LeakyReLU", "ELU",
+           "PReLU", "Softmax", "get_layer_class", "deserialize", "serialize"]
 
 _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
-         "LayerNormalization": ".normalization"}
+         "LayerNormalization": ".normalization", "ReLU": ".activations", "LeakyReLU": ".activations",
+         "ELU": ".activations", "PReLU": ".activations", "Softmax": ".activations"}
 
 
 def __getattr__(name):
