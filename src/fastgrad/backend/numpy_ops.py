@@ -114,9 +114,10 @@ def _f64(x):
 
 
 def _silu64(x):
-    """x / (1 + exp(-x)), float64; the exponent clamped at 700, -inf -> -0."""
+    """x / (1 + exp(-x)), float64 (exp may overflow to inf: the quotient is then
+    the -0 the result underflows to anyway); -inf -> -0."""
     with np.errstate(over="ignore", invalid="ignore"):
-        y = x / (1.0 + np.exp(np.minimum(-x, 700.0)))
+        y = x / (1.0 + np.exp(-x))
     y[np.isneginf(x)] = -0.0
     return y
 
@@ -134,16 +135,21 @@ def _mish_t64(xc):
     return n / (n + 2.0)
 
 
+#: x clamped to [_MISH_LO, 20] inside mish's ratio: above 20 it is 1 in double,
+#: below -1e300 exp is 0 (and +-inf stay out of inf * 0)
+_MISH_LO = -1e300
+
+
 def _mish64(x):
     with np.errstate(invalid="ignore"):
-        y = x * _mish_t64(np.clip(x, -700.0, 20.0))
+        y = x * _mish_t64(np.clip(x, _MISH_LO, 20.0))
     y[np.isneginf(x)] = -0.0
     return y
 
 
 def _dmish64(x):
-    """d/dx x tanh(softplus(x)) = t + x (1 - t^2) sigmoid(x), on x clamped to [-700, 20]."""
-    xc = np.clip(x, -700.0, 20.0)
+    """d/dx x tanh(softplus(x)) = t + x (1 - t^2) sigmoid(x), on x clamped to [-1e300, 20]."""
+    xc = np.clip(x, _MISH_LO, 20.0)
     e = np.exp(xc)
     n = e * (e + 2.0)
     n2 = n + 2.0
@@ -295,27 +301,25 @@ class NumpyOps:
         return out
 
     def elu(self, x, out=None, alpha=1.0):
-        """x > 0 ? x : alpha * (exp(x) - 1)."""
+        """x > 0 ? x : alpha * (exp(x) - 1); float32 input is evaluated in
+        float64 (alpha rounded to float32 first, as the C takes it) and rounded once."""
         out = self._out(out, x)
-        pos = np.greater(x, 0, out=self._scratch(x.shape, np.bool_, "elu_m"))
-        t = np.minimum(x, 0, out=self._scratch(x.shape, x.dtype, "elu"))
-        np.expm1(t, out=t)
-        t *= x.dtype.type(alpha)
-        np.copyto(t, x, where=pos)
-        np.copyto(out, t)
+        xd = _f64(x)
+        t = np.expm1(np.minimum(xd, 0.0))
+        t *= float(x.dtype.type(alpha))
+        np.copyto(out, np.where(xd > 0, xd, t), casting="same_kind")
         return out
 
     def selu(self, x, out=None):
-        """scale * elu(x, alpha), Keras constants; the products scale * x and
-        (scale * alpha) * expm1(x) each round once."""
+        """scale * elu(x, alpha), Keras constants; float32 input: the products
+        scale * x and (scale * alpha) * expm1(x) with the constants rounded to
+        float32 (as the C), evaluated in float64 and rounded once."""
         out = self._out(out, x)
         dt = x.dtype.type
-        pos = np.greater(x, 0, out=self._scratch(x.shape, np.bool_, "selu_m"))
-        t = np.minimum(x, 0, out=self._scratch(x.shape, x.dtype, "selu"))
-        np.expm1(t, out=t)
-        t *= dt(SELU_SCALE * SELU_ALPHA)
-        np.multiply(x, dt(SELU_SCALE), out=t, where=pos)
-        np.copyto(out, t)
+        xd = _f64(x)
+        t = np.expm1(np.minimum(xd, 0.0))
+        t *= float(dt(SELU_SCALE * SELU_ALPHA))
+        np.copyto(out, np.where(xd > 0, xd * float(dt(SELU_SCALE)), t), casting="same_kind")
         return out
 
     def silu(self, x, out=None):
@@ -497,12 +501,12 @@ class NumpyOps:
         return out
 
     def backprop_silu(self, dy, x, out=None):
-        """dx = dy * s (1 + x (1 - s)), s = sigmoid(x) (x: the forward input;
-        x clamped to +-200 in the product so +-inf give 1 / 0)."""
+        """dx = dy * s (1 + x (1 - s)), s = sigmoid(x), in float64 (x: the
+        forward input; +-inf clamped to +-1e300 in the product: limits 1 / 0)."""
         out = self._out(out, dy)
         xd = _f64(x)
         s = self.sigmoid(xd)
-        d = s * (1.0 + np.clip(xd, -200.0, 200.0) * (1.0 - s))
+        d = s * (1.0 + np.clip(xd, -1e300, 1e300) * (1.0 - s))
         np.multiply(dy, d, out=out, casting="same_kind")
         return out
 
