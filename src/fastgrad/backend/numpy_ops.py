@@ -708,7 +708,7 @@ class NumpyOps:
     # ------------------------------------------------------------ dense layer
     def dense_forward(self, x, w, b=None, activation="linear", out=None, preact=None):
         """y = act(x @ w + b); w is (in, out). If `preact` is given, x @ w + b
-        is stored there too (the gelu backward needs it)."""
+        is stored there too (the backward of the activations in BACKWARD_NEEDS_INPUT reads it)."""
         if activation not in ACTIVATIONS:
             raise ValueError(f"dense_forward: unknown activation {activation!r}")
         if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
