@@ -20,12 +20,8 @@ import math
 import numpy as np
 
 from .. import _native
-<<<<<<< HEAD
 from .._threads import get_num_threads
-=======
-from .._config import get_num_threads
 from .numpy_ops import ACTIVATIONS as _CODES
->>>>>>> act
 
 _K = _native.module("kernels")
 
