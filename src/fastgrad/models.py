@@ -175,6 +175,7 @@ class Model:
         self._release_fusion()
         self._store = ParamStore(self._graph.layers, fresh=fresh)
         self._store.initialize()
+        self._store.register(self)
         for layer in self._graph.layers:
             if not getattr(layer, "_rng_seeded", False) or fresh:
                 layer.reset_rng(_config.next_seed())
@@ -184,6 +185,25 @@ class Model:
             self._setup_loss_fusion()
             self.optimizer.build(self._store.size)
         self._step = None
+
+    def _store_moved(self, old_root, new_root):
+        """The root store holding this model's weights was re-laid out (another
+        model joined new layers to them, engine/params.py): use a view of the
+        new root, with the optimizer's slots moved to the new offsets."""
+        old = self._store
+        if old is None or old.root is not old_root:
+            return
+        self._store = ParamStore(self._graph.layers)
+        self._store.register(self)
+        self._step = None
+        opt = self.optimizer
+        if opt is not None and opt.slots and opt._n == old_root.size:
+            from .engine.params import remap_flat
+            inits = opt._active_slots()
+            opt.slots = {k: remap_flat(v, old_root.entries, new_root.entries, new_root.size,
+                                       inits.get(k) or 0.0) for k, v in opt.slots.items()}
+            opt._n = new_root.size
+            opt._views_cache = None
 
     @property
     def layers(self) -> list:
