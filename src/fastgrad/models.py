@@ -905,9 +905,9 @@ class Model:
     def _shape_outputs(self, outs):
         if self._output_kind == "dict":
             return dict(zip(self._output_keys, outs))
-        if self._output_kind == "list":
+        if self._output_kind == "list" and len(outs) > 1:
             return list(outs)
-        return outs[0]
+        return outs[0]           # one output, also from a list of one (Keras unpacks it)
 
     def _plan_predict(self, plan, x, what, rows_call):
         """Run the compiled inference plan, which checks the rows for NaN/inf in
