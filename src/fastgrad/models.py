@@ -575,8 +575,10 @@ class Model:
             return list(data)
         if role == "sample_weight" and data is not None:
             return [data] * k
+        got = (f"a {type(data).__name__} of {len(data)}" if isinstance(data, (list, tuple))
+               else type(data).__name__)
         raise ValueError(f"{what}: the model has {k} {kind_of}s ({names}); give {role} as a list "
-                         f"of {k} arrays or a dict by name, got {type(data).__name__}")
+                         f"of {k} arrays or a dict by name, got {got}")
 
     def _prepare_xs(self, x, what, finite=True):
         """The inputs as a list of validated float32 arrays, equal row counts."""
