@@ -207,7 +207,9 @@ class Model:
 
     @property
     def layers(self) -> list:
-        return list(self._layers)
+        """The layers in Keras's order; the merges that Python's + - * on symbolic
+        tensors made are graph operations, not listed (as Keras 3's ops)."""
+        return [l for l in self._layers if not getattr(l, "_operator", False)]
 
     @property
     def inputs(self):

@@ -23,9 +23,11 @@ def functional_config(model) -> dict:
         return [node.layer.name, local.get(id(node), 0), 0]
 
     layers = []
-    for layer in model.layers:
+    for layer in model._layers:
         entry = {"class_name": type(layer).__name__, "name": layer.name,
                  "config": layer.get_config(), "inbound_nodes": []}
+        if getattr(layer, "_operator", False):
+            entry["operator"] = True
         if getattr(layer, "_is_input_layer", False):
             entry["config"] = dict(entry["config"])
             entry["config"]["input_shape"] = list(layer._declared_input_shape)
@@ -50,6 +52,8 @@ def functional_from_config(cls, config, custom_objects=None):
     for entry in config["layers"]:
         layer = _layers.deserialize({"class_name": entry["class_name"],
                                      "config": entry["config"]}, custom_objects)
+        if entry.get("operator"):
+            layer._operator = True
         created[entry["name"]] = layer
     tensors = {}      # (layer name, node index) -> tensor
     for entry in config["layers"]:
