@@ -1012,3 +1012,70 @@ def test_residual_step_allocates_nothing_in_steady_state(backend):
     assert now - start < 16384
     if backend == "native":
         assert peak - start < 24576, f"{peak - start} bytes allocated at peak"
+
+
+def test_frozen_base_under_a_new_head():
+    """Keras's transfer-learning idiom: base.trainable = False freezes every layer
+    of the base; a new model over it trains only its own head."""
+    base = two_output(seed=4)
+    base.compile(optimizer="adam", **TWO_OUTPUT_COMPILE)
+    x, ys = two_output_data()
+    base.fit(x, ys, epochs=1, verbose=0)
+    frozen = base.get_weights()
+    base.trainable = False
+    assert not base.trainable and all(not l.trainable for l in base.layers)
+    head = L.Dense(2, name="new_head")(base.get_layer("trunk").output)
+    tm = fg.Model(base.input, head)
+    assert [w.shape for w in tm.trainable_weights] == [(16, 2), (2,)]
+    assert len(tm.non_trainable_weights) == 2
+    tm.compile(optimizer=fg.optimizers.Adam(0.01), loss="mse")
+    t = np.random.default_rng(0).standard_normal((len(x), 2)).astype(np.float32)
+    h = tm.fit(x, t, epochs=3, verbose=0).history
+    assert h["loss"][-1] < h["loss"][0]
+    for a, b in zip(frozen, base.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # unfreezing: the base trains again
+    base.trainable = True
+    base.fit(x, ys, epochs=1, verbose=0)
+    assert not np.array_equal(frozen[0], base.get_weights()[0])
+    # Model(..., trainable=False) freezes at construction
+    m = two_input()
+    m2 = fg.Model(m.inputs, m.output, trainable=False)
+    assert not any(l.trainable for l in m2.layers) and m2.trainable_weights == []
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_fused_output_activation_is_per_model(backend):
+    """A model compiled with a cross-entropy runs its softmax head as logits
+    (fused loss); other models sharing that head -- the same graph again, a
+    model calling it on new inputs, a new layer on top -- still see
+    probabilities, and the first model keeps its fused training."""
+    x, y = residual_data(64)
+    with fg.use_backend(backend):
+        a = residual_mlp(seed=8)
+        probs = a.predict(x)
+        a.compile(optimizer=fg.optimizers.SGD(0.1), loss=SCCE)
+        assert a._fused_layers[0] is a.get_layer("head")
+        b = fg.Model(a.input, a.output)
+        inp = fg.Input((12,), name="again")
+        c = fg.Model(inp, a(inp))
+        top = L.Dense(2, name="on_top")
+        d = fg.Model(a.input, top(a.output))
+        for m in (a, b, c, a, b):
+            np.testing.assert_allclose(m.predict(x), probs, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(b.predict_on_batch(x[:3]), probs[:3], rtol=1e-5, atol=1e-7)
+        w = top.get_weights()
+        np.testing.assert_allclose(d.predict(x), probs.astype(np.float64) @ w[0] + w[1],
+                                   rtol=1e-4, atol=1e-6)
+        # b trained with mse on the probabilities (not on logits)
+        b.compile(optimizer=fg.optimizers.SGD(0.0), loss="mse")
+        t = np.eye(4, dtype=np.float32)[y]
+        assert b.evaluate(x, t, verbose=0) == pytest.approx(
+            float(((probs.astype(np.float64) - t) ** 2).mean()), rel=1e-5)
+        # a's loss is still the fused cross-entropy on its probabilities
+        ref = float(-np.log(probs[np.arange(64), y].astype(np.float64)).mean())
+        assert a.evaluate(x, y, verbose=0) == pytest.approx(ref, rel=1e-5)
+        h = a.fit(x, y, epochs=3, verbose=0).history
+        assert h["loss"][-1] < h["loss"][0]
+        np.testing.assert_allclose(a.predict(x).sum(axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(b.predict(x), a.predict(x), rtol=1e-6, atol=1e-7)

@@ -56,6 +56,9 @@ __all__ = ["Sequential", "Model", "load_model", "NotCompiledError"]
 #: seconds of training per executor call when only the progress bar listens to batches
 _PROGBAR_CHUNK_S = 0.05
 
+#: changes of any layer's output-activation fusion (Model._claim_fusion)
+_FUSION_EPOCH = [0]
+
 
 class _CompiledHook:
     """engine.compiled, imported only once the native backend is in use (so the
@@ -132,6 +135,8 @@ class Model:
                 raise TypeError("Model: give inputs and outputs, e.g. fg.Model(inputs, outputs) "
                                 "with tensors from fg.Input(...) and layer calls")
             self._init_graph(inputs, outputs)
+        if not trainable:
+            self.trainable = False
 
     def _init_state(self, name):
         self.name = name
@@ -153,11 +158,25 @@ class Model:
         self._metrics_resolved = False
         self._output_activations = []      # per output: activation moved into the loss, or None
         self._fused_layers = []
+        self._fusion_epoch = -1
         self._store = None
         self._step = None
         self.stop_training = False
         self.history = None
-        self.trainable = True
+        self._trainable = True
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        """`model.trainable = False` freezes every layer of the model, True unfreezes
+        them all (Keras: the flag propagates to the layers), e.g. to freeze a
+        trained base under a new head: ``base.trainable = False``."""
+        self._trainable = bool(value)
+        for layer in self.layers:
+            layer.trainable = self._trainable
 
     # ================================================================== structure
     def _init_graph(self, inputs, outputs):
@@ -296,12 +315,33 @@ class Model:
             raise ValueError(f"{self.name}: a functional model is built from its inputs")
 
     # ------------------------------------------------------------------ fusion
+    # A fused output layer emits logits: that is state of the LAYER, which other
+    # models may share (a sub-model over the same graph, a model calling this one
+    # on new inputs, a new head). Each model re-asserts the state it needs before
+    # it runs (_claim_fusion): its own fused layers split, every other layer of
+    # its graph whole; _FUSION_EPOCH[0] counts changes, so the common case (no
+    # other model touched them) costs one comparison.
     def _release_fusion(self):
         for layer in self._fused_layers:
             if layer is not None:
                 layer.merge_output_activation()
         self._fused_layers = []
         self._output_activations = []
+        _FUSION_EPOCH[0] += 1
+
+    def _claim_fusion(self):
+        if self._fusion_epoch == _FUSION_EPOCH[0] or self._graph is None:
+            return
+        mine = {id(l) for l in self._fused_layers if l is not None}
+        for layer in self._graph.layers:
+            split = getattr(layer, "_fused_activation", None) is not None
+            if id(layer) in mine:
+                if not split:
+                    layer.split_output_activation()
+            elif split:
+                layer.merge_output_activation()
+        _FUSION_EPOCH[0] += 1
+        self._fusion_epoch = _FUSION_EPOCH[0]
 
     def _setup_loss_fusion(self):
         """Per output: move a softmax/sigmoid into a cross-entropy loss when the
@@ -320,6 +360,11 @@ class Model:
                     and not g.consumers[slot]:
                 node = g.nodes[slot - g.n_inputs]
                 cand = node.layer
+                if len(g.nodes_of[id(cand)]) == 1 and all(l is not cand for l in fused) and \
+                        getattr(cand, "_fused_activation", None) == act:
+                    acts.append(act)             # already split for another model sharing it
+                    fused.append(cand)
+                    continue
                 if len(g.nodes_of[id(cand)]) == 1 and getattr(cand, "_run_act", None) == act \
                         and all(l is not cand for l in fused):
                     removed = cand.split_output_activation()
@@ -332,6 +377,8 @@ class Model:
             fused.append(None)
         self._output_activations = acts
         self._fused_layers = fused
+        _FUSION_EPOCH[0] += 1
+        self._fusion_epoch = _FUSION_EPOCH[0]
 
     @property
     def _output_activation(self):
@@ -636,6 +683,7 @@ class Model:
 
     # ================================================================== executors
     def _get_step(self):
+        self._claim_fusion()
         flags = tuple(l.trainable for l in self._store.layers)
         if flags != self._store.trainable_flags:
             self._store.refresh_trainable()
@@ -934,6 +982,7 @@ class Model:
         self._ensure_built_for(x, what)
         self._finish_build()
         if callbacks is None and not verbose:
+            self._claim_fusion()
             plan = _compiled.inference_plan(self)
             if plan is not None:
                 if batch_size is not None:
@@ -967,6 +1016,7 @@ class Model:
         """Outputs for one batch (no batching loop): new arrays."""
         self._ensure_built_for(x, "predict_on_batch")
         self._finish_build()
+        self._claim_fusion()
         plan = _compiled.inference_plan(self)
         if plan is not None:
             return self._plan_predict(plan, x, "predict_on_batch", plan.predict_list)
@@ -1277,6 +1327,8 @@ class Sequential(Model):
                 layers = [layers]
             for layer in layers:
                 self.add(layer)
+        if not trainable:
+            self.trainable = False
 
     # ------------------------------------------------------------------ structure
     @property
