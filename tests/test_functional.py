@@ -1079,3 +1079,32 @@ def test_fused_output_activation_is_per_model(backend):
         assert h["loss"][-1] < h["loss"][0]
         np.testing.assert_allclose(a.predict(x).sum(axis=1), 1.0, rtol=1e-5)
         np.testing.assert_allclose(b.predict(x), a.predict(x), rtol=1e-6, atol=1e-7)
+
+
+def test_multi_output_compile_arguments_as_keras():
+    x, (ya, yb) = two_output_data(64)
+    m = two_output(seed=2)
+    # a list as long as the outputs is read per output (Keras 3)
+    m.compile(optimizer="sgd", loss=[SCCE, "mse"], metrics=["accuracy", "mae"])
+    h = m.fit(x, [ya, yb], verbose=0).history
+    assert set(h) == {"loss", "out_a_loss", "out_b_loss", "out_a_accuracy", "out_b_mae"}
+    assert m.metrics_names == ["loss", "out_a_loss", "out_b_loss", "out_a_accuracy",
+                               "out_b_mae"]
+    r = m.evaluate(x, [ya, yb], verbose=0, return_dict=True)
+    pa, pb = m.predict(x)
+    assert r["out_b_mae"] == pytest.approx(float(np.abs(pb.astype(np.float64) - yb).mean()),
+                                           rel=1e-5)
+    # per-output lists, dicts, None entries
+    m.compile(optimizer="sgd", loss=[SCCE, "mse"], metrics=[["accuracy"], None])
+    assert set(m.fit(x, [ya, yb], verbose=0).history) == {"loss", "out_a_loss", "out_b_loss",
+                                                           "out_a_accuracy"}
+    m.compile(optimizer="sgd", loss={"out_b": "mse", "out_a": SCCE},
+              metrics={"out_b": ["mse", "mae"]})
+    m.fit(x, [ya, yb], verbose=0)
+    assert m.metrics_names == ["loss", "out_a_loss", "out_b_loss", "out_b_mse", "out_b_mae"]
+    # one loss for every output; loss weights 0 drop an output from the total
+    m.compile(optimizer="sgd", loss="mse", loss_weights=[0.0, 1.0])
+    t = np.eye(3, dtype=np.float32)[ya]
+    r = m.evaluate(x, [t, yb], verbose=0, return_dict=True)
+    assert r["loss"] == pytest.approx(r["out_b_loss"], rel=1e-6)
+    assert r["out_a_loss"] > 0

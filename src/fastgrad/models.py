@@ -527,12 +527,15 @@ class Model:
         if not isinstance(spec, (list, tuple)):
             raise TypeError(f"compile: {what} must be a list, got {type(spec).__name__}")
         spec = list(spec)
-        if k > 1 and len(spec) == k and all(isinstance(s, (list, tuple)) or s is None
-                                            for s in spec):
-            return [[] if s is None else list(s) for s in spec]
+        if k > 1 and len(spec) == k:
+            # one entry per output, as Keras 3 reads a list as long as the outputs
+            # (["accuracy", "mae"]: accuracy on the first output, mae on the second)
+            return [[] if s is None else list(s) if isinstance(s, (list, tuple)) else [s]
+                    for s in spec]
         if k == 1:
             return [spec]
-        # a flat list: every metric on every output (each output its own copy)
+        # any other flat list: every metric on every output (each output its own copy;
+        # Keras 3 refuses a list whose length is not the number of outputs)
         return [[_copy_metric(m) if isinstance(m, _metrics.Metric) and i else m for m in spec]
                 for i in range(k)]
 
