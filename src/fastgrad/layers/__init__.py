@@ -60,7 +60,13 @@ def deserialize(d: dict, custom_objects=None):
 
 
 def _operator_layer(kind):
-    return lambda: __getattr__(kind)()
+    def make():
+        layer = __getattr__(kind)()
+        # made by an operator (a + b), as Keras 3's ops: in the graph, the summary and the
+        # config, but not in model.layers (Keras lists only Layer objects there)
+        layer._operator = True
+        return layer
+    return make
 
 
 # Python's + - * on symbolic tensors build these merge layers (engine.graph)
