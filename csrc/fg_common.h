@@ -39,15 +39,68 @@ enum {
 };
 
 /* ---- activations, shared by the fused dense epilogue (gemm/) and the
- * element-wise kernels (kernels/); mirrored in fastgrad.backend ACTIVATIONS */
+ * element-wise kernels (kernels/). Codes are stable: append new ones just
+ * above FG_ACT_COUNT, never renumber. fastgrad._native reads them from here
+ * (cdef extern); fastgrad.backend.numpy_ops.ACTIVATIONS mirrors them for the
+ * NumPy backend (a test compares the two). Formulas follow Keras 3; the
+ * parametrised ones take an fg_act_param (NULL: the defaults noted here, the
+ * values Keras uses when the activation is given by name). */
 enum {
     FG_ACT_LINEAR = 0,
-    FG_ACT_RELU = 1,
-    FG_ACT_SIGMOID = 2,
+    FG_ACT_RELU = 1,          /* max(x, 0) */
+    FG_ACT_SIGMOID = 2,       /* 1 / (1 + exp(-x)) */
     FG_ACT_TANH = 3,
-    FG_ACT_GELU = 4,      /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
-    FG_ACT_GELU_TANH = 5  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    FG_ACT_GELU = 4,          /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+    FG_ACT_GELU_TANH = 5,     /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    FG_ACT_LEAKY_RELU = 6,    /* x >= 0 ? x : alpha x            (alpha: negative_slope, default 0.2) */
+    FG_ACT_ELU = 7,           /* x > 0 ? x : alpha (exp(x) - 1)  (alpha default 1.0) */
+    FG_ACT_SELU = 8,          /* scale * elu(x, alpha), alpha = 1.6732632423543772, scale = 1.0507009873554805 */
+    FG_ACT_SILU = 9,          /* x * sigmoid(x) (Keras alias: swish) */
+    FG_ACT_SOFTPLUS = 10,     /* log(1 + exp(x)), as max(x, 0) + log1p(exp(-|x|)) */
+    FG_ACT_SOFTSIGN = 11,     /* x / (1 + |x|); +-1 at +-inf */
+    FG_ACT_HARD_SIGMOID = 12, /* relu6(x + 3) / 6 (Keras 3) */
+    FG_ACT_MISH = 13,         /* x * tanh(softplus(x)) */
+    FG_ACT_EXPONENTIAL = 14,  /* exp(x) */
+    FG_ACT_RELU6 = 15,        /* min(max(x, 0), 6) */
+    FG_ACT_HARD_SILU = 16,    /* x * hard_sigmoid(x) (Keras alias: hard_swish) */
+    FG_ACT_RELU_GENERAL = 17, /* Keras relu(x, negative_slope, max_value, threshold):
+                               *   a = x > threshold ? x : 0; a = clip(a, 0, max_value) if max_value is finite;
+                               *   y = a - negative_slope * max(threshold - x, 0)
+                               * (alpha = negative_slope, max_value, threshold; default: plain relu) */
+    FG_ACT_COUNT              /* one past the last code (not an activation) */
 };
+
+/* Parameters of the parametrised activations (unused fields are ignored). */
+typedef struct fg_act_param {
+    float alpha;     /* leaky_relu / relu_general: negative slope; elu: alpha */
+    float max_value; /* relu_general: upper clip, +INFINITY for none */
+    float threshold; /* relu_general: threshold */
+} fg_act_param;
+
+static inline int fg_act_valid(int act) { return act >= FG_ACT_LINEAR && act < FG_ACT_COUNT; }
+
+/* Which array an activation's backward reads (fg_act_backward's `ref`):
+ * 1 = the forward INPUT x (gelu, gelu_tanh, leaky_relu, elu, selu, silu,
+ * softplus, softsign, mish, hard_silu, relu_general), 0 = the forward OUTPUT
+ * y (linear, relu, sigmoid, tanh, hard_sigmoid, exponential, relu6). A layer
+ * keeps the pre-activation only where this says 1. The single source of this
+ * rule (fastgrad.activations.backward_needs_input mirrors it, tested). */
+static inline int fg_act_backward_needs_input(int act) {
+    switch (act) {
+    case FG_ACT_GELU:
+    case FG_ACT_GELU_TANH:
+    case FG_ACT_LEAKY_RELU:
+    case FG_ACT_ELU:
+    case FG_ACT_SELU:
+    case FG_ACT_SILU:
+    case FG_ACT_SOFTPLUS:
+    case FG_ACT_SOFTSIGN:
+    case FG_ACT_MISH:
+    case FG_ACT_HARD_SILU:
+    case FG_ACT_RELU_GENERAL: return 1;
+    default: return 0;
+    }
+}
 
 /* ---- instruction sets ---- */
 enum { FG_ISA_BASELINE = 0, FG_ISA_AVX2 = 1, FG_ISA_AVX512 = 2, FG_ISA_COUNT = 3 };

@@ -280,7 +280,7 @@ def test_errors_name_the_op_and_shapes():
     with pytest.raises(ValueError, match="b has shape"):
         G.dense_forward(a, b, np.ones(4, np.float32), 0, np.empty((3, 5), np.float32))
     with pytest.raises(ValueError, match="activation code"):
-        G.dense_forward(a, b, None, 9, np.empty((3, 5), np.float32))
+        G.dense_forward(a, b, None, G.ACT_COUNT, np.empty((3, 5), np.float32))
 
 
 def test_aliasing_refused():

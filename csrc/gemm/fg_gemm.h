@@ -34,9 +34,11 @@ int fg_gemm(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, 
             int nthreads);
 
 /* Fused dense forward: Z = X @ W + b (X: M x K, ldx; W: K x N, ldw, Keras
- * layout in x out; b: N floats or NULL); Y = act(Z) with act one of FG_ACT_*.
- * If Z != NULL the pre-activation is stored too (needed by the gelu
- * backward); Y may equal Z only for FG_ACT_LINEAR (else FG_ERR_ARG).
+ * layout in x out; b: N floats or NULL); Y = act(Z) with act any FG_ACT_*
+ * code (with its by-name parameters: leaky_relu slope 0.2, elu alpha 1).
+ * If Z != NULL the pre-activation is stored too (needed by the backward of
+ * the activations where fg_act_backward_needs_input); Y may equal Z only for
+ * FG_ACT_LINEAR (else FG_ERR_ARG).
  * The activation is fg_act_forward's own vector code (csrc/kernels/fg_act_vec.h,
  * applied over the finished Y by gemm_act.c): Y is bitwise equal to
  * fg_act_forward(Z) on every ISA and thread count (contiguous Y; with

@@ -104,7 +104,7 @@ int fg_dense_forward(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *
                      const float *W, int64_t ldw, const float *b, int64_t M, int64_t N, int64_t K,
                      int act, int nthreads) {
     if (!dims_ok(M, N, K)) return FG_ERR_ARG;
-    if (act < FG_ACT_LINEAR || act > FG_ACT_GELU_TANH) return FG_ERR_ARG;
+    if (!fg_act_valid(act)) return FG_ERR_ARG;
     if (!mat_ok(Y, M, N, ldy) || !mat_ok(X, M, K, ldx) || !mat_ok(W, K, N, ldw)) return FG_ERR_ARG;
     if (Z && !mat_ok(Z, M, N, ldz)) return FG_ERR_ARG;
     if (Z == Y && act != FG_ACT_LINEAR) return FG_ERR_ARG; /* Y would overwrite Z */

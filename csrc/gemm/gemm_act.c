@@ -8,33 +8,46 @@
  * any thread count (fg_act_forward's streaming stores start only at 4M
  * elements, FG_NT_MIN, and only when not in place: there the vector grouping
  * follows the output's alignment and may differ in the last ULP for gelu /
- * gelu_tanh). Exports fg_gemm_act_<isa>; everything else is static.
+ * gelu_tanh). Every FG_ACT_* code is applied with its by-name parameters
+ * (fg_act_param_default). Exports fg_gemm_act_<isa>; everything else is static.
  */
 #include "gemm_internal.h"
 #include "kernels/fg_act_vec.h"
 
-/* same grains as activation.c: memory-bound relu vs transcendental bodies */
+/* same grains as activation.c: memory-bound relu family vs transcendental bodies */
 #define GRAIN_MEM ((int64_t)1 << 16)
 #define GRAIN_TRANS ((int64_t)1 << 13)
+static int64_t act_grain(int act) {
+    switch (act) {
+    case FG_ACT_RELU:
+    case FG_ACT_LEAKY_RELU:
+    case FG_ACT_RELU6:
+    case FG_ACT_RELU_GENERAL:
+    case FG_ACT_HARD_SIGMOID:
+    case FG_ACT_HARD_SILU:
+    case FG_ACT_SOFTSIGN: return GRAIN_MEM;
+    default: return GRAIN_TRANS;
+    }
+}
 
 /* c[rows x cols, ldc] = act(c) in place, row by row (one finished tile) */
 void FG_ISA_FN(fg_gemm_act_tile)(float *c, int64_t ldc, int rows, int cols, int act) {
-    for (int r = 0; r < rows; r++) fg_act_apply_range(c + r * ldc, c + r * ldc, 0, cols, act);
+    for (int r = 0; r < rows; r++) fg_act_apply_range(c + r * ldc, c + r * ldc, 0, cols, act, NULL);
 }
 
 /* C[M x N, ldc] = act(C) in place */
 int FG_ISA_FN(fg_gemm_act)(float *C, int64_t ldc, int64_t M, int64_t N, int act, int nthreads) {
     if (act == FG_ACT_LINEAR || M <= 0 || N <= 0) return FG_OK;
-    const int64_t grain = act == FG_ACT_RELU ? GRAIN_MEM : GRAIN_TRANS;
+    const int64_t grain = act_grain(act);
     int nt = fg_threads_for(M * N, grain, nthreads);
     if (ldc == N) { /* contiguous: one flat range, as fg_act_forward sees it */
         const int64_t n = M * N;
-#define BODY_(lo, hi) fg_act_apply_range(C, C, lo, hi, act)
+#define BODY_(lo, hi) fg_act_apply_range(C, C, lo, hi, act, NULL)
         FG_PARALLEL_RANGE(n, 16, nt, BODY_);
 #undef BODY_
     } else { /* strided: row by row, each row grouped from its first element */
 #define BODY_(lo, hi)                                                            \
-    for (int64_t r_ = (lo); r_ < (hi); r_++) fg_act_apply_range(C + r_ * ldc, C + r_ * ldc, 0, N, act)
+    for (int64_t r_ = (lo); r_ < (hi); r_++) fg_act_apply_range(C + r_ * ldc, C + r_ * ldc, 0, N, act, NULL)
         FG_PARALLEL_RANGE(M, 1, nt, BODY_);
 #undef BODY_
     }

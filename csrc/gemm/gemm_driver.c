@@ -419,7 +419,7 @@ static int run_tiles(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) {
 
 /* The activation uses the kernels family's code (gemm_act.c), so fused
  * gemm + bias + act == gemm + bias, then fg_act_forward, bit for bit on every
- * ISA: lane-local ones per finished tile (still in L1), gelu / gelu_tanh
+ * ISA: lane-local ones (fg_gemm_act_in_tile) per finished tile (still in L1), gelu / gelu_tanh
  * (whose vectors take one path for all lanes) after the whole product over
  * the finished C in place, grouped into vectors as fg_act_forward groups them. */
 int FG_ISA_FN(fg_gemm_run)(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) {

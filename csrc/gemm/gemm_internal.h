@@ -45,10 +45,11 @@ FG_DECLARE_ISA(int, fg_gemm_act, (float *C, int64_t ldc, int64_t M, int64_t N, i
  * j < cols, each row grouped into vectors from its first element. Only for
  * activations whose per-element result does not depend on the grouping. */
 FG_DECLARE_ISA(void, fg_gemm_act_tile, (float *c, int64_t ldc, int rows, int cols, int act))
-/* relu, sigmoid, tanh: every lane's result depends on that lane alone, so
- * they can run per tile; gelu / gelu_tanh pick one path per vector. */
+/* Every activation but gelu / gelu_tanh is lane-local (each lane's result
+ * depends on that lane alone; kernels/fg_act_vec.h), so it can run per tile;
+ * gelu / gelu_tanh pick one path per vector and run over the finished C. */
 static inline int fg_gemm_act_in_tile(int act) {
-    return act == FG_ACT_RELU || act == FG_ACT_SIGMOID || act == FG_ACT_TANH;
+    return act != FG_ACT_LINEAR && act != FG_ACT_GELU && act != FG_ACT_GELU_TANH;
 }
 /* MR, NR, MC, KC, NC of that ISA's driver. */
 FG_DECLARE_ISA(void, fg_gemm_blocking, (int *mr, int *nr, int *mc, int *kc, int *nc))

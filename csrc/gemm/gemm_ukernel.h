@@ -25,8 +25,9 @@ typedef struct {
 
 /* c = alpha acc + cbeta c (+ bias on the final block); z = the same value
  * (the pre-activation). The activation is the kernels family's vector code
- * (gemm_act.c): relu / sigmoid / tanh, whose per-element results do not
- * depend on how elements are grouped into vectors, are applied to each
+ * (gemm_act.c): the lane-local ones (all but gelu / gelu_tanh), whose
+ * per-element results do not depend on how elements are grouped into
+ * vectors, are applied to each
  * finished tile while it is in L1 (fg_gemm_act_tile, out of line); gelu and
  * gelu_tanh over the whole finished C (fg_gemm_act). Either way the result is
  * bitwise fg_act_forward's. Callers pass a local copy of the fg_ep, so its

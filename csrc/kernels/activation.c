@@ -21,9 +21,29 @@
 #define GRAIN_MEM ((int64_t)1 << 16)
 #define GRAIN_TRANS ((int64_t)1 << 13)
 
-/* y[lo:hi] = FN(x[lo:hi]); `stream`: non-temporal stores after an aligned head */
+/* Grain of an activation: memory-bound bodies (a few cheap operations per
+ * element) vs the exp/log/division-heavy ones. */
+static int64_t act_grain(int act) {
+    switch (act) {
+    case FG_ACT_LINEAR:
+    case FG_ACT_RELU:
+    case FG_ACT_LEAKY_RELU:
+    case FG_ACT_RELU6:
+    case FG_ACT_RELU_GENERAL:
+    case FG_ACT_HARD_SIGMOID:
+    case FG_ACT_HARD_SILU:
+    case FG_ACT_SOFTSIGN: return GRAIN_MEM;
+    default: return GRAIN_TRANS;
+    }
+}
+
+/* y[lo:hi] = FN(x[lo:hi]); `stream`: non-temporal stores after an aligned head.
+ * FN is a macro of one vector that may read the call's parameters `vp_`. */
 #define DEFINE_UNARY_RANGE(NAME, FN)                                                    \
-    static void NAME(float *y, const float *x, int64_t lo, int64_t hi, int stream) {   \
+    static void NAME(float *y, const float *x, int64_t lo, int64_t hi, int stream,      \
+                     const fg_act_param *p) {                                           \
+        const fg_act_vp vp_ = fg_act_vparams(p);                                        \
+        (void)vp_;                                                                      \
         int64_t i = lo;                                                                 \
         if (stream) {                                                                   \
             int64_t h = v_align_head(y + i);                                            \
@@ -37,8 +57,8 @@
         if (i < hi) v_storen(y + i, FN(v_loadn(x + i, hi - i)), hi - i);                \
     }
 
-DEFINE_UNARY_RANGE(range_relu, act_fwd_relu)
-DEFINE_UNARY_RANGE(range_sigmoid, act_fwd_sigmoid)
+DEFINE_UNARY_RANGE(range_relu, FG_F_RELU)
+DEFINE_UNARY_RANGE(range_sigmoid, FG_F_SIGMOID)
 
 /* tanh: as DEFINE_UNARY_RANGE, plus, on the streaming path (arrays far larger
  * than the caches), a software prefetch of x 4 KiB ahead, one per 64-byte line.
@@ -47,7 +67,8 @@ DEFINE_UNARY_RANGE(range_sigmoid, act_fwd_sigmoid)
  * best of 10 (loaded dev box), AVX-512 8.0-8.3 -> 7.5-7.6 ms, AVX2 13.0-14.4 ->
  * 11.3-12.3 ms. Prefetches past the end of x are harmless (no faults). */
 #define TANH_PF_AHEAD 1024 /* floats */
-static void range_tanh(float *y, const float *x, int64_t lo, int64_t hi, int stream) {
+static void range_tanh(float *y, const float *x, int64_t lo, int64_t hi, int stream, const fg_act_param *p) {
+    (void)p;
     int64_t i = lo;
     if (stream) {
         int64_t h = v_align_head(y + i);
@@ -66,78 +87,115 @@ static void range_tanh(float *y, const float *x, int64_t lo, int64_t hi, int str
     }
     if (i < hi) v_storen(y + i, act_fwd_tanh(v_loadn(x + i, hi - i)), hi - i);
 }
-DEFINE_UNARY_RANGE(range_gelu, act_fwd_gelu)
-DEFINE_UNARY_RANGE(range_gelu_tanh, act_fwd_gelu_tanh)
-DEFINE_UNARY_RANGE(range_exp, act_fwd_exp)
-DEFINE_UNARY_RANGE(range_log, act_fwd_log)
+DEFINE_UNARY_RANGE(range_gelu, FG_F_GELU)
+DEFINE_UNARY_RANGE(range_gelu_tanh, FG_F_GELU_TANH)
+DEFINE_UNARY_RANGE(range_leaky_relu, FG_F_LEAKY_RELU)
+DEFINE_UNARY_RANGE(range_elu, FG_F_ELU)
+DEFINE_UNARY_RANGE(range_selu, FG_F_SELU)
+DEFINE_UNARY_RANGE(range_silu, FG_F_SILU)
+DEFINE_UNARY_RANGE(range_softplus, FG_F_SOFTPLUS)
+DEFINE_UNARY_RANGE(range_softsign, FG_F_SOFTSIGN)
+DEFINE_UNARY_RANGE(range_hard_sigmoid, FG_F_HARD_SIGMOID)
+DEFINE_UNARY_RANGE(range_mish, FG_F_MISH)
+DEFINE_UNARY_RANGE(range_exp, FG_F_EXPONENTIAL)
+DEFINE_UNARY_RANGE(range_relu6, FG_F_RELU6)
+DEFINE_UNARY_RANGE(range_hard_silu, FG_F_HARD_SILU)
+DEFINE_UNARY_RANGE(range_relu_general, FG_F_RELU_GENERAL)
+#define FG_F_LOG_(v) act_fwd_log(v)
+DEFINE_UNARY_RANGE(range_log, FG_F_LOG_)
 
-static void range_copy(float *y, const float *x, int64_t lo, int64_t hi, int stream) {
+static void range_copy(float *y, const float *x, int64_t lo, int64_t hi, int stream, const fg_act_param *p) {
     (void)stream;
+    (void)p;
     if (y != x) memcpy(y + lo, x + lo, (size_t)(hi - lo) * sizeof(float));
 }
 
-typedef void (*unary_range_fn)(float *, const float *, int64_t, int64_t, int);
+typedef void (*unary_range_fn)(float *, const float *, int64_t, int64_t, int, const fg_act_param *);
 
-static int run_unary(unary_range_fn fn, float *y, const float *x, int64_t n, int64_t grain, int nthreads) {
+static int run_unary(unary_range_fn fn, float *y, const float *x, int64_t n, const fg_act_param *p,
+                     int64_t grain, int nthreads) {
     if (n < 0) return FG_ERR_ARG;
     if (n == 0) return FG_OK;
     int nt = fg_threads_for(n, grain, nthreads);
     const int stream = n >= FG_NT_MIN && y != x;
-#define BODY_(lo, hi) fn(y, x, lo, hi, stream)
+#define BODY_(lo, hi) fn(y, x, lo, hi, stream, p)
     FG_PARALLEL_RANGE(n, 16, nt, BODY_);
 #undef BODY_
     return FG_OK;
 }
 
-/* y[n] = act(x[n]) */
-int FG_ISA_FN(fg_act_forward)(float *y, const float *x, int64_t n, int act, int nthreads) {
+static unary_range_fn forward_range(int act) {
     switch (act) {
-    case FG_ACT_LINEAR: return run_unary(range_copy, y, x, n, GRAIN_MEM, nthreads);
-    case FG_ACT_RELU: return run_unary(range_relu, y, x, n, GRAIN_MEM, nthreads);
-    case FG_ACT_SIGMOID: return run_unary(range_sigmoid, y, x, n, GRAIN_TRANS, nthreads);
-    case FG_ACT_TANH: return run_unary(range_tanh, y, x, n, GRAIN_TRANS, nthreads);
-    case FG_ACT_GELU: return run_unary(range_gelu, y, x, n, GRAIN_TRANS, nthreads);
-    case FG_ACT_GELU_TANH: return run_unary(range_gelu_tanh, y, x, n, GRAIN_TRANS, nthreads);
-    default: return FG_ERR_ARG;
+    case FG_ACT_LINEAR: return range_copy;
+    case FG_ACT_RELU: return range_relu;
+    case FG_ACT_SIGMOID: return range_sigmoid;
+    case FG_ACT_TANH: return range_tanh;
+    case FG_ACT_GELU: return range_gelu;
+    case FG_ACT_GELU_TANH: return range_gelu_tanh;
+    case FG_ACT_LEAKY_RELU: return range_leaky_relu;
+    case FG_ACT_ELU: return range_elu;
+    case FG_ACT_SELU: return range_selu;
+    case FG_ACT_SILU: return range_silu;
+    case FG_ACT_SOFTPLUS: return range_softplus;
+    case FG_ACT_SOFTSIGN: return range_softsign;
+    case FG_ACT_HARD_SIGMOID: return range_hard_sigmoid;
+    case FG_ACT_MISH: return range_mish;
+    case FG_ACT_EXPONENTIAL: return range_exp;
+    case FG_ACT_RELU6: return range_relu6;
+    case FG_ACT_HARD_SILU: return range_hard_silu;
+    case FG_ACT_RELU_GENERAL: return range_relu_general;
+    default: return NULL;
     }
+}
+
+/* y[n] = act(x[n]) with parameters p (NULL: the defaults) */
+int FG_ISA_FN(fg_act_forward_p)(float *y, const float *x, int64_t n, int act, const fg_act_param *p,
+                                int nthreads) {
+    unary_range_fn fn = forward_range(act);
+    if (!fn || !fg_act_param_ok(act, p)) return FG_ERR_ARG;
+    const fg_act_param q = p ? *p : fg_act_param_default(act);
+    return run_unary(fn, y, x, n, &q, act_grain(act), nthreads);
 }
 
 /* y[n] = exp(x[n]) */
 int FG_ISA_FN(fg_exp)(float *y, const float *x, int64_t n, int nthreads) {
-    return run_unary(range_exp, y, x, n, GRAIN_TRANS, nthreads);
+    const fg_act_param q = fg_act_param_default(FG_ACT_EXPONENTIAL);
+    return run_unary(range_exp, y, x, n, &q, GRAIN_TRANS, nthreads);
 }
 
 /* y[n] = log(x[n]) */
 int FG_ISA_FN(fg_log)(float *y, const float *x, int64_t n, int nthreads) {
-    return run_unary(range_log, y, x, n, GRAIN_TRANS, nthreads);
+    const fg_act_param q = fg_act_param_default(FG_ACT_LINEAR);
+    return run_unary(range_log, y, x, n, &q, GRAIN_TRANS, nthreads);
 }
 
 /* ---- backward ---------------------------------------------------------- */
 
-/* ref: forward output y (relu, sigmoid, tanh, linear) or input x (gelu*) */
-/* dy * (y > 0): the same float product as NumpyOps (so inf/NaN in dy behave alike) */
-FG_VINLINE V act_bwd_relu(V dy, V y) { return v_mul(dy, v_sel(v_gt(y, v_zero()), v_zero(), v_set1(1.0f))); }
-FG_VINLINE V act_bwd_sigmoid(V dy, V y) { return v_mul(dy, v_mul(y, v_sub(v_set1(1.0f), y))); }
-FG_VINLINE V act_bwd_tanh(V dy, V y) { return v_mul(dy, v_fnma(y, y, v_set1(1.0f))); }
-/* d/dx x Phi(x) = Phi(x) + x phi(x); |x| clamped in the product so +-inf give 1 / 0 */
-FG_VINLINE V act_bwd_gelu(V dy, V x) {
-    V xb = v_min(v_max(x, v_set1(-20.0f)), v_set1(20.0f));
-    V d = v_fma(xb, v_npdf(x), v_phi(x));
-    return v_mul(dy, d);
-}
-/* d/dx x s(2u) = s + x s (1-s) 2u',  2u' = 2 sqrt(2/pi) (1 + 3*0.044715 x^2) */
-FG_VINLINE V act_bwd_gelu_tanh(V dy, V x) {
-    V s, c;
-    v_sigmoid2(gelu_tanh_2u(x), &s, &c);
-    V xb = v_min(v_max(x, v_set1(-1e4f)), v_set1(1e4f)); /* s*c underflows to 0 long before */
-    V x2 = v_mul(xb, xb);
-    V du = v_mul(v_fma(x2, v_set1(0.134145f), v_set1(1.0f)), v_set1(1.5957691216057308f));
-    V d = v_fma(v_mul(xb, v_mul(s, c)), du, s);
-    return v_mul(dy, d);
-}
+/* The backward of every FG_ACT_* as a macro of (dy, ref) vectors (the bodies
+ * are in fg_act_vec.h; parameters from vp_). */
+#define FG_B_RELU(d, r) act_bwd_relu(d, r)
+#define FG_B_SIGMOID(d, r) act_bwd_sigmoid(d, r)
+#define FG_B_TANH(d, r) act_bwd_tanh(d, r)
+#define FG_B_GELU(d, r) act_bwd_gelu(d, r)
+#define FG_B_GELU_TANH(d, r) act_bwd_gelu_tanh(d, r)
+#define FG_B_LEAKY_RELU(d, r) act_bwd_leaky_relu(d, r, vp_.alpha)
+#define FG_B_ELU(d, r) act_bwd_elu(d, r, vp_.alpha)
+#define FG_B_SELU(d, r) act_bwd_selu(d, r)
+#define FG_B_SILU(d, r) act_bwd_silu(d, r)
+#define FG_B_SOFTPLUS(d, r) act_bwd_softplus(d, r)
+#define FG_B_SOFTSIGN(d, r) act_bwd_softsign(d, r)
+#define FG_B_HARD_SIGMOID(d, r) act_bwd_hard_sigmoid(d, r)
+#define FG_B_MISH(d, r) act_bwd_mish(d, r)
+#define FG_B_EXPONENTIAL(d, r) act_bwd_exponential(d, r)
+#define FG_B_RELU6(d, r) act_bwd_relu6(d, r)
+#define FG_B_HARD_SILU(d, r) act_bwd_hard_silu(d, r)
+#define FG_B_RELU_GENERAL(d, r) act_bwd_relu_general(d, r, &vp_)
 
 #define DEFINE_BINARY_RANGE(NAME, FN)                                                                  \
-    static void NAME(float *dx, const float *dy, const float *r, int64_t lo, int64_t hi, int stream) { \
+    static void NAME(float *dx, const float *dy, const float *r, int64_t lo, int64_t hi, int stream,   \
+                     const fg_act_param *p) {                                                          \
+        const fg_act_vp vp_ = fg_act_vparams(p);                                                       \
+        (void)vp_;                                                                                     \
         int64_t i = lo;                                                                                \
         if (stream) {                                                                                  \
             int64_t h = v_align_head(dx + i);                                                          \
@@ -149,48 +207,100 @@ FG_VINLINE V act_bwd_gelu_tanh(V dy, V x) {
             for (; i + VL <= hi; i += VL) v_store(dx + i, FN(v_load(dy + i), v_load(r + i)));          \
         }                                                                                              \
         if (i < hi) {                                                                                  \
-            int64_t k = hi - i;                                                             \
-            v_storen(dx + i, FN(v_loadn(dy + i, k), v_loadn(r + i, k)), k);                 \
-        }                                                                                   \
+            int64_t k = hi - i;                                                                        \
+            v_storen(dx + i, FN(v_loadn(dy + i, k), v_loadn(r + i, k)), k);                            \
+        }                                                                                              \
     }
 
-DEFINE_BINARY_RANGE(brange_relu, act_bwd_relu)
-DEFINE_BINARY_RANGE(brange_sigmoid, act_bwd_sigmoid)
-DEFINE_BINARY_RANGE(brange_tanh, act_bwd_tanh)
-DEFINE_BINARY_RANGE(brange_gelu, act_bwd_gelu)
-DEFINE_BINARY_RANGE(brange_gelu_tanh, act_bwd_gelu_tanh)
+DEFINE_BINARY_RANGE(brange_relu, FG_B_RELU)
+DEFINE_BINARY_RANGE(brange_sigmoid, FG_B_SIGMOID)
+DEFINE_BINARY_RANGE(brange_tanh, FG_B_TANH)
+DEFINE_BINARY_RANGE(brange_gelu, FG_B_GELU)
+DEFINE_BINARY_RANGE(brange_gelu_tanh, FG_B_GELU_TANH)
+DEFINE_BINARY_RANGE(brange_leaky_relu, FG_B_LEAKY_RELU)
+DEFINE_BINARY_RANGE(brange_elu, FG_B_ELU)
+DEFINE_BINARY_RANGE(brange_selu, FG_B_SELU)
+DEFINE_BINARY_RANGE(brange_silu, FG_B_SILU)
+DEFINE_BINARY_RANGE(brange_softplus, FG_B_SOFTPLUS)
+DEFINE_BINARY_RANGE(brange_softsign, FG_B_SOFTSIGN)
+DEFINE_BINARY_RANGE(brange_hard_sigmoid, FG_B_HARD_SIGMOID)
+DEFINE_BINARY_RANGE(brange_mish, FG_B_MISH)
+DEFINE_BINARY_RANGE(brange_exponential, FG_B_EXPONENTIAL)
+DEFINE_BINARY_RANGE(brange_relu6, FG_B_RELU6)
+DEFINE_BINARY_RANGE(brange_hard_silu, FG_B_HARD_SILU)
+DEFINE_BINARY_RANGE(brange_relu_general, FG_B_RELU_GENERAL)
 
-static void brange_linear(float *dx, const float *dy, const float *r, int64_t lo, int64_t hi, int stream) {
+static void brange_linear(float *dx, const float *dy, const float *r, int64_t lo, int64_t hi, int stream,
+                          const fg_act_param *p) {
     (void)r;
     (void)stream;
+    (void)p;
     if (dx != dy) memcpy(dx + lo, dy + lo, (size_t)(hi - lo) * sizeof(float));
 }
 
-typedef void (*binary_range_fn)(float *, const float *, const float *, int64_t, int64_t, int);
+typedef void (*binary_range_fn)(float *, const float *, const float *, int64_t, int64_t, int, const fg_act_param *);
 
-static int run_binary(binary_range_fn fn, float *dx, const float *dy, const float *r, int64_t n, int64_t grain,
-                      int nthreads) {
+static int run_binary(binary_range_fn fn, float *dx, const float *dy, const float *r, int64_t n,
+                      const fg_act_param *p, int64_t grain, int nthreads) {
     if (n < 0) return FG_ERR_ARG;
     if (n == 0) return FG_OK;
     int nt = fg_threads_for(n, grain, nthreads);
     const int stream = n >= FG_NT_MIN && dx != dy && dx != r;
-#define BODY_(lo, hi) fn(dx, dy, r, lo, hi, stream)
+#define BODY_(lo, hi) fn(dx, dy, r, lo, hi, stream, p)
     FG_PARALLEL_RANGE(n, 16, nt, BODY_);
 #undef BODY_
     return FG_OK;
 }
 
-/* dx[n] = dy[n] * act'(.) from ref[n] */
-int FG_ISA_FN(fg_act_backward)(float *dx, const float *dy, const float *ref, int64_t n, int act, int nthreads) {
+static binary_range_fn backward_range(int act) {
     switch (act) {
-    case FG_ACT_LINEAR: return run_binary(brange_linear, dx, dy, ref, n, GRAIN_MEM, nthreads);
-    case FG_ACT_RELU: return run_binary(brange_relu, dx, dy, ref, n, GRAIN_MEM, nthreads);
-    case FG_ACT_SIGMOID: return run_binary(brange_sigmoid, dx, dy, ref, n, GRAIN_MEM, nthreads);
-    case FG_ACT_TANH: return run_binary(brange_tanh, dx, dy, ref, n, GRAIN_MEM, nthreads);
-    case FG_ACT_GELU: return run_binary(brange_gelu, dx, dy, ref, n, GRAIN_TRANS, nthreads);
-    case FG_ACT_GELU_TANH: return run_binary(brange_gelu_tanh, dx, dy, ref, n, GRAIN_TRANS, nthreads);
-    default: return FG_ERR_ARG;
+    case FG_ACT_LINEAR: return brange_linear;
+    case FG_ACT_RELU: return brange_relu;
+    case FG_ACT_SIGMOID: return brange_sigmoid;
+    case FG_ACT_TANH: return brange_tanh;
+    case FG_ACT_GELU: return brange_gelu;
+    case FG_ACT_GELU_TANH: return brange_gelu_tanh;
+    case FG_ACT_LEAKY_RELU: return brange_leaky_relu;
+    case FG_ACT_ELU: return brange_elu;
+    case FG_ACT_SELU: return brange_selu;
+    case FG_ACT_SILU: return brange_silu;
+    case FG_ACT_SOFTPLUS: return brange_softplus;
+    case FG_ACT_SOFTSIGN: return brange_softsign;
+    case FG_ACT_HARD_SIGMOID: return brange_hard_sigmoid;
+    case FG_ACT_MISH: return brange_mish;
+    case FG_ACT_EXPONENTIAL: return brange_exponential;
+    case FG_ACT_RELU6: return brange_relu6;
+    case FG_ACT_HARD_SILU: return brange_hard_silu;
+    case FG_ACT_RELU_GENERAL: return brange_relu_general;
+    default: return NULL;
     }
+}
+
+/* The backward's grain: the relu family and the plain products are memory-bound */
+static int64_t act_bwd_grain(int act) {
+    switch (act) {
+    case FG_ACT_LINEAR:
+    case FG_ACT_RELU:
+    case FG_ACT_SIGMOID:
+    case FG_ACT_TANH:
+    case FG_ACT_LEAKY_RELU:
+    case FG_ACT_RELU6:
+    case FG_ACT_RELU_GENERAL:
+    case FG_ACT_HARD_SIGMOID:
+    case FG_ACT_HARD_SILU:
+    case FG_ACT_EXPONENTIAL:
+    case FG_ACT_SOFTSIGN: return GRAIN_MEM;
+    default: return GRAIN_TRANS;
+    }
+}
+
+/* dx[n] = dy[n] * act'(.) from ref[n] (x or y: fg_act_backward_needs_input) */
+int FG_ISA_FN(fg_act_backward_p)(float *dx, const float *dy, const float *ref, int64_t n, int act,
+                                 const fg_act_param *p, int nthreads) {
+    binary_range_fn fn = backward_range(act);
+    if (!fn || !fg_act_param_ok(act, p)) return FG_ERR_ARG;
+    const fg_act_param q = p ? *p : fg_act_param_default(act);
+    return run_binary(fn, dx, dy, ref, n, &q, act_bwd_grain(act), nthreads);
 }
 
 /* ---- softmax over rows ------------------------------------------------- */

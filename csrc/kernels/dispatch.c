@@ -8,8 +8,9 @@
 #include "fg_random.h"
 #include "fg_reduce.h"
 
-FG_DECLARE_ISA(int, fg_act_forward, (float *, const float *, int64_t, int, int))
-FG_DECLARE_ISA(int, fg_act_backward, (float *, const float *, const float *, int64_t, int, int))
+FG_DECLARE_ISA(int, fg_act_forward_p, (float *, const float *, int64_t, int, const fg_act_param *, int))
+FG_DECLARE_ISA(int, fg_act_backward_p, (float *, const float *, const float *, int64_t, int, const fg_act_param *,
+                                        int))
 FG_DECLARE_ISA(int, fg_exp, (float *, const float *, int64_t, int))
 FG_DECLARE_ISA(int, fg_log, (float *, const float *, int64_t, int))
 FG_DECLARE_ISA(int, fg_softmax_forward, (float *, const float *, int64_t, int64_t, int, int))
@@ -49,10 +50,17 @@ FG_DECLARE_ISA(int, fg_batchnorm_backward, (float *, float *, float *, const flo
                                             const float *, const float *, int64_t, int64_t, int))
 
 int fg_act_forward(float *y, const float *x, int64_t n, int act, int nthreads) {
-    return FG_DISPATCH(fg_act_forward)(y, x, n, act, nthreads);
+    return FG_DISPATCH(fg_act_forward_p)(y, x, n, act, NULL, nthreads);
 }
 int fg_act_backward(float *dx, const float *dy, const float *ref, int64_t n, int act, int nthreads) {
-    return FG_DISPATCH(fg_act_backward)(dx, dy, ref, n, act, nthreads);
+    return FG_DISPATCH(fg_act_backward_p)(dx, dy, ref, n, act, NULL, nthreads);
+}
+int fg_act_forward_p(float *y, const float *x, int64_t n, int act, const fg_act_param *p, int nthreads) {
+    return FG_DISPATCH(fg_act_forward_p)(y, x, n, act, p, nthreads);
+}
+int fg_act_backward_p(float *dx, const float *dy, const float *ref, int64_t n, int act, const fg_act_param *p,
+                      int nthreads) {
+    return FG_DISPATCH(fg_act_backward_p)(dx, dy, ref, n, act, p, nthreads);
 }
 int fg_exp(float *y, const float *x, int64_t n, int nthreads) { return FG_DISPATCH(fg_exp)(y, x, n, nthreads); }
 int fg_log(float *y, const float *x, int64_t n, int nthreads) { return FG_DISPATCH(fg_log)(y, x, n, nthreads); }

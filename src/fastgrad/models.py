@@ -56,6 +56,9 @@ __all__ = ["Sequential", "Model", "load_model", "NotCompiledError"]
 #: seconds of training per executor call when only the progress bar listens to batches
 _PROGBAR_CHUNK_S = 0.05
 
+#: changes of any layer's output-activation fusion (Model._claim_fusion)
+_FUSION_EPOCH = [0]
+
 
 class _CompiledHook:
     """engine.compiled, imported only once the native backend is in use (so the
@@ -132,6 +135,8 @@ class Model:
                 raise TypeError("Model: give inputs and outputs, e.g. fg.Model(inputs, outputs) "
                                 "with tensors from fg.Input(...) and layer calls")
             self._init_graph(inputs, outputs)
+        if not trainable:
+            self.trainable = False
 
     def _init_state(self, name):
         self.name = name
@@ -153,11 +158,25 @@ class Model:
         self._metrics_resolved = False
         self._output_activations = []      # per output: activation moved into the loss, or None
         self._fused_layers = []
+        self._fusion_epoch = -1
         self._store = None
         self._step = None
         self.stop_training = False
         self.history = None
-        self.trainable = True
+        self._trainable = True
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        """`model.trainable = False` freezes every layer of the model, True unfreezes
+        them all (Keras: the flag propagates to the layers), e.g. to freeze a
+        trained base under a new head: ``base.trainable = False``."""
+        self._trainable = bool(value)
+        for layer in self.layers:
+            layer.trainable = self._trainable
 
     # ================================================================== structure
     def _init_graph(self, inputs, outputs):
@@ -175,6 +194,7 @@ class Model:
         self._release_fusion()
         self._store = ParamStore(self._graph.layers, fresh=fresh)
         self._store.initialize()
+        self._store.register(self)
         for layer in self._graph.layers:
             if not getattr(layer, "_rng_seeded", False) or fresh:
                 layer.reset_rng(_config.next_seed())
@@ -185,9 +205,30 @@ class Model:
             self.optimizer.build(self._store.size)
         self._step = None
 
+    def _store_moved(self, old_root, new_root):
+        """The root store holding this model's weights was re-laid out (another
+        model joined new layers to them, engine/params.py): use a view of the
+        new root, with the optimizer's slots moved to the new offsets."""
+        old = self._store
+        if old is None or old.root is not old_root:
+            return
+        self._store = ParamStore(self._graph.layers)
+        self._store.register(self)
+        self._step = None
+        opt = self.optimizer
+        if opt is not None and opt.slots and opt._n == old_root.size:
+            from .engine.params import remap_flat
+            inits = opt._active_slots()
+            opt.slots = {k: remap_flat(v, old_root.entries, new_root.entries, new_root.size,
+                                       inits.get(k) or 0.0) for k, v in opt.slots.items()}
+            opt._n = new_root.size
+            opt._views_cache = None
+
     @property
     def layers(self) -> list:
-        return list(self._layers)
+        """The layers in Keras's order; the merges that Python's + - * on symbolic
+        tensors made are graph operations, not listed (as Keras 3's ops)."""
+        return [l for l in self._layers if not getattr(l, "_operator", False)]
 
     @property
     def inputs(self):
@@ -274,12 +315,33 @@ class Model:
             raise ValueError(f"{self.name}: a functional model is built from its inputs")
 
     # ------------------------------------------------------------------ fusion
+    # A fused output layer emits logits: that is state of the LAYER, which other
+    # models may share (a sub-model over the same graph, a model calling this one
+    # on new inputs, a new head). Each model re-asserts the state it needs before
+    # it runs (_claim_fusion): its own fused layers split, every other layer of
+    # its graph whole; _FUSION_EPOCH[0] counts changes, so the common case (no
+    # other model touched them) costs one comparison.
     def _release_fusion(self):
         for layer in self._fused_layers:
             if layer is not None:
                 layer.merge_output_activation()
         self._fused_layers = []
         self._output_activations = []
+        _FUSION_EPOCH[0] += 1
+
+    def _claim_fusion(self):
+        if self._fusion_epoch == _FUSION_EPOCH[0] or self._graph is None:
+            return
+        mine = {id(l) for l in self._fused_layers if l is not None}
+        for layer in self._graph.layers:
+            split = getattr(layer, "_fused_activation", None) is not None
+            if id(layer) in mine:
+                if not split:
+                    layer.split_output_activation()
+            elif split:
+                layer.merge_output_activation()
+        _FUSION_EPOCH[0] += 1
+        self._fusion_epoch = _FUSION_EPOCH[0]
 
     def _setup_loss_fusion(self):
         """Per output: move a softmax/sigmoid into a cross-entropy loss when the
@@ -298,6 +360,11 @@ class Model:
                     and not g.consumers[slot]:
                 node = g.nodes[slot - g.n_inputs]
                 cand = node.layer
+                if len(g.nodes_of[id(cand)]) == 1 and all(l is not cand for l in fused) and \
+                        getattr(cand, "_fused_activation", None) == act:
+                    acts.append(act)             # already split for another model sharing it
+                    fused.append(cand)
+                    continue
                 if len(g.nodes_of[id(cand)]) == 1 and getattr(cand, "_run_act", None) == act \
                         and all(l is not cand for l in fused):
                     removed = cand.split_output_activation()
@@ -310,6 +377,8 @@ class Model:
             fused.append(None)
         self._output_activations = acts
         self._fused_layers = fused
+        _FUSION_EPOCH[0] += 1
+        self._fusion_epoch = _FUSION_EPOCH[0]
 
     @property
     def _output_activation(self):
@@ -458,12 +527,15 @@ class Model:
         if not isinstance(spec, (list, tuple)):
             raise TypeError(f"compile: {what} must be a list, got {type(spec).__name__}")
         spec = list(spec)
-        if k > 1 and len(spec) == k and all(isinstance(s, (list, tuple)) or s is None
-                                            for s in spec):
-            return [[] if s is None else list(s) for s in spec]
+        if k > 1 and len(spec) == k:
+            # one entry per output, as Keras 3 reads a list as long as the outputs
+            # (["accuracy", "mae"]: accuracy on the first output, mae on the second)
+            return [[] if s is None else list(s) if isinstance(s, (list, tuple)) else [s]
+                    for s in spec]
         if k == 1:
             return [spec]
-        # a flat list: every metric on every output (each output its own copy)
+        # any other flat list: every metric on every output (each output its own copy;
+        # Keras 3 refuses a list whose length is not the number of outputs)
         return [[_copy_metric(m) if isinstance(m, _metrics.Metric) and i else m for m in spec]
                 for i in range(k)]
 
@@ -555,8 +627,10 @@ class Model:
             return list(data)
         if role == "sample_weight" and data is not None:
             return [data] * k
+        got = (f"a {type(data).__name__} of {len(data)}" if isinstance(data, (list, tuple))
+               else type(data).__name__)
         raise ValueError(f"{what}: the model has {k} {kind_of}s ({names}); give {role} as a list "
-                         f"of {k} arrays or a dict by name, got {type(data).__name__}")
+                         f"of {k} arrays or a dict by name, got {got}")
 
     def _prepare_xs(self, x, what, finite=True):
         """The inputs as a list of validated float32 arrays, equal row counts."""
@@ -612,6 +686,7 @@ class Model:
 
     # ================================================================== executors
     def _get_step(self):
+        self._claim_fusion()
         flags = tuple(l.trainable for l in self._store.layers)
         if flags != self._store.trainable_flags:
             self._store.refresh_trainable()
@@ -885,9 +960,9 @@ class Model:
     def _shape_outputs(self, outs):
         if self._output_kind == "dict":
             return dict(zip(self._output_keys, outs))
-        if self._output_kind == "list":
+        if self._output_kind == "list" and len(outs) > 1:
             return list(outs)
-        return outs[0]
+        return outs[0]           # one output, also from a list of one (Keras unpacks it)
 
     def _plan_predict(self, plan, x, what, rows_call):
         """Run the compiled inference plan, which checks the rows for NaN/inf in
@@ -910,6 +985,7 @@ class Model:
         self._ensure_built_for(x, what)
         self._finish_build()
         if callbacks is None and not verbose:
+            self._claim_fusion()
             plan = _compiled.inference_plan(self)
             if plan is not None:
                 if batch_size is not None:
@@ -943,6 +1019,7 @@ class Model:
         """Outputs for one batch (no batching loop): new arrays."""
         self._ensure_built_for(x, "predict_on_batch")
         self._finish_build()
+        self._claim_fusion()
         plan = _compiled.inference_plan(self)
         if plan is not None:
             return self._plan_predict(plan, x, "predict_on_batch", plan.predict_list)
@@ -1253,6 +1330,8 @@ class Sequential(Model):
                 layers = [layers]
             for layer in layers:
                 self.add(layer)
+        if not trainable:
+            self.trainable = False
 
     # ------------------------------------------------------------------ structure
     @property

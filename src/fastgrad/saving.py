@@ -159,6 +159,14 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
     opt = getattr(model, "optimizer", None)
     if include_optimizer and opt is not None and compile_cfg is not None:
         st = opt.get_state()
+        # a model sharing a bigger buffer (a sub-model, engine/params.py) saves its slots in
+        # the layout of its own buffer, which is what load_model builds
+        store = getattr(model, "_store", None)
+        compact = getattr(store, "compact", None)
+        inits = opt._active_slots() if hasattr(opt, "_active_slots") else {}
+        if compact is not None:
+            st = {k: (v if k == "iterations" else compact(v, inits.get(k) or 0.0))
+                  for k, v in st.items()}
         opt_state = {"iterations": int(st.get("iterations", 0)),
                      "slots": [_array_entry(arrays, k, v) for k, v in st.items() if k != "iterations"]}
     manifest = {

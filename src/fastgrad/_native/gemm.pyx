@@ -13,6 +13,7 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t, intptr_t
 
 include "_common.pxi"
+include "_act.pxi"
 
 cnp.import_array()
 
@@ -30,7 +31,6 @@ cdef extern from "gemm/gemm_internal.h" nogil:
                      int64_t M, int64_t N, int64_t K, int trans_a, int trans_b, float alpha, float beta,
                      int nthreads, int path)
 
-ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4, "gelu_tanh": 5}
 
 
 cdef inline str _shape(cnp.ndarray x):
@@ -131,8 +131,9 @@ def dense_forward(x, w, b, int act, out, preact=None, int nthreads=1):
     cdef cnp.ndarray X = <cnp.ndarray>x, W = <cnp.ndarray>w, Y = <cnp.ndarray>out
     cdef cnp.ndarray Z = None, Bv = None
     cdef int64_t M = cnp.PyArray_DIM(X, 0), K = cnp.PyArray_DIM(X, 1), N = cnp.PyArray_DIM(W, 1)
-    if act < 0 or act > 5:
-        raise ValueError(f"dense_forward: unknown activation code {act}; expected 0..5 {ACTIVATIONS}")
+    if not fg_act_valid(act):
+        raise ValueError(f"dense_forward: unknown activation code {act}; expected 0..{FG_ACT_COUNT - 1} "
+                         f"{ACTIVATIONS}")
     if cnp.PyArray_DIM(W, 0) != K or cnp.PyArray_DIM(Y, 0) != M or cnp.PyArray_DIM(Y, 1) != N:
         raise ValueError(f"dense_forward: shapes do not match: x {_shape(X)} @ w {_shape(W)} -> "
                          f"out {_shape(Y)}; need x (M, K), w (K, N), out (M, N)")
@@ -266,7 +267,7 @@ def dense_op(x, w, b, int act, out, preact, int nthreads):
     """out = act(x w + b) (preact = x w + b when given), allocating out when
     None; NotImplemented when the C path does not apply."""
     cdef int64_t ldx = _ld_or_neg(x, False), ldw = _ld_or_neg(w, False), ldy, ldz = 0
-    if ldx < 0 or ldw < 0 or act < 0 or act > 5:
+    if ldx < 0 or ldw < 0 or not fg_act_valid(act):
         return NotImplemented
     cdef cnp.ndarray X = <cnp.ndarray>x, W = <cnp.ndarray>w, Y, Z, Bv
     cdef int64_t M = cnp.PyArray_DIM(X, 0), K = cnp.PyArray_DIM(X, 1), N = cnp.PyArray_DIM(W, 1)

@@ -9,6 +9,7 @@ kernels accept out is x (in place); any other overlap is refused.
 """
 
 include "_common.pxi"
+include "_act.pxi"
 
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t, uint8_t
@@ -18,6 +19,9 @@ cnp.import_array()
 cdef extern from "kernels/fg_activation.h" nogil:
     int fg_act_forward(float *y, const float *x, int64_t n, int act, int nthreads)
     int fg_act_backward(float *dx, const float *dy, const float *ref, int64_t n, int act, int nthreads)
+    int fg_act_forward_p(float *y, const float *x, int64_t n, int act, const fg_act_param *p, int nthreads)
+    int fg_act_backward_p(float *dx, const float *dy, const float *ref, int64_t n, int act,
+                          const fg_act_param *p, int nthreads)
     int fg_exp(float *y, const float *x, int64_t n, int nthreads)
     int fg_log(float *y, const float *x, int64_t n, int nthreads)
     int fg_softmax_forward(float *y, const float *x, int64_t rows, int64_t cols, int log, int nthreads)
@@ -76,14 +80,8 @@ cdef extern from "kernels/fg_random.h" nogil:
                            uint64_t offset, int nthreads)
     int fg_dropout_backward(float *dx, const float *dy, const uint8_t *mask, int64_t n, float rate, int nthreads)
 
-# activation codes (FG_ACT_* in fg_common.h)
-ACT_LINEAR = 0
-ACT_RELU = 1
-ACT_SIGMOID = 2
-ACT_TANH = 3
-ACT_GELU = 4
-ACT_GELU_TANH = 5
-ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4, "gelu_tanh": 5}
+# activation codes: ACTIVATIONS, ACT_COUNT and act_backward_needs_input come
+# from csrc/fg_common.h through _act.pxi
 
 
 # ---- validation helpers ----------------------------------------------------
@@ -143,37 +141,66 @@ cdef inline int64_t _rows(cnp.ndarray a) noexcept:
 
 # ---- element-wise --------------------------------------------------------
 
-def act_forward(cnp.ndarray x not None, cnp.ndarray out not None, int act, int nthreads):
-    """out = act(x) (act: ACT_* code); out may be x."""
+cdef int _act_param(fg_act_param *p, object negative_slope, object alpha, object max_value,
+                    object threshold) except -1:
+    """Fill p from the keyword parameters; 1 if any was given, else 0 (NULL: defaults)."""
+    if negative_slope is None and alpha is None and max_value is None and threshold is None:
+        return 0
+    if negative_slope is not None and alpha is not None:
+        raise ValueError("give negative_slope or alpha, not both")
+    p.alpha = <float>(negative_slope if negative_slope is not None else (alpha if alpha is not None else 0.0))
+    p.max_value = <float>(max_value if max_value is not None else float("inf"))
+    p.threshold = <float>(threshold if threshold is not None else 0.0)
+    return 1
+
+
+def act_forward(cnp.ndarray x not None, cnp.ndarray out not None, int act, int nthreads, *,
+                negative_slope=None, alpha=None, max_value=None, threshold=None):
+    """out = act(x) (act: an FG_ACT_* code, see ACTIVATIONS); out may be x.
+    Parameters (leaky_relu: negative_slope; elu: alpha; relu_general:
+    negative_slope, max_value, threshold); none given = the by-name defaults."""
     _f32(x, "act_forward", "x"); _f32(out, "act_forward", "out", True)
     _same_size(x, out, "act_forward", "x", "out")
     _no_overlap(out, x, "act_forward", "out", "x", True)
+    cdef fg_act_param prm
+    cdef fg_act_param *pp = &prm if _act_param(&prm, negative_slope, alpha, max_value, threshold) else NULL
     cdef int st
     cdef float *y = _fp(out)
     cdef float *xp = _fp(x)
     cdef int64_t n = cnp.PyArray_SIZE(x)
     with nogil:
-        st = fg_act_forward(y, xp, n, act, nthreads)
+        st = fg_act_forward_p(y, xp, n, act, pp, nthreads)
     if st != FG_OK:
-        check_status(st, "act_forward", f"act={act}, shape={_shp(x)}")
+        check_status(st, "act_forward", _act_detail(act, pp, (<object>x).shape))
     return out
 
+cdef str _act_detail(int act, fg_act_param *pp, object shape):
+    d = f"act={act}, shape={shape}"
+    if not fg_act_valid(act):
+        d = f"unknown activation code {act}, expected 0..{FG_ACT_COUNT - 1}; shape={shape}"
+    elif pp != NULL:
+        d += f", negative_slope/alpha={pp.alpha}, max_value={pp.max_value}, threshold={pp.threshold}"
+    return d
+
 def act_backward(cnp.ndarray dy not None, cnp.ndarray ref not None, cnp.ndarray out not None, int act,
-                 int nthreads):
-    """out = dy * act'(.) from ref (forward output for relu/sigmoid/tanh, input for gelu*); out may be dy."""
+                 int nthreads, *, negative_slope=None, alpha=None, max_value=None, threshold=None):
+    """out = dy * act'(.) from ref: the forward input x where
+    act_backward_needs_input(act), else the forward output y; out may be dy."""
     _f32(dy, "act_backward", "dy"); _f32(ref, "act_backward", "ref"); _f32(out, "act_backward", "out", True)
     _same_size(dy, ref, "act_backward", "dy", "ref"); _same_size(dy, out, "act_backward", "dy", "out")
     _no_overlap(out, dy, "act_backward", "out", "dy", True)
     _no_overlap(out, ref, "act_backward", "out", "ref", True)
+    cdef fg_act_param prm
+    cdef fg_act_param *pp = &prm if _act_param(&prm, negative_slope, alpha, max_value, threshold) else NULL
     cdef int st
     cdef float *o = _fp(out)
     cdef float *d = _fp(dy)
     cdef float *r = _fp(ref)
     cdef int64_t n = cnp.PyArray_SIZE(dy)
     with nogil:
-        st = fg_act_backward(o, d, r, n, act, nthreads)
+        st = fg_act_backward_p(o, d, r, n, act, pp, nthreads)
     if st != FG_OK:
-        check_status(st, "act_backward", f"act={act}, shape={_shp(dy)}")
+        check_status(st, "act_backward", _act_detail(act, pp, (<object>dy).shape))
     return out
 
 def exp(cnp.ndarray x not None, cnp.ndarray out not None, int nthreads):

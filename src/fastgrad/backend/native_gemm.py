@@ -23,8 +23,9 @@ from .. import _native
 from .._threads import get_num_threads
 
 _G = _native.module("gemm")
-#: activations fused into the GEMM epilogue (codes = FG_ACT_* in csrc/fg_common.h)
-_FUSED = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4, "gelu_tanh": 5}
+#: activations fused into the GEMM epilogue: every element-wise FG_ACT_* code
+#: (csrc/fg_common.h, read by the binding), with its by-name parameters
+_FUSED = dict(_G.ACTIVATIONS)
 _ROWWISE = ("softmax", "log_softmax")
 
 

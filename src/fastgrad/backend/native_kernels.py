@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import _native
 from .._threads import get_num_threads
+from .numpy_ops import ACTIVATIONS as _CODES
 
 _K = _native.module("kernels")
 
@@ -30,12 +31,25 @@ _U8 = np.dtype(np.uint8)
 _BOOL = np.dtype(np.bool_)
 _U64_MASK = 0xFFFFFFFFFFFFFFFF
 
-_RELU, _SIGMOID, _TANH, _GELU, _GELU_TANH = 1, 2, 3, 4, 5
+_RELU, _SIGMOID, _TANH, _GELU, _GELU_TANH = (_CODES[n] for n in ("relu", "sigmoid", "tanh", "gelu", "gelu_tanh"))
 
 
 def _ok(a) -> bool:
     """float32, C-contiguous, non-empty ndarray (the C path)."""
     return type(a) is np.ndarray and a.dtype == _F32 and a.flags.c_contiguous and a.size > 0
+
+
+def _finite(v) -> bool:
+    """A finite real parameter (else NumpyOps runs, and raises what it must)."""
+    try:
+        return math.isfinite(v)
+    except TypeError:
+        return False
+
+
+def _relu_params_ok(negative_slope, max_value, threshold) -> bool:
+    return _finite(negative_slope) and _finite(threshold) and (
+        max_value is None or (isinstance(max_value, (int, float, np.floating, np.integer)) and max_value >= 0))
 
 
 def _ok_out(out, like) -> bool:
@@ -99,6 +113,74 @@ class KernelsMixin:
             return self._act(_GELU_TANH, x, out)
         return super().gelu_tanh(x, out=out)
 
+    def leaky_relu(self, x, out=None, negative_slope=0.2):
+        if _ok(x) and _ok_out(out, x) and _finite(negative_slope):
+            out = _new(x, out)
+            _K.act_forward(x, out, _CODES["leaky_relu"], get_num_threads(), negative_slope=negative_slope)
+            return out
+        return super().leaky_relu(x, out=out, negative_slope=negative_slope)
+
+    def elu(self, x, out=None, alpha=1.0):
+        if _ok(x) and _ok_out(out, x) and _finite(alpha):
+            out = _new(x, out)
+            _K.act_forward(x, out, _CODES["elu"], get_num_threads(), alpha=alpha)
+            return out
+        return super().elu(x, out=out, alpha=alpha)
+
+    def selu(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_CODES["selu"], x, out)
+        return super().selu(x, out=out)
+
+    def silu(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_CODES["silu"], x, out)
+        return super().silu(x, out=out)
+
+    def softplus(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_CODES["softplus"], x, out)
+        return super().softplus(x, out=out)
+
+    def softsign(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_CODES["softsign"], x, out)
+        return super().softsign(x, out=out)
+
+    def hard_sigmoid(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_CODES["hard_sigmoid"], x, out)
+        return super().hard_sigmoid(x, out=out)
+
+    def hard_silu(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_CODES["hard_silu"], x, out)
+        return super().hard_silu(x, out=out)
+
+    def mish(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_CODES["mish"], x, out)
+        return super().mish(x, out=out)
+
+    def exponential(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_CODES["exponential"], x, out)
+        return super().exponential(x, out=out)
+
+    def relu6(self, x, out=None):
+        if _ok(x) and _ok_out(out, x):
+            return self._act(_CODES["relu6"], x, out)
+        return super().relu6(x, out=out)
+
+    def relu_general(self, x, out=None, negative_slope=0.0, max_value=None, threshold=0.0):
+        if _ok(x) and _ok_out(out, x) and _relu_params_ok(negative_slope, max_value, threshold):
+            out = _new(x, out)
+            _K.act_forward(x, out, _CODES["relu_general"], get_num_threads(), negative_slope=negative_slope,
+                           max_value=max_value, threshold=threshold)
+            return out
+        return super().relu_general(x, out=out, negative_slope=negative_slope, max_value=max_value,
+                                    threshold=threshold)
+
     def exp(self, x, out=None):
         if _ok(x) and _ok_out(out, x):
             out = _new(x, out)
@@ -152,6 +234,77 @@ class KernelsMixin:
         if _ok(dy) and _ok(x) and x.shape == dy.shape and _ok_out(out, dy):
             return self._bwd(_GELU_TANH, dy, x, out)
         return super().backprop_gelu_tanh(dy, x, out=out)
+
+    def _bwd_ok(self, dy, ref, out):
+        return _ok(dy) and _ok(ref) and ref.shape == dy.shape and _ok_out(out, dy)
+
+    def backprop_leaky_relu(self, dy, x, out=None, negative_slope=0.2):
+        if self._bwd_ok(dy, x, out) and _finite(negative_slope):
+            out = _new(dy, out)
+            _K.act_backward(dy, x, out, _CODES["leaky_relu"], get_num_threads(), negative_slope=negative_slope)
+            return out
+        return super().backprop_leaky_relu(dy, x, out=out, negative_slope=negative_slope)
+
+    def backprop_elu(self, dy, x, out=None, alpha=1.0):
+        if self._bwd_ok(dy, x, out) and _finite(alpha):
+            out = _new(dy, out)
+            _K.act_backward(dy, x, out, _CODES["elu"], get_num_threads(), alpha=alpha)
+            return out
+        return super().backprop_elu(dy, x, out=out, alpha=alpha)
+
+    def backprop_selu(self, dy, x, out=None):
+        if self._bwd_ok(dy, x, out):
+            return self._bwd(_CODES["selu"], dy, x, out)
+        return super().backprop_selu(dy, x, out=out)
+
+    def backprop_silu(self, dy, x, out=None):
+        if self._bwd_ok(dy, x, out):
+            return self._bwd(_CODES["silu"], dy, x, out)
+        return super().backprop_silu(dy, x, out=out)
+
+    def backprop_softplus(self, dy, x, out=None):
+        if self._bwd_ok(dy, x, out):
+            return self._bwd(_CODES["softplus"], dy, x, out)
+        return super().backprop_softplus(dy, x, out=out)
+
+    def backprop_softsign(self, dy, x, out=None):
+        if self._bwd_ok(dy, x, out):
+            return self._bwd(_CODES["softsign"], dy, x, out)
+        return super().backprop_softsign(dy, x, out=out)
+
+    def backprop_hard_sigmoid(self, dy, y, out=None):
+        if self._bwd_ok(dy, y, out):
+            return self._bwd(_CODES["hard_sigmoid"], dy, y, out)
+        return super().backprop_hard_sigmoid(dy, y, out=out)
+
+    def backprop_hard_silu(self, dy, x, out=None):
+        if self._bwd_ok(dy, x, out):
+            return self._bwd(_CODES["hard_silu"], dy, x, out)
+        return super().backprop_hard_silu(dy, x, out=out)
+
+    def backprop_mish(self, dy, x, out=None):
+        if self._bwd_ok(dy, x, out):
+            return self._bwd(_CODES["mish"], dy, x, out)
+        return super().backprop_mish(dy, x, out=out)
+
+    def backprop_exponential(self, dy, y, out=None):
+        if self._bwd_ok(dy, y, out):
+            return self._bwd(_CODES["exponential"], dy, y, out)
+        return super().backprop_exponential(dy, y, out=out)
+
+    def backprop_relu6(self, dy, y, out=None):
+        if self._bwd_ok(dy, y, out):
+            return self._bwd(_CODES["relu6"], dy, y, out)
+        return super().backprop_relu6(dy, y, out=out)
+
+    def backprop_relu_general(self, dy, x, out=None, negative_slope=0.0, max_value=None, threshold=0.0):
+        if self._bwd_ok(dy, x, out) and _relu_params_ok(negative_slope, max_value, threshold):
+            out = _new(dy, out)
+            _K.act_backward(dy, x, out, _CODES["relu_general"], get_num_threads(),
+                            negative_slope=negative_slope, max_value=max_value, threshold=threshold)
+            return out
+        return super().backprop_relu_general(dy, x, out=out, negative_slope=negative_slope,
+                                             max_value=max_value, threshold=threshold)
 
     def backprop_softmax(self, dy, y, out=None):
         if _ok(dy) and _ok(y) and dy.ndim == 2 and y.shape == dy.shape and _ok_out(out, dy):

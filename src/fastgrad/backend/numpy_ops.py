@@ -7,10 +7,15 @@ fast: `out=` everywhere, in-place ufuncs, reused scratch buffers instead of
 temporaries, numerically stable formulas.
 
 Conventions shared with NativeOps (same names, same signatures; a test checks):
-- Activations are `op(x, out=None) -> out`; their derivatives are
-  `backprop_op(dy, ref, out=None) -> dx` where `ref` is the forward OUTPUT y
-  for relu/sigmoid/tanh/softmax/log_softmax/linear and the forward INPUT x for
-  gelu/gelu_tanh.
+- Activations are `op(x, out=None, **params) -> out`; their derivatives are
+  `backprop_op(dy, ref, out=None, **params) -> dx` where `ref` is the forward
+  INPUT x for the activations in BACKWARD_NEEDS_INPUT (gelu, gelu_tanh,
+  leaky_relu, elu, selu, silu, softplus, softsign, mish, hard_silu,
+  relu_general) and the forward OUTPUT y for the others (linear, relu,
+  sigmoid, tanh, hard_sigmoid, exponential, relu6, softmax, log_softmax).
+  Parameters: leaky_relu(negative_slope=0.2), elu(alpha=1.0),
+  relu_general(negative_slope=0.0, max_value=None, threshold=0.0) (Keras's
+  relu with arguments). Formulas are Keras 3's (see csrc/fg_common.h).
 - Matrices are row-major; a Dense kernel W is (in, out) as in Keras.
 - Losses return `(loss, grad)`: loss is the mean over rows of the per-sample
   loss (per-sample = mean over the last axis for MSE/BCE, sum over classes for
@@ -29,9 +34,28 @@ import math
 import numpy as np
 
 #: activation names understood by `activation`, the Dense layer and the
-#: fused dense kernel; the integer codes match FG_ACT_* in csrc/fg_common.h
+#: fused dense kernel; the integer codes mirror FG_ACT_* in csrc/fg_common.h
+#: (NumpyOps never imports native code; tests/test_activations_ext.py checks
+#: this table against the header and fastgrad._native.kernels.ACTIVATIONS).
+#: softmax / log_softmax are row-wise, not element-wise (codes of csrc/step).
 ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "gelu": 4, "gelu_tanh": 5,
+               "leaky_relu": 6, "elu": 7, "selu": 8, "silu": 9, "softplus": 10, "softsign": 11,
+               "hard_sigmoid": 12, "mish": 13, "exponential": 14, "relu6": 15, "hard_silu": 16,
+               "relu_general": 17,
                "softmax": 100, "log_softmax": 101}
+
+#: activations whose backward reads the forward INPUT x (the others read the
+#: output y); mirrors fg_act_backward_needs_input() in csrc/fg_common.h (tested)
+BACKWARD_NEEDS_INPUT = frozenset({"gelu", "gelu_tanh", "leaky_relu", "elu", "selu", "silu", "softplus",
+                                  "softsign", "mish", "hard_silu", "relu_general"})
+
+#: the parameters each parametrised activation takes, with their by-name defaults
+ACTIVATION_PARAMS = {"leaky_relu": {"negative_slope": 0.2}, "elu": {"alpha": 1.0},
+                     "relu_general": {"negative_slope": 0.0, "max_value": None, "threshold": 0.0}}
+
+#: SELU's constants (Keras 3)
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -81,6 +105,72 @@ def _erfc32(z):
         p = c + t * p
     r = t * np.exp(-a * a + p)
     return np.where(z >= 0, r, 2.0 - r)
+
+
+def _f64(x):
+    """x as float64 (a copy for float32): the compound activations (silu,
+    softplus, mish) are evaluated in float64 and rounded once, like the C."""
+    return x if x.dtype == np.float64 else x.astype(np.float64)
+
+
+def _silu64(x):
+    """x / (1 + exp(-x)), float64 (exp may overflow to inf: the quotient is then
+    the -0 the result underflows to anyway); -inf -> -0."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = x / (1.0 + np.exp(-x))
+    y[np.isneginf(x)] = -0.0
+    return y
+
+
+def _softplus64(x):
+    """max(x, 0) + log1p(exp(-|x|)), float64."""
+    with np.errstate(invalid="ignore"):
+        return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _mish_t64(xc):
+    """tanh(softplus(xc)) = n / (n + 2), n = e (e + 2), e = exp(xc) (xc <= 20)."""
+    e = np.exp(xc)
+    n = e * (e + 2.0)
+    return n / (n + 2.0)
+
+
+#: x clamped to [_MISH_LO, 20] inside mish's ratio: above 20 it is 1 in double,
+#: below -1e300 exp is 0 (and +-inf stay out of inf * 0)
+_MISH_LO = -1e300
+
+
+def _mish64(x):
+    with np.errstate(invalid="ignore"):
+        y = x * _mish_t64(np.clip(x, _MISH_LO, 20.0))
+    y[np.isneginf(x)] = -0.0
+    return y
+
+
+def _dmish64(x):
+    """d/dx x tanh(softplus(x)) = t + x (1 - t^2) sigmoid(x), on x clamped to [-1e300, 20]."""
+    xc = np.clip(x, _MISH_LO, 20.0)
+    e = np.exp(xc)
+    n = e * (e + 2.0)
+    n2 = n + 2.0
+    g = 4.0 * (n + 1.0) * e / (n2 * n2 * (1.0 + e))
+    return n / n2 + xc * g
+
+
+def _relu_general_check(negative_slope, max_value, threshold):
+    if not np.isfinite(negative_slope) or not np.isfinite(threshold):
+        raise ValueError(f"relu: negative_slope and threshold must be finite, got {negative_slope!r}, "
+                         f"{threshold!r}")
+    if max_value is not None and not (max_value >= 0):
+        raise ValueError(f"relu: max_value must be None or >= 0, got {max_value!r}")
+
+
+def _check_params(name, params):
+    allowed = ACTIVATION_PARAMS.get(name, {})
+    bad = sorted(set(params) - set(allowed))
+    if bad:
+        raise TypeError(f"activation {name!r} takes no parameter(s) {', '.join(bad)}"
+                        + (f"; it takes {', '.join(allowed)}" if allowed else ""))
 
 
 class NumpyOps:
@@ -199,6 +289,122 @@ class NumpyOps:
         np.multiply(x, u, out=out)
         return out
 
+    def leaky_relu(self, x, out=None, negative_slope=0.2):
+        """x >= 0 ? x : negative_slope * x (Keras: 0.2 by name)."""
+        out = self._out(out, x)
+        s = x.dtype.type(negative_slope)
+        neg = np.less(x, 0, out=self._scratch(x.shape, np.bool_, "lr_m"))
+        np.logical_or(neg, np.isnan(x), out=neg)       # NaN lanes take the product (NaN)
+        if out is not x:
+            np.copyto(out, x)
+        np.multiply(out, s, out=out, where=neg)
+        return out
+
+    def elu(self, x, out=None, alpha=1.0):
+        """x > 0 ? x : alpha * (exp(x) - 1); float32 input is evaluated in
+        float64 (alpha rounded to float32 first, as the C takes it) and rounded once."""
+        out = self._out(out, x)
+        xd = _f64(x)
+        t = np.expm1(np.minimum(xd, 0.0))
+        t *= float(x.dtype.type(alpha))
+        np.copyto(out, np.where(xd > 0, xd, t), casting="same_kind")
+        return out
+
+    def selu(self, x, out=None):
+        """scale * elu(x, alpha), Keras constants; float32 input: the products
+        scale * x and (scale * alpha) * expm1(x) with the constants rounded to
+        float32 (as the C), evaluated in float64 and rounded once."""
+        out = self._out(out, x)
+        dt = x.dtype.type
+        xd = _f64(x)
+        t = np.expm1(np.minimum(xd, 0.0))
+        t *= float(dt(SELU_SCALE * SELU_ALPHA))
+        np.copyto(out, np.where(xd > 0, xd * float(dt(SELU_SCALE)), t), casting="same_kind")
+        return out
+
+    def silu(self, x, out=None):
+        """x * sigmoid(x) (Keras alias: swish), in float64, rounded once."""
+        out = self._out(out, x)
+        np.copyto(out, _silu64(_f64(x)), casting="same_kind")
+        return out
+
+    def softplus(self, x, out=None):
+        """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), in float64, rounded once."""
+        out = self._out(out, x)
+        np.copyto(out, _softplus64(_f64(x)), casting="same_kind")
+        return out
+
+    def softsign(self, x, out=None):
+        """x / (1 + |x|); the limits +-1 at +-inf."""
+        out = self._out(out, x)
+        t = np.abs(x, out=self._scratch(x.shape, x.dtype, "ssign"))
+        inf = np.isinf(x)
+        sign = np.sign(x) if inf.any() else None
+        t += 1.0
+        with np.errstate(invalid="ignore"):
+            np.divide(x, t, out=out)
+        if sign is not None:
+            np.copyto(out, sign, where=inf)
+        return out
+
+    def hard_sigmoid(self, x, out=None):
+        """relu6(x + 3) / 6 (Keras 3; exact near -3)."""
+        out = self._out(out, x)
+        np.add(x, x.dtype.type(3.0), out=out)
+        np.clip(out, 0, 6, out=out)
+        out /= x.dtype.type(6.0)
+        return out
+
+    def hard_silu(self, x, out=None):
+        """x * hard_sigmoid(x) (Keras alias: hard_swish); 0 at -inf."""
+        out = self._out(out, x)
+        hs = self.hard_sigmoid(x, out=self._scratch(x.shape, x.dtype, "hsilu"))
+        neginf = np.isneginf(x)
+        with np.errstate(invalid="ignore"):
+            np.multiply(x, hs, out=out)
+        np.copyto(out, -0.0, where=neginf)
+        return out
+
+    def mish(self, x, out=None):
+        """x * tanh(softplus(x)), in float64, rounded once; 0 at -inf."""
+        out = self._out(out, x)
+        np.copyto(out, _mish64(_f64(x)), casting="same_kind")
+        return out
+
+    def exponential(self, x, out=None):
+        """exp(x)."""
+        return np.exp(x, out=self._out(out, x))
+
+    def relu6(self, x, out=None):
+        """min(max(x, 0), 6)."""
+        return np.clip(x, 0, 6, out=self._out(out, x))
+
+    def relu_general(self, x, out=None, negative_slope=0.0, max_value=None, threshold=0.0):
+        """Keras relu(x, negative_slope, max_value, threshold):
+        a = x > threshold ? x : 0; a = clip(a, 0, max_value) if max_value is
+        given; y = a - negative_slope * max(threshold - x, 0). NaN propagates.
+        The same float operations as the C kernel (bitwise equal)."""
+        _relu_general_check(negative_slope, max_value, threshold)
+        out = self._out(out, x)
+        dt = x.dtype.type
+        s, t = dt(negative_slope), dt(threshold)
+        nan = np.isnan(x)
+        neg = None
+        if s != 0:
+            neg = np.subtract(t, x, out=self._scratch(x.shape, x.dtype, "rg"))
+            np.maximum(neg, 0, out=neg)
+            neg *= s
+        keep = np.greater(x, t, out=self._scratch(x.shape, np.bool_, "rg_m"))
+        if out is not x:
+            np.copyto(out, x)
+        np.copyto(out, 0, where=~keep)
+        if max_value is not None and max_value != np.inf:
+            np.clip(out, 0, dt(max_value), out=out)
+        if neg is not None:
+            out -= neg
+        np.copyto(out, np.nan, where=nan)
+        return out
+
     def exp(self, x, out=None):
         return np.exp(x, out=self._out(out, x))
 
@@ -268,6 +474,116 @@ class NumpyOps:
         np.multiply(dy, d, out=out, casting="same_kind")
         return out
 
+    def backprop_leaky_relu(self, dy, x, out=None, negative_slope=0.2):
+        """dx = dy * (x >= 0 ? 1 : negative_slope) (x: the forward input)."""
+        out = self._out(out, dy)
+        d = np.where(x >= 0, dy.dtype.type(1.0), dy.dtype.type(negative_slope))
+        np.multiply(dy, d, out=out)
+        return out
+
+    def backprop_elu(self, dy, x, out=None, alpha=1.0):
+        """dx = dy * (x > 0 ? 1 : alpha * exp(x)) (x: the forward input)."""
+        out = self._out(out, dy)
+        d = np.exp(np.minimum(x, 0))
+        d *= x.dtype.type(alpha)
+        d[x > 0] = 1.0
+        np.multiply(dy, d, out=out, casting="same_kind")
+        return out
+
+    def backprop_selu(self, dy, x, out=None):
+        """dx = dy * (x > 0 ? scale : scale * alpha * exp(x)) (x: the forward input)."""
+        out = self._out(out, dy)
+        dt = x.dtype.type
+        d = np.exp(np.minimum(x, 0))
+        d *= dt(SELU_SCALE * SELU_ALPHA)
+        d[x > 0] = dt(SELU_SCALE)
+        np.multiply(dy, d, out=out, casting="same_kind")
+        return out
+
+    def backprop_silu(self, dy, x, out=None):
+        """dx = dy * s (1 + x (1 - s)), s = sigmoid(x), in float64 (x: the
+        forward input; +-inf clamped to +-1e300 in the product: limits 1 / 0)."""
+        out = self._out(out, dy)
+        xd = _f64(x)
+        s = self.sigmoid(xd)
+        d = s * (1.0 + np.clip(xd, -1e300, 1e300) * (1.0 - s))
+        np.multiply(dy, d, out=out, casting="same_kind")
+        return out
+
+    def backprop_softplus(self, dy, x, out=None):
+        """dx = dy * sigmoid(x) (x: the forward input)."""
+        out = self._out(out, dy)
+        s = self.sigmoid(x, out=self._scratch(x.shape, x.dtype, "bsp"))
+        np.multiply(dy, s, out=out)
+        return out
+
+    def backprop_softsign(self, dy, x, out=None):
+        """dx = dy / (1 + |x|)^2 (x: the forward input)."""
+        out = self._out(out, dy)
+        t = np.abs(x, out=self._scratch(x.shape, x.dtype, "bss"))
+        t += 1.0
+        with np.errstate(over="ignore"):
+            t *= t
+        np.divide(dy, t, out=out)
+        return out
+
+    def backprop_hard_sigmoid(self, dy, y, out=None):
+        """dx = (dy * (0 < y < 1)) / 6 (y: the forward output)."""
+        out = self._out(out, dy)
+        m = (y > 0) & (y < 1)
+        np.multiply(dy, m, out=out)
+        out /= dy.dtype.type(6.0)
+        return out
+
+    def backprop_hard_silu(self, dy, x, out=None):
+        """dx = dy * (x <= -3 ? 0 : x >= 3 ? 1 : (2x + 3) / 6) (x: the forward input)."""
+        out = self._out(out, dy)
+        dt = x.dtype.type
+        d = np.add(x, x)
+        d += dt(3.0)
+        d /= dt(6.0)
+        d[x <= -3] = 0.0
+        d[x >= 3] = 1.0
+        np.multiply(dy, d, out=out)
+        return out
+
+    def backprop_mish(self, dy, x, out=None):
+        """dx = dy * (t + x (1 - t^2) sigmoid(x)), t = tanh(softplus(x)), in
+        float64 (x: the forward input)."""
+        out = self._out(out, dy)
+        xd = _f64(x)
+        d = _dmish64(xd)
+        d[np.isnan(xd)] = np.nan
+        np.multiply(dy, d, out=out, casting="same_kind")
+        return out
+
+    def backprop_exponential(self, dy, y, out=None):
+        """dx = dy * y (y: the forward output)."""
+        out = self._out(out, dy)
+        np.multiply(dy, y, out=out)
+        return out
+
+    def backprop_relu6(self, dy, y, out=None):
+        """dx = dy * (0 < y < 6) (y: the forward output)."""
+        out = self._out(out, dy)
+        np.multiply(dy, (y > 0) & (y < 6), out=out)
+        return out
+
+    def backprop_relu_general(self, dy, x, out=None, negative_slope=0.0, max_value=None, threshold=0.0):
+        """dx = dy * (x > threshold ? (1, or 0 < x < max_value with one)
+        : (x < threshold ? negative_slope : 0)) (x: the forward input)."""
+        _relu_general_check(negative_slope, max_value, threshold)
+        out = self._out(out, dy)
+        dt = dy.dtype.type
+        t = x.dtype.type(threshold)
+        if max_value is not None and max_value != np.inf:
+            pos = ((x > 0) & (x < x.dtype.type(max_value))).astype(dy.dtype)
+        else:
+            pos = dt(1.0)
+        d = np.where(x > t, pos, np.where(x < t, dt(negative_slope), dt(0.0)))
+        np.multiply(dy, d, out=out, casting="same_kind")
+        return out
+
     def backprop_softmax(self, dy, y, out=None):
         """dx = y * (dy - sum(dy * y)) row-wise (y: the forward output)."""
         out = self._out(out, dy)
@@ -287,23 +603,112 @@ class NumpyOps:
         o2 += d2
         return out
 
-    def activation(self, name, x, out=None):
-        """Apply the activation called `name` (see ACTIVATIONS)."""
+    def activation(self, name, x, out=None, **params):
+        """Apply the activation called `name` (see ACTIVATIONS); `params` are
+        the activation's parameters (ACTIVATION_PARAMS), e.g. negative_slope."""
         if name not in ACTIVATIONS:
             raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
-        return getattr(self, name)(x, out=out)
+        if params:
+            _check_params(name, params)
+        return getattr(self, name)(x, out=out, **params)
 
-    def backprop_activation(self, name, dy, y, x, out=None):
-        """Backward of activation `name`; y is its output, x its input."""
+    def backprop_activation(self, name, dy, y, x, out=None, **params):
+        """Backward of activation `name`; y is its output, x its input (the
+        one the backward reads: x for BACKWARD_NEEDS_INPUT, else y)."""
         if name not in ACTIVATIONS:
             raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
-        ref = x if name in ("gelu", "gelu_tanh") else y
-        return getattr(self, "backprop_" + name)(dy, ref, out=out)
+        if params:
+            _check_params(name, params)
+        ref = x if name in BACKWARD_NEEDS_INPUT else y
+        if ref is None:
+            raise ValueError(f"backprop_activation: {name!r} needs the forward "
+                             f"{'input x' if name in BACKWARD_NEEDS_INPUT else 'output y'}, got None")
+        return getattr(self, "backprop_" + name)(dy, ref, out=out, **params)
+
+    def softmax_along(self, x, axis=-1, out=None):
+        """Softmax over `axis` (an int or a tuple of ints, any rank; Keras's
+        softmax(x, axis)). Runs the row softmax on a (rows, n) layout: a view
+        when the axes are the trailing ones of a C-contiguous x, else a moved
+        copy."""
+        out = self._out(out, x)
+        x2, perm = self._axes_last(x, axis, "softmax_along", "sm_x")
+        if perm is None:
+            self.softmax(x2, out=out.reshape(x2.shape))
+            return out
+        o2 = self.softmax(x2, out=self._scratch(x2.shape, x.dtype, "sm_y"))
+        np.copyto(out, np.moveaxis(o2.reshape([x.shape[i] for i in perm]), range(x.ndim), perm))
+        return out
+
+    def backprop_softmax_along(self, dy, y, axis=-1, out=None):
+        """dx = y * (dy - sum(dy * y over axis)) (y: the forward output)."""
+        out = self._out(out, dy)
+        d2, perm = self._axes_last(dy, axis, "backprop_softmax_along", "smb_d")
+        y2, _ = self._axes_last(y, axis, "backprop_softmax_along", "smb_y")
+        if perm is None:
+            self.backprop_softmax(d2, y2, out=out.reshape(d2.shape))
+            return out
+        o2 = self.backprop_softmax(d2, y2, out=self._scratch(d2.shape, dy.dtype, "smb_o"))
+        np.copyto(out, np.moveaxis(o2.reshape([dy.shape[i] for i in perm]), range(dy.ndim), perm))
+        return out
+
+    def _axes_last(self, a, axis, op, slot):
+        """(a as (rows, n) with the `axis` axes last, perm) — perm None when that
+        is a view of a (trailing axes, C-contiguous); else a scratch copy laid
+        out in the order perm."""
+        nd = a.ndim
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+        try:
+            axes = sorted({int(ax) + nd if int(ax) < 0 else int(ax) for ax in axes})
+        except (TypeError, ValueError):
+            raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {axis!r}") from None
+        if not axes or axes[0] < 0 or axes[-1] >= nd:
+            raise ValueError(f"{op}: axis {axis!r} is out of range for an array of shape {a.shape}")
+        n = int(np.prod([a.shape[i] for i in axes]))
+        rows = a.size // n if n else 0
+        if axes == list(range(nd - len(axes), nd)) and a.flags.c_contiguous:
+            return a.reshape(rows, n), None
+        perm = [i for i in range(nd) if i not in axes] + axes
+        buf = self._scratch((rows, n), a.dtype, slot)
+        np.copyto(buf.reshape([a.shape[i] for i in perm]), a.transpose(perm))
+        return buf, perm
+
+    def prelu(self, x, alpha, out=None):
+        """Parametric ReLU (Keras PReLU): x > 0 ? x : alpha * x, alpha broadcast
+        against x's trailing axes (shape input_shape with shared axes 1)."""
+        out = self._out(out, x)
+        neg = np.less_equal(x, 0, out=self._scratch(x.shape, np.bool_, "prelu_m"))
+        if out is not x:
+            np.copyto(out, x)
+        np.multiply(out, alpha, out=out, where=neg)
+        return out
+
+    def backprop_prelu(self, dy, x, alpha, dx=None, dalpha=None, need_dx=True):
+        """Backward of prelu (x: the forward input): dx = dy * (x > 0 ? 1 : alpha);
+        dalpha = the sum of dy * min(x, 0) over every axis alpha is broadcast
+        along (the leading batch axes and alpha's size-1 axes). dalpha (alpha's
+        shape) is overwritten. Returns (dx or None, dalpha)."""
+        if alpha.ndim > dy.ndim or dy.shape != x.shape:
+            raise ValueError(f"backprop_prelu: dy {dy.shape}, x {x.shape} and alpha {alpha.shape} do not match")
+        lead = dy.ndim - alpha.ndim
+        red = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(alpha.shape)
+                                         if s == 1 and dy.shape[lead + i] != 1)
+        if dalpha is None:
+            dalpha = np.empty(alpha.shape, dtype=dy.dtype)
+        t = np.minimum(x, 0, out=self._scratch(x.shape, x.dtype, "bprelu"))
+        t *= dy
+        dalpha[...] = np.sum(t, axis=red, keepdims=True).reshape(alpha.shape)
+        if not need_dx:
+            return None, dalpha
+        dx = self._out(dx, dy)
+        pos = np.greater(x, 0, out=self._scratch(x.shape, np.bool_, "bprelu_m"))
+        np.multiply(dy, alpha, out=dx)
+        np.copyto(dx, dy, where=pos)
+        return dx, dalpha
 
     # ------------------------------------------------------------ dense layer
     def dense_forward(self, x, w, b=None, activation="linear", out=None, preact=None):
         """y = act(x @ w + b); w is (in, out). If `preact` is given, x @ w + b
-        is stored there too (the gelu backward needs it)."""
+        is stored there too (the backward of the activations in BACKWARD_NEEDS_INPUT reads it)."""
         if activation not in ACTIVATIONS:
             raise ValueError(f"dense_forward: unknown activation {activation!r}")
         if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:

@@ -239,7 +239,15 @@ class Graph:
                 seen.add(id(n.layer))
                 layers.append(n.layer)
         self.layers = layers
-        self.all_layers = list(self.input_layers) + layers
+        # model.layers: every layer in Keras's order, InputLayers at their depth (first when
+        # all inputs are equally deep; Keras 3 lists ["in_a", "dense_a1", "in_b", ...] when
+        # input a feeds a longer branch than input b)
+        seen, all_layers = set(), []
+        for node in order:
+            if id(node.layer) not in seen:
+                seen.add(id(node.layer))
+                all_layers.append(node.layer)
+        self.all_layers = all_layers
         names = {}
         for layer in self.all_layers:
             other = names.get(layer.name)

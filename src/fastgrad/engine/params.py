@@ -46,30 +46,66 @@ class ParamEntry:
 class ParamStore:
     """The model's memory for parameters, gradients and layer state.
 
-    Layers already bound to another model's store keep their weights: when
-    every layer of the new model lives in ONE existing store (a sub-model such
-    as ``fg.Model(model.input, model.get_layer("hidden").output)``), the new
-    store is a view of that one (same flat buffers, so the weights are
-    shared; `segments` limits the optimizer to its own arrays); otherwise a
-    fresh buffer is laid out and already-bound layers' values are copied in
-    by `initialize()` (a new model over trained layers starts from them)."""
+    A layer's weights live in ONE root store (``layer._param_store``) however
+    many models use the layer, so models that share layers share weights (as
+    Keras's variables are shared):
+    - when every layer with weights of a new model already lives in one root
+      (a sub-model such as ``fg.Model(model.input, model.get_layer("hidden").output)``,
+      the same graph again, or a model called on new inputs), the new store is
+      a view of that root (same flat buffers; `segments` limits the optimizer
+      to its own arrays);
+    - when the new model adds layers with weights to layers already bound
+      (a new head on a trained model: ``fg.Model(base.input, Dense(3)(h))``)
+      or joins layers of several roots, a new root is laid out over the new
+      model's layers and every other layer of those roots; the values are
+      copied in, every model that used an old root is told (``users``:
+      ``model._store_moved(old, new)``, which takes a view of the new root
+      and moves its optimizer slots to the new offsets), and the new model
+      gets the root itself or a view of it;
+    - ``fresh=True`` (a Sequential (re)building its chain) always lays out a
+      root over `layers`; already-bound layers keep their values."""
 
     def __new__(cls, layers, fresh=False):
         layers = list(layers)
-        if not fresh and layers:
-            stores = {id(getattr(l, "_param_store", None)): getattr(l, "_param_store", None)
-                      for l in layers}
-            if len(stores) == 1:
-                parent = next(iter(stores.values()))
-                if parent is not None and set(map(id, layers)) < set(map(id, parent.layers)):
-                    view = object.__new__(SubParamStore)
-                    view._init_view(parent, layers)
-                    return view
-        return object.__new__(cls)
+        if fresh or cls is not ParamStore or not layers:
+            return object.__new__(cls)
+        roots = []
+        for l in layers:
+            r = getattr(l, "_param_store", None)
+            if r is not None and _has_weights(l) and all(r is not q for q in roots):
+                roots.append(r)
+        if not roots:
+            return object.__new__(cls)
+        if len(roots) == 1 and all(getattr(l, "_param_store", None) is roots[0]
+                                   for l in layers if _has_weights(l)):
+            return roots[0].view(layers)
+        # re-home: one root over these layers and every other layer of the old roots
+        ids = {id(l) for l in layers}
+        extra = []
+        for r in roots:
+            for l in r.layers:
+                if id(l) not in ids:
+                    ids.add(id(l))
+                    extra.append(l)
+        root = object.__new__(ParamStore)
+        root._setup(layers + extra)
+        root.initialize()
+        for r in roots:
+            r._moved_to(root)
+        return root if not extra else root.view(layers)
 
     def __init__(self, layers, fresh=False):
+        if getattr(self, "_ready", False):      # a root made by __new__ (re-homing)
+            return
+        self._setup(list(layers))
+
+    def _setup(self, layers):
+        import weakref
         self.layers = list(layers)
         self.parent = None
+        self._ready = True
+        self._filled = False
+        self._users = weakref.WeakSet()
         self._previous = {id(l): [np.array(w, copy=True) for w in l.weights]
                           for l in self.layers if getattr(l, "_param_store", None) is not None}
         self.entries = []
@@ -103,9 +139,47 @@ class ParamStore:
             layer._param_store = self
         self.refresh_trainable()
 
+    # ---------------------------------------------------------------- sharing
+    @property
+    def root(self):
+        return self if self.parent is None else self.parent
+
+    def view(self, layers):
+        """A SubParamStore over `layers` (a subset of this root's) sharing its buffers."""
+        v = object.__new__(SubParamStore)
+        v._init_view(self.root, list(layers))
+        return v
+
+    def register(self, model) -> None:
+        """`model` uses this store: tell it (model._store_moved) when the root moves."""
+        self.root._users.add(model)
+
+    def _moved_to(self, new_root) -> None:
+        for model in list(self._users):
+            model._store_moved(self, new_root)
+        self._users = type(self._users)()
+
+    def compact(self, flat, fill=0.0):
+        """`flat` (laid out like this store's buffer) in the layout a root over
+        this store's own layers would have (what a saved model reloads as)."""
+        if self.parent is None:
+            return flat
+        size, where = _layout(self.layers)
+        out = aligned_zeros(size)
+        if fill:
+            out.fill(fill)
+        for e in self.entries:
+            o = where[(id(e.layer), e.spec.name)]
+            out[o:o + e.size] = flat[e.offset:e.offset + e.size]
+        return out
+
     def initialize(self) -> None:
         """Fill every parameter / state array from its initializer, in layer
-        order; layers that had weights before (another model's) keep them."""
+        order; layers that had weights before (another model's) keep them.
+        Runs once per store."""
+        if self._filled:
+            return
+        self._filled = True
         for layer in self.layers:
             prev = self._previous.get(id(layer))
             if prev is not None and [w.shape for w in prev] == [w.shape for w in layer.weights]:
@@ -172,6 +246,35 @@ class ParamStore:
             out.extend(f"{layer.name}/{spec.name}" for lay, spec, _ in self.state_entries
                        if lay is layer)
         return out
+
+
+def _has_weights(layer) -> bool:
+    return bool(layer.param_specs()) or bool(layer.state_specs())
+
+
+def _layout(layers):
+    """(size, {(id(layer), param name): offset}) of a root laid out over `layers`."""
+    where, off = {}, 0
+    for layer in layers:
+        for spec in layer.param_specs():
+            off = _align_up(off)
+            where[(id(layer), spec.name)] = off
+            off += int(np.prod(spec.shape))
+    return _align_up(off), where
+
+
+def remap_flat(flat, src_entries, dst_entries, size, fill=0.0):
+    """A new aligned buffer of `size` holding each of `src_entries`' ranges of
+    `flat` at the offset of the same (layer, parameter) in `dst_entries`."""
+    out = aligned_zeros(size)
+    if fill:
+        out.fill(fill)
+    where = {(id(e.layer), e.spec.name): e.offset for e in dst_entries}
+    for e in src_entries:
+        o = where.get((id(e.layer), e.spec.name))
+        if o is not None:
+            out[o:o + e.size] = flat[e.offset:e.offset + e.size]
+    return out
 
 
 def _init(spec, layer):

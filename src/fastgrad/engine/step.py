@@ -162,7 +162,7 @@ class Step:
             if lid in shared and lid in done:
                 saved = []
                 for j, e in enumerate(shared[lid]):
-                    buf = mws.buf(f"gsave{n.index}_{j}", e.grad.shape)
+                    buf = mws.buf(f"gsave{n.index}_{j}", e.grad.shape, e.grad.dtype)
                     np.copyto(buf, e.grad)
                     saved.append(buf)
                 dx = layer.backward(dy, ws, need_dx)

@@ -1,7 +1,8 @@
 """fastgrad.layers — Keras-style layers.
 
 Core layers live in `core`; Dropout (`dropout`), the normalisation layers
-(`normalization`), the merge layers (`merge`) and the reshaping layers
+(`normalization`), the activation layers ReLU, LeakyReLU, ELU, PReLU, Softmax
+(`activations`), the merge layers (`merge`) and the reshaping layers
 (`reshaping`) are imported on first use.  Every subclass of `Layer` is
 registered by class name for `deserialize` / model loading.
 """
@@ -9,7 +10,8 @@ from .base import Layer, ParamSpec, StateSpec, get_layer_class, deserialize_laye
 from .core import Dense, Activation, Flatten, InputLayer, Input
 
 __all__ = ["Layer", "ParamSpec", "StateSpec", "Dense", "Activation", "Flatten", "InputLayer",
-           "Input", "Dropout", "BatchNormalization", "LayerNormalization",
+           "Input", "Dropout", "BatchNormalization", "LayerNormalization", "ReLU", "LeakyReLU", "ELU",
+           "PReLU", "Softmax",
            "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
            "Reshape", "Permute", "RepeatVector", "Identity",
            "get_layer_class", "deserialize", "serialize"]
@@ -21,7 +23,9 @@ _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
          "Reshape": ".reshaping", "Permute": ".reshaping", "RepeatVector": ".reshaping",
          "Identity": ".reshaping",
          "add": ".merge", "subtract": ".merge", "multiply": ".merge", "average": ".merge",
-         "maximum": ".merge", "minimum": ".merge", "concatenate": ".merge", "dot": ".merge"}
+         "maximum": ".merge", "minimum": ".merge", "concatenate": ".merge", "dot": ".merge",
+         "ReLU": ".activations", "LeakyReLU": ".activations", "ELU": ".activations",
+         "PReLU": ".activations", "Softmax": ".activations"}
 
 
 def __getattr__(name):
@@ -56,7 +60,13 @@ def deserialize(d: dict, custom_objects=None):
 
 
 def _operator_layer(kind):
-    return lambda: __getattr__(kind)()
+    def make():
+        layer = __getattr__(kind)()
+        # made by an operator (a + b), as Keras 3's ops: in the graph, the summary and the
+        # config, but not in model.layers (Keras lists only Layer objects there)
+        layer._operator = True
+        return layer
+    return make
 
 
 # Python's + - * on symbolic tensors build these merge layers (engine.graph)

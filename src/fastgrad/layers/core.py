@@ -18,8 +18,9 @@ __all__ = ["Dense", "Activation", "Flatten", "InputLayer", "Input"]
 
 #: output activations a cross-entropy loss can absorb (fused, stable kernels)
 _FUSABLE = ("softmax", "sigmoid")
-#: activations whose backward needs the pre-activation (forward input)
-_NEEDS_PREACT = ("gelu", "gelu_tanh")
+#: activations whose backward needs the pre-activation (forward input): the
+#: rule of fg_act_backward_needs_input() in csrc/fg_common.h, one source
+_NEEDS_PREACT = frozenset(n for n in _activations.ACTIVATION_NAMES if _activations.backward_needs_input(n))
 
 
 class _FusableOutput:

@@ -9,20 +9,25 @@ and replays the calls in order, so shared layers are shared again."""
 from __future__ import annotations
 
 
-def _ref(t):
-    node = t._node
-    return [node.layer.name, node.layer._inbound_nodes.index(node), 0]
-
-
 def functional_config(model) -> dict:
     g = model._graph
     nodes_by_layer = {}
     for gn in g.nodes:
         nodes_by_layer.setdefault(id(gn.layer), []).append(gn.node)
+    # node indices count this model's calls of a layer (as Keras re-indexes them): a
+    # layer also called in another model (a model called on new inputs) has other nodes
+    local = {id(n): i for nodes in nodes_by_layer.values() for i, n in enumerate(nodes)}
+
+    def _ref(t):
+        node = t._node
+        return [node.layer.name, local.get(id(node), 0), 0]
+
     layers = []
-    for layer in model.layers:
+    for layer in model._layers:
         entry = {"class_name": type(layer).__name__, "name": layer.name,
                  "config": layer.get_config(), "inbound_nodes": []}
+        if getattr(layer, "_operator", False):
+            entry["operator"] = True
         if getattr(layer, "_is_input_layer", False):
             entry["config"] = dict(entry["config"])
             entry["config"]["input_shape"] = list(layer._declared_input_shape)
@@ -47,6 +52,8 @@ def functional_from_config(cls, config, custom_objects=None):
     for entry in config["layers"]:
         layer = _layers.deserialize({"class_name": entry["class_name"],
                                      "config": entry["config"]}, custom_objects)
+        if entry.get("operator"):
+            layer._operator = True
         created[entry["name"]] = layer
     tensors = {}      # (layer name, node index) -> tensor
     for entry in config["layers"]:

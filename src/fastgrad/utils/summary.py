@@ -40,11 +40,11 @@ def print_summary(model, print_fn=print):
         nodes_by_layer = {}
         for gn in g.nodes:
             nodes_by_layer.setdefault(id(gn.layer), []).append(gn.node)
-        for layer in model.layers:
+        for layer in model._layers:          # with the merges + - * made (model.layers omits them)
             if getattr(layer, "_is_input_layer", False):
                 node = layer._inbound_nodes[0] if layer._inbound_nodes else None
                 rows.append([f"{layer.name} ({type(layer).__name__})", _shape_str(layer, node), "0"]
-                            + ([""] if connected else []))
+                            + (["-"] if connected else []))
                 continue
             for j, node in enumerate(nodes_by_layer.get(id(layer), [])):
                 params = str(layer.count_params()) if j == 0 else "0 (shared)"
