@@ -365,7 +365,8 @@ def test_broadcasting_merge_and_dot_fall_back_with_a_reason():
     m = fg.Model(x, L.Dense(2)(L.Add()([h, L.Dense(1)(x)])))
     m.compile(optimizer="sgd", loss="mse")
     assert "broadcasts" in compiled.unsupported_reason(m)
-    m2 = fg.Model(x, L.Dot(axes=1)([h, L.Dense(6)(x)]))
+    x = fg.Input(shape=(6,))
+    m2 = fg.Model(x, L.Dot(axes=1)([L.Dense(6)(x), L.Dense(6)(x)]))
     m2.compile(optimizer="sgd", loss="mse")
     assert "Dot" in compiled.unsupported_reason(m2)
     r = np.random.default_rng(0)
@@ -486,3 +487,31 @@ def test_layers_without_a_c_path_say_so():
         ln.lower(ctx)
     with pytest.raises(compiled.NoCPath, match="activation 'swishy'"):
         ctx.act("swishy")
+
+
+@pytest.mark.parametrize("act", sorted(set(fg.activations.ACTIVATION_NAMES) - {"softmax", "log_softmax"}))
+def test_every_activation_trains_to_the_python_executors_bits(act):
+    """Every element-wise activation of the header runs in the plan (by name, with Keras's
+    default parameters), in a Dense epilogue and as an Activation layer, with the backward
+    reading the tensor fg_act_backward_needs_input names."""
+    def build():
+        x = fg.Input(shape=(12,))
+        h = L.Dense(9, activation=act)(x)
+        h = L.Activation(act)(L.Dense(7)(h))
+        m = fg.Model(x, L.Dense(4, activation="softmax")(h))
+        m.compile(optimizer=fg.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        return m
+
+    r = np.random.default_rng(0)
+    x, y = r.standard_normal((60, 12)).astype(np.float32), r.integers(0, 4, 60)
+    runs = []
+    for on in (False, True):
+        fg.set_seed(3)
+        m = build()
+        with compiled_enabled(on):
+            fg.set_seed(11)
+            h = m.fit(x, y, batch_size=16, epochs=2, verbose=0)
+            assert (m.__dict__.get("_fg_train_plan", (0, None))[1] is not None) == on, \
+                compiled.unsupported_reason(m)
+        runs.append((m, h.history))
+    assert _same_bits(runs[0][0], runs[1][0]) and _same_logs(runs[0][1], runs[1][1])

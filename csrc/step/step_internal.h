@@ -75,14 +75,14 @@ extern const fg_layer_ops fg_layer_merge_ops;
 extern const fg_layer_ops fg_layer_concat_ops;
 extern const fg_layer_ops fg_layer_reshape_ops;
 
-/* ---- activations the step runs (the element-wise FG_ACT_* codes and the row softmax).
- * A new FG_ACT_* code joins here: valid, and which tensor its backward reads. */
+/* ---- activations the step runs: every element-wise FG_ACT_* code (fg_common.h,
+ * with the parameters it takes by name) and the row softmax / log-softmax */
 static inline int fg_step_is_softmax(int act) { return act == FG_ACT_SOFTMAX || act == FG_ACT_LOG_SOFTMAX; }
-static inline int fg_step_act_valid(int act) {
-    return (act >= FG_ACT_LINEAR && act <= FG_ACT_GELU_TANH) || fg_step_is_softmax(act);
+static inline int fg_step_act_valid(int act) { return fg_act_valid(act) || fg_step_is_softmax(act); }
+/* fg_act_backward's `ref` is the forward input for these, the forward output for the others */
+static inline int fg_step_act_needs_input(int act) {
+    return !fg_step_is_softmax(act) && fg_act_backward_needs_input(act);
 }
-/* fg_act_backward's `ref`: the forward input for these, the forward output for the others */
-static inline int fg_step_act_needs_input(int act) { return act == FG_ACT_GELU || act == FG_ACT_GELU_TANH; }
 
 /* ---- shapes */
 static inline int64_t fg_shape_size(const fg_shape *s) {

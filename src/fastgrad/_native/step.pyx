@@ -22,17 +22,9 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy, memset
 
 include "_common.pxi"
+include "_act.pxi"
 
 cnp.import_array()
-
-cdef extern from "fg_common.h" nogil:
-    enum:
-        FG_ACT_LINEAR
-        FG_ACT_RELU
-        FG_ACT_SIGMOID
-        FG_ACT_TANH
-        FG_ACT_GELU
-        FG_ACT_GELU_TANH
 
 cdef extern from "step/fg_step.h" nogil:
     enum:
@@ -141,10 +133,9 @@ cdef extern from "stdlib.h" nogil:
 #: layer kind name (as the C layer table spells it) -> FG_LAYER_* code
 LAYER_KINDS = {fg_layer_kind_name(k).decode(): k for k in range(1, FG_LAYER_COUNT)
                if fg_layer_kind_name(k) != NULL}
-#: activation name (fastgrad.activations' spelling) -> FG_ACT_* code the step runs
-ACTIVATIONS = {"linear": FG_ACT_LINEAR, "relu": FG_ACT_RELU, "sigmoid": FG_ACT_SIGMOID,
-               "tanh": FG_ACT_TANH, "gelu": FG_ACT_GELU, "gelu_tanh": FG_ACT_GELU_TANH,
-               "softmax": FG_ACT_SOFTMAX, "log_softmax": FG_ACT_LOG_SOFTMAX}
+#: activation name (fastgrad.activations' spelling) -> code the step runs: every
+#: element-wise FG_ACT_* of _act.pxi (by name: Keras's default parameters) and the softmaxes
+ACTIVATIONS = dict(ACTIVATIONS, softmax=FG_ACT_SOFTMAX, log_softmax=FG_ACT_LOG_SOFTMAX)
 ACT_NONE = FG_ACT_NONE
 #: merge kind (NumpyOps.merge_forward's spelling) -> FG_MERGE_*
 MERGE_OPS = {"add": FG_MERGE_ADD, "subtract": FG_MERGE_SUBTRACT, "multiply": FG_MERGE_MULTIPLY,
