@@ -471,7 +471,8 @@ def test_every_lowered_kind_is_in_the_c_table():
         d = layer.lower(ctx)
         assert d["kind"] in step.LAYER_KINDS, layer.name
         for key in d:
-            assert key == "kind" or key in ("act", "out_act", "trainable", "op", "axis", "stream",
+            assert key == "kind" or key in ("act", "act_has_param", "act_alpha", "act_max_value",
+                                            "act_threshold", "out_act", "trainable", "op", "axis", "stream",
                                             "w_off", "b_off", "seed", "l1_w", "l2_w", "l1_b",
                                             "l2_b", "rate", "eps", "bn_momentum", "bn_rest",
                                             "moving_mean", "moving_var"), (layer.name, key)
@@ -515,3 +516,46 @@ def test_every_activation_trains_to_the_python_executors_bits(act):
                 compiled.unsupported_reason(m)
         runs.append((m, h.history))
     assert _same_bits(runs[0][0], runs[1][0]) and _same_logs(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: L.ReLU(), lambda: L.ReLU(max_value=6.0), lambda: L.ReLU(negative_slope=0.1),
+    lambda: L.ReLU(max_value=2.5, negative_slope=0.05, threshold=-0.3), lambda: L.LeakyReLU(),
+    lambda: L.LeakyReLU(negative_slope=0.01), lambda: L.ELU(), lambda: L.ELU(alpha=0.4),
+    lambda: L.Softmax()], ids=["relu", "relu6", "leaky", "general", "leaky_layer", "leaky_001", "elu",
+                               "elu_04", "softmax"])
+def test_activation_layers_with_parameters_train_to_the_python_executors_bits(make):
+    def build():
+        x = fg.Input(shape=(3, 4))
+        h = make()(L.Reshape((3, 4))(L.Dense(12)(L.Flatten()(x))))
+        m = fg.Model(x, L.Dense(4, activation="softmax")(make()(L.Dense(9)(L.Flatten()(h)))))
+        m.compile(optimizer=fg.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        return m
+
+    r = np.random.default_rng(0)
+    x, y = r.standard_normal((60, 3, 4)).astype(np.float32), r.integers(0, 4, 60)
+    runs = []
+    for on in (False, True):
+        fg.set_seed(3)
+        m = build()
+        with compiled_enabled(on):
+            fg.set_seed(11)
+            h = m.fit(x, y, batch_size=16, epochs=2, verbose=0)
+            assert (m.__dict__.get("_fg_train_plan", (0, None))[1] is not None) == on, \
+                compiled.unsupported_reason(m)
+        runs.append((m, h.history))
+    assert _same_bits(runs[0][0], runs[1][0]) and _same_logs(runs[0][1], runs[1][1])
+
+
+def test_softmax_layer_fused_and_over_other_axes():
+    x = fg.Input(shape=(6,))
+    m = fg.Model(x, L.Softmax()(L.Dense(4)(x)))
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    plan = compiled.train_plan(m)
+    assert plan is not None and m._output_activations == ["softmax"]
+    xx = np.random.default_rng(1).standard_normal((5, 6)).astype(np.float32)
+    np.testing.assert_allclose(compiled.inference_plan(m).predict_rows(xx).sum(axis=1), 1.0, rtol=1e-6)
+    x2 = fg.Input(shape=(3, 4))
+    m2 = fg.Model(x2, L.Flatten()(L.Softmax(axis=1)(x2)))
+    m2.compile(optimizer="adam", loss="mse")
+    assert "Softmax over axes" in compiled.unsupported_reason(m2, training=False)

@@ -104,6 +104,8 @@ typedef struct fg_node_desc {
     int n_in, in_off;     /* input slots: fg_graph_desc.in_slots[in_off .. in_off + n_in) */
     fg_shape out;         /* per-sample output shape */
     int act;              /* activation run in training (FG_ACT_* or FG_ACT_SOFTMAX / _LOG_SOFTMAX) */
+    int act_has_param;    /* activation kind: 1 = act_param applies (else the by-name defaults) */
+    fg_act_param act_param; /* leaky_relu / relu_general slope or elu alpha, max_value, threshold */
     int out_act;          /* applied after `act` by predict only, on a model output: the activation
                              a fused loss took over (FG_ACT_SIGMOID or FG_ACT_SOFTMAX), else FG_ACT_NONE */
     int trainable;        /* 0: its parameters' gradients are zeroed after backward (frozen) */
@@ -126,9 +128,10 @@ typedef struct fg_node_desc {
 
 /* Defaults: no inputs, no parameters (offsets -1), linear, out_act none, trainable, stream -1. */
 void fg_node_desc_init(fg_node_desc *d);
-/* Set a field by name: integer fields (kind, act, out_act, trainable, op, axis, stream, w_off,
- * b_off, seed), float fields (l1_w, l2_w, l1_b, l2_b, rate, eps, bn_momentum, bn_rest) and
- * arrays (moving_mean, moving_var, with their length). FG_ERR_ARG: unknown name or wrong type. */
+/* Set a field by name: integer fields (kind, act, act_has_param, out_act, trainable, op, axis,
+ * stream, w_off, b_off, seed), float fields (act_alpha, act_max_value, act_threshold, l1_w,
+ * l2_w, l1_b, l2_b, rate, eps, bn_momentum, bn_rest) and arrays (moving_mean, moving_var, with
+ * their length). FG_ERR_ARG: unknown name or wrong type. */
 int fg_node_desc_set_int(fg_node_desc *d, const char *name, int64_t value);
 int fg_node_desc_set_float(fg_node_desc *d, const char *name, double value);
 int fg_node_desc_set_array(fg_node_desc *d, const char *name, float *data, int64_t len);

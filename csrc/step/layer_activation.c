@@ -1,16 +1,27 @@
-/* layer_activation.c — Activation: y = act(x), element-wise (FG_ACT_*) or a
+/* layer_activation.c — Activation: y = act(x), element-wise (FG_ACT_*, with
+ * its parameters when the node has them: LeakyReLU / ELU / ReLU layers) or a
  * softmax / log-softmax over the last axis. Linear passes its input on.
  * Backward: element-wise ones in place over dy (reading the forward output,
- * or the input for gelu); softmax into a separate dx. */
+ * or the input where fg_act_backward_needs_input says so); softmax into a
+ * separate dx. */
 #include "step_internal.h"
 
 #include "kernels/fg_activation.h"
 
+#include <math.h>
 #include <string.h>
+
+static const fg_act_param *param_of(const fg_node_desc *d) { return d->act_has_param ? &d->act_param : NULL; }
 
 static int act_check(const fg_node_desc *d, const fg_shape *const *in, int n_in, int64_t n_params) {
     (void)n_params;
     if (n_in != 1 || !fg_shape_equal(in[0], &d->out) || !fg_step_act_valid(d->act)) return FG_ERR_ARG;
+    if (d->act_has_param) { /* what fg_act_forward_p accepts */
+        const fg_act_param *p = &d->act_param;
+        if (fg_step_is_softmax(d->act) || !isfinite(p->alpha) || !isfinite(p->threshold) ||
+            !(p->max_value >= 0.0f))
+            return FG_ERR_ARG;
+    }
     return FG_OK;
 }
 
@@ -36,7 +47,7 @@ static int act_forward(const fg_node_io *io, float *y, const float *const *x, in
         int64_t c = last_dim(d);
         return fg_softmax_forward(y, x[0], cnt / c, c, d->act == FG_ACT_LOG_SOFTMAX, io->nt);
     }
-    return fg_act_forward(y, x[0], cnt, d->act, io->nt);
+    return fg_act_forward_p(y, x[0], cnt, d->act, param_of(d), io->nt);
 }
 
 static int act_backward(const fg_node_io *io, float *const *dx, float *dy, const float *const *x, const float *y,
@@ -54,7 +65,7 @@ static int act_backward(const fg_node_io *io, float *const *dx, float *dy, const
         return FG_OK;
     }
     const float *ref = fg_step_act_needs_input(d->act) ? x[0] : y;
-    return fg_act_backward(dx[0], dy, ref, cnt, d->act, io->nt);
+    return fg_act_backward_p(dx[0], dy, ref, cnt, d->act, param_of(d), io->nt);
 }
 
 const fg_layer_ops fg_layer_activation_ops = {

@@ -18,7 +18,7 @@ static int keeps_pre(int act) { return fg_step_is_softmax(act) || fg_step_act_ne
 static int dense_check(const fg_node_desc *d, const fg_shape *const *in, int n_in, int64_t n_params) {
     if (n_in != 1 || in[0]->rank != 1 || d->out.rank != 1) return FG_ERR_ARG;
     int64_t k = in[0]->dim[0], n = d->out.dim[0];
-    if (!fg_step_act_valid(d->act)) return FG_ERR_ARG;
+    if (!fg_step_act_valid(d->act) || d->act_has_param) return FG_ERR_ARG; /* the epilogue: by name */
     if (d->w_off < 0 || !fg_range_ok(d->w_off, k * n, n_params)) return FG_ERR_ARG;
     if (d->b_off >= 0 && !fg_range_ok(d->b_off, n, n_params)) return FG_ERR_ARG;
     return FG_OK;

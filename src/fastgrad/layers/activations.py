@@ -74,6 +74,20 @@ class _ElementwiseActivation(Layer):
         d.update(activation=name, activation_params=dict(params))
         return d
 
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
+        the activation's code and, when it has any, its parameters as the kernels take
+        them (slope or alpha, max_value (inf: none), threshold)."""
+        name, params = self._op
+        d = dict(kind="activation", act=ctx.act(name))
+        if params:
+            slope = params.get("negative_slope", params.get("alpha", 0.0))
+            top = params.get("max_value")
+            d.update(act_has_param=1, act_alpha=float(slope),
+                     act_max_value=float("inf") if top is None else float(top),
+                     act_threshold=float(params.get("threshold", 0.0)))
+        return d
+
 
 class ReLU(_ElementwiseActivation):
     """Rectified linear unit with Keras's options:
@@ -290,3 +304,14 @@ class Softmax(Layer):
         d = super().describe()
         d.update(axis=self.axis, run_activation=self._run_act, fused_activation=self._fused_activation)
         return d
+
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan: a softmax over the last axis (or,
+        fused into the loss, its input passed on); other axes have no C path."""
+        if self._fused:
+            return dict(kind="activation", act=ctx.act("linear"), out_act=ctx.out_act(self._fused_activation))
+        if self._axes != (len(self.input_shape),):
+            raise ctx.unsupported(f"layer {self.name}: Softmax over axes {self._axes} of input "
+                                  f"(batch, {', '.join(map(str, self.input_shape))}) has no C path "
+                                  "(the last axis only)")
+        return dict(kind="activation", act=ctx.act("softmax"))
