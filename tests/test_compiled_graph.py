@@ -559,3 +559,14 @@ def test_softmax_layer_fused_and_over_other_axes():
     m2 = fg.Model(x2, L.Flatten()(L.Softmax(axis=1)(x2)))
     m2.compile(optimizer="adam", loss="mse")
     assert "Softmax over axes" in compiled.unsupported_reason(m2, training=False)
+
+
+def test_graphs_match_on_every_isa(each_isa):
+    from conftest import isa_paths
+    for isa in isa_paths():
+        fg._native.set_isa(isa)
+        for name in ("everything", "shared_dense"):
+            ref, h_ref, _ = _run(name, False, 2, epochs=1)
+            com, h_com, _ = _run(name, True, 2, epochs=1)
+            assert _same_bits(ref, com), (isa, name)
+            assert _same_logs(h_com, h_ref, name == "everything"), (isa, name)
