@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 
 import fastgrad._config as config
+from fastgrad import _threads as fg_threads
 from fastgrad import _native
 from fastgrad.backend import NumpyOps
 
@@ -84,9 +85,9 @@ def _gflops(benchmark, flops):
 
 @pytest.fixture
 def threads():
-    saved = config._global["num_threads"]
+    saved = fg_threads.explicit_num_threads()
     yield config.set_num_threads
-    config._global["num_threads"] = saved
+    fg_threads.set_num_threads(saved)
 
 
 @pytest.mark.parametrize("name", list(SHAPES))

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import fastgrad._config as config
+from fastgrad import _threads as fg_threads
 from fastgrad import _native
 from fastgrad.backend import NumpyOps
 
@@ -59,10 +60,10 @@ def ref():
 
 @pytest.fixture(autouse=True)
 def _two_threads():
-    saved = config._global["num_threads"]
+    saved = fg_threads.explicit_num_threads()
     config.set_num_threads(THREADS)
     yield
-    config._global["num_threads"] = saved
+    fg_threads.set_num_threads(saved)
 
 
 def _torch():

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import fastgrad._config as config
+from fastgrad import _threads as fg_threads
 from fastgrad import _native
 from fastgrad.backend import NumpyOps
 
@@ -48,10 +49,10 @@ def native_ops():
 
 @pytest.fixture(autouse=True)
 def _threads():
-    saved = config._global["num_threads"]
+    saved = fg_threads.explicit_num_threads()
     config.set_num_threads(THREADS)
     yield
-    config._global["num_threads"] = saved
+    fg_threads.set_num_threads(saved)
 
 
 def _shape(request, shape):
