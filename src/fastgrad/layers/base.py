@@ -51,11 +51,24 @@ Life of a layer
    hyper-parameters; ``from_config(get_config())`` rebuilds an equivalent
    (unbuilt) layer.  Every Layer subclass is registered by class name
    (``Layer.registry``) so saved models can be reloaded.
-8. ``describe() -> dict``: the layer as plain data for a compiled executor:
-   kind, name, input/output shapes, hyper-parameters (activation, units, ...)
-   and for each parameter / state array its offset and shape in the flat
-   buffer (``offset`` in float32 elements from the start of the model's
-   parameter buffer).  Subclasses extend ``super().describe()``.
+8. ``lower(ctx) -> dict`` (optional): the layer as a node of the compiled
+   C plan, from its own state — kind name (a row of csrc/step/layer_table.c),
+   activation code, parameter offsets in the flat buffer, hyper-parameters —
+   through the helpers of ``ctx`` (engine/compiled.py ``LowerContext``: codes
+   from the C headers, regularizer coefficients, trainability). A layer
+   without ``lower`` (or raising ``ctx.unsupported(...)``) makes the model run
+   on the Python executor, with the same results. No other module reads a
+   layer's private fields.
+   ``describe() -> dict``: the layer as plain data for people and tools:
+   kind, name, shapes, hyper-parameters and each array's offset and shape in
+   the flat buffer.  Subclasses extend ``super().describe()``.
+9. Multi-input layers (merge layers) set ``_multi_input = True``: ``build`` /
+   ``compute_output_shape`` take a list of shapes, ``forward`` a list of
+   arrays, ``backward`` returns a list of dx that never alias each other (at
+   most one may be dy itself).
+10. ``__call__``: on symbolic tensors (fg.Input, another layer's output) it
+   records a node of the model graph (engine/graph.py); on arrays it runs
+   forward eagerly, building the layer (weights included) if needed.
 
 Output-activation fusion
 ------------------------
