@@ -14,7 +14,7 @@ prints the build and runtime configuration (also `python -m fastgrad info`).
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from ._config import (set_backend, get_backend, use_backend, get_ops, set_num_threads,
                       get_num_threads, set_seed, get_seed, set_flush_denormal,

@@ -150,7 +150,7 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
     what = "save_model"
     path = _check_target(filepath, overwrite, what)
     _require_built(model, what)
-    from . import __version__
+    from ._version import __version__
     arrays = []
     weights = model.get_weights()
     entries = [_array_entry(arrays, n, w) for n, w in zip(_weight_names(model), weights)]
@@ -193,7 +193,7 @@ def save_weights(model, filepath, overwrite=True):
     what = "save_weights"
     path = _check_target(filepath, overwrite, what)
     _require_built(model, what)
-    from . import __version__
+    from ._version import __version__
     arrays = []
     entries = [_array_entry(arrays, n, w) for n, w in zip(_weight_names(model), model.get_weights())]
     manifest = {"format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION, "fastgrad_version": __version__,
