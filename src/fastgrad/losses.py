@@ -13,6 +13,11 @@ binary_crossentropy_from_logits); predict() still returns probabilities.
 
 `target_kind` tells the data validation what y must look like: "sparse"
 (integer class ids) or "dense" (float array shaped like the output).
+
+The compiled plan (engine/compiled.py) asks a loss for its C code through the
+public `lower(ctx, on_logits)`; the base class has no C path (it raises
+`ctx.unsupported`), so a user-defined loss runs on the Python step, as does a
+subclass of a built-in loss that replaces its `compute`.
 """
 from __future__ import annotations
 
@@ -74,10 +79,33 @@ class Loss:
     def __repr__(self):
         return f"{type(self).__name__}({self.get_config()})"
 
+    # ------------------------------------------------------------------ compiled plan
+    def lower(self, ctx, on_logits):
+        """The C loss code of this loss for the compiled plan (engine/compiled.py
+        LowerContext: `ctx.loss_code(name)`). `on_logits`: the model fused its output
+        activation into this loss, so the output C hands it is logits. The base
+        class has no C path."""
+        raise ctx.unsupported(f"loss {self.name} ({type(self).__name__}) has no C path")
+
+    def _lower_code(self, ctx, rule_of, on_logits, logits_name, probs_name=None):
+        """ctx.loss_code of the C loss that computes `rule_of.compute` on logits
+        (`logits_name`) or probabilities (`probs_name`, None: no C path); a subclass
+        that replaces `compute` has no C path."""
+        cls = type(self)
+        logits = bool(on_logits) or bool(self.from_logits)
+        name = logits_name if logits else probs_name
+        if cls.compute is not rule_of.compute or name is None:
+            raise ctx.unsupported(f"loss {self.name} ({cls.__name__}, on "
+                                  f"{'logits' if logits else 'probabilities'}) has no fused C path")
+        return ctx.loss_code(name)
+
 
 class MeanSquaredError(Loss):
     def compute(self, ops, out, target, sample_weight, grad_out, logits):
         return ops.mse(out, target, sample_weight, grad_out)
+
+    def lower(self, ctx, on_logits):
+        return self._lower_code(ctx, MeanSquaredError, on_logits, "mse", "mse")
 
 
 class _CrossEntropy(Loss):
@@ -101,6 +129,9 @@ class BinaryCrossentropy(_CrossEntropy):
             return ops.binary_crossentropy_from_logits(out, target, sample_weight, grad_out)
         return ops.binary_crossentropy(out, target, sample_weight, grad_out)
 
+    def lower(self, ctx, on_logits):
+        return self._lower_code(ctx, BinaryCrossentropy, on_logits, "sigmoid_bce")
+
 
 class CategoricalCrossentropy(_CrossEntropy):
     _fuse = "softmax"
@@ -109,6 +140,9 @@ class CategoricalCrossentropy(_CrossEntropy):
         if logits:
             return ops.softmax_crossentropy(out, target, sample_weight, grad_out)
         return ops.categorical_crossentropy(out, target, sample_weight, grad_out)
+
+    def lower(self, ctx, on_logits):
+        return self._lower_code(ctx, CategoricalCrossentropy, on_logits, "softmax_xent")
 
 
 class SparseCategoricalCrossentropy(_CrossEntropy):
@@ -122,6 +156,10 @@ class SparseCategoricalCrossentropy(_CrossEntropy):
         onehot = np.zeros(out.shape, dtype=out.dtype)
         onehot[np.arange(out.shape[0]), target] = 1
         return ops.categorical_crossentropy(out, onehot, sample_weight, grad_out)
+
+    def lower(self, ctx, on_logits):
+        return self._lower_code(ctx, SparseCategoricalCrossentropy, on_logits,
+                                "sparse_softmax_xent")
 
 
 _DEFAULT_NAMES = {"MeanSquaredError": "mean_squared_error",

@@ -11,6 +11,12 @@ unchanged by softmax / sigmoid), the others get probabilities.
 Logs use the name the user wrote ("mae" stays "mae").
 "accuracy" / "acc" resolve to Binary-, Categorical- or
 SparseCategoricalAccuracy from the loss and the shapes, as Keras does.
+
+The compiled plan (engine/compiled.py) asks the model's one metric for a C
+path through the public `lower(ctx, loss_code, out_act)`: the accuracies
+return (ctx.accuracy_code(kind), threshold) where C computes them as they
+do; the base class returns None and the metric is updated in Python from the
+outputs the plan captures (so does a subclass that replaces the update).
 """
 from __future__ import annotations
 
@@ -66,6 +72,19 @@ class Metric:
 
     def result(self) -> float:
         return self.total / self.count if self.count else 0.0
+
+    # ------------------------------------------------------------------ compiled plan
+    def lower(self, ctx, loss_code, out_act):
+        """(ctx.accuracy_code(kind), threshold) when the compiled plan computes this
+        metric in C for a model whose one loss has C code `loss_code` and whose fused
+        output activation is `out_act` (None: none); None: updated in Python."""
+        return None
+
+    def _updates_as(self, cls):
+        """True when this metric updates as `cls` does (not replaced by a subclass)."""
+        t = type(self)
+        return all(getattr(t, m) is getattr(cls, m)
+                   for m in ("update_state", "update_state_logits", "_values"))
 
     def get_config(self):
         return {"name": self.name}
@@ -136,6 +155,16 @@ class BinaryAccuracy(Metric):
             self.total += float(np.dot(hit.sum(axis=1) / cols, sw))
             self.count += float(sw.sum())
 
+    def lower(self, ctx, loss_code, out_act):
+        if not self._updates_as(BinaryAccuracy) or loss_code == ctx.loss_code("sparse_softmax_xent"):
+            return None
+        if out_act is None:
+            return ctx.accuracy_code("binary"), float(self.threshold)
+        if out_act == "sigmoid" and self.threshold == 0.5:
+            # sigmoid(x) > 0.5  <=>  x > 0 (as update_state_logits does)
+            return ctx.accuracy_code("binary"), 0.0
+        return None
+
     def get_config(self):
         return {"name": self.name, "threshold": self.threshold}
 
@@ -164,6 +193,12 @@ class SparseCategoricalAccuracy(Metric):
     def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
         self.update_state(y_true, logits, sample_weight)   # argmax is unchanged by softmax
 
+    def lower(self, ctx, loss_code, out_act):
+        if self._updates_as(SparseCategoricalAccuracy) and \
+                loss_code == ctx.loss_code("sparse_softmax_xent"):
+            return ctx.accuracy_code("sparse"), 0.5
+        return None
+
 
 class CategoricalAccuracy(Metric):
     _default_name = "categorical_accuracy"
@@ -179,6 +214,12 @@ class CategoricalAccuracy(Metric):
 
     def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
         self.update_state(y_true, logits, sample_weight)
+
+    def lower(self, ctx, loss_code, out_act):
+        if self._updates_as(CategoricalAccuracy) and \
+                loss_code != ctx.loss_code("sparse_softmax_xent"):
+            return ctx.accuracy_code("categorical"), 0.5
+        return None
 
 
 class SparseTopKCategoricalAccuracy(Metric):

@@ -7,9 +7,14 @@ C through its public `lower(ctx)` (kind name, activation, parameter offsets,
 hyper-parameters, as plain values; `LowerContext` below is all a layer may
 ask); this module adds the graph layout (each node's input slots and
 per-sample output shape, the output slots), one (loss, weight) per output
-and the optimizer, and hands the description to `step.Net`. It reads no
-layer's private fields and switches on no layer type: a layer without
-`lower()`, a configuration without a C path (lower() raises
+and the optimizer, and hands the description to `step.Net`. The losses, the
+optimizer and the accuracy metric describe themselves the same way:
+`loss.lower(ctx, on_logits)` (its C loss code), `optimizer.lower(ctx)` (kind,
+hyper-parameters, slot arrays s1/s2/s3), `metric.lower(ctx, loss_code,
+out_act)` ((accuracy code, threshold) or None: updated in Python). This
+module reads no private fields of layers, losses, optimizers or metrics,
+switches on none of their types and imports none of their modules: an object
+without `lower()`, a configuration without a C path (lower() raises
 ctx.unsupported), or a description C refuses (the message names the layer)
 makes the model fall back to the Python Step, with the reason.
 
@@ -96,15 +101,38 @@ class LowerContext:
                           layer, shared by its nodes); the plan syncs it through
                           get_rng_state / set_rng_state
     ctx.merge_op(kind)    the C code of an element-wise merge ("add", ...)
+
+    and what a loss, an optimizer or a metric may ask (codes from the C headers):
+    ctx.loss_code(name)       step.LOSSES[name] ("mse", "sparse_softmax_xent", ...)
+    ctx.optimizer_code(name)  step.OPTIMIZERS[name] ("sgd", "adam", ...)
+    ctx.accuracy_code(name)   step.ACCURACY[name] ("sparse", "categorical", "binary")
+    ctx.n_params          the length of the flat parameter buffer (the optimizer
+                          builds its slot arrays for it)
     """
 
     unsupported = NoCPath
 
-    def __init__(self, mod, training, frozen=()):
+    def __init__(self, mod, training, frozen=(), n_params=0):
         self._mod = mod
         self.training = bool(training)
         self._frozen = frozen
+        self.n_params = int(n_params)
         self.stream_layers = []
+
+    def _code(self, table, what, name):
+        code = getattr(self._mod, table).get(name)
+        if code is None:
+            raise NoCPath(f"{what} {name!r} has no C path")
+        return code
+
+    def loss_code(self, name):
+        return self._code("LOSSES", "C loss", name)
+
+    def optimizer_code(self, name):
+        return self._code("OPTIMIZERS", "C optimizer", name)
+
+    def accuracy_code(self, name):
+        return self._code("ACCURACY", "C accuracy", name)
 
     def act(self, name):
         code = self._mod.ACTIVATIONS.get(name)
@@ -153,11 +181,9 @@ def _graph_nodes(model):
     return [tuple(shapes[i]) for i in range(g.n_inputs)], nodes, list(g.output_slots)
 
 
-def _lower_graph(model, training):
+def _lower_graph(model, ctx):
     """The step.Net graph description: layers lowered node by node."""
     mod = _step_module()
-    frozen = {id(e.layer) for e in model._store.frozen}
-    ctx = LowerContext(mod, training, frozen)
     inputs, nodes, outputs = _graph_nodes(model)
     descs = []
     for layer, in_slots, shape in nodes:
@@ -175,54 +201,25 @@ def _lower_graph(model, training):
     return graph, ctx.stream_layers
 
 
-def _loss_code(mod, loss, fused):
-    from .. import losses as L
-    logits = fused or bool(getattr(loss, "from_logits", False))
-    t = type(loss)
-    if t is L.MeanSquaredError:
-        return mod.LOSSES["mse"]
-    if t is L.SparseCategoricalCrossentropy and logits:
-        return mod.LOSSES["sparse_softmax_xent"]
-    if t is L.CategoricalCrossentropy and logits:
-        return mod.LOSSES["softmax_xent"]
-    if t is L.BinaryCrossentropy and logits:
-        return mod.LOSSES["sigmoid_bce"]
-    raise NoCPath(f"loss {loss.name} ({t.__name__}, on "
-                  f"{'logits' if logits else 'probabilities'}) has no fused C path")
+def _lower_of(obj, what):
+    lower = getattr(obj, "lower", None)
+    if lower is None:
+        raise NoCPath(f"{what} {getattr(obj, 'name', '?')} ({type(obj).__name__}) has no C path")
+    return lower
 
 
-def _losses(mod, model):
+def _losses(ctx, model):
     """One (code, weight) per output (LOSSES["none"] for an output without a loss)."""
     acts = list(model._output_activations) or [None] * len(model._losses)
-    return [(mod.LOSSES["none"], 1.0) if loss is None else
-            (_loss_code(mod, loss, act is not None), float(w))
+    none = ctx.loss_code("none")
+    return [(none, 1.0) if loss is None else
+            (int(_lower_of(loss, "loss")(ctx, act is not None)), float(w))
             for loss, w, act in zip(model._losses, model._loss_weights, acts)]
 
 
-def _optimizer_desc(mod, opt, n):
-    from ..optimizers import optimizers as O
-    t = type(opt)
-    if not opt.built or opt._n != n:
-        opt.build(n)
-    s = opt.slots
-    d = dict(decoupled=True, weight_decay=float(opt.weight_decay or 0.0),
-             clipnorm=opt.clipnorm or 0.0, global_clipnorm=opt.global_clipnorm or 0.0,
-             clipvalue=opt.clipvalue or 0.0)
-    codes = mod.OPTIMIZERS
-    if t is O.SGD:
-        d.update(kind=codes["sgd"], momentum=float(opt.momentum), nesterov=opt.nesterov,
-                 s1=s.get("momentum"))
-    elif t in (O.Adam, O.AdamW):
-        d.update(kind=codes["adam"], beta1=float(opt.beta_1), beta2=float(opt.beta_2),
-                 eps=float(opt.epsilon), s1=s["m"], s2=s["v"])
-    elif t is O.RMSprop:
-        d.update(kind=codes["rmsprop"], rho=float(opt.rho), momentum=float(opt.momentum),
-                 eps=float(opt.epsilon), centered=opt.centered, s1=s["velocity"],
-                 s2=s.get("momentum"), s3=s.get("average_gradient"))
-    elif t is O.Adagrad:
-        d.update(kind=codes["adagrad"], eps=float(opt.epsilon), s1=s["accumulator"])
-    else:
-        raise NoCPath(f"optimizer {t.__name__} has no C path")
+def _optimizer_desc(ctx, opt):
+    d = dict(_lower_of(opt, "optimizer")(ctx))
+    n = ctx.n_params
     for k in ("s1", "s2", "s3"):
         a = d.get(k)
         if a is not None and not (a.dtype == np.float32 and a.flags.c_contiguous and a.size == n):
@@ -235,35 +232,24 @@ def _optimizer_desc(mod, opt, n):
 _CAPTURE_FLOATS = 1 << 24
 
 
-def _accuracy_spec(mod, model, losses):
+def _accuracy_spec(ctx, model, losses):
     """(kind, threshold, weighted) for Net.set_accuracy: weighted when the metric
     came from compile(weighted_metrics=), unweighted from compile(metrics=).
     None when the metrics need the Python path: then the plan captures the
     outputs and updates them in Python (CompiledPlan._py_metrics)."""
-    from .. import metrics as M
-    acc = mod.ACCURACY
     ms = list(model.metrics)
     if not ms:
-        return acc["none"], 0.5, True
-    if len(ms) > 1 or len(losses) != 1 or losses[0][0] == mod.LOSSES["none"]:
+        return ctx.accuracy_code("none"), 0.5, True
+    if len(ms) > 1 or len(losses) != 1 or losses[0][0] == ctx.loss_code("none"):
         return None
-    m = ms[0]
+    lower = getattr(ms[0], "lower", None)
+    spec = lower(ctx, losses[0][0], model._output_activation) if lower is not None else None
+    if spec is None:
+        return None
+    code, threshold = spec
     flags = getattr(model, "_metric_weighted", ())
     weighted = bool(flags[0]) if len(flags) == 1 else False
-    t = type(m)
-    out_act = model._output_activation
-    sparse = losses[0][0] == mod.LOSSES["sparse_softmax_xent"]
-    if t is M.SparseCategoricalAccuracy and sparse:
-        return acc["sparse"], 0.5, weighted
-    if t is M.CategoricalAccuracy and not sparse:
-        return acc["categorical"], 0.5, weighted
-    if t is M.BinaryAccuracy and not sparse:
-        if out_act is None:
-            return acc["binary"], float(m.threshold), weighted
-        if out_act == "sigmoid" and m.threshold == 0.5:
-            # sigmoid(x) > 0.5  <=>  x > 0 (as the metric does)
-            return acc["binary"], 0.0, weighted
-    return None
+    return code, float(threshold), weighted
 
 
 def _analyse(model, training):
@@ -278,7 +264,9 @@ def _analyse(model, training):
         raise NoCPath("the model is not built")
     if getattr(model._store, "parent", None) is not None:
         raise NoCPath("a sub-model sharing another model's buffers")
-    graph, streams = _lower_graph(model, training)
+    store = model._store
+    ctx = LowerContext(mod, training, {id(e.layer) for e in store.frozen}, store.size)
+    graph, streams = _lower_graph(model, ctx)
     spec = dict(graph=graph, streams=streams)
     if training:
         if not model.compiled:
@@ -287,9 +275,9 @@ def _analyse(model, training):
             raise NoCPath("no layer with trainable parameters")
         if not model._metrics_resolved:
             model._resolve_metrics()
-        spec["losses"] = _losses(mod, model)
-        spec["opt"] = _optimizer_desc(mod, model.optimizer, model._store.size)
-        spec["acc"] = _accuracy_spec(mod, model, spec["losses"])
+        spec["losses"] = _losses(ctx, model)
+        spec["opt"] = _optimizer_desc(ctx, model.optimizer)
+        spec["acc"] = _accuracy_spec(ctx, model, spec["losses"])
     return spec
 
 
@@ -586,7 +574,7 @@ def _train_key(model):
     store = model._store
     return (store, store.segments, model._graph, tuple(model._losses), tuple(model._loss_weights),
             tuple(model._output_activations), opt,
-            tuple(id(a) for a in opt.slots.values()), opt._n,
+            tuple(id(a) for a in opt.slots.values()), getattr(opt, "num_params", None),
             tuple(sorted((k, v) for k, v in vars(opt).items()
                          if isinstance(v, (int, float, bool)) and not k.startswith("_")
                          and k != "iterations")),

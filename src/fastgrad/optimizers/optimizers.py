@@ -14,6 +14,13 @@ evaluate the learning rate (a float, or a schedule called with
 
 State for save / resume: `get_state()` -> {"iterations": int, slot: array},
 `set_state(state)`.
+
+The compiled plan (engine/compiled.py) asks an optimizer for its C description
+through the public `lower(ctx)`: the kind of the C header's optimizer table
+(`ctx.optimizer_code(name)`), its hyper-parameters and its slot arrays as
+s1/s2/s3. The base class has no C path (it raises `ctx.unsupported`), so a
+user-defined optimizer runs on the Python step; a subclass of a built-in one
+that replaces its update rule (`_update` / `apply_gradients`) falls back too.
 """
 from __future__ import annotations
 
@@ -109,6 +116,11 @@ class Optimizer:
     def built(self) -> bool:
         return self._n is not None
 
+    @property
+    def num_params(self):
+        """The parameter count the slots were built for (None before build)."""
+        return self._n
+
     def get_state(self) -> dict:
         st = {"iterations": int(self.iterations)}
         st.update({k: np.array(v, copy=True) for k, v in self.slots.items()})
@@ -172,6 +184,29 @@ class Optimizer:
     def _update(self, ops, p, g, slots, lr, wd):
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ compiled plan
+    def lower(self, ctx):
+        """This optimizer's C description for the compiled plan (engine/compiled.py
+        LowerContext): dict(kind=ctx.optimizer_code(...), hyper-parameters, s1/s2/s3
+        slot arrays). The base class has no C path."""
+        raise ctx.unsupported(f"optimizer {type(self).__name__} has no C path")
+
+    def _lower_common(self, ctx, rule_of, kind):
+        """The fields every C optimizer shares, after building the slots for the
+        plan's parameter count. `rule_of`: the class whose update rule the C kind
+        implements (a subclass that replaces it has no C path)."""
+        cls = type(self)
+        if cls._update is not rule_of._update or cls.apply_gradients is not Optimizer.apply_gradients:
+            raise ctx.unsupported(f"optimizer {cls.__name__} replaces the update rule of "
+                                  f"{rule_of.__name__}: no C path")
+        n = ctx.n_params
+        if not self.built or self._n != n:
+            self.build(n)
+        return dict(kind=ctx.optimizer_code(kind), decoupled=True,
+                    weight_decay=float(self.weight_decay or 0.0),
+                    clipnorm=self.clipnorm or 0.0, global_clipnorm=self.global_clipnorm or 0.0,
+                    clipvalue=self.clipvalue or 0.0)
+
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:
         lr = self._learning_rate
@@ -218,6 +253,12 @@ class SGD(Optimizer):
         ops.sgd_update(p, g, lr=lr, momentum=self.momentum, velocity=slots.get("momentum"),
                        nesterov=self.nesterov, weight_decay=wd, decoupled=True)
 
+    def lower(self, ctx):
+        d = self._lower_common(ctx, SGD, "sgd")
+        d.update(momentum=float(self.momentum), nesterov=self.nesterov,
+                 s1=self.slots.get("momentum"))
+        return d
+
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
@@ -241,6 +282,11 @@ class Adagrad(Optimizer):
     def _update(self, ops, p, g, slots, lr, wd):
         ops.adagrad_update(p, g, slots["accumulator"], lr=lr, eps=self.epsilon, weight_decay=wd,
                            decoupled=True)
+
+    def lower(self, ctx):
+        d = self._lower_common(ctx, Adagrad, "adagrad")
+        d.update(eps=float(self.epsilon), s1=self.slots["accumulator"])
+        return d
 
     def get_config(self):
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
@@ -276,6 +322,14 @@ class RMSprop(Optimizer):
                            centered=self.centered, mg=slots.get("average_gradient"),
                            weight_decay=wd, decoupled=True)
 
+    def lower(self, ctx):
+        d = self._lower_common(ctx, RMSprop, "rmsprop")
+        s = self.slots
+        d.update(rho=float(self.rho), momentum=float(self.momentum), eps=float(self.epsilon),
+                 centered=self.centered, s1=s["velocity"], s2=s.get("momentum"),
+                 s3=s.get("average_gradient"))
+        return d
+
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
                 "epsilon": self.epsilon, "centered": self.centered}
@@ -303,6 +357,13 @@ class Adam(Optimizer):
         ops.adam_update(p, g, slots["m"], slots["v"], lr=lr, beta1=self.beta_1, beta2=self.beta_2,
                         eps=self.epsilon, step=self.iterations + 1, weight_decay=wd,
                         decoupled=True)
+
+    def lower(self, ctx):
+        """Adam and AdamW (its decoupled weight decay is the shared weight_decay field)."""
+        d = self._lower_common(ctx, Adam, "adam")
+        d.update(beta1=float(self.beta_1), beta2=float(self.beta_2), eps=float(self.epsilon),
+                 s1=self.slots["m"], s2=self.slots["v"])
+        return d
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
