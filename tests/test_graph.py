@@ -135,3 +135,36 @@ def test_shared_layer_summary_and_params():
     lines = []
     m.summary(print_fn=lines.append)
     assert "shared_d[1][0]" in "\n".join(lines)
+
+
+def test_sub_model_predicts_on_the_compiled_plan():
+    from fastgrad.engine import compiled
+    from conftest import native_available
+    if not native_available():
+        pytest.skip("native backend not built")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 6)).astype(np.float32)
+    inp = fg.Input(shape=(6,))
+    h = L.Dense(8, activation="relu", name="sub_hidden")(inp)
+    out = L.Dense(3, activation="softmax")(h)
+    m = fg.Model(inp, out)
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    m.fit(x, rng.integers(0, 3, 300), epochs=1, verbose=0)
+    sub = fg.Model(m.input, m.get_layer("sub_hidden").output)
+    assert sub._store.parent is not None
+    with fg.use_backend("native"):
+        assert compiled.inference_plan(sub) is not None, compiled.unsupported_reason(sub, False)
+        got = sub.predict(x)
+        one = sub.predict_on_batch(x[:1])
+    want = np.maximum(x @ m.get_layer("sub_hidden").kernel + m.get_layer("sub_hidden").bias, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(one, got[:1])
+    saved = compiled.enabled
+    try:
+        compiled.enabled = False
+        np.testing.assert_array_equal(sub.predict(x), got)    # the Python executor: same bits
+    finally:
+        compiled.enabled = saved
+    m.fit(x, rng.integers(0, 3, 300), epochs=1, verbose=0)       # the parent trains on
+    np.testing.assert_allclose(sub.predict(x), np.maximum(
+        x @ m.get_layer("sub_hidden").kernel + m.get_layer("sub_hidden").bias, 0), rtol=1e-5, atol=1e-6)

@@ -262,8 +262,11 @@ def _analyse(model, training):
         raise NoCPath(f"the active backend is {_config.get_backend()!r}, not 'native'")
     if not getattr(model, "built", False) or model._store is None:
         raise NoCPath("the model is not built")
-    if getattr(model._store, "parent", None) is not None:
-        raise NoCPath("a sub-model sharing another model's buffers")
+    if training and getattr(model._store, "parent", None) is not None:
+        # inference reads the shared buffers as they are; training would need the
+        # update restricted to this model's arrays (the Python step's segments)
+        raise NoCPath("training a model whose weights live in another model's buffers "
+                      "(a sub-model, or a model whose layers a newer model extended)")
     store = model._store
     ctx = LowerContext(mod, training, {id(e.layer) for e in store.frozen}, store.size)
     graph, streams = _lower_graph(model, ctx)
