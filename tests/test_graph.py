@@ -168,3 +168,48 @@ def test_sub_model_predicts_on_the_compiled_plan():
     m.fit(x, rng.integers(0, 3, 300), epochs=1, verbose=0)       # the parent trains on
     np.testing.assert_allclose(sub.predict(x), np.maximum(
         x @ m.get_layer("sub_hidden").kernel + m.get_layer("sub_hidden").bias, 0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd_clip"])
+def test_sub_model_trains_on_the_compiled_plan_like_the_python_step(opt):
+    """A model whose weights live in another model's buffers trains on the C plan,
+    updating only its own arrays (the parent's other weights and optimizer state
+    stay untouched), with the Python step's bits."""
+    from fastgrad.engine import compiled
+    from conftest import native_available
+    if not native_available():
+        pytest.skip("native backend not built")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((96, 6)).astype(np.float32)
+    y = rng.standard_normal((96, 4)).astype(np.float32)
+
+    def run(use_c):
+        fg.set_seed(3)
+        inp = fg.Input(shape=(6,))
+        h = L.Dense(4, activation="tanh", name="h")(inp)
+        out = L.Dense(2, name="head")(h)
+        parent = fg.Model(inp, out)
+        parent.compile(optimizer="sgd", loss="mse")
+        with fg.use_backend("native"):     # leaves the head's gradient in the shared buffer
+            parent.train_on_batch(x[:8], y[:8, :2])
+        sub = fg.Model(parent.input, parent.get_layer("h").output)
+        make = (fg.optimizers.Adam(0.01, weight_decay=0.01) if opt == "adam" else
+                fg.optimizers.SGD(0.05, momentum=0.9, global_clipnorm=0.5))
+        sub.compile(optimizer=make, loss="mse")
+        head = [w.copy() for w in parent.get_layer("head").get_weights()]
+        assert parent.get_layer("head").grads["kernel"].any()
+        saved = compiled.enabled
+        compiled.enabled = use_c
+        try:
+            with fg.use_backend("native"):
+                sub.fit(x, y, epochs=2, batch_size=16, verbose=0)
+                plan = compiled.train_plan(sub)
+        finally:
+            compiled.enabled = saved
+        assert (plan is not None) == use_c, compiled.unsupported_reason(sub)
+        for a, b in zip(parent.get_layer("head").get_weights(), head):
+            np.testing.assert_array_equal(a, b)          # the parent's head is not updated
+        return parent.get_weights()
+
+    for a, b in zip(run(True), run(False)):
+        np.testing.assert_array_equal(a, b)

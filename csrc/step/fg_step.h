@@ -169,6 +169,9 @@ typedef struct fg_optim_desc {
     float clipnorm;           /* > 0: clip each parameter array's gradient to this L2 norm */
     float global_clipnorm;    /* > 0: clip the whole flat gradient to this L2 norm */
     float clipvalue;          /* > 0: clamp every gradient element to [-clipvalue, clipvalue] */
+    int own_arrays_only;      /* 1: update only this net's parameter arrays, never the whole
+                                 buffer (the model's weights live in a larger buffer that
+                                 other models' arrays share: a sub-model) */
     /* state buffers (n_params floats each, or NULL):
      *   SGD: s1 velocity (NULL iff momentum == 0);  Adam: s1 m, s2 v;
      *   RMSprop: s1 ms, s2 mom (NULL iff momentum == 0), s3 mg (NULL iff !centered);

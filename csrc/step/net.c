@@ -455,6 +455,7 @@ int fg_net_create(fg_net **out, int *bad_node, const fg_graph_desc *g, float *pa
     if (opt) {
         n->opt = *opt;
         n->has_opt = 1;
+        if (opt->own_arrays_only) n->all_trainable = 0; /* per array: the buffer is shared */
     }
     fg_policy_reset(&n->policy, 1);
     *out = n;

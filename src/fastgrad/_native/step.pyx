@@ -92,6 +92,7 @@ cdef extern from "step/fg_step.h" nogil:
         float clipnorm
         float global_clipnorm
         float clipvalue
+        int own_arrays_only
         float *s1
         float *s2
         float *s3
@@ -333,6 +334,7 @@ cdef class Net:
                 od.clipnorm = optimizer.get("clipnorm") or 0.0
                 od.global_clipnorm = optimizer.get("global_clipnorm") or 0.0
                 od.clipvalue = optimizer.get("clipvalue") or 0.0
+                od.own_arrays_only = 1 if optimizer.get("own_arrays_only") else 0
                 od.s1 = _fptr(optimizer.get("s1"), "step.Net", "optimizer slot s1", n)
                 od.s2 = _fptr(optimizer.get("s2"), "step.Net", "optimizer slot s2", n)
                 od.s3 = _fptr(optimizer.get("s3"), "step.Net", "optimizer slot s3", n)

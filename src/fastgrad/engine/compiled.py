@@ -262,11 +262,6 @@ def _analyse(model, training):
         raise NoCPath(f"the active backend is {_config.get_backend()!r}, not 'native'")
     if not getattr(model, "built", False) or model._store is None:
         raise NoCPath("the model is not built")
-    if training and getattr(model._store, "parent", None) is not None:
-        # inference reads the shared buffers as they are; training would need the
-        # update restricted to this model's arrays (the Python step's segments)
-        raise NoCPath("training a model whose weights live in another model's buffers "
-                      "(a sub-model, or a model whose layers a newer model extended)")
     store = model._store
     ctx = LowerContext(mod, training, {id(e.layer) for e in store.frozen}, store.size)
     graph, streams = _lower_graph(model, ctx)
@@ -280,6 +275,9 @@ def _analyse(model, training):
             model._resolve_metrics()
         spec["losses"] = _losses(ctx, model)
         spec["opt"] = _optimizer_desc(ctx, model.optimizer)
+        # weights in another model's buffers (a sub-model's view store): the update
+        # runs over this model's arrays only, as the Python step's segments do
+        spec["opt"]["own_arrays_only"] = getattr(store, "parent", None) is not None
         spec["acc"] = _accuracy_spec(ctx, model, spec["losses"])
     return spec
 
