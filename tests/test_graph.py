@@ -213,3 +213,23 @@ def test_sub_model_trains_on_the_compiled_plan_like_the_python_step(opt):
 
     for a, b in zip(run(True), run(False)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_clone_model_and_json_round_trip():
+    m, _ = _two_branch()
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((5, 4)).astype(np.float32), rng.standard_normal((5, 3)).astype(np.float32)]
+    c = fg.models.clone_model(m)
+    assert [l.name for l in c.layers] == [l.name for l in m.layers]
+    assert all(a is not b for a, b in zip(c.layers, m.layers))          # new layers
+    assert [w.shape for w in c.get_weights()] == [w.shape for w in m.get_weights()]
+    c.set_weights(m.get_weights())
+    np.testing.assert_array_equal(c.predict(xs), m.predict(xs))
+    j = fg.models.model_from_json(m.to_json())
+    j.set_weights(m.get_weights())
+    np.testing.assert_array_equal(j.predict(xs), m.predict(xs))
+    seq = fg.Sequential([L.Dense(3, input_shape=(4,)), L.Dense(2)])
+    s2 = fg.models.clone_model(seq, clone_function=lambda l: type(l).from_config(l.get_config()))
+    assert isinstance(s2, fg.Sequential) and s2.built and s2.count_params() == seq.count_params()
+    with pytest.raises(ValueError, match="JSON"):
+        fg.models.model_from_json("not json")

@@ -51,7 +51,7 @@ from .layers.core import InputLayer
 
 _F32 = np.dtype(np.float32)
 
-__all__ = ["Sequential", "Model", "load_model", "NotCompiledError"]
+__all__ = ["Sequential", "Model", "load_model", "clone_model", "model_from_json", "NotCompiledError"]
 
 #: seconds of training per executor call when only the progress bar listens to batches
 _PROGBAR_CHUNK_S = 0.05
@@ -1190,6 +1190,13 @@ class Model:
         from .utils.graph_config import functional_from_config
         return functional_from_config(cls, config, custom_objects)
 
+    def to_json(self, **kwargs) -> str:
+        """The architecture as JSON (Keras's to_json): fg.models.model_from_json
+        rebuilds it with fresh weights."""
+        import json
+        return json.dumps({"class_name": type(self).__name__, "config": self.get_config()},
+                          **kwargs)
+
     def get_compile_config(self):
         if not self.compiled:
             return None
@@ -1518,3 +1525,43 @@ _saving.register_model_class(Model, "Functional")
 def load_model(filepath, *args, **kwargs):
     """Load a model saved with model.save() (see fastgrad.saving)."""
     return _saving.load_model(filepath, *args, **kwargs)
+
+
+def clone_model(model, input_tensors=None, clone_function=None):
+    """A new model with the same architecture and NEW layers (fresh weights,
+    as keras.models.clone_model): rebuilt from model.get_config() through the
+    layer registry. `clone_function(layer) -> new layer` replaces the default
+    (from_config of each layer's config) for Sequential models."""
+    if input_tensors is not None:
+        raise ValueError("clone_model: input_tensors is not supported; call the clone on "
+                         "new inputs instead (clone(new_inputs))")
+    if not isinstance(model, Model):
+        raise TypeError(f"clone_model: expected a fastgrad model, got {type(model).__name__}")
+    if isinstance(model, Sequential) and clone_function is not None:
+        clone = Sequential(name=model.name)
+        if model._input_shape is not None:
+            clone._input_shape = tuple(model._input_shape)
+        for layer in model.layers:
+            clone.add(clone_function(layer))
+        if not clone.built and clone._input_shape is not None:
+            clone.build(clone._input_shape)
+        return clone
+    if clone_function is not None:
+        raise ValueError("clone_model: clone_function is supported for Sequential models")
+    return type(model).from_config(model.get_config())
+
+
+def model_from_json(json_string, custom_objects=None):
+    """The model (new weights) from Model.to_json()."""
+    import json
+    try:
+        d = json.loads(json_string)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model_from_json: not a JSON model description ({exc})") from None
+    if not isinstance(d, dict) or "class_name" not in d or "config" not in d:
+        raise ValueError("model_from_json: expected {\"class_name\": ..., \"config\": ...} as "
+                         "written by model.to_json()")
+    cls = _saving.MODEL_CLASSES.get(d["class_name"])
+    if cls is None:
+        raise ValueError(f"model_from_json: unknown model class {d['class_name']!r}")
+    return cls.from_config(d["config"], custom_objects)
