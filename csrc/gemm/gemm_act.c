@@ -14,22 +14,6 @@
 #include "gemm_internal.h"
 #include "kernels/fg_act_vec.h"
 
-/* same grains as activation.c: memory-bound relu family vs transcendental bodies */
-#define GRAIN_MEM ((int64_t)1 << 16)
-#define GRAIN_TRANS ((int64_t)1 << 13)
-static int64_t act_grain(int act) {
-    switch (act) {
-    case FG_ACT_RELU:
-    case FG_ACT_LEAKY_RELU:
-    case FG_ACT_RELU6:
-    case FG_ACT_RELU_GENERAL:
-    case FG_ACT_HARD_SIGMOID:
-    case FG_ACT_HARD_SILU:
-    case FG_ACT_SOFTSIGN: return GRAIN_MEM;
-    default: return GRAIN_TRANS;
-    }
-}
-
 /* c[rows x cols, ldc] = act(c) in place, row by row (one finished tile) */
 void FG_ISA_FN(fg_gemm_act_tile)(float *c, int64_t ldc, int rows, int cols, int act) {
     for (int r = 0; r < rows; r++) fg_act_apply_range(c + r * ldc, c + r * ldc, 0, cols, act, NULL);
@@ -38,7 +22,7 @@ void FG_ISA_FN(fg_gemm_act_tile)(float *c, int64_t ldc, int rows, int cols, int 
 /* C[M x N, ldc] = act(C) in place */
 int FG_ISA_FN(fg_gemm_act)(float *C, int64_t ldc, int64_t M, int64_t N, int act, int nthreads) {
     if (act == FG_ACT_LINEAR || M <= 0 || N <= 0) return FG_OK;
-    const int64_t grain = act_grain(act);
+    const int64_t grain = fg_act_fwd_grain(act);
     int nt = fg_threads_for(M * N, grain, nthreads);
     if (ldc == N) { /* contiguous: one flat range, as fg_act_forward sees it */
         const int64_t n = M * N;

@@ -18,24 +18,8 @@
  *   tanh   16K: 9.2 -> 6.2 us   32K: 18 -> 11 us
  *   (the division-free tanh, AVX-512: 16K 6.7 -> 5.2 us, 32K 12.6 -> 7.6 us: still pays)
  * so memory-bound passes go parallel from 128K elements, exp-bound ones from 16K. */
-#define GRAIN_MEM ((int64_t)1 << 16)
-#define GRAIN_TRANS ((int64_t)1 << 13)
-
-/* Grain of an activation: memory-bound bodies (a few cheap operations per
- * element) vs the exp/log/division-heavy ones. */
-static int64_t act_grain(int act) {
-    switch (act) {
-    case FG_ACT_LINEAR:
-    case FG_ACT_RELU:
-    case FG_ACT_LEAKY_RELU:
-    case FG_ACT_RELU6:
-    case FG_ACT_RELU_GENERAL:
-    case FG_ACT_HARD_SIGMOID:
-    case FG_ACT_HARD_SILU:
-    case FG_ACT_SOFTSIGN: return GRAIN_MEM;
-    default: return GRAIN_TRANS;
-    }
-}
+#define GRAIN_MEM FG_ACT_GRAIN_MEM
+#define GRAIN_TRANS FG_ACT_GRAIN_TRANS
 
 /* y[lo:hi] = FN(x[lo:hi]); `stream`: non-temporal stores after an aligned head.
  * FN is a macro of one vector that may read the call's parameters `vp_`. */
@@ -154,7 +138,7 @@ int FG_ISA_FN(fg_act_forward_p)(float *y, const float *x, int64_t n, int act, co
     unary_range_fn fn = forward_range(act);
     if (!fn || !fg_act_param_ok(act, p)) return FG_ERR_ARG;
     const fg_act_param q = p ? *p : fg_act_param_default(act);
-    return run_unary(fn, y, x, n, &q, act_grain(act), nthreads);
+    return run_unary(fn, y, x, n, &q, fg_act_fwd_grain(act), nthreads);
 }
 
 /* y[n] = exp(x[n]) */

@@ -349,6 +349,26 @@ static inline int fg_act_lane_local(int act) { return act != FG_ACT_GELU && act 
     } while (0)
 
 /* The forward of every FG_ACT_* as a macro of one vector (parameters from vp_). */
+/* Grain of an activation's forward (fg_threads_for: a second thread from 2 x grain
+ * elements), shared by fg_act_forward and the GEMM epilogue. Memory-bound bodies (a
+ * few cheap operations per element) go parallel from 128K elements, the
+ * exp / log / division-heavy ones from 16K (measurements in activation.c). */
+#define FG_ACT_GRAIN_MEM ((int64_t)1 << 16)
+#define FG_ACT_GRAIN_TRANS ((int64_t)1 << 13)
+static inline int64_t fg_act_fwd_grain(int act) {
+    switch (act) {
+    case FG_ACT_LINEAR:
+    case FG_ACT_RELU:
+    case FG_ACT_LEAKY_RELU:
+    case FG_ACT_RELU6:
+    case FG_ACT_RELU_GENERAL:
+    case FG_ACT_HARD_SIGMOID:
+    case FG_ACT_HARD_SILU:
+    case FG_ACT_SOFTSIGN: return FG_ACT_GRAIN_MEM;
+    default: return FG_ACT_GRAIN_TRANS;
+    }
+}
+
 #define FG_F_RELU(v) act_fwd_relu(v)
 #define FG_F_SIGMOID(v) act_fwd_sigmoid(v)
 #define FG_F_TANH(v) act_fwd_tanh(v)

@@ -50,19 +50,12 @@ extern "C" {
 /* activation codes beyond FG_ACT_* (fg_common.h): row-wise softmax, and "none" */
 enum { FG_ACT_SOFTMAX = 100, FG_ACT_LOG_SOFTMAX = 101, FG_ACT_NONE = -1 };
 
-/* Layer kinds: the index of the kind's row in the layer table (layer_table.c);
- * each is implemented by csrc/step/layer_<kind>.c. */
-enum {
-    FG_LAYER_DENSE = 1,      /* y = act(x W + b); rank-1 in / out */
-    FG_LAYER_ACTIVATION = 2, /* y = act(x) */
-    FG_LAYER_DROPOUT = 3,    /* inverted dropout (rate, seed, stream); identity outside training */
-    FG_LAYER_LAYERNORM = 4,  /* normalise each sample over all its features */
-    FG_LAYER_BATCHNORM = 5,  /* normalise each feature over the batch (rank-1 samples) */
-    FG_LAYER_MERGE = 6,      /* element-wise merge of same-shape inputs (op: FG_MERGE_*) */
-    FG_LAYER_CONCAT = 7,     /* concatenation along a per-sample axis */
-    FG_LAYER_RESHAPE = 8,    /* same data, another per-sample shape (Flatten) */
-    FG_LAYER_COUNT = 9
-};
+/* Layer kinds: a kind's code is 1 + its row in the layer table
+ * (csrc/step/layer_table.c), where each kind implemented by
+ * csrc/step/layer_<kind>.c has one row; bindings look the codes up by name
+ * (fg_layer_kind_name), so no number table exists anywhere else. */
+/* Codes run 1 .. fg_layer_kind_count() - 1. */
+int fg_layer_kind_count(void);
 
 enum {
     FG_MERGE_ADD = 1,      /* x0 + x1 + ... (left to right) */
@@ -100,7 +93,7 @@ typedef struct fg_shape {
 /* One node: a call of a layer. Built with fg_node_desc_init + fg_node_desc_set_*
  * (which name the fields, so bindings need not mirror the struct). */
 typedef struct fg_node_desc {
-    int kind;             /* FG_LAYER_* */
+    int kind;             /* a layer kind code (see fg_layer_kind_name) */
     int n_in, in_off;     /* input slots: fg_graph_desc.in_slots[in_off .. in_off + n_in) */
     fg_shape out;         /* per-sample output shape */
     int act;              /* activation run in training (FG_ACT_* or FG_ACT_SOFTMAX / _LOG_SOFTMAX) */
@@ -142,7 +135,7 @@ int fg_node_desc_field_type(const char *name);
 int fg_node_desc_set_shape(fg_node_desc *d, int rank, const int64_t *dims);
 /* s = (dims[0], ..., dims[rank-1]); FG_ERR_ARG unless 1 <= rank <= FG_MAX_RANK, dims > 0 */
 int fg_shape_set(fg_shape *s, int rank, const int64_t *dims);
-/* The kind's name ("dense", ...) for FG_LAYER_* code k, NULL for none. */
+/* The kind's name ("dense", ...) for kind code k, NULL for none. */
 const char *fg_layer_kind_name(int kind);
 
 typedef struct fg_graph_desc {

@@ -63,17 +63,8 @@ typedef struct fg_layer_ops {
                     float *const *gp);
 } fg_layer_ops;
 
-/* The table, indexed by FG_LAYER_* (layer_table.c); entry 0 and gaps are NULL. */
+/* The table (layer_table.c): the kind with code k, NULL for none. */
 const fg_layer_ops *fg_layer_ops_of(int kind);
-
-extern const fg_layer_ops fg_layer_dense_ops;
-extern const fg_layer_ops fg_layer_activation_ops;
-extern const fg_layer_ops fg_layer_dropout_ops;
-extern const fg_layer_ops fg_layer_layernorm_ops;
-extern const fg_layer_ops fg_layer_batchnorm_ops;
-extern const fg_layer_ops fg_layer_merge_ops;
-extern const fg_layer_ops fg_layer_concat_ops;
-extern const fg_layer_ops fg_layer_reshape_ops;
 
 /* ---- activations the step runs: every element-wise FG_ACT_* code (fg_common.h,
  * with the parameters it takes by name) and the row softmax / log-softmax */

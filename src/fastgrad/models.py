@@ -427,8 +427,6 @@ class Model:
         collides with an unweighted one is logged as "weighted_<name>"."""
         if kwargs:
             raise TypeError(f"compile: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
-        if self._graph is None and isinstance(self, Sequential) and not self._seq_layers:
-            pass
         opt = _optimizers.get(optimizer, "compile: optimizer")
         k = self._n_outputs_for_compile()
         if k == 1:
@@ -842,8 +840,7 @@ class Model:
                         "keeps the parameters of the last good step — lower the learning rate, "
                         "add clipnorm, or check the data") from None
                 done = stats.shape[0]
-                total += float(np.dot(stats[:, 0], stats[:, 1])) if done > 1 else \
-                    (float(stats[0, 0]) * float(stats[0, 1]) if done else 0.0)
+                total += float(stats[:, 0] @ stats[:, 1])
                 seen += int(stats[:, 1].sum())
                 if n_out_losses:
                     out_tot += stats[:, 2:2 + n_out_losses].T @ stats[:, 1]

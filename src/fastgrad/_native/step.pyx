@@ -32,7 +32,6 @@ cdef extern from "step/fg_step.h" nogil:
         FG_ACT_SOFTMAX
         FG_ACT_LOG_SOFTMAX
         FG_ACT_NONE
-        FG_LAYER_COUNT
         FG_MERGE_ADD
         FG_MERGE_SUBTRACT
         FG_MERGE_MULTIPLY
@@ -106,6 +105,7 @@ cdef extern from "step/fg_step.h" nogil:
     int fg_node_desc_set_shape(fg_node_desc *d, int rank, const int64_t *dims)
     int fg_shape_set(fg_shape *s, int rank, const int64_t *dims)
     const char *fg_layer_kind_name(int kind)
+    int fg_layer_kind_count()
     int fg_net_create(fg_net **net, int *bad_node, const fg_graph_desc *g, float *params, float *grads,
                       int64_t n_params, const fg_loss_desc *losses, const fg_optim_desc *opt)
     void fg_net_free(fg_net *net)
@@ -131,8 +131,8 @@ cdef extern from "stdlib.h" nogil:
     void free(void *p)
 
 # ---- codes, from the headers
-#: layer kind name (as the C layer table spells it) -> FG_LAYER_* code
-LAYER_KINDS = {fg_layer_kind_name(k).decode(): k for k in range(1, FG_LAYER_COUNT)
+#: layer kind name (as the C layer table spells it) -> its code (1 + its row in the table)
+LAYER_KINDS = {fg_layer_kind_name(k).decode(): k for k in range(1, fg_layer_kind_count())
                if fg_layer_kind_name(k) != NULL}
 #: activation name (fastgrad.activations' spelling) -> code the step runs: every
 #: element-wise FG_ACT_* of _act.pxi (by name: Keras's default parameters) and the softmaxes
@@ -364,7 +364,7 @@ cdef class Net:
                       and not hasattr(v, "shape")}
             raise ValueError(
                 f"step.Net: layer {d.get('name', '?')!r} (node {bad}, kind "
-                f"{fg_layer_kind_name(d['kind']).decode() if 0 < d['kind'] < FG_LAYER_COUNT else d['kind']}) "
+                f"{fg_layer_kind_name(d['kind']).decode() if 0 < d['kind'] < fg_layer_kind_count() else d['kind']}) "
                 f"has an invalid description: inputs {list(d['inputs'])} of shapes {ins} -> output "
                 f"{tuple(d['shape'])}, {fields}, {n} parameters")
         _raise(st, "step.Net", f"{NI} inputs, {NN} nodes, outputs {outputs}, {n} parameters, "

@@ -201,8 +201,7 @@ class Graph:
         if len({id(t) for t in self.inputs}) != len(self.inputs):
             raise GraphError(f"{owner}: the same input tensor is given twice in inputs "
                              f"({[t.name for t in self.inputs]})")
-        order, depth_of = self._order()
-        input_ids = {id(t) for t in self.inputs}
+        order = self._order()
         self.input_layers = [t._node.layer for t in self.inputs]
         slot = {id(t): i for i, t in enumerate(self.inputs)}
         self.n_inputs = len(self.inputs)
@@ -290,8 +289,6 @@ class Graph:
             for t in node.inputs:
                 if t._node is None:
                     raise GraphError(f"{owner}: tensor {t.name!r} was not made by a layer")
-                if id(t) in input_ids and not t._node.is_input:
-                    pass
                 visit(t._node, path + [t._node.layer.name])
             state[k] = 2
             post.append(node)
@@ -306,7 +303,6 @@ class Graph:
                 visit(t._node, [t._node.layer.name])
         finally:
             sys.setrecursionlimit(limit)
-        # inputs that are model inputs but also produced by a layer: impossible (checked above)
         depth = {}
         layer_depth = {}
         for node in reversed(post):
@@ -326,7 +322,7 @@ class Graph:
                 order = post
                 break
             done.add(id(n))
-        return order, depth
+        return order
 
     # -------------------------------------------------------------- helpers
     def needs_grad(self):

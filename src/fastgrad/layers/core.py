@@ -189,14 +189,12 @@ class Activation(_FusableOutput, Layer):
                     out_act=ctx.out_act(self._fused_activation))
 
 
-class Flatten(Layer):
-    """(batch, d1, d2, ...) -> (batch, d1 * d2 * ...); a view, no copy."""
-
-    def compute_output_shape(self, input_shape):
-        return (int(np.prod(input_shape)),)
+class SameDataLayer(Layer):
+    """Base of the layers that give the same data another per-sample shape
+    (Flatten, Reshape): a view both ways, and the plan's "reshape" kind."""
 
     def forward(self, x, training, ws):
-        return x.reshape(x.shape[0], -1)
+        return x.reshape((x.shape[0],) + self.output_shape)
 
     def backward(self, dy, ws, need_dx=True):
         if not need_dx:
@@ -206,6 +204,13 @@ class Flatten(Layer):
     def lower(self, ctx):
         """This layer as a node of the compiled plan: the same data, another shape."""
         return dict(kind="reshape")
+
+
+class Flatten(SameDataLayer):
+    """(batch, d1, d2, ...) -> (batch, d1 * d2 * ...); a view, no copy."""
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
 
 
 class InputLayer(Layer):
@@ -253,9 +258,6 @@ class InputLayer(Layer):
         if self.batch_size is not None:
             cfg["batch_size"] = self.batch_size
         return cfg
-
-
-_input_count = [0]
 
 
 def _unique_input_name():

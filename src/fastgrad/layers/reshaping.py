@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Layer
+from .core import SameDataLayer
 
 __all__ = ["Reshape", "Permute", "RepeatVector", "Identity"]
 
@@ -28,7 +29,7 @@ def _int_tuple(value, what):
     return tuple(int(v) for v in out)
 
 
-class Reshape(Layer):
+class Reshape(SameDataLayer):
     """(batch, *input_shape) -> (batch, *target_shape) (keras.layers.Reshape);
     one entry of target_shape may be -1 (inferred). A view, no copy."""
 
@@ -57,18 +58,6 @@ class Reshape(Layer):
                              f"shape {tuple(input_shape)} ({size} values) into target_shape "
                              f"{self.target_shape}")
         return out
-
-    def forward(self, x, training, ws):
-        return x.reshape((x.shape[0],) + self.output_shape)
-
-    def backward(self, dy, ws, need_dx=True):
-        if not need_dx:
-            return None
-        return dy.reshape((dy.shape[0],) + self.input_shape)
-
-    def lower(self, ctx):
-        """This layer as a node of the compiled plan: the same data, another shape."""
-        return dict(kind="reshape")
 
     def get_config(self):
         cfg = super().get_config()
