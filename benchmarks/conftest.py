@@ -21,3 +21,59 @@ def _settle(request):
     if not disabled and "benchmark" in request.fixturenames:
         time.sleep(float(os.environ.get("FASTGRAD_BENCH_SETTLE", "0.3")))
     yield
+
+
+def _machine_info() -> dict:
+    """What a saved run needs to be compared honestly across machines: the CPU,
+    fastgrad's instruction-set path, threads and build flags, and the comparison
+    libraries' versions and BLAS (threadpoolctl). Computed once per session."""
+    if _MACHINE:
+        return _MACHINE
+    import platform
+
+    import numpy as np
+
+    import fastgrad as fg
+    info = {"cpu": platform.processor() or platform.machine()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cfg = fg.config_info()
+    for key in ("isa", "threads", "flags", "compiler", "backend"):
+        if key in cfg:
+            info[f"fastgrad_{key}"] = str(cfg[key])
+    info["numpy"] = np.__version__
+    try:
+        from threadpoolctl import threadpool_info
+        info["blas"] = "; ".join(f"{p.get('internal_api')} {p.get('version')} "
+                                 f"{p.get('architecture')} ({p.get('num_threads')} threads)"
+                                 for p in threadpool_info() if p.get("user_api") == "blas")
+    except ImportError:
+        pass
+    info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE", "")
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = "not installed"
+    _MACHINE.update(info)
+    return _MACHINE
+
+
+_MACHINE: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _record_machine(request):
+    """Every benchmark's extra_info names the machine and libraries it ran on."""
+    if "benchmark" in request.fixturenames:
+        bench = request.getfixturevalue("benchmark")
+        for k, v in _machine_info().items():
+            bench.extra_info.setdefault(k, v)
+    yield

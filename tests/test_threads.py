@@ -2,6 +2,9 @@
 thread-count determinism through the Ops API, and flush-denormal handling."""
 import multiprocessing as mp
 import platform
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -110,6 +113,26 @@ def test_threadpoolctl_limits_fastgrad():
             assert native_kernels.get_num_threads() == config.get_num_threads() == limit
     info = [d for d in threadpoolctl.threadpool_info() if d["user_api"] == "openmp"]
     assert info, "threadpoolctl does not see fastgrad's OpenMP runtime"
+
+
+def test_threadpoolctl_sees_fastgrad_at_import():
+    """A limit entered right after `import fastgrad`, before any op ran, is seen:
+    the compiled modules (and so the OpenMP runtime) load with the package."""
+    pytest.importorskip("threadpoolctl")
+    if not RT.openmp_compiled():
+        pytest.skip("built without OpenMP")
+    code = (
+        "import fastgrad as fg, threadpoolctl\n"
+        "libs = [d for d in threadpoolctl.threadpool_info() if d['user_api'] == 'openmp']\n"
+        "assert libs, 'no OpenMP runtime visible after import fastgrad'\n"
+        "with threadpoolctl.threadpool_limits(limits=1):\n"
+        "    assert fg.get_num_threads() == 1, fg.get_num_threads()\n"
+        "print('ok')\n")
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_ops_bitwise_for_any_thread_count():

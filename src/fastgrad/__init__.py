@@ -15,6 +15,12 @@ prints the build and runtime configuration (also `python -m fastgrad info`).
 from __future__ import annotations
 
 from ._version import __version__
+# The compiled modules load now, not at the first fit: threadpoolctl then sees
+# (and limits) fastgrad's OpenMP runtime from the start. A process that asks for
+# the NumPy backend (FASTGRAD_BACKEND=numpy) loads no extension module at all.
+import os as _os
+if _os.environ.get("FASTGRAD_BACKEND", "").strip().lower() != "numpy":
+    from . import _native  # noqa: F401
 
 from ._config import (set_backend, get_backend, use_backend, get_ops, set_num_threads,
                       get_num_threads, set_seed, get_seed, set_flush_denormal,
