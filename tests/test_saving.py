@@ -315,9 +315,15 @@ def test_unknown_layer_kind(saved):
 
 def test_shape_mismatch(saved):
     def edit(m):
-        m["model"]["config"]["layers"][0]["config"]["units"] = 17
+        m["model"]["config"]["layers"][0]["config"]["units"] = 5
     rewrite(saved, edit)
-    with pytest.raises(ValueError, match="shape mismatch for dense.*kernel: the model has \\(10, 17\\)"):
+    with pytest.raises(ValueError, match="shape mismatch for dense.*kernel: the model has \\(10, 5\\)"):
+        fg.models.load_model(saved)
+    # a configuration asking for more values than the file holds is refused before building
+    def grow(m):
+        m["model"]["config"]["layers"][0]["config"]["units"] = 17
+    rewrite(saved, grow)
+    with pytest.raises(fg.saving.ModelFileError, match="asks for .* weight values but the file holds"):
         fg.models.load_model(saved)
     other = fg.Sequential([fg.layers.Dense(4, input_shape=(10,))])
     with pytest.raises(ValueError, match="holds 12 weight arrays.*but the model has 2"):
