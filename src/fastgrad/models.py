@@ -45,7 +45,8 @@ from . import saving as _saving
 from .engine import data as _data
 from .engine.graph import Graph, GraphError, Node, SymbolicTensor, flatten_structure, is_symbolic
 from .engine.params import ParamStore
-from .engine.step import NonFiniteLossError, Step
+from .engine.step import NonFiniteLossError, NonFiniteParametersError, Step
+from .engine.interrupt import deferred_sigint
 from .layers.base import Layer
 from .layers.core import InputLayer
 
@@ -799,11 +800,24 @@ class Model:
                            metrics=names + ([f"val_{k}" for k in names] if val is not None
                                             else []))
         self.history = cbs.history
+        self.stop_training = False
+        with deferred_sigint() as interrupt:
+            epoch_logs = self._fit_epochs(data, val, n, steps, batch_size, val_bs, shuffle,
+                                          val_freq, initial_epoch, epochs, cbs, interrupt)
+        cbs.on_train_end(epoch_logs)
+        self._release()
+        return self.history if self.history is not None else cbs.history
+
+    def _fit_epochs(self, data, val, n, steps, batch_size, val_bs, shuffle, val_freq,
+                    initial_epoch, epochs, cbs, interrupt):
+        """fit's epoch loop; Ctrl-C is honoured at step boundaries (interrupt.check)."""
         batch_hooks = cbs.has_batch_hooks("train")
         progbar_only = batch_hooks and _only_progbar(cbs)
+        # without batch listeners, chunks are timed as for the progress bar, so a
+        # Ctrl-C waits for at most ~_PROGBAR_CHUNK_S of C work, not a whole epoch
+        adaptive = progbar_only or not batch_hooks
         metrics = self.metrics
         n_out_losses = len(self._loss_names)
-        self.stop_training = False
         cbs.on_train_begin()
         epoch_logs = {}
         for epoch in range(initial_epoch, epochs):
@@ -821,24 +835,26 @@ class Model:
             # then chunks of ~_PROGBAR_CHUNK_S run per call and the bar hears of
             # the last batch of each chunk (what it would draw anyway).
             limit = ex.max_batches_per_call(batch_size)
-            per_call = min(steps, limit) if not batch_hooks else 1
+            per_call = 1 if (batch_hooks or interrupt.active) else min(steps, limit)
             b = 0
             while b < steps:
                 nb = min(per_call, steps - b)
                 if batch_hooks:
                     cbs.on_train_batch_begin(b)
-                t0 = time.perf_counter() if progbar_only else 0.0
+                t0 = time.perf_counter() if adaptive else 0.0
                 try:
                     stats = ex.train(data, perm, b, nb, batch_size)
                 except NonFiniteLossError as exc:
                     bad = exc.batch
                     s = bad * batch_size
                     e = min(s + batch_size, n)
+                    where = (f"at epoch {epoch + 1}, batch {bad} (samples {s}..{e - 1})")
+                    self._raise_if_params_nonfinite("fit", f"before epoch {epoch + 1}, batch "
+                                                    f"{bad}")
                     raise NonFiniteLossError(
-                        f"fit: loss is {exc.loss} at epoch {epoch + 1}, batch {bad} (samples "
-                        f"{s}..{e - 1}); training stopped before applying that step, so the model "
-                        "keeps the parameters of the last good step — lower the learning rate, "
-                        "add clipnorm, or check the data") from None
+                        f"fit: loss is {exc.loss} {where}; training stopped before applying "
+                        "that step, so the model keeps the parameters of the last good step — "
+                        "lower the learning rate, add clipnorm, or check the data") from None
                 done = stats.shape[0]
                 total += float(stats[:, 0] @ stats[:, 1])
                 seen += int(stats[:, 1].sum())
@@ -851,21 +867,38 @@ class Model:
                                                              else None))
                     if self.stop_training:
                         break
-                    if progbar_only:
-                        per_batch = (time.perf_counter() - t0) / max(done, 1)
-                        per_call = max(1, min(4096, limit,
-                                              int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
+                interrupt.check()
+                if adaptive:
+                    per_batch = (time.perf_counter() - t0) / max(done, 1)
+                    per_call = max(1, min(4096, limit,
+                                          int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
+            # an update that overflowed on the epoch's last step shows no non-finite loss
+            # (no step follows it): one finiteness pass over the weights per epoch
+            self._raise_if_params_nonfinite("fit", f"at the end of epoch {epoch + 1}")
             epoch_logs = self._logs(total / max(seen, 1), "",
                                     out_tot / max(seen, 1) if n_out_losses else None)
             if val is not None and self._due(epoch, val_freq):
                 vlogs = self._evaluate_data(val, val_bs, cbs)
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
+            interrupt.check()
             if self.stop_training:
                 break
-        cbs.on_train_end(epoch_logs)
-        self._release()
-        return self.history if self.history is not None else cbs.history
+        return epoch_logs
+
+    def _raise_if_params_nonfinite(self, what, when):
+        """NonFiniteParametersError when an optimizer update overflowed: the loss
+        of the step was finite, its update was not (e.g. SGD with lr=1e30)."""
+        store = self._store
+        if store is None or _data.all_finite(store.params):
+            return
+        bad = [f"{e.layer.name}/{e.spec.name}" for e in store.entries
+               if not _data.all_finite(np.ascontiguousarray(e.param))]
+        raise NonFiniteParametersError(
+            f"{what}: the weights became NaN or inf {when}: an optimizer update overflowed "
+            f"although its loss was finite ({', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}); "
+            "the model now holds these non-finite weights — reload a checkpoint "
+            "(callbacks.ModelCheckpoint, model.save) and lower the learning rate or add clipnorm")
 
     def _ensure_built_for(self, x, what):
         """A Sequential without an input shape takes it from the data (functional
@@ -1070,10 +1103,13 @@ class Model:
             m.reset_state()
         ex = self._executor()
         try:
-            stats = ex.train(data, None, 0, 1, data.n)
+            with deferred_sigint():
+                stats = ex.train(data, None, 0, 1, data.n)
         except NonFiniteLossError as exc:
+            self._raise_if_params_nonfinite("train_on_batch", "before this batch")
             raise NonFiniteLossError(f"train_on_batch: loss is {exc.loss}; the step was not "
                                      "applied") from None
+        self._raise_if_params_nonfinite("train_on_batch", "after this batch")
         self._release()
         return self._batch_result(stats[0], return_dict)
 

@@ -40,6 +40,13 @@ class NonFiniteLossError(FloatingPointError, ValueError):
         self.loss = loss
 
 
+class NonFiniteParametersError(NonFiniteLossError):
+    """An optimizer update made weights NaN or inf although the loss it
+    followed was finite (an overflow such as SGD with lr=1e30). Unlike a
+    non-finite loss, whose step is never applied, the overflowing update was:
+    the model holds the non-finite weights (the message says where)."""
+
+
 class Step:
     def __init__(self, model):
         self.model = model
