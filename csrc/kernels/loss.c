@@ -609,7 +609,7 @@ static void cce_prob_chunks(loss_job *J, int64_t c0, int64_t c1) {
                 V pv = q == VL ? v_load(p + j) : v_loadn(p + j, q);
                 V tv = q == VL ? v_load(t + j) : v_loadn(t + j, q);
                 V qv = v_div(pv, vs);
-                V qc = v_min(v_max(qv, lo), hi);
+                V qc = v_sel(v_le(qv, qv), qv, v_min(v_max(qv, lo), hi)); /* NaN stays NaN */
                 V l = v_mul(tv, v_log(qc));
                 if (q < VL) l = v_sel(v_firstn(q), v_zero(), l);
                 lv = v_sub(lv, l);
@@ -632,7 +632,7 @@ static void cce_prob_chunks(loss_job *J, int64_t c0, int64_t c1) {
                     V pv = q == VL ? v_load(p + j) : v_loadn(p + j, q);
                     V tv = q == VL ? v_load(t + j) : v_loadn(t + j, q);
                     V qv = v_div(pv, vs);
-                    V qc = v_min(v_max(qv, lo), hi);
+                    V qc = v_sel(v_le(qv, qv), qv, v_min(v_max(qv, lo), hi)); /* NaN stays NaN */
                     V gq = v_sub(v_zero(), v_div(tv, qc));
                     gq = v_sel(v_le(lo, qv), v_zero(), gq);
                     gq = v_sel(v_le(qv, hi), v_zero(), gq);

@@ -441,6 +441,7 @@ class KernelsMixin:
 
     def sgd_update(self, param, grad, *, lr, momentum=0.0, velocity=None, nesterov=False,
                    weight_decay=0.0, decoupled=False):
+        self._check_sgd(param, grad, velocity, lr, momentum, weight_decay)
         vel = velocity if momentum != 0.0 else None
         if (momentum == 0.0 or velocity is not None) and self._states_ok(param, grad, vel):
             _K.sgd_update(param, grad, vel, lr, momentum, nesterov, weight_decay, decoupled, get_num_threads())
@@ -449,6 +450,7 @@ class KernelsMixin:
                                   weight_decay=weight_decay, decoupled=decoupled)
 
     def adagrad_update(self, param, grad, accum, *, lr, eps=1e-7, weight_decay=0.0, decoupled=False):
+        self._check_adagrad(param, grad, accum, lr, eps, weight_decay)
         if self._states_ok(param, grad, accum) and accum is not None:
             _K.adagrad_update(param, grad, accum, lr, eps, weight_decay, decoupled, get_num_threads())
             return param
@@ -457,6 +459,7 @@ class KernelsMixin:
 
     def rmsprop_update(self, param, grad, ms, *, lr, rho=0.9, eps=1e-7, momentum=0.0, mom=None,
                        centered=False, mg=None, weight_decay=0.0, decoupled=False):
+        self._check_rmsprop(param, grad, ms, mom, mg, lr, rho, eps, momentum, centered, weight_decay)
         mo = mom if momentum else None
         mgu = mg if centered else None
         if ((not momentum or mom is not None) and (not centered or mg is not None) and ms is not None
@@ -469,7 +472,8 @@ class KernelsMixin:
 
     def adam_update(self, param, grad, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-7, step,
                     weight_decay=0.0, decoupled=False):
-        if step >= 1 and m is not None and v is not None and self._states_ok(param, grad, m, v):
+        step = self._check_adam(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
+        if m is not None and v is not None and self._states_ok(param, grad, m, v):
             _K.adam_update(param, grad, m, v, lr, beta1, beta2, eps, int(step), weight_decay, decoupled,
                            get_num_threads())
             return param

@@ -33,6 +33,8 @@ import math
 
 import numpy as np
 
+from . import contracts as _c
+
 #: activation names understood by `activation`, the Dense layer and the
 #: fused dense kernel; the integer codes mirror FG_ACT_* in csrc/fg_common.h
 #: (NumpyOps never imports native code; tests/test_activations_ext.py checks
@@ -173,6 +175,20 @@ def _check_params(name, params):
                         + (f"; it takes {', '.join(allowed)}" if allowed else ""))
 
 
+def _exact_alias(a, b) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def _no_partial_overlap(out, a, name_out, name_a, same_ok=True):
+    """ValueError when out and a share memory other than as the very same
+    array (same_ok) -- the bounds test the C bindings use (may_share_memory)."""
+    if (isinstance(a, np.ndarray) and out.size and a.size and np.may_share_memory(out, a)
+            and not (same_ok and _exact_alias(out, a))):
+        raise ValueError(f"{name_out} {out.shape} overlaps {name_a} {a.shape}"
+                         + (" (only exact in-place use is allowed)" if same_ok else ""))
+
+
 class NumpyOps:
     """Pure-NumPy kernels (float32 and float64). See the module docstring."""
 
@@ -195,10 +211,22 @@ class NumpyOps:
 
     @staticmethod
     def _out(out, like, dtype=None):
+        """`out` checked against the input `like` (the argument contract both
+        backends share, tests/test_backend_agreement.py): an ndarray of like's
+        shape and dtype, writeable, and either exactly like (in place) or
+        disjoint from it — a partial overlap is refused, as the C kernels do."""
         if out is None:
             return np.empty(like.shape, dtype=dtype or like.dtype)
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
         if out.shape != like.shape:
             raise ValueError(f"out has shape {out.shape}, expected {like.shape}")
+        want = np.dtype(dtype or like.dtype)
+        if out.dtype != want:
+            raise TypeError(f"out has dtype {out.dtype}, expected {want}")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+        _no_partial_overlap(out, like, "out", "the input")
         return out
 
     # ------------------------------------------------------------ GEMM
@@ -826,8 +854,10 @@ class NumpyOps:
         rows, sw = self._rows_weight(prob, sample_weight, "categorical_crossentropy")
         p2, t2 = _as_2d(prob), _as_2d(target)
         s = p2.sum(axis=1, keepdims=True)
-        q = p2 / s
-        qc = np.clip(q, eps, 1.0 - eps)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = p2 / s
+        # NaN (a row summing to 0, or NaN in it) stays NaN through the clip, as in the C kernel
+        qc = np.where(np.isnan(q), q, np.clip(q, eps, 1.0 - eps))
         per = -(t2 * np.log(qc)).sum(axis=1, dtype=np.float64)
         gq = -(t2 / qc) * ((q >= eps) & (q <= 1.0 - eps))
         gp = (gq - (gq * q).sum(axis=1, keepdims=True)) / s
@@ -944,6 +974,42 @@ class NumpyOps:
         return x
 
     # ------------------------------------------------------------ optimizers
+    # argument contracts, shared with NativeOps (which calls them before choosing
+    # the C path): the same calls are refused with the same exceptions
+    @staticmethod
+    def _check_sgd(param, grad, velocity, lr, momentum, weight_decay):
+        op = "sgd_update"
+        _c.update_arrays(op, param, grad, velocity=velocity if momentum != 0.0 else None)
+        _c.decay(op, lr, weight_decay)
+        _c.finite(op, "momentum", momentum, lo=0.0)
+
+    @staticmethod
+    def _check_adagrad(param, grad, accum, lr, eps, weight_decay):
+        op = "adagrad_update"
+        _c.update_arrays(op, param, grad, accum=accum)
+        _c.decay(op, lr, weight_decay)
+        _c.finite(op, "eps", eps, lo=0.0)
+
+    @staticmethod
+    def _check_rmsprop(param, grad, ms, mom, mg, lr, rho, eps, momentum, centered, weight_decay):
+        op = "rmsprop_update"
+        _c.update_arrays(op, param, grad, ms=ms, mom=mom if momentum else None,
+                         mg=mg if centered else None)
+        _c.decay(op, lr, weight_decay)
+        _c.finite(op, "rho", rho, lo=0.0, hi=1.0)
+        _c.finite(op, "eps", eps, lo=0.0)
+        _c.finite(op, "momentum", momentum, lo=0.0)
+
+    @staticmethod
+    def _check_adam(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay):
+        op = "adam_update"
+        _c.update_arrays(op, param, grad, m=m, v=v)
+        _c.decay(op, lr, weight_decay)
+        _c.finite(op, "beta1", beta1, lo=0.0, hi=1.0, hi_open=True)
+        _c.finite(op, "beta2", beta2, lo=0.0, hi=1.0, hi_open=True)
+        _c.finite(op, "eps", eps, lo=0.0)
+        return _c.step_count(op, step)
+
     def _tiny_to_zero(self, state, slot):
         """Decaying optimizer state below the dtype's smallest normal is stored
         as 0 (the C kernels' rule, see csrc/kernels/optim.c: a dead unit's state
@@ -969,6 +1035,7 @@ class NumpyOps:
                    weight_decay=0.0, decoupled=False):
         """SGD (Keras): momentum == 0: p -= lr g. Else v = momentum v - lr g;
         p += v, or with nesterov p += momentum v - lr g."""
+        self._check_sgd(param, grad, velocity, lr, momentum, weight_decay)
         g = self._decay(param, grad, lr, weight_decay, decoupled, "sgd_g")
         if momentum == 0.0:
             t = np.multiply(g, lr, out=self._scratch(g.shape, g.dtype, "sgd_t"))
@@ -991,6 +1058,7 @@ class NumpyOps:
     def adagrad_update(self, param, grad, accum, *, lr, eps=1e-7, weight_decay=0.0, decoupled=False):
         """Adagrad (Keras): acc += g^2; p -= lr g / sqrt(acc + eps) (eps inside
         the sqrt; the caller initialises acc, Keras uses 0.1)."""
+        self._check_adagrad(param, grad, accum, lr, eps, weight_decay)
         g = self._decay(param, grad, lr, weight_decay, decoupled, "ada_g")
         t = self._scratch(g.shape, g.dtype, "ada_t")
         np.multiply(g, g, out=t)
@@ -1008,6 +1076,7 @@ class NumpyOps:
         (1 - rho) g, denom = ms - mg^2 + eps, else denom = ms + eps (eps inside
         the sqrt); inc = lr g / sqrt(denom); momentum > 0: mom = momentum mom + inc,
         p -= mom; else p -= inc."""
+        self._check_rmsprop(param, grad, ms, mom, mg, lr, rho, eps, momentum, centered, weight_decay)
         g = self._decay(param, grad, lr, weight_decay, decoupled, "rms_g")
         t = self._scratch(g.shape, g.dtype, "rms_t")
         np.multiply(g, g, out=t)
@@ -1048,8 +1117,7 @@ class NumpyOps:
         in double); p -= alpha m / (sqrt(v) + eps) — eps is added to the
         uncorrected sqrt(v) ("epsilon hat"). step t counts from 1.
         decoupled=True with weight_decay gives AdamW (p -= lr wd p first)."""
-        if step < 1:
-            raise ValueError(f"adam_update: step must be >= 1, got {step}")
+        step = self._check_adam(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
         g = self._decay(param, grad, lr, weight_decay, decoupled, "adam_g")
         alpha = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
         t = self._scratch(g.shape, g.dtype, "adam_t")
