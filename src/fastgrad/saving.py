@@ -46,7 +46,8 @@ MODEL_FORMAT = "fastgrad-model"
 WEIGHTS_FORMAT = "fastgrad-weights"
 FORMAT_VERSION = 1
 _MANIFEST = "fastgrad.json"
-_DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"), "|u1": np.dtype("|u1")}
+_DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"), "|u1": np.dtype("|u1"),
+           "|i1": np.dtype("|i1"), "<i4": np.dtype("<i4")}  # int8 / int32: quantized models
 
 
 # ====================================================================== writing
@@ -336,6 +337,8 @@ def _build_model(man, custom_objects, what, path):
     if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
         raise ValueError(f"{what}: {path!r} has a corrupted manifest (no model architecture)")
     kind = spec.get("class_name")
+    if kind == "QuantizedModel" and kind not in MODEL_CLASSES:
+        from . import quantization  # noqa: F401  (registers QuantizedModel)
     if kind not in MODEL_CLASSES:
         raise ValueError(f"{what}: {path!r} holds a model of unknown kind {kind!r}; this fastgrad loads "
                          f"{', '.join(sorted(MODEL_CLASSES))} models")
