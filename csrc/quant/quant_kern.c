@@ -334,6 +334,42 @@ int QFN(fg_qgemm_run)(const fg_qgemm_args *p, int nthreads, fg_qws_fn ws) {
 }
 
 /* ---- quantize / dequantize: row by row, rows split between threads ---- */
+/* min(0, row min), max(0, row max); 0 if the row holds NaN or inf. min / max
+ * are exact, so the vector grouping changes nothing (the compiler does not
+ * vectorise the scalar form without -ffast-math, hence the intrinsics). */
+static int row_range(const float *FG_RESTRICT x, int64_t N, float *mn_out, float *mx_out) {
+    float mn = 0.0f, mx = 0.0f;
+    int64_t j = 0;
+    int bad = 0;
+#if FG_QPATH > 0
+    __m256 vmn = _mm256_setzero_ps(), vmx = _mm256_setzero_ps(), vbad = _mm256_setzero_ps();
+    for (; j + 8 <= N; j += 8) {
+        const __m256 v = _mm256_loadu_ps(x + j);
+        vmn = _mm256_min_ps(vmn, v);
+        vmx = _mm256_max_ps(vmx, v);
+        /* v - v is 0 for finite v, NaN for NaN / inf */
+        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+    }
+    bad = _mm256_movemask_ps(vbad) != 0;
+    _Alignas(32) float a[8], b[8];
+    _mm256_store_ps(a, vmn);
+    _mm256_store_ps(b, vmx);
+    for (int l = 0; l < 8; l++) {
+        mn = a[l] < mn ? a[l] : mn;
+        mx = b[l] > mx ? b[l] : mx;
+    }
+#endif
+    for (; j < N; j++) {
+        const float v = x[j];
+        bad |= !(v - v == 0.0f);
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    *mn_out = mn;
+    *mx_out = mx;
+    return !bad;
+}
+
 static int quant_row(void *q, int mode, int is_s8, float *scale_io, int32_t *zp_io, int64_t i, int64_t sstride,
                      int64_t zstride, const float *FG_RESTRICT x, int64_t N) {
     float scale;
@@ -345,14 +381,8 @@ static int quant_row(void *q, int mode, int is_s8, float *scale_io, int32_t *zp_
         scale = scale_io[i * sstride];
         if (zp_io) zp = (float)zp_io[i * zstride];
     } else {
-        float mn = 0.0f, mx = 0.0f;
-        for (int64_t j = 0; j < N; j++) {
-            const float v = x[j];
-            bad |= !(v - v == 0.0f); /* NaN or inf */
-            mn = v < mn ? v : mn;
-            mx = v > mx ? v : mx;
-        }
-        if (bad) return FG_ERR_NONFINITE;
+        float mn, mx;
+        if (!row_range(x, N, &mn, &mx)) return FG_ERR_NONFINITE;
         if (mode == 0) {
             scale = (mx - mn) / 255.0f;
             if (scale == 0.0f) scale = 1.0f;
