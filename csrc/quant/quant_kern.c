@@ -40,7 +40,7 @@
 #define MR 6
 #define NR 16
 #elif FG_QPATH == 1
-#define MR 6
+#define MR 4 /* 8 accumulators + 2 widened B + 1 A: 6 rows spilled to the stack */
 #define NR 8
 #else
 #define MR 4
@@ -211,7 +211,11 @@ static void tile(int rows, int np, const aelem *Ap, const int8_t *b, int64_t pst
 #elif FG_QPATH == 1 || FG_QPATH == 2
 #define KCASE(n)                                  \
     case n: kern(n, np, Ap, b, pstride, G, t); return;
+#if MR == 4
+    switch (rows) { KCASE(1) KCASE(2) KCASE(3) default: KCASE(4) }
+#else
     switch (rows) { KCASE(1) KCASE(2) KCASE(3) KCASE(4) KCASE(5) default: KCASE(6) }
+#endif
 #else
     kern(rows, np, Ap, b, pstride, G, t);
 #endif
