@@ -284,37 +284,71 @@ class _QDense(_Stage):
         self._prepared = None
 
     def _prep(self, ops):
-        """Packed weights (once) and the fused epilogue's constants."""
+        """Everything a call needs, made once per backend: the packed weights
+        and the epilogue's constants, validated through the public ops
+        (qpack, and one qgemm on a zero row). Calls then go to the backend's
+        cores (ops._quantize_rows / _quantize_given / _qgemm, the same code
+        the public methods end in) with no per-call checks."""
         p = self._prepared
-        if p is None or p[0] is not type(ops):
-            packed = ops.qpack(self.w_q)
-            p = self._prepared = (type(ops), packed)
-        return p[1]
+        if p is not None and p["ops"] is type(ops):
+            return p
+        from .backend.numpy_quant import requant_multiplier
+        packed = ops.qpack(self.w_q)
+        p = {"ops": type(ops), "packed": packed, "relu": self.activation == "relu"}
+        if self.mode == "static":
+            p["in_scale"] = np.array([self.in_scale], np.float32)
+            p["in_zp"] = np.array([self.in_zp], np.int32)
+            if self.out_q:
+                p["kind"] = 2
+                p["mult"] = requant_multiplier(self.in_scale, self.w_scale, self.out_scale)
+                p["bias"] = None if self.bias is None else (self.bias / np.float32(self.out_scale)).astype(np.float32)
+            else:
+                p["kind"], p["mult"], p["bias"] = 1, None, self.bias
+        else:
+            p["kind"], p["mult"], p["bias"] = 1, None, self.bias
+        # one checked call through the public entry point (raises on bad constants)
+        z = np.zeros((1, self.in_shape[0]), np.uint8)
+        if self.mode == "static" and self.out_q:
+            ops.qgemm(z, packed, a_zero_point=self.in_zp, a_scale=self.in_scale, b_scale=self.w_scale,
+                      bias=self.bias, activation=self.fused_act, out_scale=self.out_scale,
+                      out_zero_point=int(self.out_zp))
+        else:
+            ops.qgemm(z, packed, a_zero_point=0, a_scale=1.0, b_scale=self.w_scale, bias=self.bias,
+                      activation=self.fused_act)
+        self._prepared = p
+        return p
 
     @property
     def fused_act(self):
         return self.activation if self.activation in _FLOAT_ACTS_FUSED else "linear"
 
     def run(self, x, ops):
-        packed = self._prep(ops)
+        p = self._prep(ops)
+        n = x.q.shape[0] if isinstance(x, _QT) else x.shape[0]
+        N = self.out_shape[0]
         if self.mode == "dynamic":
-            x = _to_float(x, ops)
-            q, sa, za = ops.quantize(np.ascontiguousarray(x, np.float32), "uint8")
-            y = ops.qgemm(q, packed, a_zero_point=za, a_scale=sa, b_scale=self.w_scale, bias=self.bias,
-                          activation=self.fused_act)
+            x = np.ascontiguousarray(_to_float(x, ops), np.float32).reshape(n, -1)
+            q = np.empty(x.shape, np.uint8)
+            sa = np.empty(n, np.float32)
+            za = np.empty(n, np.int32)
+            ops._quantize_rows(x, q, sa, za, False)
+            y = np.empty((n, N), np.float32)
+            ops._qgemm(q, p["packed"], y, 1, za, sa, self.w_scale, None, p["bias"], 0, p["relu"])
         else:
             if isinstance(x, _QT):
-                q = x.q
+                q = np.ascontiguousarray(x.q).reshape(n, -1)
             else:
-                q = ops.quantize(np.ascontiguousarray(x, np.float32), "uint8", scale=self.in_scale,
-                                 zero_point=self.in_zp)[0]
-            if self.out_q:
-                y = ops.qgemm(q, packed, a_zero_point=self.in_zp, a_scale=self.in_scale,
-                              b_scale=self.w_scale, bias=self.bias, activation=self.fused_act,
-                              out_scale=self.out_scale, out_zero_point=int(self.out_zp))
+                xf = np.ascontiguousarray(x, np.float32).reshape(n, -1)
+                q = np.empty(xf.shape, np.uint8)
+                ops._quantize_given(xf, q, p["in_scale"], p["in_zp"], False)
+            if p["kind"] == 2:
+                y = np.empty((n, N), np.uint8)
+                ops._qgemm(q, p["packed"], y, 2, p["in_zp"], p["in_scale"], self.w_scale, p["mult"], p["bias"],
+                           int(self.out_zp), p["relu"])
                 return _QT(y, self.out_scale, self.out_zp)
-            y = ops.qgemm(q, packed, a_zero_point=self.in_zp, a_scale=self.in_scale, b_scale=self.w_scale,
-                          bias=self.bias, activation=self.fused_act)
+            y = np.empty((n, N), np.float32)
+            ops._qgemm(q, p["packed"], y, 1, p["in_zp"], p["in_scale"], self.w_scale, None, p["bias"], 0,
+                       p["relu"])
         if self.activation not in _FLOAT_ACTS_FUSED:
             if self.activation in ("softmax", "log_softmax"):
                 getattr(ops, self.activation)(y, out=y)
@@ -395,10 +429,8 @@ class QuantizedModel:
         if tuple(x.shape[1:]) != self._input_shape or x.ndim < 1:
             raise ValueError(f"{self.name}.{what}: expected input of shape (rows,) + {self._input_shape}, "
                              f"got {x.shape}")
-        x = np.ascontiguousarray(x, np.float32)
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"{self.name}.{what}: x contains NaN or inf")
-        return x
+        # NaN is refused by the quantize kernels (dynamic: inf too; static: inf saturates)
+        return np.ascontiguousarray(x, np.float32)
 
     def _forward(self, x, ops):
         for st in self.stages:
