@@ -143,6 +143,18 @@ class _Stage:
     def set_arrays(self, arrays):
         pass
 
+    def _buf(self, slot, shape, dtype):
+        """A reused buffer (the model runs one predict at a time, under its lock):
+        fresh multi-megabyte arrays per call cost page faults, not just time."""
+        bufs = self.__dict__.setdefault("_bufs", {})
+        key = (slot, shape, np.dtype(dtype).str)
+        b = bufs.get(key)
+        if b is None:
+            if len(bufs) > 16:
+                bufs.clear()
+            b = bufs[key] = np.empty(shape, dtype)
+        return b
+
     def config(self):
         return {"kind": self.kind, "name": self.name, "in_shape": list(self.in_shape),
                 "out_shape": list(self.out_shape)}
@@ -328,25 +340,25 @@ class _QDense(_Stage):
         N = self.out_shape[0]
         if self.mode == "dynamic":
             x = np.ascontiguousarray(_to_float(x, ops), np.float32).reshape(n, -1)
-            q = np.empty(x.shape, np.uint8)
-            sa = np.empty(n, np.float32)
-            za = np.empty(n, np.int32)
+            q = self._buf("q", x.shape, np.uint8)
+            sa = self._buf("sa", (n,), np.float32)
+            za = self._buf("za", (n,), np.int32)
             ops._quantize_rows(x, q, sa, za, False)
-            y = np.empty((n, N), np.float32)
+            y = self._buf("y", (n, N), np.float32)
             ops._qgemm(q, p["packed"], y, 1, za, sa, self.w_scale, None, p["bias"], 0, p["relu"])
         else:
             if isinstance(x, _QT):
                 q = np.ascontiguousarray(x.q).reshape(n, -1)
             else:
                 xf = np.ascontiguousarray(x, np.float32).reshape(n, -1)
-                q = np.empty(xf.shape, np.uint8)
+                q = self._buf("q", xf.shape, np.uint8)
                 ops._quantize_given(xf, q, p["in_scale"], p["in_zp"], False)
             if p["kind"] == 2:
-                y = np.empty((n, N), np.uint8)
+                y = self._buf("yq", (n, N), np.uint8)
                 ops._qgemm(q, p["packed"], y, 2, p["in_zp"], p["in_scale"], self.w_scale, p["mult"], p["bias"],
                            int(self.out_zp), p["relu"])
                 return _QT(y, self.out_scale, self.out_zp)
-            y = np.empty((n, N), np.float32)
+            y = self._buf("y", (n, N), np.float32)
             ops._qgemm(q, p["packed"], y, 1, p["in_zp"], p["in_scale"], self.w_scale, None, p["bias"], 0,
                        p["relu"])
         if self.activation not in _FLOAT_ACTS_FUSED:
@@ -399,6 +411,8 @@ class QuantizedModel:
         self.metrics = list(metrics or [])
         self.source_name = source_name
         self.built = True
+        import threading
+        self._lock = threading.Lock()
 
     # ---- structure
     @property
@@ -442,9 +456,10 @@ class QuantizedModel:
         ops = _ops()
         n = x.shape[0]
         bs = int(batch_size) if batch_size else 4096
-        if n <= bs:
-            return np.ascontiguousarray(self._forward(x, ops), np.float32)
-        outs = [self._forward(x[i:i + bs], ops) for i in range(0, n, bs)]
+        with self._lock:  # stages reuse their buffers: one predict at a time
+            if n <= bs:
+                return np.array(self._forward(x, ops), np.float32, copy=True)
+            outs = [np.array(self._forward(x[i:i + bs], ops), np.float32, copy=True) for i in range(0, n, bs)]
         return np.concatenate(outs, axis=0)
 
     def predict_on_batch(self, x):
