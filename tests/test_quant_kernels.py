@@ -204,3 +204,32 @@ def test_fg_ops_entry_points():
     q, s, z = fg.ops.quantize(np.linspace(-1, 1, 9, dtype=np.float32))
     assert q.dtype == np.uint8 and q.shape == (9,)
     np.testing.assert_allclose(fg.ops.dequantize(q, s, z), np.linspace(-1, 1, 9), atol=s / 2 + 1e-7)
+
+
+def test_path_follows_the_global_isa_unless_forced():
+    RT = _native.module("runtime")
+    orig = _native.get_isa()
+    try:
+        for isa in RT.isa_supported():
+            _native.set_isa(isa)
+            want = {"baseline": ["baseline"], "avx2": ["avxvnni", "avx2"],
+                    "avx512": ["avx512vnni", "avxvnni", "avx2"]}[isa]
+            assert Q.qisa_active() == next(p for p in want if p in QISAS), isa
+        Q.set_qisa("baseline")
+        _native.set_isa(orig)
+        assert Q.qisa_active() == "baseline"  # forced stays forced
+    finally:
+        Q.set_qisa(None)
+        _native.set_isa(orig)
+
+
+def test_fastgrad_qisa_environment_variable():
+    import os
+    import subprocess
+    import sys
+    for path in QISAS:
+        env = dict(os.environ, FASTGRAD_QISA=path)
+        out = subprocess.run([sys.executable, "-c", "from fastgrad import _native; "
+                              "print(_native.module('quant').qisa_active())"],
+                             env=env, capture_output=True, text=True, check=True).stdout.strip()
+        assert out == path
