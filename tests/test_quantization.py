@@ -167,3 +167,27 @@ def test_bad_input(trained, digits, tmp_path):
         fq.convert(fq.prepare_qat(trained))
     with pytest.raises(TypeError, match="QuantizedModel"):
         fq.compare(trained, trained, xtr)
+
+
+def test_qat_model_saves_and_loads_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+    fg.set_seed(6)
+    m = mlp(12, (8,), 3)
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(3).random((40, 12), dtype=np.float32)
+    y = np.arange(40) % 3
+    qat = fq.prepare_qat(m)
+    qat.fit(x, y, epochs=1, verbose=0)
+    p = tmp_path / "qat.fgm"
+    qat.save(p)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "want.npy", qat.predict(x, verbose=0))
+    code = (f"import numpy as np, fastgrad as fg; m = fg.models.load_model({str(p)!r}); "
+            f"x = np.load({str(tmp_path / 'x.npy')!r}); w = np.load({str(tmp_path / 'want.npy')!r}); "
+            "assert type(m.layers[0]).__name__ == 'FakeQuantDense'; "
+            "assert np.array_equal(m.predict(x, verbose=0), w); "
+            "from fastgrad import quantization as fq; q = fq.convert(m); print(q.mode)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "static"

@@ -866,20 +866,11 @@ def _fake_quant_layer_class():
     return FakeQuantDense
 
 
-FakeQuantDense = None
-
-
-def __getattr__(name):
-    global FakeQuantDense
-    if name == "FakeQuantDense":
-        if FakeQuantDense is None:
-            FakeQuantDense = _fake_quant_layer_class()
-        return FakeQuantDense
-    raise AttributeError(name)
+FakeQuantDense = _fake_quant_layer_class()  # registered in Layer.registry (saving / load_model)
 
 
 def _fq_class():
-    return __getattr__("FakeQuantDense") if FakeQuantDense is None else FakeQuantDense
+    return FakeQuantDense
 
 
 def prepare_qat(model, skip=None, momentum=0.95):

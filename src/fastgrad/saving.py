@@ -337,8 +337,8 @@ def _build_model(man, custom_objects, what, path):
     if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
         raise ValueError(f"{what}: {path!r} has a corrupted manifest (no model architecture)")
     kind = spec.get("class_name")
-    if kind == "QuantizedModel" and kind not in MODEL_CLASSES:
-        from . import quantization  # noqa: F401  (registers QuantizedModel)
+    if kind == "QuantizedModel" or "FakeQuantDense" in json.dumps(spec):
+        from . import quantization  # noqa: F401  (registers QuantizedModel / FakeQuantDense)
     if kind not in MODEL_CLASSES:
         raise ValueError(f"{what}: {path!r} holds a model of unknown kind {kind!r}; this fastgrad loads "
                          f"{', '.join(sorted(MODEL_CLASSES))} models")
