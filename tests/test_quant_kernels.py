@@ -187,6 +187,8 @@ def test_bad_input():
         with pytest.raises(ValueError, match="shapes"):
             o.qgemm(np.zeros((2, 3), np.uint8), np.zeros((4, 5), np.int8))
         with pytest.raises(TypeError, match="uint8"):
+            o.qgemm(np.zeros((2, 3), np.int16), np.zeros((3, 5), np.int8))
+        with pytest.raises(ValueError, match="needs b_scale"):
             o.qgemm(np.zeros((2, 3), np.float32), np.zeros((3, 5), np.int8))
         with pytest.raises(ValueError, match="activation"):
             o.qgemm(np.zeros((2, 3), np.uint8), np.zeros((3, 5), np.int8), a_scale=1.0, b_scale=1.0,
@@ -233,3 +235,25 @@ def test_fastgrad_qisa_environment_variable():
                               "print(_native.module('quant').qisa_active())"],
                              env=env, capture_output=True, text=True, check=True).stdout.strip()
         assert out == path
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES)
+def test_qgemm_float_a_fused_dynamic_quantization(qisa, threads, M, N, K):
+    rng = np.random.default_rng(11 + M * N + K)
+    ops = nat()
+    x = (rng.standard_normal((M, K)) * 3).astype(np.float32)
+    b = rng.integers(-128, 128, (K, N), dtype=np.int8)
+    pb = ops.qpack(b)
+    sb = (rng.random(N) * 0.01 + 1e-4).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    for act in ("linear", "relu"):
+        got = ops.qgemm(x, pb, b_scale=sb, bias=bias, activation=act)
+        q, s, z = REF.quantize(x, "uint8")
+        want = REF.qgemm(q, b, a_zero_point=z, a_scale=s, b_scale=sb, bias=bias, activation=act)
+        np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+        np.testing.assert_array_equal(REF.qgemm(x, b, b_scale=sb, bias=bias, activation=act).view(np.int32),
+                                      want.view(np.int32))
+    bad = x.copy()
+    bad[-1, -1] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ops.qgemm(bad, pb, b_scale=sb)

@@ -75,6 +75,15 @@ typedef struct fg_qgemm_args {
     const float *bias;       /* F32 / U8: N or NULL */
     int32_t out_zp;          /* U8 */
     int relu;                /* F32 / U8 */
+    /* dynamic quantization fused into the call (Af != NULL): A is ignored;
+     * each row of the float Af (M x K, ldaf) is quantized to u8 exactly as
+     * fg_quantize_rows_u8 does (its scale / zero point written to q_scale /
+     * q_zp, M each) by the thread that owns the row, just before its GEMM;
+     * a_zp / a_scale are then those arrays. */
+    const float *Af;
+    int64_t ldaf;
+    float *q_scale;
+    int32_t *q_zp;
 } fg_qgemm_args;
 
 int fg_qgemm(const fg_qgemm_args *args, int nthreads);

@@ -152,6 +152,19 @@ int fg_qgemm(const fg_qgemm_args *a, int nthreads) {
     if (a->out_kind < FG_QOUT_S32 || a->out_kind > FG_QOUT_U8) return FG_ERR_ARG;
     if (a->M == 0 || a->N == 0) return FG_OK;
     if (!a->out || a->ldo < a->N || !a->Bp) return FG_ERR_ARG;
+    if (a->Af) {
+        if (a->ldaf < a->K || !a->q_scale || !a->q_zp || a->a_zp || a->a_scale) return FG_ERR_ARG;
+        if (a->out_kind == FG_QOUT_U8 || !a->colsum) return FG_ERR_ARG;
+        fg_qgemm_args d = *a;
+        d.A = NULL;
+        d.lda = a->K;
+        d.a_zp = a->q_zp;
+        d.a_zp_stride = 1;
+        d.a_scale = a->q_scale;
+        d.a_scale_stride = 1;
+        if (d.out_kind == FG_QOUT_F32 && !d.b_scale) return FG_ERR_ARG;
+        return QDISPATCH(fg_qgemm_run)(&d, nthreads, qworkspace);
+    }
     if (a->K > 0 && (!a->A || a->lda < a->K)) return FG_ERR_ARG;
     if (a->a_zp && (!a->colsum || (a->a_zp_stride != 0 && a->a_zp_stride != 1))) return FG_ERR_ARG;
     if (a->out_kind == FG_QOUT_F32 &&

@@ -272,14 +272,32 @@ static void epilogue(const fg_qgemm_args *p, const int32_t *FG_RESTRICT t, int64
     }
 }
 
-/* rows [r0, r1) x column groups [c0, c1) of the output */
-static void run_block(const fg_qgemm_args *p, aelem *Ap, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+static int quant_row(void *q, int mode, int is_s8, float *scale_io, int32_t *zp_io, int64_t i, int64_t sstride,
+                     int64_t zstride, const float *FG_RESTRICT x, int64_t N);
+
+int QFN(fg_qquant_run)(void *q, int64_t ldq, int mode, int is_s8, float *scale_io, int64_t sstride,
+                       int32_t *zp_io, int64_t zstride, const float *x, int64_t ldx, int64_t M, int64_t N,
+                       int nthreads);
+
+/* rows [r0, r1) x column groups [c0, c1) of the output. With p->Af (fused
+ * dynamic quantization) the rows of each block are quantized into `ubuf`
+ * (MR x K bytes) first; a row with NaN / inf sets *bad. */
+static void run_block(const fg_qgemm_args *p, aelem *Ap, uint8_t *ubuf, int64_t r0, int64_t r1, int64_t c0,
+                      int64_t c1, int *bad) {
     const int64_t G = CEIL_DIV(p->K, 4);
     const int64_t pstride = PSTRIDE(G);
     _Alignas(64) int32_t t[MR * NR];
     for (int64_t i = r0; i < r1; i += MR) {
         const int rows = (int)(r1 - i < MR ? r1 - i : MR);
-        pack_a(Ap, p->A, p->lda, i, rows, p->K, G);
+        if (p->Af) {
+            for (int r = 0; r < rows; r++)
+                if (quant_row(ubuf + r * p->K, 0, 0, p->q_scale, p->q_zp, i + r, 1, 1, p->Af + (i + r) * p->ldaf,
+                              p->K) != FG_OK)
+                    *bad = 1;
+            pack_a(Ap, ubuf, p->K, 0, rows, p->K, G);
+        } else {
+            pack_a(Ap, p->A, p->lda, i, rows, p->K, G);
+        }
         for (int64_t cg = c0; cg < c1; cg++) {
             const int64_t j = cg * NR;
             const int nr = (int)(p->N - j < NR ? p->N - j : NR);
@@ -313,28 +331,45 @@ int QFN(fg_qgemm_run)(const fg_qgemm_args *p, int nthreads, fg_qws_fn ws) {
     const int64_t units = split_rows ? rb : cgs;
     if (nt > units) nt = (int)units;
     if (nt < 1) nt = 1;
-    const int64_t ap_elems = (G > 0 ? G : 1) * MR * 4 + 64;
-    aelem *w = (aelem *)ws((size_t)nt * (size_t)ap_elems * sizeof(aelem));
+    /* per thread: the A panel, then (fused quantization) MR u8 rows */
+    const int64_t ap_bytes = (((G > 0 ? G : 1) * MR * 4 + 64) * (int64_t)sizeof(aelem) + 63) / 64 * 64;
+    const int64_t ub_bytes = p->Af ? (MR * K + 64 + 63) / 64 * 64 : 0;
+    /* fused quantization with threads split over columns: every thread would
+     * quantize every row, so quantize them all first (rows split) */
+    const int prepass = p->Af && nt > 1 && !split_rows;
+    const int64_t pre_bytes = prepass ? (M * K + 63) / 64 * 64 : 0;
+    char *w = (char *)ws((size_t)(nt * (ap_bytes + ub_bytes) + pre_bytes));
     if (!w) return FG_ERR_NOMEM;
+    fg_qgemm_args q = *p;
+    int bad = 0;
+    if (prepass) {
+        uint8_t *all = (uint8_t *)(w + nt * (ap_bytes + ub_bytes));
+        int st = QFN(fg_qquant_run)(all, K, 0, 0, p->q_scale, 1, p->q_zp, 1, p->Af, p->ldaf, M, K, nthreads);
+        if (st != FG_OK) return st;
+        q.Af = NULL;
+        q.A = all;
+        q.lda = K;
+    }
 #if FG_HAVE_OPENMP
     if (nt > 1) {
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) reduction(| : bad)
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
             const int64_t lo = units * tid / nth, hi = units * (tid + 1) / nth;
-            aelem *Ap = w + tid * ap_elems;
+            aelem *Ap = (aelem *)(w + tid * (ap_bytes + ub_bytes));
+            uint8_t *ub = (uint8_t *)(w + tid * (ap_bytes + ub_bytes) + ap_bytes);
             if (hi > lo) {
                 if (split_rows)
-                    run_block(p, Ap, lo * MR, hi * MR < M ? hi * MR : M, 0, cgs);
+                    run_block(&q, Ap, ub, lo * MR, hi * MR < M ? hi * MR : M, 0, cgs, &bad);
                 else
-                    run_block(p, Ap, 0, M, lo, hi);
+                    run_block(&q, Ap, ub, 0, M, lo, hi, &bad);
             }
         }
-        return FG_OK;
+        return bad ? FG_ERR_NONFINITE : FG_OK;
     }
 #endif
-    run_block(p, w, 0, M, 0, cgs);
-    return FG_OK;
+    run_block(&q, (aelem *)w, (uint8_t *)(w + ap_bytes), 0, M, 0, cgs, &bad);
+    return bad ? FG_ERR_NONFINITE : FG_OK;
 }
 
 /* ---- quantize / dequantize: row by row, rows split between threads ---- */

@@ -340,12 +340,11 @@ class _QDense(_Stage):
         N = self.out_shape[0]
         if self.mode == "dynamic":
             x = np.ascontiguousarray(_to_float(x, ops), np.float32).reshape(n, -1)
-            q = self._buf("q", x.shape, np.uint8)
             sa = self._buf("sa", (n,), np.float32)
             za = self._buf("za", (n,), np.int32)
-            ops._quantize_rows(x, q, sa, za, False)
             y = self._buf("y", (n, N), np.float32)
-            ops._qgemm(q, p["packed"], y, 1, za, sa, self.w_scale, None, p["bias"], 0, p["relu"])
+            # each row quantized by the thread that multiplies it (one pass, one parallel region)
+            ops._qgemm_dyn(x, p["packed"], y, sa, za, self.w_scale, p["bias"], p["relu"])
         else:
             if isinstance(x, _QT):
                 q = np.ascontiguousarray(x.q).reshape(n, -1)

@@ -41,6 +41,10 @@ cdef extern from "quant/fg_quant.h" nogil:
         const float *bias
         int32_t out_zp
         int relu
+        const float *Af
+        int64_t ldaf
+        float *q_scale
+        int32_t *q_zp
     int fg_quant_isa_supported(int q)
     int fg_quant_isa_set(int q)
     int fg_quant_isa_active()
@@ -171,6 +175,10 @@ def qgemm(a, packed, colsum, int64_t K, int64_t N, out, int out_kind, a_zp=None,
     args.bias = <const float *>_ptr(bias)
     args.out_zp = out_zp
     args.relu = 1 if relu else 0
+    args.Af = NULL
+    args.ldaf = 0
+    args.q_scale = NULL
+    args.q_zp = NULL
     cdef int st
     with nogil:
         st = fg_qgemm(&args, nthreads)
@@ -247,3 +255,54 @@ def dequantize(q, y, scale, zp, bint is_s8, int nthreads=1):
         st = fg_dequantize(py, ld, pq, ld, is_s8, M, N, ps, ss, pz, zs, nthreads)
     check_status(st, "dequantize", f"q {q.shape}")
     return y
+
+
+def qgemm_dynamic(x, packed, colsum, int64_t K, int64_t N, out, int out_kind, q_scale, q_zp, b_scale=None,
+                  bias=None, bint relu=False, int nthreads=1):
+    """out (M, N) from float x (M, K), each row quantized to u8 (dynamic, per
+    row; scale / zero point written to q_scale / q_zp) inside the call."""
+    cdef cnp.ndarray X = _chk("qgemm", "a", x, cnp.NPY_FLOAT32, 2)
+    cdef int otype = cnp.NPY_INT32 if out_kind == FG_QOUT_S32 else cnp.NPY_FLOAT32
+    cdef cnp.ndarray O = _chk("qgemm", "out", out, otype, 2)
+    _chk("qgemm", "packed", packed, cnp.NPY_INT8, 1)
+    _chk("qgemm", "colsum", colsum, cnp.NPY_INT32, 1)
+    _chk("qgemm", "scale", q_scale, cnp.NPY_FLOAT32, 1)
+    _chk("qgemm", "zero_point", q_zp, cnp.NPY_INT32, 1)
+    cdef int64_t M = X.shape[0]
+    if X.shape[1] != K or O.shape[0] != M or O.shape[1] != N or colsum.shape[0] != N \
+            or packed.shape[0] < fg_qpack_bytes(K, N) or q_scale.shape[0] != M or q_zp.shape[0] != M:
+        raise ValueError(f"qgemm: shapes do not match: a {x.shape}, packed weights {(K, N)}, out {out.shape}")
+    for nm, v in (("b_scale", b_scale), ("bias", bias)):
+        if v is not None:
+            _chk("qgemm", nm, v, cnp.NPY_FLOAT32, 1)
+            if v.shape[0] != N:
+                raise ValueError(f"qgemm: {nm} has {v.shape[0]} values for {N} columns")
+    cdef fg_qgemm_args args
+    args.out = _ptr(O)
+    args.ldo = N
+    args.out_kind = out_kind
+    args.A = NULL
+    args.lda = K
+    args.Bp = <const int8_t *>_ptr(packed)
+    args.colsum = <const int32_t *>_ptr(colsum)
+    args.M = M
+    args.N = N
+    args.K = K
+    args.a_zp = NULL
+    args.a_zp_stride = 0
+    args.a_scale = NULL
+    args.a_scale_stride = 0
+    args.b_scale = <const float *>_ptr(b_scale)
+    args.mult = NULL
+    args.bias = <const float *>_ptr(bias)
+    args.out_zp = 0
+    args.relu = 1 if relu else 0
+    args.Af = <const float *>_ptr(X)
+    args.ldaf = K
+    args.q_scale = <float *>_ptr(q_scale)
+    args.q_zp = <int32_t *>_ptr(q_zp)
+    cdef int st
+    with nogil:
+        st = fg_qgemm(&args, nthreads)
+    check_status(st, "qgemm", f"a {x.shape}: NaN or inf in the input (dynamic quantization needs finite values)")
+    return out

@@ -43,3 +43,13 @@ class QuantMixin:
             packed = b.packed = _Q.pack_b(b.b)[0]
         _Q.qgemm(a, packed, b.colsum, b.K, b.N, out, kind, za, sa, sb, mult, bias, zo, relu,
                  get_num_threads())
+
+    def _qgemm_dyn(self, x, b, out, sa, za, sb, bias, relu):
+        packed = b.packed
+        if packed is None:
+            packed = b.packed = _Q.pack_b(b.b)[0]
+        try:
+            _Q.qgemm_dynamic(x, packed, b.colsum, b.K, b.N, out, 1, sa, za, sb, bias, relu, get_num_threads())
+        except ValueError as exc:
+            raise ValueError(f"qgemm: a {x.shape} contains NaN or inf (dynamic quantization needs finite "
+                             "values)") from exc

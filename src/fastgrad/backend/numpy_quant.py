@@ -178,8 +178,13 @@ class QuantNumpyOps:
         column): float32 output, dequantized, + bias, activation "linear" or
         "relu". With out_scale too (a_scale one value): uint8 output
         requantized to (out_scale, out_zero_point), bias and relu fused.
-        b: an int8 array or qpack(b)'s result (packed once)."""
+        b: an int8 array or qpack(b)'s result (packed once).
+        A float32 a is quantized per row (dynamic u8, as quantize(a)) inside
+        the call (b_scale needed; float output, bias and relu as above): the
+        same bits as quantize then qgemm, one pass fewer."""
         a = np.asarray(a)
+        if a.dtype in (np.float32, np.float64) and a.ndim == 2:
+            return self._qgemm_float_a(a, b, out, a_zero_point, a_scale, b_scale, bias, activation, out_scale)
         if a.dtype != np.uint8 or a.ndim != 2:
             raise TypeError(f"qgemm: a must be a 2-D uint8 array, got {a.dtype} {a.shape}")
         if not isinstance(b, QPackedWeights):
@@ -237,6 +242,43 @@ class QuantNumpyOps:
         a = np.ascontiguousarray(a)
         self._qgemm(a, b, out, kind, za, sa, sb, mult, bq, int(out_zero_point), relu)
         return out
+
+    def _qgemm_float_a(self, a, b, out, a_zero_point, a_scale, b_scale, bias, activation, out_scale):
+        if a_zero_point is not None or a_scale is not None or out_scale is not None:
+            raise ValueError("qgemm: a float a is quantized per row inside the call; a_zero_point, a_scale "
+                             "and out_scale do not apply")
+        if b_scale is None:
+            raise ValueError("qgemm: a float a needs b_scale (the output is dequantized to float)")
+        if not isinstance(b, QPackedWeights):
+            b = self.qpack(b)
+        M, K = a.shape
+        if K != b.K:
+            raise ValueError(f"qgemm: shapes do not match: a {a.shape} @ b {b.shape}")
+        if activation not in ("linear", "relu"):
+            raise ValueError(f"qgemm: fused activation must be 'linear' or 'relu', got {activation!r}")
+        N = b.N
+        if np.size(b_scale) not in (1, N):
+            raise ValueError(f"qgemm: b_scale must be one value or one per column ({N}), got {np.size(b_scale)}")
+        sb = np.ascontiguousarray(np.broadcast_to(np.asarray(b_scale, np.float32).reshape(-1), (N,)))
+        _check_scale("qgemm", sb)
+        bq = None
+        if bias is not None:
+            bq = np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1))
+            if bq.size != N or not np.all(np.isfinite(bq)):
+                raise ValueError(f"qgemm: bias must hold {N} finite values")
+        if out is None:
+            out = np.empty((M, N), np.float32)
+        elif out.dtype != np.float32 or out.shape != (M, N) or not out.flags.c_contiguous:
+            raise ValueError(f"qgemm: out must be a C-contiguous float32 {(M, N)} array, got {out.dtype} {out.shape}")
+        x = np.ascontiguousarray(a, np.float32)
+        self._qgemm_dyn(x, b, out, np.empty(M, np.float32), np.empty(M, np.int32), sb, bq, activation == "relu")
+        return out
+
+    def _qgemm_dyn(self, x, b, out, sa, za, sb, bias, relu):
+        """quantize rows of float x (u8, dynamic; sa / za written), then the float epilogue."""
+        q = np.empty(x.shape, np.uint8)
+        self._quantize_rows(x, q, sa, za, False)
+        self._qgemm(q, b, out, 1, za, sa, sb, None, bias, 0, relu)
 
     def _qgemm(self, a, b, out, kind, za, sa, sb, mult, bias, zo, relu):
         # float64 products and sums of integers below 2^53 are exact in any order
