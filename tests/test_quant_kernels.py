@@ -257,3 +257,33 @@ def test_qgemm_float_a_fused_dynamic_quantization(qisa, threads, M, N, K):
     bad[-1, -1] = np.inf
     with pytest.raises(ValueError, match="NaN or inf"):
         ops.qgemm(bad, pb, b_scale=sb)
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES)
+def test_qgemm_float_a_given_grid_fused(qisa, threads, M, N, K):
+    """A static model's input: float rows quantized with a given (scale, zero
+    point) inside the GEMM; same bits as quantize then qgemm, both epilogues."""
+    from fastgrad.backend.numpy_quant import requant_multiplier
+    rng = np.random.default_rng(5 + M + 3 * N + K)
+    ops = nat()
+    x = (rng.standard_normal((M, K)) * 2).astype(np.float32)
+    x[0, 0] = 1e9  # saturates
+    b = rng.integers(-128, 128, (K, N), dtype=np.int8)
+    pb, pr = ops.qpack(b), REF.qpack(b)
+    sa, za = np.array([0.02], np.float32), np.array([117], np.int32)
+    sb = (rng.random(N) * 0.01 + 1e-4).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    for relu in (False, True):
+        y1, y2 = np.empty((M, N), np.float32), np.empty((M, N), np.float32)
+        ops._qgemm_given(x, pb, y1, 1, za, sa, sb, None, bias, 0, relu)
+        REF._qgemm_given(x, pr, y2, 1, za, sa, sb, None, bias, 0, relu)
+        np.testing.assert_array_equal(y1.view(np.int32), y2.view(np.int32))
+        mult = requant_multiplier(sa[0], sb, 0.3)
+        q1, q2 = np.empty((M, N), np.uint8), np.empty((M, N), np.uint8)
+        ops._qgemm_given(x, pb, q1, 2, za, sa, sb, mult, bias / np.float32(0.3), 9, relu)
+        REF._qgemm_given(x, pr, q2, 2, za, sa, sb, mult, bias / np.float32(0.3), 9, relu)
+        np.testing.assert_array_equal(q1, q2)
+    bad = x.copy()
+    bad[-1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ops._qgemm_given(bad, pb, np.empty((M, N), np.float32), 1, za, sa, sb, None, None, 0, False)

@@ -79,11 +79,14 @@ typedef struct fg_qgemm_args {
      * each row of the float Af (M x K, ldaf) is quantized to u8 exactly as
      * fg_quantize_rows_u8 does (its scale / zero point written to q_scale /
      * q_zp, M each) by the thread that owns the row, just before its GEMM;
-     * a_zp / a_scale are then those arrays. */
+     * a_zp / a_scale are then those arrays. With af_given, the rows are
+     * quantized with the given a_scale / a_zp instead (fg_quantize's rule;
+     * q_scale / q_zp unused), and every output kind is allowed. */
     const float *Af;
     int64_t ldaf;
     float *q_scale;
     int32_t *q_zp;
+    int af_given;
 } fg_qgemm_args;
 
 int fg_qgemm(const fg_qgemm_args *args, int nthreads);

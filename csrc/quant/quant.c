@@ -152,6 +152,13 @@ int fg_qgemm(const fg_qgemm_args *a, int nthreads) {
     if (a->out_kind < FG_QOUT_S32 || a->out_kind > FG_QOUT_U8) return FG_ERR_ARG;
     if (a->M == 0 || a->N == 0) return FG_OK;
     if (!a->out || a->ldo < a->N || !a->Bp) return FG_ERR_ARG;
+    if (a->Af && a->af_given) {
+        if (a->ldaf < a->K || !a->a_scale || (a->a_scale_stride != 0 && a->a_scale_stride != 1)) return FG_ERR_ARG;
+        if (a->a_zp && (!a->colsum || (a->a_zp_stride != 0 && a->a_zp_stride != 1))) return FG_ERR_ARG;
+        if (a->out_kind == FG_QOUT_F32 && !a->b_scale) return FG_ERR_ARG;
+        if (a->out_kind == FG_QOUT_U8 && (!a->mult || a->out_zp < 0 || a->out_zp > 255)) return FG_ERR_ARG;
+        return QDISPATCH(fg_qgemm_run)(a, nthreads, qworkspace);
+    }
     if (a->Af) {
         if (a->ldaf < a->K || !a->q_scale || !a->q_zp || a->a_zp || a->a_scale) return FG_ERR_ARG;
         if (a->out_kind == FG_QOUT_U8 || !a->colsum) return FG_ERR_ARG;

@@ -290,10 +290,14 @@ static void run_block(const fg_qgemm_args *p, aelem *Ap, uint8_t *ubuf, int64_t 
     for (int64_t i = r0; i < r1; i += MR) {
         const int rows = (int)(r1 - i < MR ? r1 - i : MR);
         if (p->Af) {
-            for (int r = 0; r < rows; r++)
-                if (quant_row(ubuf + r * p->K, 0, 0, p->q_scale, p->q_zp, i + r, 1, 1, p->Af + (i + r) * p->ldaf,
-                              p->K) != FG_OK)
-                    *bad = 1;
+            for (int r = 0; r < rows; r++) {
+                const float *xr = p->Af + (i + r) * p->ldaf;
+                const int st = p->af_given
+                                   ? quant_row(ubuf + r * p->K, 2, 0, (float *)p->a_scale, (int32_t *)p->a_zp, i + r,
+                                               p->a_scale_stride, p->a_zp_stride, xr, p->K)
+                                   : quant_row(ubuf + r * p->K, 0, 0, p->q_scale, p->q_zp, i + r, 1, 1, xr, p->K);
+                if (st != FG_OK) *bad = 1;
+            }
             pack_a(Ap, ubuf, p->K, 0, rows, p->K, G);
         } else {
             pack_a(Ap, p->A, p->lda, i, rows, p->K, G);
@@ -344,7 +348,11 @@ int QFN(fg_qgemm_run)(const fg_qgemm_args *p, int nthreads, fg_qws_fn ws) {
     int bad = 0;
     if (prepass) {
         uint8_t *all = (uint8_t *)(w + nt * (ap_bytes + ub_bytes));
-        int st = QFN(fg_qquant_run)(all, K, 0, 0, p->q_scale, 1, p->q_zp, 1, p->Af, p->ldaf, M, K, nthreads);
+        int st = p->af_given ? QFN(fg_qquant_run)(all, K, 2, 0, (float *)p->a_scale, p->a_scale_stride,
+                                                  (int32_t *)p->a_zp, p->a_zp_stride, p->Af, p->ldaf, M, K,
+                                                  nthreads)
+                             : QFN(fg_qquant_run)(all, K, 0, 0, p->q_scale, 1, p->q_zp, 1, p->Af, p->ldaf, M, K,
+                                                  nthreads);
         if (st != FG_OK) return st;
         q.Af = NULL;
         q.A = all;

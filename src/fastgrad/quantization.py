@@ -347,19 +347,16 @@ class _QDense(_Stage):
             ops._qgemm_dyn(x, p["packed"], y, sa, za, self.w_scale, p["bias"], p["relu"])
         else:
             if isinstance(x, _QT):
-                q = np.ascontiguousarray(x.q).reshape(n, -1)
-            else:
-                xf = np.ascontiguousarray(x, np.float32).reshape(n, -1)
-                q = self._buf("q", xf.shape, np.uint8)
-                ops._quantize_given(xf, q, p["in_scale"], p["in_zp"], False)
+                q, run = np.ascontiguousarray(x.q).reshape(n, -1), ops._qgemm
+            else:  # float in (the model input): quantized inside the GEMM, row by row
+                q, run = np.ascontiguousarray(x, np.float32).reshape(n, -1), ops._qgemm_given
             if p["kind"] == 2:
                 y = self._buf("yq", (n, N), np.uint8)
-                ops._qgemm(q, p["packed"], y, 2, p["in_zp"], p["in_scale"], self.w_scale, p["mult"], p["bias"],
-                           int(self.out_zp), p["relu"])
+                run(q, p["packed"], y, 2, p["in_zp"], p["in_scale"], self.w_scale, p["mult"], p["bias"],
+                    int(self.out_zp), p["relu"])
                 return _QT(y, self.out_scale, self.out_zp)
             y = self._buf("y", (n, N), np.float32)
-            ops._qgemm(q, p["packed"], y, 1, p["in_zp"], p["in_scale"], self.w_scale, None, p["bias"], 0,
-                       p["relu"])
+            run(q, p["packed"], y, 1, p["in_zp"], p["in_scale"], self.w_scale, None, p["bias"], 0, p["relu"])
         if self.activation not in _FLOAT_ACTS_FUSED:
             if self.activation in ("softmax", "log_softmax"):
                 getattr(ops, self.activation)(y, out=y)

@@ -45,6 +45,7 @@ cdef extern from "quant/fg_quant.h" nogil:
         int64_t ldaf
         float *q_scale
         int32_t *q_zp
+        int af_given
     int fg_quant_isa_supported(int q)
     int fg_quant_isa_set(int q)
     int fg_quant_isa_active()
@@ -131,8 +132,12 @@ def pack_b(b):
 
 def qgemm(a, packed, colsum, int64_t K, int64_t N, out, int out_kind, a_zp=None, a_scale=None, b_scale=None,
           mult=None, bias=None, int out_zp=0, bint relu=False, int nthreads=1):
-    """out (M, N) from a (M, K) u8 and the packed weights; see fg_quant.h."""
-    cdef cnp.ndarray A = _chk("qgemm", "a", a, cnp.NPY_UINT8, 2)
+    """out (M, N) from a (M, K) u8 and the packed weights; see fg_quant.h.
+    A float32 a is quantized inside the call with the given a_scale / a_zp."""
+    cdef bint af = cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT32
+    cdef cnp.ndarray A = _chk("qgemm", "a", a, cnp.NPY_FLOAT32 if af else cnp.NPY_UINT8, 2)
+    if af and a_scale is None:
+        raise ValueError("qgemm: a float a with given quantization needs a_scale")
     cdef int otype = cnp.NPY_INT32 if out_kind == FG_QOUT_S32 else (
         cnp.NPY_FLOAT32 if out_kind == FG_QOUT_F32 else cnp.NPY_UINT8)
     cdef cnp.ndarray O = _chk("qgemm", "out", out, otype, 2)
@@ -159,7 +164,10 @@ def qgemm(a, packed, colsum, int64_t K, int64_t N, out, int out_kind, a_zp=None,
     args.out = _ptr(O)
     args.ldo = N
     args.out_kind = out_kind
-    args.A = <const uint8_t *>_ptr(A)
+    if af:
+        args.A = NULL
+    else:
+        args.A = <const uint8_t *>_ptr(A)
     args.lda = K
     args.Bp = <const int8_t *>_ptr(packed)
     args.colsum = <const int32_t *>_ptr(colsum)
@@ -175,14 +183,15 @@ def qgemm(a, packed, colsum, int64_t K, int64_t N, out, int out_kind, a_zp=None,
     args.bias = <const float *>_ptr(bias)
     args.out_zp = out_zp
     args.relu = 1 if relu else 0
-    args.Af = NULL
-    args.ldaf = 0
+    args.Af = <const float *>_ptr(A) if af else NULL
+    args.ldaf = K
     args.q_scale = NULL
     args.q_zp = NULL
+    args.af_given = 1 if af else 0
     cdef int st
     with nogil:
         st = fg_qgemm(&args, nthreads)
-    check_status(st, "qgemm", f"a {(M, K)}, b {(K, N)}")
+    check_status(st, "qgemm", f"a {(M, K)}, b {(K, N)}" + (": NaN in the input" if af else ""))
     return out
 
 
@@ -301,6 +310,7 @@ def qgemm_dynamic(x, packed, colsum, int64_t K, int64_t N, out, int out_kind, q_
     args.ldaf = K
     args.q_scale = <float *>_ptr(q_scale)
     args.q_zp = <int32_t *>_ptr(q_zp)
+    args.af_given = 0
     cdef int st
     with nogil:
         st = fg_qgemm(&args, nthreads)

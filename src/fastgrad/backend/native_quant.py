@@ -53,3 +53,13 @@ class QuantMixin:
         except ValueError as exc:
             raise ValueError(f"qgemm: a {x.shape} contains NaN or inf (dynamic quantization needs finite "
                              "values)") from exc
+
+    def _qgemm_given(self, x, b, out, kind, za, sa, sb, mult, bias, zo, relu):
+        packed = b.packed
+        if packed is None:
+            packed = b.packed = _Q.pack_b(b.b)[0]
+        try:
+            _Q.qgemm(x, packed, b.colsum, b.K, b.N, out, kind, za, sa, sb, mult, bias, zo, relu,
+                     get_num_threads())
+        except ValueError as exc:
+            raise ValueError(f"quantize: x {x.shape} contains NaN") from exc

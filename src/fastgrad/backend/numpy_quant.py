@@ -280,6 +280,12 @@ class QuantNumpyOps:
         self._quantize_rows(x, q, sa, za, False)
         self._qgemm(q, b, out, 1, za, sa, sb, None, bias, 0, relu)
 
+    def _qgemm_given(self, x, b, out, kind, za, sa, sb, mult, bias, zo, relu):
+        """quantize float x with the given (one) scale / zero point, then _qgemm."""
+        q = np.empty(x.shape, np.uint8)
+        self._quantize_given(x, q, sa, za if za is not None else np.zeros(1, np.int32), False)
+        self._qgemm(q, b, out, kind, za, sa, sb, mult, bias, zo, relu)
+
     def _qgemm(self, a, b, out, kind, za, sa, sb, mult, bias, zo, relu):
         # float64 products and sums of integers below 2^53 are exact in any order
         acc = (a.astype(np.float64) @ b.b.astype(np.float64)).astype(np.int64)
