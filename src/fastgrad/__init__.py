@@ -35,7 +35,7 @@ __all__ = ["__version__", "Sequential", "Model", "Input", "KerasTensor", "load_m
            "losses", "metrics", "optimizers", "initializers", "regularizers", "activations",
            "callbacks", "engine", "backend", "ops", "set_backend", "get_backend", "use_backend",
            "get_ops", "set_num_threads", "get_num_threads", "set_seed", "get_seed", "show_config",
-           "config_info", "set_flush_denormal", "get_flush_denormal"]
+           "config_info", "set_flush_denormal", "get_flush_denormal", "quantization"]
 
 
 def __getattr__(name):
@@ -43,7 +43,7 @@ def __getattr__(name):
     # resolved on every access rather than bound once at import.
     if name == "ops":
         return get_ops()
-    if name in ("callbacks", "backend", "saving", "utils"):
+    if name in ("callbacks", "backend", "saving", "utils", "quantization"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'fastgrad' has no attribute {name!r}")

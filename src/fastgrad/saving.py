@@ -76,7 +76,10 @@ _MAX_MEMBERS = 1 << 16
 class ModelFileError(ValueError):
     """A model or weights file that is damaged, crafted or not a fastgrad file.
     The message names the file and the problem."""
-_DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"), "|u1": np.dtype("|u1")}
+
+
+_DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"), "|u1": np.dtype("|u1"),
+           "|i1": np.dtype("|i1"), "<i4": np.dtype("<i4")}  # int8 / int32: quantized models
 
 
 # ====================================================================== writing
@@ -530,6 +533,8 @@ def _build_model(man, custom_objects, what, path):
     if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
         raise ModelFileError(f"{what}: {path!r} has a corrupted manifest (no model architecture)")
     kind = spec.get("class_name")
+    if kind == "QuantizedModel" or "FakeQuantDense" in json.dumps(spec):
+        from . import quantization  # noqa: F401  (registers QuantizedModel / FakeQuantDense)
     if kind not in MODEL_CLASSES:
         raise ModelFileError(f"{what}: {path!r} holds a model of unknown kind {kind!r}; this fastgrad loads "
                          f"{', '.join(sorted(MODEL_CLASSES))} models")

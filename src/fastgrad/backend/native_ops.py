@@ -31,6 +31,9 @@ def _mixins():
     if _native.available("kernels"):
         from .native_kernels import KernelsMixin
         bases.append(KernelsMixin)
+    if _native.available("quant"):
+        from .native_quant import QuantMixin
+        bases.append(QuantMixin)
     return tuple(bases)
 
 
