@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 from . import _config
+from . import distribution as _distribution
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
@@ -787,20 +788,61 @@ class Model:
             data, val = data.split(split_at)
             n = split_at
         val_bs = _data.check_batch_size(validation_batch_size, what, batch_size)
+        dist = _distribution.active()
+        if dist is not None and batch_size % dist.world_size:
+            raise ValueError(f"fit: batch_size={batch_size} is the global batch of DataParallel "
+                             f"over {dist.world_size} ranks and must be a multiple of "
+                             f"{dist.world_size} (each rank computes batch_size / "
+                             f"{dist.world_size} rows)")
         self._finish_build()
         self._resolve_metrics()
         self.optimizer.build(self._store.size)
         steps = (n + batch_size - 1) // batch_size
+        if dist is not None:
+            try:
+                _dist_fit_begin(self, dist, n, batch_size, epochs, initial_epoch,
+                                0 if val is None else val.n, shuffle)
+            except _distribution.DistributedTimeout as exc:
+                dist.comms.abort(exc, "fit")
+            except _distribution.DistributedError:
+                raise                     # the ranks disagree: raised by every rank alike
+            except Exception as exc:      # noqa: BLE001 -- one rank alone: end the job
+                dist.comms.abort(exc, "fit")
         from .callbacks import CallbackList
         names = self.metrics_names
-        cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
-                           verbose=verbose, epochs=epochs, steps=steps,
+        if dist is not None and dist.rank != 0:
+            callbacks = _rank_zero_filtered(callbacks)
+        cbs = CallbackList(callbacks, add_history=True,
+                           add_progbar=verbose != 0 and (dist is None or dist.rank == 0),
+                           model=self, verbose=verbose, epochs=epochs, steps=steps,
                            do_validation=val is not None,
                            metrics=names + ([f"val_{k}" for k in names] if val is not None
                                             else []))
         self.history = cbs.history
         batch_hooks = cbs.has_batch_hooks("train")
         progbar_only = batch_hooks and _only_progbar(cbs)
+        if dist is not None:
+            # every rank must run the same collectives: batch hooks on any rank make
+            # every rank run batch by batch (chunks of rank 0's size for the progress bar)
+            flags = dist.comms.allgather([batch_hooks, batch_hooks and not progbar_only],
+                                         "the callbacks' batch hooks")
+            batch_hooks = bool(flags[:, 0].any())
+            progbar_only = batch_hooks and not bool(flags[:, 1].any())
+            try:
+                return self._fit_loop(cbs, data, val, n, steps, batch_size, epochs,
+                                      initial_epoch, shuffle, val_bs, val_freq, batch_hooks,
+                                      progbar_only, dist)
+            except NonFiniteLossError:
+                raise                     # raised by every rank alike
+            except BaseException as exc:  # noqa: BLE001 -- one rank alone: end the job
+                dist.comms.abort(exc, "fit")
+        return self._fit_loop(cbs, data, val, n, steps, batch_size, epochs, initial_epoch,
+                              shuffle, val_bs, val_freq, batch_hooks, progbar_only, None)
+
+    def _fit_loop(self, cbs, data, val, n, steps, batch_size, epochs, initial_epoch, shuffle,
+                  val_bs, val_freq, batch_hooks, progbar_only, dist):
+        """fit's epochs (dist: the active DataParallel, or None)."""
+        gm = (lambda: _distribution.global_metrics(dist.comms, self.metrics)) if dist else None
         metrics = self.metrics
         n_out_losses = len(self._loss_names)
         self.stop_training = False
@@ -810,12 +852,16 @@ class Model:
             for m in metrics:
                 m.reset_state()
             ex = self._executor()
+            if dist is not None:
+                ex = _distribution.DataParallelExecutor(ex, dist, self)
             total, seen = 0.0, 0
             out_tot = np.zeros(n_out_losses)
             cbs.on_epoch_begin(epoch)
             perm = _config.rng().permutation(n) if shuffle else None
             if perm is not None and perm.dtype != np.int64:
                 perm = perm.astype(np.int64)
+            if dist is not None and perm is not None:
+                dist.comms.bcast(perm, "the epoch's permutation")    # rank 0's, everywhere
             # Batch callbacks see every batch, one executor call each -- unless the
             # only listener is the progress bar, which draws at most every 0.25 s:
             # then chunks of ~_PROGBAR_CHUNK_S run per call and the bar hears of
@@ -846,21 +892,41 @@ class Model:
                     out_tot += stats[:, 2:2 + n_out_losses].T @ stats[:, 1]
                 b += done
                 if batch_hooks:
-                    cbs.on_train_batch_end(b - 1, self._logs(total / seen, "",
-                                                             out_tot / seen if n_out_losses
-                                                             else None))
-                    if self.stop_training:
-                        break
+                    if dist is not None:
+                        with gm():
+                            blogs = self._logs(total / seen, "", out_tot / seen if n_out_losses
+                                               else None)
+                    else:
+                        blogs = self._logs(total / seen, "", out_tot / seen if n_out_losses
+                                           else None)
+                    cbs.on_train_batch_end(b - 1, blogs)
                     if progbar_only:
                         per_batch = (time.perf_counter() - t0) / max(done, 1)
                         per_call = max(1, min(4096, limit,
                                               int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
-            epoch_logs = self._logs(total / max(seen, 1), "",
-                                    out_tot / max(seen, 1) if n_out_losses else None)
+                    if dist is not None:
+                        # stop on every rank when any asks; rank 0's chunk size everywhere
+                        agreed = dist.comms.allgather([bool(self.stop_training), per_call],
+                                                      "stop_training")
+                        self.stop_training = bool(agreed[:, 0].any())
+                        per_call = int(agreed[0, 1])
+                    if self.stop_training:
+                        break
+            if dist is not None:
+                with gm():
+                    epoch_logs = self._logs(total / max(seen, 1), "",
+                                            out_tot / max(seen, 1) if n_out_losses else None)
+                _dist_average_state(self, dist)
+            else:
+                epoch_logs = self._logs(total / max(seen, 1), "",
+                                        out_tot / max(seen, 1) if n_out_losses else None)
             if val is not None and self._due(epoch, val_freq):
                 vlogs = self._evaluate_data(val, val_bs, cbs)
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
+            if dist is not None:
+                agreed = dist.comms.allgather([bool(self.stop_training)], "stop_training")
+                self.stop_training = bool(agreed[:, 0].any())
             if self.stop_training:
                 break
         cbs.on_train_end(epoch_logs)
@@ -885,13 +951,49 @@ class Model:
     # ================================================================== evaluate
     def _evaluate_data(self, data, batch_size, cbs):
         """Loss/metrics over validated data; fires test hooks on cbs."""
-        ex = self._executor()
+        dist = _distribution.active()
+        if dist is not None:
+            try:
+                return self._evaluate_shard(data, batch_size, cbs, dist)
+            except BaseException as exc:  # noqa: BLE001 -- one rank alone: end the job
+                dist.comms.abort(exc, "evaluate")
+        return self._evaluate_local(data, batch_size, cbs)
+
+    def _evaluate_shard(self, data, batch_size, cbs, dist):
+        """Under DataParallel: this rank evaluates its contiguous shard of the rows
+        (batches of batch_size / N rows), then the loss sums and the metric states are
+        summed over the ranks in rank order (test batch hooks hear this rank's shard)."""
+        n = data.n
+        lo, hi = _distribution.shard(0, n, dist.rank, dist.world_size)
+        local = data.split(lo)[1].split(hi - lo)[0]
         for m in self.metrics:
             m.reset_state()
+        n_out_losses = len(self._loss_names)
+        vec = np.zeros(1 + n_out_losses)
+        if cbs is not None:
+            cbs.on_test_begin()
+        if hi > lo:
+            self._evaluate_local(local, max(1, batch_size // dist.world_size), cbs, sums=vec)
+        tot = dist.comms.sum(vec, "the evaluation losses")
+        with _distribution.global_metrics(dist.comms, self.metrics):
+            logs = self._logs(float(tot[0] / n), "", [float(v) for v in tot[1:] / n]
+                              if n_out_losses else None)
+        if cbs is not None:
+            cbs.on_test_end(logs)
+        return logs
+
+    def _evaluate_local(self, data, batch_size, cbs, sums=None):
+        """Loss/metrics over validated data; fires test hooks on cbs. sums (a shard
+        under DataParallel): receives [sum of loss * rows, per-output sums...] instead,
+        with no test begin / end hooks and the metrics left accumulated."""
+        ex = self._executor()
+        if sums is None:
+            for m in self.metrics:
+                m.reset_state()
         n = data.n
         steps = (n + batch_size - 1) // batch_size
         hooks = cbs is not None and cbs.has_batch_hooks("test")
-        if cbs is not None:
+        if cbs is not None and sums is None:
             cbs.on_test_begin()
         n_out_losses = len(self._loss_names)
         out_tot = np.zeros(n_out_losses)
@@ -912,6 +1014,10 @@ class Model:
             if hooks:
                 cbs.on_test_batch_end(b - 1, self._logs(total / seen, "", out_tot / seen
                                                         if n_out_losses else None))
+        if sums is not None:
+            sums[0] = total
+            sums[1:] = out_tot
+            return None
         logs = self._logs(total / n, "", [float(v) for v in out_tot / n] if n_out_losses else None)
         if cbs is not None:
             cbs.on_test_end(logs)
@@ -981,6 +1087,9 @@ class Model:
         what = "predict"
         self._ensure_built_for(x, what)
         self._finish_build()
+        dist = _distribution.active()
+        if dist is not None and not self.__dict__.get("_dist_local"):
+            return self._predict_shard(x, batch_size, verbose, callbacks, dist)
         if callbacks is None and not verbose:
             self._claim_fusion()
             plan = _compiled.inference_plan(self)
@@ -1011,6 +1120,39 @@ class Model:
             cbs.on_predict_end()
         self._release()
         return self._shape_outputs(outs)
+
+    def _predict_shard(self, x, batch_size, verbose, callbacks, dist):
+        """Under DataParallel: this rank predicts its contiguous shard of the rows, then
+        the outputs are gathered (every rank returns them all). Callbacks and the
+        progress bar run on rank 0's shard."""
+        xs = self._prepare_xs(x, "predict", finite=False)
+        n = xs[0].shape[0]
+        N = dist.world_size
+        bounds = [_distribution.shard(0, n, r, N) for r in range(N)]
+        lo, hi = bounds[dist.rank]
+        try:
+            if hi > lo:
+                self.__dict__["_dist_local"] = True
+                try:
+                    res = self.predict([a[lo:hi] for a in xs], batch_size=batch_size,
+                                       verbose=verbose if dist.rank == 0 else 0,
+                                       callbacks=callbacks if dist.rank == 0 else None)
+                finally:
+                    self.__dict__["_dist_local"] = False
+                if isinstance(res, dict):
+                    outs = [res[k] for k in self._output_keys]
+                elif isinstance(res, list):
+                    outs = res
+                else:
+                    outs = [res]
+            else:
+                outs = [np.empty((0,) + tuple(s), dtype=np.float32) for s in self._output_shapes]
+            counts = [h - l for l, h in bounds]
+            full = [dist.comms.allgatherv_rows(np.ascontiguousarray(o, dtype=np.float32), counts,
+                                               "the predictions") for o in outs]
+        except BaseException as exc:  # noqa: BLE001 -- one rank alone: end the job
+            dist.comms.abort(exc, "predict")
+        return self._shape_outputs(full)
 
     def predict_on_batch(self, x):
         """Outputs for one batch (no batching loop): new arrays."""
@@ -1295,6 +1437,50 @@ class Model:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)}>"
+
+
+# ====================================================================== data parallel
+def _dist_fit_begin(model, dist, n, batch_size, epochs, initial_epoch, n_val, shuffle):
+    """The ranks agree on the job, then take rank 0's parameters, non-trainable state
+    and optimizer state (slots, iterations)."""
+    c = dist.comms
+    store = model._store.root
+    opt = model.optimizer
+    c.agree([n, batch_size, epochs, initial_epoch, n_val, bool(shuffle), store.size,
+             len(opt.slots)], "fit's arguments (samples, batch_size, epochs, initial_epoch, "
+                              "validation samples, shuffle, parameters, optimizer slots)")
+    c.bcast(store.params, "the initial parameters")
+    for _, _, arr in getattr(store, "state_entries", ()):
+        c.bcast(arr, "the non-trainable state")
+    for name in sorted(opt.slots):
+        c.bcast(opt.slots[name], f"the optimizer slot {name!r}")
+    it = np.array([opt.iterations], dtype=np.int64)
+    c.bcast(it, "the optimizer iterations")
+    opt.iterations = int(it[0])
+
+
+def _dist_average_state(model, dist):
+    """Non-trainable state (BatchNorm moving statistics, updated from each rank's
+    shard) replaced by its mean over the ranks (summed in rank order): the same bits
+    on every rank."""
+    entries = getattr(model._store.root, "state_entries", ())
+    if not entries:
+        return
+    vec = np.concatenate([a.reshape(-1).astype(np.float64) for _, _, a in entries])
+    tot = dist.comms.sum(vec, "the non-trainable state") / dist.world_size
+    pos = 0
+    for _, _, a in entries:
+        a[...] = tot[pos:pos + a.size].reshape(a.shape)
+        pos += a.size
+
+
+def _rank_zero_filtered(callbacks):
+    """callbacks without those that write (rank_zero_only), for ranks other than 0."""
+    if callbacks is None:
+        return None
+    from .callbacks import Callback
+    lst = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+    return [cb for cb in lst if not getattr(cb, "rank_zero_only", False)]
 
 
 def _snake(name):
