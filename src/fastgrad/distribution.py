@@ -34,8 +34,9 @@ runs the same script; `fit` then trains one model jointly:
   aggregate the losses / metrics or gather the outputs (every rank gets the
   full result).
 
-Failure: every collective is non-blocking and waited for with a deadline
-(`DataParallel(timeout=...)`, or FASTGRAD_MPI_TIMEOUT seconds; default 300);
+Failure: every collective runs under a watchdog thread with a deadline
+(`DataParallel(timeout=...)`, or FASTGRAD_MPI_TIMEOUT seconds; default 300)
+that prints which collective of which rank timed out and aborts the job;
 a rank that raises inside a distributed fit / evaluate / predict prints the
 error naming itself and aborts the MPI job (MPI_Abort), so the other ranks
 never wait forever; mpiexec (hydra) ends every rank when one is killed.
@@ -162,9 +163,9 @@ def shard(lo, hi, r, n):
 
 
 class Communicator:
-    """The collectives data-parallel training uses, each non-blocking and waited
-    for with a deadline (DistributedError naming the collective when it passes).
-    Every reduction sums in rank order, so every rank gets the same bits."""
+    """The collectives data-parallel training uses, each blocking under a watchdog
+    deadline (past it the job is aborted with a message naming the collective).
+    Every reduction has a fixed order, so every rank gets the same bits."""
 
     def __init__(self, comm, timeout):
         from mpi4py import MPI
@@ -174,39 +175,63 @@ class Communicator:
         self.size = comm.Get_size()
         self.timeout = timeout
         self._grad_plan = None
-        self.comm_seconds = 0.0      # time spent waiting in collectives (benchmarks)
+        self.comm_seconds = 0.0      # time spent in collectives (benchmarks)
+        self._start_watchdog()
 
-    # -------------------------------------------------------------- waiting
-    def wait(self, reqs, what):
-        """Wait for the requests, polling with a growing sleep; DistributedError after
-        `timeout` seconds (a peer died or hangs)."""
-        MPI = self.MPI
-        t0 = time.perf_counter()
-        if MPI.Request.Testall(reqs):
-            return
-        spins = 0
-        delay = 0.0
+    # -------------------------------------------------------------- watchdog
+    def _start_watchdog(self):
+        import threading
+        self._what = None
+        self._deadline = 0.0
+        self._cv = threading.Condition()
+        t = threading.Thread(target=self._watch, name="fastgrad-mpi-watchdog", daemon=True)
+        t.start()
+
+    def _watch(self):
+        """A collective still running past its deadline: print why and end the job
+        (MPI_Abort; mpi4py initialises MPI_THREAD_MULTIPLE) — the rank itself is blocked
+        inside MPI, where no Python exception can reach it."""
         while True:
-            if MPI.Request.Testall(reqs):
-                self.comm_seconds += time.perf_counter() - t0
-                return
-            spins += 1
-            if spins > 200:          # past ~the first 100 us: sleep, up to 1 ms per poll
-                delay = min(1e-3, delay * 2 if delay else 2e-5)
-                time.sleep(delay)
-                if time.perf_counter() - t0 > self.timeout:
-                    raise DistributedTimeout(
-                        f"fastgrad.distribution: rank {self.rank} of {self.size}: {what} did not "
-                        f"complete within {self.timeout:g} s; another rank probably died or hangs "
-                        "(timeout: DataParallel(timeout=...) or FASTGRAD_MPI_TIMEOUT)")
+            with self._cv:
+                while self._what is None:
+                    self._cv.wait()
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cv.wait(min(left, 1.0))
+                    continue
+                what = self._what
+            exc = DistributedTimeout(
+                f"fastgrad.distribution: rank {self.rank} of {self.size}: {what} did not "
+                f"complete within {self.timeout:g} s; another rank probably died or hangs "
+                "(timeout: DataParallel(timeout=...) or FASTGRAD_MPI_TIMEOUT)")
+            try:
+                self.abort(exc, "a collective")
+            finally:
+                os._exit(1)
+
+    def wait(self, what):
+        """Context for one blocking collective: past `timeout` seconds the watchdog
+        ends the job with a message naming `what`."""
+        return _Guard(self, what)
+
+    def _enter(self, what):
+        with self._cv:
+            self._what = what
+            self._deadline = time.monotonic() + self.timeout
+            self._cv.notify()
+        self._t0 = time.perf_counter()
+
+    def _leave(self):
+        self.comm_seconds += time.perf_counter() - self._t0
+        self._what = None     # the watchdog re-reads it under the lock before acting
 
     # -------------------------------------------------------------- small collectives
     def allgather(self, vec, what="allgather"):
         """(size, len(vec)) float64: every rank's vector, in rank order."""
         v = np.ascontiguousarray(vec, dtype=np.float64).reshape(-1)
         out = np.empty((self.size, v.size), dtype=np.float64)
-        req = self.comm.Iallgather([v, self.MPI.DOUBLE], [out, self.MPI.DOUBLE])
-        self.wait([req], what)
+        with self.wait(what):
+            self.comm.Allgather([v, self.MPI.DOUBLE], [out, self.MPI.DOUBLE])
         return out
 
     def sum(self, vec, what="sum"):
@@ -220,8 +245,8 @@ class Communicator:
     def bcast(self, arr, what="broadcast", root=0):
         """arr (contiguous numeric ndarray) overwritten in place with root's."""
         a = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
-        req = self.comm.Ibcast(a, root=root)
-        self.wait([req], what)
+        with self.wait(what):
+            self.comm.Bcast(a, root=root)
         if a is not arr:
             arr[...] = a
         return arr
@@ -249,53 +274,56 @@ class Communicator:
         p = self._grad_plan = (n, bounds, counts, recv)
         return p
 
-    def start_grads(self, grads):
-        """Start the reduce-scatter of `grads` (flat float32): rank j receives chunk j
-        of every rank's buffer. Returns the request (finish_grads completes the step)."""
-        n, bounds, counts, recv = self._plan(grads.size)
-        MPI = self.MPI
-        mine = counts[self.rank]
-        rcounts = [mine] * self.size
-        rdispl = [r * recv.shape[1] for r in range(self.size)]
-        return self.comm.Ialltoallv([grads, (counts, bounds[:-1]), MPI.FLOAT],
-                                    [recv, (rcounts, rdispl), MPI.FLOAT])
-
-    def finish_grads(self, grads, req, weights):
-        """Wait for the reduce-scatter, sum this rank's chunk over the ranks in rank
-        order (weights[r]: rank r's share of the batch rows; all equal: the sum times
-        1/N), then allgather the chunks into grads on every rank."""
-        n, bounds, counts, recv = self._plan(grads.size)
-        self.wait([req], "the gradient reduce-scatter")
-        r = self.rank
-        lo, hi = bounds[r], bounds[r + 1]
-        cnt = hi - lo
-        if cnt:
-            out = grads[lo:hi]
-            N = self.size
-            if all(w == weights[0] for w in weights):
-                np.add(recv[0, :cnt], recv[1, :cnt], out=out)
-                for j in range(2, N):
-                    np.add(out, recv[j, :cnt], out=out)
-                scale = np.float32(weights[0])
-                if scale != 1.0:
-                    np.multiply(out, scale, out=out)
-            else:
-                tmp = np.empty(cnt, dtype=np.float32)
-                np.multiply(recv[0, :cnt], np.float32(weights[0]), out=out)
-                for j in range(1, N):
-                    np.multiply(recv[j, :cnt], np.float32(weights[j]), out=tmp)
-                    np.add(out, tmp, out=out)
-        req = self.comm.Iallgatherv(self.MPI.IN_PLACE, [grads, (counts, bounds[:-1]), self.MPI.FLOAT])
-        self.wait([req], "the gradient allgather")
-
     def allreduce_grads(self, grads, weights=None):
-        """grads <- sum_r weights[r] * grads_r (weights default 1/N), the same bits on
-        every rank; one reduce-scatter + one allgather (2 (N-1)/N x bytes per rank,
-        as a ring allreduce moves)."""
+        """grads <- sum_r weights[r] * grads_r (flat float32; weights default 1/N: rank r's
+        share of the batch rows), the same bits on every rank and in every run:
+
+        - 2 ranks: MPI_Allreduce in place (each element is ONE addition, a + b, which
+          IEEE makes commutative, so whatever algorithm the MPI library picks, both
+          ranks get the same bits run after run), then x 1/2 (unequal shares: each
+          rank scales its buffer first);
+        - more ranks: a reduce-scatter (Alltoallv: rank j receives chunk j of every
+          buffer) whose chunk is summed in rank order 0, 1, ..., N-1 on its owner,
+          then an allgather of the chunks — a fixed order independent of the MPI
+          library's allreduce algorithm; it moves 2 (N-1)/N x bytes per rank, as a
+          ring allreduce does."""
+        N = self.size
         if weights is None:
-            weights = [1.0 / self.size] * self.size
-        req = self.start_grads(grads)
-        self.finish_grads(grads, req, weights)
+            weights = [1.0 / N] * N
+        equal = all(w == weights[0] for w in weights)
+        MPI = self.MPI
+        if N == 2:
+            if not equal:
+                np.multiply(grads, np.float32(weights[self.rank]), out=grads)
+            with self.wait("the gradient allreduce"):
+                self.comm.Allreduce(MPI.IN_PLACE, [grads, MPI.FLOAT], op=MPI.SUM)
+            if equal and np.float32(weights[0]) != 1.0:
+                np.multiply(grads, np.float32(weights[0]), out=grads)
+            return
+        n, bounds, counts, recv = self._plan(grads.size)
+        r = self.rank
+        mine = counts[r]
+        with self.wait("the gradient reduce-scatter"):
+            self.comm.Alltoallv([grads, (counts, bounds[:-1]), MPI.FLOAT],
+                                [recv, ([mine] * N, [j * recv.shape[1] for j in range(N)]),
+                                 MPI.FLOAT])
+        lo, hi = bounds[r], bounds[r + 1]
+        if mine:
+            out = grads[lo:hi]
+            if equal:
+                np.add(recv[0, :mine], recv[1, :mine], out=out)
+                for j in range(2, N):
+                    np.add(out, recv[j, :mine], out=out)
+                if np.float32(weights[0]) != 1.0:
+                    np.multiply(out, np.float32(weights[0]), out=out)
+            else:
+                tmp = np.empty(mine, dtype=np.float32)
+                np.multiply(recv[0, :mine], np.float32(weights[0]), out=out)
+                for j in range(1, N):
+                    np.multiply(recv[j, :mine], np.float32(weights[j]), out=tmp)
+                    np.add(out, tmp, out=out)
+        with self.wait("the gradient allgather"):
+            self.comm.Allgatherv(MPI.IN_PLACE, [grads, (counts, bounds[:-1]), MPI.FLOAT])
 
     def allgatherv_rows(self, local, counts, what="gather"):
         """Concatenate every rank's rows (local: (counts[rank], ...) C-contiguous
@@ -307,9 +335,8 @@ class Communicator:
         c = [int(k) * width for k in counts]
         d = [int(sum(c[:j])) for j in range(len(c))]
         src = np.ascontiguousarray(local)
-        req = self.comm.Iallgatherv([src, self.MPI.FLOAT],
-                                    [out, (c, d), self.MPI.FLOAT])
-        self.wait([req], what)
+        with self.wait(what):
+            self.comm.Allgatherv([src, self.MPI.FLOAT], [out, (c, d), self.MPI.FLOAT])
         return out
 
     def abort(self, exc, where):
@@ -346,6 +373,20 @@ def set_metric_state(m, fields, vec):
             k = 1
             setattr(m, f, type(cur)(vec[pos]) if isinstance(cur, (int, float)) else float(vec[pos]))
         pos += k
+
+
+class _Guard:
+    __slots__ = ("c", "what")
+
+    def __init__(self, c, what):
+        self.c, self.what = c, what
+
+    def __enter__(self):
+        self.c._enter(self.what)
+
+    def __exit__(self, *exc):
+        self.c._leave()
+        return False
 
 
 class global_metrics:
@@ -409,7 +450,6 @@ class DataParallelExecutor:
             if width is None:
                 width = 2 + (len(row) - 2 if row is not None else self._n_per())
                 out = np.zeros((nb, width))
-            req = comms.start_grads(grads)
             # per rank: [non-finite flag, loss * rows, rows, per-output loss * rows ...]
             vec = np.zeros(width + 1)
             if row is not None:
@@ -421,8 +461,8 @@ class DataParallelExecutor:
             tot = rows_all[0].copy()
             for j in range(1, N):
                 tot += rows_all[j]
-            weights = [rows_all[j, 2] / (p1 - p0) for j in range(N)]
-            comms.finish_grads(grads, req, weights)
+            if not tot[0]:
+                comms.allreduce_grads(grads, [rows_all[j, 2] / (p1 - p0) for j in range(N)])
             if tot[0]:
                 badr = int(np.nonzero(rows_all[:, 0])[0][0])
                 loss = float(rows_all[badr, 1] / max(rows_all[badr, 2], 1))
