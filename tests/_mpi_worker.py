@@ -23,6 +23,15 @@ def data(n=600, d=20, k=5, seed=0):
 
 def mlp(kind="sequential", optimizer="adam"):
     fg.set_seed(7)
+    if kind == "reg":            # regularizers and clipping act on the reduced gradient
+        m = fg.Sequential([fg.layers.Input((20,)),
+                           fg.layers.Dense(32, activation="relu",
+                                           kernel_regularizer=fg.regularizers.L2(1e-2)),
+                           fg.layers.Dense(5, activation="softmax",
+                                           kernel_regularizer=fg.regularizers.L1(1e-3))])
+        opt = fg.optimizers.Adam(1e-2, global_clipnorm=0.5)
+        m.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return m
     if kind == "sequential":
         m = fg.Sequential([fg.layers.Input((20,)), fg.layers.Dense(32, activation="relu"),
                            fg.layers.Dense(16, activation="tanh"),
@@ -108,6 +117,15 @@ def main():
                     else:
                         time.sleep(3600)
         m.fit(x, y, batch_size=20, epochs=3, verbose=0, callbacks=[Fail()])
+    elif mode == "nonfinite":      # a diverging step: every rank raises the same error
+        fg.set_seed(7)
+        m = fg.Sequential([fg.layers.Input((20,)), fg.layers.Dense(5)])
+        m.compile(optimizer=fg.optimizers.SGD(1e12), loss="mse")
+        try:
+            m.fit(x * 100, np.ones((len(x), 5), np.float32) * 1e6, batch_size=20, epochs=3,
+                  verbose=0)
+        except fg.models.NonFiniteLossError as exc:
+            res = dict(msg=np.array(str(exc)), params=m.flat_params.copy())
     elif mode == "badbatch":
         m = mlp()
         try:

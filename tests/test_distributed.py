@@ -109,13 +109,15 @@ def test_shards_cover_the_batch():
             assert max(h - l for l, h in parts) - min(h - l for l, h in parts) <= 1
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("python_step", [False, True])
-@pytest.mark.parametrize("kind", ["sequential", "graph"])
-def test_split_step_gives_the_fused_steps_bits(kind, python_step, monkeypatch):
+@pytest.mark.parametrize("kind", ["sequential", "graph", "reg"])
+def test_split_step_gives_the_fused_steps_bits(kind, python_step, threads, monkeypatch):
     """grad_step + apply_update (the two halves DataParallel runs around the gradient
     reduction; fg_net_train_grad + fg_net_apply_update in C) == train, bitwise."""
     import fastgrad.engine.compiled as compiled
     monkeypatch.setattr(compiled, "enabled", not python_step)
+    fg.set_num_threads(threads)
     x, y = W.data()
     a, b = W.mlp(kind), W.mlp(kind)
     for m in (a, b):
@@ -138,11 +140,25 @@ def test_split_step_gives_the_fused_steps_bits(kind, python_step, monkeypatch):
     assert a.optimizer.iterations == b.optimizer.iterations
 
 
+def test_apply_update_refuses_bad_arguments():
+    x, y = W.data()
+    m = W.mlp()
+    m.fit(x[:8], y[:8], batch_size=8, epochs=1, verbose=0)
+    plan = m._executor()
+    if type(plan).__name__ == "Step":
+        pytest.skip("the compiled step is not built")
+    with pytest.raises(ValueError, match="apply_update"):
+        plan.net.apply_update(0.1, 0, 1)            # optimizer steps count from 1
+    with pytest.raises(ValueError, match="apply_update"):
+        plan.net.apply_update(-1.0, 1, 1)
+
+
 # ====================================================================== under mpiexec
 @pytest.mark.mpi
 @needs_mpi
 @pytest.mark.parametrize("kind,opt,py", [("sequential", "adam", 0), ("graph", "sgd", 0),
-                                         ("sequential", "sgd", 1)])
+                                         ("sequential", "sgd", 1), ("reg", "adam", 0),
+                                         ("reg", "adam", 1)])
 def test_ranks_equal_one_process(tmp_path, kind, opt, py):
     """100 steps of batch 32 on N = 2 and 4 ranks give one process's weights to float32
     rounding; every rank holds the same bits; a rerun gives the same bits."""
@@ -191,6 +207,17 @@ def test_writers_on_rank_zero_and_same_decisions(tmp_path):
     # EarlyStopping (min_delta 10) stops after epoch 2 everywhere; ReduceLROnPlateau halved lr
     assert int(res[0]["epochs"]) == int(res[1]["epochs"]) == 2
     assert float(res[0]["lr"]) == float(res[1]["lr"]) == 0.005
+    assert np.array_equal(res[0]["params"], res[1]["params"])
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_nonfinite_loss_raised_alike_on_every_rank(tmp_path):
+    _, _, (ref,) = run(0, "nonfinite", tmp_path / "one")
+    _, _, res = run(2, "nonfinite", tmp_path / "two")
+    assert "loss is" in str(ref["msg"])
+    assert str(res[0]["msg"]) == str(res[1]["msg"])
+    assert str(res[0]["msg"]).split(" (samples")[0] == str(ref["msg"]).split(" (samples")[0]
     assert np.array_equal(res[0]["params"], res[1]["params"])
 
 

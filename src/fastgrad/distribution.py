@@ -87,7 +87,11 @@ class DataParallel:
     timeout: seconds a collective may take before the job is aborted (default
              FASTGRAD_MPI_TIMEOUT or 300)."""
 
-    def __init__(self, device_mesh=None, devices=None, comm=None, timeout=None):
+    def __init__(self, device_mesh=None, devices=None, auto_shard_dataset=True, comm=None,
+                 timeout=None):
+        if not auto_shard_dataset:
+            raise ValueError("DataParallel: auto_shard_dataset=False is not supported (fit "
+                             "shards every global batch over the ranks)")
         MPI = _import_mpi()
         self.MPI = MPI
         self.comm = (comm if comm is not None else MPI.COMM_WORLD).Dup()

@@ -1043,6 +1043,9 @@ class Model:
         self._finish_build()
         self._resolve_metrics()
         cbs = None
+        dist = _distribution.active()
+        if dist is not None and dist.rank != 0:      # writers (the progress bar) on rank 0
+            verbose, callbacks = 0, _rank_zero_filtered(callbacks)
         if callbacks is not None or verbose:
             from .callbacks import CallbackList
             cbs = CallbackList(callbacks, add_progbar=bool(verbose), model=self,
