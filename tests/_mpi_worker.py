@@ -117,6 +117,16 @@ def main():
                     else:
                         time.sleep(3600)
         m.fit(x, y, batch_size=20, epochs=3, verbose=0, callbacks=[Fail()])
+    elif mode == "bn":             # BatchNormalization + Dropout: ranks keep the same bits
+        fg.set_seed(7)
+        m = fg.Sequential([fg.layers.Input((20,)), fg.layers.Dense(32),
+                           fg.layers.BatchNormalization(), fg.layers.Activation("relu"),
+                           fg.layers.Dropout(0.3), fg.layers.Dense(5, activation="softmax")])
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        fg.set_seed(3)
+        h = m.fit(x, y, batch_size=40, epochs=2, verbose=0)
+        res = dict(params=m.flat_params.copy(), loss=np.array(h.history["loss"]),
+                   state=np.concatenate([w.reshape(-1) for w in m.get_weights()]))
     elif mode == "nonfinite":      # a diverging step: every rank raises the same error
         fg.set_seed(7)
         m = fg.Sequential([fg.layers.Input((20,)), fg.layers.Dense(5)])

@@ -87,6 +87,13 @@ def test_api_defaults():
         fg.distribution.set_distribution("data")
 
 
+def test_importing_fastgrad_does_not_import_mpi4py():
+    code = "import sys, fastgrad; fastgrad.distribution.world_size(); print('mpi4py' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
+
+
 def test_missing_mpi4py_is_a_clear_error(monkeypatch):
     import builtins
     real = builtins.__import__
@@ -208,6 +215,18 @@ def test_writers_on_rank_zero_and_same_decisions(tmp_path):
     assert int(res[0]["epochs"]) == int(res[1]["epochs"]) == 2
     assert float(res[0]["lr"]) == float(res[1]["lr"]) == 0.005
     assert np.array_equal(res[0]["params"], res[1]["params"])
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_batchnorm_dropout_ranks_hold_the_same_bits(tmp_path):
+    """Per-shard batch statistics and dropout masks differ between ranks; the reduced
+    gradients and the moving statistics averaged after each epoch keep every rank's
+    weights (get_weights: moving statistics included) bitwise equal."""
+    _, _, res = run(2, "bn", tmp_path)
+    assert np.array_equal(res[0]["state"], res[1]["state"])
+    assert np.array_equal(res[0]["params"], res[1]["params"])
+    assert np.all(np.isfinite(res[0]["loss"])) and res[0]["loss"][1] < res[0]["loss"][0]
 
 
 @pytest.mark.mpi

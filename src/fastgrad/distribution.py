@@ -185,27 +185,23 @@ class Communicator:
     # -------------------------------------------------------------- watchdog
     def _start_watchdog(self):
         import threading
-        self._what = None
-        self._deadline = 0.0
-        self._cv = threading.Condition()
+        self._cur = None              # (deadline, what) while a collective runs
+        self._poll = min(1.0, self.timeout / 10)
         t = threading.Thread(target=self._watch, name="fastgrad-mpi-watchdog", daemon=True)
         t.start()
 
     def _watch(self):
         """A collective still running past its deadline: print why and end the job
         (MPI_Abort; mpi4py initialises MPI_THREAD_MULTIPLE) — the rank itself is blocked
-        inside MPI, where no Python exception can reach it."""
+        inside MPI, where no Python exception can reach it. The rank publishes one
+        tuple per collective (an atomic store: no lock on the hot path)."""
         while True:
-            with self._cv:
-                while self._what is None:
-                    self._cv.wait()
-                left = self._deadline - time.monotonic()
-                if left > 0:
-                    self._cv.wait(min(left, 1.0))
-                    continue
-                what = self._what
+            time.sleep(self._poll)
+            cur = self._cur
+            if cur is None or time.monotonic() <= cur[0]:
+                continue
             exc = DistributedTimeout(
-                f"fastgrad.distribution: rank {self.rank} of {self.size}: {what} did not "
+                f"fastgrad.distribution: rank {self.rank} of {self.size}: {cur[1]} did not "
                 f"complete within {self.timeout:g} s; another rank probably died or hangs "
                 "(timeout: DataParallel(timeout=...) or FASTGRAD_MPI_TIMEOUT)")
             try:
@@ -219,15 +215,12 @@ class Communicator:
         return _Guard(self, what)
 
     def _enter(self, what):
-        with self._cv:
-            self._what = what
-            self._deadline = time.monotonic() + self.timeout
-            self._cv.notify()
         self._t0 = time.perf_counter()
+        self._cur = (time.monotonic() + self.timeout, what)
 
     def _leave(self):
+        self._cur = None
         self.comm_seconds += time.perf_counter() - self._t0
-        self._what = None     # the watchdog re-reads it under the lock before acting
 
     # -------------------------------------------------------------- small collectives
     def allgather(self, vec, what="allgather"):
