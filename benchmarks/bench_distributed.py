@@ -96,16 +96,17 @@ def worker_allreduce(sizes, reps):
 
 
 # ---------------------------------------------------------------------- cost model
-#: measured on this session's machine (docs/distributed.md): per-sample forward +
-#: backward time of one core for the 784-512-512-10 MLP (grad_step of 64 rows, 1
-#: thread: 10.0 ms), the Adam update of its 669,712 parameters on one core (0.42 ms),
-#: MPICH's shared-memory allreduce latency (1 KiB: 4.6 us) and fastgrad's fixed
-#: per-step cost above MPI's (guard, scaling, the statistics allgather: ~15 us)
-MODEL = dict(core_s_per_sample=10.0e-3 / 64, adam_s_per_param=0.42e-3 / 669712,
-             loopback_alpha_s=4.6e-6, fixed_s=15e-6)
+#: measured on this session's machine (docs/distributed.md), in CPU time of one thread
+#: (time.process_time: the shared machine's load inflates wall time, not CPU time):
+#: forward + backward of the 784-512-512-10 MLP per sample (grad_step, batch 128:
+#: 26.0 us; batch 64: 33.7 us), its Adam update of 669,712 parameters (0.44 ms);
+#: MPICH's shared-memory allreduce latency (1 KiB, 2 ranks: 3.8-4.6 us) and
+#: fastgrad's fixed per-step cost above it (guard, statistics allgather, Python: ~15 us)
+MODEL = dict(core_s_per_sample=26.0e-6, adam_s_per_param=0.44e-3 / 669712,
+             loopback_alpha_s=4.2e-6, fixed_s=15e-6)
 MODELS = {   # name: (parameters, forward+backward FLOPs per sample relative to MLP-A)
     "MLP 784-512-512-10": (669712, 1.0),
-    "MLP 784-256(BN)-128(LN)-10": (235914, 235914 / 669712),
+    "MLP 784-256-128-10": (235152, 8.2 / 26.0),     # measured: 8.2 us / sample at batch 128
 }
 NETWORKS = {"10 Gb/s (TCP, alpha 25 us)": (10e9 / 8 * 0.9, 25e-6),
             "100 Gb/s (RDMA, alpha 3 us)": (100e9 / 8 * 0.9, 3e-6)}

@@ -147,6 +147,33 @@ def test_split_step_gives_the_fused_steps_bits(kind, python_step, threads, monke
     assert a.optimizer.iterations == b.optimizer.iterations
 
 
+@pytest.mark.parametrize("kind", ["sequential", "graph", "reg"])
+def test_scaled_gradients_equal_on_both_executors(kind, monkeypatch):
+    """grad_step(..., scale): the loss gradients times scale (a shard's share of the global
+    batch) -- the C plan (fg_net_train_grad's grad_scale) gives the Python Step's bits,
+    and the gradients are ~scale x the unscaled ones."""
+    import fastgrad.engine.compiled as compiled
+    x, y = W.data()
+    grads = {}
+    for py in (False, True):
+        monkeypatch.setattr(compiled, "enabled", not py)
+        m = W.mlp(kind)
+        m.fit(x[:8], y[:8], batch_size=8, epochs=1, verbose=0)
+        ex = m._executor()
+        if not py and type(ex).__name__ == "Step":
+            pytest.skip("the compiled step is not built")
+        data = m._prepare_data(x, y, None, None, "t")
+        perm = np.arange(24, dtype=np.int64)
+        ex.grad_step(data, perm, 24)
+        g1 = m.flat_grads.copy()
+        bad, row = ex.grad_step(data, perm, 24, 24 / 64)
+        assert not bad and row[1] == 24
+        grads[py] = m.flat_grads.copy()
+        np.testing.assert_allclose(grads[py], g1 * (24 / 64), rtol=1e-5,
+                                   atol=1e-6 * float(np.abs(g1).max()))
+    assert np.array_equal(grads[False], grads[True])
+
+
 def test_apply_update_refuses_bad_arguments():
     x, y = W.data()
     m = W.mlp()

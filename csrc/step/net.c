@@ -743,9 +743,11 @@ int fg_net_train_chunk(fg_net *n, int64_t *n_done, double *stats, const float *c
 
 int fg_net_train_grad(fg_net *n, double *stats, const float *const *x, int64_t x_rows, const void *const *y,
                       const int *y_kind, const float *const *sample_weight, const int64_t *perm, int64_t n_perm,
-                      int64_t start_batch, int64_t batch_size, uint64_t *drop_offsets, int nthreads) {
-    if (!n) return FG_ERR_ARG;
+                      int64_t start_batch, int64_t batch_size, float grad_scale, uint64_t *drop_offsets,
+                      int nthreads) {
+    if (!n || !(grad_scale > 0.0f) || !isfinite(grad_scale)) return FG_ERR_ARG;
     if (!acquire(n)) return FG_ERR_BUSY;
+    n->grad_scale = grad_scale;
     int st = run_batches(n, 2, NULL, stats, x, x_rows, y, y_kind, sample_weight, perm, n_perm, start_batch, 1,
                          batch_size, NULL, 0, drop_offsets, nthreads);
     release(n);

@@ -16,10 +16,10 @@ runs the same script; `fit` then trains one model jointly:
   the batches one process sees; rank r takes rows [r*B/N, (r+1)*B/N) of each
   global batch of B rows (a short last batch is split as evenly as it goes);
 - after the backward pass the flat gradient buffers are reduced once per step
-  (see `Communicator.allreduce_grads`: a reduce-scatter whose every chunk is
-  summed in rank order 0, 1, ..., N-1, then an allgather), weighted by each
-  rank's share of the batch rows, so the result is the gradient of the
-  global batch's mean loss, bitwise the same on every rank and from run to
+  (see `Communicator.allreduce_grads`: MPI_Allreduce for 2 ranks, else a
+  reduce-scatter whose every chunk is summed in rank order 0, 1, ..., N-1,
+  then an allgather); each rank's loss gradient was scaled by its share of
+  the batch rows, so the sum is the gradient of the global batch's mean loss, bitwise the same on every rank and from run to
   run for a given N; then every rank runs the same regularizer / clip /
   fused optimizer update (engine: Step.grad_step + apply_update, or the C
   plan's fg_net_train_grad + fg_net_apply_update);
@@ -271,31 +271,25 @@ class Communicator:
         p = self._grad_plan = (n, bounds, counts, recv)
         return p
 
-    def allreduce_grads(self, grads, weights=None):
-        """grads <- sum_r weights[r] * grads_r (flat float32; weights default 1/N: rank r's
-        share of the batch rows), the same bits on every rank and in every run:
+    def allreduce_grads(self, grads):
+        """grads <- the sum over ranks of grads (flat float32; each rank's loss gradient was
+        already scaled by its share of the global batch rows, so the sum is the global
+        batch's gradient), the same bits on every rank and in every run:
 
         - 2 ranks: MPI_Allreduce in place (each element is ONE addition, a + b, which
           IEEE makes commutative, so whatever algorithm the MPI library picks, both
-          ranks get the same bits run after run), then x 1/2 (unequal shares: each
-          rank scales its buffer first);
+          ranks get the same bits run after run);
         - more ranks: a reduce-scatter (Alltoallv: rank j receives chunk j of every
           buffer) whose chunk is summed in rank order 0, 1, ..., N-1 on its owner,
           then an allgather of the chunks — a fixed order independent of the MPI
-          library's allreduce algorithm; it moves 2 (N-1)/N x bytes per rank, as a
-          ring allreduce does."""
+          library's allreduce algorithm (whose order may change with the message
+          size, the rank count or the library version); it moves 2 (N-1)/N x bytes
+          per rank, as a ring allreduce does."""
         N = self.size
-        if weights is None:
-            weights = [1.0 / N] * N
-        equal = all(w == weights[0] for w in weights)
         MPI = self.MPI
         if N == 2:
-            if not equal:
-                np.multiply(grads, np.float32(weights[self.rank]), out=grads)
             with self.wait("the gradient allreduce"):
                 self.comm.Allreduce(MPI.IN_PLACE, [grads, MPI.FLOAT], op=MPI.SUM)
-            if equal and np.float32(weights[0]) != 1.0:
-                np.multiply(grads, np.float32(weights[0]), out=grads)
             return
         n, bounds, counts, recv = self._plan(grads.size)
         r = self.rank
@@ -307,18 +301,9 @@ class Communicator:
         lo, hi = bounds[r], bounds[r + 1]
         if mine:
             out = grads[lo:hi]
-            if equal:
-                np.add(recv[0, :mine], recv[1, :mine], out=out)
-                for j in range(2, N):
-                    np.add(out, recv[j, :mine], out=out)
-                if np.float32(weights[0]) != 1.0:
-                    np.multiply(out, np.float32(weights[0]), out=out)
-            else:
-                tmp = np.empty(mine, dtype=np.float32)
-                np.multiply(recv[0, :mine], np.float32(weights[0]), out=out)
-                for j in range(1, N):
-                    np.multiply(recv[j, :mine], np.float32(weights[j]), out=tmp)
-                    np.add(out, tmp, out=out)
+            np.add(recv[0, :mine], recv[1, :mine], out=out)
+            for j in range(2, N):
+                np.add(out, recv[j, :mine], out=out)
         with self.wait("the gradient allgather"):
             self.comm.Allgatherv(MPI.IN_PLACE, [grads, (counts, bounds[:-1]), MPI.FLOAT])
 
@@ -440,7 +425,8 @@ class DataParallelExecutor:
             if hi > lo:
                 local = (np.ascontiguousarray(perm[lo:hi]) if perm is not None
                          else np.arange(lo, hi, dtype=np.int64))
-                bad, row = self.inner.grad_step(data, local, hi - lo)
+                # this shard's share of the global batch: the ranks' gradients add up
+                bad, row = self.inner.grad_step(data, local, hi - lo, (hi - lo) / (p1 - p0))
             else:
                 grads.fill(0.0)
                 bad, row = False, None
@@ -459,7 +445,7 @@ class DataParallelExecutor:
             for j in range(1, N):
                 tot += rows_all[j]
             if not tot[0]:
-                comms.allreduce_grads(grads, [rows_all[j, 2] / (p1 - p0) for j in range(N)])
+                comms.allreduce_grads(grads)
             if tot[0]:
                 badr = int(np.nonzero(rows_all[:, 0])[0][0])
                 loss = float(rows_all[badr, 1] / max(rows_all[badr, 2], 1))

@@ -122,7 +122,7 @@ cdef extern from "step/fg_step.h" nogil:
     int fg_net_train_grad(fg_net *net, double *stats, const float *const *x, int64_t x_rows,
                           const void *const *y, const int *y_kind, const float *const *sample_weight,
                           const int64_t *perm, int64_t n_perm, int64_t start_batch, int64_t batch_size,
-                          uint64_t *drop_offsets, int nthreads)
+                          float grad_scale, uint64_t *drop_offsets, int nthreads)
     int fg_net_apply_update(fg_net *net, float lr, int64_t iteration, int nthreads)
     int fg_net_evaluate(fg_net *net, int64_t *n_done, double *stats, const float *const *x, int64_t x_rows,
                         const void *const *y, const int *y_kind, const float *const *sample_weight,
@@ -545,9 +545,10 @@ cdef class Net:
         return st, n_done
 
     def train_grad(self, xs, ys, y_kinds, sws, perm, int64_t start_batch, int64_t batch_size,
-                   drop_offsets, stats, int nthreads):
+                   float grad_scale, drop_offsets, stats, int nthreads):
         """The first half of one training step (fastgrad.distribution): batch start_batch
-        of perm, forward, loss and backward into the flat gradients; no regularizer
+        of perm, forward, loss and backward into the flat gradients, the loss gradients
+        scaled by grad_scale (this shard's share of the global batch); no regularizer
         gradients, clipping or update (apply_update does those). stats: float64, one row.
         Returns the status (0, or ERR_NONFINITE: the loss was NaN/inf, no backward ran);
         raises for any other."""
@@ -565,9 +566,10 @@ cdef class Net:
         cdef int st
         with nogil:
             st = fg_net_train_grad(self.net, ps, self._p.x, x_rows, self._p.y, self._p.y_kind, self._p.sw,
-                                   pp, n_perm, start_batch, batch_size, pdo, nthreads)
+                                   pp, n_perm, start_batch, batch_size, grad_scale, pdo, nthreads)
         if st != FG_OK and st != FG_ERR_NONFINITE:
-            _raise(st, "train_grad", f"batch {start_batch} of size {batch_size}, {n_perm} samples")
+            _raise(st, "train_grad", f"batch {start_batch} of size {batch_size}, {n_perm} samples, "
+                   f"grad_scale {grad_scale}")
         return st
 
     def apply_update(self, float lr, int64_t iteration, int nthreads):

@@ -515,9 +515,10 @@ class CompiledPlan:
 
     # the step split between gradient and update (fastgrad.distribution reduces the
     # gradients across processes in between); together they give train's bits
-    def grad_step(self, data, perm, rows):
+    def grad_step(self, data, perm, rows, scale=1.0):
         """Forward, loss and backward of the batch perm[0:rows] (int64) in C
-        (fg_net_train_grad); updates the metrics and the dropout streams. Returns
+        (fg_net_train_grad), the loss gradients scaled by `scale` (this shard's share
+        of the global batch); updates the metrics and the dropout streams. Returns
         (non-finite, statistics row [total loss, rows, per-output losses...])."""
         ys, kinds = self._targets(data.ys)
         sws = data.sws if any(w is not None for w in data.sws) else None
@@ -526,7 +527,7 @@ class CompiledPlan:
             self._sync_dropout_in()
         caps = self._capture_buffers(rows, 0, 1, rows)
         with self._call(caps):
-            st = self.net.train_grad(data.xs, ys, kinds, sws, perm, 0, rows, self._drop_offsets,
+            st = self.net.train_grad(data.xs, ys, kinds, sws, perm, 0, rows, scale, self._drop_offsets,
                                      stats, _config.get_num_threads())
         bad = st == self._mod.ERR_NONFINITE
         if not bad:

@@ -207,9 +207,11 @@ class Step:
 
     # the step split between gradient and update (fastgrad.distribution reduces the
     # gradients across processes in between); together they are train_batch
-    def grad_step(self, data, perm, rows):
+    def grad_step(self, data, perm, rows, scale=1.0):
         """Forward, loss and backward of the batch perm[0:rows] (frozen gradients zeroed;
-        no regularizer gradients, clipping or update); updates the metrics. Returns
+        no regularizer gradients, clipping or update), the loss gradients scaled by
+        float32 `scale` after the loss weights (this shard's share of the global batch,
+        as fg_net_train_grad does); updates the metrics. Returns
         (non-finite, statistics row [total loss, rows, per-output losses...])."""
         wss = self.cache.get(rows)
         xs, ys, sws = self._gather(data, perm, 0, rows, wss[-1])
@@ -222,6 +224,11 @@ class Step:
         self._stats_row(stats, 0, loss, per, rows)
         if not math.isfinite(loss):
             return True, stats[0]
+        if scale != 1.0:
+            s = np.float32(scale)
+            for g in gs:
+                if g is not None:
+                    np.multiply(g, s, out=g)
         self.backward(gs, wss)
         if store.frozen:
             store.zero_frozen_grads()
