@@ -75,6 +75,9 @@ def main():
                    acc=np.array(h.history["accuracy"]), iters=m.optimizer.iterations)
     elif mode == "metrics":        # epochs with validation, sample weights, a short last batch
         m = mlp()
+        if args and args[0] == "two":  # metrics updated in Python from captured outputs
+            m.compile(optimizer=fg.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy", fg.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")])
         sw = np.linspace(0.5, 1.5, len(x)).astype(np.float32)
         fg.set_seed(3)
         h = m.fit(x[:500], y[:500], sample_weight=sw[:500], batch_size=48, epochs=2, verbose=0,
