@@ -231,6 +231,19 @@ class Communicator:
             self.comm.Allgather([v, self.MPI.DOUBLE], [out, self.MPI.DOUBLE])
         return out
 
+    def start_allgather(self, vec):
+        """Start an allgather of vec (float64) without waiting: (request, out); the
+        request completes while the next blocking collective runs (one round trip
+        for both), finish with finish(request, what)."""
+        v = np.ascontiguousarray(vec, dtype=np.float64).reshape(-1)
+        out = np.empty((self.size, v.size), dtype=np.float64)
+        req = self.comm.Iallgather([v, self.MPI.DOUBLE], [out, self.MPI.DOUBLE])
+        return (req, v), out
+
+    def finish(self, req, what):
+        with self.wait(what):
+            req[0].Wait()
+
     def sum(self, vec, what="sum"):
         """Elementwise sum over ranks in rank order (float64; the same bits everywhere)."""
         rows = self.allgather(vec, what)
@@ -440,12 +453,15 @@ class DataParallelExecutor:
                 vec[1] = row[0] * row[1]
                 vec[2] = row[1]
                 vec[3:] = np.asarray(row[2:]) * row[1]
-            rows_all = comms.allgather(vec, "the step statistics")
+            # the statistics travel while the gradients are reduced (one round trip); a
+            # rank whose loss is not finite sends stale gradients, and then no rank
+            # applies the step
+            req, rows_all = comms.start_allgather(vec)
+            comms.allreduce_grads(grads)
+            comms.finish(req, "the step statistics")
             tot = rows_all[0].copy()
             for j in range(1, N):
                 tot += rows_all[j]
-            if not tot[0]:
-                comms.allreduce_grads(grads)
             if tot[0]:
                 badr = int(np.nonzero(rows_all[:, 0])[0][0])
                 loss = float(rows_all[badr, 1] / max(rows_all[badr, 2], 1))
