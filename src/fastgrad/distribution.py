@@ -271,17 +271,21 @@ class Communicator:
 
     # -------------------------------------------------------------- gradients
     def _plan(self, n):
-        """Chunk bounds of a buffer of n floats (multiples of 16 floats) and the receive
-        buffer of this rank's chunk from every rank."""
+        """Chunk bounds of a buffer of n floats (rank j owns [j C, (j+1) C) with C a
+        multiple of 16 floats, the last chunks shorter or empty), the receive buffer
+        of this rank's chunk from every rank, and the N C work buffer the chunks are
+        gathered into (a regular MPI_Allgather: MPICH's Allgatherv of these irregular
+        counts took 300-400 ms for 2.6 MiB on 3-4 ranks here, its Allgather 17-25 ms)."""
         p = self._grad_plan
         if p is not None and p[0] == n:
             return p
         N = self.size
-        bounds = [min(n, ((j * n) // N + 15) // 16 * 16) for j in range(N)] + [n]
+        C = max(16, ((n + N - 1) // N + 15) // 16 * 16)
+        bounds = [min(n, j * C) for j in range(N)] + [n]
         counts = [bounds[j + 1] - bounds[j] for j in range(N)]
-        mine = counts[self.rank]
-        recv = np.empty((N, max(mine, 1)), dtype=np.float32)
-        p = self._grad_plan = (n, bounds, counts, recv)
+        recv = np.empty((N, C), dtype=np.float32)
+        work = np.empty(N * C, dtype=np.float32)
+        p = self._grad_plan = (n, bounds, counts, recv, work, C)
         return p
 
     def allreduce_grads(self, grads):
@@ -304,21 +308,20 @@ class Communicator:
             with self.wait("the gradient allreduce"):
                 self.comm.Allreduce(MPI.IN_PLACE, [grads, MPI.FLOAT], op=MPI.SUM)
             return
-        n, bounds, counts, recv = self._plan(grads.size)
+        n, bounds, counts, recv, work, C = self._plan(grads.size)
         r = self.rank
         mine = counts[r]
         with self.wait("the gradient reduce-scatter"):
             self.comm.Alltoallv([grads, (counts, bounds[:-1]), MPI.FLOAT],
-                                [recv, ([mine] * N, [j * recv.shape[1] for j in range(N)]),
-                                 MPI.FLOAT])
-        lo, hi = bounds[r], bounds[r + 1]
+                                [recv, ([mine] * N, [j * C for j in range(N)]), MPI.FLOAT])
         if mine:
-            out = grads[lo:hi]
+            out = work[r * C:r * C + mine]
             np.add(recv[0, :mine], recv[1, :mine], out=out)
             for j in range(2, N):
                 np.add(out, recv[j, :mine], out=out)
         with self.wait("the gradient allgather"):
-            self.comm.Allgatherv(MPI.IN_PLACE, [grads, (counts, bounds[:-1]), MPI.FLOAT])
+            self.comm.Allgather(MPI.IN_PLACE, [work, MPI.FLOAT])
+        np.copyto(grads, work[:n])
 
     def allgatherv_rows(self, local, counts, what="gather"):
         """Concatenate every rank's rows (local: (counts[rank], ...) C-contiguous
