@@ -234,6 +234,24 @@ int fg_net_train_chunk(fg_net *net, int64_t *n_done, double *stats, const float 
                        int64_t batch_size, const float *lr, int64_t iteration0, uint64_t *drop_offsets,
                        int nthreads);
 
+/* The training step split at the point between gradient and update (data-parallel
+ * training reduces the gradients across processes in between):
+ * fg_net_train_grad runs batch start_batch of perm as train_chunk would, up to and
+ * including the backward into the flat gradients (frozen arrays zeroed), but adds no
+ * regularizer gradients and neither clips nor updates; the loss gradients are scaled by
+ * float32 grad_scale (> 0; 1: none) after the loss weights, so a rank holding rows r of
+ * a global batch of B passes r / B and the ranks' gradients add up to the global one;
+ * stats: one row (may be NULL), the losses unscaled;
+ * FG_ERR_NONFINITE: the total loss was NaN/inf (stats row's loss set, no backward).
+ * fg_net_apply_update then does the rest of that step on the (reduced) gradients:
+ * regularizer gradients, clipping, the optimizer kernel with learning rate lr at
+ * optimizer step `iteration` (>= 1, Adam's t). The two together give train_chunk's bits. */
+int fg_net_train_grad(fg_net *net, double *stats, const float *const *x, int64_t x_rows, const void *const *y,
+                      const int *y_kind, const float *const *sample_weight, const int64_t *perm, int64_t n_perm,
+                      int64_t start_batch, int64_t batch_size, float grad_scale, uint64_t *drop_offsets,
+                      int nthreads);
+int fg_net_apply_update(fg_net *net, float lr, int64_t iteration, int nthreads);
+
 /* The evaluate path: like train_chunk (same batches, same stats) but forward and loss
  * only (dropout off); parameters, gradients and optimizer state are not touched. */
 int fg_net_evaluate(fg_net *net, int64_t *n_done, double *stats, const float *const *x, int64_t x_rows,

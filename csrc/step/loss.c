@@ -56,6 +56,9 @@ int fg_losses_forward(fg_net *n, int64_t rows, int train, double *total, double 
         FG_TRY(output_loss(n, k, rows, g, &l, nt));
         const double w = o->loss.weight;
         if (g && w != 1.0) FG_TRY(fg_scale(g, rows * o->size, (float)w, nt));
+        /* the gradient-only step of data-parallel training: this shard's share of the
+         * global batch (rows / global rows), so that the ranks' gradients simply add up */
+        if (g && train == 2 && n->grad_scale != 1.0f) FG_TRY(fg_scale(g, rows * o->size, n->grad_scale, nt));
         t += w * l;
         per_output[k] = l;
     }

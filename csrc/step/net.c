@@ -661,7 +661,8 @@ static int run_batches(fg_net *n, int train, int64_t *n_done, double *stats, con
                        int64_t n_perm, int64_t start_batch, int64_t n_batches, int64_t batch_size, const float *lr,
                        int64_t iteration0, uint64_t *streams, int nt) {
     if (n_done) *n_done = 0;
-    if (!n->training || (train && (!n->has_opt || !lr || !n->grads))) return FG_ERR_ARG;
+    /* train: 0 evaluate, 1 training steps, 2 gradient only (fg_net_train_grad) */
+    if (!n->training || (train && (!n->has_opt || !n->grads)) || (train == 1 && !lr)) return FG_ERR_ARG;
     if (train && n->n_streams > 0 && !streams) return FG_ERR_ARG;
     FG_TRY(check_batches(n, x, y, y_kind, n_perm, start_batch, n_batches, batch_size));
     const int64_t first = start_batch * batch_size, last = (start_batch + n_batches) * batch_size;
@@ -706,11 +707,13 @@ static int run_batches(fg_net *n, int train, int64_t *n_done, double *stats, con
         if (train) {
             st = net_backward(n, rows, bnt);
             if (st) break;
-            fg_net_regularize(n, 1);
-            st = fg_net_clip(n, bnt);
-            if (st) break;
-            st = fg_net_update(n, lr[b], iteration0 + b + 1, bnt);
-            if (st) break;
+            if (train == 1) { /* train == 2: the caller reduces the gradients, then fg_net_apply_update */
+                fg_net_regularize(n, 1);
+                st = fg_net_clip(n, bnt);
+                if (st) break;
+                st = fg_net_update(n, lr[b], iteration0 + b + 1, bnt);
+                if (st) break;
+            }
             fg_policy_record(&n->policy, probe, fg_policy_now() - t0, rows);
         }
         if (row) {
@@ -734,6 +737,31 @@ int fg_net_train_chunk(fg_net *n, int64_t *n_done, double *stats, const float *c
     if (!acquire(n)) return FG_ERR_BUSY;
     int st = run_batches(n, 1, n_done, stats, x, x_rows, y, y_kind, sample_weight, perm, n_perm, start_batch,
                          n_batches, batch_size, lr, iteration0, drop_offsets, nthreads);
+    release(n);
+    return st;
+}
+
+int fg_net_train_grad(fg_net *n, double *stats, const float *const *x, int64_t x_rows, const void *const *y,
+                      const int *y_kind, const float *const *sample_weight, const int64_t *perm, int64_t n_perm,
+                      int64_t start_batch, int64_t batch_size, float grad_scale, uint64_t *drop_offsets,
+                      int nthreads) {
+    if (!n || !(grad_scale > 0.0f) || !isfinite(grad_scale)) return FG_ERR_ARG;
+    if (!acquire(n)) return FG_ERR_BUSY;
+    n->grad_scale = grad_scale;
+    int st = run_batches(n, 2, NULL, stats, x, x_rows, y, y_kind, sample_weight, perm, n_perm, start_batch, 1,
+                         batch_size, NULL, 0, drop_offsets, nthreads);
+    release(n);
+    return st;
+}
+
+int fg_net_apply_update(fg_net *n, float lr, int64_t iteration, int nthreads) {
+    if (!n || !n->training || !n->has_opt || !n->grads || !(lr >= 0.0f) || iteration < 1) return FG_ERR_ARG;
+    if (!acquire(n)) return FG_ERR_BUSY;
+    unsigned fs = fg_fpstate_enter();
+    fg_net_regularize(n, 1);
+    int st = fg_net_clip(n, nthreads);
+    if (st == FG_OK) st = fg_net_update(n, lr, iteration, nthreads);
+    fg_fpstate_leave(fs);
     release(n);
     return st;
 }

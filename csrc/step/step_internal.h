@@ -170,6 +170,7 @@ struct fg_net {
     const float **xs;          /* max_in: a node's inputs, this call */
     float **dxs;               /* max_in: a node's input gradients, this call */
     double *per_out;           /* n_outputs: this batch's losses */
+    float grad_scale;          /* fg_net_train_grad: factor on the loss gradients (train == 2 only) */
     float *params, *grads;     /* the model's flat buffers (not owned) */
     int64_t n_params;
     int training;              /* losses given */

@@ -27,13 +27,14 @@ from ._config import (set_backend, get_backend, use_backend, get_ops, set_num_th
                       get_flush_denormal)
 from . import activations, initializers, regularizers, losses, metrics, optimizers, layers, engine
 from . import models
+from . import distribution
 from .models import Sequential, Model, load_model
 from .layers import Input
 from .engine.graph import SymbolicTensor as KerasTensor
 
 __all__ = ["__version__", "Sequential", "Model", "Input", "KerasTensor", "load_model", "layers", "models",
            "losses", "metrics", "optimizers", "initializers", "regularizers", "activations",
-           "callbacks", "engine", "backend", "ops", "set_backend", "get_backend", "use_backend",
+           "callbacks", "distribution", "engine", "backend", "ops", "set_backend", "get_backend", "use_backend",
            "get_ops", "set_num_threads", "get_num_threads", "set_seed", "get_seed", "show_config",
            "config_info", "set_flush_denormal", "get_flush_denormal", "quantization"]
 

@@ -49,7 +49,13 @@ def _print(msg: str) -> None:
 
 class Callback:
     """Base class: override the hooks you need; `self.model` and `self.params`
-    are set by the training loop before on_train_begin."""
+    are set by the training loop before on_train_begin.
+
+    `rank_zero_only`: under fastgrad.distribution.DataParallel the callback runs on
+    rank 0 only (True for those that write: ProgbarLogger, ModelCheckpoint,
+    CSVLogger; set it on your own writers)."""
+
+    rank_zero_only = False
 
     def __init__(self):
         self.model = None
@@ -542,6 +548,8 @@ class ModelCheckpoint(_MonitorMixin, Callback):
     (1-based) and the logs: "ckpt-{epoch:02d}-{val_loss:.2f}.fgm". With
     save_best_only, only a model that improves `monitor` is written."""
 
+    rank_zero_only = True
+
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch", initial_value_threshold=None):
         super().__init__()
@@ -802,6 +810,8 @@ class CSVLogger(Callback):
     """Stream epoch results to a CSV file: a header `epoch,<sorted log keys>` and
     one row per epoch. append=True continues an existing file (no second header)."""
 
+    rank_zero_only = True
+
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         if not isinstance(filename, (str, os.PathLike)):
@@ -906,6 +916,8 @@ class ProgbarLogger(Callback):
     done/total, elapsed, ETA, running loss and metrics; redrawn at most every
     `interval` seconds), verbose=2 one line per epoch. The verbosity comes from
     fit's `verbose` (params) unless given here."""
+
+    rank_zero_only = True
 
     def __init__(self, count_mode="steps", stateful_metrics=None, verbose=None, interval=0.25):
         super().__init__()

@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 from . import _config
+from . import distribution as _distribution
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
@@ -788,54 +789,94 @@ class Model:
             data, val = data.split(split_at)
             n = split_at
         val_bs = _data.check_batch_size(validation_batch_size, what, batch_size)
+        dist = _distribution.active()
+        if dist is not None and batch_size % dist.world_size:
+            raise ValueError(f"fit: batch_size={batch_size} is the global batch of DataParallel "
+                             f"over {dist.world_size} ranks and must be a multiple of "
+                             f"{dist.world_size} (each rank computes batch_size / "
+                             f"{dist.world_size} rows)")
         self._finish_build()
         self._resolve_metrics()
         self.optimizer.build(self._store.size)
         steps = (n + batch_size - 1) // batch_size
+        if dist is not None:
+            try:
+                _dist_fit_begin(self, dist, n, batch_size, epochs, initial_epoch,
+                                0 if val is None else val.n, shuffle)
+            except _distribution.DistributedTimeout as exc:
+                dist.comms.abort(exc, "fit")
+            except _distribution.DistributedError:
+                raise                     # the ranks disagree: raised by every rank alike
+            except Exception as exc:      # noqa: BLE001 -- one rank alone: end the job
+                dist.comms.abort(exc, "fit")
         from .callbacks import CallbackList
         names = self.metrics_names
-        cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
-                           verbose=verbose, epochs=epochs, steps=steps,
+        if dist is not None and dist.rank != 0:
+            callbacks = _rank_zero_filtered(callbacks)
+        cbs = CallbackList(callbacks, add_history=True,
+                           add_progbar=verbose != 0 and (dist is None or dist.rank == 0),
+                           model=self, verbose=verbose, epochs=epochs, steps=steps,
                            do_validation=val is not None,
                            metrics=names + ([f"val_{k}" for k in names] if val is not None
                                             else []))
         self.history = cbs.history
-        self.stop_training = False
-        with deferred_sigint() as interrupt:
-            epoch_logs = self._fit_epochs(data, val, n, steps, batch_size, val_bs, shuffle,
-                                          val_freq, initial_epoch, epochs, cbs, interrupt)
-        cbs.on_train_end(epoch_logs)
-        self._release()
-        return self.history if self.history is not None else cbs.history
-
-    def _fit_epochs(self, data, val, n, steps, batch_size, val_bs, shuffle, val_freq,
-                    initial_epoch, epochs, cbs, interrupt):
-        """fit's epoch loop; Ctrl-C is honoured at step boundaries (interrupt.check)."""
         batch_hooks = cbs.has_batch_hooks("train")
         progbar_only = batch_hooks and _only_progbar(cbs)
+        if dist is not None:
+            # every rank must run the same collectives: batch hooks on any rank make
+            # every rank run batch by batch (chunks of rank 0's size for the progress bar)
+            flags = dist.comms.allgather([batch_hooks, batch_hooks and not progbar_only],
+                                         "the callbacks' batch hooks")
+            batch_hooks = bool(flags[:, 0].any())
+            progbar_only = batch_hooks and not bool(flags[:, 1].any())
+            try:
+                with deferred_sigint() as interrupt:
+                    return self._fit_loop(cbs, data, val, n, steps, batch_size, epochs,
+                                          initial_epoch, shuffle, val_bs, val_freq, batch_hooks,
+                                          progbar_only, dist, interrupt)
+            except NonFiniteLossError:
+                raise                     # raised by every rank alike
+            except BaseException as exc:  # noqa: BLE001 -- one rank alone: end the job
+                dist.comms.abort(exc, "fit")
+        with deferred_sigint() as interrupt:
+            return self._fit_loop(cbs, data, val, n, steps, batch_size, epochs, initial_epoch,
+                                  shuffle, val_bs, val_freq, batch_hooks, progbar_only, None,
+                                  interrupt)
+
+    def _fit_loop(self, cbs, data, val, n, steps, batch_size, epochs, initial_epoch, shuffle,
+                  val_bs, val_freq, batch_hooks, progbar_only, dist, interrupt):
+        """fit's epochs (dist: the active DataParallel, or None). Ctrl-C is honoured
+        at step boundaries (interrupt.check, engine/interrupt.py)."""
         # without batch listeners, chunks are timed as for the progress bar, so a
         # Ctrl-C waits for at most ~_PROGBAR_CHUNK_S of C work, not a whole epoch
-        adaptive = progbar_only or not batch_hooks
+        # (not across ranks: their chunks must agree, and rank 0 sets them)
+        adaptive = progbar_only or (not batch_hooks and dist is None)
+        gm = (lambda: _distribution.global_metrics(dist.comms, self.metrics)) if dist else None
         metrics = self.metrics
         n_out_losses = len(self._loss_names)
+        self.stop_training = False
         cbs.on_train_begin()
         epoch_logs = {}
         for epoch in range(initial_epoch, epochs):
             for m in metrics:
                 m.reset_state()
             ex = self._executor()
+            if dist is not None:
+                ex = _distribution.DataParallelExecutor(ex, dist, self)
             total, seen = 0.0, 0
             out_tot = np.zeros(n_out_losses)
             cbs.on_epoch_begin(epoch)
             perm = _config.rng().permutation(n) if shuffle else None
             if perm is not None and perm.dtype != np.int64:
                 perm = perm.astype(np.int64)
+            if dist is not None and perm is not None:
+                dist.comms.bcast(perm, "the epoch's permutation")    # rank 0's, everywhere
             # Batch callbacks see every batch, one executor call each -- unless the
             # only listener is the progress bar, which draws at most every 0.25 s:
             # then chunks of ~_PROGBAR_CHUNK_S run per call and the bar hears of
             # the last batch of each chunk (what it would draw anyway).
             limit = ex.max_batches_per_call(batch_size)
-            per_call = 1 if (batch_hooks or interrupt.active) else min(steps, limit)
+            per_call = 1 if (batch_hooks or (adaptive and interrupt.active)) else min(steps, limit)
             b = 0
             while b < steps:
                 nb = min(per_call, steps - b)
@@ -848,13 +889,13 @@ class Model:
                     bad = exc.batch
                     s = bad * batch_size
                     e = min(s + batch_size, n)
-                    where = (f"at epoch {epoch + 1}, batch {bad} (samples {s}..{e - 1})")
                     self._raise_if_params_nonfinite("fit", f"before epoch {epoch + 1}, batch "
                                                     f"{bad}")
                     raise NonFiniteLossError(
-                        f"fit: loss is {exc.loss} {where}; training stopped before applying "
-                        "that step, so the model keeps the parameters of the last good step — "
-                        "lower the learning rate, add clipnorm, or check the data") from None
+                        f"fit: loss is {exc.loss} at epoch {epoch + 1}, batch {bad} (samples "
+                        f"{s}..{e - 1}); training stopped before applying that step, so the model "
+                        "keeps the parameters of the last good step — lower the learning rate, "
+                        "add clipnorm, or check the data") from None
                 done = stats.shape[0]
                 total += float(stats[:, 0] @ stats[:, 1])
                 seen += int(stats[:, 1].sum())
@@ -862,29 +903,55 @@ class Model:
                     out_tot += stats[:, 2:2 + n_out_losses].T @ stats[:, 1]
                 b += done
                 if batch_hooks:
-                    cbs.on_train_batch_end(b - 1, self._logs(total / seen, "",
-                                                             out_tot / seen if n_out_losses
-                                                             else None))
+                    if dist is not None:
+                        with gm():
+                            blogs = self._logs(total / seen, "", out_tot / seen if n_out_losses
+                                               else None)
+                    else:
+                        blogs = self._logs(total / seen, "", out_tot / seen if n_out_losses
+                                           else None)
+                    cbs.on_train_batch_end(b - 1, blogs)
+                    if adaptive:
+                        per_batch = (time.perf_counter() - t0) / max(done, 1)
+                        per_call = max(1, min(4096, limit,
+                                              int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
+                    if dist is not None:
+                        # stop on every rank when any asks; rank 0's chunk size everywhere
+                        agreed = dist.comms.allgather([bool(self.stop_training), per_call],
+                                                      "stop_training")
+                        self.stop_training = bool(agreed[:, 0].any())
+                        per_call = int(agreed[0, 1])
                     if self.stop_training:
                         break
-                interrupt.check()
-                if adaptive:
+                elif adaptive:
                     per_batch = (time.perf_counter() - t0) / max(done, 1)
                     per_call = max(1, min(4096, limit,
                                           int(_PROGBAR_CHUNK_S / max(per_batch, 1e-7))))
+                interrupt.check()
             # an update that overflowed on the epoch's last step shows no non-finite loss
             # (no step follows it): one finiteness pass over the weights per epoch
             self._raise_if_params_nonfinite("fit", f"at the end of epoch {epoch + 1}")
-            epoch_logs = self._logs(total / max(seen, 1), "",
-                                    out_tot / max(seen, 1) if n_out_losses else None)
+            if dist is not None:
+                with gm():
+                    epoch_logs = self._logs(total / max(seen, 1), "",
+                                            out_tot / max(seen, 1) if n_out_losses else None)
+                _dist_average_state(self, dist)
+            else:
+                epoch_logs = self._logs(total / max(seen, 1), "",
+                                        out_tot / max(seen, 1) if n_out_losses else None)
             if val is not None and self._due(epoch, val_freq):
                 vlogs = self._evaluate_data(val, val_bs, cbs)
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
+            if dist is not None:
+                agreed = dist.comms.allgather([bool(self.stop_training)], "stop_training")
+                self.stop_training = bool(agreed[:, 0].any())
             interrupt.check()
             if self.stop_training:
                 break
-        return epoch_logs
+        cbs.on_train_end(epoch_logs)
+        self._release()
+        return self.history if self.history is not None else cbs.history
 
     def _raise_if_params_nonfinite(self, what, when):
         """NonFiniteParametersError when an optimizer update overflowed: the loss
@@ -918,13 +985,49 @@ class Model:
     # ================================================================== evaluate
     def _evaluate_data(self, data, batch_size, cbs):
         """Loss/metrics over validated data; fires test hooks on cbs."""
-        ex = self._executor()
+        dist = _distribution.active()
+        if dist is not None:
+            try:
+                return self._evaluate_shard(data, batch_size, cbs, dist)
+            except BaseException as exc:  # noqa: BLE001 -- one rank alone: end the job
+                dist.comms.abort(exc, "evaluate")
+        return self._evaluate_local(data, batch_size, cbs)
+
+    def _evaluate_shard(self, data, batch_size, cbs, dist):
+        """Under DataParallel: this rank evaluates its contiguous shard of the rows
+        (batches of batch_size / N rows), then the loss sums and the metric states are
+        summed over the ranks in rank order (test batch hooks hear this rank's shard)."""
+        n = data.n
+        lo, hi = _distribution.shard(0, n, dist.rank, dist.world_size)
+        local = data.split(lo)[1].split(hi - lo)[0]
         for m in self.metrics:
             m.reset_state()
+        n_out_losses = len(self._loss_names)
+        vec = np.zeros(1 + n_out_losses)
+        if cbs is not None:
+            cbs.on_test_begin()
+        if hi > lo:
+            self._evaluate_local(local, max(1, batch_size // dist.world_size), cbs, sums=vec)
+        tot = dist.comms.sum(vec, "the evaluation losses")
+        with _distribution.global_metrics(dist.comms, self.metrics):
+            logs = self._logs(float(tot[0] / n), "", [float(v) for v in tot[1:] / n]
+                              if n_out_losses else None)
+        if cbs is not None:
+            cbs.on_test_end(logs)
+        return logs
+
+    def _evaluate_local(self, data, batch_size, cbs, sums=None):
+        """Loss/metrics over validated data; fires test hooks on cbs. sums (a shard
+        under DataParallel): receives [sum of loss * rows, per-output sums...] instead,
+        with no test begin / end hooks and the metrics left accumulated."""
+        ex = self._executor()
+        if sums is None:
+            for m in self.metrics:
+                m.reset_state()
         n = data.n
         steps = (n + batch_size - 1) // batch_size
         hooks = cbs is not None and cbs.has_batch_hooks("test")
-        if cbs is not None:
+        if cbs is not None and sums is None:
             cbs.on_test_begin()
         n_out_losses = len(self._loss_names)
         out_tot = np.zeros(n_out_losses)
@@ -945,6 +1048,10 @@ class Model:
             if hooks:
                 cbs.on_test_batch_end(b - 1, self._logs(total / seen, "", out_tot / seen
                                                         if n_out_losses else None))
+        if sums is not None:
+            sums[0] = total
+            sums[1:] = out_tot
+            return None
         logs = self._logs(total / n, "", [float(v) for v in out_tot / n] if n_out_losses else None)
         if cbs is not None:
             cbs.on_test_end(logs)
@@ -970,6 +1077,9 @@ class Model:
         self._finish_build()
         self._resolve_metrics()
         cbs = None
+        dist = _distribution.active()
+        if dist is not None and dist.rank != 0:      # writers (the progress bar) on rank 0
+            verbose, callbacks = 0, _rank_zero_filtered(callbacks)
         if callbacks is not None or verbose:
             from .callbacks import CallbackList
             cbs = CallbackList(callbacks, add_progbar=bool(verbose), model=self,
@@ -1014,6 +1124,9 @@ class Model:
         what = "predict"
         self._ensure_built_for(x, what)
         self._finish_build()
+        dist = _distribution.active()
+        if dist is not None and not self.__dict__.get("_dist_local"):
+            return self._predict_shard(x, batch_size, verbose, callbacks, dist)
         if callbacks is None and not verbose:
             self._claim_fusion()
             plan = _compiled.inference_plan(self)
@@ -1044,6 +1157,39 @@ class Model:
             cbs.on_predict_end()
         self._release()
         return self._shape_outputs(outs)
+
+    def _predict_shard(self, x, batch_size, verbose, callbacks, dist):
+        """Under DataParallel: this rank predicts its contiguous shard of the rows, then
+        the outputs are gathered (every rank returns them all). Callbacks and the
+        progress bar run on rank 0's shard."""
+        xs = self._prepare_xs(x, "predict", finite=False)
+        n = xs[0].shape[0]
+        N = dist.world_size
+        bounds = [_distribution.shard(0, n, r, N) for r in range(N)]
+        lo, hi = bounds[dist.rank]
+        try:
+            if hi > lo:
+                self.__dict__["_dist_local"] = True
+                try:
+                    res = self.predict([a[lo:hi] for a in xs], batch_size=batch_size,
+                                       verbose=verbose if dist.rank == 0 else 0,
+                                       callbacks=callbacks if dist.rank == 0 else None)
+                finally:
+                    self.__dict__["_dist_local"] = False
+                if isinstance(res, dict):
+                    outs = [res[k] for k in self._output_keys]
+                elif isinstance(res, list):
+                    outs = res
+                else:
+                    outs = [res]
+            else:
+                outs = [np.empty((0,) + tuple(s), dtype=np.float32) for s in self._output_shapes]
+            counts = [h - l for l, h in bounds]
+            full = [dist.comms.allgatherv_rows(np.ascontiguousarray(o, dtype=np.float32), counts,
+                                               "the predictions") for o in outs]
+        except BaseException as exc:  # noqa: BLE001 -- one rank alone: end the job
+            dist.comms.abort(exc, "predict")
+        return self._shape_outputs(full)
 
     def predict_on_batch(self, x):
         """Outputs for one batch (no batching loop): new arrays."""
@@ -1331,6 +1477,50 @@ class Model:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)}>"
+
+
+# ====================================================================== data parallel
+def _dist_fit_begin(model, dist, n, batch_size, epochs, initial_epoch, n_val, shuffle):
+    """The ranks agree on the job, then take rank 0's parameters, non-trainable state
+    and optimizer state (slots, iterations)."""
+    c = dist.comms
+    store = model._store.root
+    opt = model.optimizer
+    c.agree([n, batch_size, epochs, initial_epoch, n_val, bool(shuffle), store.size,
+             len(opt.slots)], "fit's arguments (samples, batch_size, epochs, initial_epoch, "
+                              "validation samples, shuffle, parameters, optimizer slots)")
+    c.bcast(store.params, "the initial parameters")
+    for _, _, arr in getattr(store, "state_entries", ()):
+        c.bcast(arr, "the non-trainable state")
+    for name in sorted(opt.slots):
+        c.bcast(opt.slots[name], f"the optimizer slot {name!r}")
+    it = np.array([opt.iterations], dtype=np.int64)
+    c.bcast(it, "the optimizer iterations")
+    opt.iterations = int(it[0])
+
+
+def _dist_average_state(model, dist):
+    """Non-trainable state (BatchNorm moving statistics, updated from each rank's
+    shard) replaced by its mean over the ranks (summed in rank order): the same bits
+    on every rank."""
+    entries = getattr(model._store.root, "state_entries", ())
+    if not entries:
+        return
+    vec = np.concatenate([a.reshape(-1).astype(np.float64) for _, _, a in entries])
+    tot = dist.comms.sum(vec, "the non-trainable state") / dist.world_size
+    pos = 0
+    for _, _, a in entries:
+        a[...] = tot[pos:pos + a.size].reshape(a.shape)
+        pos += a.size
+
+
+def _rank_zero_filtered(callbacks):
+    """callbacks without those that write (rank_zero_only), for ranks other than 0."""
+    if callbacks is None:
+        return None
+    from .callbacks import Callback
+    lst = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+    return [cb for cb in lst if not getattr(cb, "rank_zero_only", False)]
 
 
 def _snake(name):

@@ -119,6 +119,11 @@ cdef extern from "step/fg_step.h" nogil:
                            const float *const *sample_weight, const int64_t *perm, int64_t n_perm,
                            int64_t start_batch, int64_t n_batches, int64_t batch_size, const float *lr,
                            int64_t iteration0, uint64_t *drop_offsets, int nthreads)
+    int fg_net_train_grad(fg_net *net, double *stats, const float *const *x, int64_t x_rows,
+                          const void *const *y, const int *y_kind, const float *const *sample_weight,
+                          const int64_t *perm, int64_t n_perm, int64_t start_batch, int64_t batch_size,
+                          float grad_scale, uint64_t *drop_offsets, int nthreads)
+    int fg_net_apply_update(fg_net *net, float lr, int64_t iteration, int nthreads)
     int fg_net_evaluate(fg_net *net, int64_t *n_done, double *stats, const float *const *x, int64_t x_rows,
                         const void *const *y, const int *y_kind, const float *const *sample_weight,
                         const int64_t *perm, int64_t n_perm, int64_t start_batch, int64_t n_batches,
@@ -538,6 +543,44 @@ cdef class Net:
                                     self._p.sw, pp, n_perm, start_batch, n_batches, batch_size, plr,
                                     iteration0, pdo, nthreads)
         return st, n_done
+
+    def train_grad(self, xs, ys, y_kinds, sws, perm, int64_t start_batch, int64_t batch_size,
+                   float grad_scale, drop_offsets, stats, int nthreads):
+        """The first half of one training step (fastgrad.distribution): batch start_batch
+        of perm, forward, loss and backward into the flat gradients, the loss gradients
+        scaled by grad_scale (this shard's share of the global batch); no regularizer
+        gradients, clipping or update (apply_update does those). stats: float64, one row.
+        Returns the status (0, or ERR_NONFINITE: the loss was NaN/inf, no backward ran);
+        raises for any other."""
+        cdef int64_t x_rows = 0, n_perm = 0
+        self._check_data("train_grad", xs, ys, y_kinds, sws, perm, &x_rows, &n_perm)
+        cdef double *ps = self._stats_ptr("train_grad", stats, 1)
+        cdef uint64_t *pdo = NULL
+        if drop_offsets is not None:
+            if not (cnp.PyArray_Check(drop_offsets) and cnp.PyArray_TYPE(<cnp.ndarray>drop_offsets) == cnp.NPY_UINT64
+                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>drop_offsets)
+                    and cnp.PyArray_SIZE(<cnp.ndarray>drop_offsets) == self.n_streams):
+                raise TypeError(f"train_grad: drop_offsets must be a uint64 array of {self.n_streams}")
+            pdo = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>drop_offsets)
+        cdef const int64_t *pp = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>perm) if perm is not None else NULL
+        cdef int st
+        with nogil:
+            st = fg_net_train_grad(self.net, ps, self._p.x, x_rows, self._p.y, self._p.y_kind, self._p.sw,
+                                   pp, n_perm, start_batch, batch_size, grad_scale, pdo, nthreads)
+        if st != FG_OK and st != FG_ERR_NONFINITE:
+            _raise(st, "train_grad", f"batch {start_batch} of size {batch_size}, {n_perm} samples, "
+                   f"grad_scale {grad_scale}")
+        return st
+
+    def apply_update(self, float lr, int64_t iteration, int nthreads):
+        """The second half of one training step: regularizer gradients, clipping and the
+        optimizer kernel over the flat buffers (optimizer step `iteration` >= 1)."""
+        cdef int st
+        with nogil:
+            st = fg_net_apply_update(self.net, lr, iteration, nthreads)
+        if st != FG_OK:
+            _raise(st, "apply_update", f"learning rate {lr}, iteration {iteration}")
+        return st
 
     def evaluate(self, xs, ys, y_kinds, sws, perm, int64_t start_batch, int64_t n_batches,
                  int64_t batch_size, stats, int nthreads):

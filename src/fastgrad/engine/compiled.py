@@ -513,6 +513,41 @@ class CompiledPlan:
                             f"batch {start + done} of size {bs}, {data.n} samples")
         return out
 
+    # the step split between gradient and update (fastgrad.distribution reduces the
+    # gradients across processes in between); together they give train's bits
+    def grad_step(self, data, perm, rows, scale=1.0):
+        """Forward, loss and backward of the batch perm[0:rows] (int64) in C
+        (fg_net_train_grad), the loss gradients scaled by `scale` (this shard's share
+        of the global batch); updates the metrics and the dropout streams. Returns
+        (non-finite, statistics row [total loss, rows, per-output losses...])."""
+        ys, kinds = self._targets(data.ys)
+        sws = data.sws if any(w is not None for w in data.sws) else None
+        stats, _ = self._buffers(1)
+        if self.dropouts:
+            self._sync_dropout_in()
+        caps = self._capture_buffers(rows, 0, 1, rows)
+        with self._call(caps):
+            st = self.net.train_grad(data.xs, ys, kinds, sws, perm, 0, rows, scale, self._drop_offsets,
+                                     stats, _config.get_num_threads())
+        bad = st == self._mod.ERR_NONFINITE
+        if not bad:
+            if caps is not None:
+                self._py_metrics(data, perm, 0, 1, rows)
+            if self.dropouts:
+                self._sync_dropout_out()
+            self._metrics_add(stats, 1)
+        return bad, self._result(stats, 1)[0]
+
+    def apply_update(self):
+        """Regularizer gradients, clipping and the optimizer kernel in C
+        (fg_net_apply_update) on the gradients grad_step left (after their reduction)."""
+        opt = self.model.optimizer
+        _, lr = self._buffers(1)
+        self._fill_lr(lr, 1)
+        with self._lock:
+            self.net.apply_update(float(lr[0]), opt.iterations + 1, _config.get_num_threads())
+        opt.iterations += 1
+
     def evaluate(self, data, start, nb, bs):
         """Loss / metrics of batches start .. start+nb-1 in order; returns the statistics."""
         ys, kinds = self._targets(data.ys)

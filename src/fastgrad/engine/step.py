@@ -212,6 +212,46 @@ class Step:
             self.model._update_metrics(outs, ys, sws)
         return loss, per
 
+    # the step split between gradient and update (fastgrad.distribution reduces the
+    # gradients across processes in between); together they are train_batch
+    def grad_step(self, data, perm, rows, scale=1.0):
+        """Forward, loss and backward of the batch perm[0:rows] (frozen gradients zeroed;
+        no regularizer gradients, clipping or update), the loss gradients scaled by
+        float32 `scale` after the loss weights (this shard's share of the global batch,
+        as fg_net_train_grad does); updates the metrics. Returns
+        (non-finite, statistics row [total loss, rows, per-output losses...])."""
+        wss = self.cache.get(rows)
+        xs, ys, sws = self._gather(data, perm, 0, rows, wss[-1])
+        outs = self.forward(xs, True, wss)
+        loss, per, gs = self.losses_and_grads(outs, ys, sws, wss[-1])
+        store = self.store
+        if store.regularized:
+            loss += store.regularization_penalty(self.ops)
+        stats = self._stats(1)
+        self._stats_row(stats, 0, loss, per, rows)
+        if not math.isfinite(loss):
+            return True, stats[0]
+        if scale != 1.0:
+            s = np.float32(scale)
+            for g in gs:
+                if g is not None:
+                    np.multiply(g, s, out=g)
+        self.backward(gs, wss)
+        if store.frozen:
+            store.zero_frozen_grads()
+        if self.model.metrics:
+            self.model._update_metrics(outs, ys, sws)
+        return False, stats[0]
+
+    def apply_update(self):
+        """Regularizer gradients, clipping and the optimizer update on the gradients
+        grad_step left (after their reduction)."""
+        store = self.store
+        if store.regularized:
+            store.add_regularization_gradients()
+        self.optimizer.apply_gradients(self.ops, store.params, store.grads,
+                                       store.trainable_grad_views, store.segments)
+
     def test_batch(self, xs, ys, sws, metrics=True):
         wss = self.cache.get(xs[0].shape[0])
         outs = self.forward(xs, False, wss)
