@@ -31,6 +31,9 @@ def _mixins():
     if _native.available("kernels"):
         from .native_kernels import KernelsMixin
         bases.append(KernelsMixin)
+    if _native.available("lossopt"):
+        from .native_lossopt import LossOptMixin
+        bases.append(LossOptMixin)
     return tuple(bases)
 
 
