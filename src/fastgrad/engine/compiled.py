@@ -190,6 +190,9 @@ def _lower_graph(model, ctx):
         lower = getattr(layer, "lower", None)
         if lower is None:
             raise NoCPath(f"layer {layer.name} ({type(layer).__name__}) has no C path")
+        if ctx.training and getattr(layer, "activity_regularizer", None) is not None:
+            raise NoCPath(f"layer {layer.name} ({type(layer).__name__}) has an activity_regularizer "
+                          "(no C path; it trains on the Python step)")
         d = dict(lower(ctx))
         kind = mod.LAYER_KINDS.get(d.pop("kind"))
         if kind is None:
