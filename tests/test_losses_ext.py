@@ -430,3 +430,18 @@ def test_against_torch():
         loss, g = call(ops, name, a.copy(), b, None, delta=delta)
         assert loss == pytest.approx(tl.item(), rel=1e-9), name
         np.testing.assert_allclose(g, ta.grad.numpy(), rtol=1e-8, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.skipif(not _native.available("step", "lossopt"), reason="native step not built")
+def test_subclass_replacing_the_computation_has_no_c_path():
+    from fastgrad import _config
+    _config.set_backend("native")
+
+    class MyHuber(fg.losses.Huber):
+        def compute(self, ops, out, target, sw, g, logits):
+            return super().compute(ops, out, target, sw, g, logits)
+
+    m = fg.Sequential([fg.Input((3,)), fg.layers.Dense(2)])
+    m.compile("sgd", loss=MyHuber())
+    m.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), verbose=0)
+    assert "no C path" in compiled.unsupported_reason(m)

@@ -44,7 +44,10 @@ class _OpLoss(Loss):
     def lower(self, ctx, on_logits):
         cls = type(self)
         self._lower_reduction(ctx)
-        if cls.compute is not _OpLoss.compute or getattr(cls, "call", None) is not None:
+        # a subclass that replaces the computation (compute, or a Keras-style call if the
+        # base class has one) has no C path
+        if (cls.compute is not _OpLoss.compute
+                or getattr(cls, "call", None) is not getattr(Loss, "call", None)):
             raise ctx.unsupported(f"loss {self.name} ({cls.__name__}) replaces its computation: "
                                   "no C path")
         return ctx.loss_code(self._code)
