@@ -202,7 +202,8 @@ def _train(make_opt, on, threads, clip=None):
 
 @pytest.mark.skipif(not _native.available("step", "lossopt"), reason="native step not built")
 @pytest.mark.parametrize("kind,make,hp", CASES)
-@pytest.mark.parametrize("clip", [None, ("clipnorm", 0.5), ("global_clipnorm", 0.75), ("clipvalue", 0.05)])
+# 0.7 and 0.3 are not float32 numbers: both executors clip with float32(threshold)
+@pytest.mark.parametrize("clip", [None, ("clipnorm", 0.3), ("global_clipnorm", 0.7), ("clipvalue", 0.05)])
 def test_compiled_step_gives_the_python_steps_bits(kind, make, hp, clip):
     from fastgrad import _config
     _config.set_backend("native")

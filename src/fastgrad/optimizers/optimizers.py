@@ -168,11 +168,13 @@ class Optimizer:
         tuple of (start, stop) trainable ranges, None for the whole buffer."""
         if self._n != param.shape[0]:
             self.build(param.shape[0])
+        # the thresholds as float32 (Keras's variables are float32; the compiled plan's
+        # C description holds float32, so both executors scale by the same factor)
         if self.clipnorm is not None:
             for g in (grad_views if grad_views is not None else (grad,)):
-                ops.clip_by_norm(g, self.clipnorm)
+                ops.clip_by_norm(g, float(np.float32(self.clipnorm)))
         elif self.global_clipnorm is not None:
-            ops.clip_by_norm(grad, self.global_clipnorm)
+            ops.clip_by_norm(grad, float(np.float32(self.global_clipnorm)))
         elif self.clipvalue is not None:
             ops.clip_by_value(grad, -self.clipvalue, self.clipvalue)
         lr = self.current_learning_rate()
