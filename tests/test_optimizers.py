@@ -197,7 +197,7 @@ def test_state_round_trip_resumes_exactly():
     lambda: Adam(clipnorm=0.0),
     lambda: Adam(clipnorm=1.0, clipvalue=1.0),
     lambda: SGD(weight_decay=-0.1),
-    lambda: Adam(amsgrad=True),
+    lambda: Adam(amsgrad=True, beta_1=1.5),
 ])
 def test_invalid_hyper_parameters(make):
     with pytest.raises(ValueError):

@@ -75,10 +75,19 @@ enum {
     FG_LOSS_SOFTMAX_XENT = 2,        /* dense target rows; loss_sum / rows */
     FG_LOSS_SIGMOID_BCE = 3,         /* from logits; loss_sum / (rows * cols) */
     FG_LOSS_MSE = 4,                 /* loss_sum / (rows * cols) */
-    FG_LOSS_COUNT = 5
+    /* csrc/lossopt's fg_pointwise_loss kinds (FG_PLOSS_* = code - 4): mean over the
+     * per-sample values (loss_sum / (rows * cols)), or row-wise (KLD, categorical
+     * hinge, cosine: loss_sum / rows; only for outputs of per-sample rank 1) */
+    FG_LOSS_MAE = 5, FG_LOSS_MAPE = 6, FG_LOSS_MSLE = 7, FG_LOSS_HUBER = 8, FG_LOSS_LOGCOSH = 9,
+    FG_LOSS_POISSON = 10, FG_LOSS_HINGE = 11, FG_LOSS_SQHINGE = 12, FG_LOSS_KLD = 13,
+    FG_LOSS_CATHINGE = 14, FG_LOSS_COSINE = 15,
+    FG_LOSS_COUNT = 16
 };
 
-enum { FG_OPT_SGD = 1, FG_OPT_ADAM = 2, FG_OPT_RMSPROP = 3, FG_OPT_ADAGRAD = 4, FG_OPT_COUNT = 5 };
+enum { FG_OPT_SGD = 1, FG_OPT_ADAM = 2, FG_OPT_RMSPROP = 3, FG_OPT_ADAGRAD = 4,
+       /* csrc/lossopt's fg_optx_update kinds */
+       FG_OPT_NADAM = 5, FG_OPT_ADAMAX = 6, FG_OPT_ADADELTA = 7, FG_OPT_FTRL = 8, FG_OPT_LION = 9,
+       FG_OPT_AMSGRAD = 10, FG_OPT_COUNT = 11 };
 
 /* dtype of a dataset's targets */
 enum { FG_TARGET_INT32 = 1, FG_TARGET_INT64 = 2, FG_TARGET_FLOAT32 = 3 };
@@ -153,12 +162,14 @@ typedef struct fg_graph_desc {
 typedef struct fg_loss_desc {
     int kind;       /* FG_LOSS_* (FG_LOSS_NONE: the output has no loss; training needs one) */
     double weight;  /* loss weight (1.0: none) */
+    float param;    /* the loss's hyper-parameter (Huber's delta), else unused */
 } fg_loss_desc;
 
 typedef struct fg_optim_desc {
     int kind;                 /* FG_OPT_* */
     int nesterov, centered, decoupled;
     float momentum, beta1, beta2, rho, eps, weight_decay;
+    float lr_power, l1, l2, l2_shrinkage, beta; /* Ftrl */
     float clipnorm;           /* > 0: clip each parameter array's gradient to this L2 norm */
     float global_clipnorm;    /* > 0: clip the whole flat gradient to this L2 norm */
     float clipvalue;          /* > 0: clamp every gradient element to [-clipvalue, clipvalue] */
@@ -168,7 +179,9 @@ typedef struct fg_optim_desc {
     /* state buffers (n_params floats each, or NULL):
      *   SGD: s1 velocity (NULL iff momentum == 0);  Adam: s1 m, s2 v;
      *   RMSprop: s1 ms, s2 mom (NULL iff momentum == 0), s3 mg (NULL iff !centered);
-     *   Adagrad: s1 accumulator */
+     *   Adagrad: s1 accumulator;  Nadam: s1 m, s2 v;  Adamax: s1 m, s2 u;
+     *   Adadelta: s1 acc_grad, s2 acc_delta;  Ftrl: s1 accumulator, s2 linear;  Lion: s1 m;
+     *   Adam with amsgrad: s1 m, s2 v, s3 v_hat */
     float *s1, *s2, *s3;
 } fg_optim_desc;
 

@@ -11,6 +11,7 @@
 
 #include "kernels/fg_loss.h"
 #include "kernels/fg_reduce.h"
+#include "lossopt/fg_lossopt.h"
 
 static int output_loss(const fg_net *n, int k, int64_t rows, float *dlog, double *loss, int nt) {
     const fg_output *o = &n->outs[k];
@@ -41,8 +42,18 @@ static int output_loss(const fg_net *n, int k, int64_t rows, float *dlog, double
         return FG_OK;
     }
     default:
-        return FG_ERR_ARG;
+        break;
     }
+    if (o->loss.kind >= FG_LOSS_MAE && o->loss.kind <= FG_LOSS_COSINE) {
+        /* csrc/lossopt: the Python loss's call (losses.py) with the same sizes and scale */
+        const int kind = o->loss.kind - FG_LOSS_MAE + FG_PLOSS_MAE;
+        double div = fg_ploss_rowwise(kind) ? (double)rows : (double)rows * (double)c;
+        FG_TRY(fg_pointwise_loss(&s, dlog, logits, n->btgt[k], sw, rows, c, kind, o->loss.param,
+                                 (float)(1.0 / div), nt));
+        *loss = s / div;
+        return FG_OK;
+    }
+    return FG_ERR_ARG;
 }
 
 int fg_losses_forward(fg_net *n, int64_t rows, int train, double *total, double *per_output, int nt) {

@@ -183,8 +183,9 @@ static int check_opt(const fg_optim_desc *opt, int training) {
     if (opt->kind < FG_OPT_SGD || opt->kind >= FG_OPT_COUNT) return 0;
     if (!training) return 1;
     int need1 = opt->kind != FG_OPT_SGD || opt->momentum != 0.0f;
-    int need2 = opt->kind == FG_OPT_ADAM || (opt->kind == FG_OPT_RMSPROP && opt->momentum != 0.0f);
-    int need3 = opt->kind == FG_OPT_RMSPROP && opt->centered;
+    int need2 = opt->kind == FG_OPT_ADAM || (opt->kind == FG_OPT_RMSPROP && opt->momentum != 0.0f) ||
+                (opt->kind >= FG_OPT_NADAM && opt->kind != FG_OPT_LION);
+    int need3 = (opt->kind == FG_OPT_RMSPROP && opt->centered) || opt->kind == FG_OPT_AMSGRAD;
     return !((need1 && !opt->s1) || (need2 && !opt->s2) || (need3 && !opt->s3));
 }
 
@@ -392,6 +393,11 @@ static int build(fg_net *n, int *bad_node, const fg_graph_desc *g, const fg_loss
         if (losses) {
             o->loss = losses[k];
             if (o->loss.kind < 0 || o->loss.kind >= FG_LOSS_COUNT || !isfinite(o->loss.weight)) return FG_ERR_ARG;
+            /* row-wise losses over a per-sample rank > 1 output would need per-row weights */
+            if ((o->loss.kind == FG_LOSS_KLD || o->loss.kind == FG_LOSS_CATHINGE ||
+                 o->loss.kind == FG_LOSS_COSINE) && n->shapes[s].rank != 1)
+                return FG_ERR_ARG;
+            if (o->loss.kind == FG_LOSS_HUBER && !(o->loss.param > 0.0f)) return FG_ERR_ARG;
             n->n_losses += o->loss.kind != FG_LOSS_NONE;
         }
     }

@@ -11,6 +11,7 @@
 
 #include "kernels/fg_optim.h"
 #include "kernels/fg_reduce.h"
+#include "lossopt/fg_lossopt.h"
 
 #include <math.h>
 
@@ -83,8 +84,17 @@ static int update_range(fg_net *n, int64_t lo, int64_t cnt, float lr, int64_t st
     case FG_OPT_ADAGRAD:
         return fg_adagrad_update(p, s1, g, cnt, lr, o->eps, o->weight_decay, o->decoupled, nt);
     default:
-        return FG_ERR_ARG;
+        break;
     }
+    if (o->kind >= FG_OPT_NADAM && o->kind <= FG_OPT_AMSGRAD) {
+        fg_optx_args x = {0};
+        x.kind = o->kind - FG_OPT_NADAM + FG_OPTX_NADAM;
+        x.decoupled = o->decoupled; x.step = step; x.lr = lr;
+        x.beta1 = o->beta1; x.beta2 = o->beta2; x.rho = o->rho; x.eps = o->eps; x.weight_decay = o->weight_decay;
+        x.lr_power = o->lr_power; x.l1 = o->l1; x.l2 = o->l2; x.l2_shrinkage = o->l2_shrinkage; x.beta = o->beta;
+        return fg_optx_update(p, s1, s2, s3, g, cnt, &x, nt);
+    }
+    return FG_ERR_ARG;
 }
 
 int fg_net_update(fg_net *n, float lr, int64_t step, int nt) {

@@ -26,10 +26,13 @@ import numpy as np
 __all__ = ["Loss", "MeanSquaredError", "BinaryCrossentropy", "CategoricalCrossentropy",
            "SparseCategoricalCrossentropy", "get", "serialize", "deserialize",
            "mean_squared_error", "binary_crossentropy", "categorical_crossentropy",
-           "sparse_categorical_crossentropy", "LABEL_DTYPE"]
+           "sparse_categorical_crossentropy", "LABEL_DTYPE", "REDUCTIONS"]
 
 #: dtype of integer labels handed to the sparse kernels
 LABEL_DTYPE = np.int32
+
+#: Keras 3's reductions ("auto" is read as "sum_over_batch_size")
+REDUCTIONS = ("sum_over_batch_size", "sum", None, "none", "mean", "mean_with_sample_weight", "auto")
 
 
 class Loss:
@@ -40,10 +43,47 @@ class Loss:
     from_logits = False
 
     def __init__(self, name=None, reduction="sum_over_batch_size"):
-        if reduction not in ("sum_over_batch_size", "auto", None):
-            raise ValueError(f"{type(self).__name__}: only reduction='sum_over_batch_size' is "
-                             f"supported, got {reduction!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"{type(self).__name__}: reduction must be one of "
+                             f"{', '.join(repr(r) for r in REDUCTIONS)}, got {reduction!r}")
+        self.reduction = "sum_over_batch_size" if reduction == "auto" else reduction
         self.name = name or _DEFAULT_NAMES.get(type(self).__name__, type(self).__name__.lower())
+
+    # ------------------------------------------------------------------ reduction
+    def _reduction_factor(self, out, sample_weight):
+        """What turns the "sum_over_batch_size" value (and gradient) the kernels give
+        into this loss's reduction: 1; the number of per-sample values for "sum" and
+        None / "none" (training takes the gradient of the sum, as Keras's tape does
+        for a vector loss); that number / sum(sample_weight) for
+        "mean_with_sample_weight" ("mean" is "sum_over_batch_size" in Keras 3)."""
+        r = self.reduction
+        if r in ("sum_over_batch_size", "mean"):
+            return 1.0
+        # per-sample values: one per row of the last axis (a sparse target: per row)
+        if self.target_kind == "sparse" or out.ndim == 1:
+            n = out.shape[0]
+        else:
+            n = out.size // out.shape[-1]
+        if r == "mean_with_sample_weight":
+            if sample_weight is None:
+                return 1.0
+            sw = float(np.sum(sample_weight, dtype=np.float64))
+            return float(n) / sw if sw != 0.0 else 0.0
+        return float(n)
+
+    def _reduce(self, out, sample_weight, result):
+        """Apply the reduction to a kernel's (loss, grad) (grad scaled in place)."""
+        f = self._reduction_factor(out, sample_weight)
+        if f == 1.0:
+            return result
+        loss, g = result
+        g *= g.dtype.type(f)
+        return loss * f, g
+
+    def _lower_reduction(self, ctx):
+        if self.reduction not in ("sum_over_batch_size", "mean"):
+            raise ctx.unsupported(f"loss {self.name}: reduction={self.reduction!r} runs on the "
+                                  "Python step")
 
     def compute(self, ops, out, target, sample_weight, grad_out, logits):
         """(loss, grad) for the model output `out` (logits when `logits`)."""
@@ -66,11 +106,26 @@ class Loss:
             target = np.ascontiguousarray(target, dtype=pred.dtype).reshape(pred.shape)
         sw = None if sample_weight is None else np.ascontiguousarray(sample_weight,
                                                                      dtype=pred.dtype).reshape(-1)
+        if self.reduction in (None, "none"):
+            return self.values(ops, pred, target, sw)
         loss, _ = self.compute(ops, pred, target, sw, np.empty_like(pred), self.from_logits)
         return loss
 
+    def values(self, ops, pred, target, sample_weight=None):
+        """Per-sample loss values (float64; Keras's reduction=None), times
+        sample_weight when given."""
+        v = self._values(ops, pred, target)
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+            v = v * w.reshape((-1,) + (1,) * (v.ndim - 1))
+        return v
+
+    def _values(self, ops, pred, target):
+        raise NotImplementedError(f"{type(self).__name__}: per-sample values (reduction=None) "
+                                  "are not implemented")
+
     def get_config(self) -> dict:
-        return {"name": self.name}
+        return {"name": self.name, "reduction": self.reduction}
 
     @classmethod
     def from_config(cls, config):
@@ -92,6 +147,7 @@ class Loss:
         (`logits_name`) or probabilities (`probs_name`, None: no C path); a subclass
         that replaces `compute` has no C path."""
         cls = type(self)
+        self._lower_reduction(ctx)
         logits = bool(on_logits) or bool(self.from_logits)
         name = logits_name if logits else probs_name
         if cls.compute is not rule_of.compute or name is None:
@@ -102,7 +158,11 @@ class Loss:
 
 class MeanSquaredError(Loss):
     def compute(self, ops, out, target, sample_weight, grad_out, logits):
-        return ops.mse(out, target, sample_weight, grad_out)
+        return self._reduce(out, sample_weight, ops.mse(out, target, sample_weight, grad_out))
+
+    def _values(self, ops, pred, target):
+        d = pred.astype(np.float64) - target.astype(np.float64)
+        return np.mean(d * d, axis=-1)
 
     def lower(self, ctx, on_logits):
         return self._lower_code(ctx, MeanSquaredError, on_logits, "mse", "mse")
@@ -118,7 +178,7 @@ class _CrossEntropy(Loss):
         return None if self.from_logits else self._fuse
 
     def get_config(self):
-        return {"name": self.name, "from_logits": self.from_logits}
+        return {**super().get_config(), "from_logits": self.from_logits}
 
 
 class BinaryCrossentropy(_CrossEntropy):
@@ -126,8 +186,19 @@ class BinaryCrossentropy(_CrossEntropy):
 
     def compute(self, ops, out, target, sample_weight, grad_out, logits):
         if logits:
-            return ops.binary_crossentropy_from_logits(out, target, sample_weight, grad_out)
-        return ops.binary_crossentropy(out, target, sample_weight, grad_out)
+            r = ops.binary_crossentropy_from_logits(out, target, sample_weight, grad_out)
+        else:
+            r = ops.binary_crossentropy(out, target, sample_weight, grad_out)
+        return self._reduce(out, sample_weight, r)
+
+    def _values(self, ops, pred, target):
+        x, z = pred.astype(np.float64), target.astype(np.float64)
+        if self.from_logits:
+            e = np.maximum(x, 0) - x * z + np.log1p(np.exp(-np.abs(x)))
+        else:
+            p = np.clip(x, 1e-7, 1 - 1e-7)
+            e = -(z * np.log(p) + (1 - z) * np.log1p(-p))
+        return e.mean(axis=-1)
 
     def lower(self, ctx, on_logits):
         return self._lower_code(ctx, BinaryCrossentropy, on_logits, "sigmoid_bce")
@@ -138,8 +209,13 @@ class CategoricalCrossentropy(_CrossEntropy):
 
     def compute(self, ops, out, target, sample_weight, grad_out, logits):
         if logits:
-            return ops.softmax_crossentropy(out, target, sample_weight, grad_out)
-        return ops.categorical_crossentropy(out, target, sample_weight, grad_out)
+            r = ops.softmax_crossentropy(out, target, sample_weight, grad_out)
+        else:
+            r = ops.categorical_crossentropy(out, target, sample_weight, grad_out)
+        return self._reduce(out, sample_weight, r)
+
+    def _values(self, ops, pred, target):
+        return -(target.astype(np.float64) * _log_probs(pred, self.from_logits)).sum(axis=-1)
 
     def lower(self, ctx, on_logits):
         return self._lower_code(ctx, CategoricalCrossentropy, on_logits, "softmax_xent")
@@ -151,15 +227,31 @@ class SparseCategoricalCrossentropy(_CrossEntropy):
 
     def compute(self, ops, out, target, sample_weight, grad_out, logits):
         if logits:
-            return ops.sparse_softmax_crossentropy(out, target, sample_weight, grad_out)
+            return self._reduce(out, sample_weight,
+                                ops.sparse_softmax_crossentropy(out, target, sample_weight, grad_out))
         # probabilities without a softmax to absorb: one-hot the labels (rare path)
         onehot = np.zeros(out.shape, dtype=out.dtype)
         onehot[np.arange(out.shape[0]), target] = 1
-        return ops.categorical_crossentropy(out, onehot, sample_weight, grad_out)
+        return self._reduce(out, sample_weight,
+                            ops.categorical_crossentropy(out, onehot, sample_weight, grad_out))
+
+    def _values(self, ops, pred, target):
+        lp = _log_probs(pred, self.from_logits)
+        return -lp[np.arange(lp.shape[0]), np.asarray(target).reshape(-1)]
 
     def lower(self, ctx, on_logits):
         return self._lower_code(ctx, SparseCategoricalCrossentropy, on_logits,
                                 "sparse_softmax_xent")
+
+
+def _log_probs(pred, from_logits):
+    """float64 log-probabilities of rows of logits or (renormalised, clipped) probabilities."""
+    x = pred.astype(np.float64)
+    if from_logits:
+        m = x.max(axis=-1, keepdims=True)
+        return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+    q = x / x.sum(axis=-1, keepdims=True)
+    return np.log(np.clip(q, 1e-7, 1 - 1e-7))
 
 
 _DEFAULT_NAMES = {"MeanSquaredError": "mean_squared_error",
@@ -227,3 +319,13 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
 
 
 mse = mean_squared_error
+
+
+# the further Keras losses (Huber, LogCosh, KLDivergence, ...) live in losses_ext
+from . import losses_ext as _ext  # noqa: E402
+from .losses_ext import *  # noqa: E402,F401,F403
+
+__all__ += _ext.__all__
+_CLASSES.update(_ext.CLASSES)
+_NAMES.update(_ext.NAMES)
+_DEFAULT_NAMES.update(_ext.DEFAULT_NAMES)

@@ -401,3 +401,12 @@ def resolve(identifier, loss, output_shape, y_sparse: bool):
     if isinstance(identifier, str):
         m.name = identifier.strip()     # logs use the name the user wrote, as in Keras
     return m
+
+
+# the metrics of the further Keras losses (MAPE, MSLE, LogCoshError, ...) live in metrics_ext
+from . import metrics_ext as _ext  # noqa: E402
+from .metrics_ext import *  # noqa: E402,F401,F403
+
+__all__ += _ext.__all__
+_CLASSES.update(_ext.CLASSES)
+_NAMES.update(_ext.NAMES)

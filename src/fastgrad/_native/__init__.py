@@ -3,6 +3,7 @@
     runtime  CPU / build facts, instruction-set choice, denormal flag
     gemm     packed GEMM and the fused dense forward (csrc/gemm)
     kernels  activations, losses, optimizer updates, reductions (csrc/kernels)
+    lossopt  the further Keras losses and optimizers (csrc/lossopt)
     step     compiled training / inference step (csrc/step)
 
 Every module links its own copy of csrc/runtime, so process-wide settings
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("runtime", "gemm", "kernels", "step", "quant")
+_MODULES = ("runtime", "gemm", "kernels", "lossopt", "quant", "step")
 _loaded: dict = {}
 _errors: dict = {}
 

@@ -43,10 +43,27 @@ cdef extern from "step/fg_step.h" nogil:
         FG_LOSS_SOFTMAX_XENT
         FG_LOSS_SIGMOID_BCE
         FG_LOSS_MSE
+        FG_LOSS_MAE
+        FG_LOSS_MAPE
+        FG_LOSS_MSLE
+        FG_LOSS_HUBER
+        FG_LOSS_LOGCOSH
+        FG_LOSS_POISSON
+        FG_LOSS_HINGE
+        FG_LOSS_SQHINGE
+        FG_LOSS_KLD
+        FG_LOSS_CATHINGE
+        FG_LOSS_COSINE
         FG_OPT_SGD
         FG_OPT_ADAM
         FG_OPT_RMSPROP
         FG_OPT_ADAGRAD
+        FG_OPT_NADAM
+        FG_OPT_ADAMAX
+        FG_OPT_ADADELTA
+        FG_OPT_FTRL
+        FG_OPT_LION
+        FG_OPT_AMSGRAD
         FG_TARGET_INT32
         FG_TARGET_INT64
         FG_TARGET_FLOAT32
@@ -77,6 +94,7 @@ cdef extern from "step/fg_step.h" nogil:
     ctypedef struct fg_loss_desc:
         int kind
         double weight
+        float param
     ctypedef struct fg_optim_desc:
         int kind
         int nesterov
@@ -88,6 +106,11 @@ cdef extern from "step/fg_step.h" nogil:
         float rho
         float eps
         float weight_decay
+        float lr_power
+        float l1
+        float l2
+        float l2_shrinkage
+        float beta
         float clipnorm
         float global_clipnorm
         float clipvalue
@@ -147,9 +170,15 @@ ACT_NONE = FG_ACT_NONE
 MERGE_OPS = {"add": FG_MERGE_ADD, "subtract": FG_MERGE_SUBTRACT, "multiply": FG_MERGE_MULTIPLY,
              "average": FG_MERGE_AVERAGE, "maximum": FG_MERGE_MAXIMUM, "minimum": FG_MERGE_MINIMUM}
 LOSSES = {"none": FG_LOSS_NONE, "sparse_softmax_xent": FG_LOSS_SPARSE_SOFTMAX_XENT, "softmax_xent": FG_LOSS_SOFTMAX_XENT,
-          "sigmoid_bce": FG_LOSS_SIGMOID_BCE, "mse": FG_LOSS_MSE}
+          "sigmoid_bce": FG_LOSS_SIGMOID_BCE, "mse": FG_LOSS_MSE,
+          "mae": FG_LOSS_MAE, "mape": FG_LOSS_MAPE, "msle": FG_LOSS_MSLE, "huber": FG_LOSS_HUBER,
+          "log_cosh": FG_LOSS_LOGCOSH, "poisson": FG_LOSS_POISSON, "hinge": FG_LOSS_HINGE,
+          "squared_hinge": FG_LOSS_SQHINGE, "kld": FG_LOSS_KLD, "categorical_hinge": FG_LOSS_CATHINGE,
+          "cosine_similarity": FG_LOSS_COSINE}
 OPTIMIZERS = {"sgd": FG_OPT_SGD, "adam": FG_OPT_ADAM, "rmsprop": FG_OPT_RMSPROP,
-              "adagrad": FG_OPT_ADAGRAD}
+              "adagrad": FG_OPT_ADAGRAD, "nadam": FG_OPT_NADAM, "adamax": FG_OPT_ADAMAX,
+              "adadelta": FG_OPT_ADADELTA, "ftrl": FG_OPT_FTRL, "lion": FG_OPT_LION,
+              "adam_amsgrad": FG_OPT_AMSGRAD}
 ACCURACY = {"none": FG_ACC_NONE, "sparse": FG_ACC_SPARSE, "categorical": FG_ACC_CATEGORICAL,
             "binary": FG_ACC_BINARY}
 TARGET_INT32, TARGET_INT64, TARGET_FLOAT32 = FG_TARGET_INT32, FG_TARGET_INT64, FG_TARGET_FLOAT32
@@ -263,7 +292,7 @@ cdef class Net:
                  messages) and C fields (act, w_off, ...; see csrc/step/fg_step.h)
         outputs: output slots;  n_streams: dropout streams (drop_offsets entries)
       params, grads: the model's flat float32 buffers (grads may be None for inference)
-      losses: one (LOSSES code, weight) per output (LOSSES["none"]: no loss on it), or None
+      losses: one (LOSSES code, weight[, param]) per output (LOSSES["none"]: no loss on it), or None
               (inference only)
       optimizer: dict with kind, nesterov, centered, decoupled, momentum, beta1, beta2, rho,
                  eps, weight_decay, clipnorm, global_clipnorm, clipvalue and slot arrays
@@ -321,9 +350,10 @@ cdef class Net:
             for k, s in enumerate(outputs):
                 outs[k] = s
             if losses is not None:
-                for k, (code, w) in enumerate(losses):
-                    ld[k].kind = code
-                    ld[k].weight = w
+                for k, e in enumerate(losses):
+                    ld[k].kind = e[0]
+                    ld[k].weight = e[1]
+                    ld[k].param = e[2] if len(e) > 2 else 0.0
             if optimizer is not None:
                 memset(&od, 0, sizeof(od))
                 od.kind = optimizer["kind"]
@@ -336,6 +366,11 @@ cdef class Net:
                 od.rho = optimizer.get("rho", 0.9)
                 od.eps = optimizer.get("eps", 1e-7)
                 od.weight_decay = optimizer.get("weight_decay", 0.0)
+                od.lr_power = optimizer.get("lr_power", -0.5)
+                od.l1 = optimizer.get("l1", 0.0)
+                od.l2 = optimizer.get("l2", 0.0)
+                od.l2_shrinkage = optimizer.get("l2_shrinkage", 0.0)
+                od.beta = optimizer.get("beta", 0.0)
                 od.clipnorm = optimizer.get("clipnorm") or 0.0
                 od.global_clipnorm = optimizer.get("global_clipnorm") or 0.0
                 od.clipvalue = optimizer.get("clipvalue") or 0.0

@@ -34,6 +34,9 @@ def _mixins():
     if _native.available("quant"):
         from .native_quant import QuantMixin
         bases.append(QuantMixin)
+    if _native.available("lossopt"):
+        from .native_lossopt import LossOptMixin
+        bases.append(LossOptMixin)
     return tuple(bases)
 
 

@@ -190,6 +190,9 @@ def _lower_graph(model, ctx):
         lower = getattr(layer, "lower", None)
         if lower is None:
             raise NoCPath(f"layer {layer.name} ({type(layer).__name__}) has no C path")
+        if ctx.training and getattr(layer, "activity_regularizer", None) is not None:
+            raise NoCPath(f"layer {layer.name} ({type(layer).__name__}) has an activity_regularizer "
+                          "(no C path; it trains on the Python step)")
         d = dict(lower(ctx))
         kind = mod.LAYER_KINDS.get(d.pop("kind"))
         if kind is None:
@@ -209,12 +212,21 @@ def _lower_of(obj, what):
 
 
 def _losses(ctx, model):
-    """One (code, weight) per output (LOSSES["none"] for an output without a loss)."""
+    """One (code, weight[, param]) per output (LOSSES["none"] for an output without a loss)."""
     acts = list(model._output_activations) or [None] * len(model._losses)
     none = ctx.loss_code("none")
-    return [(none, 1.0) if loss is None else
-            (int(_lower_of(loss, "loss")(ctx, act is not None)), float(w))
-            for loss, w, act in zip(model._losses, model._loss_weights, acts)]
+    out = []
+    for loss, w, act in zip(model._losses, model._loss_weights, acts):
+        if loss is None:
+            out.append((none, 1.0))
+            continue
+        code = _lower_of(loss, "loss")(ctx, act is not None)
+        # a loss with a hyper-parameter (Huber's delta) lowers to (code, param)
+        if isinstance(code, tuple):
+            out.append((int(code[0]), float(w), float(code[1])))
+        else:
+            out.append((int(code), float(w)))
+    return out
 
 
 def _optimizer_desc(ctx, opt):
@@ -322,7 +334,7 @@ class CompiledPlan:
         self.n_out = net.n_outputs
         if training:
             none = mod.LOSSES["none"]
-            self.loss_codes = [code for code, _ in spec["losses"]]
+            self.loss_codes = [e[0] for e in spec["losses"]]
             self.loss_index = [k for k, c in enumerate(self.loss_codes) if c != none]
             self.py_metrics = spec["acc"] is None
             if not self.py_metrics:

@@ -80,6 +80,15 @@ class Step:
         live = [False] * n_slots
         for i in self.loss_index:
             live[g.output_slots[i]] = True
+        # activity regularizers (Keras: regularizer(output) / batch size added to the loss)
+        self.act_reg = {n.index: n.layer.activity_regularizer for n in self.nodes
+                        if getattr(n.layer, "activity_regularizer", None) is not None}
+        self._act_pen = 0.0
+        self._act_grads = {}
+        if self.training:
+            for n in self.nodes:
+                if n.index in self.act_reg:
+                    live[n.out_slot] = True
         for n in reversed(self.nodes):
             if live[n.out_slot]:
                 for s in n.in_slots:
@@ -107,6 +116,7 @@ class Step:
 
     # ------------------------------------------------------------------ pieces
     def forward(self, xs, training, wss):
+        self._act_pen = 0.0
         vals = self._vals
         for i, x in enumerate(xs):
             vals[i] = x
@@ -117,7 +127,22 @@ class Step:
             else:
                 y = n.layer.forward(vals[n.in_slots[0]], training, ws)
             vals[n.out_slot] = y
+            if self.act_reg and n.index in self.act_reg:
+                self._activity(n, y, training, ws)
         return [vals[s] for s in self.graph.output_slots]
+
+    def _activity(self, n, y, training, ws):
+        """Add node n's activity penalty reg(y) / batch to self._act_pen; in training
+        keep its gradient (float32, scaled by 1 / batch) for backward."""
+        reg = self.act_reg[n.index]
+        batch = y.shape[0] if y.ndim else 1
+        self._act_pen += reg(y) / batch
+        if training:
+            g = ws.buf("act_reg_grad", y.shape)
+            g[...] = 0.0
+            reg.add_gradient(y, g, ws.buf("act_reg_scratch", y.shape))
+            g *= np.float32(1.0 / batch)
+            self._act_grads[n.index] = g
 
     def losses_and_grads(self, outs, ys, sws, mws):
         """(total weighted loss, per-output losses, per-output gradients)."""
@@ -159,6 +184,8 @@ class Step:
         for n in reversed(self.nodes):
             if not self.run_backward[n.index]:
                 continue
+            if self.act_reg and n.index in self.act_reg:
+                self._add_grad(n.out_slot, self._act_grads[n.index], mws)
             dy = grads[n.out_slot]
             if dy is None:
                 continue
@@ -199,6 +226,8 @@ class Step:
         store = self.store
         if store.regularized:
             loss += store.regularization_penalty(self.ops)
+        if self.act_reg:
+            loss += self._act_pen
         if not math.isfinite(loss):
             raise NonFiniteLossError(f"loss is {loss}", loss=loss)
         self.backward(gs, wss)
@@ -258,6 +287,8 @@ class Step:
         loss, per, _ = self.losses_and_grads(outs, ys, sws, wss[-1])
         if self.store.regularized:
             loss += self.store.regularization_penalty(self.ops)
+        if self.act_reg:
+            loss += self._act_pen
         if metrics and self.model.metrics:
             self.model._update_metrics(outs, ys, sws)
         return loss, per

@@ -156,7 +156,7 @@ class Layer:
         Layer.registry[cls.__name__] = cls
 
     def __init__(self, name=None, input_shape=None, input_dim=None, trainable=True, dtype=None,
-                 batch_input_shape=None, **kwargs):
+                 batch_input_shape=None, activity_regularizer=None, **kwargs):
         if kwargs:
             raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) "
                             f"{', '.join(sorted(kwargs))}")
@@ -173,6 +173,11 @@ class Layer:
             input_shape = tuple(batch_input_shape)[1:]
         self._declared_input_shape = _as_shape(input_shape, f"{self.name}: input_shape")
         self.trainable = bool(trainable)
+        from .. import regularizers as _regularizers
+        # Keras: regularizer(output) / batch size joins the loss (engine/step.py); the
+        # compiled plan has no C path for it (the model trains on the Python step)
+        self.activity_regularizer = _regularizers.get(activity_regularizer,
+                                                      f"{self.name}: activity_regularizer")
         self.built = False
         self.input_shape = None
         self.output_shape = None
@@ -363,6 +368,9 @@ class Layer:
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:
         cfg = {"name": self.name, "trainable": self.trainable}
+        if getattr(self, "activity_regularizer", None) is not None:
+            from .. import regularizers as _regularizers
+            cfg["activity_regularizer"] = _regularizers.serialize(self.activity_regularizer)
         if self._declared_input_shape is not None:
             cfg["input_shape"] = list(self._declared_input_shape)
         return cfg

@@ -2,9 +2,13 @@
 and learning-rate schedules (`fastgrad.optimizers.schedules`)."""
 from .optimizers import (Optimizer, SGD, Adagrad, RMSprop, Adam, AdamW, get, serialize,
                          deserialize)
+from .optimizers import _register
+from .optimizers_ext import Nadam, Adamax, Adadelta, Ftrl, Lion
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "get", "serialize",
-           "deserialize", "schedules"]
+_register((Nadam, Adamax, Adadelta, Ftrl, Lion))
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Nadam", "Adamax",
+           "Adadelta", "Ftrl", "Lion", "get", "serialize", "deserialize", "schedules"]
 
 
 def __getattr__(name):

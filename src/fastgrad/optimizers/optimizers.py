@@ -168,11 +168,13 @@ class Optimizer:
         tuple of (start, stop) trainable ranges, None for the whole buffer."""
         if self._n != param.shape[0]:
             self.build(param.shape[0])
+        # the thresholds as float32 (Keras's variables are float32; the compiled plan's
+        # C description holds float32, so both executors scale by the same factor)
         if self.clipnorm is not None:
             for g in (grad_views if grad_views is not None else (grad,)):
-                ops.clip_by_norm(g, self.clipnorm)
+                ops.clip_by_norm(g, float(np.float32(self.clipnorm)))
         elif self.global_clipnorm is not None:
-            ops.clip_by_norm(grad, self.global_clipnorm)
+            ops.clip_by_norm(grad, float(np.float32(self.global_clipnorm)))
         elif self.clipvalue is not None:
             ops.clip_by_value(grad, -self.clipvalue, self.clipvalue)
         lr = self.current_learning_rate()
@@ -345,29 +347,36 @@ class Adam(Optimizer):
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
                          **kwargs)
         cls = type(self).__name__
-        if amsgrad:
-            raise ValueError(f"{cls}: amsgrad=True is not supported")
+        self.amsgrad = bool(amsgrad)
         self.beta_1 = _hp(cls, "beta_1", beta_1, lo=0.0, hi=1.0, hi_open=True)
         self.beta_2 = _hp(cls, "beta_2", beta_2, lo=0.0, hi=1.0, hi_open=True)
         self.epsilon = _hp(cls, "epsilon", epsilon, lo=0.0)
 
     _slots = {"m": 0.0, "v": 0.0}
 
+    def _active_slots(self):
+        return {"m": 0.0, "v": 0.0, "vhat": 0.0} if self.amsgrad else {"m": 0.0, "v": 0.0}
+
     def _update(self, ops, p, g, slots, lr, wd):
+        if self.amsgrad:     # Keras: v_hat = max(v_hat, v) in the denominator
+            ops.adam_amsgrad_update(p, g, slots["m"], slots["v"], slots["vhat"], lr=lr,
+                                    beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon,
+                                    step=self.iterations + 1, weight_decay=wd, decoupled=True)
+            return
         ops.adam_update(p, g, slots["m"], slots["v"], lr=lr, beta1=self.beta_1, beta2=self.beta_2,
                         eps=self.epsilon, step=self.iterations + 1, weight_decay=wd,
                         decoupled=True)
 
     def lower(self, ctx):
         """Adam and AdamW (its decoupled weight decay is the shared weight_decay field)."""
-        d = self._lower_common(ctx, Adam, "adam")
+        d = self._lower_common(ctx, Adam, "adam_amsgrad" if self.amsgrad else "adam")
         d.update(beta1=float(self.beta_1), beta2=float(self.beta_2), eps=float(self.epsilon),
-                 s1=self.slots["m"], s2=self.slots["v"])
+                 s1=self.slots["m"], s2=self.slots["v"], s3=self.slots.get("vhat"))
         return d
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
-                "epsilon": self.epsilon}
+                "epsilon": self.epsilon, "amsgrad": self.amsgrad}
 
 
 class AdamW(Adam):
@@ -384,6 +393,13 @@ class AdamW(Adam):
 
 def _snake(name):
     return {"SGD": "sgd", "RMSprop": "rmsprop", "AdamW": "adamw"}.get(name, name.lower())
+
+
+def _register(classes):
+    """Add optimizer classes (optimizers_ext) to get / deserialize."""
+    for c in classes:
+        _CLASSES[c.__name__] = c
+        _NAMES[c.__name__.lower()] = c
 
 
 _CLASSES = {"SGD": SGD, "Adagrad": Adagrad, "RMSprop": RMSprop, "Adam": Adam, "AdamW": AdamW}

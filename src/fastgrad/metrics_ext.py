@@ -1,0 +1,91 @@
+"""Metrics matching the further Keras losses (Keras 3 names): streaming
+weighted means of the per-sample values of backend/numpy_lossopt.py's
+`loss_values` (float64). Re-exported by fastgrad.metrics. Keras's
+CosineSimilarity metric is the similarity itself (+sum of the normalised
+products), the negative of the loss."""
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import Metric
+
+__all__ = ["MeanAbsolutePercentageError", "MeanSquaredLogarithmicError", "LogCoshError",
+           "KLDivergence", "Poisson", "Hinge", "SquaredHinge", "CategoricalHinge", "CosineSimilarity"]
+
+_OPS = None
+
+
+def _ops():
+    global _OPS
+    if _OPS is None:
+        from .backend.numpy_ops import NumpyOps
+        _OPS = NumpyOps()
+    return _OPS
+
+
+class _LossMetric(Metric):
+    _loss = None
+    _sign = 1.0
+
+    def _values(self, y_true, y_pred):
+        p = np.asarray(y_pred, dtype=np.float64)
+        if p.ndim == 1:
+            p = p.reshape(-1, 1)
+        t = np.asarray(y_true, dtype=np.float64).reshape(p.shape)
+        v = _ops().loss_values(self._loss, p, t)
+        return self._sign * v.reshape(p.shape[0], -1).mean(axis=1)
+
+
+class MeanAbsolutePercentageError(_LossMetric):
+    _default_name, _loss = "mean_absolute_percentage_error", "mean_absolute_percentage_error"
+
+
+class MeanSquaredLogarithmicError(_LossMetric):
+    _default_name, _loss = "mean_squared_logarithmic_error", "mean_squared_logarithmic_error"
+
+
+class LogCoshError(_LossMetric):
+    _default_name, _loss = "logcosh", "log_cosh"
+
+
+class KLDivergence(_LossMetric):
+    _default_name, _loss = "kl_divergence", "kl_divergence"
+
+
+class Poisson(_LossMetric):
+    _default_name, _loss = "poisson", "poisson"
+
+
+class Hinge(_LossMetric):
+    _default_name, _loss = "hinge", "hinge"
+
+
+class SquaredHinge(_LossMetric):
+    _default_name, _loss = "squared_hinge", "squared_hinge"
+
+
+class CategoricalHinge(_LossMetric):
+    _default_name, _loss = "categorical_hinge", "categorical_hinge"
+
+
+class CosineSimilarity(_LossMetric):
+    _default_name, _loss, _sign = "cosine_similarity", "cosine_similarity", -1.0
+
+    def __init__(self, name=None, dtype=None, axis=-1):
+        if axis != -1:
+            raise ValueError(f"CosineSimilarity: only axis=-1 (the last axis) is supported, got {axis!r}")
+        self.axis = -1
+        super().__init__(name=name, dtype=dtype)
+
+
+CLASSES = {c.__name__: c for c in (MeanAbsolutePercentageError, MeanSquaredLogarithmicError,
+                                   LogCoshError, KLDivergence, Poisson, Hinge, SquaredHinge,
+                                   CategoricalHinge, CosineSimilarity)}
+NAMES = {"mape": MeanAbsolutePercentageError,
+         "mean_absolute_percentage_error": MeanAbsolutePercentageError,
+         "msle": MeanSquaredLogarithmicError,
+         "mean_squared_logarithmic_error": MeanSquaredLogarithmicError,
+         "logcosh": LogCoshError, "log_cosh": LogCoshError, "logcosh_error": LogCoshError,
+         "kl_divergence": KLDivergence, "kld": KLDivergence, "poisson": Poisson, "hinge": Hinge,
+         "squared_hinge": SquaredHinge, "categorical_hinge": CategoricalHinge,
+         "cosine_similarity": CosineSimilarity}
