@@ -56,8 +56,19 @@ def _ub(g, x):
 
 
 # ============================================================================ element-wise binary
+def _ub_add(g, x):
+    """unbroadcast for add: a bias (n,) of a float32 (rows, n) sum uses the backend's
+    column-sum kernel, as the Dense layer's backward does (same bits)."""
+    shp = np.shape(x)
+    if g.ndim == 2 and g.dtype == np.float32 and len(shp) == 1 and shp[0] == g.shape[1] \
+            and g.shape[0] != 1:
+        from . import _config
+        return _config.get_ops().sum_rows(np.ascontiguousarray(g))
+    return unbroadcast(g, shp)
+
+
 defop("add", lambda a, b: np.add(a, b),
-      lambda g, xs, y: [_ub(g, xs[0]), _ub(g, xs[1])])
+      lambda g, xs, y: [_ub_add(g, xs[0]), _ub_add(g, xs[1])])
 defop("subtract", lambda a, b: np.subtract(a, b),
       lambda g, xs, y: [_ub(g, xs[0]), _ub(-g, xs[1])])
 defop("multiply", lambda a, b: np.multiply(a, b),

@@ -712,3 +712,5 @@ def apply(name, args, attrs=None):
     if any(y is v for v in vals):
         y = y.view()
     return y
+
+_install_operators(Variable)
