@@ -306,3 +306,77 @@ def test_trainable_weights_are_views_into_the_flat_buffer():
     assert np.array_equal(m.get_weights()[0], np.ones((3, 4)))
     assert np.shares_memory(vs[2].value, m.flat_params)
     assert vs[0] is m.trainable_weights[0]
+
+
+class _TrainingOnlyNoise(fg.layers.Layer):
+    def build(self, s):
+        self.w = self.add_weight(shape=(s[-1], 3), name="kernel")
+
+    def call(self, x, training=None):
+        y = M.matmul(x, self.w)
+        return y * 0.5 if training else y
+
+
+def test_traced_dense_pattern_runs_on_the_compiled_plan():
+    from fastgrad.engine import compiled
+    from conftest import native_available
+    if not native_available():
+        pytest.skip("native backend not built")
+    fg.set_backend("native")
+    x, y = data(128, 20, 4)
+
+    def make():
+        fg.set_seed(5)
+        m = fg.Sequential([fg.Input((20,)), Linear(32, activation="relu"), fg.layers.Dense(4)])
+        m.compile(optimizer="adam", loss=fg.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return m
+    a, b = make(), make()
+    b.set_weights(a.get_weights())
+    assert compiled.unsupported_reason(a) is None
+    a.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    saved = compiled.enabled
+    compiled.enabled = False
+    try:
+        b.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    finally:
+        compiled.enabled = saved
+    for p, q in zip(a.get_weights(), b.get_weights()):
+        assert np.array_equal(p, q)
+    # any other program stays on the Python executor, with the reason
+    for layer in (ResidualBlock(20), _TrainingOnlyNoise(), fg.layers.Lambda(lambda v: v * 2)):
+        m = fg.Sequential([fg.Input((20,)), layer, fg.layers.Dense(4)])
+        m.compile(optimizer="sgd", loss="mse")
+        assert "no C path" in compiled.unsupported_reason(m)
+
+
+def test_model_losses_and_input_gradients_on_a_tape():
+    fg.set_seed(4)
+    m = fg.Sequential([fg.layers.Dense(3, activation="tanh", input_shape=(4,),
+                                       kernel_regularizer=fg.regularizers.L2(0.1)),
+                       fg.layers.Dense(2, kernel_regularizer=fg.regularizers.L1L2(0.01, 0.02))])
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    w0, w1 = m.get_weights()[0], m.get_weights()[2]
+    pens = m.losses
+    assert len(pens) == 2
+    assert np.isclose(float(pens[0]), 0.1 * np.sum(w0.astype(np.float64) ** 2), rtol=1e-5)
+    with fg.GradientTape() as tape:
+        tape.watch(x)
+        y = m(x)
+        loss = M.sum(M.square(y)) + sum(m.losses)
+    gx, gk0 = tape.gradient(loss, [x, m.trainable_weights[0]])
+    # input gradient and the penalty's gradient against finite differences / formula
+    xd = x.astype(np.float64)
+
+    def f(xx):
+        return float(np.sum(np.asarray(m(xx.astype(np.float32)), dtype=np.float64) ** 2))
+    fd = np.zeros_like(xd)
+    for i in range(xd.shape[0]):
+        for j in range(xd.shape[1]):
+            e = np.zeros_like(xd)
+            e[i, j] = 1e-2
+            fd[i, j] = (f(xd + e) - f(xd - e)) / 2e-2
+    assert np.allclose(gx, fd, rtol=2e-2, atol=2e-3)
+    with fg.GradientTape() as t2:
+        pen = m.losses[0]
+    assert np.allclose(t2.gradient(pen, m.trainable_weights[0]), 0.2 * w0, rtol=1e-5)
+    assert gk0.shape == w0.shape and w1.shape == (3, 2)

@@ -1216,6 +1216,15 @@ class Model:
     trainable_variables = trainable_weights
 
     @property
+    def losses(self) -> list:
+        """The weights' regularization penalties as differentiable scalars (Keras's
+        model.losses; add them to the loss in a custom training loop)."""
+        if not self.built:
+            return []
+        from .autodiff.subclass import regularization_losses
+        return regularization_losses(self._store.entries)
+
+    @property
     def non_trainable_weights(self):
         if not self.built:
             return []

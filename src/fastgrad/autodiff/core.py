@@ -234,18 +234,26 @@ class Tensor(np.ndarray):
             self.view(np.ndarray).reshape(shape, **k)
 
     def sum(self, axis=None, keepdims=False, **k):
+        k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
+             and b is not np._NoValue}
         return self._m("sum", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).sum(axis=axis, keepdims=keepdims, **k)
 
     def mean(self, axis=None, keepdims=False, **k):
+        k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
+             and b is not np._NoValue}
         return self._m("mean", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).mean(axis=axis, keepdims=keepdims, **k)
 
     def max(self, axis=None, keepdims=False, **k):
+        k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
+             and b is not np._NoValue}
         return self._m("max", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).max(axis=axis, keepdims=keepdims, **k)
 
     def min(self, axis=None, keepdims=False, **k):
+        k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
+             and b is not np._NoValue}
         return self._m("min", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).min(axis=axis, keepdims=keepdims, **k)
 
@@ -421,8 +429,13 @@ class GradientTape:
             if g is None and unconnected_gradients == "zero":
                 g = np.zeros_like(np.asarray(s))
             if g is not None:
-                g = np.array(g, copy=True)   # own the result (not a view of a workspace)
+                # own the result: copy views (of workspaces, of other gradients) and
+                # arrays handed out for another source already
+                if isinstance(g, Tensor) or not g.flags.owndata or id(g) in handed:
+                    g = np.array(g, copy=True)
+                handed.add(id(g))
             return g
+        handed = set()
         out = _map_structure(one, sources)
         if not self.persistent:
             self._nodes = []

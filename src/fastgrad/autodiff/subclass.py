@@ -59,22 +59,38 @@ def entry_variable(e):
 
 
 def store_variables(store):
+    """The trainable entries' Variables (cached per store and trainable flags)."""
+    flags = tuple(l.trainable for l in store.layers)
+    c = store.__dict__.get("_fg_vars")
+    if c is not None and c[0] == flags:
+        return list(c[1])
     out = []
     for e in store.entries:
         if e.layer.trainable:
             v = entry_variable(e)
             v.__dict__["_fg_store"] = store
             out.append(v)
+    store.__dict__["_fg_vars"] = (flags, tuple(out), tuple(v._key for v in out))
     return out
 
 
 # ---------------------------------------------------------------------------- tape calls
 class TapeStep(Step):
-    """The Python executor with every output live (a tape may differentiate any)."""
+    """The Python executor with every output live (a tape may differentiate any);
+    with input_grads, the gradients of the model inputs are computed too."""
 
-    def __init__(self, model):
+    def __init__(self, model, input_grads=False):
         super().__init__(model)
         g = self.graph
+        self.input_grads = input_grads
+        if input_grads:
+            self.need = list(self.need)
+            for i in range(g.n_inputs):
+                self.need[i] = True
+            for n in self.nodes:
+                if any(self.need[s] for s in n.in_slots):
+                    self.need[n.out_slot] = True
+            self.need_dx = [any(self.need[s] for s in n.in_slots) for n in self.nodes]
         self.loss_index = list(range(len(g.output_slots)))
         n_slots = len(g.slot_shapes)
         live = [False] * n_slots
@@ -89,10 +105,11 @@ class TapeStep(Step):
         self.dead = [e for e in self.store.entries if id(e.layer) not in ran]
 
 
-def _tape_step(model):
-    st = model.__dict__.get("_fg_tape_step")
+def _tape_step(model, input_grads=False):
+    key = "_fg_tape_step_dx" if input_grads else "_fg_tape_step"
+    st = model.__dict__.get(key)
     if st is None or st.graph is not model._graph or st.store is not model._store:
-        st = model.__dict__["_fg_tape_step"] = TapeStep(model)
+        st = model.__dict__[key] = TapeStep(model, input_grads)
     return st
 
 
@@ -134,23 +151,31 @@ def model_tape_call(model, inputs, training):
     what = f"{model.name}(...)"
     model._ensure_built_for(_raw(inputs), what)
     model._finish_build()
-    xs = model._prepare_xs(_raw(inputs), what)
+    xs = model._prepare_xs(_raw(inputs), what, finite=False)
     _unsplit(model)
-    st = _tape_step(model)
+    in_list = _flat(inputs)
+    from .core import is_watched
+    want_dx = _recording() and any(is_watched(x) for x in in_list)
+    st = _tape_step(model, want_dx)
     flags = tuple(l.trainable for l in model._store.layers)
     if flags != model._store.trainable_flags:
         model._store.refresh_trainable()
     st.set_ops(_config.get_ops())
-    wss = [Workspace() for _ in range(len(st.nodes) + 1)]
+    # workspaces: reused from a free list per batch size (a set is back on it once
+    # its backward ran), so a steady tape loop allocates no layer buffers
+    n = xs[0].shape[0]
+    free = st.__dict__.setdefault("_free", {}).setdefault(n, [])
+    wss = free.pop() if free else [Workspace() for _ in range(len(st.nodes) + 1)]
     outs = [np.array(o, copy=True) for o in st.forward(xs, bool(training), wss)]
     st.drop_refs()
     if not _recording():
+        free.append(wss)
         return model._shape_outputs(outs)
     store = model._store
     ents = [e for e in store.entries if e.layer.trainable]
     variables = store_variables(store)
-    in_list = _flat(inputs)
     k_out = len(outs)
+    n_in = len(xs)
     res = []
     for k, o in enumerate(outs):
         t = o.view(Tensor)
@@ -160,8 +185,14 @@ def model_tape_call(model, inputs, training):
             gs[k] = np.array(g, dtype=np.float32, copy=True)
             st.set_ops(_config.get_ops())
             st.backward(gs, wss)
+            dxs = [None] * len(in_list)
+            if want_dx and len(in_list) == n_in:
+                dxs = [None if st._grads[i] is None else np.array(st._grads[i], copy=True)
+                       for i in range(n_in)]
             st.drop_refs()
-            return [None] * len(in_list) + [np.array(e.grad, copy=True) for e in ents]
+            if k_out == 1 and len(free) < 4:
+                free.append(wss)
+            return dxs + [np.array(e.grad, copy=True) for e in ents]
         record_on_tapes(in_list + variables, t, back)
         res.append(t)
     return model._shape_outputs(res)
@@ -198,8 +229,8 @@ def apply_gradients(opt, grads_and_vars):
         flags = tuple(l.trainable for l in store.layers)
         if flags != store.trainable_flags:
             store.refresh_trainable()
-        mine = store_variables(store)
-        if [v._key for _, v in pairs] == [v._key for v in mine]:
+        store_variables(store)
+        if tuple(v._key for _, v in pairs) == store.__dict__["_fg_vars"][2]:
             ents = [e for e in store.entries if e.layer.trainable]
             for (g, v), e in zip(pairs, ents):
                 np.copyto(e.grad, np.reshape(np.asarray(g, dtype=np.float32), e.grad.shape))
@@ -227,3 +258,26 @@ def apply_gradients(opt, grads_and_vars):
     for (g, v), o in zip(pairs, offs):
         v.value[...] = P[o:o + v.size].reshape(v.shape)
     return opt.iterations
+
+
+# ---------------------------------------------------------------------------- penalties
+def regularization_losses(entries):
+    """The regularization penalties of `entries` (store entries with a
+    regularizer) as differentiable scalars: l1 * sum|w| + l2 * sum w^2 of each
+    weight's Variable (Keras's model.losses / layer.losses)."""
+    from .. import math as M
+    out = []
+    for e in entries:
+        reg = e.spec.regularizer
+        if reg is None or not e.layer.trainable:
+            continue
+        v = entry_variable(e)
+        terms = []
+        l1, l2 = getattr(reg, "l1", 0.0), getattr(reg, "l2", 0.0)
+        if l1:
+            terms.append(M.multiply(float(l1), M.sum(M.abs(v))))
+        if l2:
+            terms.append(M.multiply(float(l2), M.sum(M.square(v))))
+        if terms:
+            out.append(terms[0] if len(terms) == 1 else M.add(terms[0], terms[1]))
+    return out

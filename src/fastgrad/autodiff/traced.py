@@ -553,3 +553,82 @@ def eager_call_on_tape(layer, xs, training):
         return dxs + gw
     record_on_tapes(inputs, y, back)
     return y
+
+
+# ---------------------------------------------------------------------------- compiled plan
+_C_ACTS = ("linear", "relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "selu", "silu", "softplus",
+           "softsign", "hard_sigmoid", "mish", "exponential", "relu6", "hard_silu")
+
+
+def lower(layer, ctx):
+    """The traced program as a node of the compiled plan, when it is one: y =
+    act(matmul(x, W) + b) with the layer's own 2-D W and 1-D b on a rank-2 input
+    is the C "dense" kind (the same float operations as the Python replay: GEMM,
+    bias add, activation; their backward: activation backward, dW = x^T dz, the
+    column sums, dx = dz W^T). Any other program runs on the Python executor."""
+    if layer._multi_input or not layer.built:
+        raise ctx.unsupported(f"{_owner_name(layer)}: traced call has no C path")
+    probe = np.full((PROBE_BATCH,) + tuple(layer.input_shape), 0.5, dtype=np.float32)
+    for training in (False, True):          # both modes must be the same dense program
+        _program_for(layer, [probe], training)
+    progs = list(layer.__dict__.get("_fg_programs", {}).values())
+    why = None
+    for prog in progs:
+        d, why = _dense_pattern(layer, prog)
+        if d is None:
+            raise ctx.unsupported(f"{_owner_name(layer)}: traced call has no C path ({why})")
+    W, b, act = d
+    trainable = ctx.trainable(layer)
+    regs = {name: reg for _, name, _, _, reg in layer.__dict__.get("_fg_specs", [])}
+    l1w, l2w = ctx.regularizer(regs.get(W._pkey))
+    l1b, l2b = ctx.regularizer(regs.get(b._pkey)) if b is not None else (0.0, 0.0)
+    if not trainable:
+        l1w = l2w = l1b = l2b = 0.0
+    return dict(kind="dense", act=ctx.act(act), out_act=ctx.out_act(None), trainable=trainable,
+                w_off=int(layer.offsets[W._pkey]),
+                b_off=int(layer.offsets[b._pkey]) if b is not None else -1,
+                l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b)
+
+
+def _dense_pattern(layer, prog):
+    nodes = prog.nodes
+    kinds, refs = prog.slot_kind, prog.slot_ref
+    if len(prog.input_slots) != 1 or not 1 <= len(nodes) <= 3:
+        return None, "not a matmul + bias + activation"
+    if any(n.kind != "op" for n in nodes):
+        return None, "calls other layers"
+    xs = prog.input_slots[0]
+
+    def own_weight(s, nd):
+        if kinds[s] != "weight":
+            return None
+        v = refs[s]
+        if v._layer is not layer or not v.trainable or v._pkey not in layer.offsets or \
+                len(v.shape) != nd:
+            return None
+        return v
+    n0 = nodes[0]
+    if n0.op.name != "matmul" or n0.ins[0] != xs:
+        return None, "does not start with matmul(inputs, kernel)"
+    W = own_weight(n0.ins[1], 2)
+    if W is None:
+        return None, "matmul's right operand is not a 2-D weight of the layer"
+    cur, b, act = n0.out, None, "linear"
+    rest = nodes[1:]
+    if rest and rest[0].op.name == "add":
+        a0, a1 = rest[0].ins
+        other = a1 if a0 == cur else a0 if a1 == cur else None
+        b = None if other is None else own_weight(other, 1)
+        if b is None or b.shape != (W.shape[1],):
+            return None, "the add is not a bias of the layer"
+        cur = rest[0].out
+        rest = rest[1:]
+    if rest:
+        n = rest[0]
+        if n.op.name not in _C_ACTS or n.attrs or n.ins[0] != cur:
+            return None, f"{n.op.name} is not an activation with a C path"
+        act, cur = n.op.name, n.out
+        rest = rest[1:]
+    if rest or cur != prog.out:
+        return None, "more operations follow"
+    return (W, b, act), None

@@ -167,6 +167,13 @@ class Layer:
             build.__doc__ = user_build.__doc__
             build.__wrapped__ = user_build
             cls.build = build
+        if cls.call is not Layer.call and getattr(cls, "lower", None) is None:
+            # a traced layer whose program has a C kind (matmul + bias + activation:
+            # the dense kind) runs on the compiled plan
+            def lower(self, ctx):
+                from ..autodiff import traced
+                return traced.lower(self, ctx)
+            cls.lower = lower
 
     def __init__(self, name=None, input_shape=None, input_dim=None, trainable=True, dtype=None,
                  batch_input_shape=None, **kwargs):
