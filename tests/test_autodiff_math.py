@@ -245,7 +245,17 @@ class _InnerLayer(fg.layers.Layer):
         return fg.layers.Dense(3)(x)
 
 
+class _AssignLayer(fg.layers.Layer):
+    def build(self, s):
+        self.v = self.add_weight(shape=(s[-1],), trainable=False, name="v")
+
+    def call(self, x):
+        self.v.assign(M.mean(x, axis=0))
+        return x
+
+
 @pytest.mark.parametrize("cls,what", [(_IfLayer, "Python control flow"),
+                                      (_AssignLayer, "Variable.assign"),
                                       (_NumpyLayer, "np.exp"),
                                       (_FloatLayer, r"float\(\)"),
                                       (_InnerLayer, "not an attribute")])

@@ -139,7 +139,15 @@ class Variable:
     def path(self):
         return self.name
 
+    def _no_trace(self, value, what):
+        if isinstance(value, TraceTensor):
+            raise TracingError(f"{value._tracer.owner_name}: Variable.{what} of {self.name!r} with "
+                               "a traced tensor inside call(): a traced call cannot update "
+                               "state; compute the value outside the traced call, or keep it "
+                               "in a layer with its own forward/backward")
+
     def assign(self, value):
+        self._no_trace(value, "assign")
         v = value.value if isinstance(value, Variable) else np.asarray(value)
         cur = self.value
         if v.shape != cur.shape and v.size != cur.size:
@@ -149,11 +157,13 @@ class Variable:
         return self
 
     def assign_add(self, value):
+        self._no_trace(value, "assign_add")
         cur = self.value
         cur[...] = cur + np.asarray(value.value if isinstance(value, Variable) else value)
         return self
 
     def assign_sub(self, value):
+        self._no_trace(value, "assign_sub")
         cur = self.value
         cur[...] = cur - np.asarray(value.value if isinstance(value, Variable) else value)
         return self
