@@ -140,6 +140,10 @@ def test_subclassed_model_fit_evaluate_predict_save(tmp_path):
     assert h.history["loss"][-1] < 0.7 * h.history["loss"][0]
     assert [l.name for l in model.layers] == [model.l1.name, model.block.name,
                                               model.drop.name, model.out.name]
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert f"{model.block.name} (ResidualBlock)" in text and "ModelCall" not in text
     loss, acc = model.evaluate(x, y, verbose=0)
     assert acc > 0.75
     p = model.predict(x)
