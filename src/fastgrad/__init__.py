@@ -28,11 +28,14 @@ from ._config import (set_backend, get_backend, use_backend, get_ops, set_num_th
 from . import activations, initializers, regularizers, losses, metrics, optimizers, layers, engine
 from . import models
 from . import distribution
+from . import math
 from .models import Sequential, Model, load_model
+from .autodiff import Variable, GradientTape
 from .layers import Input
 from .engine.graph import SymbolicTensor as KerasTensor
 
 __all__ = ["__version__", "Sequential", "Model", "Input", "KerasTensor", "load_model", "layers", "models",
+           "math", "Variable", "GradientTape", "testing",
            "losses", "metrics", "optimizers", "initializers", "regularizers", "activations",
            "callbacks", "distribution", "engine", "backend", "ops", "set_backend", "get_backend", "use_backend",
            "get_ops", "set_num_threads", "get_num_threads", "set_seed", "get_seed", "show_config",
@@ -44,7 +47,7 @@ def __getattr__(name):
     # resolved on every access rather than bound once at import.
     if name == "ops":
         return get_ops()
-    if name in ("callbacks", "backend", "saving", "utils", "quantization"):
+    if name in ("callbacks", "backend", "saving", "utils", "quantization", "testing"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'fastgrad' has no attribute {name!r}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Loss", "MeanSquaredError", "BinaryCrossentropy", "CategoricalCrossentropy",
+__all__ = ["Loss", "LossFunctionWrapper", "MeanSquaredError", "BinaryCrossentropy", "CategoricalCrossentropy",
            "SparseCategoricalCrossentropy", "get", "serialize", "deserialize",
            "mean_squared_error", "binary_crossentropy", "categorical_crossentropy",
            "sparse_categorical_crossentropy", "LABEL_DTYPE", "REDUCTIONS"]
@@ -42,12 +42,20 @@ class Loss:
     fusable_activation = None   # output activation this loss can take over
     from_logits = False
 
-    def __init__(self, name=None, reduction="sum_over_batch_size"):
+    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
         if reduction not in REDUCTIONS:
             raise ValueError(f"{type(self).__name__}: reduction must be one of "
                              f"{', '.join(repr(r) for r in REDUCTIONS)}, got {reduction!r}")
-        self.reduction = "sum_over_batch_size" if reduction == "auto" else reduction
-        self.name = name or _DEFAULT_NAMES.get(type(self).__name__, type(self).__name__.lower())
+        custom = type(self).call is not Loss.call
+        # "auto" is "sum_over_batch_size"; a loss written with call spells None "none"
+        self.reduction = ("sum_over_batch_size" if reduction == "auto" else
+                          "none" if reduction is None and custom else reduction)
+        self.name = name or _DEFAULT_NAMES.get(type(self).__name__, _snake(type(self).__name__))
+
+    def call(self, y_true, y_pred):
+        """Per-sample loss values written with fg.math (Keras's Loss.call): a
+        subclass that defines it gets its gradient derived (docs/autodiff.md)."""
+        raise NotImplementedError(f"{type(self).__name__}.call")
 
     # ------------------------------------------------------------------ reduction
     def _reduction_factor(self, out, sample_weight):
@@ -87,10 +95,19 @@ class Loss:
 
     def compute(self, ops, out, target, sample_weight, grad_out, logits):
         """(loss, grad) for the model output `out` (logits when `logits`)."""
+        if type(self).call is not Loss.call:
+            from .autodiff.losses import derived_compute
+            return derived_compute(self, ops, out, target, sample_weight, grad_out, logits)
         raise NotImplementedError
 
     def __call__(self, y_true, y_pred, sample_weight=None) -> float:
-        """Eager evaluation (Keras style): loss value of y_pred against y_true."""
+        """Eager evaluation (Keras style): loss value of y_pred against y_true.
+        On a GradientTape (or for a loss written with call) the result is
+        differentiable."""
+        from .autodiff import losses as _adl
+        from .autodiff.core import _recording
+        if type(self).call is not Loss.call or _recording() or _adl._is_tensor(y_pred):
+            return _adl.loss_call(self, y_true, y_pred, sample_weight)
         from . import _config
         ops = _config.get_ops()
         pred = np.asarray(y_pred)
@@ -134,6 +151,7 @@ class Loss:
     def __repr__(self):
         return f"{type(self).__name__}({self.get_config()})"
 
+
     # ------------------------------------------------------------------ compiled plan
     def lower(self, ctx, on_logits):
         """The C loss code of this loss for the compiled plan (engine/compiled.py
@@ -154,6 +172,39 @@ class Loss:
             raise ctx.unsupported(f"loss {self.name} ({cls.__name__}, on "
                                   f"{'logits' if logits else 'probabilities'}) has no fused C path")
         return ctx.loss_code(name)
+
+
+class LossFunctionWrapper(Loss):
+    """A plain function ``fn(y_true, y_pred) -> per-sample losses`` written with
+    fg.math as a Loss (what compile(loss=fn) makes); its gradient is derived."""
+
+    def __init__(self, fn, name=None, reduction="sum_over_batch_size", **kwargs):
+        if not callable(fn):
+            raise TypeError(f"LossFunctionWrapper: expected a function, got {fn!r}")
+        self.fn = fn
+        self.fn_kwargs = kwargs
+        super().__init__(name=name or getattr(fn, "__name__", "loss"), reduction=reduction)
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred, **self.fn_kwargs)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction,
+                "fn": getattr(self.fn, "__name__", repr(self.fn))}
+
+    @classmethod
+    def from_config(cls, config):
+        cfg = dict(config)
+        fn = cfg.pop("fn", None)
+        if not callable(fn):
+            raise ValueError(f"LossFunctionWrapper: the function {fn!r} is not known; pass it as "
+                             "custom_objects / compile it again")
+        return cls(fn, **cfg)
+
+
+def _snake(name):
+    from .layers.base import _snake as s
+    return s(name)
 
 
 class MeanSquaredError(Loss):
@@ -288,6 +339,9 @@ def get(identifier, where: str = "loss") -> Loss:
         return deserialize(identifier)
     if identifier is None:
         raise ValueError(f"{where}: a loss is required")
+    if callable(identifier) and not isinstance(identifier, type):
+        # a plain function of (y_true, y_pred) written with fg.math: gradient derived
+        return LossFunctionWrapper(identifier)
     raise TypeError(f"{where}: expected a loss name or a fastgrad.losses.Loss, got {identifier!r}")
 
 

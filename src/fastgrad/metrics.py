@@ -24,7 +24,7 @@ import numpy as np
 
 __all__ = ["Metric", "Mean", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
            "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "MeanAbsoluteError",
-           "MeanSquaredError", "Precision", "Recall", "AUC", "get", "resolve"]
+           "MeanSquaredError", "Precision", "Recall", "AUC", "MeanMetricWrapper", "get", "resolve"]
 
 
 def _w(sample_weight, n):
@@ -50,7 +50,15 @@ class Metric:
         self.count = 0.0
 
     def _values(self, y_true, y_pred):
+        if type(self).call is not Metric.call:
+            from .autodiff.losses import metric_values
+            return metric_values(self, y_true, y_pred)
         raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        """Per-sample values written with fg.math (a subclass that defines it is a
+        weighted running mean of them)."""
+        raise NotImplementedError(f"{type(self).__name__}.call")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = np.asarray(y_pred)
@@ -381,8 +389,26 @@ def get(identifier, where: str = "metrics"):
             raise ValueError(f"{where}: unknown metric {identifier!r}; expected 'accuracy'/'acc' "
                              f"or one of {', '.join(sorted(_NAMES))}")
         return cls()
+    if callable(identifier) and not isinstance(identifier, type):
+        return MeanMetricWrapper(identifier)
     raise TypeError(f"{where}: expected a metric name or a fastgrad.metrics.Metric, "
                     f"got {identifier!r}")
+
+
+class MeanMetricWrapper(Metric):
+    """A plain function ``fn(y_true, y_pred) -> per-sample values`` as a metric
+    (the weighted mean of its values; what compile(metrics=[fn]) makes)."""
+
+    def __init__(self, fn, name=None, dtype=None, **kwargs):
+        self.fn = fn
+        self.fn_kwargs = kwargs
+        super().__init__(name=name or getattr(fn, "__name__", "metric"))
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred, **self.fn_kwargs)
+
+    def get_config(self):
+        return {"name": self.name, "fn": getattr(self.fn, "__name__", repr(self.fn))}
 
 
 def resolve(identifier, loss, output_shape, y_sparse: bool):

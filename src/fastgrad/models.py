@@ -132,7 +132,13 @@ class Model:
             raise TypeError(f"{type(self).__name__}: name must be a string, got {name!r}")
         self._init_state(name or _unique_model_name("functional" if type(self) is Model
                                                     else _snake(type(self).__name__)))
-        if type(self) is Model or inputs is not None or outputs is not None:
+        self._fg_call_layer = None
+        if inputs is None and outputs is None and type(self) is not Model and \
+                type(self).call is not Model.call:
+            # a subclassed model (layers in __init__, computation in call): one traced node
+            from .autodiff.subclass import ModelCall
+            self._fg_call_layer = ModelCall(self)
+        elif type(self) is Model or inputs is not None or outputs is not None:
             if inputs is None or outputs is None:
                 raise TypeError("Model: give inputs and outputs, e.g. fg.Model(inputs, outputs) "
                                 "with tensors from fg.Input(...) and layer calls")
@@ -229,8 +235,39 @@ class Model:
     @property
     def layers(self) -> list:
         """The layers in Keras's order; the merges that Python's + - * on symbolic
-        tensors made are graph operations, not listed (as Keras 3's ops)."""
+        tensors made are graph operations, not listed (as Keras 3's ops). A
+        subclassed model lists the layers it holds as attributes."""
+        cl = self.__dict__.get("_fg_call_layer")
+        if cl is not None:
+            from .autodiff import traced
+            return cl.__dict__.get("_fg_subs") or traced.tracked_sublayers(cl)
         return [l for l in self._layers if not getattr(l, "_operator", False)]
+
+    # ================================================================== subclassing / tapes
+    def call(self, inputs, training=None, mask=None):
+        """A subclassed model's computation (override it; docs/autodiff.md)."""
+        raise NotImplementedError(f"{type(self).__name__}.call")
+
+    def add_weight(self, *args, **kwargs):
+        """A weight of a subclassed model itself (Keras's Model.add_weight)."""
+        cl = self.__dict__.get("_fg_call_layer")
+        if cl is None:
+            raise TypeError(f"{self.name}: add_weight is for subclassed models (define call)")
+        return cl.add_weight(*args, **kwargs)
+
+    def _fg_build_subclass(self, shape):
+        shape = tuple(shape)
+        if shape and shape[0] is None:
+            shape = shape[1:]
+        inp = InputLayer(input_shape=shape, name=f"{self.name}_input")
+        out = self._fg_call_layer(inp.output)
+        self._set_graph(Graph([inp.output], [out], owner=f"Model {self.name!r}"))
+        self._layers = list(self._graph.all_layers)
+        self._build_store(fresh=False)
+
+    def _tape_call(self, inputs, training):
+        from .autodiff import subclass
+        return subclass.model_tape_call(self, inputs, training)
 
     @property
     def inputs(self):
@@ -313,6 +350,12 @@ class Model:
                          f"{', '.join(l.name for l in layers)}")
 
     def build(self, input_shape=None) -> None:
+        if self.__dict__.get("_fg_call_layer") is not None:
+            if not self.built:
+                if input_shape is None:
+                    raise ValueError(f"{self.name}: build needs the input shape")
+                self._fg_build_subclass(input_shape)
+            return
         if not self.built:
             raise ValueError(f"{self.name}: a functional model is built from its inputs")
 
@@ -971,7 +1014,17 @@ class Model:
         """A Sequential without an input shape takes it from the data (functional
         models are built from their inputs): checked here, built by
         _finish_build once everything else validated (bad data leaves the
-        model unbuilt)."""
+        model unbuilt). A subclassed model is built here from the data."""
+        if self.__dict__.get("_fg_call_layer") is not None and not self.built:
+            if isinstance(x, (list, tuple)) and len(x) == 1:
+                x = x[0]
+            if isinstance(x, dict) and len(x) == 1:
+                x = next(iter(x.values()))
+            from .autodiff.core import Variable
+            if isinstance(x, Variable):
+                x = x.value
+            xa = _data.as_x(np.asarray(x) if not isinstance(x, np.ndarray) else x, what)
+            self._fg_build_subclass(tuple(xa.shape[1:]))
 
     def _finish_build(self):
         pass
@@ -1210,7 +1263,16 @@ class Model:
         shared, so the weights are too) and return the output tensor(s). On
         arrays: predict_on_batch."""
         if is_symbolic(inputs):
+            if self.__dict__.get("_fg_call_layer") is not None and not self.built:
+                t = inputs if isinstance(inputs, SymbolicTensor) else list(inputs)[0]
+                self._fg_build_subclass(tuple(t.shape[1:]))
             return self._call_symbolic(inputs)
+        from .autodiff import core as _ad
+        if _ad._TRACERS and _ad_has_trace(inputs):
+            from .autodiff import subclass
+            return subclass.model_in_trace(self, inputs, training)
+        if training or _ad._recording():
+            return self._tape_call(inputs, training)
         return self.predict_on_batch(inputs)
 
     def _call_symbolic(self, inputs):
@@ -1326,9 +1388,23 @@ class Model:
 
     @property
     def trainable_weights(self):
+        """The trainable weights as fg.Variables whose values are views into the
+        flat parameter buffer (GradientTape sources, optimizer.apply_gradients)."""
         if not self.built:
             return []
-        return [e.param for e in self._store.entries if e.layer.trainable]
+        from .autodiff.subclass import store_variables
+        return store_variables(self._store)
+
+    trainable_variables = trainable_weights
+
+    @property
+    def losses(self) -> list:
+        """The weights' regularization penalties as differentiable scalars (Keras's
+        model.losses; add them to the loss in a custom training loop)."""
+        if not self.built:
+            return []
+        from .autodiff.subclass import regularization_losses
+        return regularization_losses(self._store.entries)
 
     @property
     def non_trainable_weights(self):
@@ -1361,11 +1437,25 @@ class Model:
         print_summary(self, print_fn or print)
 
     def get_config(self) -> dict:
+        if self.__dict__.get("_fg_call_layer") is not None:
+            # a subclassed model: Keras's base config (override get_config for
+            # constructor arguments), plus the input shape it was built for
+            cfg = {"name": self.name, "trainable": self.trainable}
+            if self.built:
+                cfg["build_input_shape"] = list(self._input_shapes[0])
+            return cfg
         from .utils.graph_config import functional_config
         return functional_config(self)
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None):
+        if cls is not Model and cls.call is not Model.call:
+            cfg = dict(config)
+            shape = cfg.pop("build_input_shape", None)
+            model = cls(**cfg)
+            if shape is not None:
+                model.build(tuple(shape))
+            return model
         from .utils.graph_config import functional_from_config
         return functional_from_config(cls, config, custom_objects)
 
@@ -1526,6 +1616,15 @@ def _rank_zero_filtered(callbacks):
 def _snake(name):
     from .layers.base import _snake as s
     return s(name)
+
+
+def _ad_has_trace(x):
+    from .autodiff.core import TraceTensor
+    if isinstance(x, TraceTensor):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(isinstance(t, TraceTensor) for t in x)
+    return False
 
 
 def _only_progbar(cbs):

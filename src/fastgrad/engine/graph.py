@@ -99,8 +99,38 @@ class SymbolicTensor:
 OPERATOR_LAYERS: dict = {}
 
 
+#: fg.math functions behind the other operators and behind + - * of a tensor and a
+#: constant or of broadcasting shapes ({"Add": fastgrad.math.add, "truediv": ...});
+#: filled by fastgrad.math (this module sits below it)
+OPERATOR_FUNCTIONS: dict = {}
+
+
+def _math(kind, *args):
+    fn = OPERATOR_FUNCTIONS.get(kind)
+    if fn is None:
+        raise TypeError(f"symbolic tensors have no {kind!r} operator in this build "
+                        "(import fastgrad.math)")
+    return fn(*args)
+
+
+def _install_math_operators():
+    for dunder in ("truediv", "pow", "matmul", "floordiv", "mod"):
+        setattr(SymbolicTensor, f"__{dunder}__",
+                (lambda d: lambda self, other: _math(d, self, other))(dunder))
+        setattr(SymbolicTensor, f"__r{dunder}__",
+                (lambda d: lambda self, other: _math(d, other, self))(dunder))
+    for dunder in ("lt", "le", "gt", "ge", "neg", "abs", "getitem"):
+        setattr(SymbolicTensor, f"__{dunder}__",
+                (lambda d: lambda self, *o: _math(d, self, *o))(dunder))
+
+
+_install_math_operators()
+
+
 def _merge(kind, a, b):
     if not (isinstance(a, SymbolicTensor) and isinstance(b, SymbolicTensor)):
+        if kind in OPERATOR_FUNCTIONS:
+            return _math(kind, a, b)
         raise TypeError(f"{kind} of a symbolic tensor and {type(b if isinstance(a, SymbolicTensor) else a).__name__}: "
                         "both operands must be symbolic tensors (fg.math handles constants)")
     make = OPERATOR_LAYERS.get(kind)

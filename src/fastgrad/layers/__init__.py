@@ -13,7 +13,7 @@ __all__ = ["Layer", "ParamSpec", "StateSpec", "Dense", "Activation", "Flatten", 
            "Input", "Dropout", "BatchNormalization", "LayerNormalization", "ReLU", "LeakyReLU", "ELU",
            "PReLU", "Softmax",
            "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
-           "Reshape", "Permute", "RepeatVector", "Identity",
+           "Reshape", "Permute", "RepeatVector", "Identity", "Lambda",
            "get_layer_class", "deserialize", "serialize"]
 
 _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
@@ -25,7 +25,8 @@ _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
          "add": ".merge", "subtract": ".merge", "multiply": ".merge", "average": ".merge",
          "maximum": ".merge", "minimum": ".merge", "concatenate": ".merge", "dot": ".merge",
          "ReLU": ".activations", "LeakyReLU": ".activations", "ELU": ".activations",
-         "PReLU": ".activations", "Softmax": ".activations"}
+         "PReLU": ".activations", "Softmax": ".activations",
+         "Lambda": ".lambda_layer", "MathOp": "..autodiff.oplayer"}
 
 
 def __getattr__(name):

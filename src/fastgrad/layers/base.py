@@ -154,6 +154,26 @@ class Layer:
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         Layer.registry[cls.__name__] = cls
+        user_build = cls.__dict__.get("build")
+        if user_build is not None and not getattr(user_build, "_fg_wrapped", False):
+            # a layer written as `call` (autodiff/traced.py): the engine's build(shape)
+            # runs the user's build((None,) + shape) and one probe trace
+            def build(self, input_shape, *a, _user=user_build, **k):
+                if self._fg_traced() and not self.__dict__.get("_fg_in_user_build"):
+                    from ..autodiff import traced
+                    return traced.engine_build(self, input_shape, _user)
+                return _user(self, input_shape, *a, **k)
+            build._fg_wrapped = True
+            build.__doc__ = user_build.__doc__
+            build.__wrapped__ = user_build
+            cls.build = build
+        if cls.call is not Layer.call and getattr(cls, "lower", None) is None:
+            # a traced layer whose program has a C kind (matmul + bias + activation:
+            # the dense kind) runs on the compiled plan
+            def lower(self, ctx):
+                from ..autodiff import traced
+                return traced.lower(self, ctx)
+            cls.lower = lower
 
     def __init__(self, name=None, input_shape=None, input_dim=None, trainable=True, dtype=None,
                  batch_input_shape=None, activity_regularizer=None, **kwargs):
@@ -202,12 +222,68 @@ class Layer:
     def ops(self, value):
         self._ops = value
 
+    # ------------------------------------------------------------------ traced layers
+    def call(self, inputs, training=None, mask=None):
+        """Keras-style computation written with fg.math and other layers: a
+        subclass that defines `call` is traced, its gradient derived
+        (autodiff/traced.py; docs/autodiff.md). Built-in layers implement
+        forward / backward instead."""
+        raise NotImplementedError(f"{type(self).__name__}.call")
+
+    @classmethod
+    def _fg_is_traced_class(cls) -> bool:
+        return cls.call is not Layer.call
+
+    def _fg_traced(self) -> bool:
+        return type(self).call is not Layer.call
+
+    def _fg_owner(self):
+        """The object whose attributes hold the sub-layers (self)."""
+        return self
+
+    def _fg_call_fn(self):
+        return self.call
+
+    def add_weight(self, shape=None, initializer=None, regularizer=None, trainable=True,
+                   name=None, dtype=None, constraint=None, **kwargs):
+        """Declare a weight (Keras's add_weight) and return it as an fg.Variable;
+        called in build() (or __init__). Trainable weights live in the model's
+        flat buffer, non-trainable ones with the layer's state."""
+        if kwargs:
+            raise TypeError(f"{self.name}: add_weight: unexpected keyword argument(s) "
+                            f"{', '.join(sorted(kwargs))}")
+        from ..autodiff import traced
+        return traced.add_weight(self, shape, initializer, regularizer, trainable, name, dtype,
+                                 constraint)
+
+    @property
+    def trainable_weights(self) -> list:
+        """The trainable weights as fg.Variables (views into the flat buffer)."""
+        from ..autodiff import traced
+        if not self.built:
+            return []
+        return [v for v in traced.layer_variables(self) if self.trainable]
+
+    @property
+    def trainable_variables(self) -> list:
+        return self.trainable_weights
+
     # ------------------------------------------------------------------ build
     def compute_output_shape(self, input_shape: tuple) -> tuple:
-        """Per-sample output shape for a per-sample input shape (default: identity)."""
+        """Per-sample output shape for a per-sample input shape (default: identity;
+        a traced layer is built to find it)."""
+        if self._fg_traced():
+            if not self.built:
+                self.build(input_shape)
+            return tuple(self.output_shape)
         return tuple(input_shape)
 
     def build(self, input_shape) -> tuple:
+        if self._fg_traced():
+            if self.__dict__.get("_fg_in_user_build"):
+                return None                  # super().build(input_shape) in a user's build
+            from ..autodiff import traced
+            return traced.engine_build(self, input_shape, None)
         input_shape = _as_shape(input_shape, f"{self.name}: input shape")
         out = tuple(self.compute_output_shape(input_shape))
         self.input_shape = input_shape
@@ -216,12 +292,21 @@ class Layer:
         return out
 
     def param_specs(self) -> list:
+        if "_fg_specs" in self.__dict__ or "_fg_subs" in self.__dict__:
+            from ..autodiff import traced
+            return traced.param_specs(self)
         return []
 
     def state_specs(self) -> list:
+        if "_fg_specs" in self.__dict__ or "_fg_subs" in self.__dict__:
+            from ..autodiff import traced
+            return traced.state_specs(self)
         return []
 
     def bind(self, params: dict, grads: dict, state: dict) -> None:
+        if "_fg_specs" in self.__dict__ or "_fg_subs" in self.__dict__:
+            from ..autodiff import traced
+            return traced.bind(self, params, grads, state)
         self.params = params
         self.grads = grads
         self.state = state
@@ -238,28 +323,56 @@ class Layer:
 
     # ------------------------------------------------------------------ compute
     def forward(self, x, training: bool, ws):
-        raise NotImplementedError(f"{type(self).__name__}.forward")
+        if self._fg_traced():
+            from ..autodiff import traced
+            return traced.forward(self, x, training, ws)
+        raise NotImplementedError(f"{type(self).__name__}.forward: a layer implements "
+                                  "call() (traced, gradient derived) or forward()/backward()")
 
     def backward(self, dy, ws, need_dx: bool = True):
+        if self._fg_traced():
+            from ..autodiff import traced
+            return traced.backward(self, dy, ws, need_dx)
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     #: True for layers called on a list of tensors (merge layers): build /
     #: compute_output_shape / forward get lists, backward returns a list
     _multi_input = False
 
-    def __call__(self, inputs, training: bool = False, **kwargs):
+    def __call__(self, inputs, training=None, **kwargs):
         """On symbolic tensors (fg.Input, another layer's output): add a node to
         the model graph and return its output tensor (the functional API).
         On arrays: run forward eagerly with a throw-away workspace (the layer
         is built from the arrays' per-sample shapes first if needed)."""
         from ..engine import graph as _graph
+        from ..autodiff import core as _ad
+        kwargs.pop("mask", None)
         if kwargs:
             raise TypeError(f"{self.name}: unexpected keyword argument(s) "
                             f"{', '.join(sorted(kwargs))} in the call")
+        if self._fg_traced() and isinstance(inputs, (list, tuple)) and not self._multi_input \
+                and not self.built:
+            self._multi_input = True
+        if _ad._TRACERS and _has(inputs, _ad.TraceTensor):
+            from ..autodiff import traced
+            return traced.call_in_trace(self, inputs, training, _ad._TRACERS[-1])
         if _graph.is_symbolic(inputs):
             return self._call_symbolic(inputs)
+        if training is None:
+            training = False
         from ..engine.workspace import Workspace
         multi = self._multi_input
+        if _ad._TAPES and any(t._recording for t in _ad._TAPES):
+            from ..autodiff import traced
+            xs = list(inputs) if multi else [inputs]
+            arrs = [traced._f32(x.value if isinstance(x, _ad.Variable) else x) for x in xs]
+            traced.ensure_built(self, arrs)
+            return traced.eager_call_on_tape(self, xs, training)
+        if multi:
+            inputs = [x.value if isinstance(x, _ad.Variable) else x for x in inputs] \
+                if isinstance(inputs, (list, tuple)) else inputs
+        elif isinstance(inputs, _ad.Variable):
+            inputs = inputs.value
         if multi:
             if isinstance(inputs, np.ndarray) or not isinstance(inputs, (list, tuple)):
                 got = (f"one array of shape {inputs.shape}" if isinstance(inputs, np.ndarray)
@@ -357,11 +470,13 @@ class Layer:
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list:
         """Copies of this layer's arrays in Keras order: params, then state."""
-        return ([np.array(self.params[s.name], copy=True) for s in self.param_specs()] +
-                [np.array(self.state[s.name], copy=True) for s in self.state_specs()])
+        return [np.array(w, copy=True) for w in self.weights]
 
     @property
     def weights(self) -> list:
+        if "_fg_all" in self.__dict__:
+            from ..autodiff import traced
+            return traced.all_weights(self)
         return ([self.params[s.name] for s in self.param_specs()] +
                 [self.state[s.name] for s in self.state_specs()])
 
@@ -399,6 +514,14 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r}>"
+
+
+def _has(x, cls) -> bool:
+    if isinstance(x, cls):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(isinstance(t, cls) for t in x)
+    return False
 
 
 def get_layer_class(name: str):

@@ -161,11 +161,18 @@ class Optimizer:
         self._views_cache = (key, views)
         return views
 
-    def apply_gradients(self, ops, param, grad, grad_views=None, segments=None) -> None:
+    def apply_gradients(self, ops, param=None, grad=None, grad_views=None, segments=None):
         """One optimizer step over flat `param` / `grad` (float32, same length).
 
         grad_views: the per-tensor gradient views (for clipnorm); segments:
-        tuple of (start, stop) trainable ranges, None for the whole buffer."""
+        tuple of (start, stop) trainable ranges, None for the whole buffer.
+
+        Keras's form, ``apply_gradients(zip(grads, variables))`` (a custom
+        training loop, docs/autodiff.md), runs the same update kernel over the
+        model's flat buffers."""
+        if param is None:
+            from ..autodiff.subclass import apply_gradients as _keras_form
+            return _keras_form(self, ops)
         if self._n != param.shape[0]:
             self.build(param.shape[0])
         # the thresholds as float32 (Keras's variables are float32; the compiled plan's

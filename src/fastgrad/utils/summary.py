@@ -29,7 +29,9 @@ def _is_chain(model):
 
 def print_summary(model, print_fn=print):
     g = model._graph
-    connected = not _is_chain(model)
+    if model.__dict__.get("_fg_call_layer") is not None:
+        g = None                  # a subclassed model: its layer attributes, as Keras lists them
+    connected = g is not None and not _is_chain(model)
     head = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if connected else [])
     rows = [head]
     if g is None:

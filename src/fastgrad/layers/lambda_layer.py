@@ -1,0 +1,46 @@
+"""Lambda: a layer from a function written with fg.math (traced; gradient derived)."""
+from __future__ import annotations
+
+from .base import Layer
+
+__all__ = ["Lambda"]
+
+
+class Lambda(Layer):
+    """``Lambda(fn)``: ``fn(inputs)`` (fg.math functions, operators) as a layer,
+    as keras.layers.Lambda. Its gradient is derived by tracing (docs/autodiff.md).
+    ``arguments``: extra keyword arguments for fn. Saved models record the
+    function by name; give it in ``custom_objects`` when loading."""
+
+    def __init__(self, function, output_shape=None, mask=None, arguments=None, **kwargs):
+        super().__init__(**kwargs)
+        if not callable(function):
+            raise TypeError(f"Lambda {self.name}: function must be callable, got {function!r}")
+        self.function = function
+        self.arguments = dict(arguments or {})
+
+    def call(self, inputs):
+        return self.function(inputs, **self.arguments)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["function"] = getattr(self.function, "__name__", repr(self.function))
+        cfg["arguments"] = self.arguments
+        return cfg
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        cfg = dict(config)
+        fn = cfg.pop("function")
+        if isinstance(fn, str):
+            found = (custom_objects or {}).get(fn)
+            if found is None:
+                from .. import math as _m
+                found = getattr(_m, fn, None)
+            if found is None:
+                raise ValueError(f"Lambda: function {fn!r} is not known; pass it in "
+                                 "custom_objects when loading")
+            fn = found
+        if cfg.get("input_shape") is not None:
+            cfg["input_shape"] = tuple(cfg["input_shape"])
+        return cls(fn, **cfg)
