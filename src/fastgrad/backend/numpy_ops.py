@@ -173,7 +173,10 @@ def _check_params(name, params):
                         + (f"; it takes {', '.join(allowed)}" if allowed else ""))
 
 
-class NumpyOps:
+from .numpy_rnn import RnnNumpyOps  # noqa: E402
+
+
+class NumpyOps(RnnNumpyOps):
     """Pure-NumPy kernels (float32 and float64). See the module docstring."""
 
     name = "numpy"
