@@ -31,6 +31,9 @@ def _mixins():
     if _native.available("kernels"):
         from .native_kernels import KernelsMixin
         bases.append(KernelsMixin)
+    if _native.available("rnn"):
+        from .native_rnn import RnnMixin
+        bases.append(RnnMixin)
     return tuple(bases)
 
 
