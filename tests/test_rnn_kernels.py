@@ -155,3 +155,20 @@ def test_mixin_falls_back_for_float64():
     b = _run(REF, "gru", c, False)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("shape,V,D", [((1,), 1, 1), ((3, 7), 11, 5), ((64, 80), 1000, 64), ((5, 2, 3), 7, 33)])
+def test_embedding_backward_c(shape, V, D):
+    rng = np.random.default_rng(V)
+    ids = rng.integers(0, V, size=shape)
+    dy = rng.standard_normal(shape + (D,)).astype(np.float32)
+    a = np.full((V, D), 7.0, np.float32)
+    NAT.embedding_backward(ids, dy, a)
+    ref = np.zeros((V, D))
+    np.add.at(ref, ids.reshape(-1), dy.reshape(-1, D).astype(np.float64))
+    np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-5)
+    b = np.empty((V, D), np.float32)
+    REF.embedding_backward(ids, dy, b)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="outside"):
+        R.embedding_backward(a, np.full(shape, V, np.int64), dy)

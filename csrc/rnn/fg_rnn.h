@@ -57,4 +57,10 @@ int fg_gru_backward(float *dxw, float *drk, float *dbrec, float *dh0, const floa
                     const float *rmask, int64_t n, int64_t T, int64_t u, int reverse, int act, int rec_act,
                     float *scratch, int nthreads);
 
+/* Embedding backward: dtable (V, D) = 0, then dtable[ids[p]] += dy[p] for p = 0 .. npos-1 in
+ * order (one thread: the same bits always). Ids must be in [0, V) (FG_ERR_ARG otherwise, with
+ * dtable left zeroed). */
+int fg_embedding_backward(float *dtable, const int64_t *ids, const float *dy, int64_t npos, int64_t V,
+                          int64_t D);
+
 #endif

@@ -422,3 +422,18 @@ int fg_gru_backward(float *dxw, float *drk, float *dbrec, float *dh0, const floa
     if (dbrec) FG_TRY(fg_sum_rows(dbrec, dHR, n * T, g3, nthreads));
     return FG_OK;
 }
+
+/* ------------------------------------------------------------------ Embedding */
+int fg_embedding_backward(float *dtable, const int64_t *ids, const float *dy, int64_t npos, int64_t V,
+                          int64_t D) {
+    if (!dtable || (npos > 0 && (!ids || !dy)) || V <= 0 || D <= 0 || npos < 0) return FG_ERR_ARG;
+    memset(dtable, 0, (size_t)(V * D) * sizeof(float));
+    for (int64_t p = 0; p < npos; p++) {
+        int64_t id = ids[p];
+        if (id < 0 || id >= V) return FG_ERR_ARG;
+        float *row = dtable + id * D;
+        const float *g = dy + p * D;
+        for (int64_t j = 0; j < D; j++) row[j] += g[j];
+    }
+    return FG_OK;
+}

@@ -32,6 +32,8 @@ cdef extern from "rnn/fg_rnn.h" nogil:
     int fg_gru_forward(float *hs, float *gates, const float *xw, const float *rk, const float *brec,
                        const float *h0, const uint8_t *mask, const float *rmask, int64_t n, int64_t T, int64_t u,
                        int reverse, int act, int rec_act, float *scratch, int nthreads)
+    int fg_embedding_backward(float *dtable, const int64_t *ids, const float *dy, int64_t npos, int64_t V,
+                              int64_t D)
     int fg_gru_backward(float *dxw, float *drk, float *dbrec, float *dh0, const float *dhs, const float *dhT,
                         const float *rk, const float *h0, const float *hs, const float *gates,
                         const uint8_t *mask, const float *rmask, int64_t n, int64_t T, int64_t u, int reverse,
@@ -196,3 +198,20 @@ def gru_backward(dxw, drk, dbrec, dh0, dhs, dhT, rk, h0, hs, gates, mask, bint r
         st = fg_gru_backward(p_dxw, p_drk, p_db, p_dh0, p_dhs, p_dhT, p_rk, p_h0, p_hs, p_g, p_m, p_rm, n, T, u,
                              reverse, act, rec_act, p_s, nthreads)
     check_status(st, op, f"n={n}, T={T}, units={u}")
+
+
+def embedding_backward(dtable, ids, dy):
+    """dtable = 0; dtable[ids[p]] += dy[p] in order (ids int64 C-contiguous, any shape)."""
+    op = "embedding_backward"
+    cdef int64_t V = dtable.shape[0], D = dtable.shape[1]
+    cdef int64_t npos = ids.size
+    cdef float *p_t = _f(dtable, op, "dtable", (V, D))
+    cdef const float *p_dy = _f(dy, op, "dy", tuple(ids.shape) + (D,))
+    cdef cnp.ndarray ia = <cnp.ndarray?>ids
+    if cnp.PyArray_TYPE(ia) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(ia):
+        raise TypeError(f"{op}: ids must be a C-contiguous int64 array")
+    cdef const int64_t *p_i = <const int64_t *>cnp.PyArray_DATA(ia)
+    cdef int st
+    with nogil:
+        st = fg_embedding_backward(p_t, p_i, p_dy, npos, V, D)
+    check_status(st, op, f"ids outside [0, {V})" if st != 0 else "")

@@ -49,6 +49,12 @@ class RnnMixin:
             cache[key] = buf
         return buf
 
+    def embedding_backward(self, ids, dy, dtable):
+        if not (_ok(dy, dtable) and dtable.ndim == 2 and dy.shape == ids.shape + (dtable.shape[1],)):
+            return super().embedding_backward(ids, dy, dtable)
+        _R.embedding_backward(dtable, np.ascontiguousarray(ids, dtype=np.int64), dy)
+        return dtable
+
     def simple_rnn_forward(self, xw, rk, h0, mask, reverse, rmask, act, hs):
         if not (_ok(xw, rk, h0, rmask, hs) and act in _C_ACTS):
             return super().simple_rnn_forward(xw, rk, h0, mask, reverse, rmask, act, hs)
