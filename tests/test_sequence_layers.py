@@ -359,3 +359,15 @@ def test_recurrent_bad_input():
         L.GRU(2, reset_after=False)
     with pytest.raises(ValueError, match="activation"):
         L.LSTM(2, activation="gelu")
+
+
+def test_model_reset_states_and_part_names():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    m = fg.Sequential([fg.Input((3, 4)), L.LSTM(3, stateful=True), L.Dense(1)])
+    a = m.predict(x, verbose=0, batch_size=2)
+    assert not np.allclose(m.predict(x, verbose=0, batch_size=2), a)
+    m.reset_states()
+    np.testing.assert_array_equal(m.predict(x, verbose=0, batch_size=2), a)
+    inp = fg.Input((3, 4))
+    o, h, c = L.LSTM(2, return_state=True, name="enc")(inp)
+    assert [t.name for t in (o, h, c)] == ["enc_output", "enc_state_h", "enc_state_c"]

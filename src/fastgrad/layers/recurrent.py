@@ -259,7 +259,9 @@ class _RNN(Layer):
     def _split_packed(self, out):
         parts = self._parts()
         if is_symbolic(out):
-            return [_RnnPart(a, b, shp, pm, name=f"{self.name}_part{k}_{id(out) % 10000}")(out)
+            from .base import _unique_name
+            names = ["output", "state_h", "state_c"]
+            return [_RnnPart(a, b, shp, pm, name=_unique_name(f"{self.name}_{names[k]}"))(out)
                     for k, (a, b, shp, pm) in enumerate(parts)]
         res = []
         for k, (a, b, shp, pm) in enumerate(parts):
@@ -706,13 +708,12 @@ class Bidirectional(_Wrapper):
         u = self.forward_layer.units
         shp = self.forward_layer.output_shape
         if is_symbolic(out):
-            size = int(np.prod(shp))
             flat = out
-            from .core import Flatten  # noqa: F401
             outs = []
             for k in range(2):
+                from .base import _unique_name
                 outs.append(_HalfPart(k, u, shp, self.return_sequences,
-                                      name=f"{self.name}_half{k}_{id(out) % 10000}")(flat))
+                                      name=_unique_name(f"{self.name}_{('forward', 'backward')[k]}"))(flat))
             return outs
         return [np.ascontiguousarray(out[..., :u]), np.ascontiguousarray(out[..., u:])]
 
