@@ -61,6 +61,16 @@ class _UnitForgetBias:
                                np.asarray(self.base((2 * u,)), np.float32)]).astype(dtype or np.float32)
 
 
+class _Outputs(list):
+    """The list a symbolic call with several outputs returns ([output, *states]); the
+    layer's own graph node output (the packed tensor the parts split) is `_node_output`,
+    which a saved graph's replay records (utils/graph_config.py)."""
+
+    def __init__(self, items, node_output):
+        super().__init__(items)
+        self._node_output = node_output
+
+
 class _RnnPart(Layer):
     """Hidden layer: one part of a recurrent layer's packed (output, *states) tensor."""
 
@@ -223,6 +233,10 @@ class _RNN(Layer):
     # ------------------------------------------------------------------ calls
     def __call__(self, inputs, initial_state=None, training=False, mask=None, **kwargs):
         c = f"{type(self).__name__} {self.name}"
+        if initial_state is None and isinstance(inputs, (list, tuple)) and \
+                len(inputs) == 1 + self._n_states:
+            # [x, *states] in one list: how a saved graph replays an initial_state call
+            inputs, initial_state = inputs[0], list(inputs[1:])
         with_state = initial_state is not None
         if self._with_initial_state is None:
             self._with_initial_state = with_state
@@ -261,8 +275,8 @@ class _RNN(Layer):
         if is_symbolic(out):
             from .base import _unique_name
             names = ["output", "state_h", "state_c"]
-            return [_RnnPart(a, b, shp, pm, name=_unique_name(f"{self.name}_{names[k]}"))(out)
-                    for k, (a, b, shp, pm) in enumerate(parts)]
+            return _Outputs([_RnnPart(a, b, shp, pm, name=_unique_name(f"{self.name}_{names[k]}"))(out)
+                             for k, (a, b, shp, pm) in enumerate(parts)], out)
         res = []
         for k, (a, b, shp, pm) in enumerate(parts):
             r = np.ascontiguousarray(out[:, a:b].reshape((out.shape[0],) + shp))
@@ -714,7 +728,7 @@ class Bidirectional(_Wrapper):
                 from .base import _unique_name
                 outs.append(_HalfPart(k, u, shp, self.return_sequences,
                                       name=_unique_name(f"{self.name}_{('forward', 'backward')[k]}"))(flat))
-            return outs
+            return _Outputs(outs, out)
         return [np.ascontiguousarray(out[..., :u]), np.ascontiguousarray(out[..., u:])]
 
     def forward(self, x, training, ws, mask=None):
