@@ -253,6 +253,23 @@ int fg_lstm_forward(float *hs, float *cs, float *gates, const float *xw, const f
     return FG_OK;
 }
 
+/* one row's gate gradients (same expressions for every call; inlined with constant
+ * activations for the default pair, so the same bits either way) */
+static inline __attribute__((always_inline)) void lstm_grad_row(float *restrict dz, float *restrict dcr,
+                                                                const float *restrict d, const float *restrict a,
+                                                                const float *gi, const float *gf, const float *gg,
+                                                                const float *go, const float *cp, int64_t u, int act,
+                                                                int rec_act) {
+    for (int64_t j = 0; j < u; j++) {
+        float dct = dcr[j] + d[j] * go[j] * dact(act, a[j]);
+        dz[j] = dct * gg[j] * dact(rec_act, gi[j]);
+        dz[u + j] = dct * cp[j] * dact(rec_act, gf[j]);
+        dz[2 * u + j] = dct * gi[j] * dact(act, gg[j]);
+        dz[3 * u + j] = d[j] * a[j] * dact(rec_act, go[j]);
+        dcr[j] = dct * gf[j];
+    }
+}
+
 static int lstm_bwd_block(float *dxw, float *dh, float *dc, float *tmp, float *ac, const float *dhs,
                           const float *rkT, const float *c0, const float *cs, const float *gates, const uint8_t *mask,
                           const float *rmask, int64_t i0, int64_t nr, int64_t T, int64_t u, int reverse, int act,
@@ -273,14 +290,10 @@ static int lstm_bwd_block(float *dxw, float *dh, float *dc, float *tmp, float *a
             const float *c = cs + i * T * u + s * u;
             const float *cp = s == 0 ? c0 + i * u : c - u;
             act_row(a, c, u, act);
-            for (int64_t j = 0; j < u; j++) {
-                float dct = dcr[j] + d[j] * go[j] * dact(act, a[j]);
-                dz[j] = dct * gg[j] * dact(rec_act, gi[j]);
-                dz[u + j] = dct * cp[j] * dact(rec_act, gf[j]);
-                dz[2 * u + j] = dct * gi[j] * dact(act, gg[j]);
-                dz[3 * u + j] = d[j] * a[j] * dact(rec_act, go[j]);
-                dcr[j] = dct * gf[j];
-            }
+            if (act == FG_ACT_TANH && rec_act == FG_ACT_SIGMOID) /* the default: constants fold, loop vectorizes */
+                lstm_grad_row(dz, dcr, d, a, gi, gf, gg, go, cp, u, FG_ACT_TANH, FG_ACT_SIGMOID);
+            else
+                lstm_grad_row(dz, dcr, d, a, gi, gf, gg, go, cp, u, act, rec_act);
         }
         FG_TRY(fg_gemm(tmp + i0 * u, u, dxw + i0 * T * g4 + t * g4, T * g4, rkT, u, nr, u, g4, 0, 0, 1.0f, 0.0f,
                        1));
@@ -359,6 +372,23 @@ int fg_gru_forward(float *hs, float *gates, const float *xw, const float *rk, co
     return FG_OK;
 }
 
+static inline __attribute__((always_inline)) void gru_grad_row(float *restrict dx, float *restrict dr,
+                                                               const float *d, const float *z, const float *r,
+                                                               const float *hh, const float *hrh, const float *hpv,
+                                                               int64_t u, int act, int rec_act) {
+    for (int64_t j = 0; j < u; j++) {
+        float dhh = d[j] * (1.0f - z[j]) * dact(act, hh[j]);
+        float dzp = d[j] * (hpv[j] - hh[j]) * dact(rec_act, z[j]);
+        float drp = dhh * hrh[j] * dact(rec_act, r[j]);
+        dx[j] = dzp;
+        dx[u + j] = drp;
+        dx[2 * u + j] = dhh;
+        dr[j] = dzp;
+        dr[u + j] = drp;
+        dr[2 * u + j] = dhh * r[j];
+    }
+}
+
 static int gru_bwd_block(float *dxw, float *dHR, float *dh, float *tmp, const float *dhs, const float *rkT,
                          const float *h0, const float *hs, const float *gates, const uint8_t *mask,
                          const float *rmask, int64_t i0, int64_t nr, int64_t T, int64_t u, int reverse, int act,
@@ -378,17 +408,10 @@ static int gru_bwd_block(float *dxw, float *dHR, float *dh, float *tmp, const fl
             const float *g = gates + i * T * g4 + s * g4;
             const float *z = g, *r = g + u, *hh = g + 2 * u, *hrh = g + 3 * u;
             const float *hpv = s == 0 ? h0 + i * u : hs + i * T * u + (s - 1) * u;
-            for (int64_t j = 0; j < u; j++) {
-                float dhh = d[j] * (1.0f - z[j]) * dact(act, hh[j]);
-                float dzp = d[j] * (hpv[j] - hh[j]) * dact(rec_act, z[j]);
-                float drp = dhh * hrh[j] * dact(rec_act, r[j]);
-                dx[j] = dzp;
-                dx[u + j] = drp;
-                dx[2 * u + j] = dhh;
-                dr[j] = dzp;
-                dr[u + j] = drp;
-                dr[2 * u + j] = dhh * r[j];
-            }
+            if (act == FG_ACT_TANH && rec_act == FG_ACT_SIGMOID)
+                gru_grad_row(dx, dr, d, z, r, hh, hrh, hpv, u, FG_ACT_TANH, FG_ACT_SIGMOID);
+            else
+                gru_grad_row(dx, dr, d, z, r, hh, hrh, hpv, u, act, rec_act);
         }
         FG_TRY(fg_gemm(tmp + i0 * u, u, dHR + i0 * T * g3 + t * g3, T * g3, rkT, u, nr, u, g3, 0, 0, 1.0f, 0.0f, 1));
         for (int64_t i = i0; i < i0 + nr; i++) {
