@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("runtime", "gemm", "kernels", "lossopt", "quant", "step")
+_MODULES = ("runtime", "gemm", "kernels", "lossopt", "quant", "rnn", "step")
 _loaded: dict = {}
 _errors: dict = {}
 

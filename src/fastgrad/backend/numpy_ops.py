@@ -36,6 +36,7 @@ import numpy as np
 from . import contracts as _c
 from .numpy_quant import QuantNumpyOps
 from .numpy_lossopt import LossOptNumpyOps
+from .numpy_rnn import RnnNumpyOps
 
 #: activation names understood by `activation`, the Dense layer and the
 #: fused dense kernel; the integer codes mirror FG_ACT_* in csrc/fg_common.h
@@ -191,7 +192,7 @@ def _no_partial_overlap(out, a, name_out, name_a, same_ok=True):
                          + (" (only exact in-place use is allowed)" if same_ok else ""))
 
 
-class NumpyOps(QuantNumpyOps, LossOptNumpyOps):
+class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps):
     """Pure-NumPy kernels (float32 and float64). See the module docstring."""
 
     name = "numpy"
