@@ -4,6 +4,7 @@
     gemm     packed GEMM and the fused dense forward (csrc/gemm)
     kernels  activations, losses, optimizer updates, reductions (csrc/kernels)
     step     compiled training / inference step (csrc/step)
+    attn     batched GEMM, masked softmax, blocked attention (csrc/attn)
 
 Every module links its own copy of csrc/runtime, so process-wide settings
 (instruction set, flush-denormal) are broadcast here to every loaded module.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("runtime", "gemm", "kernels", "step")
+_MODULES = ("runtime", "gemm", "kernels", "step", "attn")
 _loaded: dict = {}
 _errors: dict = {}
 

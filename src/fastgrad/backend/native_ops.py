@@ -31,6 +31,9 @@ def _mixins():
     if _native.available("kernels"):
         from .native_kernels import KernelsMixin
         bases.append(KernelsMixin)
+    if _native.available("attn"):
+        from .native_attn import AttnMixin
+        bases.append(AttnMixin)
     return tuple(bases)
 
 
