@@ -63,7 +63,7 @@ class _AttentionBase(Layer):
 
     def __init__(self, dropout=0.0, seed=None, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.dropout = _rate(dropout, f"{type(self).__name__} {self.name}: dropout")
+        self.dropout = _rate(dropout, f"{self._what()}: dropout")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                  or not 0 <= int(seed) < 2**63):
             raise ValueError(f"{self._what()}: seed must be None or an integer in [0, 2**63), "
