@@ -155,16 +155,39 @@ class _AttentionBase(Layer):
                 raise ValueError(f"{self._what()}: {n} has per-sample shape {tuple(sh[n])}, "
                                  f"expected {want[n]} (query length {Tq}, value length {Tv})")
 
-    def _masks(self, d, B, Tq, Tv):
-        """(key_valid, query_valid, mask) from the mask inputs, as boolean arrays."""
+    def _masks(self, d, B, Tq, Tv, implicit=None):
+        """(key_valid, query_valid, mask) as boolean arrays, from the mask inputs
+        and the inputs' own masks (`implicit`: the mask mechanism's list, one
+        entry per input, None where an input has none; see
+        /work/notes/mask_contract.md): the query's mask masks query rows, the
+        value's and the key's mask keys, as Keras's MultiHeadAttention /
+        Attention combine them."""
         kv = None
-        for n in ("value_mask", "key_mask"):
-            if n in d:
-                m = d[n].reshape(B, Tv) != 0
+        got = dict(d)
+        if implicit is not None:
+            for name, m in zip(self._slots, implicit):
+                if m is None or name not in ("query", "value", "key"):
+                    continue
+                got[f"_{name}_implicit"] = np.asarray(m)
+        for n in ("value_mask", "key_mask", "_value_implicit", "_key_implicit"):
+            if n in got:
+                m = got[n].reshape(B, Tv) != 0
                 kv = m if kv is None else (kv & m)
-        qv = d["query_mask"].reshape(B, Tq) != 0 if "query_mask" in d else None
+        qv = None
+        for n in ("query_mask", "_query_implicit"):
+            if n in got:
+                m = got[n].reshape(B, Tq) != 0
+                qv = m if qv is None else (qv & m)
         am = d["attention_mask"].reshape(B, Tq, Tv) != 0 if "attention_mask" in d else None
         return kv, qv, am
+
+    supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        """The output carries the query's mask (Keras)."""
+        if mask is None:
+            return None
+        return mask[0] if isinstance(mask, (list, tuple)) else mask
 
     def get_config(self):
         cfg = super().get_config()
@@ -306,7 +329,7 @@ class MultiHeadAttention(_AttentionBase):
         return self.grads[name].reshape(-1) if self.use_bias else False
 
     # ------------------------------------------------------------------ compute
-    def forward(self, xs, training, ws):
+    def forward(self, xs, training, ws, mask=None):
         ops = self.ops
         d = self._split(xs)
         xq, xv = d["query"], d["value"]
@@ -336,7 +359,7 @@ class MultiHeadAttention(_AttentionBase):
         np.copyto(Q, pq.reshape(B, Tq, H, kd).transpose(0, 2, 1, 3))
         np.copyto(K, pk.reshape(B, Tv, H, kd).transpose(0, 2, 1, 3))
         np.copyto(V, pv.reshape(B, Tv, H, vd).transpose(0, 2, 1, 3))
-        kv, qv, am = self._masks(d, B, Tq, Tv)
+        kv, qv, am = self._masks(d, B, Tq, Tv, mask)
         causal = bool(self._causal)
         scale = 1.0 / math.sqrt(kd)
         drop = training and self.dropout > 0.0
@@ -526,7 +549,7 @@ class Attention(_AttentionBase):
         gsc = self.grads["scale"].reshape(1) if self.use_scale else None
         self.ops.additive_scores_backward(dS3, Q, K, sc, ws.t, dQ, dK, gsc, inner=True)
 
-    def forward(self, xs, training, ws):
+    def forward(self, xs, training, ws, mask=None):
         ops = self.ops
         d = self._split(xs)
         Q, V = d["query"], d["value"]
@@ -536,7 +559,7 @@ class Attention(_AttentionBase):
             raise ValueError(f"{self._what()}: sequences of length 0 (query {Q.shape}, value "
                              f"{V.shape})")
         dt = Q.dtype
-        kv, qv, am = self._masks(d, B, Tq, Tk)
+        kv, qv, am = self._masks(d, B, Tq, Tk, mask)
         S, mult = self._scores(Q, K, ws, dt)
         P = ws.buf("P", S.shape, dt)
         ops.attention_softmax(S, P, mult, kv, None, am, bool(self._causal))
