@@ -341,3 +341,31 @@ def test_bad_shapes_and_masks_name_the_layer():
         L.MultiHeadAttention(2, 4, name="bad8")(x, x, return_attention_scores=True)
     with pytest.raises(ValueError, match="'bad9'.*exceeds sequence_length=4"):
         L.PositionEmbedding(4, name="bad9")(x)
+
+
+def test_eager_batch_mismatch_names_the_layer():
+    mha = L.MultiHeadAttention(2, 4, name="bad10")
+    with pytest.raises(ValueError, match="'bad10'.*different batch sizes \\[2, 3\\]"):
+        mha(np.zeros((2, 5, 8), np.float32), np.zeros((3, 5, 8), np.float32))
+    att = L.Attention(name="bad11")
+    with pytest.raises(ValueError, match="'bad11'.*different batch sizes"):
+        att([np.zeros((2, 5, 8), np.float32), np.zeros((2, 5, 8), np.float32)],
+            mask=[np.ones((2, 5)), np.ones((4, 5))])
+
+
+def test_implicit_masks_equal_explicit_mask_inputs():
+    """The mask mechanism's per-input masks (forward(..., mask=[q_mask, v_mask]))
+    give what the explicit query_mask / value_mask inputs give."""
+    B, Tq, Tv, E = 2, 4, 6, 8
+    r = rng(14)
+    q, v = r.standard_normal((B, Tq, E)), r.standard_normal((B, Tv, E))
+    qm = np.array([[1, 1, 0, 1], [1, 1, 1, 0]], float)
+    vm = np.array([[1, 1, 1, 0, 0, 1], [1, 0, 1, 1, 1, 1]], float)
+    a = make_mha(2, 4, (Tq, E), (Tv, E), masks=("query_mask", "value_mask"))
+    bind64(a, seed=15)
+    b = make_mha(2, 4, (Tq, E), (Tv, E))
+    b.bind(a.params, {n: np.zeros_like(g) for n, g in a.grads.items()}, {})
+    ya = a.forward([q, v, qm, vm], False, Workspace())
+    yb = b.forward([q, v], False, Workspace(), mask=[qm != 0, vm != 0])
+    np.testing.assert_array_equal(ya, yb)
+    assert b.compute_mask([q, v], [qm != 0, vm != 0]) is not None

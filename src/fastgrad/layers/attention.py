@@ -138,6 +138,13 @@ class _AttentionBase(Layer):
             return y, self._last_scores
         return y
 
+    def _check_batch(self, xs):
+        """All inputs of one call share the batch size (eager calls can mix them up)."""
+        sizes = [int(x.shape[0]) for x in xs]
+        if len(set(sizes)) > 1:
+            raise ValueError(f"{self._what()}: inputs {self._slots} have different batch sizes "
+                             f"{sizes} (shapes {[tuple(x.shape) for x in xs]})")
+
     def _split(self, items):
         """Map the list of inputs (shapes or arrays) to a dict by slot name."""
         if self._slots is None:
@@ -332,6 +339,7 @@ class MultiHeadAttention(_AttentionBase):
     def forward(self, xs, training, ws, mask=None):
         ops = self.ops
         d = self._split(xs)
+        self._check_batch(xs)
         xq, xv = d["query"], d["value"]
         xk = d.get("key", xv)
         B = xq.shape[0]
@@ -552,6 +560,7 @@ class Attention(_AttentionBase):
     def forward(self, xs, training, ws, mask=None):
         ops = self.ops
         d = self._split(xs)
+        self._check_batch(xs)
         Q, V = d["query"], d["value"]
         K = d.get("key", V)
         B, Tq, Tk = Q.shape[0], Q.shape[1], V.shape[1]
