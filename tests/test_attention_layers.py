@@ -369,3 +369,32 @@ def test_implicit_masks_equal_explicit_mask_inputs():
     yb = b.forward([q, v], False, Workspace(), mask=[qm != 0, vm != 0])
     np.testing.assert_array_equal(ya, yb)
     assert b.compute_mask([q, v], [qm != 0, vm != 0]) is not None
+
+
+def test_embedding_mask_flows_into_mha_in_a_model():
+    """Embedding(mask_zero=True) -> MultiHeadAttention: the padding mask reaches the
+    layer through the mask mechanism (query and value masks) and gives what explicit
+    query_mask / value_mask inputs give."""
+    if not hasattr(L, "Embedding"):
+        pytest.skip("the mask mechanism (branch rnn) is not merged")
+    T, V, E = 6, 12, 8
+    ids = rng(16).integers(1, V, (5, T))
+    ids[0, 4:] = 0
+    ids[3, 2:] = 0
+    x = fg.Input((T,))
+    emb = L.Embedding(V, E, mask_zero=True, name="emb")
+    h = emb(x)
+    mha = L.MultiHeadAttention(2, 4, name="mha_implicit")
+    y = mha(h, h)
+    assert y._keras_mask is not None          # the query's mask is passed on
+    m1 = fg.Model(x, y)
+    x2 = fg.Input((T,))
+    mk = fg.Input((T,))
+    emb2 = L.Embedding(V, E, name="emb2")
+    h2 = emb2(x2)
+    mha2 = L.MultiHeadAttention(2, 4, name="mha_explicit")
+    m2 = fg.Model([x2, mk], mha2(h2, h2, query_mask=mk, value_mask=mk))
+    m2.set_weights(m1.get_weights())
+    a = m1.predict(ids, verbose=0)
+    b = m2.predict([ids, (ids != 0).astype(np.float32)], verbose=0)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -15,9 +15,15 @@
 
 static int keeps_pre(int act) { return fg_step_is_softmax(act) || fg_step_act_needs_input(act); }
 
+/* Input of rank > 1 (per sample): Dense acts on the last axis (Keras), so the leading
+ * axes are rows: (rows, t..., in) -> (rows * t..., in), one product. */
+static int64_t dense_units(const fg_node_desc *d) { return d->out.dim[d->out.rank - 1]; }
+
 static int dense_check(const fg_node_desc *d, const fg_shape *const *in, int n_in, int64_t n_params) {
-    if (n_in != 1 || in[0]->rank != 1 || d->out.rank != 1) return FG_ERR_ARG;
-    int64_t k = in[0]->dim[0], n = d->out.dim[0];
+    if (n_in != 1 || in[0]->rank < 1 || d->out.rank != in[0]->rank) return FG_ERR_ARG;
+    for (int i = 0; i + 1 < d->out.rank; i++)
+        if (in[0]->dim[i] != d->out.dim[i]) return FG_ERR_ARG;
+    int64_t k = in[0]->dim[in[0]->rank - 1], n = dense_units(d);
     if (!fg_step_act_valid(d->act) || d->act_has_param) return FG_ERR_ARG; /* the epilogue: by name */
     if (d->w_off < 0 || !fg_range_ok(d->w_off, k * n, n_params)) return FG_ERR_ARG;
     if (d->b_off >= 0 && !fg_range_ok(d->b_off, n, n_params)) return FG_ERR_ARG;
@@ -26,21 +32,22 @@ static int dense_check(const fg_node_desc *d, const fg_shape *const *in, int n_i
 
 static int dense_params(const fg_node_desc *d, const fg_shape *const *in, int n_in, fg_param_array *p) {
     (void)n_in;
-    int64_t n = d->out.dim[0];
-    p[0] = (fg_param_array){d->w_off, in[0]->dim[0] * n, d->l1_w, d->l2_w};
+    int64_t n = dense_units(d);
+    p[0] = (fg_param_array){d->w_off, in[0]->dim[in[0]->rank - 1] * n, d->l1_w, d->l2_w};
     p[1] = (fg_param_array){d->b_off, d->b_off >= 0 ? n : 0, d->l1_b, d->l2_b};
     return 2;
 }
 
 static int64_t dense_workspace(const fg_node_desc *d, const fg_shape *const *in, int n_in, int64_t rows) {
     (void)in, (void)n_in;
-    return keeps_pre(d->act) ? rows * d->out.dim[0] * (int64_t)sizeof(float) : 0;
+    return keeps_pre(d->act) ? rows * fg_shape_size(&d->out) * (int64_t)sizeof(float) : 0;
 }
 
 static int dense_forward(const fg_node_io *io, float *y, const float *const *x, int training, uint64_t *stream) {
     (void)stream;
     const fg_node_desc *d = io->d;
-    const int64_t k = io->in_size[0], n = io->out_size, rows = io->rows;
+    const int64_t n = dense_units(d), t = io->out_size / n;
+    const int64_t k = io->in_size[0] / t, rows = io->rows * t;
     const float *W = io->params + d->w_off;
     const float *b = d->b_off >= 0 ? io->params + d->b_off : NULL;
     float *pre = (float *)io->ws;
@@ -55,7 +62,8 @@ static int dense_forward(const fg_node_io *io, float *y, const float *const *x, 
 static int dense_backward(const fg_node_io *io, float *const *dx, float *dy, const float *const *x, const float *y,
                           float *const *gp) {
     const fg_node_desc *d = io->d;
-    const int64_t k = io->in_size[0], n = io->out_size, rows = io->rows;
+    const int64_t n = dense_units(d), t = io->out_size / n;
+    const int64_t k = io->in_size[0] / t, rows = io->rows * t;
     float *dz = dy;
     if (fg_step_is_softmax(d->act)) {
         dz = (float *)io->ws; /* z is not needed by the softmax backward */

@@ -226,11 +226,37 @@ class LecunNormal(_Preset):
     _args = (1.0, "fan_in", "truncated_normal")
 
 
+class Orthogonal(Initializer):
+    """Keras's Orthogonal(gain=1.0): the Q factor of a normal matrix of the
+    flattened shape (prod(shape[:-1]), shape[-1]), signs fixed by diag(R),
+    times `gain` (the recurrent kernels' default)."""
+
+    def __init__(self, gain=1.0, seed=None):
+        super().__init__(seed)
+        self.gain = float(gain)
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(int(s) for s in shape)
+        if len(shape) < 2:
+            raise ValueError(f"Orthogonal: needs a shape of rank >= 2, got {shape}")
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        a = self._rng().normal(0.0, 1.0, size=(max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q *= np.sign(np.diag(r))
+        if rows < cols:
+            q = q.T
+        return _out(self.gain * q.reshape(shape), dtype)
+
+    def get_config(self):
+        return {"gain": self.gain, **super().get_config()}
+
+
 _CLASSES = {c.__name__: c for c in (Zeros, Ones, Constant, RandomNormal, RandomUniform,
                                      TruncatedNormal, VarianceScaling, GlorotUniform, GlorotNormal,
-                                     HeUniform, HeNormal, LecunUniform, LecunNormal)}
+                                     HeUniform, HeNormal, LecunUniform, LecunNormal, Orthogonal)}
 _NAMES = {"zeros": Zeros, "zero": Zeros, "ones": Ones, "one": Ones, "constant": Constant,
           "random_normal": RandomNormal, "random_uniform": RandomUniform,
+          "uniform": RandomUniform, "normal": RandomNormal, "orthogonal": Orthogonal,
           "truncated_normal": TruncatedNormal, "variance_scaling": VarianceScaling,
           "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal,
           "xavier_uniform": GlorotUniform, "xavier_normal": GlorotNormal,

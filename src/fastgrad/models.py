@@ -46,7 +46,7 @@ from .engine import data as _data
 from .engine.graph import Graph, GraphError, Node, SymbolicTensor, flatten_structure, is_symbolic
 from .engine.params import ParamStore
 from .engine.step import NonFiniteLossError, Step
-from .layers.base import Layer
+from .layers.base import Layer, attach_masks
 from .layers.core import InputLayer
 
 _F32 = np.dtype(np.float32)
@@ -637,9 +637,10 @@ class Model:
         names = self.input_names
         parts = self._structure(x, names, "input", what, "x")
         xs = []
-        for name, a, shape in zip(names, parts, self._input_shapes):
+        for i, (name, a, shape) in enumerate(zip(names, parts, self._input_shapes)):
             label = what if len(names) == 1 else f"{what}: input {name!r}"
-            xs.append(_data.as_x(a, label, shape, self._first_layer_name(name), finite))
+            xs.append(_data.as_x(a, label, shape, self._first_layer_name(name), finite,
+                                 ids=self._input_takes_ids(i)))
         n = xs[0].shape[0]
         for name, a in zip(names, xs):
             if a.shape[0] != n:
@@ -649,6 +650,17 @@ class Model:
 
     def _first_layer_name(self, input_name):
         return input_name
+
+    def _input_consumers(self, i):
+        g = self._graph
+        if g is None:
+            return []
+        return [g.nodes[j].layer for j in g.consumers[i]]
+
+    def _input_takes_ids(self, i):
+        """Input i feeds only layers that take integer ids (Embedding)."""
+        layers = self._input_consumers(i)
+        return bool(layers) and all(getattr(l, "_takes_ids", False) for l in layers)
 
     def _prepare_data(self, x, y, sample_weight, class_weight, what):
         """(ArrayData, n) with targets per output that has a loss."""
@@ -1407,7 +1419,9 @@ class Sequential(Model):
         for layer in self._seq_layers:
             layer._inbound_nodes = []
             out = layer.build(t.shape[1:] if not layer._multi_input else [t.shape[1:]])
-            t = Node(layer, [t], layer._multi_input, out).output
+            node = Node(layer, [t], layer._multi_input, out)
+            attach_masks(layer, node, [t._keras_mask])
+            t = node.output
         self._input_shape = shape
         self._graph = Graph([inp.output], [t], owner=f"Sequential {self.name!r}")
         self._layers = list(self._seq_layers)
@@ -1422,7 +1436,7 @@ class Sequential(Model):
             x = x[0]
         if isinstance(x, dict) and len(x) == 1:
             x = next(iter(x.values()))
-        xa = _data.as_x(x, what)
+        xa = _data.as_x(x, what, ids=self._input_takes_ids(0))
         shape = tuple(xa.shape[1:])
         self._pending = (shape, self._infer_output_shape(shape))   # shape errors now
 
@@ -1481,6 +1495,9 @@ class Sequential(Model):
         if not self._seq_layers:
             raise ValueError(f"{what}: the model has no layers")
         return super()._prepare_xs(x, what, finite)
+
+    def _input_consumers(self, i):
+        return self._seq_layers[:1]
 
     def _structure(self, data, names, kind_of, what, role):
         if role == "x" and isinstance(data, dict):

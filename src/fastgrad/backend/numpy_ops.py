@@ -175,7 +175,10 @@ def _check_params(name, params):
                         + (f"; it takes {', '.join(allowed)}" if allowed else ""))
 
 
-class NumpyOps(AttentionNumpyOps):
+from .numpy_rnn import RnnNumpyOps  # noqa: E402
+
+
+class NumpyOps(RnnNumpyOps, AttentionNumpyOps):
     """Pure-NumPy kernels (float32 and float64). See the module docstring."""
 
     name = "numpy"

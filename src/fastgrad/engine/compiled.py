@@ -262,6 +262,9 @@ def _analyse(model, training):
         raise NoCPath(f"the active backend is {_config.get_backend()!r}, not 'native'")
     if not getattr(model, "built", False) or model._store is None:
         raise NoCPath("the model is not built")
+    if getattr(model._graph, "has_masks", False):
+        raise NoCPath("the model carries masks (Embedding(mask_zero=True) / Masking); the "
+                      "compiled plan has no masks")
     store = model._store
     ctx = LowerContext(mod, training, {id(e.layer) for e in store.frozen}, store.size)
     graph, streams = _lower_graph(model, ctx)

@@ -43,12 +43,37 @@ def all_finite(a) -> bool:
     return _config.get_ops().all_finite(a)
 
 
-def as_x(x, what: str, input_shape=None, layer_name=None, finite=True) -> np.ndarray:
+def as_ids(x, what: str, input_shape=None, layer_name=None) -> np.ndarray:
+    """Integer token ids for an input that feeds only id-taking layers (Embedding):
+    checked (integer dtype, |id| < 2**24) and carried as exact float32 values."""
+    if x is None:
+        raise ValueError(f"{what}: x is required")
+    x = _to_array(x, f"{what}: x")
+    who = f"layer {layer_name!r}" if layer_name else "the model"
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"{what}: {who} takes integer token ids (an Embedding), got an array of "
+                        f"dtype {x.dtype}; convert with x.astype('int32') if the values are ids")
+    if x.ndim < 2 or x.shape[0] == 0 or 0 in x.shape:
+        raise ValueError(f"{what}: token ids need shape (batch, length) with every dimension > 0, "
+                         f"got {x.shape}")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"{what}: {who} expects per-sample shape {tuple(input_shape)}, got x of "
+                         f"shape {x.shape}")
+    if x.size and (int(x.max()) >= 2**24 or int(x.min()) <= -2**24):
+        raise ValueError(f"{what}: token ids must be below 2**24 in magnitude, got values in "
+                         f"[{int(x.min())}, {int(x.max())}]")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def as_x(x, what: str, input_shape=None, layer_name=None, finite=True, ids=False) -> np.ndarray:
     """Validate x and return it as C-contiguous float32 (batch, *input_shape).
 
     finite=False skips the NaN/inf scan for a float32 array that needs no
     conversion: for callers whose C path checks the rows as it reads them
-    (the compiled inference plan) and calls raise_if_nonfinite on failure."""
+    (the compiled inference plan) and calls raise_if_nonfinite on failure.
+    ids=True: the input feeds only Embedding-like layers; see as_ids."""
+    if ids:
+        return as_ids(x, what, input_shape, layer_name)
     if (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous
             and input_shape is not None and x.shape[1:] == input_shape and x.shape[0] > 0
             and x.size > 0):
@@ -114,6 +139,16 @@ def as_y(y, loss, output_shape, n: int, what: str) -> np.ndarray:
     out_shape = tuple(output_shape)
     if loss.target_kind == "sparse":
         classes = out_shape[-1]
+        if len(out_shape) > 1:
+            # a sequence output (batch, time, classes): one class id per step
+            want = (n,) + out_shape[:-1]
+            if y.shape != want and not (y.shape == want + (1,)):
+                raise ValueError(f"{what}: {loss.name} on an output of shape (batch, "
+                                 f"{', '.join(map(str, out_shape))}) expects integer class ids of "
+                                 f"shape {want}, got y of shape {y.shape}")
+            raise ValueError(f"{what}: {loss.name} on outputs of rank > 2 (per-sample shape "
+                             f"{out_shape}) is not supported yet; flatten the time axis into "
+                             "the batch")
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.reshape(-1)
         if y.ndim != 1:

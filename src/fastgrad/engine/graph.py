@@ -39,13 +39,15 @@ class SymbolicTensor:
 
     `shape` includes the batch axis (None unless the Input fixed it)."""
 
-    __slots__ = ("shape", "dtype", "name", "_node", "__weakref__")
+    __slots__ = ("shape", "dtype", "name", "_node", "_keras_mask", "_mask_of", "__weakref__")
 
     def __init__(self, shape, node=None, name=None, dtype="float32"):
         self.shape = tuple(shape)
         self.dtype = dtype
         self.name = name
         self._node = node
+        self._keras_mask = None     # the symbolic mask this tensor carries (or None)
+        self._mask_of = None        # for a symbolic mask: the tensor it is the mask of
 
     @property
     def per_sample_shape(self) -> tuple:
@@ -149,12 +151,15 @@ def flatten_structure(obj, what):
 class Node:
     """One call of `layer` on `inputs` (symbolic tensors), producing `output`."""
 
-    __slots__ = ("layer", "inputs", "multi", "output", "__weakref__")
+    __slots__ = ("layer", "inputs", "multi", "output", "mask_srcs", "has_out_mask",
+                 "__weakref__")
 
     def __init__(self, layer, inputs, multi, output_shape, batch=None):
         self.layer = layer
         self.inputs = list(inputs)
         self.multi = bool(multi)          # the layer takes a list (merge layers)
+        self.mask_srcs = [None] * len(self.inputs)   # per input: the tensor whose mask it gets
+        self.has_out_mask = False         # the output carries a mask (compute_mask at run time)
         self.output = SymbolicTensor((batch,) + tuple(output_shape), node=self)
         layer._inbound_nodes.append(self)
         idx = len(layer._inbound_nodes) - 1
@@ -171,15 +176,19 @@ class Node:
 class GraphNode:
     """A node as the executors see it: layer, input slots, output slot."""
 
-    __slots__ = ("layer", "in_slots", "out_slot", "index", "multi", "node")
+    __slots__ = ("layer", "in_slots", "out_slot", "index", "multi", "node", "mask_slots",
+                 "out_mask")
 
-    def __init__(self, node, in_slots, out_slot, index):
+    def __init__(self, node, in_slots, out_slot, index, mask_slots=None):
         self.node = node
         self.layer = node.layer
         self.in_slots = tuple(in_slots)
         self.out_slot = out_slot
         self.index = index
         self.multi = node.multi
+        #: per input: the slot whose mask this input gets (None: no mask)
+        self.mask_slots = tuple(mask_slots) if mask_slots is not None else (None,) * len(in_slots)
+        self.out_mask = bool(node.has_out_mask)
 
     def __repr__(self):
         return f"<GraphNode {self.index} {self.layer.name} {self.in_slots}->{self.out_slot}>"
@@ -217,8 +226,18 @@ class Graph:
                     raise GraphError(f"{owner}: graph order failed at layer {node.layer.name!r}")
                 in_slots.append(s)
             out = self.n_inputs + gi
+            mask_slots = []
+            for t in node.mask_srcs:
+                if t is None:
+                    mask_slots.append(None)
+                    continue
+                ms = slot.get(id(t))
+                if ms is None:
+                    raise GraphError(f"{owner}: layer {node.layer.name!r} is given the mask of "
+                                     f"{t.name!r}, which is not computed before it in this model")
+                mask_slots.append(ms)
             slot[id(node.output)] = out
-            self.nodes.append(GraphNode(node, in_slots, out, gi))
+            self.nodes.append(GraphNode(node, in_slots, out, gi, mask_slots))
         self.output_slots = tuple(slot[id(t)] for t in self.outputs)
         self.slot_shapes = ([tuple(t.shape[1:]) for t in self.inputs] +
                             [tuple(n.node.output.shape[1:]) for n in self.nodes])
@@ -259,6 +278,9 @@ class Graph:
         for n in self.nodes:
             self.nodes_of.setdefault(id(n.layer), []).append(n.index)
         self.shared = {k: v for k, v in self.nodes_of.items() if len(v) > 1}
+        #: any tensor of the graph carries a mask (the compiled plan has no masks)
+        self.has_masks = any(n.out_mask or any(m is not None for m in n.mask_slots)
+                             for n in self.nodes)
 
     # -------------------------------------------------------------- ordering
     def _order(self):

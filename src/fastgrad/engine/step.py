@@ -69,6 +69,7 @@ class Step:
         n_slots = len(g.slot_shapes)
         self._vals = [None] * n_slots
         self._grads = [None] * n_slots
+        self._masks = [None] * n_slots      # per slot: its boolean mask (graphs with masks)
         # slots that receive a gradient: backward from the outputs that have a loss
         live = [False] * n_slots
         for i in self.loss_index:
@@ -89,7 +90,7 @@ class Step:
     def drop_refs(self):
         """Forget every reference to the caller's arrays (after a call)."""
         self.cache.drop_refs()
-        for lst in (self._vals, self._grads):
+        for lst in (self._vals, self._grads, self._masks):
             for i in range(len(lst)):
                 lst[i] = None
 
@@ -103,12 +104,42 @@ class Step:
         vals = self._vals
         for i, x in enumerate(xs):
             vals[i] = x
+        if self.graph.has_masks:
+            return self._forward_masked(xs, training, wss)
         for n in self.nodes:
             ws = wss[n.index]
             if n.multi:
                 y = n.layer.forward([vals[s] for s in n.in_slots], training, ws)
             else:
                 y = n.layer.forward(vals[n.in_slots[0]], training, ws)
+            vals[n.out_slot] = y
+        return [vals[s] for s in self.graph.output_slots]
+
+    def _forward_masked(self, xs, training, wss):
+        """forward() of a graph that carries masks (docs/sequence.md, "Masks"): a node
+        whose layer's forward takes `mask` gets its input's mask (a list for multi-input
+        layers); a node whose output carries a mask computes it with compute_mask from
+        its inputs and input mask, before its forward runs (a layer may overwrite
+        nothing it reads, so the order only matters for clarity)."""
+        vals = self._vals
+        masks = self._masks
+        for i, x in enumerate(xs):
+            vals[i] = x
+            masks[i] = None
+        for n in self.nodes:
+            ws = wss[n.index]
+            ms = [None if s is None else masks[s] for s in n.mask_slots]
+            if n.multi:
+                x = [vals[s] for s in n.in_slots]
+                m = ms
+            else:
+                x = vals[n.in_slots[0]]
+                m = ms[0]
+            masks[n.out_slot] = n.layer.compute_mask(x, m) if n.out_mask else None
+            if n.layer._forward_takes_mask:
+                y = n.layer.forward(x, training, ws, mask=m)
+            else:
+                y = n.layer.forward(x, training, ws)
             vals[n.out_slot] = y
         return [vals[s] for s in self.graph.output_slots]
 

@@ -95,7 +95,75 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Layer", "ParamSpec", "StateSpec", "get_layer_class", "deserialize_layer"]
+__all__ = ["Layer", "ParamSpec", "StateSpec", "get_layer_class", "deserialize_layer",
+           "MaskedArray", "symbolic_mask"]
+
+
+class MaskedArray(np.ndarray):
+    """What an eager layer call returns when its output has a mask: the output array
+    with the mask as ``_keras_mask`` (a boolean (batch, time) array), as Keras's eager
+    tensors carry it. Numpy operations on it do NOT carry the mask on (a slice or a sum
+    is another tensor); pass it explicitly with ``layer(x, mask=m)`` then."""
+
+    def __array_finalize__(self, obj):
+        self._keras_mask = None
+
+
+def symbolic_mask(tensor, shape):
+    """The symbolic mask of `tensor` (a SymbolicTensor) of full shape `shape`
+    (batch axis first): what compute_mask returns while the graph is built."""
+    from ..engine.graph import SymbolicTensor
+    m = SymbolicTensor(tuple(shape), node=None, name=f"{tensor.name}_mask"
+                       if tensor.name else None, dtype="bool")
+    m._mask_of = tensor
+    return m
+
+
+def attach_masks(layer, node, masks):
+    """Record on a new graph node (engine.graph.Node) the masks its inputs get (`masks`:
+    per input a symbolic mask or None) and whether its output carries one (the layer's
+    compute_mask on the symbolic tensors)."""
+    ts = node.inputs
+    node.mask_srcs = [None if m is None else m._mask_of for m in masks]
+    sym_in = ts if layer._multi_input else ts[0]
+    sym_mask = list(masks) if layer._multi_input else masks[0]
+    out_mask = layer.compute_mask(sym_in, sym_mask)
+    if out_mask is not None:
+        node.output._keras_mask = symbolic_mask(node.output, out_mask.shape)
+        node.has_out_mask = True
+
+
+def _check_mask_shape(layer, mshape, xshape):
+    if getattr(layer, "_mask_any_shape", False):
+        return
+    mshape, xshape = tuple(mshape), tuple(xshape)
+    ok = 1 <= len(mshape) <= len(xshape) and all(
+        a is None or b is None or a == b for a, b in zip(mshape, xshape[:len(mshape)]))
+    if not ok:
+        raise ValueError(f"{type(layer).__name__} layer {layer.name!r}: mask of shape {mshape} does "
+                         f"not fit input of shape {xshape} (the mask covers the input's leading "
+                         "axes: (batch, time))")
+
+
+def _check_masks(layer, mask, xs, multi):
+    """Eager masks as boolean arrays (None kept), shapes checked against the inputs."""
+    if multi:
+        if mask is None:
+            return [None] * len(xs)
+        if not isinstance(mask, (list, tuple)) or len(mask) != len(xs):
+            raise ValueError(f"{type(layer).__name__} layer {layer.name!r}: mask must be a list of "
+                             f"{len(xs)} masks (None where an input has none)")
+        return [_check_masks(layer, m, [x], False) for m, x in zip(mask, xs)]
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.dtype != bool:
+        if m.dtype.kind not in "iuf":
+            raise TypeError(f"{type(layer).__name__} layer {layer.name!r}: mask must be a boolean "
+                            f"array, got dtype {m.dtype}")
+        m = m != 0
+    _check_mask_shape(layer, m.shape, xs[0].shape)
+    return np.ascontiguousarray(m)
 
 
 class ParamSpec(NamedTuple):
@@ -154,6 +222,25 @@ class Layer:
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         Layer.registry[cls.__name__] = cls
+        import inspect
+        try:
+            cls._forward_takes_mask = "mask" in inspect.signature(cls.forward).parameters
+        except (TypeError, ValueError):
+            cls._forward_takes_mask = False
+
+    #: Keras masking (docs/sequence.md, "Masks"): True when the layer passes the mask of
+    #: its input on to its output unchanged (element-wise layers, Dense, normalisation,
+    #: Dropout) -- or, when it overrides ``compute_mask``, makes its own output mask. A layer
+    #: CONSUMES a mask when its ``forward`` has a ``mask`` parameter (detected per class).
+    supports_masking = False
+    _forward_takes_mask = False
+
+    def compute_mask(self, inputs, mask=None):
+        """The mask of this layer's output for `inputs` and the input `mask` (Keras's
+        compute_mask): boolean (batch, time) arrays at run time, or symbolic masks
+        (``engine.graph.SymbolicTensor`` of dtype bool) when the model graph is built;
+        None means no mask. Default: pass the input mask on if `supports_masking`."""
+        return mask if self.supports_masking else None
 
     def __init__(self, name=None, input_shape=None, input_dim=None, trainable=True, dtype=None,
                  batch_input_shape=None, **kwargs):
@@ -203,7 +290,10 @@ class Layer:
         return tuple(input_shape)
 
     def build(self, input_shape) -> tuple:
-        input_shape = _as_shape(input_shape, f"{self.name}: input shape")
+        if self._multi_input and isinstance(input_shape, list):
+            input_shape = [_as_shape(s, f"{self.name}: input shape") for s in input_shape]
+        else:
+            input_shape = _as_shape(input_shape, f"{self.name}: input shape")
         out = tuple(self.compute_output_shape(input_shape))
         self.input_shape = input_shape
         self.output_shape = out
@@ -242,17 +332,25 @@ class Layer:
     #: compute_output_shape / forward get lists, backward returns a list
     _multi_input = False
 
-    def __call__(self, inputs, training: bool = False, **kwargs):
+    def _eager_inputs(self, inputs):
+        """The arrays an eager call runs on (float32, C-contiguous); Embedding overrides
+        this to take integer token ids."""
+        return np.ascontiguousarray(inputs, dtype=np.float32)
+
+    def __call__(self, inputs, training: bool = False, mask=None, **kwargs):
         """On symbolic tensors (fg.Input, another layer's output): add a node to
         the model graph and return its output tensor (the functional API).
         On arrays: run forward eagerly with a throw-away workspace (the layer
-        is built from the arrays' per-sample shapes first if needed)."""
+        is built from the arrays' per-sample shapes first if needed).
+        `mask`: the input's mask (docs/sequence.md); by default the one the input
+        carries (``inputs._keras_mask``, set by Embedding(mask_zero=True), Masking and
+        the layers that propagate masks)."""
         from ..engine import graph as _graph
         if kwargs:
             raise TypeError(f"{self.name}: unexpected keyword argument(s) "
                             f"{', '.join(sorted(kwargs))} in the call")
         if _graph.is_symbolic(inputs):
-            return self._call_symbolic(inputs)
+            return self._call_symbolic(inputs, mask)
         from ..engine.workspace import Workspace
         multi = self._multi_input
         if multi:
@@ -261,9 +359,13 @@ class Layer:
                        else type(inputs).__name__)
                 raise ValueError(f"{type(self).__name__} layer {self.name!r} should be called on "
                                  f"a list of inputs; got {got}")
-            xs = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
+            if mask is None:
+                mask = [getattr(x, "_keras_mask", None) for x in inputs]
+            xs = [self._eager_inputs(x) for x in inputs]
         else:
-            xs = [np.ascontiguousarray(inputs, dtype=np.float32)]
+            if mask is None:
+                mask = getattr(inputs, "_keras_mask", None)
+            xs = [self._eager_inputs(inputs)]
         if any(x.ndim < 1 for x in xs):
             raise ValueError(f"{type(self).__name__} layer {self.name!r}: inputs need a batch "
                              f"axis; got shapes {[x.shape for x in xs]}")
@@ -283,10 +385,20 @@ class Layer:
             if cur != shape:
                 raise ValueError(f"{type(self).__name__} layer {self.name!r} was built for input "
                                  f"shape {cur}, called on {shape} (batch axis excluded)")
-        y = self.forward(xs if multi else xs[0], training, Workspace())
-        return np.array(y, copy=True)
+        x_in = xs if multi else xs[0]
+        mask = _check_masks(self, mask, xs, multi)
+        if self._forward_takes_mask:
+            y = self.forward(x_in, training, Workspace(), mask=mask)
+        else:
+            y = self.forward(x_in, training, Workspace())
+        y = np.array(y, copy=True)
+        out_mask = self.compute_mask(x_in, mask)
+        if out_mask is not None:
+            y = y.view(MaskedArray)
+            y._keras_mask = np.asarray(out_mask, dtype=bool)
+        return y
 
-    def _call_symbolic(self, inputs):
+    def _call_symbolic(self, inputs, mask=None):
         from ..engine.graph import Node, SymbolicTensor
         if self._multi_input:
             if not isinstance(inputs, (list, tuple)):
@@ -320,7 +432,24 @@ class Layer:
                                  "shared layer needs the same input shape at every call")
             out = self.output_shape
         batch = ts[0].shape[0] if all(t.shape[0] == ts[0].shape[0] for t in ts) else None
+        # masks: the explicit `mask` argument, else the masks the inputs carry
+        if mask is None:
+            masks = [t._keras_mask for t in ts]
+        else:
+            masks = list(mask) if self._multi_input else [mask]
+            if len(masks) != len(ts):
+                raise ValueError(f"{type(self).__name__} {self.name}: mask is a list of "
+                                 f"{len(masks)}, the layer takes {len(ts)} inputs")
+        for t, m in zip(ts, masks):
+            if m is None:
+                continue
+            if not isinstance(m, SymbolicTensor) or m._mask_of is None:
+                raise TypeError(f"{type(self).__name__} {self.name}: a symbolic call's mask must "
+                                "be a tensor's symbolic mask (tensor._keras_mask, made by "
+                                f"Embedding(mask_zero=True), Masking, ...), got {m!r}")
+            _check_mask_shape(self, m.shape, t.shape)
         node = Node(self, ts, self._multi_input, out, batch)
+        attach_masks(self, node, masks)
         return node.output
 
     @property

@@ -63,14 +63,17 @@ class Dense(_FusableOutput, Layer):
                                                   f"Dense {self.name}: bias_regularizer")
         self._run_act = self.activation     # what forward applies (linear when fused)
 
+    supports_masking = True
+
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 1:
-            raise ValueError(f"Dense {self.name}: expects per-sample input of shape (features,), "
-                             f"got {tuple(input_shape)}; put a Flatten() before it")
-        return (self.units,)
+        # any rank, acting on the last axis (Keras): (..., features) -> (..., units)
+        if len(input_shape) < 1:
+            raise ValueError(f"Dense {self.name}: expects per-sample input of shape (..., features), "
+                             f"got {tuple(input_shape)}")
+        return tuple(input_shape[:-1]) + (self.units,)
 
     def param_specs(self):
-        specs = [ParamSpec("kernel", (self.input_shape[0], self.units), self.kernel_initializer,
+        specs = [ParamSpec("kernel", (self.input_shape[-1], self.units), self.kernel_initializer,
                            self.kernel_regularizer)]
         if self.use_bias:
             specs.append(ParamSpec("bias", (self.units,), self.bias_initializer,
@@ -93,6 +96,10 @@ class Dense(_FusableOutput, Layer):
         return self.params.get("bias")
 
     def forward(self, x, training, ws):
+        # rank > 2: the leading axes are rows of one 2-D product (views, no copy)
+        shape = x.shape[:-1] + (self.units,)
+        if x.ndim != 2:
+            x = x.reshape(-1, x.shape[-1])
         n = x.shape[0]
         act = self._run_act
         dt = x.dtype        # float32 in models; float64 for gradient checks
@@ -102,13 +109,18 @@ class Dense(_FusableOutput, Layer):
         ws.x = x
         ws.y = y
         ws.z = z
-        return y
+        return y if len(shape) == 2 else y.reshape(shape)
 
     def backward(self, dy, ws, need_dx=True):
         x = ws.x
+        shape = dy.shape[:-1] + (x.shape[-1],)
+        if dy.ndim != 2:
+            dy = dy.reshape(-1, self.units)
         dx = ws.buf("dx", x.shape, x.dtype) if need_dx else None
         self.ops.dense_backward(dy, x, self._w, ws.y, self._run_act, ws.z, dx, self._gw, self._gb,
                                 need_dx)
+        if dx is not None and len(shape) != 2:
+            dx = dx.reshape(shape)
         return dx
 
     def get_config(self):
@@ -145,6 +157,8 @@ class Dense(_FusableOutput, Layer):
 
 class Activation(_FusableOutput, Layer):
     """Applies an activation function by name."""
+
+    supports_masking = True
 
     def __init__(self, activation, name=None, **kwargs):
         super().__init__(name=name, **kwargs)

@@ -28,6 +28,8 @@ class Dropout(Layer):
     """Randomly zero a fraction `rate` of the inputs during training and scale
     the rest by 1 / (1 - rate) (Keras `Dropout(rate, noise_shape=None, seed=None)`)."""
 
+    supports_masking = True
+
     def __init__(self, rate, noise_shape=None, seed=None, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= float(rate) < 1.0):

@@ -40,6 +40,8 @@ class BatchNormalization(Layer):
     """Normalise each feature (channel `axis`) with batch statistics in training
     and moving statistics in inference; learnable scale gamma and offset beta."""
 
+    supports_masking = True
+
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones",
                  moving_mean_initializer="zeros", moving_variance_initializer="ones",
@@ -234,6 +236,8 @@ class BatchNormalization(Layer):
 class LayerNormalization(Layer):
     """Normalise each sample over its trailing axes (`axis`, default the last):
     y = (x - mean) / sqrt(var + epsilon) * gamma + beta, same in training and inference."""
+
+    supports_masking = True
 
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, rms_scaling=False,
                  beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=None,
