@@ -61,7 +61,8 @@ class _AttentionBase(Layer):
     _multi_input = True
     _key_allowed = True
 
-    def __init__(self, dropout=0.0, seed=None, name=None, **kwargs):
+    def __init__(self, dropout=0.0, seed=None, name=None, call_inputs=None, use_causal_mask=None,
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.dropout = _rate(dropout, f"{self._what()}: dropout")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
@@ -73,6 +74,22 @@ class _AttentionBase(Layer):
         self._offset = 0
         self._slots = None          # names of the inputs, fixed by the first call
         self._causal = None         # use_causal_mask, fixed by the first call
+        if call_inputs is not None:  # a layer rebuilt from a saved graph (get_config)
+            names = tuple(call_inputs)
+            allowed = ("query", "value", "key") + _MASK_SLOTS
+            if names[:2] != ("query", "value") or any(n not in allowed for n in names):
+                raise ValueError(f"{self._what()}: invalid call_inputs {call_inputs!r}")
+            self._slots = names
+            self._causal = bool(use_causal_mask)
+        self._from_config = call_inputs is not None
+
+    def _replay(self, inputs):
+        """A list of all the node's inputs (a saved graph rebuilt, clone_model): the
+        call convention of the layer's config."""
+        if (self._slots is not None and isinstance(inputs, (list, tuple))
+                and len(inputs) == len(self._slots)):
+            return list(inputs)
+        return None
 
     def _what(self):
         return f"{type(self).__name__} layer {self.name!r}"
@@ -199,6 +216,8 @@ class _AttentionBase(Layer):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(dropout=self.dropout, seed=self.seed)
+        if self._slots is not None:
+            cfg.update(call_inputs=list(self._slots), use_causal_mask=bool(self._causal))
         return cfg
 
 
@@ -248,6 +267,9 @@ class MultiHeadAttention(_AttentionBase):
                  attention_mask=None, return_attention_scores=False, training=None,
                  use_causal_mask=False):
         if value is None:
+            parts = self._replay(query)
+            if parts is not None:
+                return self._run_call(parts, training, return_attention_scores)
             if isinstance(query, (list, tuple)) and len(query) in (2, 3):   # graph replay / list call
                 parts = list(query)
                 return self._run_call(self._call_parts(parts[0], parts[1],
@@ -489,6 +511,10 @@ class Attention(_AttentionBase):
 
     def __call__(self, inputs, mask=None, training=None, return_attention_scores=False,
                  use_causal_mask=False):
+        parts = self._replay(inputs) if (mask is None and not use_causal_mask
+                                         and self._from_config) else None
+        if parts is not None:
+            return self._run_call(parts, training, return_attention_scores)
         if not isinstance(inputs, (list, tuple)) or len(inputs) not in (2, 3):
             raise ValueError(f"{self._what()} should be called on a list [query, value] or "
                              f"[query, value, key]; got {type(inputs).__name__}")
@@ -664,8 +690,8 @@ class AdditiveAttention(Attention):
                                           inner=False)
 
     def get_config(self):
-        cfg = Layer.get_config(self)
-        cfg.update(dropout=self.dropout, seed=self.seed, use_scale=self.use_scale)
+        cfg = _AttentionBase.get_config(self)
+        cfg.update(use_scale=self.use_scale)
         return cfg
 
 
