@@ -1,15 +1,18 @@
 /* attn_kernels.c — fused masked softmax and blocked (flash-style) attention,
- * compiled once per instruction set (FG_ISA_FN). Loops are scalar in a fixed
- * order with expf / logf from libm and no contraction (-ffp-contract=off), so
- * every ISA copy and every thread count give the same bits; the products
- * inside the blocked kernels are fg_gemm calls on one thread (their bits do
- * not depend on the ISA's thread count either, only on the shape). */
+ * compiled once per instruction set (FG_ISA_FN). Exponentials are the
+ * kernels' vector exp (fg_exp, csrc/kernels) over each row; sums run in a
+ * fixed order without contraction (-ffp-contract=off); every row has one
+ * owner, so every thread count gives the same bits. The products inside the
+ * blocked kernels are fg_gemm calls on one thread (bits independent of the
+ * thread count). Across ISA paths the results agree to the vector exp's
+ * rounding (a few ulp), not bitwise. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fg_attn.h"
 #include "gemm/fg_gemm.h"
+#include "kernels/fg_activation.h"
 
 #define BQ 64   /* query rows per tile */
 #define BK 128  /* keys per tile */
@@ -42,13 +45,11 @@ static void softmax_rows(float *P, const float *S, int64_t r0, int64_t r1, int64
             memset(p, 0, (size_t)Tk * sizeof(float));
             continue;
         }
+        for (int64_t j = 0; j < jend; j++)
+            p[j] = ((kb && !kb[j]) || (mb && !mb[j])) ? -INFINITY : s[j] * scale - m;
+        fg_exp(p, p, jend, 1);   /* the kernels' vector exp (exp(-inf) = 0) */
         float tot = 0.0f;
-        for (int64_t j = 0; j < jend; j++) {
-            float e = 0.0f;
-            if (!((kb && !kb[j]) || (mb && !mb[j]))) e = expf(s[j] * scale - m);
-            p[j] = e;
-            tot += e;
-        }
+        for (int64_t j = 0; j < jend; j++) tot += p[j];
         for (int64_t j = jend; j < Tk; j++) p[j] = 0.0f;
         if (tot == 0.0f) tot = 1.0f;
         for (int64_t j = 0; j < jend; j++) p[j] = p[j] / tot;
@@ -145,12 +146,10 @@ static int flash_fwd_tile(float *O, float *lse, const float *Q, const float *K, 
                 continue;
             }
             float alpha = m[a] == -INFINITY ? 0.0f : expf(m[a] - mx);
+            for (int64_t c = 0; c < nk; c++) s[c] = s[c] - mx;   /* -inf stays -inf */
+            fg_exp(s, s, nk, 1);
             float tot = 0.0f;
-            for (int64_t c = 0; c < nk; c++) {
-                float e = s[c] == -INFINITY ? 0.0f : expf(s[c] - mx);
-                s[c] = e;
-                tot += e;
-            }
+            for (int64_t c = 0; c < nk; c++) tot += s[c];
             l[a] = l[a] * alpha + tot;
             m[a] = mx;
             if (alpha != 1.0f) {
@@ -243,7 +242,8 @@ static int flash_bwd_group(float *dQ, float *dK, float *dV, const float *dO, con
                 float L = lse[i0 + a];
                 float *s = S + a * BK;
                 for (int64_t c = 0; c < nk; c++)
-                    s[c] = (L == -INFINITY || s[c] == -INFINITY) ? 0.0f : expf(s[c] - L);
+                    s[c] = (L == -INFINITY || s[c] == -INFINITY) ? -INFINITY : s[c] - L;
+                fg_exp(s, s, nk, 1);
             }
             /* dV_j += P^T dO_i */
             st = fg_gemm(dV + j0 * Dv, Dv, S, BK, dO + i0 * Dv, Dv, nk, Dv, nq, 1, 0, 1.0f, 1.0f, 1);

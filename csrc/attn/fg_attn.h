@@ -10,8 +10,8 @@
  * A row's weights are softmax(scale * s) over its allowed entries, 0
  * elsewhere; a row with none is all zeros (out 0, lse -inf).
  * Every output row is owned by one thread and summed in a fixed order, so
- * results are bitwise identical for any thread count (and, built without
- * contraction and with scalar expf, on every ISA path).
+ * results are bitwise identical for any thread count. Exponentials are the
+ * kernels' vector exp (fg_exp), so ISA paths agree to a few ulp.
  */
 #ifndef FG_ATTN_H
 #define FG_ATTN_H
