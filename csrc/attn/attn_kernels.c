@@ -15,6 +15,17 @@
 #include "kernels/fg_activation.h"
 
 #define BQ 64   /* query rows per tile */
+
+/* Vectorised row sums: the lanes' partial sums are combined in an order
+ * fixed by the vector width (so by the ISA path), never by the thread count. */
+#if defined(_OPENMP)
+#define FG_PRAGMA_(x) _Pragma(#x)
+#define FG_SIMD_SUM(v) FG_PRAGMA_(omp simd reduction(+:v))
+#define FG_SIMD _Pragma("omp simd")
+#else
+#define FG_SIMD_SUM(v)
+#define FG_SIMD
+#endif
 #define BK 128  /* keys per tile */
 
 static inline int nthreads_for(int64_t units, int64_t unit_work, int64_t grain, int nthreads) {
@@ -49,6 +60,7 @@ static void softmax_rows(float *P, const float *S, int64_t r0, int64_t r1, int64
             p[j] = ((kb && !kb[j]) || (mb && !mb[j])) ? -INFINITY : s[j] * scale - m;
         fg_exp(p, p, jend, 1);   /* the kernels' vector exp (exp(-inf) = 0) */
         float tot = 0.0f;
+        FG_SIMD_SUM(tot)
         for (int64_t j = 0; j < jend; j++) tot += p[j];
         for (int64_t j = jend; j < Tk; j++) p[j] = 0.0f;
         if (tot == 0.0f) tot = 1.0f;
@@ -92,7 +104,9 @@ static void softmax_back_rows(float *dS, const float *dP, const float *P, int64_
         const float *dp = dP + r * Tk, *p = P + r * Tk;
         float *ds = dS + r * Tk;
         float dot = 0.0f;
+        FG_SIMD_SUM(dot)
         for (int64_t j = 0; j < Tk; j++) dot += dp[j] * p[j];
+        FG_SIMD
         for (int64_t j = 0; j < Tk; j++) ds[j] = (dp[j] - dot) * p[j] * scale;
     }
 }
@@ -149,6 +163,7 @@ static int flash_fwd_tile(float *O, float *lse, const float *Q, const float *K, 
             for (int64_t c = 0; c < nk; c++) s[c] = s[c] - mx;   /* -inf stays -inf */
             fg_exp(s, s, nk, 1);
             float tot = 0.0f;
+            FG_SIMD_SUM(tot)
             for (int64_t c = 0; c < nk; c++) tot += s[c];
             l[a] = l[a] * alpha + tot;
             m[a] = mx;
@@ -224,6 +239,7 @@ static int flash_bwd_group(float *dQ, float *dK, float *dV, const float *dO, con
                            const uint8_t *kb, int causal, float *S, float *dP, float *Di) {
     for (int64_t i = 0; i < Tq; i++) {
         float acc = 0.0f;
+        FG_SIMD_SUM(acc)
         for (int64_t d = 0; d < Dv; d++) acc += dO[i * Dv + d] * O[i * Dv + d];
         Di[i] = acc;
     }
