@@ -359,3 +359,38 @@ def test_recurrent_bad_input():
         L.GRU(2, reset_after=False)
     with pytest.raises(ValueError, match="activation"):
         L.LSTM(2, activation="gelu")
+
+
+def test_model_reset_states_and_part_names():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    m = fg.Sequential([fg.Input((3, 4)), L.LSTM(3, stateful=True), L.Dense(1)])
+    a = m.predict(x, verbose=0, batch_size=2)
+    assert not np.allclose(m.predict(x, verbose=0, batch_size=2), a)
+    m.reset_states()
+    np.testing.assert_array_equal(m.predict(x, verbose=0, batch_size=2), a)
+    inp = fg.Input((3, 4))
+    o, h, c = L.LSTM(2, return_state=True, name="enc")(inp)
+    assert [t.name for t in (o, h, c)] == ["enc_output", "enc_state_h", "enc_state_c"]
+
+
+def test_functional_return_state_initial_state_save_load_clone(tmp_path):
+    fg.utils.set_random_seed(0)
+    inp = fg.Input((5,))
+    e = L.Embedding(20, 4, mask_zero=True)(inp)
+    o, h, c = L.LSTM(3, return_state=True, return_sequences=True)(e)
+    a, b = L.Bidirectional(L.GRU(2, return_sequences=True), merge_mode=None)(o)
+    d = L.Dense(1)(L.TimeDistributed(L.Dense(2))(a))
+    dec = L.LSTM(3)(L.Dense(4)(b), initial_state=[h, c])
+    m = fg.Model(inp, [d, L.Dense(1)(dec)])
+    m.compile("adam", "mse")
+    ids = np.array([[1, 2, 3, 0, 0], [4, 5, 0, 0, 0]])
+    p = m.predict(ids, verbose=0)
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    m2 = fg.models.load_model(path)
+    for u, v in zip(p, m2.predict(ids, verbose=0)):
+        np.testing.assert_array_equal(u, v)
+    m3 = fg.models.clone_model(m)
+    assert [w.shape for w in m3.get_weights()] == [w.shape for w in m.get_weights()]
+    assert type(fg.models.model_from_json(m.to_json())).__name__ == "Model"
+    m.fit(ids, [np.zeros((2, 5, 1)), np.zeros((2, 1))], verbose=0)

@@ -294,6 +294,16 @@ class Model:
     def _output_shapes(self):
         return [tuple(t.shape[1:]) for t in self._graph.outputs]
 
+    def reset_states(self):
+        """Zero the carried states of the stateful recurrent layers (Keras's
+        model.reset_state(): each layer's reset_states())."""
+        for layer in self.layers:
+            fn = getattr(layer, "reset_states", None)
+            if callable(fn):
+                fn()
+
+    reset_state = reset_states
+
     def get_layer(self, name=None, index=None):
         """A layer by name or by index (Keras API)."""
         layers = self.layers

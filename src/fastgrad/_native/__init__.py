@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("runtime", "gemm", "kernels", "step", "attn")
+_MODULES = ("runtime", "gemm", "kernels", "step", "attn", "rnn")
 _loaded: dict = {}
 _errors: dict = {}
 

@@ -34,6 +34,9 @@ def _mixins():
     if _native.available("attn"):
         from .native_attn import AttnMixin
         bases.append(AttnMixin)
+    if _native.available("rnn"):
+        from .native_rnn import RnnMixin
+        bases.append(RnnMixin)
     return tuple(bases)
 
 

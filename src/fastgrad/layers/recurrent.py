@@ -61,6 +61,16 @@ class _UnitForgetBias:
                                np.asarray(self.base((2 * u,)), np.float32)]).astype(dtype or np.float32)
 
 
+class _Outputs(list):
+    """The list a symbolic call with several outputs returns ([output, *states]); the
+    layer's own graph node output (the packed tensor the parts split) is `_node_output`,
+    which a saved graph's replay records (utils/graph_config.py)."""
+
+    def __init__(self, items, node_output):
+        super().__init__(items)
+        self._node_output = node_output
+
+
 class _RnnPart(Layer):
     """Hidden layer: one part of a recurrent layer's packed (output, *states) tensor."""
 
@@ -223,6 +233,10 @@ class _RNN(Layer):
     # ------------------------------------------------------------------ calls
     def __call__(self, inputs, initial_state=None, training=False, mask=None, **kwargs):
         c = f"{type(self).__name__} {self.name}"
+        if initial_state is None and isinstance(inputs, (list, tuple)) and \
+                len(inputs) == 1 + self._n_states:
+            # [x, *states] in one list: how a saved graph replays an initial_state call
+            inputs, initial_state = inputs[0], list(inputs[1:])
         with_state = initial_state is not None
         if self._with_initial_state is None:
             self._with_initial_state = with_state
@@ -259,8 +273,10 @@ class _RNN(Layer):
     def _split_packed(self, out):
         parts = self._parts()
         if is_symbolic(out):
-            return [_RnnPart(a, b, shp, pm, name=f"{self.name}_part{k}_{id(out) % 10000}")(out)
-                    for k, (a, b, shp, pm) in enumerate(parts)]
+            from .base import _unique_name
+            names = ["output", "state_h", "state_c"]
+            return _Outputs([_RnnPart(a, b, shp, pm, name=_unique_name(f"{self.name}_{names[k]}"))(out)
+                             for k, (a, b, shp, pm) in enumerate(parts)], out)
         res = []
         for k, (a, b, shp, pm) in enumerate(parts):
             r = np.ascontiguousarray(out[:, a:b].reshape((out.shape[0],) + shp))
@@ -706,14 +722,13 @@ class Bidirectional(_Wrapper):
         u = self.forward_layer.units
         shp = self.forward_layer.output_shape
         if is_symbolic(out):
-            size = int(np.prod(shp))
             flat = out
-            from .core import Flatten  # noqa: F401
             outs = []
             for k in range(2):
+                from .base import _unique_name
                 outs.append(_HalfPart(k, u, shp, self.return_sequences,
-                                      name=f"{self.name}_half{k}_{id(out) % 10000}")(flat))
-            return outs
+                                      name=_unique_name(f"{self.name}_{('forward', 'backward')[k]}"))(flat))
+            return _Outputs(outs, out)
         return [np.ascontiguousarray(out[..., :u]), np.ascontiguousarray(out[..., u:])]
 
     def forward(self, x, training, ws, mask=None):

@@ -74,6 +74,9 @@ def functional_from_config(cls, config, custom_objects=None):
                 args = [tensors[k] for k in keys]
                 layer = created[entry["name"]]
                 out = layer(args if call.get("multi") else args[0])
+                # layers with several outputs (return_state) return their parts; the
+                # graph records the layer's own node output, which the parts' calls read
+                out = getattr(out, "_node_output", out)
                 tensors[(entry["name"], i)] = out
                 progress = True
             else:
