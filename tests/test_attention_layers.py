@@ -425,3 +425,39 @@ def test_saved_graph_keeps_the_call(tmp_path, how):
         m2.set_weights(model.get_weights())
     np.testing.assert_allclose(m2.predict([X, M], verbose=0), a, rtol=1e-6, atol=1e-6)
     assert m2.get_layer("mha").get_config()["use_causal_mask"] is True
+
+
+@pytest.mark.parametrize("flash", [False, True])
+def test_mha_native_bits_for_any_thread_count_and_close_to_numpy(flash):
+    """One MultiHeadAttention step on the native backend gives the same bits for
+    1, 2 and 3 threads, and agrees with the NumPy backend to float32 rounding."""
+    B, T, E = 3, 70, 16
+    r = rng(18)
+    x = r.standard_normal((B, T, E)).astype(np.float32)
+    vm = (r.random((B, T)) > 0.2).astype(np.float32)
+    vm[:, 0] = 1
+    dy = r.standard_normal((B, T, E)).astype(np.float32)
+    mha = make_mha(4, 4, (T, E), (T, E), masks=("value_mask",), causal=True, flash=flash)
+    from fastgrad.engine.params import ParamStore
+    ParamStore([mha], fresh=True).initialize()
+
+    def step(backend, nt):
+        fg.set_num_threads(nt)
+        with fg.use_backend(backend):
+            mha.ops = fg.ops
+            ws = Workspace()
+            y = np.array(mha.forward([x, x, vm], True, ws), copy=True)
+            dxs = mha.backward(dy.copy(), ws, True)
+            out = [y] + [np.array(d, copy=True) for d in dxs[:2]] + \
+                [mha.grads[n].copy() for n in sorted(mha.grads)]
+        mha.ops = None
+        return out
+    if not fg.backend.native_available():
+        pytest.skip("native backend not built")
+    runs = [step("native", nt) for nt in (1, 2, 3)]
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            np.testing.assert_array_equal(a, b)
+    ref = step("numpy", 1)
+    for a, b in zip(runs[0], ref):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
