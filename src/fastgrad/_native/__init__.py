@@ -5,6 +5,7 @@
     kernels  activations, losses, optimizer updates, reductions (csrc/kernels)
     lossopt  the further Keras losses and optimizers (csrc/lossopt)
     step     compiled training / inference step (csrc/step)
+    attn     batched GEMM, masked softmax, blocked attention (csrc/attn)
 
 Every module links its own copy of csrc/runtime, so process-wide settings
 (instruction set, flush-denormal) are broadcast here to every loaded module.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("runtime", "gemm", "kernels", "lossopt", "quant", "rnn", "step")
+_MODULES = ("runtime", "gemm", "kernels", "lossopt", "quant", "rnn", "attn", "step")
 _loaded: dict = {}
 _errors: dict = {}
 

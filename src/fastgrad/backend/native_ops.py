@@ -37,6 +37,9 @@ def _mixins():
     if _native.available("lossopt"):
         from .native_lossopt import LossOptMixin
         bases.append(LossOptMixin)
+    if _native.available("attn"):
+        from .native_attn import AttnMixin
+        bases.append(AttnMixin)
     if _native.available("rnn"):
         from .native_rnn import RnnMixin
         bases.append(RnnMixin)

@@ -37,6 +37,7 @@ from . import contracts as _c
 from .numpy_quant import QuantNumpyOps
 from .numpy_lossopt import LossOptNumpyOps
 from .numpy_rnn import RnnNumpyOps
+from .numpy_attention import AttentionNumpyOps
 
 #: activation names understood by `activation`, the Dense layer and the
 #: fused dense kernel; the integer codes mirror FG_ACT_* in csrc/fg_common.h
@@ -192,7 +193,7 @@ def _no_partial_overlap(out, a, name_out, name_a, same_ok=True):
                          + (" (only exact in-place use is allowed)" if same_ok else ""))
 
 
-class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps):
+class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps, AttentionNumpyOps):
     """Pure-NumPy kernels (float32 and float64). See the module docstring."""
 
     name = "numpy"
