@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("runtime", "gemm", "kernels", "step")
+_MODULES = ("runtime", "gemm", "kernels", "step", "conv")
 _loaded: dict = {}
 _errors: dict = {}
 
