@@ -33,6 +33,8 @@ import math
 
 import numpy as np
 
+from .numpy_conv import ConvNumpyOps
+
 #: activation names understood by `activation`, the Dense layer and the
 #: fused dense kernel; the integer codes mirror FG_ACT_* in csrc/fg_common.h
 #: (NumpyOps never imports native code; tests/test_activations_ext.py checks
@@ -173,7 +175,7 @@ def _check_params(name, params):
                         + (f"; it takes {', '.join(allowed)}" if allowed else ""))
 
 
-class NumpyOps:
+class NumpyOps(ConvNumpyOps):
     """Pure-NumPy kernels (float32 and float64). See the module docstring."""
 
     name = "numpy"
