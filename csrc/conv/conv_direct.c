@@ -183,7 +183,7 @@ static void pool_fwd_row(float *FG_RESTRICT yrow, const float *FG_RESTRICT x, co
                     for (int64_t c = 0; c < C; c++) y[c] = xp[c];
                     first = 0;
                 } else if (is_max) {
-                    for (int64_t c = 0; c < C; c++) y[c] = xp[c] > y[c] ? xp[c] : y[c];
+                    for (int64_t c = 0; c < C; c++) y[c] = (xp[c] > y[c] || xp[c] != xp[c]) ? xp[c] : y[c]; /* NaN propagates */
                 } else {
                     for (int64_t c = 0; c < C; c++) y[c] = y[c] + xp[c];
                 }
@@ -218,7 +218,8 @@ static void pool_bwd_sample(float *FG_RESTRICT dx, const float *FG_RESTRICT dy, 
                     int64_t at = -1;
                     for (int64_t iy = y0; iy < y1 && at < 0; iy++)
                         for (int64_t ix = x0; ix < x1; ix++)
-                            if (x[(iy * s->w + ix) * C + c] == yv[c]) {
+                            if (x[(iy * s->w + ix) * C + c] == yv[c] ||
+                                (yv[c] != yv[c] && x[(iy * s->w + ix) * C + c] != x[(iy * s->w + ix) * C + c])) {
                                 at = (iy * s->w + ix) * C + c;
                                 break;
                             }
@@ -252,7 +253,7 @@ static void gpool_fwd_one(float *FG_RESTRICT y, const float *FG_RESTRICT x, int6
     for (int64_t t = 1; t < l; t++) {
         const float *FG_RESTRICT xp = x + t * c;
         if (is_max)
-            for (int64_t j = 0; j < c; j++) y[j] = xp[j] > y[j] ? xp[j] : y[j];
+            for (int64_t j = 0; j < c; j++) y[j] = (xp[j] > y[j] || xp[j] != xp[j]) ? xp[j] : y[j];
         else
             for (int64_t j = 0; j < c; j++) y[j] = y[j] + xp[j];
     }
@@ -273,7 +274,7 @@ static void gpool_bwd_one(float *FG_RESTRICT dx, const float *FG_RESTRICT dy, co
         memset(dx, 0, (size_t)(l * c) * sizeof(float));
         for (int64_t j = 0; j < c; j++)
             for (int64_t t = 0; t < l; t++)
-                if (x[t * c + j] == y[j]) {
+                if (x[t * c + j] == y[j] || (y[j] != y[j] && x[t * c + j] != x[t * c + j])) {
                     dx[t * c + j] = dy[j];
                     break;
                 }
