@@ -214,6 +214,30 @@ class _BaseConv(_FusableOutput, Layer):
         return d
 
 
+    def _lower_window(self):
+        """The C window fields: 1-D layers run as height 1."""
+        if self.rank == 1:
+            return dict(kh=1, kw=self.kernel_size[0], sh=1, sw=self.strides[0], dh=1, dw=self.dilation_rate[0],
+                        pt=0, pl=int(self._pads[0]))
+        return dict(kh=self.kernel_size[0], kw=self.kernel_size[1], sh=self.strides[0], sw=self.strides[1],
+                    dh=self.dilation_rate[0], dw=self.dilation_rate[1], pt=int(self._pads[0]),
+                    pl=int(self._pads[2]))
+
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (csrc/step/layer_conv2d.c): the
+        window, groups, activation, kernel / bias offsets and regularizers (none when
+        frozen: the Python step skips frozen layers)."""
+        trainable = ctx.trainable(self)
+        l1w, l2w = ctx.regularizer(self.kernel_regularizer)
+        l1b, l2b = ctx.regularizer(self.bias_regularizer if self.use_bias else None)
+        if not trainable:
+            l1w = l2w = l1b = l2b = 0.0
+        return dict(kind="conv2d", act=ctx.act(self._run_act), out_act=ctx.out_act(self._fused_activation),
+                    trainable=trainable, w_off=int(self.offsets["kernel"]),
+                    b_off=int(self.offsets["bias"]) if self.use_bias else -1,
+                    l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b, groups=self.groups, **self._lower_window())
+
+
 class Conv2D(_BaseConv):
     """2-D convolution (keras.layers.Conv2D), input (batch, height, width, channels)."""
 

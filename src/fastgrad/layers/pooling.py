@@ -91,6 +91,17 @@ class _Pooling(Layer):
         return d
 
 
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (csrc/step/layer_pool2d.c; op 1 max,
+        2 average; 1-D layers run as height 1)."""
+        op = 1 if self.kind == "max" else 2
+        if self.rank == 1:
+            return dict(kind="pool2d", op=op, kh=1, kw=self.pool_size[0], sh=1, sw=self.strides[0], pt=0,
+                        pl=int(self._pads[0]))
+        return dict(kind="pool2d", op=op, kh=self.pool_size[0], kw=self.pool_size[1], sh=self.strides[0],
+                    sw=self.strides[1], pt=int(self._pads[0]), pl=int(self._pads[2]))
+
+
 class MaxPooling2D(_Pooling):
     """Max over pool_size windows (keras.layers.MaxPooling2D); default pool (2, 2)."""
     rank, kind = 2, "max"
@@ -172,6 +183,11 @@ class _GlobalPooling(Layer):
         return d
 
 
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (csrc/step/layer_gpool.c; op 1 max, 2 average)."""
+        return dict(kind="gpool", op=1 if self.kind == "max" else 2)
+
+
 class _MaskedGlobalPooling1D(_GlobalPooling):
     """1-D global pooling that honours a (batch, steps) mask: masked steps are
     excluded. The mask comes from `set_mask(mask)` (eager use, or the model's
@@ -196,6 +212,9 @@ class _MaskedGlobalPooling1D(_GlobalPooling):
     def compute_mask(self, inputs_mask):
         """The output has no steps axis, so no mask goes on (Keras)."""
         return None
+
+    def lower(self, ctx):
+        raise ctx.unsupported(f"layer {self.name}: masked 1-D global pooling has no C path")
 
     def __call__(self, inputs, training=False, mask=None, **kwargs):
         if mask is None:
