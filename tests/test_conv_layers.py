@@ -221,3 +221,38 @@ def test_wrong_channel_count_at_call():
     layer(np.zeros((1, 5, 5, 3), np.float32))
     with pytest.raises(ValueError, match=r"conv2d.*built for input shape \(5, 5, 3\).*\(5, 5, 4\)"):
         layer(np.zeros((1, 5, 5, 4), np.float32))
+
+
+@pytest.mark.skipif(not hasattr(L, "Embedding") or not hasattr(fg.layers.Layer, "_forward_takes_mask"),
+                    reason="the mask mechanism (branch rnn) is not merged")
+@pytest.mark.parametrize("cls", [L.GlobalAveragePooling1D, L.GlobalMaxPooling1D])
+def test_global_pooling_1d_takes_the_graph_mask(cls):
+    ids = np.array([[3, 4, 0, 0], [5, 0, 0, 0], [1, 2, 3, 4]])
+    inp = fg.Input((4,))
+    emb = L.Embedding(10, 3, mask_zero=True)
+    m = fg.Model(inp, cls()(emb(inp)))
+    y = m.predict(ids, verbose=0)
+    table = emb.get_weights()[0]
+    for i in range(3):
+        rows = table[ids[i][ids[i] != 0]]
+        np.testing.assert_allclose(y[i], rows.mean(0) if cls is L.GlobalAveragePooling1D else rows.max(0),
+                                   rtol=1e-6, atol=1e-7)
+    seq = fg.Sequential([fg.Input((4,)), L.Embedding(10, 3, mask_zero=True), cls(), L.Dense(1)])
+    seq.compile(optimizer="adam", loss="mse")
+    h = seq.fit(ids, np.ones((3, 1), np.float32), epochs=3, verbose=0)
+    assert np.isfinite(h.history["loss"]).all()
+
+
+def test_cnn_digits_example_runs():
+    """examples/cnn_digits.py runs offline and learns (a small budget: 2 epochs, no shifted copies)."""
+    pytest.importorskip("sklearn")
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.path.join(root, "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run([sys.executable, os.path.join(root, "examples", "cnn_digits.py"), "--epochs", "2",
+                          "--copies", "1", "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr
+    acc = [l for l in res.stdout.splitlines() if l.startswith("test accuracy")]
+    assert acc and float(acc[-1].split()[-1]) > 0.6, res.stdout
