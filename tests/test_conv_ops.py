@@ -113,7 +113,9 @@ def test_conv2d_forward_matches_loops(case):
 
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("act", ["linear", "tanh", "gelu"])
-def test_conv2d_backward_finite_differences(case, act):
+@pytest.mark.parametrize("corr", [None, True, False])
+def test_conv2d_backward_finite_differences(case, act, corr, monkeypatch):
+    monkeypatch.setattr(OPS, "_dx_by_correlation", corr)
     N, H, W, C, kh, kw, F, s, p, d, g = case
     r = rng(2)
     x = r.standard_normal((N, H, W, C))

@@ -74,6 +74,9 @@ class ConvNumpyOps:
 
     #: largest patch matrix (elements) built at once; batches are cut into chunks below it
     _COL_ELEMS = 1 << 22
+    #: input gradient of stride-1 convs by a correlation with the flipped kernel (True), by
+    #: GEMM + scatter per tap (False), or chosen by the channel counts (None)
+    _dx_by_correlation = None
 
     # ------------------------------------------------------------ geometry
     def _conv_geometry(self, op, x, kh, kw, strides, pads, dilation, allow_negative_end=False):
@@ -110,6 +113,18 @@ class ConvNumpyOps:
         xp[:, pt:pt + hc, pl:pl + wc] = x[:, :hc, :wc]
         return xp
 
+    @staticmethod
+    def _im2col(xp, n0, n1, c0, c1, kshape, strides, dilation, oshape, col):
+        """col (n1-n0, oh, ow, kh, kw, c1-c0) = the patches of xp[n0:n1, ..., c0:c1]: one copy
+        from a strided view (the (kw, C) runs are contiguous in xp when dilation_w is 1)."""
+        src = xp[n0:n1, :, :, c0:c1]
+        sn, sh, sw, sc = src.strides
+        v = np.lib.stride_tricks.as_strided(
+            src, (n1 - n0, oshape[0], oshape[1], kshape[0], kshape[1], c1 - c0),
+            (sn, sh * strides[0], sw * strides[1], sh * dilation[0], sw * dilation[1], sc), writeable=False)
+        np.copyto(col, v)
+        return col
+
     def _chunk_rows(self, n, per_row):
         return max(1, min(n, self._COL_ELEMS // max(per_row, 1)))
 
@@ -126,7 +141,7 @@ class ConvNumpyOps:
             return out
         xp = self._padded(x, pads, 0, "conv_xp")
         th, tw = _taps(0, oh, kh, sh, dh), _taps(0, ow, kw, sw, dw)
-        if cg == 1:                       # one input channel per group: direct, tap by tap
+        if cg == 1 and G > 1:             # one input channel per group (depthwise): direct, tap by tap
             out5 = out.reshape(N, oh, ow, G, fg)
             tmp = self._scratch(out5.shape, out.dtype, "conv_dw_tmp")
             first = True
@@ -150,9 +165,7 @@ class ConvNumpyOps:
             col = self._scratch((n1 - n0, oh, ow, kh, kw, cg), x.dtype, "conv_col")
             o2 = out[n0:n1].reshape(m, F)
             for g in range(G):
-                for i in range(kh):
-                    for j in range(kw):
-                        col[:, :, :, i, j, :] = xp[n0:n1, th[i], tw[j], g * cg:(g + 1) * cg]
+                self._im2col(xp, n0, n1, g * cg, (g + 1) * cg, (kh, kw), (sh, sw), (dh, dw), (oh, ow), col)
                 if G == 1:
                     np.matmul(col.reshape(m, K), wg[0], out=o2)
                 else:
@@ -171,8 +184,32 @@ class ConvNumpyOps:
             return dx
         hp, wp = H + pt + pb, W + pl + pr
         dxp = self._scratch((N, hp, wp, C), dx.dtype, "conv_dxp")
-        dxp[...] = 0
         th, tw = _taps(0, oh, kh, sh, dh), _taps(0, ow, kw, sw, dw)
+        corr = self._dx_by_correlation
+        if corr is None:        # measured: the correlation's patches hold F channels, the scatter's C
+            corr = cg < 4 or fg < cg
+        if corr and (sh, sw) == (1, 1) and not (cg == 1 and G > 1):
+            # dxp = correlation of dz padded by the dilated kernel extent with the flipped,
+            # transposed kernel (kh, kw, F/G, C): one im2col + GEMM instead of a scatter per tap
+            eh, ew = (kh - 1) * dh, (kw - 1) * dw
+            P = self._scratch((N, oh + 2 * eh, ow + 2 * ew, F), dz.dtype, "conv_dzp")
+            if eh:
+                P[:, :eh] = 0
+                P[:, eh + oh:] = 0
+            if ew:
+                P[:, :, :ew] = 0
+                P[:, :, ew + ow:] = 0
+            P[:, eh:eh + oh, ew:ew + ow] = dz
+            wf = w[::-1, ::-1]
+            wt = np.concatenate([wf[:, :, :, g * fg:(g + 1) * fg].transpose(0, 1, 3, 2) for g in range(G)],
+                                axis=3) if G > 1 else wf.transpose(0, 1, 3, 2)
+            self._conv_raw(P, np.ascontiguousarray(wt), (1, 1), (0, 0, 0, 0), (dh, dw), G, dxp)
+            hc, wc = min(H, H + pb), min(W, W + pr)
+            if hc < H or wc < W:
+                dx[...] = 0
+            dx[:, :hc, :wc] = dxp[:, pt:pt + hc, pl:pl + wc]
+            return dx
+        dxp[...] = 0
         if cg == 1:
             dz5 = dz.reshape(N, oh, ow, G, fg)
             tmp = self._scratch((N, oh, ow, G, fg), dx.dtype, "conv_dw_tmp")
@@ -213,7 +250,7 @@ class ConvNumpyOps:
             return dw
         xp = self._padded(x, pads, 0, "conv_xp")
         th, tw = _taps(0, oh, kh, sh, dh), _taps(0, ow, kw, sw, dwl)
-        if cg == 1:
+        if cg == 1 and G > 1:
             dz5 = dz.reshape(N, oh, ow, G, fg)
             for i in range(kh):
                 for j in range(kw):
@@ -229,9 +266,7 @@ class ConvNumpyOps:
             d2 = dz[n0:n1].reshape(m, F)
             col = self._scratch((n1 - n0, oh, ow, kh, kw, cg), x.dtype, "conv_col")
             for g in range(G):
-                for i in range(kh):
-                    for j in range(kw):
-                        col[:, :, :, i, j, :] = xp[n0:n1, th[i], tw[j], g * cg:(g + 1) * cg]
+                self._im2col(xp, n0, n1, g * cg, (g + 1) * cg, (kh, kw), (sh, sw), (dh, dwl), (oh, ow), col)
                 dg = d2 if G == 1 else d2[:, g * fg:(g + 1) * fg]
                 if n0 == 0:
                     np.matmul(col.reshape(m, K).T, dg, out=dwg[g])

@@ -190,39 +190,42 @@ class _GlobalPooling(Layer):
 
 class _MaskedGlobalPooling1D(_GlobalPooling):
     """1-D global pooling that honours a (batch, steps) mask: masked steps are
-    excluded. The mask comes from `set_mask(mask)` (eager use, or the model's
-    mask mechanism) or from a call `layer(x, mask=m)` on arrays."""
+    excluded (an all-masked sample gives 0). The mask comes the way
+    /work/notes/mask_contract.md (branch rnn) says: `forward(..., mask=)` from the
+    executors and eager calls; before that mechanism is merged, from
+    `set_mask(mask)` or an eager `layer(x, mask=m)`. No mask goes on (Keras)."""
 
     rank = 1
     supports_masking = True
 
     def set_mask(self, mask):
-        """The (batch, steps) mask the next forward uses (None: no mask)."""
+        """The (batch, steps) mask forward uses when none is passed (None: no mask)."""
         self._mask = None if mask is None else np.asarray(mask).astype(bool)
 
-    def _take_mask(self, ws, x):
-        m = self._mask
-        if m is None:
-            return None
-        if m.shape != x.shape[:2]:
-            raise ValueError(f"{type(self).__name__} {self.name}: mask of shape {m.shape} does not match input "
-                             f"{x.shape} (expected (batch, steps) = {x.shape[:2]})")
-        return m
-
-    def compute_mask(self, inputs_mask):
+    def compute_mask(self, inputs, mask=None):
         """The output has no steps axis, so no mask goes on (Keras)."""
         return None
+
+    def forward(self, x, training, ws, mask=None):
+        m = self._mask if mask is None else np.asarray(mask).astype(bool, copy=False)
+        if m is not None and m.shape != x.shape[:2]:
+            raise ValueError(f"{type(self).__name__} {self.name}: mask of shape {m.shape} does not match input "
+                             f"{x.shape} (expected (batch, steps) = {x.shape[:2]})")
+        ws.mask_in = m
+        return super().forward(x, training, ws)
+
+    def _take_mask(self, ws, x):
+        return ws.mask_in
 
     def lower(self, ctx):
         raise ctx.unsupported(f"layer {self.name}: masked 1-D global pooling has no C path")
 
     def __call__(self, inputs, training=False, mask=None, **kwargs):
-        if mask is None:
-            return super().__call__(inputs, training=training, **kwargs)
         from ..engine import graph as _graph
-        if _graph.is_symbolic(inputs):
-            raise TypeError(f"{type(self).__name__} {self.name}: pass masks of symbolic tensors through the "
-                            "model's masking, not as an argument")
+        if mask is None or hasattr(Layer, "_forward_takes_mask") or _graph.is_symbolic(inputs):
+            if mask is not None:           # the base class's mask mechanism (branch rnn)
+                kwargs["mask"] = mask
+            return super().__call__(inputs, training=training, **kwargs)
         self.set_mask(mask)
         try:
             return super().__call__(inputs, training=training, **kwargs)
