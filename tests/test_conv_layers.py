@@ -142,6 +142,7 @@ def test_save_load_and_summary(tmp_path):
 
 
 def test_functional_cnn_with_batchnorm_trains():
+    fg.set_seed(0)  # unseeded initial weights made the accuracy bound fail about half the runs
     inp = fg.Input((8, 8, 3))
     h = L.Conv2D(8, 3, padding="same")(inp)
     h = L.BatchNormalization()(h)
