@@ -17,7 +17,9 @@
 #include <omp.h>
 #endif
 
-#define GRAIN (1 << 14) /* multiply-adds per thread below which one thread runs */
+#define GRAIN (1 << 17) /* multiply-adds (window reads) per thread below which one thread runs: a
+                        * parallel region costs microseconds, and a scheduler slice when the
+                        * machine is oversubscribed */
 
 /* for (i = 0; i < n; i++) body(i), over nt threads (static blocks) */
 #if FG_HAVE_OPENMP
