@@ -464,7 +464,7 @@ def test_every_lowered_kind_is_in_the_c_table():
     does not have would silently fall back)."""
     step = _step()
     assert set(step.LAYER_KINDS) == {"dense", "activation", "dropout", "layernorm", "batchnorm",
-                                     "merge", "concat", "reshape"}
+                                     "merge", "concat", "reshape", "conv2d", "pool2d", "gpool"}
     m = everything()
     ctx = compiled.LowerContext(step, True)
     for layer in m._graph.layers:

@@ -47,6 +47,35 @@ int fg_dense_forward(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *
                      const float *W, int64_t ldw, const float *b, int64_t M, int64_t N, int64_t K,
                      int act, int nthreads);
 
+/* Implicit GEMM: an operand that exists only as a packing callback.
+ * pack(ctx, dst, W, idx0, nvalid, k0, kc) writes dst[k * W + w] for
+ * k < kc, w < W: element (idx0 + w, k0 + k) of op(A) (rows of op(A)) or
+ * element (k0 + k, idx0 + w) of op(B) (columns of op(B)), and 0 for
+ * w >= nvalid. It is called from several threads at once on disjoint dst,
+ * so it must only read ctx. dst has FG_GEMM_PACK_SLACK floats of slack. */
+typedef void (*fg_gemm_pack_fn)(const void *ctx, float *dst, int W, int64_t idx0, int nvalid, int64_t k0,
+                                int64_t kc);
+#define FG_GEMM_PACK_SLACK 16
+
+/* One operand of fg_gemm_ex: a stored matrix (p, ld, trans as in fg_gemm)
+ * or, when pack != NULL, a virtual one (p, ld, trans ignored). */
+typedef struct fg_gemm_operand {
+    const float *p;
+    int64_t ld;
+    int trans;
+    fg_gemm_pack_fn pack;
+    const void *ctx;
+} fg_gemm_operand;
+
+/* C = act(alpha op(A) op(B) + beta C + bias) (Z = the pre-activation when
+ * not NULL), as fg_gemm / fg_dense_forward, with either operand virtual.
+ * Always the packed, threaded driver: each C element is one FMA chain over
+ * k per K block (K blocks depend on K and the ISA only), so the bits do not
+ * depend on the thread count. act: any FG_ACT_* code. */
+int fg_gemm_ex(float *C, int64_t ldc, float *Z, int64_t ldz, const fg_gemm_operand *A,
+               const fg_gemm_operand *B, const float *bias, int64_t M, int64_t N, int64_t K, float alpha,
+               float beta, int act, int nthreads);
+
 /* The register tile (MR x NR) of the active instruction set, for tests and
  * benchmarks that probe edge cases. */
 void fg_gemm_tile(int *mr, int *nr, int *mc, int *kc, int *nc);

@@ -96,7 +96,8 @@ int fg_gemm_path(float *C, int64_t ldc, const float *A, int64_t lda, const float
     if (!(trans_b ? mat_ok(B, N, K, ldb) : mat_ok(B, K, N, ldb))) return FG_ERR_ARG;
     if (M == 0 || N == 0) return FG_OK;
     fg_gemm_problem p = {C, ldc, NULL, 0, A, lda, B, ldb, NULL, M, N, K,
-                         trans_a != 0, trans_b != 0, alpha, beta, FG_ACT_LINEAR, path};
+                         trans_a != 0, trans_b != 0, alpha, beta, FG_ACT_LINEAR, path,
+                         NULL, NULL, 0, NULL, NULL, 0};
     return FG_DISPATCH(fg_gemm_run)(&p, nthreads, gemm_workspace);
 }
 
@@ -110,7 +111,24 @@ int fg_dense_forward(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *
     if (Z == Y && act != FG_ACT_LINEAR) return FG_ERR_ARG; /* Y would overwrite Z */
     if (M == 0 || N == 0) return FG_OK;
     fg_gemm_problem p = {Y, ldy, (Z == Y) ? NULL : Z, ldz, X, ldx, W, ldw, b, M, N, K,
-                         0, 0, 1.0f, 0.0f, act, 0};
+                         0, 0, 1.0f, 0.0f, act, 0, NULL, NULL, 0, NULL, NULL, 0};
+    return FG_DISPATCH(fg_gemm_run)(&p, nthreads, gemm_workspace);
+}
+
+int fg_gemm_ex(float *C, int64_t ldc, float *Z, int64_t ldz, const fg_gemm_operand *A,
+               const fg_gemm_operand *B, const float *bias, int64_t M, int64_t N, int64_t K, float alpha,
+               float beta, int act, int nthreads) {
+    if (!dims_ok(M, N, K) || !A || !B) return FG_ERR_ARG;
+    if (!fg_act_valid(act)) return FG_ERR_ARG;
+    if (!mat_ok(C, M, N, ldc)) return FG_ERR_ARG;
+    if (Z && !mat_ok(Z, M, N, ldz)) return FG_ERR_ARG;
+    if (Z == C && act != FG_ACT_LINEAR) return FG_ERR_ARG;
+    if (!A->pack && !(A->trans ? mat_ok(A->p, K, M, A->ld) : mat_ok(A->p, M, K, A->ld))) return FG_ERR_ARG;
+    if (!B->pack && !(B->trans ? mat_ok(B->p, N, K, B->ld) : mat_ok(B->p, K, N, B->ld))) return FG_ERR_ARG;
+    if (M == 0 || N == 0) return FG_OK;
+    fg_gemm_problem p = {C, ldc, (Z == C) ? NULL : Z, ldz, A->p, A->ld, B->p, B->ld, bias, M, N, K,
+                         A->trans != 0, B->trans != 0, alpha, beta, act, 1,
+                         A->pack, A->ctx, 0, B->pack, B->ctx, 0};
     return FG_DISPATCH(fg_gemm_run)(&p, nthreads, gemm_workspace);
 }
 

@@ -180,7 +180,9 @@ static void pack_a(const fg_gemm_problem *p, float *Ap, int64_t i0, int64_t mc, 
         int64_t r0 = s * FG_MR;
         int nv = (int)(mc - r0 < FG_MR ? mc - r0 : FG_MR);
         float *dst = Ap + s * FG_MR * kc;
-        if (p->trans_a) /* A stored K x M: the MR values of one k are contiguous */
+        if (p->pack_a)
+            p->pack_a(p->pack_a_ctx, dst, FG_MR, p->a_off + i0 + r0, nv, p0, kc);
+        else if (p->trans_a) /* A stored K x M: the MR values of one k are contiguous */
             pack_copy(dst, FG_MR, p->A + p0 * p->lda + i0 + r0, p->lda, nv, kc);
         else
             pack_transpose(dst, FG_MR, p->A + (i0 + r0) * p->lda + p0, p->lda, nv, kc);
@@ -194,7 +196,9 @@ static void pack_b(const fg_gemm_problem *p, float *Bp, int64_t j0, int64_t nc, 
         int64_t c0 = s * FG_NR;
         int nv = (int)(nc - c0 < FG_NR ? nc - c0 : FG_NR);
         float *dst = Bp + s * FG_NR * kc;
-        if (p->trans_b) /* B stored N x K: each column of op(B) is contiguous in k */
+        if (p->pack_b)
+            p->pack_b(p->pack_b_ctx, dst, FG_NR, p->b_off + j0 + c0, nv, p0, kc);
+        else if (p->trans_b) /* B stored N x K: each column of op(B) is contiguous in k */
             pack_transpose(dst, FG_NR, p->B + (j0 + c0) * p->ldb + p0, p->ldb, nv, kc);
         else
             pack_copy(dst, FG_NR, p->B + p0 * p->ldb + j0 + c0, p->ldb, nv, kc);
@@ -278,7 +282,10 @@ static fg_gemm_problem sub_problem(const fg_gemm_problem *p, int split_m, int ti
         q.M = hi - lo;
         q.C += lo * p->ldc;
         if (q.Z) q.Z += lo * p->ldz;
-        q.A += p->trans_a ? lo : lo * p->lda;
+        if (p->pack_a)
+            q.a_off += lo;
+        else
+            q.A += p->trans_a ? lo : lo * p->lda;
     } else {
         const int64_t units = CEIL_DIV(p->N, FG_NR);
         int64_t lo = units * tid / nth * FG_NR, hi = units * (tid + 1) / nth * FG_NR;
@@ -288,7 +295,10 @@ static fg_gemm_problem sub_problem(const fg_gemm_problem *p, int split_m, int ti
         q.C += lo;
         if (q.Z) q.Z += lo;
         if (q.bias) q.bias += lo;
-        q.B += p->trans_b ? lo * p->ldb : lo;
+        if (p->pack_b)
+            q.b_off += lo;
+        else
+            q.B += p->trans_b ? lo * p->ldb : lo;
     }
     return q;
 }
@@ -309,6 +319,7 @@ static int choose_split(int64_t M, int64_t N, int nt) {
 /* Unpacked single-thread path or the packed driver? Decided by shape only
  * (never by the thread count), so results stay thread-count independent. */
 static int use_small(const fg_gemm_problem *p) {
+    if (p->pack_a || p->pack_b) return 0; /* virtual operands: packed path only */
     if (p->path) return p->path >= 2;
     if (p->trans_b) return small_wins_bt(p->M, p->N, p->K);
     return small_wins(p->M, p->N, p->K);

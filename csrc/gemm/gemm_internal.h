@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include "fg_common.h"
+#include "fg_gemm.h"
 
 typedef struct fg_gemm_problem {
     float *C;          /* output (M x N, ldc); the accumulator between K blocks */
@@ -24,6 +25,16 @@ typedef struct fg_gemm_problem {
     int path;          /* 0: choose by shape; 1: packed; 2: unpacked, lanes along N
                           (gemm_small.h); 3: unpacked, lanes along M (gemm_cols.h;
                           the AVX2/AVX-512 copies, else as 2) — tests/tuning */
+    /* Virtual operands (implicit GEMM, fg_gemm_ex): when set, op(A) / op(B)
+       is never read through A / B but packed by the callback; a_off / b_off
+       are the row of op(A) / column of op(B) this (sub-)problem starts at.
+       Such problems always take the packed path. */
+    fg_gemm_pack_fn pack_a;
+    const void *pack_a_ctx;
+    int64_t a_off;
+    fg_gemm_pack_fn pack_b;
+    const void *pack_b_ctx;
+    int64_t b_off;
 } fg_gemm_problem;
 
 /* Returns a 64-byte aligned buffer of at least `bytes`, owned by the calling

@@ -41,6 +41,15 @@ static const struct field {
     {"bn_rest", F_FLOAT, offsetof(fg_node_desc, bn_rest)},
     {"moving_mean", F_ARRAY, offsetof(fg_node_desc, moving_mean)},
     {"moving_var", F_ARRAY, offsetof(fg_node_desc, moving_var)},
+    {"kh", F_I64, offsetof(fg_node_desc, kh)},
+    {"kw", F_I64, offsetof(fg_node_desc, kw)},
+    {"sh", F_I64, offsetof(fg_node_desc, sh)},
+    {"sw", F_I64, offsetof(fg_node_desc, sw)},
+    {"dh", F_I64, offsetof(fg_node_desc, dh)},
+    {"dw", F_I64, offsetof(fg_node_desc, dw)},
+    {"pt", F_I64, offsetof(fg_node_desc, pt)},
+    {"pl", F_I64, offsetof(fg_node_desc, pl)},
+    {"groups", F_INT, offsetof(fg_node_desc, groups)},
 };
 
 static const struct field *find(const char *name) {

@@ -126,6 +126,10 @@ typedef struct fg_node_desc {
     float bn_momentum, bn_rest;       /* batch norm: moving = moving * momentum + batch * rest */
     float *moving_mean, *moving_var;  /* batch norm state (not owned) */
     int64_t moving_len;               /* floats in each moving array */
+    /* convolution / pooling window (conv2d, pool2d kinds; a 1-D layer has kh = sh = dh = 1,
+       pt = 0): kernel or pool size, strides, dilation, top / left padding, groups */
+    int64_t kh, kw, sh, sw, dh, dw, pt, pl;
+    int groups;
 } fg_node_desc;
 
 /* Defaults: no inputs, no parameters (offsets -1), linear, out_act none, trainable, stream -1. */

@@ -1,4 +1,6 @@
-/* layer_batchnorm.c — BatchNormalization of rank-1 samples (rows, c), per feature.
+/* layer_batchnorm.c — BatchNormalization over the last axis, per feature:
+ * samples of any rank (..., c) are (rows * positions, c), as the Python
+ * layer's view of them (a conv net's channels).
  *
  * Training (and trainable): batch statistics (fg_batchnorm_forward; mean and
  * rstd kept in the workspace for the backward) and the moving statistics
@@ -15,8 +17,8 @@
 #include <math.h>
 
 static int bn_check(const fg_node_desc *d, const fg_shape *const *in, int n_in, int64_t n_params) {
-    if (n_in != 1 || in[0]->rank != 1 || !fg_shape_equal(in[0], &d->out)) return FG_ERR_ARG;
-    int64_t c = d->out.dim[0];
+    if (n_in != 1 || !fg_shape_equal(in[0], &d->out)) return FG_ERR_ARG;
+    int64_t c = d->out.dim[d->out.rank - 1];
     if (!(d->eps > 0.0f) || d->act != FG_ACT_LINEAR) return FG_ERR_ARG;
     if (d->w_off >= 0 && !fg_range_ok(d->w_off, c, n_params)) return FG_ERR_ARG;
     if (d->b_off >= 0 && !fg_range_ok(d->b_off, c, n_params)) return FG_ERR_ARG;
@@ -27,7 +29,7 @@ static int bn_check(const fg_node_desc *d, const fg_shape *const *in, int n_in, 
 
 static int bn_params(const fg_node_desc *d, const fg_shape *const *in, int n_in, fg_param_array *p) {
     (void)in, (void)n_in;
-    int64_t c = d->out.dim[0];
+    int64_t c = d->out.dim[d->out.rank - 1];
     p[0] = (fg_param_array){d->w_off, d->w_off >= 0 ? c : 0, d->l1_w, d->l2_w};
     p[1] = (fg_param_array){d->b_off, d->b_off >= 0 ? c : 0, d->l1_b, d->l2_b};
     return 2;
@@ -35,7 +37,7 @@ static int bn_params(const fg_node_desc *d, const fg_shape *const *in, int n_in,
 
 static int64_t bn_workspace(const fg_node_desc *d, const fg_shape *const *in, int n_in, int64_t rows) {
     (void)in, (void)n_in, (void)rows;
-    return 2 * d->out.dim[0] * (int64_t)sizeof(float);
+    return 2 * d->out.dim[d->out.rank - 1] * (int64_t)sizeof(float);
 }
 
 static int bn_dx_inplace(const fg_node_desc *d) {
@@ -46,7 +48,7 @@ static int bn_dx_inplace(const fg_node_desc *d) {
 static int bn_forward(const fg_node_io *io, float *y, const float *const *x, int training, uint64_t *stream) {
     (void)stream;
     const fg_node_desc *d = io->d;
-    const int64_t c = io->out_size, rows = io->rows;
+    const int64_t c = d->out.dim[d->out.rank - 1], rows = io->rows * (io->out_size / c);
     const float *gamma = d->w_off >= 0 ? io->params + d->w_off : NULL;
     const float *beta = d->b_off >= 0 ? io->params + d->b_off : NULL;
     float *mm = d->moving_mean, *mv = d->moving_var, *st = (float *)io->ws;
@@ -84,7 +86,7 @@ static int bn_backward(const fg_node_io *io, float *const *dx, float *dy, const 
                        float *const *gp) {
     (void)y;
     const fg_node_desc *d = io->d;
-    const int64_t c = io->out_size, rows = io->rows;
+    const int64_t c = d->out.dim[d->out.rank - 1], rows = io->rows * (io->out_size / c);
     const float *st = (const float *)io->ws;
     if (!d->trainable) { /* inference-mode forward: dx = dy * scale */
         if (!dx[0]) return FG_OK;

@@ -15,7 +15,10 @@
     X(batchnorm)          \
     X(merge)              \
     X(concat)             \
-    X(reshape)
+    X(reshape)            \
+    X(conv2d)             \
+    X(pool2d)             \
+    X(gpool)
 
 #define FG_DECLARE_KIND(k) extern const fg_layer_ops fg_layer_##k##_ops;
 FG_LAYER_KINDS(FG_DECLARE_KIND)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("runtime", "gemm", "kernels", "lossopt", "quant", "rnn", "attn", "step")
+_MODULES = ("runtime", "gemm", "kernels", "lossopt", "quant", "rnn", "attn", "conv", "step")
 _loaded: dict = {}
 _errors: dict = {}
 

@@ -5,6 +5,7 @@ beside its own extension module:
     native_gemm.GemmMixin       gemm, dense_forward, dense_backward   (_native.gemm)
     native_kernels.KernelsMixin activations, losses, optimizer updates,
                                 reductions, dropout                   (_native.kernels)
+    native_conv.ConvMixin       conv2d (implicit GEMM), depthwise, pooling (_native.conv)
 Every override handles float32 C-contiguous inputs and otherwise calls
 super(), i.e. NumpyOps. Signatures are identical (tests/test_ops_interface.py).
 """
@@ -43,6 +44,9 @@ def _mixins():
     if _native.available("rnn"):
         from .native_rnn import RnnMixin
         bases.append(RnnMixin)
+    if _native.available("conv", "gemm"):
+        from .native_conv import ConvMixin
+        bases.append(ConvMixin)
     return tuple(bases)
 
 

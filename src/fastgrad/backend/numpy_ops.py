@@ -38,6 +38,7 @@ from .numpy_quant import QuantNumpyOps
 from .numpy_lossopt import LossOptNumpyOps
 from .numpy_rnn import RnnNumpyOps
 from .numpy_attention import AttentionNumpyOps
+from .numpy_conv import ConvNumpyOps
 
 #: activation names understood by `activation`, the Dense layer and the
 #: fused dense kernel; the integer codes mirror FG_ACT_* in csrc/fg_common.h
@@ -193,7 +194,7 @@ def _no_partial_overlap(out, a, name_out, name_a, same_ok=True):
                          + (" (only exact in-place use is allowed)" if same_ok else ""))
 
 
-class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps, AttentionNumpyOps):
+class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps, AttentionNumpyOps, ConvNumpyOps):
     """Pure-NumPy kernels (float32 and float64). See the module docstring."""
 
     name = "numpy"

@@ -17,6 +17,10 @@ __all__ = ["Layer", "ParamSpec", "StateSpec", "Dense", "Activation", "Flatten", 
            "MultiHeadAttention", "Attention", "AdditiveAttention", "PositionEmbedding",
            "SinePositionEncoding",
            "Embedding", "Masking", "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed",
+           "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Convolution1D", "Convolution2D", "Convolution2DTranspose",
+           "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+           "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D",
+           "ZeroPadding2D", "Cropping2D", "UpSampling2D", "SpatialDropout2D",
            "get_layer_class", "deserialize", "serialize"]
 
 _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
@@ -35,7 +39,18 @@ _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
          "maximum": ".merge", "minimum": ".merge", "concatenate": ".merge", "dot": ".merge",
          "ReLU": ".activations", "LeakyReLU": ".activations", "ELU": ".activations",
          "PReLU": ".activations", "Softmax": ".activations",
-         "Lambda": ".lambda_layer", "MathOp": "..autodiff.oplayer"}
+         "Lambda": ".lambda_layer", "MathOp": "..autodiff.oplayer",
+         # convolutional networks (issue 16)
+         "Conv1D": ".convolutional", "Conv2D": ".convolutional", "DepthwiseConv2D": ".convolutional",
+         "SeparableConv2D": ".convolutional", "Conv2DTranspose": ".convolutional", "Convolution1D": ".convolutional",
+         "Convolution2D": ".convolutional", "Convolution2DTranspose": ".convolutional", "MaxPooling1D": ".pooling",
+         "MaxPooling2D": ".pooling", "AveragePooling1D": ".pooling", "AveragePooling2D": ".pooling",
+         "GlobalAveragePooling1D": ".pooling", "GlobalAveragePooling2D": ".pooling", "GlobalMaxPooling1D": ".pooling",
+         "GlobalMaxPooling2D": ".pooling", "MaxPool1D": ".pooling", "MaxPool2D": ".pooling",
+         "AvgPool1D": ".pooling", "AvgPool2D": ".pooling", "GlobalAvgPool1D": ".pooling",
+         "GlobalAvgPool2D": ".pooling", "GlobalMaxPool1D": ".pooling", "GlobalMaxPool2D": ".pooling",
+         "ZeroPadding2D": ".spatial", "Cropping2D": ".spatial", "UpSampling2D": ".spatial",
+         "SpatialDropout2D": ".spatial"}
 
 
 def __getattr__(name):

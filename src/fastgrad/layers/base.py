@@ -91,6 +91,7 @@ Extra hooks
 """
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -191,13 +192,11 @@ def _unique_name(base: str) -> str:
 
 
 def _snake(name: str) -> str:
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i and (not name[i - 1].isupper() or
-                                   (i + 1 < len(name) and name[i + 1].islower())):
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
+    """Keras's to_snake_case: Conv2D -> conv2d, ReLU -> re_lu, Conv2DTranspose -> conv2d_transpose."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub("([a-z])([A-Z])", r"\1_\2", name)
+    return name.lower()
 
 
 def _as_shape(shape, what: str) -> tuple:

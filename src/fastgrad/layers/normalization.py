@@ -223,10 +223,11 @@ class BatchNormalization(Layer):
 
     def lower(self, ctx):
         """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
-        2-D input only; the moving statistics are handed over as arrays (updated in C)."""
-        if not self._last or self._c != int(np.prod(self.input_shape)):
+        the last axis only (any rank: (batch, ..., C) runs as (rows, C)); the moving
+        statistics are handed over as arrays (updated in C)."""
+        if not self._last:
             raise ctx.unsupported(f"layer {self.name}: BatchNormalization of a feature axis of "
-                                  f"{self.input_shape} has no C path (only 2-D input)")
+                                  f"{self.input_shape} has no C path (only the last axis)")
         return dict(_lower_norm(self, ctx), kind="batchnorm",
                     bn_momentum=float(np.float32(self.momentum)),
                     bn_rest=float(np.float32(1.0 - self.momentum)),

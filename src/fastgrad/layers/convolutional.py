@@ -1,0 +1,639 @@
+"""Convolution layers (Keras 3's keras.layers.convolutional): Conv1D, Conv2D,
+DepthwiseConv2D, SeparableConv2D, Conv2DTranspose.
+
+channels_last only. Weight layouts and get_weights() order are Keras's:
+Conv kernel (*kernel_size, in_channels / groups, filters) then bias (filters,);
+DepthwiseConv2D kernel (kh, kw, in_channels, depth_multiplier) then bias
+(in_channels * depth_multiplier,); SeparableConv2D depthwise_kernel
+(kh, kw, in, M), pointwise_kernel (1, 1, in * M, filters), bias;
+Conv2DTranspose kernel (kh, kw, filters, in_channels) then bias.
+
+`padding="same"` is Keras's (TF's) rule: output ceil(n / stride), the odd pixel
+of padding at the bottom / right (`backend.numpy_conv.same_pads`); Conv1D also
+takes "causal" (all padding on the left). The layers compute the explicit pads
+and call the NumpyOps / NativeOps conv ops (docs/conv.md), which fuse bias and
+activation as Dense does.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import activations as _activations
+from .. import initializers as _initializers
+from .. import regularizers as _regularizers
+from ..backend.numpy_conv import same_pads, conv_out_size
+from .base import Layer, ParamSpec
+from .core import _FusableOutput, _NEEDS_PREACT
+
+__all__ = ["Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose",
+           "Convolution1D", "Convolution2D", "Conv2DTranspose", "Convolution2DTranspose"]
+
+
+def _int_tuple(value, n, what, allow_zero=False):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (int(value),) * n
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer or a tuple of {n} integers, got {value!r}") from None
+    if len(value) != n or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{what} must be an integer or a tuple of {n} integers, got {value!r}")
+    value = tuple(int(v) for v in value)
+    if any(v < (0 if allow_zero else 1) for v in value):
+        raise ValueError(f"{what} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+    return value
+
+
+def _check_data_format(cls, name, data_format):
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"{cls} {name}: only data_format='channels_last' is supported, got {data_format!r} "
+                         "(transpose NCHW input to NHWC, e.g. with Permute, first)")
+
+
+def _check_padding(cls, name, padding, allowed=("valid", "same")):
+    p = padding.lower() if isinstance(padding, str) else padding
+    if p not in allowed:
+        raise ValueError(f"{cls} {name}: padding must be one of {', '.join(allowed)}, got {padding!r}")
+    return p
+
+
+def _element_wise_activation(cls, name, activation):
+    act = _activations.get(activation, f"{cls} {name}: activation")
+    if act in ("softmax", "log_softmax"):
+        raise ValueError(f"{cls} {name}: activation {act!r} is not element-wise; put a Softmax / Activation "
+                         "layer after the convolution")
+    return act
+
+
+def spatial_pads(cls, name, padding, in_spatial, kernel, strides, dilation):
+    """(pads per axis as (lo, hi) pairs, output spatial shape), with the layer's errors."""
+    pads, out = [], []
+    for n, k, s, d in zip(in_spatial, kernel, strides, dilation):
+        if padding == "same":
+            lo, hi = same_pads(n, k, s, d)
+        elif padding == "causal":
+            lo, hi = d * (k - 1), 0
+        else:
+            lo, hi = 0, 0
+        o = conv_out_size(n, k, s, d, lo, hi)
+        if o < 1:
+            keff = tuple((kk - 1) * dd + 1 for kk, dd in zip(kernel, dilation))
+            raise ValueError(f"{cls} {name}: kernel {tuple(kernel)} (dilated to {keff}) is larger than the "
+                             f"padded input {tuple(in_spatial)} with padding={padding!r}")
+        pads.append((lo, hi))
+        out.append(o)
+    return pads, tuple(out)
+
+
+class _BaseConv(_FusableOutput, Layer):
+    """Shared machinery of Conv1D / Conv2D: arguments, validation, weights, config."""
+
+    rank = 2
+    _paddings = ("valid", "same")
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
+                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, name=None,
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        c, r = type(self).__name__, self.rank
+        if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters <= 0:
+            raise ValueError(f"{c} {self.name}: filters must be a positive integer, got {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = _int_tuple(kernel_size, r, f"{c} {self.name}: kernel_size")
+        self.strides = _int_tuple(strides, r, f"{c} {self.name}: strides")
+        self.dilation_rate = _int_tuple(dilation_rate, r, f"{c} {self.name}: dilation_rate")
+        self.padding = _check_padding(c, self.name, padding, self._paddings)
+        _check_data_format(c, self.name, data_format)
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups <= 0:
+            raise ValueError(f"{c} {self.name}: groups must be a positive integer, got {groups!r}")
+        self.groups = int(groups)
+        if self.filters % self.groups:
+            raise ValueError(f"{c} {self.name}: filters={self.filters} is not divisible by groups={self.groups}")
+        for what, v in (("activity_regularizer", activity_regularizer), ("kernel_constraint", kernel_constraint),
+                        ("bias_constraint", bias_constraint)):
+            if v is not None:
+                raise ValueError(f"{c} {self.name}: {what} is not supported (got {v!r})")
+        self.activation = _element_wise_activation(c, self.name, activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializers.get(kernel_initializer, f"{c} {self.name}: kernel_initializer")
+        self.bias_initializer = _initializers.get(bias_initializer, f"{c} {self.name}: bias_initializer")
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer, f"{c} {self.name}: kernel_regularizer")
+        self.bias_regularizer = _regularizers.get(bias_regularizer, f"{c} {self.name}: bias_regularizer")
+        self._run_act = self.activation
+        self._pads = None
+
+    # ------------------------------------------------------------------ shapes
+    def _check_input(self, input_shape):
+        c = type(self).__name__
+        if len(input_shape) != self.rank + 1:
+            want = "(steps, channels)" if self.rank == 1 else "(height, width, channels)"
+            raise ValueError(f"{c} {self.name}: expects per-sample input of rank {self.rank + 1} {want} "
+                             f"(batch axis excluded), got shape {tuple(input_shape)}")
+        return input_shape[:-1], input_shape[-1]
+
+    def compute_output_shape(self, input_shape):
+        c = type(self).__name__
+        spatial, ch = self._check_input(input_shape)
+        if ch % self.groups:
+            raise ValueError(f"{c} {self.name}: input channels {ch} (input shape {tuple(input_shape)}) are not "
+                             f"divisible by groups={self.groups}")
+        pads, out = spatial_pads(c, self.name, self.padding, spatial, self.kernel_size, self.strides,
+                                 self.dilation_rate)
+        self._pads = tuple(p for pair in pads for p in pair)
+        return out + (self.filters,)
+
+    def param_specs(self):
+        ch = self.input_shape[-1]
+        specs = [ParamSpec("kernel", self.kernel_size + (ch // self.groups, self.filters),
+                           self.kernel_initializer, self.kernel_regularizer)]
+        if self.use_bias:
+            specs.append(ParamSpec("bias", (self.filters,), self.bias_initializer, self.bias_regularizer))
+        return specs
+
+    def bind(self, params, grads, state):
+        super().bind(params, grads, state)
+        self._w = params["kernel"]
+        self._b = params.get("bias")
+        self._gw = grads["kernel"]
+        self._gb = grads["bias"] if self.use_bias else False
+
+    @property
+    def kernel(self):
+        return self.params["kernel"]
+
+    @property
+    def bias(self):
+        return self.params.get("bias")
+
+    # ------------------------------------------------------------------ compute
+    def _fwd(self, x, w, b, act, y, z):
+        raise NotImplementedError
+
+    def _bwd(self, dy, x, w, y, act, z, dx, dw, db, need_dx):
+        raise NotImplementedError
+
+    def forward(self, x, training, ws):
+        n = x.shape[0]
+        act = self._run_act
+        y = ws.buf("y", (n,) + self.output_shape, x.dtype)
+        z = ws.buf("z", y.shape, x.dtype) if (training and act in _NEEDS_PREACT) else None
+        self._fwd(x, self._w, self._b, act, y, z)
+        ws.x, ws.y, ws.z = x, y, z
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        x = ws.x
+        dx = ws.buf("dx", x.shape, x.dtype) if need_dx else None
+        self._bwd(dy, x, self._w, ws.y, self._run_act, ws.z, dx, self._gw, self._gb, need_dx)
+        return dx
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
+                   padding=self.padding, data_format="channels_last", dilation_rate=list(self.dilation_rate),
+                   groups=self.groups, activation=self.activation, use_bias=self.use_bias,
+                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
+                   bias_initializer=_initializers.serialize(self.bias_initializer),
+                   kernel_regularizer=_regularizers.serialize(self.kernel_regularizer),
+                   bias_regularizer=_regularizers.serialize(self.bias_regularizer))
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
+                 padding=self.padding, pads=self._pads, dilation_rate=self.dilation_rate, groups=self.groups,
+                 activation=self.activation, use_bias=self.use_bias, run_activation=self._run_act,
+                 fused_activation=self._fused_activation,
+                 regularizers={"kernel": _regularizers.serialize(self.kernel_regularizer),
+                               "bias": _regularizers.serialize(self.bias_regularizer)})
+        return d
+
+
+    def _lower_window(self):
+        """The C window fields: 1-D layers run as height 1."""
+        if self.rank == 1:
+            return dict(kh=1, kw=self.kernel_size[0], sh=1, sw=self.strides[0], dh=1, dw=self.dilation_rate[0],
+                        pt=0, pl=int(self._pads[0]))
+        return dict(kh=self.kernel_size[0], kw=self.kernel_size[1], sh=self.strides[0], sw=self.strides[1],
+                    dh=self.dilation_rate[0], dw=self.dilation_rate[1], pt=int(self._pads[0]),
+                    pl=int(self._pads[2]))
+
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (csrc/step/layer_conv2d.c): the
+        window, groups, activation, kernel / bias offsets and regularizers (none when
+        frozen: the Python step skips frozen layers)."""
+        trainable = ctx.trainable(self)
+        l1w, l2w = ctx.regularizer(self.kernel_regularizer)
+        l1b, l2b = ctx.regularizer(self.bias_regularizer if self.use_bias else None)
+        if not trainable:
+            l1w = l2w = l1b = l2b = 0.0
+        return dict(kind="conv2d", act=ctx.act(self._run_act), out_act=ctx.out_act(self._fused_activation),
+                    trainable=trainable, w_off=int(self.offsets["kernel"]),
+                    b_off=int(self.offsets["bias"]) if self.use_bias else -1,
+                    l1_w=l1w, l2_w=l2w, l1_b=l1b, l2_b=l2b, groups=self.groups, **self._lower_window())
+
+
+class Conv2D(_BaseConv):
+    """2-D convolution (keras.layers.Conv2D), input (batch, height, width, channels)."""
+
+    rank = 2
+
+    def _fwd(self, x, w, b, act, y, z):
+        self.ops.conv2d_forward(x, w, b, self.strides, self._pads, self.dilation_rate, self.groups, act, y, z)
+
+    def _bwd(self, dy, x, w, y, act, z, dx, dw, db, need_dx):
+        self.ops.conv2d_backward(dy, x, w, y, self.strides, self._pads, self.dilation_rate, self.groups, act, z,
+                                 dx, dw, db, need_dx)
+
+
+class Conv1D(_BaseConv):
+    """1-D convolution (keras.layers.Conv1D), input (batch, steps, channels);
+    padding "valid", "same" or "causal"."""
+
+    rank = 1
+    _paddings = ("valid", "same", "causal")
+
+    def _fwd(self, x, w, b, act, y, z):
+        self.ops.conv1d_forward(x, w, b, self.strides[0], self._pads, self.dilation_rate[0], self.groups, act,
+                                y, z)
+
+    def _bwd(self, dy, x, w, y, act, z, dx, dw, db, need_dx):
+        self.ops.conv1d_backward(dy, x, w, y, self.strides[0], self._pads, self.dilation_rate[0], self.groups,
+                                 act, z, dx, dw, db, need_dx)
+
+
+Convolution1D = Conv1D
+Convolution2D = Conv2D
+
+
+class DepthwiseConv2D(_FusableOutput, Layer):
+    """Depthwise 2-D convolution (keras.layers.DepthwiseConv2D): each input channel
+    convolved with `depth_multiplier` filters of its own; output channel c*M + m."""
+
+    def __init__(self, kernel_size, strides=(1, 1), padding="valid", depth_multiplier=1, data_format=None,
+                 dilation_rate=(1, 1), activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
+                 bias_initializer="zeros", depthwise_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, depthwise_constraint=None, bias_constraint=None, name=None,
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        c = type(self).__name__
+        self.kernel_size = _int_tuple(kernel_size, 2, f"{c} {self.name}: kernel_size")
+        self.strides = _int_tuple(strides, 2, f"{c} {self.name}: strides")
+        self.dilation_rate = _int_tuple(dilation_rate, 2, f"{c} {self.name}: dilation_rate")
+        self.padding = _check_padding(c, self.name, padding)
+        _check_data_format(c, self.name, data_format)
+        if isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, numbers.Integral) \
+                or depth_multiplier <= 0:
+            raise ValueError(f"{c} {self.name}: depth_multiplier must be a positive integer, "
+                             f"got {depth_multiplier!r}")
+        for what, v in (("activity_regularizer", activity_regularizer),
+                        ("depthwise_constraint", depthwise_constraint), ("bias_constraint", bias_constraint)):
+            if v is not None:
+                raise ValueError(f"{c} {self.name}: {what} is not supported (got {v!r})")
+        self.depth_multiplier = int(depth_multiplier)
+        self.activation = _element_wise_activation(c, self.name, activation)
+        self.use_bias = bool(use_bias)
+        self.depthwise_initializer = _initializers.get(depthwise_initializer,
+                                                       f"{c} {self.name}: depthwise_initializer")
+        self.bias_initializer = _initializers.get(bias_initializer, f"{c} {self.name}: bias_initializer")
+        self.depthwise_regularizer = _regularizers.get(depthwise_regularizer,
+                                                       f"{c} {self.name}: depthwise_regularizer")
+        self.bias_regularizer = _regularizers.get(bias_regularizer, f"{c} {self.name}: bias_regularizer")
+        self._run_act = self.activation
+        self._pads = None
+
+    def compute_output_shape(self, input_shape):
+        c = type(self).__name__
+        if len(input_shape) != 3:
+            raise ValueError(f"{c} {self.name}: expects per-sample input of rank 3 (height, width, channels) "
+                             f"(batch axis excluded), got shape {tuple(input_shape)}")
+        pads, out = spatial_pads(c, self.name, self.padding, input_shape[:2], self.kernel_size, self.strides,
+                                 self.dilation_rate)
+        self._pads = tuple(p for pair in pads for p in pair)
+        return out + (input_shape[2] * self.depth_multiplier,)
+
+    def param_specs(self):
+        ch = self.input_shape[-1]
+        specs = [ParamSpec("kernel", self.kernel_size + (ch, self.depth_multiplier), self.depthwise_initializer,
+                           self.depthwise_regularizer)]
+        if self.use_bias:
+            specs.append(ParamSpec("bias", (ch * self.depth_multiplier,), self.bias_initializer,
+                                   self.bias_regularizer))
+        return specs
+
+    def bind(self, params, grads, state):
+        super().bind(params, grads, state)
+        self._w = params["kernel"]
+        self._b = params.get("bias")
+        self._gw = grads["kernel"]
+        self._gb = grads["bias"] if self.use_bias else False
+
+    @property
+    def kernel(self):
+        return self.params["kernel"]
+
+    depthwise_kernel = kernel
+
+    @property
+    def bias(self):
+        return self.params.get("bias")
+
+    def forward(self, x, training, ws):
+        act = self._run_act
+        y = ws.buf("y", (x.shape[0],) + self.output_shape, x.dtype)
+        z = ws.buf("z", y.shape, x.dtype) if (training and act in _NEEDS_PREACT) else None
+        self.ops.depthwise_conv2d_forward(x, self._w, self._b, self.strides, self._pads, self.dilation_rate,
+                                          act, y, z)
+        ws.x, ws.y, ws.z = x, y, z
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        x = ws.x
+        dx = ws.buf("dx", x.shape, x.dtype) if need_dx else None
+        self.ops.depthwise_conv2d_backward(dy, x, self._w, ws.y, self.strides, self._pads, self.dilation_rate,
+                                           self._run_act, ws.z, dx, self._gw, self._gb, need_dx)
+        return dx
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(kernel_size=list(self.kernel_size), strides=list(self.strides), padding=self.padding,
+                   depth_multiplier=self.depth_multiplier, data_format="channels_last",
+                   dilation_rate=list(self.dilation_rate), activation=self.activation, use_bias=self.use_bias,
+                   depthwise_initializer=_initializers.serialize(self.depthwise_initializer),
+                   bias_initializer=_initializers.serialize(self.bias_initializer),
+                   depthwise_regularizer=_regularizers.serialize(self.depthwise_regularizer),
+                   bias_regularizer=_regularizers.serialize(self.bias_regularizer))
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(kernel_size=self.kernel_size, strides=self.strides, padding=self.padding, pads=self._pads,
+                 depth_multiplier=self.depth_multiplier, dilation_rate=self.dilation_rate,
+                 activation=self.activation, use_bias=self.use_bias, run_activation=self._run_act,
+                 fused_activation=self._fused_activation)
+        return d
+
+
+class SeparableConv2D(_FusableOutput, Layer):
+    """Depthwise then pointwise (1x1) convolution (keras.layers.SeparableConv2D);
+    weights depthwise_kernel (kh, kw, in, M), pointwise_kernel (1, 1, in*M, filters), bias."""
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
+                 dilation_rate=(1, 1), depth_multiplier=1, activation=None, use_bias=True,
+                 depthwise_initializer="glorot_uniform", pointwise_initializer="glorot_uniform",
+                 bias_initializer="zeros", depthwise_regularizer=None, pointwise_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, depthwise_constraint=None,
+                 pointwise_constraint=None, bias_constraint=None, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        c = type(self).__name__
+        if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters <= 0:
+            raise ValueError(f"{c} {self.name}: filters must be a positive integer, got {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = _int_tuple(kernel_size, 2, f"{c} {self.name}: kernel_size")
+        self.strides = _int_tuple(strides, 2, f"{c} {self.name}: strides")
+        self.dilation_rate = _int_tuple(dilation_rate, 2, f"{c} {self.name}: dilation_rate")
+        self.padding = _check_padding(c, self.name, padding)
+        _check_data_format(c, self.name, data_format)
+        if isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, numbers.Integral) \
+                or depth_multiplier <= 0:
+            raise ValueError(f"{c} {self.name}: depth_multiplier must be a positive integer, "
+                             f"got {depth_multiplier!r}")
+        for what, v in (("activity_regularizer", activity_regularizer),
+                        ("depthwise_constraint", depthwise_constraint),
+                        ("pointwise_constraint", pointwise_constraint), ("bias_constraint", bias_constraint)):
+            if v is not None:
+                raise ValueError(f"{c} {self.name}: {what} is not supported (got {v!r})")
+        self.depth_multiplier = int(depth_multiplier)
+        self.activation = _element_wise_activation(c, self.name, activation)
+        self.use_bias = bool(use_bias)
+        g, r = _initializers.get, _regularizers.get
+        self.depthwise_initializer = g(depthwise_initializer, f"{c} {self.name}: depthwise_initializer")
+        self.pointwise_initializer = g(pointwise_initializer, f"{c} {self.name}: pointwise_initializer")
+        self.bias_initializer = g(bias_initializer, f"{c} {self.name}: bias_initializer")
+        self.depthwise_regularizer = r(depthwise_regularizer, f"{c} {self.name}: depthwise_regularizer")
+        self.pointwise_regularizer = r(pointwise_regularizer, f"{c} {self.name}: pointwise_regularizer")
+        self.bias_regularizer = r(bias_regularizer, f"{c} {self.name}: bias_regularizer")
+        self._run_act = self.activation
+        self._pads = None
+
+    def compute_output_shape(self, input_shape):
+        c = type(self).__name__
+        if len(input_shape) != 3:
+            raise ValueError(f"{c} {self.name}: expects per-sample input of rank 3 (height, width, channels) "
+                             f"(batch axis excluded), got shape {tuple(input_shape)}")
+        pads, out = spatial_pads(c, self.name, self.padding, input_shape[:2], self.kernel_size, self.strides,
+                                 self.dilation_rate)
+        self._pads = tuple(p for pair in pads for p in pair)
+        self._mid = out + (input_shape[2] * self.depth_multiplier,)
+        return out + (self.filters,)
+
+    def param_specs(self):
+        ch = self.input_shape[-1]
+        m = ch * self.depth_multiplier
+        specs = [ParamSpec("depthwise_kernel", self.kernel_size + (ch, self.depth_multiplier),
+                           self.depthwise_initializer, self.depthwise_regularizer),
+                 ParamSpec("pointwise_kernel", (1, 1, m, self.filters), self.pointwise_initializer,
+                           self.pointwise_regularizer)]
+        if self.use_bias:
+            specs.append(ParamSpec("bias", (self.filters,), self.bias_initializer, self.bias_regularizer))
+        return specs
+
+    def bind(self, params, grads, state):
+        super().bind(params, grads, state)
+        self._dw, self._pw, self._b = params["depthwise_kernel"], params["pointwise_kernel"], params.get("bias")
+        self._gdw, self._gpw = grads["depthwise_kernel"], grads["pointwise_kernel"]
+        self._gb = grads["bias"] if self.use_bias else False
+
+    @property
+    def depthwise_kernel(self):
+        return self.params["depthwise_kernel"]
+
+    @property
+    def pointwise_kernel(self):
+        return self.params["pointwise_kernel"]
+
+    @property
+    def bias(self):
+        return self.params.get("bias")
+
+    def forward(self, x, training, ws):
+        n = x.shape[0]
+        act = self._run_act
+        t = ws.buf("t", (n,) + self._mid, x.dtype)
+        self.ops.depthwise_conv2d_forward(x, self._dw, None, self.strides, self._pads, self.dilation_rate,
+                                          "linear", t)
+        y = ws.buf("y", (n,) + self.output_shape, x.dtype)
+        z = ws.buf("z", y.shape, x.dtype) if (training and act in _NEEDS_PREACT) else None
+        self.ops.conv2d_forward(t, self._pw, self._b, (1, 1), (0, 0, 0, 0), (1, 1), 1, act, y, z)
+        ws.x, ws.t, ws.y, ws.z = x, t, y, z
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        x, t = ws.x, ws.t
+        dt = ws.buf("dt", t.shape, t.dtype)
+        self.ops.conv2d_backward(dy, t, self._pw, ws.y, (1, 1), (0, 0, 0, 0), (1, 1), 1, self._run_act, ws.z,
+                                 dt, self._gpw, self._gb, True)
+        dx = ws.buf("dx", x.shape, x.dtype) if need_dx else None
+        self.ops.depthwise_conv2d_backward(dt, x, self._dw, t, self.strides, self._pads, self.dilation_rate,
+                                           "linear", None, dx, self._gdw, False, need_dx)
+        return dx
+
+    def get_config(self):
+        cfg = super().get_config()
+        s = _initializers.serialize
+        rs = _regularizers.serialize
+        cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
+                   padding=self.padding, data_format="channels_last", dilation_rate=list(self.dilation_rate),
+                   depth_multiplier=self.depth_multiplier, activation=self.activation, use_bias=self.use_bias,
+                   depthwise_initializer=s(self.depthwise_initializer),
+                   pointwise_initializer=s(self.pointwise_initializer), bias_initializer=s(self.bias_initializer),
+                   depthwise_regularizer=rs(self.depthwise_regularizer),
+                   pointwise_regularizer=rs(self.pointwise_regularizer), bias_regularizer=rs(self.bias_regularizer))
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides, padding=self.padding,
+                 pads=self._pads, dilation_rate=self.dilation_rate, depth_multiplier=self.depth_multiplier,
+                 activation=self.activation, use_bias=self.use_bias, run_activation=self._run_act,
+                 fused_activation=self._fused_activation)
+        return d
+
+
+def transpose_geometry(n, k, s, d, padding, output_padding):
+    """Keras's Conv2DTranspose output length and the explicit (top, bottom) of the
+    conv2d_transpose op (TF's rule; bottom may be negative)."""
+    keff = (k - 1) * d + 1
+    if output_padding is None:
+        out = n * s + max(keff - s, 0) if padding == "valid" else n * s
+    else:
+        pad = keff // 2 if padding == "same" else 0
+        out = (n - 1) * s + keff - 2 * pad + output_padding
+    total = (n - 1) * s + keff - out
+    top = max(total, 0) // 2 if padding == "same" else 0
+    return out, top, total - top
+
+
+class Conv2DTranspose(_FusableOutput, Layer):
+    """Transposed 2-D convolution (keras.layers.Conv2DTranspose): the gradient of a
+    Conv2D with respect to its input; kernel (kh, kw, filters, in_channels)."""
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", output_padding=None,
+                 data_format=None, dilation_rate=(1, 1), activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
+                 name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        c = type(self).__name__
+        if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters <= 0:
+            raise ValueError(f"{c} {self.name}: filters must be a positive integer, got {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = _int_tuple(kernel_size, 2, f"{c} {self.name}: kernel_size")
+        self.strides = _int_tuple(strides, 2, f"{c} {self.name}: strides")
+        self.dilation_rate = _int_tuple(dilation_rate, 2, f"{c} {self.name}: dilation_rate")
+        self.padding = _check_padding(c, self.name, padding)
+        _check_data_format(c, self.name, data_format)
+        if output_padding is not None:
+            output_padding = _int_tuple(output_padding, 2, f"{c} {self.name}: output_padding", allow_zero=True)
+            for op, s, d in zip(output_padding, self.strides, self.dilation_rate):
+                if op >= max(s, d):
+                    raise ValueError(f"{c} {self.name}: output_padding {output_padding} must be smaller than "
+                                     f"the strides {self.strides} (or the dilation rate)")
+        self.output_padding = output_padding
+        for what, v in (("activity_regularizer", activity_regularizer), ("kernel_constraint", kernel_constraint),
+                        ("bias_constraint", bias_constraint)):
+            if v is not None:
+                raise ValueError(f"{c} {self.name}: {what} is not supported (got {v!r})")
+        self.activation = _element_wise_activation(c, self.name, activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializers.get(kernel_initializer, f"{c} {self.name}: kernel_initializer")
+        self.bias_initializer = _initializers.get(bias_initializer, f"{c} {self.name}: bias_initializer")
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer, f"{c} {self.name}: kernel_regularizer")
+        self.bias_regularizer = _regularizers.get(bias_regularizer, f"{c} {self.name}: bias_regularizer")
+        self._run_act = self.activation
+        self._pads = None
+
+    def compute_output_shape(self, input_shape):
+        c = type(self).__name__
+        if len(input_shape) != 3:
+            raise ValueError(f"{c} {self.name}: expects per-sample input of rank 3 (height, width, channels) "
+                             f"(batch axis excluded), got shape {tuple(input_shape)}")
+        out, pads = [], []
+        for i in range(2):
+            o, lo, hi = transpose_geometry(input_shape[i], self.kernel_size[i], self.strides[i],
+                                           self.dilation_rate[i], self.padding,
+                                           None if self.output_padding is None else self.output_padding[i])
+            if o < 1:
+                raise ValueError(f"{c} {self.name}: no output for input {tuple(input_shape)} with kernel "
+                                 f"{self.kernel_size} and padding {self.padding!r}")
+            out.append(o)
+            pads += [lo, hi]
+        self._pads = tuple(pads)
+        return tuple(out) + (self.filters,)
+
+    def param_specs(self):
+        specs = [ParamSpec("kernel", self.kernel_size + (self.filters, self.input_shape[-1]),
+                           self.kernel_initializer, self.kernel_regularizer)]
+        if self.use_bias:
+            specs.append(ParamSpec("bias", (self.filters,), self.bias_initializer, self.bias_regularizer))
+        return specs
+
+    def bind(self, params, grads, state):
+        super().bind(params, grads, state)
+        self._w = params["kernel"]
+        self._b = params.get("bias")
+        self._gw = grads["kernel"]
+        self._gb = grads["bias"] if self.use_bias else False
+
+    @property
+    def kernel(self):
+        return self.params["kernel"]
+
+    @property
+    def bias(self):
+        return self.params.get("bias")
+
+    def forward(self, x, training, ws):
+        act = self._run_act
+        y = ws.buf("y", (x.shape[0],) + self.output_shape, x.dtype)
+        z = ws.buf("z", y.shape, x.dtype) if (training and act in _NEEDS_PREACT) else None
+        self.ops.conv2d_transpose_forward(x, self._w, self._b, self.strides, self._pads, self.dilation_rate,
+                                          act, y, z)
+        ws.x, ws.y, ws.z = x, y, z
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        x = ws.x
+        dx = ws.buf("dx", x.shape, x.dtype) if need_dx else None
+        self.ops.conv2d_transpose_backward(dy, x, self._w, ws.y, self.strides, self._pads, self.dilation_rate,
+                                           self._run_act, ws.z, dx, self._gw, self._gb, need_dx)
+        return dx
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
+                   padding=self.padding,
+                   output_padding=None if self.output_padding is None else list(self.output_padding),
+                   data_format="channels_last", dilation_rate=list(self.dilation_rate),
+                   activation=self.activation, use_bias=self.use_bias,
+                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
+                   bias_initializer=_initializers.serialize(self.bias_initializer),
+                   kernel_regularizer=_regularizers.serialize(self.kernel_regularizer),
+                   bias_regularizer=_regularizers.serialize(self.bias_regularizer))
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides, padding=self.padding,
+                 output_padding=self.output_padding, pads=self._pads, dilation_rate=self.dilation_rate,
+                 activation=self.activation, use_bias=self.use_bias, run_activation=self._run_act,
+                 fused_activation=self._fused_activation)
+        return d
+
+
+Convolution2DTranspose = Conv2DTranspose

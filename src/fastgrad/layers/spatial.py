@@ -1,0 +1,194 @@
+"""Image-shaped helper layers: ZeroPadding2D, Cropping2D, UpSampling2D (nearest)
+(Keras 3's keras.layers.reshaping) and SpatialDropout2D (keras.layers.regularization).
+
+channels_last only; they compute through ops.pad2d_* / crop2d_* /
+upsample_nearest2d_* / spatial_dropout_* (backend/numpy_conv.py).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .base import Layer
+from .convolutional import _int_tuple, _check_data_format
+from .dropout import Dropout
+
+__all__ = ["ZeroPadding2D", "Cropping2D", "UpSampling2D", "SpatialDropout2D"]
+
+
+def _pads_2d(value, what):
+    """Keras's int | (sym_h, sym_w) | ((top, bottom), (left, right)) -> (t, b, l, r)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        v = int(value)
+        out = (v, v, v, v)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+            out = (int(value[0]),) * 2 + (int(value[1]),) * 2
+        else:
+            out = _int_tuple(value[0], 2, what, True) + _int_tuple(value[1], 2, what, True)
+    else:
+        raise ValueError(f"{what} must be an int, a tuple of 2 ints or a tuple of 2 tuples of 2 ints, "
+                         f"got {value!r}")
+    if any(v < 0 for v in out):
+        raise ValueError(f"{what} must be non-negative, got {value!r}")
+    return out
+
+
+def _check_rank3(layer, input_shape):
+    if len(input_shape) != 3:
+        raise ValueError(f"{type(layer).__name__} {layer.name}: expects per-sample input of rank 3 "
+                         f"(height, width, channels) (batch axis excluded), got shape {tuple(input_shape)}")
+
+
+class ZeroPadding2D(Layer):
+    """Zeros around the image (keras.layers.ZeroPadding2D); padding as Keras."""
+
+    def __init__(self, padding=(1, 1), data_format=None, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        _check_data_format(type(self).__name__, self.name, data_format)
+        self.padding = _pads_2d(padding, f"ZeroPadding2D {self.name}: padding")
+
+    def compute_output_shape(self, input_shape):
+        _check_rank3(self, input_shape)
+        t, b, l, r = self.padding
+        return (input_shape[0] + t + b, input_shape[1] + l + r, input_shape[2])
+
+    def forward(self, x, training, ws):
+        y = ws.buf("y", (x.shape[0],) + self.output_shape, x.dtype)
+        return self.ops.pad2d_forward(x, self.padding, y)
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
+        return self.ops.pad2d_backward(dy, self.padding, dx)
+
+    def get_config(self):
+        cfg = super().get_config()
+        t, b, l, r = self.padding
+        cfg.update(padding=[[t, b], [l, r]], data_format="channels_last")
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(padding=self.padding)
+        return d
+
+
+class Cropping2D(Layer):
+    """Crop rows / columns off the image (keras.layers.Cropping2D)."""
+
+    def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        _check_data_format(type(self).__name__, self.name, data_format)
+        self.cropping = _pads_2d(cropping, f"Cropping2D {self.name}: cropping")
+
+    def compute_output_shape(self, input_shape):
+        _check_rank3(self, input_shape)
+        t, b, l, r = self.cropping
+        h, w = input_shape[0] - t - b, input_shape[1] - l - r
+        if h < 1 or w < 1:
+            raise ValueError(f"Cropping2D {self.name}: cropping {((t, b), (l, r))} leaves nothing of input "
+                             f"shape {tuple(input_shape)}")
+        return (h, w, input_shape[2])
+
+    def forward(self, x, training, ws):
+        y = ws.buf("y", (x.shape[0],) + self.output_shape, x.dtype)
+        return self.ops.crop2d_forward(x, self.cropping, y)
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
+        return self.ops.crop2d_backward(dy, self.cropping, dx)
+
+    def get_config(self):
+        cfg = super().get_config()
+        t, b, l, r = self.cropping
+        cfg.update(cropping=[[t, b], [l, r]], data_format="channels_last")
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(cropping=self.cropping)
+        return d
+
+
+class UpSampling2D(Layer):
+    """Repeat rows and columns (keras.layers.UpSampling2D, interpolation "nearest")."""
+
+    def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        _check_data_format(type(self).__name__, self.name, data_format)
+        self.size = _int_tuple(size, 2, f"UpSampling2D {self.name}: size")
+        if interpolation != "nearest":
+            raise ValueError(f"UpSampling2D {self.name}: only interpolation='nearest' is supported, "
+                             f"got {interpolation!r}")
+        self.interpolation = interpolation
+
+    def compute_output_shape(self, input_shape):
+        _check_rank3(self, input_shape)
+        return (input_shape[0] * self.size[0], input_shape[1] * self.size[1], input_shape[2])
+
+    def forward(self, x, training, ws):
+        y = ws.buf("y", (x.shape[0],) + self.output_shape, x.dtype)
+        return self.ops.upsample_nearest2d_forward(x, self.size, y)
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
+        return self.ops.upsample_nearest2d_backward(dy, self.size, dx)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(size=list(self.size), data_format="channels_last", interpolation=self.interpolation)
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(size=self.size, interpolation=self.interpolation)
+        return d
+
+
+class SpatialDropout2D(Dropout):
+    """Dropout of whole channels (keras.layers.SpatialDropout2D): one keep flag per
+    (sample, channel), the Dropout stream over an (N, C) index space."""
+
+    lower = None        # no C path yet (the plan's dropout kind is element-wise)
+
+    def __init__(self, rate, data_format=None, seed=None, name=None, **kwargs):
+        super().__init__(rate, seed=seed, name=name, **kwargs)
+        _check_data_format(type(self).__name__, self.name, data_format)
+
+    def compute_output_shape(self, input_shape):
+        _check_rank3(self, input_shape)
+        return tuple(input_shape)
+
+    def forward(self, x, training, ws):
+        if not training or self.rate == 0.0:
+            ws.active = False
+            return x
+        seed = self._stream_seed if self._stream_seed is not None else self._ensure_seed()
+        y = ws.buf("y", x.shape, x.dtype)
+        mask = ws.buf("mask", (x.shape[0], x.shape[-1]), np.uint8)
+        self.ops.spatial_dropout_forward(x, self.rate, seed, self._offset, y, mask)
+        self._offset += x.shape[0] * x.shape[-1]
+        ws.active = True
+        ws.mask = mask
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        if not getattr(ws, "active", False):
+            return dy
+        dx = ws.buf("dx", dy.shape, dy.dtype)
+        self.ops.spatial_dropout_backward(dy, ws.mask, self.rate, dx)
+        return dx
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["data_format"] = "channels_last"
+        return cfg
