@@ -46,8 +46,9 @@ the next save of the same target removes the temporaries whose writing
 process is gone.
 
 fastgrad's own extensions are `.fgm` (models) and `.fgw` (weights). A `.keras`
-or `.h5` target is refused: those names promise a Keras file, and fastgrad's
-container is not one.
+or `.h5` target is written in fastgrad's format with a UserWarning saying so:
+those names promise a Keras file (HDF5 inside), which fastgrad cannot write
+without h5py.
 """
 from __future__ import annotations
 
@@ -180,10 +181,11 @@ def _check_target(filepath, overwrite, what):
         raise ValueError(f"{what}: {path!r} is a directory; give a file name such as 'model.fgm'")
     low = path.lower()
     if low.endswith((".keras", ".h5", ".hdf5")):
+        import warnings
         ext = ".keras" if low.endswith(".keras") else ".h5"
-        raise ValueError(f"{what}: {path!r}: fastgrad does not write Keras {ext} files; its own "
-                         "format uses the extension '.fgm' for models and '.fgw' for weights "
-                         "(e.g. 'model.fgm')")
+        warnings.warn(f"{what}: {path!r}: fastgrad writes its own format (extension '.fgm' for "
+                      f"models, '.fgw' for weights), not a Keras {ext} file; fastgrad's load_model "
+                      "reads it back, Keras cannot", UserWarning, stacklevel=3)
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{what}: {path!r} exists and overwrite=False")
     return path
