@@ -709,7 +709,11 @@ class Model:
         k = len(self.input_names)
         if len(layers) != k:
             return [None] * k
-        return [getattr(l, "dtype", None) for l in layers]
+        out = []
+        for l in layers:
+            dt = getattr(l, "dtype", None)
+            out.append(None if dt is None or _data.input_dtype(dt) == np.float32 else dt)
+        return out
 
     def _prepare_data(self, x, y, sample_weight, class_weight, what):
         """(ArrayData, n) with targets per output that has a loss."""
@@ -931,11 +935,13 @@ class Model:
     def _stream_converter(self, class_weight=None, targets=True):
         """convert(x, y, sample_weight, label) -> a validated one-batch ArrayData."""
         k = self.n_outputs
+        backend = _config.get_backend()     # a use_backend block is per thread: carry it over
 
         def convert(x, y, sw, label):
-            if targets:
-                return self._prepare_data(x, y, sw, class_weight, label)
-            return _data.ArrayData(self._prepare_xs(x, label), [None] * k, [None] * k)
+            with _config.use_backend(backend):
+                if targets:
+                    return self._prepare_data(x, y, sw, class_weight, label)
+                return _data.ArrayData(self._prepare_xs(x, label), [None] * k, [None] * k)
         return convert
 
     def _val_stream(self, validation_data, validation_steps):

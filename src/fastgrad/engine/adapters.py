@@ -470,4 +470,4 @@ def warn_ran_out(what, name, steps, epoch):
                   + (f" before steps_per_epoch={steps} batches" if steps else "")
                   + "; interrupting training. A generator is read once: give steps_per_epoch "
                   "with a generator that loops, or use a PyDataset / DataLoader",
-                  UserWarning, stacklevel=4)
+                  UserWarning, stacklevel=6)
