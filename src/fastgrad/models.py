@@ -840,6 +840,11 @@ class Model:
                 or (hasattr(val_freq, "__contains__") and not isinstance(val_freq, str))):
             raise ValueError(f"fit: validation_freq must be a positive integer or a list of "
                              f"epochs, got {validation_freq!r}")
+        if not stream_x and _needs_batchwise(x, validation_split, self):
+            # a memmap of another dtype: convert a batch at a time, not the whole file
+            x = _adapters.ArrayBatches(x, y, sample_weight, batch_size)
+            y = sample_weight = None
+            stream_x = True
         if stream_x:
             return self._fit_stream(x, y, batch_size, epochs, verbose, callbacks,
                                     validation_split, validation_data, stream_val, shuffle,
@@ -951,6 +956,10 @@ class Model:
     def _stream_build(self, stream, what):
         """Build the model from the stream's first batch (a Sequential without an
         input shape), as fit does from arrays."""
+        if isinstance(stream.src, _adapters._ArraySource):
+            self._ensure_built_for(stream.src.ab.x[:1], what)
+            self._finish_build()
+            return
         raw = stream.peek_first()
         try:
             x0 = _adapters.unpack(raw)[0]
@@ -1887,6 +1896,15 @@ class Model:
 
 
 # ====================================================================== data parallel
+def _needs_batchwise(x, validation_split, model):
+    """A memmap x that is not float32 C-contiguous (one-input models, no
+    validation_split, not under DataParallel): fit reads it batch by batch."""
+    return (isinstance(x, np.memmap) and x.ndim >= 2 and not validation_split
+            and len(model.input_names) == 1 and _distribution.active() is None
+            and not (x.dtype == np.float32 and x.flags.c_contiguous)
+            and x.dtype.kind in "iubf")
+
+
 def _dist_fit_begin(model, dist, n, batch_size, epochs, initial_epoch, n_val, shuffle):
     """The ranks agree on the job, then take rank 0's parameters, non-trainable state
     and optimizer state (slots, iterations)."""

@@ -125,6 +125,8 @@ def is_stream(x) -> bool:
 
 
 def describe(x) -> str:
+    if isinstance(x, ArrayBatches):
+        return "memmap"
     if isinstance(x, types.GeneratorType):
         return "generator"
     if _is_pydataset(x):
@@ -222,7 +224,58 @@ def _threaded_getitem(ds, order, workers, ahead):
         pool.shutdown(wait=True)
 
 
+class ArrayBatches:
+    """Batches of in-memory-style arrays read a batch at a time: fit routes a
+    memmap that needs a dtype conversion (uint8 images, float64) here, so only
+    one batch is converted at a time instead of the whole file. Batch order is
+    the in-memory path's: rows in order, or one permutation per epoch drawn
+    from fastgrad's generator when shuffled (same weights as the arrays)."""
+
+    def __init__(self, x, y, sample_weight, batch_size, what="fit"):
+        from .data import _to_array
+        self.n = int(x.shape[0])
+        self.x = x
+        self.y = None if y is None else _to_array(y, f"{what}: y")
+        self.sw = None if sample_weight is None else _to_array(sample_weight,
+                                                                f"{what}: sample_weight")
+        for name, a in (("y", self.y), ("sample_weight", self.sw)):
+            if a is not None and (a.ndim == 0 or a.shape[0] != self.n):
+                raise ValueError(f"{what}: x and {name} have different lengths: x has "
+                                 f"{self.n} samples, {name} has shape {a.shape}")
+        self.batch_size = int(batch_size)
+
+
+class _ArraySource(_Source):
+    def __init__(self, ab):
+        self.ab = ab
+        self.length = (ab.n + ab.batch_size - 1) // ab.batch_size
+
+    def epoch_iter(self, shuffle):
+        ab = self.ab
+        perm = None
+        if shuffle:
+            from .. import _config
+            perm = _config.rng().permutation(ab.n)
+
+        return self._batches(perm)     # the permutation is drawn now, not in the prefetch thread
+
+    def _batches(self, perm):
+        ab = self.ab
+
+        def rows(a, s, e):
+            if a is None:
+                return None
+            if perm is None:
+                return a[s:e]
+            return np.take(a, perm[s:e], axis=0)
+        for s in range(0, ab.n, ab.batch_size):
+            e = min(s + ab.batch_size, ab.n)
+            yield rows(ab.x, s, e), rows(ab.y, s, e), rows(ab.sw, s, e)
+
+
 def make_source(x, what):
+    if isinstance(x, ArrayBatches):
+        return _ArraySource(x)
     if _is_pydataset(x):
         return _PyDatasetSource(x, what)
     if isinstance(x, types.GeneratorType) or hasattr(x, "__next__"):
@@ -366,7 +419,7 @@ class Stream:
         self.src = make_source(x, what)
         self.steps = steps
         self.convert = convert
-        self.shuffle = bool(shuffle) and isinstance(self.src, _PyDatasetSource)
+        self.shuffle = bool(shuffle) and isinstance(self.src, (_PyDatasetSource, _ArraySource))
         self.prefetch = prefetch
         self._feeder = None       # the persistent feeder of a one-shot iterator
         self._pending_iter = None  # the epoch iterator the first batch was peeked from
@@ -397,6 +450,8 @@ class Stream:
         return self._first
 
     def _check_structure(self, raw, b):
+        if isinstance(self.src, _ArraySource):
+            return raw
         try:
             sig = structure(raw)
         except ValueError as exc:
