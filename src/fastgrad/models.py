@@ -34,6 +34,7 @@ import functools
 import math
 import numbers
 import time
+import warnings
 
 import numpy as np
 
@@ -43,6 +44,7 @@ from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
 from . import saving as _saving
+from .engine import adapters as _adapters
 from .engine import data as _data
 from .engine.graph import Graph, GraphError, Node, SymbolicTensor, flatten_structure, is_symbolic
 from .engine.params import ParamStore
@@ -692,9 +694,10 @@ class Model:
         names = self.input_names
         parts = self._structure(x, names, "input", what, "x")
         xs = []
-        for i, (name, a, shape) in enumerate(zip(names, parts, self._input_shapes)):
+        for i, (name, a, shape, dt) in enumerate(zip(names, parts, self._input_shapes,
+                                                     self._input_dtypes())):
             label = what if len(names) == 1 else f"{what}: input {name!r}"
-            xs.append(_data.as_x(a, label, shape, self._first_layer_name(name), finite,
+            xs.append(_data.as_x(a, label, shape, self._first_layer_name(name), finite, dt,
                                  ids=self._input_takes_ids(i)))
         n = xs[0].shape[0]
         for name, a in zip(names, xs):
@@ -716,6 +719,24 @@ class Model:
         """Input i feeds only layers that take integer ids (Embedding)."""
         layers = self._input_consumers(i)
         return bool(layers) and all(getattr(l, "_takes_ids", False) for l in layers)
+
+    def _input_layers(self):
+        g = self._graph
+        return list(getattr(g, "input_layers", None) or []) if g is not None else []
+
+    def _input_dtypes(self):
+        """Per input, the dtype its data is cast to (engine.data.cast_x): the
+        declared `dtype` of the input layer (Input(dtype=...)) where it has one,
+        else None (float32)."""
+        layers = self._input_layers()
+        k = len(self.input_names)
+        if len(layers) != k:
+            return [None] * k
+        out = []
+        for l in layers:
+            dt = getattr(l, "dtype", None)
+            out.append(None if dt is None or _data.input_dtype(dt) == np.float32 else dt)
+        return out
 
     def _prepare_data(self, x, y, sample_weight, class_weight, what):
         """(ArrayData, n) with targets per output that has a loss."""
@@ -823,9 +844,17 @@ class Model:
             raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         if not isinstance(validation_split, numbers.Real) or not 0.0 <= validation_split < 1.0:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
-        if steps_per_epoch is not None or validation_steps is not None:
-            raise ValueError("fit: steps_per_epoch/validation_steps need a dataset generator; "
-                             "fastgrad fits in-memory arrays (leave them None)")
+        stream_x = _adapters.is_stream(x)
+        stream_val = validation_data is not None and _adapters.is_stream(validation_data)
+        steps_per_epoch = _adapters.check_steps(steps_per_epoch, what, "steps_per_epoch")
+        validation_steps = _adapters.check_steps(validation_steps, what, "validation_steps")
+        if steps_per_epoch is not None and not stream_x:
+            raise ValueError("fit: steps_per_epoch applies to a generator, iterator, PyDataset "
+                             "or DataLoader x; with in-memory arrays leave it None (an epoch is "
+                             "one pass over the arrays)")
+        if validation_steps is not None and not stream_val:
+            raise ValueError("fit: validation_steps applies to validation_data given as a "
+                             "generator, iterator, PyDataset or DataLoader; leave it None")
         if shuffle not in (True, False, "batch"):
             raise ValueError(f"fit: shuffle must be True or False, got {shuffle!r}")
         val_freq = validation_freq
@@ -834,11 +863,23 @@ class Model:
                 or (hasattr(val_freq, "__contains__") and not isinstance(val_freq, str))):
             raise ValueError(f"fit: validation_freq must be a positive integer or a list of "
                              f"epochs, got {validation_freq!r}")
+        if not stream_x and _needs_batchwise(x, validation_split, self):
+            # a memmap of another dtype: convert a batch at a time, not the whole file
+            x = _adapters.ArrayBatches(x, y, sample_weight, batch_size)
+            y = sample_weight = None
+            stream_x = True
+        if stream_x:
+            return self._fit_stream(x, y, batch_size, epochs, verbose, callbacks,
+                                    validation_split, validation_data, stream_val, shuffle,
+                                    class_weight, sample_weight, initial_epoch, steps_per_epoch,
+                                    validation_steps, validation_batch_size, val_freq)
         self._ensure_built_for(x, what)
         data = self._prepare_data(x, y, sample_weight, class_weight, what)
         n = data.n
         val = None
-        if validation_data is not None:
+        if stream_val:
+            val = self._val_stream(validation_data, validation_steps)
+        elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise ValueError("fit: validation_data must be a tuple (x_val, y_val) or "
                                  "(x_val, y_val, sample_weight_val)")
@@ -855,6 +896,9 @@ class Model:
             n = split_at
         val_bs = _data.check_batch_size(validation_batch_size, what, batch_size)
         dist = _distribution.active()
+        if dist is not None and isinstance(val, _adapters.Stream):
+            raise ValueError("fit: under DataParallel, validation_data must be in-memory arrays "
+                             "(generators, PyDatasets and DataLoaders are not sharded)")
         if dist is not None and batch_size % dist.world_size:
             raise ValueError(f"fit: batch_size={batch_size} is the global batch of DataParallel "
                              f"over {dist.world_size} ranks and must be a multiple of "
@@ -908,8 +952,203 @@ class Model:
                                   shuffle, val_bs, val_freq, batch_hooks, progbar_only, None,
                                   interrupt)
 
-    def _fit_loop(self, cbs, data, val, n, steps, batch_size, epochs, initial_epoch, shuffle,
-                  val_bs, val_freq, batch_hooks, progbar_only, dist, interrupt):
+    def _fit_loop(self, cbs, data, val, *args):
+        try:
+            return self._fit_epochs(cbs, data, val, *args)
+        finally:
+            if isinstance(val, _adapters.Stream):
+                val.close()
+
+    # ------------------------------------------------------------------ data streams
+    def _stream_converter(self, class_weight=None, targets=True):
+        """convert(x, y, sample_weight, label) -> a validated one-batch ArrayData."""
+        k = self.n_outputs
+        backend = _config.get_backend()     # a use_backend block is per thread: carry it over
+
+        def convert(x, y, sw, label):
+            with _config.use_backend(backend):
+                if targets:
+                    return self._prepare_data(x, y, sw, class_weight, label)
+                return _data.ArrayData(self._prepare_xs(x, label), [None] * k, [None] * k)
+        return convert
+
+    def _val_stream(self, validation_data, validation_steps):
+        return _adapters.Stream(validation_data, "fit: validation_data", validation_steps,
+                                self._stream_converter())
+
+    def _stream_build(self, stream, what):
+        """Build the model from the stream's first batch (a Sequential without an
+        input shape), as fit does from arrays."""
+        if isinstance(stream.src, _adapters._ArraySource):
+            self._ensure_built_for(stream.src.ab.x[:1], what)
+            self._finish_build()
+            return
+        raw = stream.peek_first()
+        try:
+            x0 = _adapters.unpack(raw)[0]
+        except ValueError as exc:
+            raise ValueError(f"{what}: batch 0 of the {stream.name}: {exc}") from None
+        if isinstance(x0, (list, tuple)) and len(x0) == 1:
+            x0 = x0[0]
+        self._ensure_built_for(_data._to_array(x0, f"{what}: batch 0 of the {stream.name}: x")
+                               if not isinstance(x0, dict) else x0, what)
+        self._finish_build()
+
+    def _fit_stream(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                    validation_data, stream_val, shuffle, class_weight, sample_weight,
+                    initial_epoch, steps_per_epoch, validation_steps, validation_batch_size,
+                    val_freq):
+        """fit on a generator / iterator / PyDataset / DataLoader (engine/adapters.py):
+        one training step per batch, the next batch read and validated by a prefetch
+        thread while the C step runs."""
+        what = "fit"
+        name = _adapters.describe(x)
+        if y is not None:
+            raise ValueError(f"fit: x is a {name}, which yields (x, y) batches itself; "
+                             "y must not be given")
+        if sample_weight is not None:
+            raise ValueError(f"fit: x is a {name}; give sample weights as the third element "
+                             "of its batches (x, y, sample_weight), not as sample_weight")
+        if validation_split:
+            raise ValueError(f"fit: validation_split needs in-memory arrays; x is a {name} — "
+                             "give validation_data instead")
+        if validation_batch_size is not None:
+            _data.check_batch_size(validation_batch_size, what)
+        if _distribution.active() is not None:
+            raise ValueError(f"fit: under DataParallel, x must be in-memory arrays (a {name} "
+                             "is not sharded across ranks)")
+        stream = _adapters.Stream(x, what, steps_per_epoch,
+                                  self._stream_converter(class_weight), shuffle=shuffle is True)
+        val = None
+        try:
+            self._stream_build(stream, what)
+            if validation_data is not None:
+                if stream_val:
+                    val = self._val_stream(validation_data, validation_steps)
+                else:
+                    if not isinstance(validation_data, (tuple, list)) or \
+                            len(validation_data) not in (2, 3):
+                        raise ValueError("fit: validation_data must be a tuple (x_val, y_val) or "
+                                         "(x_val, y_val, sample_weight_val), or a generator / "
+                                         "PyDataset / DataLoader")
+                    val = self._prepare_data(validation_data[0], validation_data[1],
+                                             validation_data[2] if len(validation_data) == 3
+                                             else None, None, "fit: validation_data")
+            val_bs = _data.check_batch_size(validation_batch_size, what, batch_size)
+            self._resolve_metrics()
+            self.optimizer.build(self._store.size)
+            from .callbacks import CallbackList
+            names = self.metrics_names
+            cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
+                               model=self, verbose=verbose, epochs=epochs,
+                               steps=stream.known_steps, do_validation=val is not None,
+                               metrics=names + ([f"val_{k}" for k in names] if val is not None
+                                                else []))
+            self.history = cbs.history
+            with deferred_sigint() as interrupt:
+                self._fit_stream_epochs(cbs, stream, val, val_bs, epochs, initial_epoch,
+                                        val_freq, interrupt)
+        finally:
+            stream.close()
+            if isinstance(val, _adapters.Stream):
+                val.close()
+        return self.history if self.history is not None else cbs.history
+
+    def _fit_stream_epochs(self, cbs, stream, val, val_bs, epochs, initial_epoch, val_freq,
+                           interrupt):
+        metrics = self.metrics
+        n_out_losses = len(self._loss_names)
+        hooks = cbs.has_batch_hooks("train")
+        self.stop_training = False
+        cbs.on_train_begin()
+        epoch_logs = {}
+        for epoch in range(initial_epoch, epochs):
+            for m in metrics:
+                m.reset_state()
+            ex = self._executor()
+            total, seen = 0.0, 0
+            out_tot = np.zeros(n_out_losses)
+            cbs.on_epoch_begin(epoch)
+            for b, data in stream.epoch():
+                if hooks:
+                    cbs.on_train_batch_begin(b)
+                try:
+                    stats = ex.train(data, None, 0, 1, data.n)
+                except NonFiniteLossError as exc:
+                    self._raise_if_params_nonfinite("fit", f"before epoch {epoch + 1}, batch {b}")
+                    raise NonFiniteLossError(
+                        f"fit: loss is {exc.loss} at epoch {epoch + 1}, batch {b} of the "
+                        f"{stream.name} ({data.n} samples); training stopped before applying "
+                        "that step, so the model keeps the parameters of the last good step — "
+                        "lower the learning rate, add clipnorm, or check the data") from None
+                total += float(stats[:, 0] @ stats[:, 1])
+                seen += int(stats[:, 1].sum())
+                if n_out_losses:
+                    out_tot += stats[:, 2:2 + n_out_losses].T @ stats[:, 1]
+                if hooks:
+                    cbs.on_train_batch_end(b, self._logs(total / seen, "", out_tot / seen
+                                                         if n_out_losses else None))
+                interrupt.check()
+                if self.stop_training:
+                    break
+            if stream.ran_out:
+                _adapters.warn_ran_out("fit", stream.name, stream.steps, epoch)
+                self.stop_training = True
+                if seen == 0:
+                    break
+            self._raise_if_params_nonfinite("fit", f"at the end of epoch {epoch + 1}")
+            epoch_logs = self._logs(total / max(seen, 1), "",
+                                    out_tot / max(seen, 1) if n_out_losses else None)
+            if val is not None and self._due(epoch, val_freq):
+                vlogs = (self._evaluate_stream(val, cbs, epoch)
+                         if isinstance(val, _adapters.Stream)
+                         else self._evaluate_data(val, val_bs, cbs))
+                epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
+            cbs.on_epoch_end(epoch, epoch_logs)
+            interrupt.check()
+            if self.stop_training:
+                break
+        cbs.on_train_end(epoch_logs)
+        self._release()
+
+    def _evaluate_stream(self, stream, cbs, epoch=None):
+        """Loss/metrics over a stream's epoch, batch by batch; fires test hooks on cbs."""
+        ex = self._executor()
+        for m in self.metrics:
+            m.reset_state()
+        hooks = cbs is not None and cbs.has_batch_hooks("test")
+        if cbs is not None:
+            cbs.on_test_begin()
+        n_out_losses = len(self._loss_names)
+        out_tot = np.zeros(n_out_losses)
+        total, seen = 0.0, 0
+        for b, data in stream.epoch():
+            if hooks:
+                cbs.on_test_batch_begin(b)
+            stats = ex.evaluate(data, 0, 1, data.n)
+            total += float(stats[0, 0]) * float(stats[0, 1])
+            seen += int(stats[0, 1])
+            if n_out_losses:
+                out_tot += stats[:, 2:2 + n_out_losses].T @ stats[:, 1]
+            if hooks:
+                cbs.on_test_batch_end(b, self._logs(total / seen, "", out_tot / seen
+                                                    if n_out_losses else None))
+        if seen == 0:
+            when = f" at epoch {epoch + 1}" if epoch is not None else ""
+            raise ValueError(f"{stream.what}: the {stream.name} yielded no batch{when} — a "
+                             "generator is read once: give validation_steps / steps with a "
+                             "generator that loops, or use a PyDataset / DataLoader")
+        if stream.ran_out and stream.steps is not None:
+            warnings.warn(f"{stream.what}: the {stream.name} ran out of data after {seen} "
+                          f"samples, before {stream.steps} steps", UserWarning, stacklevel=3)
+        logs = self._logs(total / seen, "", [float(v) for v in out_tot / seen]
+                          if n_out_losses else None)
+        if cbs is not None:
+            cbs.on_test_end(logs)
+        return logs
+
+    def _fit_epochs(self, cbs, data, val, n, steps, batch_size, epochs, initial_epoch, shuffle,
+                    val_bs, val_freq, batch_hooks, progbar_only, dist, interrupt):
         """fit's epochs (dist: the active DataParallel, or None). Ctrl-C is honoured
         at step boundaries (interrupt.check, engine/interrupt.py)."""
         # without batch listeners, chunks are timed as for the progress bar, so a
@@ -1005,7 +1244,9 @@ class Model:
                 epoch_logs = self._logs(total / max(seen, 1), "",
                                         out_tot / max(seen, 1) if n_out_losses else None)
             if val is not None and self._due(epoch, val_freq):
-                vlogs = self._evaluate_data(val, val_bs, cbs)
+                vlogs = (self._evaluate_stream(val, cbs, epoch)
+                         if isinstance(val, _adapters.Stream)
+                         else self._evaluate_data(val, val_bs, cbs))
                 epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if dist is not None:
@@ -1145,8 +1386,13 @@ class Model:
         if verbose not in (0, 1, 2):
             raise ValueError(f"evaluate: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         batch_size = _data.check_batch_size(batch_size, what)
+        steps = _adapters.check_steps(steps, what, "steps")
+        if _adapters.is_stream(x):
+            return self._evaluate_stream_call(x, y, sample_weight, steps, verbose, callbacks,
+                                              return_dict)
         if steps is not None:
-            raise ValueError("evaluate: steps needs a dataset generator; leave it None")
+            raise ValueError("evaluate: steps applies to a generator, iterator, PyDataset or "
+                             "DataLoader x; with in-memory arrays leave it None")
         self._ensure_built_for(x, what)
         data = self._prepare_data(x, y, sample_weight, None, what)
         self._finish_build()
@@ -1166,6 +1412,81 @@ class Model:
             return logs
         vals = list(logs.values())
         return vals[0] if len(vals) == 1 else vals
+
+    def _evaluate_stream_call(self, x, y, sample_weight, steps, verbose, callbacks, return_dict):
+        what = "evaluate"
+        name = _adapters.describe(x)
+        if y is not None or sample_weight is not None:
+            raise ValueError(f"evaluate: x is a {name}, which yields (x, y[, sample_weight]) "
+                             "batches itself; y and sample_weight must not be given")
+        if _distribution.active() is not None:
+            raise ValueError(f"evaluate: under DataParallel, x must be in-memory arrays (a {name} "
+                             "is not sharded across ranks)")
+        stream = _adapters.Stream(x, what, steps, self._stream_converter())
+        try:
+            self._stream_build(stream, what)
+            self._resolve_metrics()
+            cbs = None
+            if callbacks is not None or verbose:
+                from .callbacks import CallbackList
+                cbs = CallbackList(callbacks, add_progbar=bool(verbose), model=self,
+                                   verbose=verbose, epochs=1, steps=stream.known_steps)
+            logs = self._evaluate_stream(stream, cbs)
+        finally:
+            stream.close()
+        self._release()
+        if return_dict:
+            return logs
+        vals = list(logs.values())
+        return vals[0] if len(vals) == 1 else vals
+
+    def _predict_stream(self, x, steps, verbose, callbacks):
+        """predict over a generator / iterator / PyDataset / DataLoader: the x of each
+        batch (a y in it is ignored, as Keras does), outputs concatenated."""
+        what = "predict"
+        name = _adapters.describe(x)
+        if _distribution.active() is not None:
+            raise ValueError(f"predict: under DataParallel, x must be in-memory arrays (a {name} "
+                             "is not sharded across ranks)")
+        stream = _adapters.Stream(x, what, steps, self._stream_converter(targets=False))
+        parts = []
+        try:
+            self._stream_build(stream, what)
+            cbs = None
+            if callbacks is not None or verbose:
+                from .callbacks import CallbackList
+                cbs = CallbackList(callbacks, add_progbar=bool(verbose), model=self,
+                                   verbose=verbose, epochs=1, steps=stream.known_steps)
+                cbs.on_predict_begin()
+            self._claim_fusion()
+            plan = _compiled.inference_plan(self)
+            step = None if plan is not None else self._get_step()
+            for b, data in stream.epoch():
+                if cbs is not None:
+                    cbs.on_predict_batch_begin(b)
+                if plan is not None:
+                    outs = plan.predict_list(data.xs)
+                    if data.n <= getattr(plan, "_small", 1 << 30):   # may be reused buffers
+                        outs = [np.array(o) for o in outs]
+                else:
+                    outs = [np.empty((data.n,) + s, dtype=np.float32)
+                            for s in self._output_shapes]
+                    step.predict(data.xs, outs)
+                parts.append(outs)
+                if cbs is not None:
+                    cbs.on_predict_batch_end(b, {"outputs": self._shape_outputs(outs)})
+            if stream.ran_out and stream.steps is not None:
+                warnings.warn(f"predict: the {name} ran out of data before steps={stream.steps} "
+                              "batches", UserWarning, stacklevel=3)
+            if cbs is not None:
+                cbs.on_predict_end()
+        finally:
+            stream.close()
+        self._release()
+        if not parts:
+            raise ValueError(f"predict: the {name} yielded no batch")
+        return self._shape_outputs([np.concatenate([p[k] for p in parts], axis=0)
+                                    for k in range(len(parts[0]))])
 
     # ================================================================== predict
     def _default_predict_batch(self, n):
@@ -1197,6 +1518,12 @@ class Model:
         float32 arrays (one array, a list or a dict: the structure of `outputs`).
         batch_size None picks a large batch (<= 1024 rows)."""
         what = "predict"
+        steps = _adapters.check_steps(steps, what, "steps")
+        if _adapters.is_stream(x):
+            return self._predict_stream(x, steps, verbose, callbacks)
+        if steps is not None:
+            raise ValueError("predict: steps applies to a generator, iterator, PyDataset or "
+                             "DataLoader x; with in-memory arrays leave it None")
         self._ensure_built_for(x, what)
         self._finish_build()
         dist = _distribution.active()
@@ -1592,6 +1919,15 @@ class Model:
 
 
 # ====================================================================== data parallel
+def _needs_batchwise(x, validation_split, model):
+    """A memmap x that is not float32 C-contiguous (one-input models, no
+    validation_split, not under DataParallel): fit reads it batch by batch."""
+    return (isinstance(x, np.memmap) and x.ndim >= 2 and not validation_split
+            and len(model.input_names) == 1 and _distribution.active() is None
+            and not (x.dtype == np.float32 and x.flags.c_contiguous)
+            and x.dtype.kind in "iubf")
+
+
 def _dist_fit_begin(model, dist, n, batch_size, epochs, initial_epoch, n_val, shuffle):
     """The ranks agree on the job, then take rank 0's parameters, non-trainable state
     and optimizer state (slots, iterations)."""
@@ -1825,6 +2161,9 @@ class Sequential(Model):
         if not self.built and self._pending is not None:
             return [self._pending[1]]
         return [tuple(self._seq_layers[-1].output_shape)]
+
+    def _input_layers(self):
+        return self._seq_layers[:1]
 
     def _prepare_xs(self, x, what, finite=True):
         if not self._seq_layers:

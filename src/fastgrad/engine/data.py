@@ -4,10 +4,13 @@ Everything a training step could trip over is checked here, before any
 parameter is touched: types, ranks, feature counts, lengths, NaN/inf, label
 ranges.  Inputs are converted ONCE per call to what the kernels take:
 
-- x: float16/float32/float64, any layout -> C-contiguous float32 (a copy only
-  when needed, as Keras converts silently).  Integer, bool, complex, object
-  and string arrays are refused with a TypeError: silently training on
-  integer pixels is a classic bug; cast explicitly (x.astype("float32") / 255).
+- x: cast as Keras casts it, to the model input's declared dtype (float32 by
+  default; `cast_x`): float16/float64, integer and bool arrays, any layout ->
+  C-contiguous float32 (a copy only when needed).  float64 -> float32 narrows
+  (values beyond float32 become inf and are refused, as NaN/inf are).  An input
+  declared with an integer dtype keeps integer ids.  Complex, object and string
+  arrays are refused with a TypeError.  Torch tensors and pandas objects are
+  converted through NumPy.
 - y: integer class ids (LABEL_DTYPE) for sparse losses, float32 arrays shaped
   like the model output otherwise.
 
@@ -29,12 +32,72 @@ from ..losses import LABEL_DTYPE
 def _to_array(a, what):
     if isinstance(a, np.ndarray):
         return a
+    conv = _foreign_to_numpy(a)
+    if conv is not None:
+        return conv
     if isinstance(a, (list, tuple)) or hasattr(a, "__array__"):
         try:
             return np.asarray(a)
         except (ValueError, TypeError) as exc:
             raise TypeError(f"{what}: cannot convert to an array ({exc})") from None
     raise TypeError(f"{what}: expected a numpy array, got {type(a).__name__}")
+
+
+def _foreign_to_numpy(a):
+    """A torch tensor or a pandas DataFrame / Series as a NumPy array (None for
+    anything else). Looked up by module name: neither library is imported here."""
+    mod = type(a).__module__ or ""
+    if mod.startswith("torch"):
+        if hasattr(a, "detach") and hasattr(a, "numpy"):
+            return a.detach().cpu().numpy()
+    elif mod.startswith("pandas"):
+        if hasattr(a, "to_numpy"):
+            return a.to_numpy()
+    return None
+
+
+def input_dtype(declared) -> np.dtype:
+    """The dtype x is cast to for an input declared with `declared` (a layer's
+    `dtype` attribute, Input(dtype=...)): float32 when None."""
+    if declared is None:
+        return np.dtype(np.float32)
+    try:
+        return np.dtype(declared)
+    except TypeError:
+        return np.dtype(getattr(declared, "name", np.float32))
+
+
+def cast_x(x: np.ndarray, dtype, what: str) -> np.ndarray:
+    """x cast as Keras casts model inputs: to the input's dtype (float32 by
+    default), C-contiguous; a copy only when needed. Integer and bool features
+    become floats for a float input; an integer input (ids for an Embedding)
+    keeps integers, which must fit the dtype. NaN/inf (also float64 values
+    beyond float32's range) are refused."""
+    dt = input_dtype(dtype)
+    k = x.dtype.kind
+    if k not in "iubf":
+        raise TypeError(f"{what}: x has unsupported dtype {x.dtype}; expected numbers "
+                        f"(the model input takes {dt})")
+    if dt.kind in "iu":
+        if k == "f":
+            if not np.isfinite(x).all():
+                raise_if_nonfinite(x, x, what)
+            if (x != np.floor(x)).any():
+                i = tuple(int(v) for v in np.argwhere(x != np.floor(x))[0])
+                raise ValueError(f"{what}: the model input takes integer ids ({dt}), got "
+                                 f"non-integer value {x[i].item()!r} at index {i}")
+        if x.size and k != "b":
+            info = np.iinfo(dt)
+            lo, hi = x.min(), x.max()
+            if lo < info.min or hi > info.max:
+                raise ValueError(f"{what}: x has values in [{lo}, {hi}], outside the range of the "
+                                 f"input's dtype {dt}")
+        return np.ascontiguousarray(x, dtype=dt)
+    with np.errstate(over="ignore"):     # values beyond float32 become inf: reported below
+        xf = np.ascontiguousarray(x, dtype=dt)
+    if k == "f" or dt.itemsize < 4:      # ints/bools are finite as floats of >= 32 bits
+        raise_if_nonfinite(xf, x, what)
+    return xf
 
 
 def all_finite(a) -> bool:
@@ -65,8 +128,10 @@ def as_ids(x, what: str, input_shape=None, layer_name=None) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def as_x(x, what: str, input_shape=None, layer_name=None, finite=True, ids=False) -> np.ndarray:
-    """Validate x and return it as C-contiguous float32 (batch, *input_shape).
+def as_x(x, what: str, input_shape=None, layer_name=None, finite=True,
+         dtype=None, ids=False) -> np.ndarray:
+    """Validate x and return it cast to the input's `dtype` (float32 when None;
+    see cast_x), C-contiguous, shaped (batch, *input_shape).
 
     finite=False skips the NaN/inf scan for a float32 array that needs no
     conversion: for callers whose C path checks the rows as it reads them
@@ -74,7 +139,7 @@ def as_x(x, what: str, input_shape=None, layer_name=None, finite=True, ids=False
     ids=True: the input feeds only Embedding-like layers; see as_ids."""
     if ids:
         return as_ids(x, what, input_shape, layer_name)
-    if (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous
+    if (type(x) is np.ndarray and x.dtype == np.float32 and dtype is None and x.flags.c_contiguous
             and input_shape is not None and x.shape[1:] == input_shape and x.shape[0] > 0
             and x.size > 0):
         # the common case, kept cheap for per-call paths (predict_on_batch)
@@ -84,11 +149,9 @@ def as_x(x, what: str, input_shape=None, layer_name=None, finite=True, ids=False
         raise ValueError(f"{what}: x is required")
     x = _to_array(x, f"{what}: x")
     k = x.dtype.kind
-    if k in "iub":
-        raise TypeError(f"{what}: x has dtype {x.dtype}; fastgrad trains on floating-point "
-                        "inputs — convert explicitly, e.g. x.astype('float32') (and scale it)")
-    if k != "f":
-        raise TypeError(f"{what}: x has unsupported dtype {x.dtype}; expected a float32 array")
+    if k not in "iubf":
+        raise TypeError(f"{what}: x has unsupported dtype {x.dtype}; expected a float32 array "
+                        "(or numbers castable to the model input's dtype)")
     if x.ndim < 2:
         if input_shape is not None and x.ndim == 1 and len(input_shape) == 1 and x.size:
             raise ValueError(f"{what}: x has shape {x.shape} (rank 1); expected (batch, "
@@ -106,10 +169,7 @@ def as_x(x, what: str, input_shape=None, layer_name=None, finite=True, ids=False
                          f"shape {x.shape} (per-sample {tuple(x.shape[1:])})")
     if 0 in x.shape:
         raise ValueError(f"{what}: x is empty (shape {x.shape})")
-    with np.errstate(over="ignore"):     # values beyond float32 become inf: reported below
-        xf = np.ascontiguousarray(x, dtype=np.float32)
-    raise_if_nonfinite(xf, x, what)
-    return xf
+    return cast_x(x, dtype, what)
 
 
 def raise_if_nonfinite(xf, x, what: str) -> None:

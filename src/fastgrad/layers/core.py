@@ -255,7 +255,22 @@ class InputLayer(Layer):
                                        or batch_size < 1):
             raise ValueError(f"InputLayer: batch_size must be a positive integer, got "
                              f"{batch_size!r}")
+        dtype = kwargs.pop("dtype", None)
+        int_dtype = None
+        if dtype is not None:
+            try:
+                dt = np.dtype(dtype)
+            except TypeError:
+                raise ValueError(f"InputLayer: unknown dtype {dtype!r}") from None
+            if dt.kind in "iu":
+                # integer inputs (token ids for an Embedding, as Keras writes them); data
+                # for other consumers is cast to float32 as Keras's layers cast it
+                int_dtype = dt.name
+            elif dt != np.float32:
+                raise ValueError(f"InputLayer: dtype {dt.name} is not supported; fastgrad "
+                                 "computes in float32 (integer dtypes are accepted for ids)")
         super().__init__(name=name or _unique_input_name(), input_shape=input_shape, **kwargs)
+        self.int_dtype = int_dtype
         self.batch_size = None if batch_size is None else int(batch_size)
         from ..engine.graph import Node
         out = self.build(self._declared_input_shape)
@@ -271,6 +286,8 @@ class InputLayer(Layer):
         cfg = super().get_config()
         if self.batch_size is not None:
             cfg["batch_size"] = self.batch_size
+        if getattr(self, "int_dtype", None):
+            cfg["dtype"] = self.int_dtype
         return cfg
 
 

@@ -6,9 +6,12 @@ import numpy as np
 
 from .progbar import Progbar, format_duration, format_value
 from .plot import model_to_dot, plot_model
+from ..engine.adapters import PyDataset
+
+Sequence = PyDataset        # the Keras 2 name
 
 __all__ = ["Progbar", "to_categorical", "set_random_seed", "format_duration", "format_value",
-           "plot_model", "model_to_dot"]
+           "plot_model", "model_to_dot", "PyDataset", "Sequence"]
 
 
 def to_categorical(y, num_classes=None, dtype="float32"):
