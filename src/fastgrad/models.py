@@ -1201,10 +1201,13 @@ class Model:
                         "keeps the parameters of the last good step — lower the learning rate, "
                         "add clipnorm, or check the data") from None
                 done = stats.shape[0]
-                total += float(stats[:, 0] @ stats[:, 1])
+                # batch by batch, in order: the epoch's mean must not depend on how the
+                # batches were grouped into C calls (the chunks are timed, so they vary)
+                for k in range(done):
+                    total += float(stats[k, 0]) * float(stats[k, 1])
+                    if n_out_losses:
+                        out_tot += stats[k, 2:2 + n_out_losses] * stats[k, 1]
                 seen += int(stats[:, 1].sum())
-                if n_out_losses:
-                    out_tot += stats[:, 2:2 + n_out_losses].T @ stats[:, 1]
                 b += done
                 if batch_hooks:
                     if dist is not None:
