@@ -24,14 +24,16 @@ SRC = os.path.dirname(os.path.dirname(os.path.abspath(_threads.__file__)))
 
 PROBE = ("import os, json, fastgrad as fg\n"
          "from fastgrad import _threads\n"
+         "info = fg.config_info()['openmp wait']\n"  # loads the native modules if not yet loaded
          "print('RESULT', json.dumps({'policy': _threads.wait_policy(), 'env': os.environ.get('GOMP_SPINCOUNT'),"
-         " 'info': fg.config_info()['openmp wait']}))\n")
+         " 'info': info}))\n")
 
 
 def _run(env_extra, prelude=""):
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "FASTGRAD_GOMP_SPINCOUNT", "FASTGRAD_BACKEND")}
     env.update(env_extra)
+    env.setdefault("FASTGRAD_BACKEND", "native")
     env["OMP_DISPLAY_ENV"] = "VERBOSE"
     env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, "-c", prelude + PROBE], env=env, capture_output=True, text=True,
@@ -106,3 +108,15 @@ def test_spincount_parser():
     assert _threads._fastgrad_spincount({"FASTGRAD_GOMP_SPINCOUNT": "Default"}) is None
     with pytest.warns(RuntimeWarning, match="FASTGRAD_GOMP_SPINCOUNT"):
         assert _threads._fastgrad_spincount({"FASTGRAD_GOMP_SPINCOUNT": "1e3"}) == _threads.DEFAULT_SPINCOUNT
+
+
+def test_numpy_backend_loads_no_libgomp_then_native_later_gets_the_policy():
+    # FASTGRAD_BACKEND=numpy: import fastgrad loads no libgomp; loading the
+    # native modules later (set_backend("native"), config_info) still applies
+    # the short spin, at the moment libgomp is loaded
+    prelude = ("import fastgrad\nfrom fastgrad import _threads\n"
+               "assert _threads.wait_policy()['source'].startswith('libgomp not loaded')\n"
+               "assert not _threads._libgomp_loaded()\n")
+    result, spins, _, _ = _run({"FASTGRAD_BACKEND": "numpy"}, prelude=prelude)
+    assert spins == [str(_threads.DEFAULT_SPINCOUNT)]
+    assert result["policy"]["source"] == "fastgrad" and result["env"] is None

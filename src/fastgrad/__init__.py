@@ -20,11 +20,10 @@ from ._version import __version__
 # the NumPy backend (FASTGRAD_BACKEND=numpy) loads no extension module at all.
 import os as _os
 # Loading them also fixes how libgomp's workers wait between parallel regions
-# (a short spin, unless the user set OMP_WAIT_POLICY / GOMP_SPINCOUNT):
-# see _threads.load_native_with_wait_policy and docs/threads.md.
+# (a short spin, unless the user set OMP_WAIT_POLICY / GOMP_SPINCOUNT): see
+# _threads.begin_native_load and docs/threads.md.
 if _os.environ.get("FASTGRAD_BACKEND", "").strip().lower() != "numpy":
-    from ._threads import load_native_with_wait_policy as _load_native
-    _load_native()
+    from . import _native  # noqa: F401
 
 from ._config import (set_backend, get_backend, use_backend, get_ops, set_num_threads,
                       get_num_threads, set_seed, get_seed, set_flush_denormal,

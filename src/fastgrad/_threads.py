@@ -66,7 +66,7 @@ def get_num_threads() -> int:
 
 DEFAULT_SPINCOUNT = 10000
 _USER_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-_policy = {"source": "not applied", "spincount": None, "omp_wait_policy": None}
+_policy = {"source": "libgomp not loaded (FASTGRAD_BACKEND=numpy)", "spincount": None, "omp_wait_policy": None}
 
 
 def _libgomp_loaded() -> bool:
@@ -102,34 +102,34 @@ def _fastgrad_spincount(env):
     return value
 
 
-def load_native_with_wait_policy():
-    """Import fastgrad._native with fastgrad's libgomp wait policy in place.
-
-    A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT is never overridden. The
-    variable fastgrad sets is removed again once libgomp has read it, so child
+def begin_native_load() -> bool:
+    """Called by fastgrad._native just before it loads the extension modules
+    (and with them libgomp): puts fastgrad's GOMP_SPINCOUNT in place unless
+    the user chose a wait policy. Returns whether it set the variable; then
+    end_native_load() removes it again once libgomp has read it, so child
     processes and libraries loaded later (PyTorch's own libgomp) see the
-    environment the user gave."""
+    environment the user gave. A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT is
+    never overridden."""
     env = os.environ
     if any(v in env for v in _USER_VARS):
         _policy.update(source="user", spincount=env.get("GOMP_SPINCOUNT"),
                        omp_wait_policy=env.get("OMP_WAIT_POLICY"))
-        from . import _native  # noqa: F401
-        return
+        return False
     value = _fastgrad_spincount(env)
     if value is None:
         _policy.update(source="libgomp default", spincount=None)
-        from . import _native  # noqa: F401
-        return
+        return False
     if _libgomp_loaded():
         _policy.update(source="not applied: libgomp was loaded before fastgrad", spincount=None)
-        from . import _native  # noqa: F401
-        return
+        return False
     env["GOMP_SPINCOUNT"] = str(value)
-    try:
-        from . import _native  # noqa: F401
-    finally:
-        env.pop("GOMP_SPINCOUNT", None)
     _policy.update(source="fastgrad", spincount=str(value))
+    return True
+
+
+def end_native_load(was_set: bool) -> None:
+    if was_set:
+        os.environ.pop("GOMP_SPINCOUNT", None)
 
 
 def wait_policy() -> dict:
