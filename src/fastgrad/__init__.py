@@ -19,6 +19,9 @@ from ._version import __version__
 # (and limits) fastgrad's OpenMP runtime from the start. A process that asks for
 # the NumPy backend (FASTGRAD_BACKEND=numpy) loads no extension module at all.
 import os as _os
+# Loading them also fixes how libgomp's workers wait between parallel regions
+# (a short spin, unless the user set OMP_WAIT_POLICY / GOMP_SPINCOUNT): see
+# _threads.begin_native_load and docs/threads.md.
 if _os.environ.get("FASTGRAD_BACKEND", "").strip().lower() != "numpy":
     from . import _native  # noqa: F401
 
@@ -80,6 +83,11 @@ def config_info() -> dict:
         info["flags"] = rt.build_flags()
         info["flush denormals"] = rt.get_flush_denormal()
     info["threads"] = get_num_threads()
+    from ._threads import wait_policy
+    wp = wait_policy()
+    given = [f"{name}={wp[key]}" for name, key in (("GOMP_SPINCOUNT", "spincount"),
+                                                   ("OMP_WAIT_POLICY", "omp_wait_policy")) if wp.get(key)]
+    info["openmp wait"] = f"{', '.join(given)} ({wp['source']})" if given else wp["source"]
     try:
         from threadpoolctl import threadpool_info
         pools = [f"{p.get('user_api')}:{p.get('internal_api')} ({p.get('num_threads')} threads, "

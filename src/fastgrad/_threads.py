@@ -8,6 +8,7 @@ threadpoolctl.threadpool_limits)."""
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -51,3 +52,89 @@ def get_num_threads() -> int:
         return max(1, int(env.split(",")[0]))
     except ValueError:
         return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------ wait policy
+# libgomp's workers spin (GOMP_SPINCOUNT iterations of a `pause` loop, 300,000
+# by default: several milliseconds) after each parallel region before they
+# sleep on a futex. On a machine with as many threads as cores, that spin takes
+# the cores NumPy's OpenBLAS (or any other pool) wants next, and under
+# oversubscription it takes them from fastgrad's own main thread. libgomp reads
+# its environment once, when it is loaded, so fastgrad puts a short spin count
+# in place just before it loads its extension modules (`import fastgrad`),
+# unless the user chose a wait policy. See docs/threads.md.
+
+DEFAULT_SPINCOUNT = 10000
+_USER_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+_policy = {"source": "libgomp not loaded (FASTGRAD_BACKEND=numpy)", "spincount": None, "omp_wait_policy": None}
+
+
+def _libgomp_loaded() -> bool:
+    """Whether the libgomp.so.1 our modules link is already mapped into this process (then its
+    environment was read already and a default set now would do nothing)."""
+    try:
+        with open("/proc/self/maps") as f:
+            # the system libgomp (libgomp.so.1 -> libgomp.so.1.0.0); PyTorch's
+            # bundled copy (libgomp-<hash>.so.1) is another library that does
+            # not share our libgomp's settings
+            return any(line.rstrip().rsplit("/", 1)[-1].startswith("libgomp.so") for line in f)
+    except OSError:
+        return False
+
+
+def _fastgrad_spincount(env):
+    """The spin count fastgrad asks for: FASTGRAD_GOMP_SPINCOUNT (a
+    non-negative integer, or "default" to leave libgomp's own), else
+    DEFAULT_SPINCOUNT. None means: set nothing."""
+    raw = env.get("FASTGRAD_GOMP_SPINCOUNT", "").strip()
+    if not raw:
+        return DEFAULT_SPINCOUNT
+    if raw.lower() in ("default", "libgomp", "off"):
+        return None
+    try:
+        value = int(raw)
+        if value < 0:
+            raise ValueError
+    except ValueError:
+        warnings.warn(f"fastgrad: FASTGRAD_GOMP_SPINCOUNT={raw!r} is not a non-negative integer or "
+                      f"'default'; using {DEFAULT_SPINCOUNT}", RuntimeWarning, stacklevel=3)
+        return DEFAULT_SPINCOUNT
+    return value
+
+
+def begin_native_load() -> bool:
+    """Called by fastgrad._native just before it loads the extension modules
+    (and with them libgomp): puts fastgrad's GOMP_SPINCOUNT in place unless
+    the user chose a wait policy. Returns whether it set the variable; then
+    end_native_load() removes it again once libgomp has read it, so child
+    processes and libraries loaded later (PyTorch's own libgomp) see the
+    environment the user gave. A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT is
+    never overridden."""
+    env = os.environ
+    if any(v in env for v in _USER_VARS):
+        _policy.update(source="user", spincount=env.get("GOMP_SPINCOUNT"),
+                       omp_wait_policy=env.get("OMP_WAIT_POLICY"))
+        return False
+    value = _fastgrad_spincount(env)
+    if value is None:
+        _policy.update(source="libgomp default", spincount=None)
+        return False
+    if _libgomp_loaded():
+        _policy.update(source="not applied: libgomp was loaded before fastgrad", spincount=None)
+        return False
+    env["GOMP_SPINCOUNT"] = str(value)
+    _policy.update(source="fastgrad", spincount=str(value))
+    return True
+
+
+def end_native_load(was_set: bool) -> None:
+    if was_set:
+        os.environ.pop("GOMP_SPINCOUNT", None)
+
+
+def wait_policy() -> dict:
+    """How the OpenMP runtime fastgrad loaded waits between parallel regions:
+    {"source": "fastgrad" | "user" | "libgomp default" | "not applied: ...",
+     "spincount": the GOMP_SPINCOUNT fastgrad set or the user gave, or None,
+     "omp_wait_policy": the user's OMP_WAIT_POLICY, or None}."""
+    return dict(_policy)

@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import importlib
 
+from .. import _threads
+
 _MODULES = ("runtime", "gemm", "kernels", "lossopt", "quant", "rnn", "attn", "conv", "step")
 _loaded: dict = {}
 _errors: dict = {}
 
-for _name in _MODULES:
-    try:
-        _loaded[_name] = importlib.import_module(f"{__name__}.{_name}")
-    except ImportError as exc:  # module not built (dev tree) or failed to load
-        _errors[_name] = exc
-    except RuntimeError as exc:  # e.g. FASTGRAD_ISA names an unavailable path
-        raise
+# libgomp reads its environment once, when the first module loads it: put
+# fastgrad's wait policy (a short spin) in place for that moment, unless the
+# user set one (docs/threads.md).
+_policy_set = _threads.begin_native_load()
+try:
+    for _name in _MODULES:
+        try:
+            _loaded[_name] = importlib.import_module(f"{__name__}.{_name}")
+        except ImportError as exc:  # module not built (dev tree) or failed to load
+            _errors[_name] = exc
+        except RuntimeError as exc:  # e.g. FASTGRAD_ISA names an unavailable path
+            raise
+finally:
+    _threads.end_native_load(_policy_set)
 
 ISA_NAMES = ("baseline", "avx2", "avx512")
 
