@@ -291,11 +291,13 @@ def test_sigkill_during_save_leaves_nothing_after_the_next_save(tmp_path):
 
 def test_fuzz_mutated_files_give_clean_errors(saved):
     """Random byte flips, insertions and truncations of a valid file: every load
-    either succeeds or raises ModelFileError (never another exception type)."""
+    either succeeds or raises ModelFileError (never another exception type).
+    FASTGRAD_FUZZ_FILES sets the number of files (CI's sanitizer job runs more)."""
     raw = saved.read_bytes()
     rng = np.random.default_rng(1234)
     outcomes = {"ok": 0, "refused": 0}
-    for i in range(250):
+    n_files = int(os.environ.get("FASTGRAD_FUZZ_FILES", 250))
+    for i in range(n_files):
         b = bytearray(raw)
         kind = i % 4
         if kind == 0:
@@ -316,4 +318,4 @@ def test_fuzz_mutated_files_give_clean_errors(saved):
             outcomes["ok"] += 1
         except ModelFileError:
             outcomes["refused"] += 1
-    assert outcomes["refused"] > 150
+    assert outcomes["refused"] > 0.6 * n_files
