@@ -126,7 +126,7 @@ def test_save_load_and_summary(tmp_path):
     m.compile(optimizer="adam", loss="mse")
     x = np.random.default_rng(0).standard_normal((6, 10, 10, 2)).astype(np.float32)
     m.fit(x, np.zeros((6, 2), np.float32), epochs=1, batch_size=3, verbose=0)
-    path = str(tmp_path / "m.keras")
+    path = str(tmp_path / "m.fgm")
     m.save(path)
     m2 = fg.models.load_model(path)
     for a, b in zip(m.get_weights(), m2.get_weights()):

@@ -39,6 +39,7 @@ from .numpy_lossopt import LossOptNumpyOps
 from .numpy_rnn import RnnNumpyOps
 from .numpy_attention import AttentionNumpyOps
 from .numpy_conv import ConvNumpyOps
+from .numpy_gru_v1 import GruV1NumpyOps
 
 #: activation names understood by `activation`, the Dense layer and the
 #: fused dense kernel; the integer codes mirror FG_ACT_* in csrc/fg_common.h
@@ -194,7 +195,8 @@ def _no_partial_overlap(out, a, name_out, name_a, same_ok=True):
                          + (" (only exact in-place use is allowed)" if same_ok else ""))
 
 
-class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps, AttentionNumpyOps, ConvNumpyOps):
+class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps, AttentionNumpyOps, ConvNumpyOps,
+               GruV1NumpyOps):
     """Pure-NumPy kernels (float32 and float64). See the module docstring."""
 
     name = "numpy"

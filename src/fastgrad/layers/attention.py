@@ -60,6 +60,8 @@ class _AttentionBase(Layer):
 
     _multi_input = True
     _key_allowed = True
+    _graph_scores_ok = False     # return_attention_scores in a graph (MultiHeadAttention)
+    _graph_scores = False
 
     def __init__(self, dropout=0.0, seed=None, name=None, call_inputs=None, use_causal_mask=None,
                  **kwargs):
@@ -141,16 +143,38 @@ class _AttentionBase(Layer):
     def _run_call(self, parts, training, return_attention_scores):
         from ..engine import graph as _graph
         if any(_graph.is_symbolic(p) for p in parts):
-            if return_attention_scores:
-                raise NotImplementedError(
-                    f"{self._what()}: return_attention_scores=True is only supported in eager "
-                    "calls (a graph node has one output here)")
-            return self._call_symbolic(parts)
+            want = bool(return_attention_scores)
+            if not self._graph_scores_ok:
+                if want:
+                    raise NotImplementedError(
+                        f"{self._what()}: return_attention_scores=True is only supported in "
+                        "eager calls for this layer (MultiHeadAttention supports it in a graph)")
+                return self._call_symbolic(parts)
+            if self._from_config:
+                want = want or self._graph_scores      # a saved graph replayed
+            if self._inbound_nodes and want != self._graph_scores:
+                raise ValueError(f"{self._what()} was first called with return_attention_scores="
+                                 f"{self._graph_scores}; a shared attention layer must be "
+                                 "called the same way every time")
+            if not self._inbound_nodes and not self.built:
+                self._graph_scores = want
+            elif want != self._graph_scores:
+                raise ValueError(f"{self._what()}: return_attention_scores={want} in a graph, but "
+                                 f"the layer was built with {self._graph_scores}")
+            out = self._call_symbolic(parts)
+            if not self._graph_scores:
+                return out
+            return self._split_scores(out)
         self._want_scores = bool(return_attention_scores)
         try:
             y = Layer.__call__(self, list(parts), training=bool(training))
         finally:
             self._want_scores = False
+        if getattr(self, "_graph_scores", False):
+            y, scores = self._split_scores(y)
+            if return_attention_scores:
+                return y, scores
+            return y
         if return_attention_scores:
             return y, self._last_scores
         return y
@@ -226,14 +250,22 @@ class MultiHeadAttention(_AttentionBase):
     (dim_q, heads, key_dim), query bias (heads, key_dim), key kernel / bias,
     value kernel (dim_v, heads, value_dim) / bias (heads, value_dim), output
     kernel (heads, value_dim, out_dim), output bias (out_dim,). The query is
-    scaled by 1 / sqrt(key_dim)."""
+    scaled by 1 / sqrt(key_dim).
+
+    return_attention_scores=True in a symbolic call: the node outputs one packed
+    tensor (the output flattened, then the scores (heads, Tq, Tv) flattened)
+    that hidden `_RnnPart` nodes split into (output, scores), as recurrent
+    layers' return_state does; `graph_scores` records it in the config."""
+
+    _graph_scores_ok = True
 
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True,
                  output_shape=None, attention_axes=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
-                 seed=None, flash=None, name=None, **kwargs):
+                 seed=None, flash=None, name=None, graph_scores=False, **kwargs):
         super().__init__(dropout=dropout, seed=seed, name=name, **kwargs)
+        self._graph_scores = bool(graph_scores)
         w = self._what()
         self.num_heads = _pos_int(num_heads, f"{w}: num_heads")
         self.key_dim = _pos_int(key_dim, f"{w}: key_dim")
@@ -306,7 +338,35 @@ class MultiHeadAttention(_AttentionBase):
                                  f"the batch and the feature axis ({tuple(range(1, rank - 1))} "
                                  "or None)")
         self._mask_check_nd(sh, q[:-1], v[:-1])
-        return tuple(q[:-1]) + (self._out_dim_arg or q[-1],)
+        out = tuple(q[:-1]) + (self._out_dim_arg or q[-1],)
+        if self._graph_scores:
+            scores = (self.num_heads,) + tuple(q[:-1]) + tuple(v[:-1])
+            return (int(np.prod(out)) + int(np.prod(scores)),)
+        return out
+
+    def _score_parts(self):
+        """[(start, stop, shape, propagate_mask)] of the packed (output, scores) tensor."""
+        out, scores = self._y_shape, self._scores_shape
+        n = int(np.prod(out))
+        return [(0, n, out, True), (n, n + int(np.prod(scores)), scores, False)]
+
+    def _split_scores(self, packed):
+        from ..engine import graph as _graph
+        from .recurrent import _Outputs, _RnnPart
+        from .base import _unique_name
+        parts = self._score_parts()
+        if _graph.is_symbolic(packed):
+            names = ("output", "scores")
+            return _Outputs([_RnnPart(a, b, shp, pm, name=_unique_name(f"{self.name}_{names[k]}"))(packed)
+                             for k, (a, b, shp, pm) in enumerate(parts)], packed)
+        res = []
+        for a, b, shp, pm in parts:
+            r = np.ascontiguousarray(packed[:, a:b].reshape((packed.shape[0],) + shp))
+            if pm and getattr(packed, "_keras_mask", None) is not None:
+                r = r.view(type(packed))
+                r._keras_mask = packed._keras_mask
+            res.append(r)
+        return tuple(res)
 
     def _mask_check_nd(self, sh, qt, vt):
         want = {"query_mask": tuple(qt), "value_mask": tuple(vt), "key_mask": tuple(vt),
@@ -322,10 +382,13 @@ class MultiHeadAttention(_AttentionBase):
         sh = self._split(shapes)
         self.input_shape = shapes
         self.output_shape = tuple(out)
+        self._y_shape = tuple(sh["query"][:-1]) + (self._out_dim_arg or sh["query"][-1],)
+        self._scores_shape = ((self.num_heads,) + tuple(sh["query"][:-1])
+                              + tuple(sh["value"][:-1]))
         self._dq = sh["query"][-1]
         self._dv_in = sh["value"][-1]
         self._dk_in = sh.get("key", sh["value"])[-1]
-        self._dout = self.output_shape[-1]
+        self._dout = self._y_shape[-1]
         self.built = True
         return self.output_shape
 
@@ -396,7 +459,8 @@ class MultiHeadAttention(_AttentionBase):
         flash = self.flash
         if flash is None:
             flash = Tv >= FLASH_MIN_KEYS
-        flash = flash and not drop and am is None and not self._want_scores
+        flash = flash and not drop and am is None and not self._want_scores \
+            and not self._graph_scores
         O = ws.buf("O", (B, H, Tq, vd), dt)
         ws.flash = flash
         if flash:
@@ -419,13 +483,19 @@ class MultiHeadAttention(_AttentionBase):
                                                        + tuple(xv.shape[1:-1])), copy=True)
         Oc = ws.buf("Oc", (B, Tq, H, vd), dt)
         np.copyto(Oc, O.transpose(0, 2, 1, 3))
-        y = ws.buf("y", (B,) + tuple(self.output_shape), dt)
+        y = ws.buf("y", (B,) + tuple(self._y_shape), dt)
         ops.dense_forward(Oc.reshape(B * Tq, H * vd), self._w2("output_kernel", H * vd),
                           self._b1("output_bias"), "linear", y.reshape(B * Tq, self._dout))
         ws.d, ws.dims = d, (B, Tq, Tv)
         ws.q2, ws.k2, ws.v2 = q2, k2, v2
         ws.Q, ws.K, ws.V, ws.O, ws.Oc, ws.y = Q, K, V, O, Oc, y
         ws.masks = (kv, qv, am, causal, scale, drop)
+        if self._graph_scores:     # packed (output, scores): the scores are the softmax
+            ny = B and y.size // B  # weights before dropout (Keras)
+            packed = ws.buf("packed", (B, ny + ws.P.size // B), dt)
+            packed[:, :ny] = y.reshape(B, ny)
+            packed[:, ny:] = ws.P.reshape(B, -1)
+            return packed
         return y
 
     def backward(self, dy, ws, need_dx=True):
@@ -434,6 +504,15 @@ class MultiHeadAttention(_AttentionBase):
         H, kd, vd = self.num_heads, self.key_dim, self.value_dim
         dt = dy.dtype
         kv, qv, am, causal, scale, drop = ws.masks
+        dS = None
+        if self._graph_scores:      # packed (output, scores) gradient
+            ny = ws.y.size // B
+            dS = dy[:, ny:]
+            dy = np.ascontiguousarray(dy[:, :ny])
+            if not dS.any():
+                dS = None
+            else:
+                dS = np.ascontiguousarray(dS).reshape(ws.P.shape)
         dOc = ws.buf("dOc", (B * Tq, H * vd), dt)
         ops.dense_backward(dy.reshape(B * Tq, self._dout), ws.Oc.reshape(B * Tq, H * vd),
                            self._w2("output_kernel", H * vd), None, "linear", None, dOc,
@@ -446,6 +525,24 @@ class MultiHeadAttention(_AttentionBase):
         if ws.flash:
             ops.flash_attention_backward(dO, ws.Q, ws.K, ws.V, ws.O, ws.lse, scale, kv, qv, causal,
                                          dQ, dK, dV)
+        elif dS is not None:
+            # a loss on the returned scores too: attention_backward's steps with the
+            # scores' gradient added to the weights' gradient before the softmax backward
+            G = B * H
+            P = ws.P
+            pd = ws.Pd if drop else P
+            dp = ws.buf("dP", P.shape, dt)
+            ops.bmm(pd.reshape(G, Tq, Tv), dO.reshape(G, Tq, vd), out=dV.reshape(G, Tv, vd),
+                    trans_a=True)
+            ops.bmm(dO.reshape(G, Tq, vd), ws.V.reshape(G, Tv, vd), out=dp.reshape(G, Tq, Tv),
+                    trans_b=True)
+            if drop:
+                ops.backprop_dropout(dp, ws.keep, self.dropout, dp)
+            dp += dS
+            ops.attention_softmax_backward(dp, P, dp, scale)
+            ops.bmm(dp.reshape(G, Tq, Tv), ws.K.reshape(G, Tv, kd), out=dQ.reshape(G, Tq, kd))
+            ops.bmm(dp.reshape(G, Tq, Tv), ws.Q.reshape(G, Tq, kd), out=dK.reshape(G, Tv, kd),
+                    trans_a=True)
         else:
             ops.attention_backward(dO, ws.Q, ws.K, ws.V, ws.P, scale,
                                    self.dropout if drop else 0.0, ws.Pd, ws.keep, dQ, dK, dV,
@@ -486,6 +583,8 @@ class MultiHeadAttention(_AttentionBase):
                    kernel_regularizer=_regularizers.serialize(self.kernel_regularizer),
                    bias_regularizer=_regularizers.serialize(self.bias_regularizer),
                    flash=self.flash)
+        if self._graph_scores:
+            cfg.update(graph_scores=True)
         return cfg
 
 

@@ -550,7 +550,10 @@ class LSTM(_RNN):
 
 
 class GRU(_RNN):
-    """Gated recurrent unit (Keras 3, reset_after=True): gates [z, r, h]; bias (2, 3U)."""
+    """Gated recurrent unit (Keras 3): gates [z, r, h]. reset_after=True (default):
+    bias (2, 3U), hh = act(x W_h + b_h + r * (h R_h + b'_h)); reset_after=False
+    (Keras's original GRU): bias (3U,), hh = act(x W_h + b_h + (r * h) R_h), run
+    by the NumPy op gru_v1_forward / backward on every backend (no C kernel)."""
 
     _gates = 3
 
@@ -558,25 +561,37 @@ class GRU(_RNN):
                  reset_after=True, implementation=2, **kwargs):
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
                          **kwargs)
-        if not reset_after:
-            raise ValueError(f"GRU {self.name}: reset_after=False is not supported (Keras 3's "
-                             "default reset_after=True is)")
-        self.reset_after = True
+        if not isinstance(reset_after, (bool, np.bool_)):
+            raise ValueError(f"GRU {self.name}: reset_after must be True or False, got "
+                             f"{reset_after!r}")
+        self.reset_after = bool(reset_after)
 
     def _bias_shape(self):
-        return (2, 3 * self.units)
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
     def _biases(self):
         b = self.params.get("bias")
         if b is None:
             return None, None
+        if not self.reset_after:
+            return b, None
         return b[0], b[1]
 
     def _bias_grad_in(self):
-        return self.grads["bias"][0] if self.use_bias else False
+        if not self.use_bias:
+            return False
+        return self.grads["bias"][0] if self.reset_after else self.grads["bias"]
 
     def _recur_forward(self, ws, xw, init, mask, rmask, b_rec, n, T, dt):
         u = self.units
+        if not self.reset_after:
+            hs = ws.buf("hs", (n, T, u), dt)
+            gates = ws.buf("gates", (n, T, 4 * u), dt)
+            self.ops.gru_v1_forward(xw, self.params["recurrent_kernel"], init[0], mask,
+                                    self.go_backwards, rmask, self.activation,
+                                    self.recurrent_activation, hs, gates)
+            ws.hs, ws.gates = hs, gates
+            return [hs[:, -1]]
         hs = ws.buf("hs", (n, T, u), dt)
         gates = ws.buf("gates", (n, T, 4 * u), dt)
         self.ops.gru_forward(xw, self.params["recurrent_kernel"], b_rec, init[0], mask,
@@ -587,6 +602,12 @@ class GRU(_RNN):
 
     def _recur_backward(self, ws, dhs, dfin, dxw, n, T, dt):
         dh0 = ws.buf("dh0", (n, self.units), dt)
+        if not self.reset_after:
+            self.ops.gru_v1_backward(dhs, dfin[0], dxw, self.params["recurrent_kernel"],
+                                     ws.init[0], ws.hs, ws.gates, ws.mask, self.go_backwards,
+                                     ws.rmask, self.activation, self.recurrent_activation, dxw,
+                                     self.grads["recurrent_kernel"], dh0)
+            return [dh0]
         dbrec = self.grads["bias"][1] if self.use_bias else None
         self.ops.gru_backward(dhs, dfin[0], dxw, self.params["recurrent_kernel"], ws.b_rec,
                               ws.init[0], ws.hs, ws.gates, ws.mask, self.go_backwards, ws.rmask,
@@ -667,9 +688,8 @@ class Bidirectional(_Wrapper):
         if weights is not None:
             raise ValueError(f"Bidirectional {self.name}: weights= is not supported; use "
                              "set_weights")
-        if layer.return_state or layer.stateful:
-            raise ValueError(f"Bidirectional {self.name}: return_state / stateful inner layers are "
-                             "not supported")
+        if layer.stateful:
+            raise ValueError(f"Bidirectional {self.name}: stateful inner layers are not supported")
         self.merge_mode = merge_mode
         cfg = layer.get_config()
         cfg["name"] = "forward_" + layer.name
@@ -681,11 +701,17 @@ class Bidirectional(_Wrapper):
             self.backward_layer = type(layer).from_config(bcfg)
         else:
             if not isinstance(backward_layer, _RNN) or \
-                    backward_layer.return_sequences != layer.return_sequences:
+                    backward_layer.return_sequences != layer.return_sequences or \
+                    backward_layer.return_state != layer.return_state or \
+                    backward_layer._n_states != layer._n_states or backward_layer.stateful:
                 raise ValueError(f"Bidirectional {self.name}: backward_layer must be a recurrent "
-                                 "layer with the same return_sequences")
+                                 "layer of the same kind with the same return_sequences and "
+                                 "return_state, not stateful")
             self.backward_layer = backward_layer
         self.return_sequences = layer.return_sequences
+        # return_state (Keras): [output, *forward states, *backward states]; the node
+        # outputs one packed tensor split by hidden _RnnPart nodes, as _RNN does
+        self.return_state = bool(layer.return_state)
         # Keras: inside Bidirectional the masked steps of a returned sequence are zeros
         for l in (self.forward_layer, self.backward_layer):
             l.zero_output_for_mask = self.return_sequences
@@ -706,17 +732,61 @@ class Bidirectional(_Wrapper):
         if fs != bs:
             raise ValueError(f"Bidirectional {self.name}: forward and backward layers give shapes "
                              f"{fs} and {bs}")
+        if self.return_state:
+            fs = self.forward_layer._out_shape(self.forward_layer._seq_shape(input_shape)[0])
+            self._inner_shape = tuple(fs)
+            parts = self._state_parts()
+            return (parts[-1][1],)
         if self.merge_mode == "concat":
             return tuple(fs[:-1]) + (2 * fs[-1],)
         if self.merge_mode is None:
             return tuple(fs[:-1]) + (2 * fs[-1],)       # both halves, split by the call
         return tuple(fs)
 
+    def _state_parts(self):
+        """[(start, stop, shape, propagate_mask)] of the packed tensor of return_state:
+        the merged output (merge_mode None: the forward then the backward output),
+        then the forward layer's states, then the backward layer's."""
+        fs = self._inner_shape
+        rs = self.return_sequences
+        n = int(np.prod(fs))
+        if self.merge_mode is None:
+            parts = [(0, n, fs, rs), (n, 2 * n, fs, rs)]
+        elif self.merge_mode == "concat":
+            ms = tuple(fs[:-1]) + (2 * fs[-1],)
+            parts = [(0, 2 * n, ms, rs)]
+        else:
+            parts = [(0, n, fs, rs)]
+        s = parts[-1][1]
+        u = self.forward_layer.units
+        for _ in range(2 * self.forward_layer._n_states):
+            parts.append((s, s + u, (u,), False))
+            s += u
+        return parts
+
     def compute_mask(self, inputs, mask=None):
         return mask if self.return_sequences else None
 
     def __call__(self, inputs, training=False, mask=None, **kwargs):
         out = super().__call__(inputs, training=training, mask=mask, **kwargs)
+        if self.return_state:
+            parts = self._state_parts()
+            if is_symbolic(out):
+                from .base import _unique_name
+                names = (["forward", "backward"] if self.merge_mode is None else ["output"])
+                names += [f"{d}_{s}" for d in ("forward", "backward")
+                          for s in ("state_h", "state_c")[:self.forward_layer._n_states]]
+                return _Outputs([_RnnPart(a, b, shp, pm,
+                                          name=_unique_name(f"{self.name}_{names[k]}"))(out)
+                                 for k, (a, b, shp, pm) in enumerate(parts)], out)
+            res = []
+            for a, b, shp, pm in parts:
+                r = np.ascontiguousarray(out[:, a:b].reshape((out.shape[0],) + shp))
+                if pm and getattr(out, "_keras_mask", None) is not None:
+                    r = r.view(type(out))
+                    r._keras_mask = out._keras_mask
+                res.append(r)
+            return res
         if self.merge_mode is not None:
             return out
         u = self.forward_layer.units
@@ -731,14 +801,51 @@ class Bidirectional(_Wrapper):
             return _Outputs(outs, out)
         return [np.ascontiguousarray(out[..., :u]), np.ascontiguousarray(out[..., u:])]
 
+    def _unpack_inner(self, p):
+        """An inner layer's packed (output, *states) -> (output, [states])."""
+        n = p.shape[0]
+        fs = self._inner_shape
+        k = int(np.prod(fs))
+        u = self.forward_layer.units
+        states = [p[:, k + j * u:k + (j + 1) * u] for j in range(self.forward_layer._n_states)]
+        return p[:, :k].reshape((n,) + fs), states
+
     def forward(self, x, training, ws, mask=None):
         self._sync()
         yf = self.forward_layer.forward(x, training, self._sub_ws(ws, "wf"), mask=mask)
         yb = self.backward_layer.forward(x, training, self._sub_ws(ws, "wb"), mask=mask)
+        if self.return_state:
+            yf, sf = self._unpack_inner(yf)
+            yb, sb = self._unpack_inner(yb)
         if self.return_sequences:
             yb = yb[:, ::-1]
         ws.yf, ws.yb = yf, yb
         mode = self.merge_mode
+        if self.return_state:
+            n = x.shape[0] if not isinstance(x, list) else x[0].shape[0]
+            parts = self._state_parts()
+            packed = ws.buf("packed", (n, parts[-1][1]), yf.dtype)
+            a, b = parts[0][0], parts[0][1]
+            if mode is None:
+                packed[:, a:b] = yf.reshape(n, -1)
+                packed[:, parts[1][0]:parts[1][1]] = yb.reshape(n, -1)
+            elif mode == "concat":
+                u = yf.shape[-1]
+                view = packed[:, a:b].reshape((n,) + parts[0][2])
+                view[..., :u] = yf
+                view[..., u:] = yb
+            else:
+                view = packed[:, a:b].reshape((n,) + parts[0][2])
+                if mode == "sum":
+                    np.add(yf, yb, out=view)
+                elif mode == "mul":
+                    np.multiply(yf, yb, out=view)
+                else:
+                    np.add(yf, yb, out=view)
+                    view *= view.dtype.type(0.5)
+            for (a, b, _, _), st in zip(parts[-2 * len(sf):], sf + sb):
+                packed[:, a:b] = st
+            return packed
         if mode in ("concat", None):
             y = ws.buf("y", yf.shape[:-1] + (2 * yf.shape[-1],), yf.dtype)
             u = yf.shape[-1]
@@ -758,7 +865,25 @@ class Bidirectional(_Wrapper):
     def backward(self, dy, ws, need_dx=True):
         self._sync()
         mode = self.merge_mode
-        if mode in ("concat", None):
+        dsf = dsb = None
+        if self.return_state:
+            parts = self._state_parts()
+            n = dy.shape[0]
+            S = self.forward_layer._n_states
+            dst = [dy[:, a:b] for a, b, _, _ in parts[-2 * S:]]
+            dsf, dsb = dst[:S], dst[S:]
+            if mode is None:
+                dyf = np.ascontiguousarray(dy[:, parts[0][0]:parts[0][1]]).reshape(
+                    (n,) + parts[0][2])
+                dyb = np.ascontiguousarray(dy[:, parts[1][0]:parts[1][1]]).reshape(
+                    (n,) + parts[1][2])
+                mode = "split"
+            else:
+                dy = np.ascontiguousarray(dy[:, parts[0][0]:parts[0][1]]).reshape(
+                    (n,) + parts[0][2])
+        if mode == "split":
+            pass
+        elif mode in ("concat", None):
             u = dy.shape[-1] // 2
             dyf, dyb = np.ascontiguousarray(dy[..., :u]), np.ascontiguousarray(dy[..., u:])
         elif mode == "sum":
@@ -770,6 +895,10 @@ class Bidirectional(_Wrapper):
             dyb = dyf.copy()
         if self.return_sequences:
             dyb = np.ascontiguousarray(dyb[:, ::-1])
+        if self.return_state:      # the inner layers' packed (output, *states) gradients
+            n = dyf.shape[0]
+            dyf = np.concatenate([dyf.reshape(n, -1)] + list(dsf), axis=1)
+            dyb = np.concatenate([dyb.reshape(n, -1)] + list(dsb), axis=1)
         dxf = self.forward_layer.backward(dyf, self._sub_ws(ws, "wf"), need_dx)
         if need_dx:
             dxf = np.array(dxf, copy=True)
