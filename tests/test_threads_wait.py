@@ -1,6 +1,8 @@
-"""fastgrad's libgomp wait policy (docs/threads.md): a short GOMP_SPINCOUNT is
-put in place for the libgomp fastgrad loads at `import fastgrad`, unless the
-user chose OMP_WAIT_POLICY or GOMP_SPINCOUNT, which are never overridden.
+"""fastgrad's libgomp wait policy (docs/threads.md): asked for with
+FASTGRAD_GOMP_SPINCOUNT=short|N, a short GOMP_SPINCOUNT is put in place for the
+libgomp fastgrad loads at `import fastgrad`, unless the user chose
+OMP_WAIT_POLICY or GOMP_SPINCOUNT, which are never overridden; by default
+libgomp's own policy is left alone.
 
 libgomp reads its environment once, when it is loaded, so every case runs in a
 fresh interpreter; OMP_DISPLAY_ENV=VERBOSE makes libgomp print the values it
@@ -49,13 +51,20 @@ def _run(env_extra, prelude=""):
     return result, spins, policies, proc.stderr
 
 
-def test_default_sets_short_spin_and_leaves_environment_clean():
+def test_default_leaves_libgomp_alone():
     result, spins, _, _ = _run({})
-    assert spins == [str(_threads.DEFAULT_SPINCOUNT)]
-    assert result["policy"] == {"source": "fastgrad", "spincount": str(_threads.DEFAULT_SPINCOUNT),
+    assert spins == ["300000"]      # libgomp's documented default
+    assert result["policy"]["source"] == "libgomp default"
+    assert result["env"] is None
+
+
+def test_short_sets_short_spin_and_leaves_environment_clean():
+    result, spins, _, _ = _run({"FASTGRAD_GOMP_SPINCOUNT": "short"})
+    assert spins == [str(_threads.SHORT_SPINCOUNT)]
+    assert result["policy"] == {"source": "fastgrad", "spincount": str(_threads.SHORT_SPINCOUNT),
                                 "omp_wait_policy": None}
     assert result["env"] is None  # removed once libgomp read it: children see the user's environment
-    assert result["info"] == f"GOMP_SPINCOUNT={_threads.DEFAULT_SPINCOUNT} (fastgrad)"
+    assert result["info"] == f"GOMP_SPINCOUNT={_threads.SHORT_SPINCOUNT} (fastgrad)"
 
 
 @pytest.mark.parametrize("value", ["12345", "0", "300000"])
@@ -87,27 +96,29 @@ def test_fastgrad_knob_default_leaves_libgomp_alone():
     assert result["policy"]["source"] == "libgomp default"
 
 
-def test_bad_knob_warns_and_uses_default():
+def test_bad_knob_warns_and_leaves_the_default():
     result, spins, _, err = _run({"FASTGRAD_GOMP_SPINCOUNT": "-3"})
     assert "FASTGRAD_GOMP_SPINCOUNT='-3'" in err and "RuntimeWarning" in err
-    assert spins == [str(_threads.DEFAULT_SPINCOUNT)]
+    assert spins == ["300000"]
 
 
 def test_libgomp_loaded_earlier_is_reported_not_pretended():
     # another library loaded the same libgomp first: its environment is read
     # already, so fastgrad must say its default was not applied
-    result, spins, _, _ = _run({}, prelude="import ctypes; ctypes.CDLL('libgomp.so.1')\n")
+    result, spins, _, _ = _run({"FASTGRAD_GOMP_SPINCOUNT": "short"},
+                               prelude="import ctypes; ctypes.CDLL('libgomp.so.1')\n")
     assert spins == ["300000"]
     assert result["policy"]["source"].startswith("not applied")
     assert result["env"] is None
 
 
 def test_spincount_parser():
-    assert _threads._fastgrad_spincount({}) == _threads.DEFAULT_SPINCOUNT
+    assert _threads._fastgrad_spincount({}) is None
     assert _threads._fastgrad_spincount({"FASTGRAD_GOMP_SPINCOUNT": " 5 "}) == 5
+    assert _threads._fastgrad_spincount({"FASTGRAD_GOMP_SPINCOUNT": "Short"}) == _threads.SHORT_SPINCOUNT
     assert _threads._fastgrad_spincount({"FASTGRAD_GOMP_SPINCOUNT": "Default"}) is None
     with pytest.warns(RuntimeWarning, match="FASTGRAD_GOMP_SPINCOUNT"):
-        assert _threads._fastgrad_spincount({"FASTGRAD_GOMP_SPINCOUNT": "1e3"}) == _threads.DEFAULT_SPINCOUNT
+        assert _threads._fastgrad_spincount({"FASTGRAD_GOMP_SPINCOUNT": "1e3"}) is None
 
 
 def test_numpy_backend_loads_no_libgomp_then_native_later_gets_the_policy():
@@ -117,6 +128,7 @@ def test_numpy_backend_loads_no_libgomp_then_native_later_gets_the_policy():
     prelude = ("import fastgrad\nfrom fastgrad import _threads\n"
                "assert _threads.wait_policy()['source'].startswith('libgomp not loaded')\n"
                "assert not _threads._libgomp_loaded()\n")
-    result, spins, _, _ = _run({"FASTGRAD_BACKEND": "numpy"}, prelude=prelude)
-    assert spins == [str(_threads.DEFAULT_SPINCOUNT)]
+    result, spins, _, _ = _run({"FASTGRAD_BACKEND": "numpy", "FASTGRAD_GOMP_SPINCOUNT": "short"},
+                               prelude=prelude)
+    assert spins == [str(_threads.SHORT_SPINCOUNT)]
     assert result["policy"]["source"] == "fastgrad" and result["env"] is None

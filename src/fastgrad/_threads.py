@@ -60,11 +60,16 @@ def get_num_threads() -> int:
 # sleep on a futex. On a machine with as many threads as cores, that spin takes
 # the cores NumPy's OpenBLAS (or any other pool) wants next, and under
 # oversubscription it takes them from fastgrad's own main thread. libgomp reads
-# its environment once, when it is loaded, so fastgrad puts a short spin count
-# in place just before it loads its extension modules (`import fastgrad`),
-# unless the user chose a wait policy. See docs/threads.md.
+# its environment once, when it is loaded, so when asked
+# (FASTGRAD_GOMP_SPINCOUNT=short or a number) fastgrad puts a short spin count in
+# place just before it loads its extension modules (`import fastgrad`), unless
+# the user chose a wait policy. See docs/threads.md.
 
-DEFAULT_SPINCOUNT = 10000
+#: the short spin FASTGRAD_GOMP_SPINCOUNT=short asks for (~0.3 ms). Not the
+#: default: measured on a quiet 2-core Xeon it cost fastgrad alone 2-9 % per
+#: epoch (Python step and compiled plan), more than the 2 % it may cost.
+SHORT_SPINCOUNT = 10000
+DEFAULT_SPINCOUNT = None
 _USER_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 _policy = {"source": "libgomp not loaded (FASTGRAD_BACKEND=numpy)", "spincount": None, "omp_wait_policy": None}
 
@@ -83,22 +88,22 @@ def _libgomp_loaded() -> bool:
 
 
 def _fastgrad_spincount(env):
-    """The spin count fastgrad asks for: FASTGRAD_GOMP_SPINCOUNT (a
-    non-negative integer, or "default" to leave libgomp's own), else
-    DEFAULT_SPINCOUNT. None means: set nothing."""
+    """The spin count fastgrad asks for: FASTGRAD_GOMP_SPINCOUNT = a
+    non-negative integer, or "short" (SHORT_SPINCOUNT); unset or "default":
+    None, i.e. set nothing and leave libgomp's own (~300,000 spins)."""
     raw = env.get("FASTGRAD_GOMP_SPINCOUNT", "").strip()
-    if not raw:
-        return DEFAULT_SPINCOUNT
-    if raw.lower() in ("default", "libgomp", "off"):
+    if not raw or raw.lower() in ("default", "libgomp", "off"):
         return None
+    if raw.lower() == "short":
+        return SHORT_SPINCOUNT
     try:
         value = int(raw)
         if value < 0:
             raise ValueError
     except ValueError:
-        warnings.warn(f"fastgrad: FASTGRAD_GOMP_SPINCOUNT={raw!r} is not a non-negative integer or "
-                      f"'default'; using {DEFAULT_SPINCOUNT}", RuntimeWarning, stacklevel=3)
-        return DEFAULT_SPINCOUNT
+        warnings.warn(f"fastgrad: FASTGRAD_GOMP_SPINCOUNT={raw!r} is not a non-negative integer, "
+                      "'short' or 'default'; leaving libgomp's default", RuntimeWarning, stacklevel=3)
+        return None
     return value
 
 
