@@ -55,7 +55,7 @@ from .layers.core import InputLayer
 
 _F32 = np.dtype(np.float32)
 
-__all__ = ["Sequential", "Model", "load_model", "clone_model", "model_from_json", "NotCompiledError"]
+__all__ = ["Sequential", "Model", "load_model", "load_keras", "clone_model", "model_from_json", "NotCompiledError"]
 
 #: seconds of training per executor call when only the progress bar listens to batches
 _PROGBAR_CHUNK_S = 0.05
@@ -2214,8 +2214,17 @@ _saving.register_model_class(Model, "Functional")
 
 
 def load_model(filepath, *args, **kwargs):
-    """Load a model saved with model.save() (see fastgrad.saving)."""
+    """Load a model saved with model.save() (see fastgrad.saving); a Keras 3 `.keras`
+    file is imported with load_keras."""
     return _saving.load_model(filepath, *args, **kwargs)
+
+
+def load_keras(filepath, compile=True):
+    """Import a Keras 3 `.keras` file (Sequential / Functional model of supported layers:
+    configuration, weights, compile configuration); see fastgrad.keras_file and
+    docs/keras_interop.md. Needs h5py."""
+    from . import keras_file
+    return keras_file.load_keras(filepath, compile=compile)
 
 
 def clone_model(model, input_tensors=None, clone_function=None):

@@ -45,10 +45,20 @@ target name. A process killed while saving leaves its temporary file behind;
 the next save of the same target removes the temporaries whose writing
 process is gone.
 
-fastgrad's own extensions are `.fgm` (models) and `.fgw` (weights). A `.keras`
-or `.h5` target is written in fastgrad's format with a UserWarning saying so:
-those names promise a Keras file (HDF5 inside), which fastgrad cannot write
-without h5py.
+fastgrad's own extensions are `.fgm` (models) and `.fgw` (weights); any name
+but the Keras ones below gets fastgrad's format. Keras names hold Keras files
+(fastgrad.keras_file, needs h5py; docs/keras_interop.md):
+
+    model.save("x.keras")            a real Keras 3 file (keras.saving.load_model reads it),
+                                     or a ValueError naming '.fgm' when the model has a layer
+                                     without a Keras equivalent or h5py is missing
+    model.save("x.h5" / "x.hdf5")    refused: Keras's legacy HDF5 model format is not written
+    model.save_weights("x.weights.h5")  a Keras 3 weights file (model.load_weights reads it
+                                     in Keras and in fastgrad); other ".h5" / ".keras" names
+                                     are refused, as Keras 3 refuses them
+    load_model("x.keras")            imports a Keras 3 file (fastgrad.keras_file.load_keras);
+                                     a '.keras' file written by fastgrad < 0.2 (fastgrad's
+                                     format under that name) still loads
 """
 from __future__ import annotations
 
@@ -139,6 +149,24 @@ def _remove_stale_temporaries(d, base):
 
 
 def _write_atomic(path, manifest, arrays):
+    members = [(_MANIFEST, json.dumps(manifest, indent=1, sort_keys=False).encode())]
+    _write_members_atomic(path, members + list(arrays))
+
+
+def _write_members_atomic(path, members):
+    """A stored (uncompressed) ZIP of (name, bytes) members, written atomically."""
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+            for member, data in members:
+                z.writestr(member, data)
+    _replace_atomic(path, write)
+
+
+def _write_bytes_atomic(path, data):
+    _replace_atomic(path, lambda f: f.write(data))
+
+
+def _replace_atomic(path, write):
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
@@ -150,10 +178,7 @@ def _write_atomic(path, manifest, arrays):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
-                z.writestr(_MANIFEST, json.dumps(manifest, indent=1, sort_keys=False))
-                for member, data in arrays:
-                    z.writestr(member, data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -179,16 +204,31 @@ def _check_target(filepath, overwrite, what):
     path = os.fspath(filepath)
     if os.path.isdir(path):
         raise ValueError(f"{what}: {path!r} is a directory; give a file name such as 'model.fgm'")
-    low = path.lower()
-    if low.endswith((".keras", ".h5", ".hdf5")):
-        import warnings
-        ext = ".keras" if low.endswith(".keras") else ".h5"
-        warnings.warn(f"{what}: {path!r}: fastgrad writes its own format (extension '.fgm' for "
-                      f"models, '.fgw' for weights), not a Keras {ext} file; fastgrad's load_model "
-                      "reads it back, Keras cannot", UserWarning, stacklevel=3)
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{what}: {path!r} exists and overwrite=False")
     return path
+
+
+def _keras_kind(filepath):
+    """'keras', 'weights.h5', 'h5' for Keras's file names, else None."""
+    if not isinstance(filepath, (str, os.PathLike)):
+        return None
+    low = os.fspath(filepath).lower()
+    if low.endswith(".keras"):
+        return "keras"
+    if low.endswith(".weights.h5"):
+        return "weights.h5"
+    if low.endswith((".h5", ".hdf5")):
+        return "h5"
+    return None
+
+
+def _is_fastgrad_zip(path):
+    try:
+        with zipfile.ZipFile(path) as z:
+            return _MANIFEST in z.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError, struct_error):
+        return False
 
 
 def _weight_names(model):
@@ -223,6 +263,14 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
     """Write `model` (architecture, compile config, weights, optimizer state and
     random-stream state) to one file at `filepath`, atomically."""
     what = "save_model"
+    kind = _keras_kind(filepath)
+    if kind == "keras":
+        from . import keras_file
+        return keras_file.save_keras(model, filepath, overwrite, include_optimizer)
+    if kind in ("h5", "weights.h5"):
+        raise ValueError(f"save_model: {os.fspath(filepath)!r}: fastgrad does not write Keras's "
+                         "legacy HDF5 model format; use the extension '.keras' (a Keras 3 file, "
+                         "needs h5py) or '.fgm' (fastgrad's own format)")
     path = _check_target(filepath, overwrite, what)
     _require_built(model, what)
     from ._version import __version__
@@ -266,6 +314,15 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
 def save_weights(model, filepath, overwrite=True):
     """Write only the weights (Keras order, with names) to `filepath`, atomically."""
     what = "save_weights"
+    kind = _keras_kind(filepath)
+    if kind == "weights.h5":
+        from . import keras_file
+        return keras_file.save_keras_weights(model, filepath, overwrite)
+    if kind is not None:
+        raise ValueError(f"save_weights: {os.fspath(filepath)!r}: a Keras weights file name must "
+                         "end in '.weights.h5' (as in Keras 3); use that, or '.fgw' for "
+                         "fastgrad's own weights format (model.save('x.keras') writes a whole "
+                         "Keras model)")
     path = _check_target(filepath, overwrite, what)
     _require_built(model, what)
     from ._version import __version__
@@ -614,6 +671,11 @@ def load_model(filepath, custom_objects=None, compile=True, restore_rng=True):
     model), and (restore_rng=True) the library random generator state, so that
     training continues exactly as if never interrupted."""
     what = "load_model"
+    if (isinstance(filepath, (str, os.PathLike)) and os.path.isfile(filepath)
+            and not _is_fastgrad_zip(filepath)):
+        from . import keras_file
+        if _keras_kind(filepath) == "keras" or keras_file.is_keras_archive(filepath):
+            return keras_file.load_keras(filepath, custom_objects=custom_objects, compile=compile)
     f = _File(filepath, what, (MODEL_FORMAT,))
     man, path = f.manifest, f.path
     named = f.weights()                                   # every checksum verified before building
@@ -658,6 +720,9 @@ def load_weights(model, filepath):
     """Load weights saved by save_weights (or a full model file) into `model`;
     every shape is checked before anything is written."""
     what = "load_weights"
+    if _keras_kind(filepath) in ("weights.h5", "h5") and os.path.isfile(filepath):
+        from . import keras_file
+        return keras_file.load_keras_weights(model, filepath)
     f = _File(filepath, what, (WEIGHTS_FORMAT, MODEL_FORMAT))
     named = f.weights()
     _require_built(model, what)
