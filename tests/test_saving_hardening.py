@@ -237,14 +237,7 @@ def test_npy_header_must_match_manifest(saved):
         fg.models.load_model(saved)
 
 
-@pytest.mark.parametrize("ext", [".keras", ".h5", ".weights.h5"])
-def test_keras_extensions_warn_and_round_trip(tmp_path, ext):
-    m = _model()
-    with pytest.warns(UserWarning, match="own format .*'.fgm'.*not a Keras"):
-        m.save(tmp_path / f"model{ext}")
-    back = fg.models.load_model(tmp_path / f"model{ext}")
-    for a, b in zip(back.get_weights(), m.get_weights()):
-        assert np.array_equal(a, b)
+# .keras / .h5 names: tests/test_keras_interop.py (real Keras files or a ValueError)
 
 
 def test_stale_temporaries_of_dead_writers_removed(tmp_path):

@@ -248,8 +248,21 @@ def _functional_config(model):
 
     layers, ordered = [], []
     for layer in model._layers:
-        if getattr(layer, "_is_input_layer", False) is False and type(layer).__name__ == "InputLayer":
-            pass
+        if getattr(layer, "_operator", False):
+            # x + y on symbolic tensors: a Keras operation (keras.ops), not a layer, as
+            # Keras itself writes it (no weights group, not in model.layers)
+            cname = type(layer).__name__
+            entry = {"module": "keras.src.ops.numpy", "class_name": cname,
+                     "config": {"name": layer.name}, "registered_name": cname,
+                     "name": layer.name, "inbound_nodes": []}
+            for node in nodes_by_layer.get(id(layer), []):
+                if len(node.inputs) != 2:
+                    raise _Refused(f"operation {layer.name!r} ({cname}) has "
+                                   f"{len(node.inputs)} inputs")
+                entry["inbound_nodes"].append({"args": [tensor(t) for t in node.inputs],
+                                               "kwargs": {}})
+            layers.append(entry)
+            continue
         entry, call = _layer_entry(layer)
         entry["name"] = layer.name
         entry["inbound_nodes"] = []
@@ -827,6 +840,22 @@ def _keras_to_fg_config(spec):
         if not isinstance(name, str):
             raise _Refused(f"layer #{i} has no name")
         cname = e["class_name"]
+        module = e.get("module")
+        if isinstance(module, str) and module.startswith("keras.src.ops"):
+            # an operation on Keras tensors (x + y): fastgrad's operator layers
+            if cname not in ("Add", "Subtract", "Multiply"):
+                raise _Refused(f"{name!r} is the Keras operation {module}.{cname}, which "
+                               "fastgrad does not load (operations +, -, * are loaded)")
+            fnodes = []
+            for n in e.get("inbound_nodes") or []:
+                if not isinstance(n, dict) or not isinstance(n.get("args"), list) \
+                        or len(n["args"]) != 2 or (n.get("kwargs") or {}):
+                    raise _Refused(f"operation {name!r} ({cname}): bad call {n!r:.80}")
+                fnodes.append({"args": [_tensor_ref(t, f"operation {name!r}") for t in n["args"]],
+                               "multi": True})
+            fl.append({"class_name": cname, "name": name, "config": {"name": name},
+                       "inbound_nodes": fnodes, "operator": True})
+            continue
         fc = _cfg_from_keras(cname, e.get("config"), name)
         fc["name"] = name
         nodes = e.get("inbound_nodes") or []
@@ -907,24 +936,32 @@ def _compile_from_keras(model, cc, what, path):
                                "(a learning-rate schedule?)")
             opt = {"class_name": opt.get("class_name"), "config": ocfg}
 
-        def strip(spec):
+        from . import losses as _losses, metrics as _metrics, optimizers as _optimizers
+
+        def obj(spec, kind):
+            """A Keras loss / metric: a name, {"class_name", "config"}, or a list / dict."""
+            if spec is None or isinstance(spec, str):
+                return spec
+            if isinstance(spec, list):
+                return [obj(x, kind) for x in spec]
             if isinstance(spec, dict) and "class_name" in spec:
                 c = spec.get("config") or {}
-                if not _plain(c):
+                if not isinstance(c, dict) or not _plain(c):
                     raise _Refused(f"{spec['class_name']} has a configuration with objects")
-                return {"class_name": spec["class_name"], "config": c}
+                if kind == "loss":
+                    return _losses.deserialize({"class_name": spec["class_name"], "config": c})
+                cls = _metrics._CLASSES.get(spec["class_name"])
+                if cls is None:
+                    raise _Refused(f"metric {spec['class_name']!r} is not in fastgrad")
+                return cls.from_config(c)
             if isinstance(spec, dict):
-                return {"__dict__": {k: strip(v) for k, v in spec.items()}}
-            if isinstance(spec, list):
-                return [strip(s) for s in spec]
-            return spec
+                return {k: obj(v, kind) for k, v in spec.items()}
+            raise _Refused(f"bad {kind} {spec!r:.80}")
 
-        lw = cc.get("loss_weights")
-        model.compile_from_config({
-            "optimizer": opt, "loss": strip(cc.get("loss")),
-            "loss_weights": {"__dict__": lw} if isinstance(lw, dict) else lw,
-            "metrics": strip(cc.get("metrics")),
-            "weighted_metrics": strip(cc.get("weighted_metrics"))})
+        model.compile(optimizer=_optimizers.deserialize(opt) if isinstance(opt, dict) else opt,
+                      loss=obj(cc.get("loss"), "loss"), loss_weights=cc.get("loss_weights"),
+                      metrics=obj(cc.get("metrics"), "metric"),
+                      weighted_metrics=obj(cc.get("weighted_metrics"), "metric"))
     except (_Refused, *_saving._CONFIG_ERRORS) as exc:
         warnings.warn(f"{what}: {path!r}: the model is loaded uncompiled: its Keras compile "
                       f"configuration cannot be restored in fastgrad ({exc}); call compile()",
