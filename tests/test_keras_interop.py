@@ -110,10 +110,21 @@ def fg_reshape():
     return m, _rnd(3, 12)
 
 
-FG_MODELS = [fg_mlp, fg_cnn, fg_conv1d, fg_rnn, fg_embedding, fg_functional, fg_mha, fg_reshape]
+def fg_dict_io():
+    x = fg.Input((3,), name="x")
+    y = fg.Input((3,), name="y")
+    h = L.Dense(4, name="h")(L.Concatenate()([x, y]))
+    m = fg.Model({"x": x, "y": y}, {"o": L.Dense(1, name="o")(h), "p": L.Dense(2, name="p")(h)})
+    return m, {"x": _rnd(2, 3), "y": _rnd(2, 3, seed=5)}
+
+
+FG_MODELS = [fg_mlp, fg_cnn, fg_conv1d, fg_rnn, fg_embedding, fg_functional, fg_mha, fg_reshape,
+             fg_dict_io]
 
 
 def _outs(p):
+    if isinstance(p, dict):
+        return [np.asarray(p[k]) for k in sorted(p)]
     return [np.asarray(x) for x in p] if isinstance(p, (list, tuple)) else [np.asarray(p)]
 
 

@@ -303,9 +303,14 @@ def _functional_config(model):
         ordered.append((layer, entry))
     ins = [ref(t) for t in g.inputs]
     outs = [ref(t) for t in g.outputs]
+    def pack(refs, kind, keys):
+        if kind == "dict" and keys is not None:
+            return dict(zip(keys, refs))
+        return refs[0] if len(refs) == 1 and kind == "single" else refs
+
     cfg = {"name": model.name, "trainable": bool(model.trainable), "layers": layers,
-           "input_layers": ins[0] if len(ins) == 1 and model._input_kind == "single" else ins,
-           "output_layers": outs[0] if len(outs) == 1 and model._output_kind == "single" else outs}
+           "input_layers": pack(ins, model._input_kind, model._input_keys),
+           "output_layers": pack(outs, model._output_kind, model._output_keys)}
     return {"module": "keras.src.models.functional", "class_name": "Functional", "config": cfg,
             "registered_name": "Functional", "build_config": {"input_shape": None}}, ordered
 
