@@ -97,13 +97,6 @@ def config_info() -> dict:
         info["blas threads"] = f"OpenBLAS jobs run on fastgrad's OpenMP team ({libs}; {bs['source']})"
     else:
         info["blas threads"] = f"OpenBLAS keeps its own threads ({bs['source']})"
-    from ._threads import blas_share_info
-    bs = blas_share_info()
-    if bs["enabled"]:
-        libs = ", ".join(p.rsplit("/", 1)[-1] for p in bs["libraries"])
-        info["blas threads"] = f"OpenBLAS jobs run on fastgrad's OpenMP team ({libs}; {bs['source']})"
-    else:
-        info["blas threads"] = f"OpenBLAS keeps its own threads ({bs['source']})"
     try:
         from threadpoolctl import threadpool_info
         pools = [f"{p.get('user_api')}:{p.get('internal_api')} ({p.get('num_threads')} threads, "
