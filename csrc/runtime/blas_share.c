@@ -100,11 +100,17 @@ typedef struct {
     int t;
 } job_arg;
 
+/* Job t on the calling thread, with the caller's MXCSR, marked as inside a
+ * call so that a nested BLAS call from the job never waits for the lock its
+ * own call holds. */
 static void run_job(const job_arg *a, int t) {
     unsigned saved = fp_get();
+    int was_in = g_in_call;
+    g_in_call = 1;
     fp_set(a->fp);
     a->dojob(t, a->base + (size_t)t * a->elsize, a->dd);
     fp_set(saved);
+    g_in_call = was_in;
 }
 
 static void *pthread_job(void *p) {
@@ -157,13 +163,10 @@ static void fg_blas_callback(int sync, fg_blas_dojob dojob, int numjobs, size_t 
             /* all or nothing: a short team would leave jobs waiting forever */
             if (omp_get_num_threads() == numjobs) {
                 int t = omp_get_thread_num();
-                g_in_call = 1;
                 run_job(&a, t);
-                g_in_call = 0;
                 if (t == 0) ran = 1;
             }
         }
-        g_in_call = 1; /* the caller is thread 0 of the team: restore its flag */
     }
     if (!ran) run_on_pthreads(&a, numjobs);
     g_in_call = 0;
