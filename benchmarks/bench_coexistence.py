@@ -19,6 +19,11 @@ mixed run also times each part inside the mix, so extra_info gives
         benchmarks/bench_coexistence.py --benchmark-only --benchmark-group-by=group \
         --benchmark-max-time=0.5 --benchmark-min-rounds=3
 
+fastgrad runs NumPy's OpenBLAS jobs on its own OpenMP team (fg.share_blas_threads,
+csrc/runtime/blas_share.c); FASTGRAD_SHARE_BLAS_THREADS=0 measures without it.
+`python benchmarks/bench_coexistence.py sweep [repeats]` compares NumPy alone
+with and without sharing over sizes 64..1024 (the cost to a NumPy-only program).
+
 On a shared machine, pytest-benchmark's alone/mixed rows are measured minutes
 apart; the script mode measures them interleaved (alone fastgrad, alone
 NumPy, mixed, in rotation, REPEATS times) and prints the medians:
@@ -146,7 +151,42 @@ def measure(s: Scenarios, name: str, repeats: int, settle: float = 0.2):
     return tuple(statistics.median(col) for col in zip(*rows))
 
 
+SWEEP = (64, 96, 128, 192, 256, 384, 512, 1024)
+
+
+def numpy_alone_sweep(repeats: int):
+    """NumPy alone with OpenBLAS's jobs on fastgrad's team vs on OpenBLAS's own
+    threads (fg.share_blas_threads), interleaved: the cost of sharing to a
+    program that only uses NumPy. Prints shared / own per size and dtype."""
+    _set_threads()
+    rng = np.random.default_rng(1)
+    print(f"numpy matmul alone, {THREADS} threads: median time with the shared team / with OpenBLAS's own threads")
+    for dt in (np.float32, np.float64):
+        for n in SWEEP:
+            a = rng.standard_normal((n, n)).astype(dt)
+            b = rng.standard_normal((n, n)).astype(dt)
+            c = np.empty((n, n), dt)
+            calls = max(5, int(2e8 / (2 * n ** 3)))
+            med = {True: [], False: []}
+            for r in range(repeats):
+                for mode in ((True, False) if r % 2 == 0 else (False, True)):
+                    fg.share_blas_threads(mode)
+                    np.matmul(a, b, out=c)
+                    ts = []
+                    for _ in range(calls):
+                        t = time.perf_counter()
+                        np.matmul(a, b, out=c)
+                        ts.append(time.perf_counter() - t)
+                    med[mode].append(statistics.median(ts))
+            on, off = statistics.median(med[True]), statistics.median(med[False])
+            print(f"  {np.dtype(dt).name:8s} {n:5d}^3  shared {on*1e6:9.1f} us  own {off*1e6:9.1f} us  "
+                  f"ratio {on/off:5.3f}", flush=True)
+    fg.share_blas_threads(True)
+
+
 def main(argv):
+    if len(argv) > 1 and argv[1] == "sweep":
+        return numpy_alone_sweep(int(argv[2]) if len(argv) > 2 else 5)
     repeats = int(argv[1]) if len(argv) > 1 else 5
     names = argv[2].split(",") if len(argv) > 2 else ["predict", "fit", "gemm"]
     s = Scenarios()
@@ -154,6 +194,7 @@ def main(argv):
     print(f"threads {THREADS}, isa {info.get('isa')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')!r} "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')!r}, wait policy: {fg.thread_wait_policy()}"
           if hasattr(fg, "thread_wait_policy") else f"threads {THREADS}")
+    print(f"blas threads: {info.get('blas threads')}")
     for name in names:
         fa, na, fm, nm = measure(s, name, repeats)
         print(f"{name:8s} fastgrad alone {fa*1e3:8.3f} ms  in mix {fm*1e3:8.3f} ms  ratio {fm/fa:5.2f} | "
@@ -210,6 +251,26 @@ if pytest is not None and "pytest" in sys.modules and __name__ != "__main__":
         fa, na, fm, nm = measure(s, name, 3, settle=0.1)
         benchmark.extra_info.update(fastgrad_alone_s=fa, numpy_alone_s=na, fastgrad_mixed_s=fm,
                                     numpy_mixed_s=nm, fastgrad_ratio=fm / fa, numpy_ratio=nm / na)
+
+
+    @pytest.mark.parametrize("shared", [True, False], ids=["fastgrad team", "openblas threads"])
+    @pytest.mark.parametrize("n", [128, 384])
+    def test_numpy_alone_shared_vs_own(benchmark, n, shared):
+        """NumPy alone, its OpenBLAS jobs on fastgrad's team or on its own
+        threads: sharing must cost a NumPy-only program nothing (<= 2 %)."""
+        _set_threads()
+        rng = np.random.default_rng(1)
+        a = rng.standard_normal((n, n)).astype(np.float32)
+        b = rng.standard_normal((n, n)).astype(np.float32)
+        c = np.empty((n, n), np.float32)
+        benchmark.group = f"coexistence: numpy {n}^3 alone"
+        benchmark.name = f"numpy {n}^3 matmul, jobs on the {'fastgrad team' if shared else 'openblas threads'}"
+        fg.share_blas_threads(shared)
+        try:
+            benchmark(np.matmul, a, b, out=c)
+        finally:
+            fg.share_blas_threads(True)
+        benchmark.extra_info["blas_shared"] = shared
 
 
 if __name__ == "__main__":

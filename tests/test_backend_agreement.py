@@ -270,13 +270,26 @@ OPTIMIZERS = {
                                                                     momentum=0.5, centered=True)),
     "adam_update": dict(states=["m", "v"], hyper=dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-7,
                                                       step=3)),
+    # csrc/lossopt's updates: states passed positionally after (param, grad)
+    "nadam_update": dict(states=["m", "v"], hyper=dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-7,
+                                                       step=3, decoupled=False)),
+    "adamax_update": dict(states=["m", "u"], hyper=dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-7,
+                                                        step=3, decoupled=True)),
+    "adadelta_update": dict(states=["acc_grad", "acc_delta"], hyper=dict(lr=1.0, rho=0.95, eps=1e-7)),
+    "ftrl_update": dict(states=["accum", "linear"], hyper=dict(lr=0.1, lr_power=-0.5, l1=0.01, l2=0.01,
+                                                               l2_shrinkage=0.0, beta=0.0)),
+    "lion_update": dict(states=["m"], hyper=dict(lr=0.01, beta1=0.9, beta2=0.99)),
+    "adam_amsgrad_update": dict(states=["m", "v", "vhat"], hyper=dict(lr=0.1, beta1=0.9, beta2=0.999,
+                                                                      eps=1e-7, step=3)),
 }
 EDGE_HYPER = {"lr": [0.0, -1.0, 1e30, np.inf, np.nan], "momentum": [0.0, 1.0, -0.5, 2.0, np.nan],
               "rho": [0.0, 1.0, -0.1, 1.5], "eps": [0.0, -1e-7, np.inf],
               "beta1": [0.0, 1.0, -0.1, 0.999999], "beta2": [0.0, 1.0, 1.5],
               "step": [1, 0, -3, 1.5, 2**70, 2**40, True, np.int64(7), 3.0],
               "weight_decay": [0.0, 0.01, -0.01, np.inf], "centered": [False, True],
-              "nesterov": [True, False]}
+              "nesterov": [True, False], "decoupled": [True, False],
+              "lr_power": [0.0, -0.5, 0.5, np.nan], "l1": [0.0, -0.1, np.inf], "l2": [0.0, -0.1, np.nan],
+              "l2_shrinkage": [0.0, 0.1, -1.0], "beta": [0.0, 1.0, -1.0]}
 
 
 @SETTINGS
@@ -317,7 +330,9 @@ def test_optimizer_updates(data):
             return ops.adagrad_update(p, g, sts["accum"], **hyper)
         if name == "rmsprop_update":
             return ops.rmsprop_update(p, g, sts["ms"], mom=sts["mom"], mg=sts["mg"], **hyper)
-        return ops.adam_update(p, g, sts["m"], sts["v"], **hyper)
+        if name == "adam_update":
+            return ops.adam_update(p, g, sts["m"], sts["v"], **hyper)
+        return getattr(ops, name)(p, g, *(sts[k] for k in spec["states"]), **hyper)
 
     agree(call, make)
 

@@ -247,6 +247,8 @@ def test_against_torch_optim(kind):
     tp = torch.tensor(p0, dtype=torch.float64, requires_grad=True)
     topt = mk([tp])
     p = p0.copy()             # NumpyOps runs the same rule in float64 for float64 buffers
+    ours.build(p.size)        # ... with float64 state too (the update contract: one dtype)
+    ours.slots = {k: v.astype(np.float64) for k, v in ours.slots.items()}
     for g in grads:
         topt.zero_grad()
         tp.grad = torch.tensor(g, dtype=torch.float64)
@@ -324,3 +326,31 @@ def test_save_and_load_resume_exactly(tmp_path):
         assert type(b.optimizer) is type(a.optimizer)
         b.fit(x, y, epochs=1, batch_size=8, verbose=0)
         assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+
+
+def test_nadam_cost_does_not_grow_with_the_step():
+    """u_prod_t is an exact product over the first 1000 steps and b1^(t-1000)
+    after (every later factor is exactly b1 in double): a late step costs what
+    an early one does, and both backends agree there."""
+    import time
+    from fastgrad.backend.native_ops import NativeOps
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(50).astype(np.float32)
+    g = rng.standard_normal(50).astype(np.float32)
+    out = {}
+    for ops in (NumpyOps(), NativeOps()):
+        p, m, v = p0.copy(), np.full(50, 0.1, np.float32), np.full(50, 0.2, np.float32)
+        t0 = time.perf_counter()
+        ops.nadam_update(p, g, m, v, lr=0.01, step=10**12)
+        assert time.perf_counter() - t0 < 0.5
+        out[type(ops).__name__] = p
+    np.testing.assert_allclose(out["NativeOps"], out["NumpyOps"], rtol=1e-6, atol=1e-7)
+    # the closed-form tail equals the step-by-step product where both can run
+    b1 = float(np.float32(0.9))
+    seq = 1.0
+    for s in range(1, 3001):
+        seq *= b1 * (1.0 - 0.5 * 0.96 ** s)
+    head = 1.0
+    for s in range(1, 1001):
+        head *= b1 * (1.0 - 0.5 * 0.96 ** s)
+    assert abs(head * b1 ** 2000 - seq) <= 1e-12 * abs(seq)

@@ -132,10 +132,17 @@ static void amsgrad_range(float *FG_RESTRICT p, float *FG_RESTRICT m, float *FG_
     }
 }
 
-/* Nadam's u_prod_t = prod_{s=1..t} b1 (1 - 0.5 * 0.96^s), in double, s ascending */
+/* Nadam's u_prod_t = prod_{s=1..t} b1 (1 - 0.5 * 0.96^s), in double, s ascending
+ * up to s = FG_NADAM_EXACT_STEPS; from there on 0.5 * 0.96^s is below half an
+ * ulp of 1 and every factor is exactly b1, so the rest is b1^(t - S) by one
+ * pow() — O(1) per call however long training runs (numpy_lossopt.py does
+ * the same). */
+#define FG_NADAM_EXACT_STEPS 1000
 static double nadam_uprod(double b1, int64_t t) {
     double u = 1.0;
-    for (int64_t s = 1; s <= t; s++) u *= b1 * (1.0 - 0.5 * pow(0.96, (double)s));
+    int64_t head = t < FG_NADAM_EXACT_STEPS ? t : FG_NADAM_EXACT_STEPS;
+    for (int64_t s = 1; s <= head; s++) u *= b1 * (1.0 - 0.5 * pow(0.96, (double)s));
+    if (t > head) u *= pow(b1, (double)(t - head));
     return u;
 }
 

@@ -25,6 +25,7 @@ import os as _os
 if _os.environ.get("FASTGRAD_BACKEND", "").strip().lower() != "numpy":
     from . import _native  # noqa: F401
 
+from ._threads import share_blas_threads
 from ._config import (set_backend, get_backend, use_backend, get_ops, set_num_threads,
                       get_num_threads, set_seed, get_seed, set_flush_denormal,
                       get_flush_denormal)
@@ -42,7 +43,8 @@ __all__ = ["__version__", "Sequential", "Model", "Input", "KerasTensor", "load_m
            "losses", "metrics", "optimizers", "initializers", "regularizers", "activations",
            "callbacks", "distribution", "engine", "backend", "ops", "set_backend", "get_backend", "use_backend",
            "get_ops", "set_num_threads", "get_num_threads", "set_seed", "get_seed", "show_config",
-           "config_info", "set_flush_denormal", "get_flush_denormal", "quantization"]
+           "config_info", "set_flush_denormal", "get_flush_denormal", "quantization",
+           "share_blas_threads"]
 
 
 def __getattr__(name):
@@ -88,6 +90,13 @@ def config_info() -> dict:
     given = [f"{name}={wp[key]}" for name, key in (("GOMP_SPINCOUNT", "spincount"),
                                                    ("OMP_WAIT_POLICY", "omp_wait_policy")) if wp.get(key)]
     info["openmp wait"] = f"{', '.join(given)} ({wp['source']})" if given else wp["source"]
+    from ._threads import blas_share_info
+    bs = blas_share_info()
+    if bs["enabled"]:
+        libs = ", ".join(p.rsplit("/", 1)[-1] for p in bs["libraries"])
+        info["blas threads"] = f"OpenBLAS jobs run on fastgrad's OpenMP team ({libs}; {bs['source']})"
+    else:
+        info["blas threads"] = f"OpenBLAS keeps its own threads ({bs['source']})"
     try:
         from threadpoolctl import threadpool_info
         pools = [f"{p.get('user_api')}:{p.get('internal_api')} ({p.get('num_threads')} threads, "

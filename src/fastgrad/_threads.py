@@ -143,3 +143,86 @@ def wait_policy() -> dict:
      "spincount": the GOMP_SPINCOUNT fastgrad set or the user gave, or None,
      "omp_wait_policy": the user's OMP_WAIT_POLICY, or None}."""
     return dict(_policy)
+
+
+# ------------------------------------------------------------ BLAS thread pool
+# NumPy's OpenBLAS (pthreads build) keeps a pool of its own whose workers spin
+# after each call, as libgomp's do after each of fastgrad's regions: on a
+# machine with as many threads as cores the two pools take each other's cores
+# (a NumPy matmul next to fastgrad calls ran 1.1-7x slower, fastgrad's calls
+# up to 80x). fastgrad therefore gives OpenBLAS a callback that runs its
+# parallel jobs on fastgrad's OpenMP team — one pool in the process. OpenBLAS
+# keeps choosing how many jobs a call has (its thread count; threadpoolctl's
+# "blas" limit still applies), and its results do not change.
+# FASTGRAD_SHARE_BLAS_THREADS=0 at import leaves OpenBLAS alone;
+# fg.share_blas_threads(False) undoes it at run time. csrc/runtime/blas_share.c
+# has the mechanism; docs/threads.md the measurements.
+
+_blas_share = {"requested": None, "source": "not applied (native backend not loaded)"}
+_OFF = ("0", "off", "false", "no")
+
+
+_share_rt = []  # [the runtime extension module], set by fastgrad._native when it loads
+
+
+def _runtime_if_loaded():
+    return _share_rt[0] if _share_rt else None
+
+
+def share_blas_threads(enable: bool = True) -> list:
+    """Run NumPy's OpenBLAS parallel jobs on fastgrad's OpenMP threads.
+
+    Parameters
+    ----------
+    enable : bool, default True
+        True routes every loaded OpenBLAS (a pthreads build with the
+        threads-callback API, OpenBLAS >= 0.3.27, as NumPy and SciPy wheels
+        ship it) to fastgrad's thread team, so the process has one thread pool
+        instead of two pools spinning on each other's cores; calling it again
+        picks up OpenBLAS copies loaded since (SciPy's). False gives OpenBLAS
+        its own threads back.
+
+    Returns
+    -------
+    list of str
+        Paths of the OpenBLAS libraries now routed (empty when disabled, when
+        none is loaded, or where unsupported: not Linux/glibc, or fastgrad
+        built without OpenMP).
+    """
+    rt = _runtime_if_loaded()
+    if rt is None or not hasattr(rt, "blas_share_set"):
+        _blas_share.update(requested=bool(enable), source="unavailable (native backend not loaded)")
+        return []
+    paths = rt.blas_share_set(bool(enable))
+    _blas_share.update(requested=bool(enable), source="fg.share_blas_threads")
+    return paths
+
+
+def apply_blas_share_default(runtime) -> None:
+    """At import (fastgrad._native, with its runtime module): share the pool
+    unless FASTGRAD_SHARE_BLAS_THREADS says not to."""
+    _share_rt[:] = [runtime]
+    raw = os.environ.get("FASTGRAD_SHARE_BLAS_THREADS", "").strip().lower()
+    if raw in _OFF:
+        _blas_share.update(requested=False, source="FASTGRAD_SHARE_BLAS_THREADS=0")
+        return
+    share_blas_threads(True)
+    _blas_share["source"] = "default"
+
+
+def refresh_blas_share() -> None:
+    """Route OpenBLAS copies loaded after import (called when fit starts); a
+    no-op unless sharing is on."""
+    if _blas_share["requested"]:
+        rt = _runtime_if_loaded()
+        if rt is not None and hasattr(rt, "blas_share_set"):
+            rt.blas_share_set(True)
+
+
+def blas_share_info() -> dict:
+    """{"enabled": bool, "libraries": [paths], "source": why, "supported": bool}."""
+    rt = _runtime_if_loaded()
+    if rt is None or not hasattr(rt, "blas_share_state"):
+        return {"enabled": False, "libraries": [], "source": _blas_share["source"], "supported": False}
+    supported, enabled, paths = rt.blas_share_state()
+    return {"enabled": enabled, "libraries": paths, "source": _blas_share["source"], "supported": supported}

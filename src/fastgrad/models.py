@@ -39,6 +39,7 @@ import warnings
 import numpy as np
 
 from . import _config
+from . import _threads
 from . import distribution as _distribution
 from . import losses as _losses
 from . import metrics as _metrics
@@ -829,6 +830,8 @@ class Model:
         naming the epoch and batch, with the parameters of the last good step."""
         what = "fit"
         self._require_compiled(what)
+        # an OpenBLAS loaded since import (SciPy's) joins fastgrad's thread team too
+        _threads.refresh_blas_share()
         batch_size = _data.check_batch_size(batch_size, what)
         if isinstance(epochs, bool) or not isinstance(epochs, (numbers.Integral, np.integer)) \
                 or epochs < 0:

@@ -37,6 +37,11 @@ try:
 finally:
     _threads.end_native_load(_policy_set)
 
+# one thread pool for fastgrad and NumPy's OpenBLAS (unless
+# FASTGRAD_SHARE_BLAS_THREADS=0): csrc/runtime/blas_share.c, docs/threads.md
+if "runtime" in _loaded:
+    _threads.apply_blas_share_default(_loaded["runtime"])
+
 ISA_NAMES = ("baseline", "avx2", "avx512")
 
 

@@ -29,3 +29,31 @@ def build_flags():
 
 def get_flush_denormal():
     return bool(fg_get_flush_denormal())
+
+
+cdef extern from "runtime/fg_blas_share.h" nogil:
+    int fg_blas_share_set(int enable)
+    int fg_blas_share_enabled()
+    int fg_blas_share_count()
+    const char *fg_blas_share_path(int i)
+    int fg_blas_share_supported()
+    void fg_blas_share_force_pthreads(int on)
+
+def _blas_share_force_pthreads(bint on):
+    """Tests only: run shared OpenBLAS calls on the pthread fallback."""
+    fg_blas_share_force_pthreads(1 if on else 0)
+
+def blas_share_set(bint enable):
+    """Route the loaded OpenBLAS libraries' parallel jobs to fastgrad's OpenMP
+    team (enable) or give them their own threads back; returns the paths of
+    the libraries routed (csrc/runtime/blas_share.c)."""
+    cdef int n
+    with nogil:
+        n = fg_blas_share_set(1 if enable else 0)
+    return [fg_blas_share_path(i).decode() for i in range(n)]
+
+def blas_share_state():
+    """(supported, enabled, paths routed)."""
+    n = fg_blas_share_count()
+    return (bool(fg_blas_share_supported()), bool(fg_blas_share_enabled()),
+            [fg_blas_share_path(i).decode() for i in range(n)])

@@ -687,3 +687,10 @@ cdef int64_t _prod(tuple t):
     for v in t:
         n *= v
     return n
+
+
+def node_field_type(str name):
+    """The type of fg_node_desc field `name` as desc.c's field table has it:
+    "int", "float", "array", or None for no such field (layers' lower()
+    dictionaries may use exactly these keys besides inputs/shape/name)."""
+    return {1: "int", 2: "float", 3: "array"}.get(fg_node_desc_field_type(name.encode()))

@@ -44,6 +44,8 @@ class LossOptMixin:
 
     def nadam_update(self, param, grad, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-7, step,
                      weight_decay=0.0, decoupled=False):
+        self._optx_check("nadam_update", param, grad, dict(m=m, v=v), lr, weight_decay, step,
+            beta1=beta1, beta2=beta2, eps=eps)
         if step >= 1 and _ok(grad) and _writable(param, m, v):
             return self._optx("nadam_update", "nadam", param, grad, [m, v], lr, step, weight_decay,
                               decoupled, beta1=beta1, beta2=beta2, eps=eps)
@@ -52,6 +54,8 @@ class LossOptMixin:
 
     def adamax_update(self, param, grad, m, u, *, lr, beta1=0.9, beta2=0.999, eps=1e-7, step,
                       weight_decay=0.0, decoupled=False):
+        self._optx_check("adamax_update", param, grad, dict(m=m, u=u), lr, weight_decay, step,
+            beta1=beta1, beta2=beta2, eps=eps)
         if step >= 1 and _ok(grad) and _writable(param, m, u):
             return self._optx("adamax_update", "adamax", param, grad, [m, u], lr, step, weight_decay,
                               decoupled, beta1=beta1, beta2=beta2, eps=eps)
@@ -60,6 +64,8 @@ class LossOptMixin:
 
     def adadelta_update(self, param, grad, acc_grad, acc_delta, *, lr, rho=0.95, eps=1e-7,
                         weight_decay=0.0, decoupled=False):
+        self._optx_check("adadelta_update", param, grad, dict(acc_grad=acc_grad,
+            acc_delta=acc_delta), lr, weight_decay, rho=rho, eps=eps)
         if _ok(grad) and _writable(param, acc_grad, acc_delta):
             return self._optx("adadelta_update", "adadelta", param, grad, [acc_grad, acc_delta], lr, 1,
                               weight_decay, decoupled, rho=rho, eps=eps)
@@ -68,6 +74,8 @@ class LossOptMixin:
 
     def ftrl_update(self, param, grad, accum, linear, *, lr, lr_power=-0.5, l1=0.0, l2=0.0,
                     l2_shrinkage=0.0, beta=0.0, weight_decay=0.0, decoupled=False):
+        self._optx_check("ftrl_update", param, grad, dict(accum=accum, linear=linear), lr,
+            weight_decay, lr_power=lr_power, l1=l1, l2=l2, l2_shrinkage=l2_shrinkage, beta=beta)
         if (lr > 0 and lr_power <= 0 and min(l1, l2, l2_shrinkage, beta) >= 0 and _ok(grad)
                 and _writable(param, accum, linear)):
             return self._optx("ftrl_update", "ftrl", param, grad, [accum, linear], lr, 1, weight_decay,
@@ -79,6 +87,8 @@ class LossOptMixin:
 
     def lion_update(self, param, grad, m, *, lr, beta1=0.9, beta2=0.99, weight_decay=0.0,
                     decoupled=False):
+        self._optx_check("lion_update", param, grad, dict(m=m), lr, weight_decay, beta1=beta1,
+            beta2=beta2)
         if _ok(grad) and _writable(param, m):
             return self._optx("lion_update", "lion", param, grad, [m], lr, 1, weight_decay, decoupled,
                               beta1=beta1, beta2=beta2)
@@ -87,6 +97,8 @@ class LossOptMixin:
 
     def adam_amsgrad_update(self, param, grad, m, v, vhat, *, lr, beta1=0.9, beta2=0.999, eps=1e-7,
                             step, weight_decay=0.0, decoupled=False):
+        self._optx_check("adam_amsgrad_update", param, grad, dict(m=m, v=v, vhat=vhat), lr,
+            weight_decay, step, beta1=beta1, beta2=beta2, eps=eps)
         if step >= 1 and _ok(grad) and _writable(param, m, v, vhat):
             return self._optx("adam_amsgrad_update", "adam_amsgrad", param, grad, [m, v, vhat], lr,
                               step, weight_decay, decoupled, beta1=beta1, beta2=beta2, eps=eps)

@@ -29,6 +29,8 @@ import math
 
 import numpy as np
 
+from . import contracts as _c
+
 #: losses whose per-sample value is a row-wise sum over the last axis
 ROWWISE_LOSSES = frozenset({"kl_divergence", "categorical_hinge", "cosine_similarity"})
 _EPS = 1e-7   # Keras backend.epsilon()
@@ -42,6 +44,10 @@ def _f32(x):
 def _tiny0(a):
     np.copyto(a, 0, where=np.abs(a) < np.finfo(a.dtype).tiny)
 
+
+#: Nadam: steps whose momentum-schedule factor differs from beta1 in double (see nadam_uprod in
+#: csrc/lossopt/optim_ext.c)
+_NADAM_EXACT_STEPS = 1000
 
 class LossOptNumpyOps:
     """Mixin of NumpyOps: the losses and optimizer updates of csrc/lossopt."""
@@ -231,6 +237,34 @@ class LossOptNumpyOps:
         return self._ploss("cosine_similarity", pred, target, sample_weight, grad_out)
 
     # ------------------------------------------------------------ optimizers
+    #: hyper-parameter ranges (lo, hi, hi_open) of each update, checked by both
+    #: backends before anything is written (backend/contracts.py)
+    _OPTX_RANGES = {
+        "nadam_update": dict(beta1=(0.0, 1.0, True), beta2=(0.0, 1.0, True), eps=(0.0, None, False)),
+        "adamax_update": dict(beta1=(0.0, 1.0, True), beta2=(0.0, 1.0, True), eps=(0.0, None, False)),
+        "adam_amsgrad_update": dict(beta1=(0.0, 1.0, True), beta2=(0.0, 1.0, True),
+                                    eps=(0.0, None, False)),
+        "adadelta_update": dict(rho=(0.0, 1.0, False), eps=(0.0, None, False)),
+        "ftrl_update": dict(lr_power=(None, 0.0, False), l1=(0.0, None, False), l2=(0.0, None, False),
+                            l2_shrinkage=(0.0, None, False), beta=(0.0, None, False)),
+        "lion_update": dict(beta1=(0.0, 1.0, False), beta2=(0.0, 1.0, False)),
+    }
+
+    @classmethod
+    def _optx_check(cls, op, param, grad, states, lr, weight_decay, step=None, **hyper):
+        """The shared argument contract of the csrc/lossopt updates: arrays of
+        one dtype and shape without overlap, finite hyper-parameters in range,
+        an integer step in [1, 2**62] where the update counts steps. Returns
+        the step as an int (or None)."""
+        _c.update_arrays(op, param, grad, **states)
+        _c.decay(op, lr, weight_decay)
+        if op == "ftrl_update":
+            _c.finite(op, "lr", lr, lo=0.0, lo_open=True)
+        for name, value in hyper.items():
+            lo, hi, hi_open = cls._OPTX_RANGES[op][name]
+            _c.finite(op, name, value, lo=lo, hi=hi, hi_open=hi_open)
+        return None if step is None else _c.step_count(op, step)
+
     @staticmethod
     def _optx_decay(param, grad, lr, wd, decoupled):
         """Weight decay as the C kernels do it; returns the gradient to use."""
@@ -247,15 +281,20 @@ class LossOptNumpyOps:
         u_t = b1 (1 - 0.5 * 0.96^t), u_prod_t = prod_{s<=t} u_s;
         m_hat = u_{t+1} m / (1 - u_prod_t u_{t+1}) + (1 - u_t) g / (1 - u_prod_t);
         v_hat = v / (1 - b2^t); p -= (m_hat lr) / (sqrt(v_hat) + eps). t counts from 1."""
+        step = self._optx_check("nadam_update", param, grad, dict(m=m, v=v), lr, weight_decay, step,
+            beta1=beta1, beta2=beta2, eps=eps)
         if step < 1:
             raise ValueError(f"nadam_update: step must be >= 1, got {step}")
         b1, b2, t = _f32(beta1), _f32(beta2), float(step)
         g = self._optx_decay(param, grad, lr, weight_decay, decoupled)
         ut = b1 * (1.0 - 0.5 * math.pow(0.96, t))
         ut1 = b1 * (1.0 - 0.5 * math.pow(0.96, t + 1.0))
-        up = 1.0
-        for s in range(1, step + 1):
+        up = 1.0  # csrc/lossopt/optim_ext.c nadam_uprod: exact head, then b1^(t - 1000)
+        head = min(step, _NADAM_EXACT_STEPS)
+        for s in range(1, head + 1):
             up *= b1 * (1.0 - 0.5 * math.pow(0.96, float(s)))
+        if step > head:
+            up *= math.pow(b1, float(step - head))
         c_m = ut1 / (1.0 - up * ut1)
         c_g = (1.0 - ut) / (1.0 - up)
         bc2 = 1.0 - math.pow(b2, t)
@@ -274,6 +313,8 @@ class LossOptNumpyOps:
                       weight_decay=0.0, decoupled=False):
         """Adamax (Keras 3): m = b1 m + (1 - b1) g; u = max(b2 u, |g|);
         p -= (lr m) / ((1 - b1^t) (u + eps))."""
+        step = self._optx_check("adamax_update", param, grad, dict(m=m, u=u), lr, weight_decay,
+            step, beta1=beta1, beta2=beta2, eps=eps)
         if step < 1:
             raise ValueError(f"adamax_update: step must be >= 1, got {step}")
         b1, b2 = _f32(beta1), _f32(beta2)
@@ -293,6 +334,8 @@ class LossOptNumpyOps:
         """Adadelta (Keras 3): a = rho a + (1 - rho) g^2;
         d = -(sqrt(acc_delta + eps) g) / sqrt(a + eps);
         acc_delta = rho acc_delta + (1 - rho) d^2; p += lr d."""
+        self._optx_check("adadelta_update", param, grad, dict(acc_grad=acc_grad,
+            acc_delta=acc_delta), lr, weight_decay, rho=rho, eps=eps)
         r = _f32(rho)
         g = self._optx_decay(param, grad, lr, weight_decay, decoupled)
         e = np.float32(eps)
@@ -312,6 +355,8 @@ class LossOptNumpyOps:
         linear += gs - ((na^-lr_power - acc^-lr_power) / lr) p;
         q = na^-lr_power / lr + 2 (l2 + beta / (2 lr)); p = (clip(linear, -l1, l1) - linear) / q;
         acc = na. The caller initialises acc (initial_accumulator_value)."""
+        self._optx_check("ftrl_update", param, grad, dict(accum=accum, linear=linear), lr,
+            weight_decay, lr_power=lr_power, l1=l1, l2=l2, l2_shrinkage=l2_shrinkage, beta=beta)
         lr = _f32(lr)
         if not lr > 0:
             raise ValueError(f"ftrl_update: learning_rate must be > 0, got {lr}")
@@ -344,6 +389,8 @@ class LossOptNumpyOps:
     def lion_update(self, param, grad, m, *, lr, beta1=0.9, beta2=0.99, weight_decay=0.0,
                     decoupled=False):
         """Lion (Keras 3): p -= lr sign(b1 m + (1 - b1) g); m = b2 m + (1 - b2) g."""
+        self._optx_check("lion_update", param, grad, dict(m=m), lr, weight_decay, beta1=beta1,
+            beta2=beta2)
         b1, b2 = _f32(beta1), _f32(beta2)
         g = self._optx_decay(param, grad, lr, weight_decay, decoupled)
         c = np.float32(b1) * m + np.float32(1.0 - b1) * g
@@ -357,6 +404,8 @@ class LossOptNumpyOps:
                             step, weight_decay=0.0, decoupled=False):
         """Adam with amsgrad (Keras 3): Adam's m, v; vhat = max(vhat, v);
         p -= alpha m / (sqrt(vhat) + eps), alpha = lr sqrt(1 - b2^t) / (1 - b1^t)."""
+        step = self._optx_check("adam_amsgrad_update", param, grad, dict(m=m, v=v, vhat=vhat), lr,
+            weight_decay, step, beta1=beta1, beta2=beta2, eps=eps)
         if step < 1:
             raise ValueError(f"adam_amsgrad_update: step must be >= 1, got {step}")
         b1, b2, t = _f32(beta1), _f32(beta2), float(step)
