@@ -1,0 +1,774 @@
+"""fastgrad.export — write a model as an ONNX graph.
+
+    import fastgrad as fg
+    proto = fg.export.to_onnx(model, "model.onnx")        # onnx.ModelProto, also written
+    # python -m fastgrad export model.fgm model.onnx
+
+The exporter walks the model's graph (Sequential, functional, nested models
+inlined) and emits, per layer call, ONNX operators that compute what
+fastgrad's inference computes (dropout and noise: identity; BatchNormalization:
+the moving statistics). Layouts follow fastgrad (channels_last, Keras weight
+layouts): convolutions and pools are wrapped in Transposes to ONNX's NCHW, the
+kernels are permuted once at export time. The batch axis is dynamic.
+
+`QuantizedModel`s (fastgrad.quantization) export too: DynamicQuantizeLinear /
+QuantizeLinear, MatMulInteger and float rescaling (docs/export.md states the
+tolerance).
+
+Layers with no faithful ONNX form raise `ExportError` (a ValueError) naming the
+layer and the reason: Lambda, fg.math ops, custom layers, stateful or
+return_state recurrent layers, any layer that consumes a mask, ...
+`SUPPORTED` and `REFUSED` list the layer classes each way.
+
+`onnx` is an optional dependency: ``pip install fastgrad[onnx]`` (onnx and
+onnxruntime, which the tests use to check every layer to 1e-5).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["to_onnx", "ExportError", "SUPPORTED", "REFUSED", "DEFAULT_OPSET"]
+
+DEFAULT_OPSET = 17
+_INT64_MIN = -(2 ** 63)
+
+#: layer classes with an ONNX translation
+SUPPORTED = ("Dense", "Activation", "Flatten", "InputLayer", "Dropout", "SpatialDropout2D", "Identity",
+             "BatchNormalization", "LayerNormalization", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax",
+             "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+             "Reshape", "Permute", "RepeatVector", "Embedding", "Masking",
+             "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed",
+             "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose",
+             "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
+             "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+             "ZeroPadding2D", "Cropping2D", "UpSampling2D", "MultiHeadAttention", "Attention",
+             "AdditiveAttention", "PositionEmbedding", "SinePositionEncoding")
+
+#: layer classes refused, with the reason
+REFUSED = {
+    "Lambda": "it runs arbitrary Python code, which has no ONNX form",
+    "MathOp": "fg.math operations on symbolic tensors are not translated (yet); use layers",
+    "ModelCall": "a subclassed model's call() is Python code, which has no ONNX form",
+}
+
+
+class ExportError(ValueError):
+    """A model (or one of its layers) that cannot be written as ONNX."""
+
+
+def _import_onnx():
+    try:
+        import onnx
+        from onnx import helper, numpy_helper, TensorProto
+    except ImportError as exc:  # pragma: no cover - exercised only without onnx
+        raise ImportError("fastgrad.export needs the 'onnx' package: pip install fastgrad[onnx] "
+                          "(or pip install onnx onnxruntime)") from exc
+    return onnx, helper, numpy_helper, TensorProto
+
+
+# ====================================================================== graph builder
+class _Builder:
+    """Collects nodes and initializers, hands out unique tensor names."""
+
+    def __init__(self, opset):
+        self.onnx, self.helper, self.numpy_helper, self.TP = _import_onnx()
+        self.opset = int(opset)
+        self.nodes, self.inits = [], []
+        self._used = set()
+        self.prefix = "g"
+
+    def fresh(self, base):
+        base = "".join(ch if ch.isalnum() or ch in "_./:-" else "_" for ch in str(base)) or "t"
+        name, k = base, 1
+        while name in self._used:
+            name = f"{base}_{k}"
+            k += 1
+        self._used.add(name)
+        return name
+
+    def reserve(self, name):
+        self._used.add(name)
+        return name
+
+    def const(self, arr, base="const", dtype=None):
+        a = np.asarray(arr)
+        if dtype is not None:
+            a = a.astype(dtype)
+        elif a.dtype == np.float64:
+            a = a.astype(np.float32)
+        elif a.dtype.kind in "iu" and a.dtype not in (np.int8, np.uint8, np.int32):
+            a = a.astype(np.int64)
+        name = self.fresh(f"{self.prefix}/{base}")
+        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(a), name))
+        return name
+
+    def ints(self, values, base="shape"):
+        return self.const(np.asarray(list(values), np.int64), base)
+
+    def scalar(self, v, base="scalar"):
+        return self.const(np.asarray(v, np.float32), base)
+
+    def op(self, op_type, inputs, base=None, n_out=1, **attrs):
+        outs = [self.fresh(f"{self.prefix}/{base or op_type}{'' if n_out == 1 else f'_{i}'}")
+                for i in range(n_out)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), outs,
+                                                name=self.fresh(f"{self.prefix}/{op_type}_node"), **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    # ---- helpers that differ between opsets
+    def reduce(self, op_type, x, axes, keepdims=1):
+        axes = [int(a) for a in axes]
+        if self.opset >= 18 or op_type == "ReduceSum":
+            return self.op(op_type, [x, self.ints(axes, "axes")], keepdims=keepdims)
+        return self.op(op_type, [x], axes=axes, keepdims=keepdims)
+
+    def reshape(self, x, per_sample_shape):
+        return self.op("Reshape", [x, self.ints([-1] + [int(s) for s in per_sample_shape])])
+
+    def transpose(self, x, perm):
+        return self.op("Transpose", [x], perm=[int(p) for p in perm])
+
+    def squeeze(self, x, axes):
+        return self.op("Squeeze", [x, self.ints(axes, "axes")])
+
+    def unsqueeze(self, x, axes):
+        return self.op("Unsqueeze", [x, self.ints(axes, "axes")])
+
+    def slice(self, x, starts, ends, axes, steps=None):
+        ins = [x, self.ints(starts, "starts"), self.ints(ends, "ends"), self.ints(axes, "axes")]
+        if steps is not None:
+            ins.append(self.ints(steps, "steps"))
+        return self.op("Slice", ins)
+
+    def reverse(self, x, axis):
+        return self.slice(x, [-1], [_INT64_MIN], [axis], [-1])
+
+    def clip(self, x, lo=None, hi=None):
+        ins = [x, self.scalar(lo, "min") if lo is not None else "",
+               self.scalar(hi, "max") if hi is not None else ""]
+        while ins and ins[-1] == "":
+            ins.pop()
+        return self.op("Clip", ins)
+
+
+# ====================================================================== activations
+_SELU_ALPHA = 1.6732632423543772
+_SELU_SCALE = 1.0507009873554805
+
+
+def _softplus(b, x):
+    # max(x, 0) + log1p(exp(-|x|)), fastgrad's stable form (ONNX Softplus overflows early)
+    t = b.op("Exp", [b.op("Neg", [b.op("Abs", [x])])])
+    return b.op("Add", [b.op("Relu", [x]), b.op("Log", [b.op("Add", [t, b.scalar(1.0)])])])
+
+
+def _hard_sigmoid(b, x):
+    return b.op("Div", [b.clip(b.op("Add", [x, b.scalar(3.0)]), 0.0, 6.0), b.scalar(6.0)])
+
+
+def _activation(b, name, x, params=None, axis=-1):
+    """ONNX ops for fastgrad activation `name` (canonical, or the ops-level relu_general)."""
+    p = params or {}
+    if name == "linear":
+        return x
+    if name == "relu":
+        return b.op("Relu", [x])
+    if name == "sigmoid":
+        return b.op("Sigmoid", [x])
+    if name == "tanh":
+        return b.op("Tanh", [x])
+    if name == "softmax":
+        return b.op("Softmax", [x], axis=axis)
+    if name == "log_softmax":
+        return b.op("LogSoftmax", [x], axis=axis)
+    if name == "gelu":
+        e = b.op("Erf", [b.op("Div", [x, b.scalar(np.sqrt(2.0))])])
+        return b.op("Mul", [b.op("Mul", [x, b.scalar(0.5)]), b.op("Add", [e, b.scalar(1.0)])])
+    if name == "gelu_tanh":
+        x3 = b.op("Mul", [b.op("Mul", [x, x]), x])
+        inner = b.op("Add", [x, b.op("Mul", [x3, b.scalar(0.044715)])])
+        t = b.op("Tanh", [b.op("Mul", [inner, b.scalar(np.sqrt(2.0 / np.pi))])])
+        return b.op("Mul", [b.op("Mul", [x, b.scalar(0.5)]), b.op("Add", [t, b.scalar(1.0)])])
+    if name == "leaky_relu":
+        slope = float(p.get("negative_slope", 0.2))
+        # fastgrad: x >= 0 ? x : slope * x
+        return b.op("Where", [b.op("GreaterOrEqual", [x, b.scalar(0.0)]), x,
+                              b.op("Mul", [x, b.scalar(slope)])])
+    if name == "elu":
+        return b.op("Elu", [x], alpha=float(p.get("alpha", 1.0)))
+    if name == "selu":
+        return b.op("Selu", [x], alpha=_SELU_ALPHA, gamma=_SELU_SCALE)
+    if name == "silu":
+        return b.op("Mul", [x, b.op("Sigmoid", [x])])
+    if name == "softplus":
+        return _softplus(b, x)
+    if name == "softsign":
+        return b.op("Softsign", [x])
+    if name == "hard_sigmoid":
+        return _hard_sigmoid(b, x)
+    if name == "mish":
+        return b.op("Mul", [x, b.op("Tanh", [_softplus(b, x)])])
+    if name == "exponential":
+        return b.op("Exp", [x])
+    if name == "relu6":
+        return b.clip(x, 0.0, 6.0)
+    if name == "hard_silu":
+        return b.op("Mul", [x, _hard_sigmoid(b, x)])
+    if name == "relu_general":
+        slope = float(p.get("negative_slope", 0.0))
+        thr = float(p.get("threshold", 0.0))
+        mx = p.get("max_value")
+        a = b.op("Where", [b.op("Greater", [x, b.scalar(thr)]), x, b.scalar(0.0)])
+        if mx is not None and mx != float("inf"):
+            a = b.clip(a, 0.0, float(mx))
+        if slope != 0:
+            neg = b.op("Mul", [b.op("Relu", [b.op("Sub", [b.scalar(thr), x])]), b.scalar(slope)])
+            a = b.op("Sub", [a, neg])
+        return a
+    raise ExportError(f"activation {name!r} has no ONNX translation")
+
+
+# ====================================================================== layer converters
+# each: fn(b, layer, xs (ONNX names), in_shapes (per-sample), out_shape (per-sample)) -> name
+_CONVERTERS = {}
+
+
+def _converter(*kinds):
+    def deco(fn):
+        for k in kinds:
+            _CONVERTERS[k] = fn
+        return fn
+    return deco
+
+
+def _refuse(layer, why):
+    raise ExportError(f"to_onnx: layer {layer.name!r} ({type(layer).__name__}) cannot be exported: {why}")
+
+
+def _param(layer, name):
+    v = layer.params.get(name)
+    return None if v is None else np.asarray(v, np.float32)
+
+
+def _state(layer, name):
+    return np.asarray(layer.state[name], np.float32)
+
+
+def _run_act(layer):
+    """The activation a layer applies at inference (its fused one when split off)."""
+    act = getattr(layer, "_fused_activation", None) or getattr(layer, "_run_act", None) \
+        or getattr(layer, "activation", "linear")
+    return act
+
+
+@_converter("Dense")
+def _dense(b, layer, xs, in_shapes, out_shape):
+    y = b.op("MatMul", [xs[0], b.const(_param(layer, "kernel"), f"{layer.name}/kernel")])
+    if layer.use_bias:
+        y = b.op("Add", [y, b.const(_param(layer, "bias"), f"{layer.name}/bias")])
+    return _activation(b, _run_act(layer), y)
+
+
+@_converter("Activation")
+def _activation_layer(b, layer, xs, in_shapes, out_shape):
+    return _activation(b, _run_act(layer), xs[0])
+
+
+@_converter("ReLU", "LeakyReLU", "ELU")
+def _elementwise_act(b, layer, xs, in_shapes, out_shape):
+    name, params = layer._op
+    return _activation(b, name, xs[0], params)
+
+
+@_converter("PReLU")
+def _prelu(b, layer, xs, in_shapes, out_shape):
+    alpha = _param(layer, "alpha")
+    # fastgrad: x >= 0 ? x : alpha * x  (= ONNX PRelu, which takes x < 0 ? slope * x : x)
+    return b.op("PRelu", [xs[0], b.const(alpha, f"{layer.name}/alpha")])
+
+
+@_converter("Softmax")
+def _softmax_layer(b, layer, xs, in_shapes, out_shape):
+    axes = list(layer._axes)
+    x = xs[0]
+    if len(axes) == 1:
+        return b.op("Softmax", [x], axis=axes[0])
+    m = b.reduce("ReduceMax", x, axes)
+    e = b.op("Exp", [b.op("Sub", [x, m])])
+    return b.op("Div", [e, b.reduce("ReduceSum", e, axes)])
+
+
+@_converter("Dropout", "SpatialDropout2D", "Identity", "InputLayer", "GaussianNoise", "GaussianDropout",
+            "AlphaDropout")
+def _identity(b, layer, xs, in_shapes, out_shape):
+    return b.op("Identity", [xs[0]])
+
+
+@_converter("Flatten", "Reshape")
+def _reshape(b, layer, xs, in_shapes, out_shape):
+    return b.reshape(xs[0], out_shape)
+
+
+@_converter("Permute")
+def _permute(b, layer, xs, in_shapes, out_shape):
+    return b.transpose(xs[0], layer._perm)
+
+
+@_converter("RepeatVector")
+def _repeat(b, layer, xs, in_shapes, out_shape):
+    u = b.unsqueeze(xs[0], [1])
+    return b.op("Expand", [u, b.ints([1, layer.n, 1])])
+
+
+@_converter("BatchNormalization")
+def _batchnorm(b, layer, xs, in_shapes, out_shape):
+    c = layer._c
+    gamma = _param(layer, "gamma") if layer.scale else np.ones(c, np.float32)
+    beta = _param(layer, "beta") if layer.center else np.zeros(c, np.float32)
+    mm, mv = _state(layer, "moving_mean"), _state(layer, "moving_variance")
+    # the same float32 operations as BatchNormalization._forward_infer
+    scale = np.sqrt(mv + np.float32(layer.epsilon)).astype(np.float32)
+    scale = (gamma / scale).astype(np.float32)
+    shift = (beta - mm * scale).astype(np.float32)
+    shape = [1] * len(in_shapes[0])
+    shape[layer._ax - 1] = c
+    y = b.op("Mul", [xs[0], b.const(scale.reshape(shape), f"{layer.name}/scale")])
+    return b.op("Add", [y, b.const(shift.reshape(shape), f"{layer.name}/shift")])
+
+
+@_converter("LayerNormalization")
+def _layernorm(b, layer, xs, in_shapes, out_shape):
+    ns = tuple(layer._norm_shape)
+    gamma = _param(layer, "gamma") if layer.scale else np.ones(ns, np.float32)
+    beta = _param(layer, "beta") if layer.center else np.zeros(ns, np.float32)
+    axis = len(in_shapes[0]) + 1 - len(ns)
+    return b.op("LayerNormalization", [xs[0], b.const(gamma.reshape(ns), f"{layer.name}/gamma"),
+                                       b.const(beta.reshape(ns), f"{layer.name}/beta")],
+                axis=axis, epsilon=float(np.float32(layer.epsilon)))
+
+
+@_converter("Embedding")
+def _embedding(b, layer, xs, in_shapes, out_shape):
+    ids = xs[0]
+    if b.dtypes.get(ids) != "int":
+        ids = b.op("Cast", [ids], to=b.TP.INT64)
+    return b.op("Gather", [b.const(_param(layer, "embeddings"), f"{layer.name}/embeddings"), ids], axis=0)
+
+
+@_converter("Masking")
+def _masking(b, layer, xs, in_shapes, out_shape):
+    x = xs[0]
+    ne = b.op("Not", [b.op("Equal", [x, b.scalar(layer.mask_value)])])
+    keep = b.op("Cast", [b.reduce("ReduceMax", b.op("Cast", [ne], to=b.TP.INT32), [-1])], to=b.TP.FLOAT)
+    return b.op("Mul", [x, keep])
+
+
+# ---------------------------------------------------------------------- merges
+@_converter("Add")
+def _add(b, layer, xs, in_shapes, out_shape):
+    return b.op("Sum", xs) if len(xs) > 2 else b.op("Add", xs)
+
+
+@_converter("Subtract")
+def _sub(b, layer, xs, in_shapes, out_shape):
+    return b.op("Sub", xs)
+
+
+@_converter("Multiply")
+def _mul(b, layer, xs, in_shapes, out_shape):
+    y = xs[0]
+    for x in xs[1:]:
+        y = b.op("Mul", [y, x])
+    return y
+
+
+@_converter("Average")
+def _average(b, layer, xs, in_shapes, out_shape):
+    y = xs[0]
+    for x in xs[1:]:
+        y = b.op("Add", [y, x])
+    return b.op("Div", [y, b.scalar(float(len(xs)))])
+
+
+@_converter("Maximum")
+def _maximum(b, layer, xs, in_shapes, out_shape):
+    return b.op("Max", xs)
+
+
+@_converter("Minimum")
+def _minimum(b, layer, xs, in_shapes, out_shape):
+    return b.op("Min", xs)
+
+
+@_converter("Concatenate")
+def _concat(b, layer, xs, in_shapes, out_shape):
+    return b.op("Concat", xs, axis=int(layer.axis))
+
+
+_LETTERS = "bcdefghijklmnopqrstuvwxyz"
+
+
+@_converter("Dot")
+def _dot(b, layer, xs, in_shapes, out_shape):
+    a0, a1 = layer._full_axes(layer.input_shape)
+    us = list(xs)
+    if layer.normalize:
+        from .layers.merge import _EPSILON
+        for i, a in enumerate((a0, a1)):
+            ss = b.reduce("ReduceSumSquare", us[i], [a])
+            inv = b.op("Min", [b.op("Reciprocal", [b.op("Sqrt", [ss])]), b.scalar(1.0 / np.float32(_EPSILON))])
+            us[i] = b.op("Mul", [us[i], inv])
+    r0, r1 = len(in_shapes[0]) + 1, len(in_shapes[1]) + 1
+    letters = iter(_LETTERS)
+    s0 = ["a"] + [next(letters) for _ in range(r0 - 1)]
+    s1 = ["a"] + [next(letters) for _ in range(r1 - 1)]
+    s1[a1] = s0[a0]
+    out = ["a"] + [c for i, c in enumerate(s0) if i not in (0, a0)] + \
+        [c for i, c in enumerate(s1) if i not in (0, a1)]
+    y = b.op("Einsum", us, equation=f"{''.join(s0)},{''.join(s1)}->{''.join(out)}")
+    return b.reshape(y, out_shape)
+
+
+# ---------------------------------------------------------------------- convolutions
+def _to_nchw(b, x, rank):
+    return b.transpose(x, [0, rank + 1] + list(range(1, rank + 1)))
+
+
+def _to_nhwc(b, x, rank):
+    return b.transpose(x, [0] + list(range(2, rank + 2)) + [1])
+
+
+def _onnx_pads(pads, rank):
+    """fastgrad (lo0, hi0, lo1, hi1, ...) -> ONNX (lo0, lo1, ..., hi0, hi1, ...)."""
+    return [int(pads[2 * i]) for i in range(rank)] + [int(pads[2 * i + 1]) for i in range(rank)]
+
+
+@_converter("Conv1D", "Conv2D", "Convolution1D", "Convolution2D")
+def _conv(b, layer, xs, in_shapes, out_shape):
+    r = layer.rank
+    k = _param(layer, "kernel")                       # (*ks, in/g, out)
+    w = np.transpose(k, (r + 1, r) + tuple(range(r)))  # (out, in/g, *ks)
+    ins = [_to_nchw(b, xs[0], r), b.const(w, f"{layer.name}/kernel")]
+    if layer.use_bias:
+        ins.append(b.const(_param(layer, "bias"), f"{layer.name}/bias"))
+    y = b.op("Conv", ins, kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
+             dilations=list(layer.dilation_rate), pads=_onnx_pads(layer._pads, r), group=layer.groups)
+    return _activation(b, _run_act(layer), _to_nhwc(b, y, r))
+
+
+def _depthwise(b, x, k, bias, layer, base):
+    kh, kw, c, m = k.shape
+    w = np.transpose(k.reshape(kh, kw, c * m), (2, 0, 1))[:, None]   # (c*m, 1, kh, kw)
+    ins = [x, b.const(w, base)]
+    if bias is not None:
+        ins.append(b.const(bias, f"{layer.name}/bias"))
+    return b.op("Conv", ins, kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
+                dilations=list(layer.dilation_rate), pads=_onnx_pads(layer._pads, 2), group=c)
+
+
+@_converter("DepthwiseConv2D")
+def _depthwise_conv(b, layer, xs, in_shapes, out_shape):
+    y = _depthwise(b, _to_nchw(b, xs[0], 2), _param(layer, "kernel"),
+                   _param(layer, "bias") if layer.use_bias else None, layer, f"{layer.name}/kernel")
+    return _activation(b, _run_act(layer), _to_nhwc(b, y, 2))
+
+
+@_converter("SeparableConv2D")
+def _separable(b, layer, xs, in_shapes, out_shape):
+    t = _depthwise(b, _to_nchw(b, xs[0], 2), _param(layer, "depthwise_kernel"), None, layer,
+                   f"{layer.name}/depthwise_kernel")
+    pw = _param(layer, "pointwise_kernel")                          # (1, 1, c*m, F)
+    ins = [t, b.const(np.transpose(pw, (3, 2, 0, 1)), f"{layer.name}/pointwise_kernel")]
+    if layer.use_bias:
+        ins.append(b.const(_param(layer, "bias"), f"{layer.name}/bias"))
+    y = b.op("Conv", ins, kernel_shape=[1, 1])
+    return _activation(b, _run_act(layer), _to_nhwc(b, y, 2))
+
+
+@_converter("Conv2DTranspose", "Convolution2DTranspose")
+def _conv_transpose(b, layer, xs, in_shapes, out_shape):
+    k = _param(layer, "kernel")                       # (kh, kw, F, C)
+    w = np.transpose(k, (3, 2, 0, 1))                 # (C, F, kh, kw)
+    top, bottom, left, right = (int(p) for p in layer._pads)
+    ins = [_to_nchw(b, xs[0], 2), b.const(w, f"{layer.name}/kernel")]
+    if layer.use_bias:
+        ins.append(b.const(_param(layer, "bias"), f"{layer.name}/bias"))
+    # fastgrad's bottom / right pad may be negative (TF's rule): extra output rows = output_padding
+    y = b.op("ConvTranspose", ins, kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
+             dilations=list(layer.dilation_rate), pads=[top, left, max(bottom, 0), max(right, 0)],
+             output_padding=[max(-bottom, 0), max(-right, 0)])
+    return _activation(b, _run_act(layer), _to_nhwc(b, y, 2))
+
+
+@_converter("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "MaxPool1D", "MaxPool2D",
+            "AvgPool1D", "AvgPool2D")
+def _pool(b, layer, xs, in_shapes, out_shape):
+    r = layer.rank
+    x = _to_nchw(b, xs[0], r)
+    kw = dict(kernel_shape=list(layer.pool_size), strides=list(layer.strides), pads=_onnx_pads(layer._pads, r))
+    if layer.kind == "max":
+        y = b.op("MaxPool", [x], **kw)
+    else:
+        y = b.op("AveragePool", [x], count_include_pad=0, **kw)
+    return _to_nhwc(b, y, r)
+
+
+@_converter("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+            "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D")
+def _global_pool(b, layer, xs, in_shapes, out_shape):
+    r = len(in_shapes[0]) - 1
+    op = "ReduceMax" if "Max" in type(layer).__name__ else "ReduceMean"
+    return b.reduce(op, xs[0], list(range(1, r + 1)), keepdims=1 if layer.keepdims else 0)
+
+
+@_converter("ZeroPadding2D")
+def _zero_pad(b, layer, xs, in_shapes, out_shape):
+    t, bo, l, r = layer.padding
+    return b.op("Pad", [xs[0], b.ints([0, t, l, 0, 0, bo, r, 0], "pads")], mode="constant")
+
+
+@_converter("Cropping2D")
+def _crop(b, layer, xs, in_shapes, out_shape):
+    t, bo, l, r = layer.cropping
+    h, w = in_shapes[0][0], in_shapes[0][1]
+    return b.slice(xs[0], [t, l], [h - bo, w - r], [1, 2])
+
+
+@_converter("UpSampling2D")
+def _upsample(b, layer, xs, in_shapes, out_shape):
+    h, w, c = in_shapes[0]
+    sh, sw = layer.size
+    u = b.op("Reshape", [xs[0], b.ints([-1, h, 1, w, 1, c])])
+    u = b.op("Expand", [u, b.ints([1, 1, sh, 1, sw, 1])])
+    return b.reshape(u, out_shape)
+
+
+# ---------------------------------------------------------------------- recurrent
+_RNN_ACTS = {"tanh": ("Tanh", None), "sigmoid": ("Sigmoid", None), "relu": ("Relu", None),
+             "linear": ("Affine", (1.0, 0.0))}
+
+
+def _rnn_check(layer):
+    if getattr(layer, "stateful", False):
+        _refuse(layer, "stateful=True carries states across calls, which an ONNX graph cannot")
+    if getattr(layer, "return_state", False):
+        _refuse(layer, "return_state=True (several outputs) is not exported; build the model without it")
+
+
+def _rnn_core(b, layer, x, inits=()):
+    """x (N, T, I) -> what the layer returns (N, T, U) or (N, U), ignoring wrappers."""
+    _rnn_check(layer)
+    kind = type(layer).__name__
+    u = layer.units
+    k = _param(layer, "kernel")
+    rk = _param(layer, "recurrent_kernel")
+    bias = _param(layer, "bias") if layer.use_bias else None
+    if kind == "LSTM":
+        def reorder(m):  # Keras [i f c o] -> ONNX [i o f c] along the last axis
+            return np.concatenate([m[..., :u], m[..., 3 * u:], m[..., u:2 * u], m[..., 2 * u:3 * u]], axis=-1)
+        W, R = reorder(k).T, reorder(rk).T
+        wb = reorder(bias) if bias is not None else np.zeros(4 * u, np.float32)
+        B = np.concatenate([wb, np.zeros(4 * u, np.float32)])
+        acts, op = [layer.recurrent_activation, layer.activation, layer.activation], "LSTM"
+        extra = {}
+    elif kind == "GRU":
+        W, R = k.T, rk.T
+        if layer.reset_after:
+            B = (np.concatenate([bias[0], bias[1]]) if bias is not None else np.zeros(6 * u, np.float32))
+        else:
+            B = np.concatenate([bias if bias is not None else np.zeros(3 * u, np.float32),
+                                np.zeros(3 * u, np.float32)])
+        acts, op = [layer.recurrent_activation, layer.activation], "GRU"
+        extra = {"linear_before_reset": 1 if layer.reset_after else 0}
+    else:
+        W, R = k.T, rk.T
+        B = np.concatenate([bias if bias is not None else np.zeros(u, np.float32), np.zeros(u, np.float32)])
+        acts, op = [layer.activation], "RNN"
+        extra = {}
+    names, alphas, betas, params = [], [], [], False
+    for a in acts:
+        n, ab = _RNN_ACTS[a]
+        names.append(n)
+        if ab is not None:
+            params = True
+            alphas.append(ab[0])
+            betas.append(ab[1])
+    if params:
+        extra.update(activation_alpha=alphas, activation_beta=betas)
+    xt = b.transpose(x, [1, 0, 2])                    # (T, N, I)
+    if layer.go_backwards:
+        xt = b.reverse(xt, 0)
+    ins = [xt, b.const(W[None], f"{layer.name}/W"), b.const(R[None], f"{layer.name}/R"),
+           b.const(B[None], f"{layer.name}/B"), ""]
+    for h in inits:
+        ins.append(b.unsqueeze(h, [0]))
+    n_out = 2
+    y, yh = b.op(op, ins, n_out=n_out, hidden_size=u, activations=names, **extra)
+    if layer.return_sequences:
+        return b.transpose(b.squeeze(y, [1]), [1, 0, 2])
+    return b.squeeze(yh, [0])
+
+
+@_converter("SimpleRNN", "LSTM", "GRU")
+def _rnn(b, layer, xs, in_shapes, out_shape):
+    return _rnn_core(b, layer, xs[0], xs[1:])
+
+
+@_converter("Bidirectional")
+def _bidirectional(b, layer, xs, in_shapes, out_shape):
+    if layer.return_state:
+        _refuse(layer, "return_state=True (several outputs) is not exported")
+    if layer.merge_mode is None:
+        _refuse(layer, "merge_mode=None returns two tensors; use concat, sum, mul or ave")
+    if len(xs) > 1:
+        _refuse(layer, "initial states are not exported for Bidirectional")
+    yf = _rnn_core(b, layer.forward_layer, xs[0])
+    yb = _rnn_core(b, layer.backward_layer, xs[0])
+    if layer.return_sequences:
+        yb = b.reverse(yb, 1)
+    mode = layer.merge_mode
+    if mode == "concat":
+        return b.op("Concat", [yf, yb], axis=-1)
+    if mode == "sum":
+        return b.op("Add", [yf, yb])
+    if mode == "mul":
+        return b.op("Mul", [yf, yb])
+    if mode == "ave":
+        return b.op("Mul", [b.op("Add", [yf, yb]), b.scalar(0.5)])
+    _refuse(layer, f"merge_mode {mode!r} is not exported")
+
+
+@_converter("TimeDistributed")
+def _time_distributed(b, layer, xs, in_shapes, out_shape):
+    inner = layer.layer
+    fn = _CONVERTERS.get(type(inner).__name__)
+    if fn is None:
+        _refuse(layer, f"its inner layer {type(inner).__name__} has no ONNX translation")
+    t = in_shapes[0][0]
+    inner_in = tuple(in_shapes[0][1:])
+    x = b.reshape(xs[0], inner_in)
+    y = fn(b, inner, [x], [inner_in], tuple(out_shape[1:]))
+    return b.reshape(y, (t,) + tuple(out_shape[1:]))
+
+
+# ---------------------------------------------------------------------- attention / positions
+@_converter("PositionEmbedding")
+def _position_embedding(b, layer, xs, in_shapes, out_shape):
+    pe = _param(layer, "embeddings")
+    t = in_shapes[0][-2]
+    return b.op("Add", [b.op("Mul", [xs[0], b.scalar(0.0)]), b.const(pe[:t], f"{layer.name}/embeddings")])
+
+
+def _attention_unavailable(b, layer, xs, in_shapes, out_shape):
+    _refuse(layer, "attention layers are not translated yet")
+
+
+for _k in ("MultiHeadAttention", "Attention", "AdditiveAttention", "SinePositionEncoding"):
+    _CONVERTERS[_k] = _attention_unavailable
+
+
+# ====================================================================== the walk
+def _graph_of(model):
+    from .models import Model
+    if not isinstance(model, Model):
+        raise TypeError(f"to_onnx: expected a fastgrad Model or QuantizedModel, got {type(model).__name__}")
+    if not model.built or model._graph is None:
+        raise ExportError(f"to_onnx: the model {model.name!r} is not built (no weights yet); give the first "
+                          "layer input_shape=... or call it on data first")
+    return model._graph
+
+
+def _input_is_int(model, i, graph):
+    layers = [graph.nodes[j].layer for j in graph.consumers[i]]
+    return bool(layers) and all(getattr(l, "_takes_ids", False) for l in layers)
+
+
+def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, input_names=None, output_names=None,
+            dynamic_batch=True, batch_size=None, model_name=None, doc_string=None):
+    """Translate `model` (a built fastgrad Model / Sequential, or a QuantizedModel)
+    into an `onnx.ModelProto`; write it to `path` when given.
+
+    opset: the ONNX opset (17 or later). input_names / output_names: graph I/O names
+    (default: the model's input_names / output_names). dynamic_batch=True leaves the
+    batch axis symbolic ("batch"); False fixes it to `batch_size` (default 1).
+    Inputs that feed only Embedding layers are int64 (token ids); others float32.
+    Raises ExportError (a ValueError) naming the first layer with no ONNX form."""
+    if int(opset) < 17:
+        raise ValueError(f"to_onnx: opset must be >= 17 (LayerNormalization), got {opset}")
+    from .quantization import QuantizedModel
+    b = _Builder(opset)
+    batch = "batch" if dynamic_batch else int(batch_size or 1)
+    if isinstance(model, QuantizedModel):
+        graph_inputs, graph_outputs = _quantized_graph(b, model, input_names, output_names, batch)
+        name = model_name or model.name
+    else:
+        graph_inputs, graph_outputs = _float_graph(b, model, input_names, output_names, batch)
+        name = model_name or model.name
+    helper = b.helper
+    g = helper.make_graph(b.nodes, name, graph_inputs, graph_outputs, b.inits)
+    from ._version import __version__
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", int(opset))],
+                              producer_name="fastgrad", producer_version=__version__,
+                              doc_string=doc_string or f"fastgrad model {name!r}")
+    # an IR version every onnxruntime that knows the opset can read
+    proto.ir_version = min(proto.ir_version, 8 if opset <= 18 else 9 if opset <= 20 else proto.ir_version)
+    b.onnx.checker.check_model(proto)
+    if path is not None:
+        b.onnx.save(proto, str(path))
+    return proto
+
+
+def _names(given, default, what):
+    if given is None:
+        return list(default)
+    given = [given] if isinstance(given, str) else list(given)
+    if len(given) != len(default):
+        raise ValueError(f"to_onnx: {what} has {len(given)} names, the model has {len(default)}")
+    return given
+
+
+def _float_graph(b, model, input_names, output_names, batch):
+    graph = _graph_of(model)
+    helper, TP = b.helper, b.TP
+    in_names = _names(input_names, model.input_names, "input_names")
+    out_names = _names(output_names, model.output_names, "output_names")
+    if len(set(out_names)) != len(out_names):
+        out_names = [f"{n}_{i}" for i, n in enumerate(out_names)]
+    b.dtypes = {}
+    slots, graph_inputs = {}, []
+    for i, (t, nm) in enumerate(zip(graph.inputs, in_names)):
+        nm = b.reserve(nm)
+        is_int = _input_is_int(model, i, graph)
+        graph_inputs.append(helper.make_tensor_value_info(nm, TP.INT64 if is_int else TP.FLOAT,
+                                                          [batch] + list(t.shape[1:])))
+        b.dtypes[nm] = "int" if is_int else "float"
+        slots[i] = nm
+    for nm in out_names:
+        b.reserve(nm)
+    for gn in graph.nodes:
+        layer = gn.layer
+        kind = type(layer).__name__
+        if any(m is not None for m in gn.mask_slots):
+            _refuse(layer, "it is given a mask (from Embedding(mask_zero=True) or Masking); masks change "
+                           "what it computes and are not exported")
+        fn = _CONVERTERS.get(kind)
+        if fn is None:
+            why = REFUSED.get(kind, "it has no ONNX translation (a custom or unsupported layer)")
+            _refuse(layer, why)
+        xs = [slots[s] for s in gn.in_slots]
+        in_shapes = [tuple(graph.slot_shapes[s]) for s in gn.in_slots]
+        out_shape = tuple(graph.slot_shapes[gn.out_slot])
+        b.prefix = layer.name if gn.index == graph.nodes_of[id(layer)][0] else \
+            f"{layer.name}_{graph.nodes_of[id(layer)].index(gn.index)}"
+        slots[gn.out_slot] = fn(b, layer, xs, in_shapes, out_shape)
+    b.prefix = "output"
+    graph_outputs = []
+    for s, t, nm in zip(graph.output_slots, graph.outputs, out_names):
+        b.nodes.append(helper.make_node("Identity", [slots[s]], [nm], name=b.fresh(f"output/{nm}")))
+        graph_outputs.append(helper.make_tensor_value_info(nm, TP.FLOAT, [batch] + list(t.shape[1:])))
+    return graph_inputs, graph_outputs
+
+
+def _quantized_graph(b, model, input_names, output_names, batch):
+    raise ExportError("to_onnx: QuantizedModel export is not available in this build")
