@@ -332,6 +332,95 @@ def test_td_conv_stack():
     _roundtrip(m, _x((3, 4, 4, 1), n=2))
 
 
+# ---------------------------------------------------------------------- attention
+def _mha_model(causal=False, key=False, masks=(), seq=(5, 6), heads=2, kd=3, vd=None, out=None, qshape=None,
+               vshape=None):
+    fg.set_seed(0)
+    q = fg.Input(shape=qshape or (seq[0], 4))
+    v = fg.Input(shape=vshape or (seq[1], 4))
+    ins = [q, v]
+    kw = {}
+    if key:
+        k = fg.Input(shape=(seq[1], 5))
+        ins.append(k)
+        kw["key"] = k
+    for n in masks:
+        shape = {"query_mask": (seq[0],), "value_mask": (seq[1],), "key_mask": (seq[1],),
+                 "attention_mask": seq}[n]
+        t = fg.Input(shape=shape)
+        ins.append(t)
+        kw[n] = t
+    mha = L.MultiHeadAttention(heads, kd, value_dim=vd, output_shape=out)
+    y = mha(q, v, use_causal_mask=causal, **kw)
+    return _randomize(fg.Model(ins, y), scale=0.5), len(masks)
+
+
+def _mask_data(model, n_masks, n=3, seed=9):
+    rng = np.random.default_rng(seed)
+    data = []
+    k = len(model.inputs) - n_masks
+    for i, t in enumerate(model.inputs):
+        shape = tuple(t.shape[1:])
+        if i >= k:
+            data.append((rng.random((n,) + shape) > 0.35).astype(np.float32))
+        else:
+            data.append(_x(shape, n=n, seed=i + seed))
+    return data
+
+
+@pytest.mark.parametrize("kw", [
+    {}, {"causal": True, "seq": (5, 5)}, {"key": True, "vd": 2, "out": 7}, {"masks": ("value_mask",)},
+    {"masks": ("query_mask", "key_mask"), "key": True}, {"masks": ("attention_mask",), "heads": 1, "kd": 5},
+    {"qshape": (2, 3, 4), "vshape": (3, 2, 4)}], ids=["plain", "causal", "key_vd_out", "vmask", "qk_mask", "amask",
+                                                "nd_query"])
+def test_multi_head_attention(kw):
+    m, n_masks = _mha_model(**kw)
+    xs = _mask_data(m, n_masks)
+    if kw.get("masks") == ("attention_mask",):
+        xs[-1][0] = 0.0          # a sample with every entry masked: zero weights
+    _roundtrip(m, xs)
+
+
+@pytest.mark.parametrize("cls,kw", [(L.Attention, {}), (L.Attention, {"use_scale": True}),
+                                    (L.Attention, {"score_mode": "concat"}),
+                                    (L.Attention, {"score_mode": "concat", "use_scale": True}),
+                                    (L.AdditiveAttention, {}), (L.AdditiveAttention, {"use_scale": False})])
+@pytest.mark.parametrize("masked", [False, True])
+def test_luong_bahdanau(cls, kw, masked):
+    fg.set_seed(0)
+    q, v, k = fg.Input(shape=(4, 3)), fg.Input(shape=(5, 3)), fg.Input(shape=(5, 3))
+    ins = [q, v, k]
+    call = {}
+    if masked:
+        qm, vm = fg.Input(shape=(4,)), fg.Input(shape=(5,))
+        ins += [qm, vm]
+        call["mask"] = [qm, vm]
+    layer = cls(**kw)
+    m = fg.Model(ins, layer([q, v, k], use_causal_mask=masked, **call))
+    _randomize(m, scale=0.8)
+    xs = [_x((4, 3)), _x((5, 3), seed=2), _x((5, 3), seed=3)]
+    if masked:
+        rng = np.random.default_rng(0)
+        xs += [(rng.random((3, 4)) > 0.3).astype(np.float32), (rng.random((3, 5)) > 0.3).astype(np.float32)]
+    _roundtrip(m, xs)
+
+
+def test_position_encodings_transformer_block():
+    fg.set_seed(0)
+    x = fg.Input(shape=(6,), dtype="int32")
+    e = L.Embedding(20, 8)(x)
+    h = e + L.PositionEmbedding(10)(e)
+    h = L.Add()([h, L.SinePositionEncoding()(h)])
+    a = L.MultiHeadAttention(2, 4)(h, h, use_causal_mask=True)
+    h = L.LayerNormalization()(h + a)
+    f = L.Dense(8)(L.Dense(16, activation="gelu")(h))
+    h = L.LayerNormalization()(h + f)
+    y = L.Dense(3, activation="softmax")(L.GlobalAveragePooling1D()(h))
+    m = _randomize(fg.Model(x, y), scale=0.3)
+    ids = np.random.default_rng(0).integers(0, 20, size=(4, 6))
+    _roundtrip(m, ids)
+
+
 # ---------------------------------------------------------------------- refusals
 def test_refuse_lambda():
     m = _seq([L.Dense(3), L.Lambda(lambda t: t * 2)], (4,))

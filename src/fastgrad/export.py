@@ -655,17 +655,127 @@ def _time_distributed(b, layer, xs, in_shapes, out_shape):
 # ---------------------------------------------------------------------- attention / positions
 @_converter("PositionEmbedding")
 def _position_embedding(b, layer, xs, in_shapes, out_shape):
-    pe = _param(layer, "embeddings")
     t = in_shapes[0][-2]
-    return b.op("Add", [b.op("Mul", [xs[0], b.scalar(0.0)]), b.const(pe[:t], f"{layer.name}/embeddings")])
+    table = b.const(_param(layer, "embeddings")[:t], f"{layer.name}/embeddings")
+    return b.op("Expand", [table, b.op("Shape", [xs[0]])])
 
 
-def _attention_unavailable(b, layer, xs, in_shapes, out_shape):
-    _refuse(layer, "attention layers are not translated yet")
+@_converter("SinePositionEncoding")
+def _sine_position(b, layer, xs, in_shapes, out_shape):
+    t, d = in_shapes[0][-2], in_shapes[0][-1]
+    enc = b.const(layer.encoding(t, d, layer.max_wavelength, np.float32), f"{layer.name}/encoding")
+    return b.op("Expand", [enc, b.op("Shape", [xs[0]])])
 
 
-for _k in ("MultiHeadAttention", "Attention", "AdditiveAttention", "SinePositionEncoding"):
-    _CONVERTERS[_k] = _attention_unavailable
+def _allowed(b, layer, parts, tq, tk):
+    """The boolean (B, 1, Tq, Tk) of attended entries (attention_allowed), or None;
+    and the query-valid (B, Tq) boolean, or None."""
+    allowed, qv = None, None
+
+    def both(a, m):
+        return m if a is None else b.op("And", [a, m])
+
+    def nz(x, shape):
+        return b.op("Not", [b.op("Equal", [b.reshape(b.op("Cast", [x], to=b.TP.FLOAT), shape), b.scalar(0.0)])])
+    for n in ("value_mask", "key_mask"):
+        if n in parts:
+            allowed = both(allowed, nz(parts[n], (1, 1, tk)))
+    if "query_mask" in parts:
+        qv = nz(parts["query_mask"], (tq,))
+    if "attention_mask" in parts:
+        allowed = both(allowed, nz(parts["attention_mask"], (1, tq, tk)))
+    if layer._causal:
+        allowed = both(allowed, b.const(np.tril(np.ones((tq, tk), bool))[None, None], "causal"))
+    return allowed, qv
+
+
+def _masked_softmax(b, s, allowed):
+    """attention_softmax: softmax over the last axis restricted to `allowed`, 0 elsewhere
+    (a row with nothing allowed is all 0)."""
+    if allowed is None:
+        return b.op("Softmax", [s], axis=-1)
+    s = b.op("Where", [allowed, s, b.scalar(-np.inf)])
+    m = b.reduce("ReduceMax", s, [-1])
+    m = b.op("Where", [b.op("IsInf", [m]), b.scalar(0.0), m])
+    e = b.op("Exp", [b.op("Sub", [s, m])])
+    tot = b.reduce("ReduceSum", e, [-1])
+    tot = b.op("Where", [b.op("Equal", [tot, b.scalar(0.0)]), b.scalar(1.0), tot])
+    return b.op("Div", [e, tot])
+
+
+def _attention_parts(layer, xs):
+    if getattr(layer, "_graph_scores", False):
+        _refuse(layer, "return_attention_scores=True in a graph (two outputs) is not exported")
+    return dict(zip(layer._slots, xs))
+
+
+@_converter("MultiHeadAttention")
+def _mha(b, layer, xs, in_shapes, out_shape):
+    parts = _attention_parts(layer, xs)
+    shp = dict(zip(layer._slots, in_shapes))
+    H, kd, vd = layer.num_heads, layer.key_dim, layer.value_dim
+    tq = int(np.prod(shp["query"][:-1]))
+    tk = int(np.prod(shp["value"][:-1]))
+
+    def project(x, t, din, name, d):
+        x = b.reshape(x, (t, din))
+        y = b.op("MatMul", [x, b.const(_param(layer, f"{name}_kernel").reshape(din, H * d), f"{layer.name}/{name}_kernel")])
+        if layer.use_bias:
+            y = b.op("Add", [y, b.const(_param(layer, f"{name}_bias").reshape(H * d), f"{layer.name}/{name}_bias")])
+        return b.transpose(b.reshape(y, (t, H, d)), [0, 2, 1, 3])          # (B, H, T, d)
+    q = project(parts["query"], tq, layer._dq, "query", kd)
+    k = project(parts.get("key", parts["value"]), tk, layer._dk_in, "key", kd)
+    v = project(parts["value"], tk, layer._dv_in, "value", vd)
+    s = b.op("MatMul", [q, b.transpose(k, [0, 1, 3, 2])])
+    s = b.op("Mul", [s, b.scalar(np.float32(1.0 / np.sqrt(kd)))])
+    allowed, qv = _allowed(b, layer, parts, tq, tk)
+    if qv is not None:
+        qa = b.unsqueeze(b.unsqueeze(qv, [1]), [3])                          # (B, 1, Tq, 1)
+        allowed = qa if allowed is None else b.op("And", [allowed, qa])
+    p = _masked_softmax(b, s, allowed)
+    o = b.op("MatMul", [p, v])                                               # (B, H, Tq, vd)
+    o = b.reshape(b.transpose(o, [0, 2, 1, 3]), (tq, H * vd))
+    y = b.op("MatMul", [o, b.const(_param(layer, "output_kernel").reshape(H * vd, layer._dout),
+                                   f"{layer.name}/output_kernel")])
+    if layer.use_bias:
+        y = b.op("Add", [y, b.const(_param(layer, "output_bias"), f"{layer.name}/output_bias")])
+    return b.reshape(y, out_shape)
+
+
+@_converter("Attention", "AdditiveAttention")
+def _luong_bahdanau(b, layer, xs, in_shapes, out_shape):
+    parts = _attention_parts(layer, xs)
+    shp = dict(zip(layer._slots, in_shapes))
+    tq, tk = shp["query"][0], shp["value"][0]
+    q, v = parts["query"], parts["value"]
+    k = parts.get("key", v)
+    mult = None
+    if layer.score_mode == "dot":
+        s = b.op("MatMul", [q, b.transpose(k, [0, 2, 1])])                  # (B, Tq, Tk)
+        if layer.use_scale:
+            mult = float(_param(layer, "scale"))
+    else:
+        t = b.op("Add", [b.unsqueeze(q, [2]), b.unsqueeze(k, [1])])         # (B, Tq, Tk, D)
+        if layer.score_mode == "concat":
+            if layer.use_scale:
+                t = b.op("Mul", [t, b.scalar(_param(layer, "scale").reshape(()))])
+            s = b.reduce("ReduceSum", b.op("Tanh", [t]), [-1], keepdims=0)
+            mult = float(_param(layer, "concat_score_weight"))
+        else:   # additive
+            t = b.op("Tanh", [t])
+            if layer.use_scale:
+                s = b.op("MatMul", [t, b.const(_param(layer, "scale"), f"{layer.name}/scale")])
+            else:
+                s = b.reduce("ReduceSum", t, [-1], keepdims=0)
+    s = b.unsqueeze(s, [1])                                                   # (B, 1, Tq, Tk)
+    if mult is not None:
+        s = b.op("Mul", [s, b.scalar(mult)])
+    allowed, qv = _allowed(b, layer, parts, tq, tk)
+    p = b.squeeze(_masked_softmax(b, s, allowed), [1])
+    y = b.op("MatMul", [p, v])
+    if qv is not None:
+        y = b.op("Mul", [y, b.unsqueeze(b.op("Cast", [qv], to=b.TP.FLOAT), [2])])
+    return y
 
 
 # ====================================================================== the walk
