@@ -421,6 +421,63 @@ def test_position_encodings_transformer_block():
     _roundtrip(m, ids)
 
 
+# ---------------------------------------------------------------------- int8 models
+def _mlp(act_last="softmax"):
+    fg.set_seed(0)
+    m = fg.Sequential([L.Input(shape=(12,)), L.Dense(16, activation="relu"), L.Dropout(0.1),
+                       L.Dense(8), L.ReLU(), L.Dense(8, activation="tanh"), L.Dense(5, activation=act_last)])
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 12)).astype(np.float32)
+    m.fit(x, rng.integers(0, 5, 128), epochs=2, batch_size=32, verbose=0)
+    return m, x
+
+
+def _q_roundtrip(q, x, atol=0.0, rtol=0.0):
+    want = q.predict(x)
+    proto = fg.export.to_onnx(q)
+    got = _ort_predict(proto, [x])[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    ops = {n.op_type for n in proto.graph.node}
+    assert "MatMulInteger" in ops
+    return got, want
+
+
+@pytest.mark.parametrize("act_last", ["softmax", "linear"])
+def test_quantized_dynamic(act_last):
+    m, x = _mlp(act_last)
+    q = fg.quantization.quantize_dynamic(m)
+    # integer products are exact; the float epilogue is the same float32 operations
+    _q_roundtrip(q, x[:40], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile"])
+def test_quantized_static(method):
+    m, x = _mlp("linear")
+    q = fg.quantization.quantize_static(m, x[:64], method=method)
+    _q_roundtrip(q, x[64:], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_quantized_bitwise_dense_relu_chain(mode):
+    """Dense / ReLU chains: integer GEMM exact, epilogue the same float32 operations -> same bits."""
+    fg.set_seed(0)
+    m = fg.Sequential([L.Input(shape=(12,)), L.Dense(16, activation="relu"), L.Dense(8), L.ReLU(),
+                       L.Flatten(), L.Dense(5)])
+    x = np.random.default_rng(0).standard_normal((100, 12)).astype(np.float32)
+    q = fg.quantization.quantize_dynamic(m) if mode == "dynamic" else \
+        fg.quantization.quantize_static(m, x[:64])
+    got, want = _q_roundtrip(q, x)
+    assert np.array_equal(got, want)
+
+
+def test_quantized_static_skip_float_layer():
+    m, x = _mlp("softmax")
+    q = fg.quantization.quantize_static(m, x[:64], skip=[m.layers[2].name])
+    _q_roundtrip(q, x[64:], rtol=1e-6, atol=1e-6)
+
+
 # ---------------------------------------------------------------------- refusals
 def test_refuse_lambda():
     m = _seq([L.Dense(3), L.Lambda(lambda t: t * 2)], (4,))

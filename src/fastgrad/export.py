@@ -880,5 +880,116 @@ def _float_graph(b, model, input_names, output_names, batch):
     return graph_inputs, graph_outputs
 
 
+# ====================================================================== int8 models
+class _Q:
+    """A uint8 tensor of the quantized graph with its (scale, zero point)."""
+
+    def __init__(self, name, scale, zp):
+        self.name, self.scale, self.zp = name, np.float32(scale), np.int32(zp)
+
+
+def _q_to_float(b, x):
+    """dequantize: float32(q - zp) * scale (fastgrad's order)."""
+    if not isinstance(x, _Q):
+        return x
+    d = b.op("Sub", [b.op("Cast", [x.name], to=b.TP.INT32), b.const(np.int32(x.zp), "zp", np.int32)])
+    return b.op("Mul", [b.op("Cast", [d], to=b.TP.FLOAT), b.scalar(x.scale)])
+
+
+def _quantize_rows_u8(b, x):
+    """Per-row dynamic u8 quantization (QuantNumpyOps._quantize_rows): (q, scale (M,1), zp float (M,1))."""
+    mn = b.op("Min", [b.reduce("ReduceMin", x, [1]), b.scalar(0.0)])
+    mx = b.op("Max", [b.reduce("ReduceMax", x, [1]), b.scalar(0.0)])
+    s = b.op("Div", [b.op("Sub", [mx, mn]), b.scalar(255.0)])
+    s = b.op("Where", [b.op("Equal", [s, b.scalar(0.0)]), b.scalar(1.0), s])
+    zpf = b.op("Round", [b.clip(b.op("Div", [b.op("Neg", [mn]), s]), 0.0, 255.0)])
+    q = b.clip(b.op("Add", [b.op("Round", [b.op("Div", [x, s])]), zpf]), 0.0, 255.0)
+    return b.op("Cast", [q], to=b.TP.UINT8), s, zpf
+
+
+def _quantize_given_u8(b, x, scale, zp):
+    v = b.op("Add", [b.op("Round", [b.op("Div", [x, b.scalar(scale)])]), b.scalar(np.float32(zp))])
+    return b.op("Cast", [b.clip(v, 0.0, 255.0)], to=b.TP.UINT8)
+
+
+def _qdense(b, st, x):
+    """A _QDense stage: MatMulInteger (exact int32), the zero point through the weights'
+    column sums, then fastgrad's float32 epilogue in its order."""
+    w = np.ascontiguousarray(st.w_q, np.int8)
+    colsum = w.sum(axis=0, dtype=np.int64).astype(np.int32)[None, :]
+    wname = b.const(w, f"{st.name}/w_q", np.int8)
+    relu = st.activation == "relu"
+    if st.mode == "dynamic":
+        xf = b.reshape(_q_to_float(b, x), (st.in_shape[0],))
+        q, sa, zpf = _quantize_rows_u8(b, xf)
+        za = b.op("Cast", [zpf], to=b.TP.INT32)                                  # (M, 1)
+        scale = b.op("Mul", [sa, b.const(st.w_scale[None, :], f"{st.name}/w_scale")])
+        kind = 1
+    else:
+        if isinstance(x, _Q):
+            q = b.reshape(x.name, (st.in_shape[0],))
+        else:
+            q = _quantize_given_u8(b, b.reshape(x, (st.in_shape[0],)), st.in_scale, st.in_zp)
+        za = b.const(np.int32(st.in_zp), "in_zp", np.int32)
+        kind = 2 if st.out_q else 1
+        if kind == 1:
+            scale = b.const((np.asarray([st.in_scale], np.float32)[:, None] * st.w_scale[None, :]).astype(np.float32),
+                            f"{st.name}/scale")
+    acc = b.op("MatMulInteger", [q, wname])                                     # int32 (M, N)
+    acc = b.op("Sub", [acc, b.op("Mul", [za, b.const(colsum, f"{st.name}/colsum", np.int32)])])
+    d = b.op("Cast", [acc], to=b.TP.FLOAT)
+    if kind == 1:
+        y = b.op("Mul", [d, scale])
+        if st.use_bias:
+            y = b.op("Add", [y, b.const(st.bias, f"{st.name}/bias")])
+        if relu:
+            y = b.op("Relu", [y])
+        if st.activation not in ("linear", "relu"):
+            y = _activation(b, st.activation, y)
+        return y
+    from .backend.numpy_quant import requant_multiplier
+    mult = requant_multiplier(st.in_scale, st.w_scale, st.out_scale)
+    y = b.op("Mul", [d, b.const(mult[None, :], f"{st.name}/mult")])
+    if st.use_bias:
+        y = b.op("Add", [y, b.const((st.bias / np.float32(st.out_scale)).astype(np.float32), f"{st.name}/bias_q")])
+    qv = b.op("Add", [b.op("Round", [y]), b.scalar(np.float32(st.out_zp))])
+    qv = b.clip(qv, float(st.out_zp) if relu else 0.0, 255.0)
+    return _Q(b.op("Cast", [qv], to=b.TP.UINT8), st.out_scale, st.out_zp)
+
+
 def _quantized_graph(b, model, input_names, output_names, batch):
-    raise ExportError("to_onnx: QuantizedModel export is not available in this build")
+    from . import quantization as _q
+    helper, TP = b.helper, b.TP
+    in_name = b.reserve(_names(input_names, ["input"], "input_names")[0])
+    out_name = b.reserve(_names(output_names, ["output"], "output_names")[0])
+    b.dtypes = {in_name: "float"}
+    x = in_name
+    shape = tuple(model._input_shape)
+    for st in model.stages:
+        b.prefix = st.name
+        if isinstance(st, _q._QDense):
+            x = _qdense(b, st, x)
+        elif isinstance(st, _q._Reshape):
+            x = _Q(b.reshape(x.name, st.out_shape), x.scale, x.zp) if isinstance(x, _Q) else \
+                b.reshape(x, st.out_shape)
+        elif isinstance(st, _q._Act):
+            x = _q_to_float(b, x)
+            if st.act in ("softmax", "log_softmax"):
+                flat = b.reshape(x, (int(np.prod(st.in_shape)),))
+                x = b.reshape(_activation(b, st.act, flat), st.out_shape)
+            else:
+                x = _activation(b, st.act, x)
+        elif isinstance(st, _q._Float):
+            layer = st.layer
+            fn = _CONVERTERS.get(type(layer).__name__)
+            if fn is None:
+                _refuse(layer, REFUSED.get(type(layer).__name__, "it has no ONNX translation"))
+            x = fn(b, layer, [_q_to_float(b, x)], [tuple(st.in_shape)], tuple(st.out_shape))
+        else:
+            raise ExportError(f"to_onnx: quantized stage {st.name!r} ({type(st).__name__}) has no ONNX translation")
+        shape = tuple(st.out_shape)
+    b.prefix = "output"
+    x = _q_to_float(b, x)
+    b.nodes.append(helper.make_node("Identity", [x], [out_name], name=b.fresh("output/identity")))
+    return ([helper.make_tensor_value_info(in_name, TP.FLOAT, [batch] + list(model._input_shape))],
+            [helper.make_tensor_value_info(out_name, TP.FLOAT, [batch] + list(shape))])
