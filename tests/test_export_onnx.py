@@ -478,6 +478,23 @@ def test_quantized_static_skip_float_layer():
     _q_roundtrip(q, x[64:], rtol=1e-6, atol=1e-6)
 
 
+# ---------------------------------------------------------------------- command line
+def test_cli_export(tmp_path, capsys):
+    from fastgrad.__main__ import main
+    m = _randomize(_seq([L.Conv1D(3, 2, activation="relu"), L.GlobalMaxPooling1D(), L.Dense(2)], (6, 2)))
+    src, dst = tmp_path / "m.fgm", tmp_path / "m.onnx"
+    m.save(str(src))
+    assert main(["export", str(src), str(dst)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    x = _x((6, 2), n=4)
+    np.testing.assert_allclose(_ort_predict(onnx.load(str(dst)), [x])[0], m.predict(x, verbose=0),
+                               rtol=RTOL, atol=ATOL)
+    q = fg.quantization.quantize_dynamic(_seq([L.Dense(4, activation="relu"), L.Dense(2)], (3,)))
+    q.save(str(tmp_path / "q.fgm"))
+    assert main(["export", str(tmp_path / "q.fgm"), str(tmp_path / "q.onnx"), "--batch-size", "2"]) == 0
+    assert main(["export", str(tmp_path / "missing.fgm"), str(tmp_path / "x.onnx")]) == 2
+
+
 # ---------------------------------------------------------------------- refusals
 def test_refuse_lambda():
     m = _seq([L.Dense(3), L.Lambda(lambda t: t * 2)], (4,))
