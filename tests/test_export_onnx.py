@@ -326,6 +326,35 @@ def test_rnn_initial_state():
     _roundtrip(m, [_x((5, 3)), _x((4,), seed=6), _x((4,), seed=7)])
 
 
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "SimpleRNN"])
+@pytest.mark.parametrize("seq", [False, True])
+def test_rnn_return_state(cls, seq):
+    fg.set_seed(0)
+    x = fg.Input(shape=(5, 3))
+    outs = getattr(L, cls)(4, return_state=True, return_sequences=seq, go_backwards=seq)(x)
+    m = _randomize(fg.Model(x, list(outs)), scale=0.4)
+    _roundtrip(m, _x((5, 3)))
+
+
+@pytest.mark.parametrize("mode", [None, "concat", "sum"])
+@pytest.mark.parametrize("state", [False, True])
+def test_bidirectional_states_and_halves(mode, state):
+    fg.set_seed(0)
+    x = fg.Input(shape=(5, 3))
+    outs = L.Bidirectional(L.LSTM(3, return_sequences=True, return_state=state), merge_mode=mode)(x)
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    m = _randomize(fg.Model(x, outs), scale=0.4)
+    _roundtrip(m, _x((5, 3)))
+
+
+def test_mha_return_attention_scores():
+    fg.set_seed(0)
+    q, v = fg.Input(shape=(4, 6)), fg.Input(shape=(5, 6))
+    y, scores = L.MultiHeadAttention(2, 3)(q, v, return_attention_scores=True)
+    m = _randomize(fg.Model([q, v], [y, L.Flatten()(scores)]), scale=0.5)
+    _roundtrip(m, [_x((4, 6)), _x((5, 6), seed=3)])
+
+
 def test_td_conv_stack():
     m = _randomize(_seq([L.TimeDistributed(L.Conv2D(2, 2)), L.TimeDistributed(L.Flatten()),
                          L.LSTM(3)], (3, 4, 4, 1)), scale=0.4)
@@ -509,15 +538,10 @@ def test_refuse_mask_consumer():
         fg.export.to_onnx(m)
 
 
-def test_refuse_stateful_and_return_state():
+def test_refuse_stateful():
     m = fg.Sequential([L.Input(shape=(4, 3), batch_size=2), L.GRU(2, stateful=True)])
     with pytest.raises(fx.ExportError, match=r"GRU.*stateful"):
         fg.export.to_onnx(m)
-    x = fg.Input(shape=(4, 3))
-    outs = L.LSTM(2, return_state=True)(x)
-    m2 = fg.Model(x, outs[0])
-    with pytest.raises(fx.ExportError, match=r"LSTM.*return_state"):
-        fg.export.to_onnx(m2)
 
 
 def test_refuse_custom_layer():

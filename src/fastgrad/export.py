@@ -549,16 +549,10 @@ _RNN_ACTS = {"tanh": ("Tanh", None), "sigmoid": ("Sigmoid", None), "relu": ("Rel
              "linear": ("Affine", (1.0, 0.0))}
 
 
-def _rnn_check(layer):
+def _rnn_core(b, layer, x, inits=()):
+    """x (N, T, I) -> (output (N, T, U) or (N, U), [final h (N, U)(, final c)])."""
     if getattr(layer, "stateful", False):
         _refuse(layer, "stateful=True carries states across calls, which an ONNX graph cannot")
-    if getattr(layer, "return_state", False):
-        _refuse(layer, "return_state=True (several outputs) is not exported; build the model without it")
-
-
-def _rnn_core(b, layer, x, inits=()):
-    """x (N, T, I) -> what the layer returns (N, T, U) or (N, U), ignoring wrappers."""
-    _rnn_check(layer)
     kind = type(layer).__name__
     u = layer.units
     k = _param(layer, "kernel")
@@ -603,40 +597,67 @@ def _rnn_core(b, layer, x, inits=()):
            b.const(B[None], f"{layer.name}/B"), ""]
     for h in inits:
         ins.append(b.unsqueeze(h, [0]))
-    n_out = 2
-    y, yh = b.op(op, ins, n_out=n_out, hidden_size=u, activations=names, **extra)
+    outs = b.op(op, ins, n_out=3 if op == "LSTM" else 2, hidden_size=u, activations=names, **extra)
+    states = [b.squeeze(t, [0]) for t in outs[1:]]
     if layer.return_sequences:
-        return b.transpose(b.squeeze(y, [1]), [1, 0, 2])
-    return b.squeeze(yh, [0])
+        return b.transpose(b.squeeze(outs[0], [1]), [1, 0, 2]), states
+    return states[0], states
+
+
+def _pack(b, tensors, shapes):
+    """fastgrad's packed multi-output tensor: each part flattened per sample, concatenated."""
+    flat = [b.reshape(t, (int(np.prod(s)),)) for t, s in zip(tensors, shapes)]
+    return flat[0] if len(flat) == 1 else b.op("Concat", flat, axis=1)
 
 
 @_converter("SimpleRNN", "LSTM", "GRU")
 def _rnn(b, layer, xs, in_shapes, out_shape):
-    return _rnn_core(b, layer, xs[0], xs[1:])
+    y, states = _rnn_core(b, layer, xs[0], xs[1:])
+    if not layer.return_state:
+        return y
+    u = layer.units
+    return _pack(b, [y] + states, [layer._out_shape(in_shapes[0][0])] + [(u,)] * len(states))
+
+
+@_converter("_RnnPart")
+def _rnn_part(b, layer, xs, in_shapes, out_shape):
+    return b.reshape(b.slice(xs[0], [layer.start], [layer.stop], [1]), layer.shape)
+
+
+@_converter("_HalfPart")
+def _half_part(b, layer, xs, in_shapes, out_shape):
+    u = layer.units
+    return b.slice(xs[0], [layer.k * u], [(layer.k + 1) * u], [-1])
 
 
 @_converter("Bidirectional")
 def _bidirectional(b, layer, xs, in_shapes, out_shape):
-    if layer.return_state:
-        _refuse(layer, "return_state=True (several outputs) is not exported")
-    if layer.merge_mode is None:
-        _refuse(layer, "merge_mode=None returns two tensors; use concat, sum, mul or ave")
     if len(xs) > 1:
         _refuse(layer, "initial states are not exported for Bidirectional")
-    yf = _rnn_core(b, layer.forward_layer, xs[0])
-    yb = _rnn_core(b, layer.backward_layer, xs[0])
+    yf, sf = _rnn_core(b, layer.forward_layer, xs[0])
+    yb, sb = _rnn_core(b, layer.backward_layer, xs[0])
     if layer.return_sequences:
         yb = b.reverse(yb, 1)
     mode = layer.merge_mode
-    if mode == "concat":
-        return b.op("Concat", [yf, yb], axis=-1)
-    if mode == "sum":
-        return b.op("Add", [yf, yb])
-    if mode == "mul":
-        return b.op("Mul", [yf, yb])
-    if mode == "ave":
-        return b.op("Mul", [b.op("Add", [yf, yb]), b.scalar(0.5)])
-    _refuse(layer, f"merge_mode {mode!r} is not exported")
+    if mode in ("concat", None):
+        y = b.op("Concat", [yf, yb], axis=-1)
+    elif mode == "sum":
+        y = b.op("Add", [yf, yb])
+    elif mode == "mul":
+        y = b.op("Mul", [yf, yb])
+    elif mode == "ave":
+        y = b.op("Mul", [b.op("Add", [yf, yb]), b.scalar(0.5)])
+    else:
+        _refuse(layer, f"merge_mode {mode!r} is not exported")
+    if not layer.return_state:
+        return y
+    parts = layer._state_parts()
+    if mode is None:
+        outs = [yf, yb]
+    else:
+        outs = [y]
+    tensors = outs + sf + sb
+    return _pack(b, tensors, [p[2] for p in parts])
 
 
 @_converter("TimeDistributed")
@@ -704,8 +725,6 @@ def _masked_softmax(b, s, allowed):
 
 
 def _attention_parts(layer, xs):
-    if getattr(layer, "_graph_scores", False):
-        _refuse(layer, "return_attention_scores=True in a graph (two outputs) is not exported")
     return dict(zip(layer._slots, xs))
 
 
@@ -739,6 +758,8 @@ def _mha(b, layer, xs, in_shapes, out_shape):
                                    f"{layer.name}/output_kernel")])
     if layer.use_bias:
         y = b.op("Add", [y, b.const(_param(layer, "output_bias"), f"{layer.name}/output_bias")])
+    if layer._graph_scores:     # packed (output, scores): hidden _RnnPart nodes split it
+        return _pack(b, [y, p], [layer._y_shape, layer._scores_shape])
     return b.reshape(y, out_shape)
 
 
