@@ -46,8 +46,11 @@ def _roundtrip(model, xs, rtol=RTOL, atol=ATOL, tmp_path=None):
     for g, w in zip(got, want):
         assert g.shape == w.shape
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
-    for layer in model.layers:
-        EXPORTED_IN_TESTS.add(type(layer).__name__)
+    for node in model._graph.nodes:
+        EXPORTED_IN_TESTS.add(type(node.layer).__name__)
+        inner = getattr(node.layer, "layer", None)       # TimeDistributed
+        if inner is not None:
+            EXPORTED_IN_TESTS.add(type(inner).__name__)
     return proto
 
 
@@ -522,6 +525,32 @@ def test_cli_export(tmp_path, capsys):
     q.save(str(tmp_path / "q.fgm"))
     assert main(["export", str(tmp_path / "q.fgm"), str(tmp_path / "q.onnx"), "--batch-size", "2"]) == 0
     assert main(["export", str(tmp_path / "missing.fgm"), str(tmp_path / "x.onnx")]) == 2
+
+
+# ---------------------------------------------------------------------- fg.math on symbolic tensors
+def test_math_ops_on_symbolic_tensors():
+    fg.set_seed(0)
+    M = fg.math
+    a, c = fg.Input(shape=(3, 4)), fg.Input(shape=(3, 4))
+    h = a * 2.0 + 1.0
+    h = h / (M.abs(c) + 1.5) - M.exp(c * 0.1)
+    h = M.maximum(h, c) ** 2.0
+    h = M.sqrt(M.square(h) + 1.0) + M.tanh(-h) + M.clip(c, -0.5, 0.5)
+    h = M.softmax(h, axis=1) + M.relu(c) + M.gelu(c)
+    s = M.sum(h, axis=-1, keepdims=True) + M.mean(h, axis=2, keepdims=True)
+    t = M.transpose(h, (0, 2, 1))
+    r = M.reshape(t, (-1, 12))
+    y = L.Concatenate()([r, M.max(h, axis=2), M.reshape(s, (-1, 3))])
+    y = y @ np.ones((18, 2), np.float32)
+    m = fg.Model([a, c], y)
+    _roundtrip(m, [_x((3, 4)), _x((3, 4), seed=4)])
+
+
+def test_math_op_refused_with_name():
+    a = fg.Input(shape=(3, 4))
+    m = fg.Model(a, a[:, 1])
+    with pytest.raises(fx.ExportError, match=r"getitem"):
+        fg.export.to_onnx(m)
 
 
 # ---------------------------------------------------------------------- refusals

@@ -42,12 +42,11 @@ SUPPORTED = ("Dense", "Activation", "Flatten", "InputLayer", "Dropout", "Spatial
              "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
              "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
              "ZeroPadding2D", "Cropping2D", "UpSampling2D", "MultiHeadAttention", "Attention",
-             "AdditiveAttention", "PositionEmbedding", "SinePositionEncoding")
+             "AdditiveAttention", "PositionEmbedding", "SinePositionEncoding", "MathOp")
 
 #: layer classes refused, with the reason
 REFUSED = {
     "Lambda": "it runs arbitrary Python code, which has no ONNX form",
-    "MathOp": "fg.math operations on symbolic tensors are not translated (yet); use layers",
     "ModelCall": "a subclassed model's call() is Python code, which has no ONNX form",
 }
 
@@ -797,6 +796,65 @@ def _luong_bahdanau(b, layer, xs, in_shapes, out_shape):
     if qv is not None:
         y = b.op("Mul", [y, b.unsqueeze(b.op("Cast", [qv], to=b.TP.FLOAT), [2])])
     return y
+
+
+# ---------------------------------------------------------------------- fg.math on symbolic tensors
+_MATH_BINARY = {"add": "Add", "subtract": "Sub", "multiply": "Mul", "divide": "Div", "power": "Pow",
+                "maximum": "Max", "minimum": "Min", "matmul": "MatMul", "equal": "Equal", "not_equal": None,
+                "greater": "Greater", "greater_equal": "GreaterOrEqual", "less": "Less",
+                "less_equal": "LessOrEqual"}
+_MATH_UNARY = {"negative": "Neg", "abs": "Abs", "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "sin": "Sin",
+               "cos": "Cos", "reciprocal": "Reciprocal", "sign": "Sign", "identity": "Identity",
+               "stop_gradient": "Identity"}
+_MATH_ACTS = ("linear", "relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "leaky_relu", "elu", "selu", "silu",
+              "softplus", "softsign", "hard_sigmoid", "mish", "exponential", "relu6", "hard_silu", "relu_general")
+_MATH_REDUCE = {"sum": "ReduceSum", "mean": "ReduceMean", "max": "ReduceMax", "min": "ReduceMin"}
+
+
+@_converter("MathOp")
+def _math_op(b, layer, xs, in_shapes, out_shape):
+    op, attrs = layer.op, dict(layer.attrs)
+    vals = [xs[v] if k == "t" else b.const(np.asarray(v, np.float32), f"{layer.name}/const")
+            for k, v in layer.template]
+    if op in _MATH_BINARY and _MATH_BINARY[op] is not None and not attrs:
+        y = b.op(_MATH_BINARY[op], vals)
+        if op in ("equal", "greater", "greater_equal", "less", "less_equal"):
+            y = b.op("Cast", [y], to=b.TP.FLOAT)
+        return y
+    if op == "not_equal" and not attrs:
+        return b.op("Cast", [b.op("Not", [b.op("Equal", vals)])], to=b.TP.FLOAT)
+    if op == "square_difference" and not attrs:
+        d = b.op("Sub", vals)
+        return b.op("Mul", [d, d])
+    if op == "square" and not attrs:
+        return b.op("Mul", [vals[0], vals[0]])
+    if op in _MATH_UNARY and not attrs:
+        return b.op(_MATH_UNARY[op], vals)
+    if op in _MATH_ACTS:
+        return _activation(b, op, vals[0], attrs)
+    if op in ("softmax", "log_softmax"):
+        return _activation(b, op, vals[0], axis=int(attrs.get("axis", -1)))
+    if op == "clip" and not attrs:
+        return b.op("Min", [b.op("Max", [vals[0], vals[1]]), vals[2]])
+    if op in _MATH_REDUCE and attrs.get("axis") is not None:
+        ax = attrs["axis"]
+        axes = [int(a) for a in (ax if isinstance(ax, (tuple, list)) else [ax])]
+        rank = len(in_shapes[0]) + 1
+        if any(a % rank == 0 for a in axes):
+            _refuse(layer, f"fg.math.{op} over the batch axis is not exported")
+        return b.reduce(_MATH_REDUCE[op], vals[0], axes, keepdims=1 if attrs.get("keepdims") else 0)
+    if op in ("reshape", "expand_dims", "squeeze"):
+        return b.reshape(vals[0], out_shape)
+    if op == "transpose" and attrs.get("axes") is not None:
+        rank = len(in_shapes[0]) + 1
+        perm = [int(a) % rank for a in attrs["axes"]]
+        if perm[0] != 0:
+            _refuse(layer, "fg.math.transpose moving the batch axis is not exported")
+        return b.transpose(vals[0], perm)
+    if op == "concatenate":
+        return b.op("Concat", vals, axis=int(attrs.get("axis", 0)))
+    _refuse(layer, f"fg.math.{op}{'(' + ', '.join(f'{k}=...' for k in attrs) + ')' if attrs else ''} "
+                   "has no ONNX translation here")
 
 
 # ====================================================================== the walk
