@@ -573,6 +573,13 @@ def test_refuse_stateful():
         fg.export.to_onnx(m)
 
 
+def test_refuse_qat_model():
+    m, x = _mlp("linear")
+    qat = fg.quantization.prepare_qat(m)
+    with pytest.raises(fx.ExportError, match=r"FakeQuantDense.*convert"):
+        fg.export.to_onnx(qat)
+
+
 def test_refuse_custom_layer():
     class Twice(fg.layers.Layer):
         def call(self, inputs):

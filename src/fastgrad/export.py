@@ -48,6 +48,8 @@ SUPPORTED = ("Dense", "Activation", "Flatten", "InputLayer", "Dropout", "Spatial
 REFUSED = {
     "Lambda": "it runs arbitrary Python code, which has no ONNX form",
     "ModelCall": "a subclassed model's call() is Python code, which has no ONNX form",
+    "FakeQuantDense": "it is a quantization-aware-training layer; export fg.quantization.convert(model) "
+                      "(the int8 model) or the float model instead",
 }
 
 
