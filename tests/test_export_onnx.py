@@ -286,6 +286,8 @@ def test_functional_branches_shared_nested():
     m = fg.Model(x, [y1, y2])
     proto = _roundtrip(m, _x((6,), n=5))
     assert [o.name for o in proto.graph.output] == ["cls", "reg"]
+    # the shared layer's kernel is stored once
+    assert sum(1 for i in proto.graph.initializer if tuple(i.dims) == (6, 6)) == 2    # shared + inner
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 

@@ -25,6 +25,8 @@ onnxruntime, which the tests use to check every layer to 1e-5).
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 __all__ = ["to_onnx", "ExportError", "SUPPORTED", "REFUSED", "DEFAULT_OPSET"]
@@ -76,6 +78,7 @@ class _Builder:
         self.opset = int(opset)
         self.nodes, self.inits = [], []
         self._used = set()
+        self._consts = {}
         self.prefix = "g"
 
     def fresh(self, base):
@@ -99,8 +102,14 @@ class _Builder:
             a = a.astype(np.float32)
         elif a.dtype.kind in "iu" and a.dtype not in (np.int8, np.uint8, np.int32):
             a = a.astype(np.int64)
-        name = self.fresh(f"{self.prefix}/{base}")
-        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(a), name))
+        a = np.ascontiguousarray(a)
+        # a shared layer's weights (and repeated small constants) are stored once
+        key = (a.dtype.str, a.shape, hashlib.sha1(a.tobytes()).hexdigest())
+        name = self._consts.get(key)
+        if name is None:
+            name = self.fresh(f"{self.prefix}/{base}")
+            self.inits.append(self.numpy_helper.from_array(a, name))
+            self._consts[key] = name
         return name
 
     def ints(self, values, base="shape"):
