@@ -241,7 +241,7 @@ def _activation(b, name, x, params=None, axis=-1):
 
 # ====================================================================== layer converters
 # each: fn(b, layer, xs (ONNX names), in_shapes (per-sample), out_shape (per-sample)) -> name
-_CONVERTERS = {}
+_CONVERTERS: dict = {}
 
 
 def _converter(*kinds):
