@@ -111,9 +111,6 @@ def test_dense_no_bias_rank3():
     ids=["relu", "relu_max", "relu_slope", "relu_thr", "relu_general", "relu6", "leaky", "leaky005",
          "elu", "elu05", "softmax", "softmax_ax1", "softmax_ax12", "act_gelu", "act_softmax"])
 def test_activation_layers(layer, request):
-    if request.node.callspec.id == "act_softmax" and fg.get_backend() == "numpy":
-        pytest.xfail("the NumPy backend's ops.activation('softmax') on a rank-3 input normalises over the "
-                     "whole sample; the native backend and Keras (and the export) over the last axis")
     m = _seq([layer()], (4, 5))
     _roundtrip(m, _x((4, 5), scale=2.0))
 
