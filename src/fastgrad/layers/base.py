@@ -321,6 +321,19 @@ class Layer:
             # a traced layer whose program has a C kind (matmul + bias + activation:
             # the dense kind) runs on the compiled plan
             def lower(self, ctx):
+                """Describe this traced layer as a node of the compiled C plan.
+
+                Parameters
+                ----------
+                ctx : LowerContext
+                    Codes, regularizer coefficients and trainability.
+
+                Returns
+                -------
+                dict
+                    The plan node; ``ctx.unsupported`` is raised when the
+                    program has no C kind (the model then runs on Python).
+                """
                 from ..autodiff import traced
                 return traced.lower(self, ctx)
             cls.lower = lower
@@ -385,14 +398,15 @@ class Layer:
         self.activity_regularizer = _regularizers.get(activity_regularizer,
                                                       f"{self.name}: activity_regularizer")
         self.built = False
-        self.input_shape = None
-        self.output_shape = None
+        # per-sample shapes (tuples; lists of tuples for merge layers) once built
+        self.input_shape: Any = None
+        self.output_shape: Any = None
         self.params: dict = {}
         self.grads: dict = {}
         self.state: dict = {}
         self.offsets: dict = {}     # param name -> offset (float32 elements) in the flat buffer
-        self._ops = None
-        self._fused_activation = None
+        self._ops: Any = None
+        self._fused_activation: Any = None
         self._inbound_nodes: list = []   # engine.graph.Node per symbolic call
 
     # ------------------------------------------------------------------ ops

@@ -28,7 +28,44 @@ __all__ = ["Embedding", "Masking"]
 
 
 class Embedding(Layer):
-    """Turns integer ids into dense vectors: output shape input_shape + (output_dim,)."""
+    """Turn integer ids into dense vectors.
+
+    The output shape is ``input_shape + (output_dim,)``; ids must lie in
+    ``[0, input_dim)``.
+
+    Parameters
+    ----------
+    input_dim : int
+        Size of the vocabulary (largest id + 1).
+    output_dim : int
+        Dimension of the vectors.
+    embeddings_initializer : str, dict or callable, default "uniform"
+        Initializer of the embedding matrix.
+    embeddings_regularizer : str, dict or Regularizer, optional
+        Penalty on the embedding matrix.
+    embeddings_constraint : None
+        Not supported; must be None.
+    mask_zero : bool, default False
+        Treat id 0 as padding: the output carries a mask that is False there
+        (``input_dim`` must then count the padding id).
+    weights : ndarray or list of one ndarray, optional
+        Initial embedding matrix of shape ``(input_dim, output_dim)``.
+    lora_rank : None
+        Not supported; must be None.
+    input_length : int, optional
+        Keras 2 argument; accepted and unused.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive dimensions, a constraint or ``lora_rank``, or ids out of
+        range at run time.
+    """
 
     _takes_ids = True
 
@@ -71,6 +108,7 @@ class Embedding(Layer):
 
     @property
     def embeddings(self):
+        """The embedding matrix, shape ``(input_dim, output_dim)``."""
         return self.params["embeddings"]
 
     # ------------------------------------------------------------------ ids
@@ -144,7 +182,26 @@ class Embedding(Layer):
 
 
 class Masking(Layer):
-    """Masks the time steps whose features all equal `mask_value` (and zeroes them)."""
+    """Mask the time steps whose features all equal ``mask_value``.
+
+    The masked steps are also zeroed in the output; the mask is passed on to
+    the layers that consume masks (recurrent layers, attention, pooling).
+
+    Parameters
+    ----------
+    mask_value : float, default 0.0
+        The value that marks a padded step.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``mask_value`` is not a number.
+    """
 
     supports_masking = True
 

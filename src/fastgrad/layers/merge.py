@@ -137,42 +137,126 @@ class Merge(Layer):
 
 
 class Add(Merge):
-    """Sum of the inputs (keras.layers.Add)."""
+    """Add the inputs element-wise (``keras.layers.Add``).
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "add"
 
 
 class Subtract(Merge):
-    """inputs[0] - inputs[1]; exactly two inputs (keras.layers.Subtract)."""
+    """Subtract the second input from the first (``keras.layers.Subtract``).
+
+    It takes exactly two inputs.
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "subtract"
     _n_inputs = 2
 
 
 class Multiply(Merge):
-    """Element-wise product of the inputs (keras.layers.Multiply)."""
+    """Multiply the inputs element-wise (``keras.layers.Multiply``).
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "multiply"
 
 
 class Average(Merge):
-    """Element-wise mean of the inputs (keras.layers.Average)."""
+    """Average the inputs element-wise (``keras.layers.Average``).
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "average"
 
 
 class Maximum(Merge):
-    """Element-wise maximum (keras.layers.Maximum); tie gradient to the first
-    input holding the maximum."""
+    """Take the element-wise maximum of the inputs (``keras.layers.Maximum``).
+
+    On ties the gradient goes to the first input holding the maximum.
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "maximum"
 
 
 class Minimum(Merge):
-    """Element-wise minimum (keras.layers.Minimum); tie gradient to the first
-    input holding the minimum."""
+    """Take the element-wise minimum of the inputs (``keras.layers.Minimum``).
+
+    On ties the gradient goes to the first input holding the minimum.
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "minimum"
 
 
 class Concatenate(Merge):
-    """Joins the inputs along `axis` (keras.layers.Concatenate). The axis counts
-    the batch axis: -1 (default) is the last, 1 the first per-sample axis; the
-    batch axis (0) is refused. Other dims must match exactly."""
+    """Join the inputs along an axis (``keras.layers.Concatenate``).
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The axis, counting the batch axis: -1 is the last, 1 the first
+        per-sample axis; the batch axis (0) is refused. The other dimensions
+        must match exactly.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    TypeError
+        When ``axis`` is not an integer.
+    """
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
@@ -224,7 +308,20 @@ class Concatenate(Merge):
         return dxs
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan: the per-sample axis it joins along."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         return dict(kind="concat", axis=self._full_axis(len(self.output_shape)) - 1)
 
     def get_config(self):
@@ -239,13 +336,32 @@ class Concatenate(Merge):
 
 
 class Dot(Merge):
-    """Batch dot product of two inputs (keras.layers.Dot): contracts axis
-    axes[0] of the first with axes[1] of the second (an int: the same axis of
-    both; axes count the batch axis, which cannot be contracted). The output
-    holds the first input's free axes, then the second's; (1,) when none is
-    left. normalize=True L2-normalises each input along its dot axis first
-    (the inverse norm clamped at 1 / epsilon, as keras.ops.normalize), so the
-    output is the cosine similarity."""
+    """Batch dot product of two inputs (``keras.layers.Dot``).
+
+    Contracts axis ``axes[0]`` of the first input with axis ``axes[1]`` of the
+    second. The output holds the first input's free axes, then the second's;
+    ``(1,)`` when none is left.
+
+    Parameters
+    ----------
+    axes : int or tuple of two int
+        The contracted axes (an int: the same axis of both). Axes count the
+        batch axis, which cannot be contracted.
+    normalize : bool, default False
+        L2-normalize each input along its dot axis first (the inverse norm
+        clamped at ``1 / epsilon``, as ``keras.ops.normalize``), so the output
+        is the cosine similarity.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    TypeError
+        When ``axes`` is not an int or a list of two ints.
+    ValueError
+        When ``axes`` has the wrong length or non-integer entries.
+    """
 
     _n_inputs = 2
 
@@ -337,32 +453,150 @@ class Dot(Merge):
 # ---------------------------------------------------------------------------- functional forms
 # keras.layers.add(inputs, **kwargs) etc.: make the layer and call it at once.
 def add(inputs, **kwargs):
+    """Apply a ``Add`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Add`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Add(**kwargs)(inputs)
 
 
 def subtract(inputs, **kwargs):
+    """Apply a ``Subtract`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Subtract`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Subtract(**kwargs)(inputs)
 
 
 def multiply(inputs, **kwargs):
+    """Apply a ``Multiply`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Multiply`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Multiply(**kwargs)(inputs)
 
 
 def average(inputs, **kwargs):
+    """Apply a ``Average`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Average`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Average(**kwargs)(inputs)
 
 
 def maximum(inputs, **kwargs):
+    """Apply a ``Maximum`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Maximum`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Maximum(**kwargs)(inputs)
 
 
 def minimum(inputs, **kwargs):
+    """Apply a ``Minimum`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Minimum`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Minimum(**kwargs)(inputs)
 
 
 def concatenate(inputs, axis=-1, **kwargs):
+    """Apply a ``Concatenate`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    axis : int, default -1
+        The axis to join along (counting the batch axis).
+    **kwargs
+        Arguments of the ``Concatenate`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The joined tensor.
+    """
     return Concatenate(axis=axis, **kwargs)(inputs)
 
 
 def dot(inputs, axes=-1, normalize=False, **kwargs):
+    """Apply a ``Dot`` layer to two tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of two tensors
+        The inputs.
+    axes : int or tuple of two int, default -1
+        The contracted axes (counting the batch axis).
+    normalize : bool, default False
+        Compute the cosine similarity.
+    **kwargs
+        Arguments of the ``Dot`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The dot product.
+    """
     return Dot(axes=axes, normalize=normalize, **kwargs)(inputs)

@@ -37,8 +37,49 @@ def _check_eps(cls, name, epsilon):
 
 
 class BatchNormalization(Layer):
-    """Normalise each feature (channel `axis`) with batch statistics in training
-    and moving statistics in inference; learnable scale gamma and offset beta."""
+    """Normalize features with batch statistics (training) or moving statistics (inference).
+
+    In training, each feature along ``axis`` is normalized with the batch mean
+    and variance, and the moving statistics are updated as
+    ``moving = moving * momentum + batch * (1 - momentum)``. In inference the
+    moving statistics are used. A learnable scale ``gamma`` and offset ``beta``
+    follow.
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The feature (channel) axis of the full input; other axes are reduced.
+    momentum : float, default 0.99
+        Momentum of the moving statistics, in ``[0, 1]``.
+    epsilon : float, default 1e-3
+        Added to the variance, a finite number > 0.
+    center : bool, default True
+        Learn an offset ``beta``.
+    scale : bool, default True
+        Learn a scale ``gamma``.
+    beta_initializer : str, dict or callable, default "zeros"
+        Initializer of ``beta``.
+    gamma_initializer : str, dict or callable, default "ones"
+        Initializer of ``gamma``.
+    moving_mean_initializer : str, dict or callable, default "zeros"
+        Initializer of the moving mean.
+    moving_variance_initializer : str, dict or callable, default "ones"
+        Initializer of the moving variance.
+    beta_regularizer : str, dict or Regularizer, optional
+        Penalty on ``beta``.
+    gamma_regularizer : str, dict or Regularizer, optional
+        Penalty on ``gamma``.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an invalid axis, momentum, epsilon, initializer or regularizer.
+    """
 
     supports_masking = True
 
@@ -222,9 +263,20 @@ class BatchNormalization(Layer):
         return d
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
-        the last axis only (any rank: (batch, ..., C) runs as (rows, C)); the moving
-        statistics are handed over as arrays (updated in C)."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         if not self._last:
             raise ctx.unsupported(f"layer {self.name}: BatchNormalization of a feature axis of "
                                   f"{self.input_shape} has no C path (only the last axis)")
@@ -235,8 +287,42 @@ class BatchNormalization(Layer):
 
 
 class LayerNormalization(Layer):
-    """Normalise each sample over its trailing axes (`axis`, default the last):
-    y = (x - mean) / sqrt(var + epsilon) * gamma + beta, same in training and inference."""
+    """Normalize each sample over its trailing axes.
+
+    ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta``, with the statistics
+    of each sample; the same in training and inference.
+
+    Parameters
+    ----------
+    axis : int or list of int, default -1
+        Axes to normalize over (axes of the full input).
+    epsilon : float, default 1e-3
+        Added to the variance, a finite number > 0.
+    center : bool, default True
+        Learn an offset ``beta``.
+    scale : bool, default True
+        Learn a scale ``gamma``.
+    rms_scaling : bool, default False
+        Not supported; must be False.
+    beta_initializer : str, dict or callable, default "zeros"
+        Initializer of ``beta``.
+    gamma_initializer : str, dict or callable, default "ones"
+        Initializer of ``gamma``.
+    beta_regularizer : str, dict or Regularizer, optional
+        Penalty on ``beta``.
+    gamma_regularizer : str, dict or Regularizer, optional
+        Penalty on ``gamma``.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an invalid axis or epsilon, or ``rms_scaling=True``.
+    """
 
     supports_masking = True
 
@@ -327,8 +413,20 @@ class LayerNormalization(Layer):
         return d
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
-        normalisation over the whole sample only."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         if self._d != int(np.prod(self.input_shape)):
             raise ctx.unsupported(f"layer {self.name}: LayerNormalization over part of each sample "
                                   f"({self._norm_shape}) has no C path")

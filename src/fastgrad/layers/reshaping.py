@@ -30,8 +30,25 @@ def _int_tuple(value, what):
 
 
 class Reshape(SameDataLayer):
-    """(batch, *input_shape) -> (batch, *target_shape) (keras.layers.Reshape);
-    one entry of target_shape may be -1 (inferred). A view, no copy."""
+    """Reshape the per-sample axes (``keras.layers.Reshape``).
+
+    ``(batch, *input_shape)`` becomes ``(batch, *target_shape)``; the output is
+    a view of the input (no copy).
+
+    Parameters
+    ----------
+    target_shape : tuple of int
+        The per-sample output shape; one entry may be -1 (inferred).
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For more than one -1, or a target shape whose size does not match the
+        input's.
+    """
 
     def __init__(self, target_shape, **kwargs):
         super().__init__(**kwargs)
@@ -71,8 +88,22 @@ class Reshape(SameDataLayer):
 
 
 class Permute(Layer):
-    """Permutes the per-sample axes (keras.layers.Permute): dims is 1-based, so
-    Permute((2, 1)) swaps the two axes of (batch, a, b) -> (batch, b, a)."""
+    """Permute the per-sample axes (``keras.layers.Permute``).
+
+    Parameters
+    ----------
+    dims : tuple of int
+        The new order of the per-sample axes, 1-based: ``Permute((2, 1))`` turns
+        ``(batch, a, b)`` into ``(batch, b, a)``.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``dims`` is not a permutation of ``1..n``.
+    """
 
     def __init__(self, dims, **kwargs):
         super().__init__(**kwargs)
@@ -114,7 +145,21 @@ class Permute(Layer):
 
 
 class RepeatVector(Layer):
-    """(batch, features) -> (batch, n, features) (keras.layers.RepeatVector)."""
+    """Repeat a vector ``n`` times: ``(batch, features)`` becomes ``(batch, n, features)``.
+
+    Parameters
+    ----------
+    n : int
+        Number of repetitions (positive).
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``n`` is not a positive integer, or the input is not 1-D per sample.
+    """
 
     def __init__(self, n, **kwargs):
         super().__init__(**kwargs)
@@ -153,7 +198,15 @@ class RepeatVector(Layer):
 
 
 class Identity(Layer):
-    """Returns its input unchanged (keras.layers.Identity)."""
+    """Return the input unchanged (``keras.layers.Identity``).
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
 
     def forward(self, x, training, ws):
         return x
@@ -162,5 +215,18 @@ class Identity(Layer):
         return dy if need_dx else None
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan: its input passed on."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         return dict(kind="reshape")
