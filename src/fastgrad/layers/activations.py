@@ -1,7 +1,7 @@
 """Activation layers (Keras 3): ReLU, LeakyReLU, ELU, PReLU, Softmax.
 
 Each acts element-wise on inputs of any rank (Softmax along its axis) and
-computes only through `self.ops` (the Layer protocol of layers/base.py):
+computes only through ``self.ops`` (the Layer protocol of layers/base.py)::
 
     ReLU       ops.activation("relu" | "relu6" | "leaky_relu" | "relu_general")
                — Keras's relu(x, negative_slope, max_value, threshold); the

@@ -33,7 +33,7 @@ Life of a layer
    ``self.state``.  Layers must keep writing INTO these arrays (out=...,
    ``a[...] = ...``), never rebind them.
 5. ``forward(x, training, ws) -> y``
-   x: float32 C-contiguous (batch, *input_shape).  ``ws`` is this layer's
+   x: float32 C-contiguous ``(batch, *input_shape)``.  ``ws`` is this layer's
    Workspace for the current batch size (see engine.workspace.Workspace):
    ``ws.buf(name, shape, dtype=np.float32)`` returns an array allocated on
    first use and reused on every later step with that batch size, and ``ws``
@@ -42,7 +42,7 @@ Life of a layer
    layers / a reshaped view for Flatten); it stays valid until the next
    forward with the same batch size.  A steady-state step allocates nothing.
 6. ``backward(dy, ws, need_dx=True) -> dx or None``
-   dy: gradient w.r.t. this layer's output (batch, *output_shape), float32.
+   dy: gradient w.r.t. this layer's output ``(batch, *output_shape)``, float32.
    Writes this batch's parameter gradients INTO ``self.grads[...]``
    (overwriting, not accumulating: the model calls every layer's backward
    once per step) and returns dx (a workspace array) unless need_dx is False
@@ -67,8 +67,8 @@ Life of a layer
    arrays, ``backward`` returns a list of dx that never alias each other (at
    most one may be dy itself).
 10. ``__call__``: on symbolic tensors (fg.Input, another layer's output) it
-   records a node of the model graph (engine/graph.py); on arrays it runs
-   forward eagerly, building the layer (weights included) if needed.
+    records a node of the model graph (engine/graph.py); on arrays it runs
+    forward eagerly, building the layer (weights included) if needed.
 
 Output-activation fusion
 ------------------------

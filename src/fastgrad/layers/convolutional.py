@@ -2,14 +2,14 @@
 DepthwiseConv2D, SeparableConv2D, Conv2DTranspose.
 
 channels_last only. Weight layouts and get_weights() order are Keras's:
-Conv kernel (*kernel_size, in_channels / groups, filters) then bias (filters,);
+Conv kernel ``(*kernel_size, in_channels / groups, filters)`` then bias (filters,);
 DepthwiseConv2D kernel (kh, kw, in_channels, depth_multiplier) then bias
 (in_channels * depth_multiplier,); SeparableConv2D depthwise_kernel
 (kh, kw, in, M), pointwise_kernel (1, 1, in * M, filters), bias;
 Conv2DTranspose kernel (kh, kw, filters, in_channels) then bias.
 
-`padding="same"` is Keras's (TF's) rule: output ceil(n / stride), the odd pixel
-of padding at the bottom / right (`backend.numpy_conv.same_pads`); Conv1D also
+``padding="same"`` is Keras's (TF's) rule: output ceil(n / stride), the odd pixel
+of padding at the bottom / right (``backend.numpy_conv.same_pads``); Conv1D also
 takes "causal" (all padding on the left). The layers compute the explicit pads
 and call the NumpyOps / NativeOps conv ops (docs/conv.md), which fuse bias and
 activation as Dense does.
@@ -163,10 +163,12 @@ class _BaseConv(_FusableOutput, Layer):
 
     @property
     def kernel(self):
+        """The kernel array, shape ``(*kernel_size, in_channels // groups, filters)``."""
         return self.params["kernel"]
 
     @property
     def bias(self):
+        """The bias array of shape ``(filters,)``, or None without bias."""
         return self.params.get("bias")
 
     # ------------------------------------------------------------------ compute
@@ -239,7 +241,74 @@ class _BaseConv(_FusableOutput, Layer):
 
 
 class Conv2D(_BaseConv):
-    """2-D convolution (keras.layers.Conv2D), input (batch, height, width, channels)."""
+    """2-D convolution layer (``keras.layers.Conv2D``).
+
+    The input has shape (batch, height, width, channels) (channels_last). The kernel has shape
+    ``(*kernel_size, in_channels // groups, filters)`` and the bias
+    ``(filters,)``, as in Keras; the bias and activation are fused into the
+    convolution kernel.
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels.
+    kernel_size : int or tuple of 2 int
+        Size of the convolution window.
+    strides : int or tuple of 2 int, default 1
+        Step of the window along each spatial axis.
+    padding : {"valid", "same"}, default "valid"
+        "valid": no padding; "same": output size ceil(n / stride), the odd pixel
+        of padding at the bottom / right (Keras's rule).
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    dilation_rate : int or tuple of 2 int, default 1
+        Spacing between kernel elements.
+    groups : int, default 1
+        Number of channel groups; input channels and filters must both be
+        divisible by it.
+    activation : str or None, default None
+        Element-wise activation applied to the output (None: linear).
+    use_bias : bool, default True
+        Whether to add a bias.
+    kernel_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    kernel_regularizer : str, dict or Regularizer, optional
+        Penalty on the kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias, added to the loss.
+    activity_regularizer : None
+        Not supported; must be None.
+    kernel_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, a
+        non-element-wise activation, constraints or an activity regularizer,
+        or (at build) an input of the wrong rank.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> conv = fg.layers.Conv2D(8, 3, padding="same", activation="relu")
+    >>> conv(np.zeros((2, 16, 16, 3), dtype=np.float32)).shape
+    (2, 16, 16, 8)
+    >>> [w.shape for w in conv.get_weights()]
+    [(3, 3, 3, 8), (8,)]
+    >>> fg.layers.Conv2D(4, (3, 3), strides=2)(np.zeros((1, 9, 9, 1), dtype=np.float32)).shape
+    (1, 4, 4, 4)
+    """
 
     rank = 2
 
@@ -252,8 +321,63 @@ class Conv2D(_BaseConv):
 
 
 class Conv1D(_BaseConv):
-    """1-D convolution (keras.layers.Conv1D), input (batch, steps, channels);
-    padding "valid", "same" or "causal"."""
+    """1-D convolution layer (``keras.layers.Conv1D``).
+
+    The input has shape (batch, steps, channels) (channels_last). The kernel has shape
+    ``(*kernel_size, in_channels // groups, filters)`` and the bias
+    ``(filters,)``, as in Keras; the bias and activation are fused into the
+    convolution kernel.
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels.
+    kernel_size : int or tuple of 1 int
+        Size of the convolution window.
+    strides : int or tuple of 1 int, default 1
+        Step of the window along each spatial axis.
+    padding : {"valid", "same", "causal"}, default "valid"
+        "valid": no padding; "same": output size ceil(n / stride), the odd pixel
+        of padding at the bottom / right (Keras's rule); "causal": all padding
+        on the left (output t sees inputs up to t).
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    dilation_rate : int or tuple of 1 int, default 1
+        Spacing between kernel elements.
+    groups : int, default 1
+        Number of channel groups; input channels and filters must both be
+        divisible by it.
+    activation : str or None, default None
+        Element-wise activation applied to the output (None: linear).
+    use_bias : bool, default True
+        Whether to add a bias.
+    kernel_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    kernel_regularizer : str, dict or Regularizer, optional
+        Penalty on the kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias, added to the loss.
+    activity_regularizer : None
+        Not supported; must be None.
+    kernel_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, a
+        non-element-wise activation, constraints or an activity regularizer,
+        or (at build) an input of the wrong rank.
+    """
 
     rank = 1
     _paddings = ("valid", "same", "causal")
@@ -272,8 +396,59 @@ Convolution2D = Conv2D
 
 
 class DepthwiseConv2D(_FusableOutput, Layer):
-    """Depthwise 2-D convolution (keras.layers.DepthwiseConv2D): each input channel
-    convolved with `depth_multiplier` filters of its own; output channel c*M + m."""
+    """Depthwise 2-D convolution layer (``keras.layers.DepthwiseConv2D``).
+
+    Each input channel is convolved with ``depth_multiplier`` filters of its
+    own; output channel ``c * depth_multiplier + m``. The kernel has shape
+    ``(kh, kw, in_channels, depth_multiplier)``, the bias
+    ``(in_channels * depth_multiplier,)``.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of 2 int
+        Size of the convolution window.
+    strides : int or tuple of 2 int, default (1, 1)
+        Step of the window along each spatial axis.
+    padding : {"valid", "same"}, default "valid"
+        "valid": no padding; "same": output size ceil(n / stride), the odd pixel
+        of padding at the bottom / right (Keras's rule).
+    depth_multiplier : int, default 1
+        Number of filters per input channel.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    dilation_rate : int or tuple of 2 int, default (1, 1)
+        Spacing between kernel elements.
+    activation : str or None, default None
+        Element-wise activation applied to the output (None: linear).
+    use_bias : bool, default True
+        Whether to add a bias.
+    depthwise_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the depthwise kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    depthwise_regularizer : str, dict or Regularizer, optional
+        Penalty on the depthwise kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias, added to the loss.
+    activity_regularizer : None
+        Not supported; must be None.
+    depthwise_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, a
+        non-element-wise activation, constraints or an activity regularizer,
+        or (at build) an input of the wrong rank.
+    """
 
     def __init__(self, kernel_size, strides=(1, 1), padding="valid", depth_multiplier=1, data_format=None,
                  dilation_rate=(1, 1), activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
@@ -335,12 +510,14 @@ class DepthwiseConv2D(_FusableOutput, Layer):
 
     @property
     def kernel(self):
+        """The depthwise kernel, shape ``(kh, kw, in_channels, depth_multiplier)``."""
         return self.params["kernel"]
 
     depthwise_kernel = kernel
 
     @property
     def bias(self):
+        """The bias array, or None without bias."""
         return self.params.get("bias")
 
     def forward(self, x, training, ws):
@@ -380,8 +557,66 @@ class DepthwiseConv2D(_FusableOutput, Layer):
 
 
 class SeparableConv2D(_FusableOutput, Layer):
-    """Depthwise then pointwise (1x1) convolution (keras.layers.SeparableConv2D);
-    weights depthwise_kernel (kh, kw, in, M), pointwise_kernel (1, 1, in*M, filters), bias."""
+    """Depthwise then pointwise (1x1) convolution (``keras.layers.SeparableConv2D``).
+
+    Weights: ``depthwise_kernel`` (kh, kw, in_channels, depth_multiplier),
+    ``pointwise_kernel`` (1, 1, in_channels * depth_multiplier, filters) and
+    bias (filters,).
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels.
+    kernel_size : int or tuple of 2 int
+        Size of the depthwise window.
+    strides : int or tuple of 2 int, default (1, 1)
+        Step of the window along each spatial axis.
+    padding : {"valid", "same"}, default "valid"
+        "valid": no padding; "same": output size ceil(n / stride), the odd pixel
+        of padding at the bottom / right (Keras's rule).
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    dilation_rate : int or tuple of 2 int, default (1, 1)
+        Spacing between kernel elements.
+    depth_multiplier : int, default 1
+        Number of depthwise filters per input channel.
+    activation : str or None, default None
+        Element-wise activation applied to the output (None: linear).
+    use_bias : bool, default True
+        Whether to add a bias.
+    depthwise_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the depthwise kernel.
+    pointwise_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the pointwise kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    depthwise_regularizer : str, dict or Regularizer, optional
+        Penalty on the depthwise kernel, added to the loss.
+    pointwise_regularizer : str, dict or Regularizer, optional
+        Penalty on the pointwise kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias, added to the loss.
+    activity_regularizer : None
+        Not supported; must be None.
+    depthwise_constraint : None
+        Not supported; must be None.
+    pointwise_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, a
+        non-element-wise activation, constraints or an activity regularizer,
+        or (at build) an input of the wrong rank.
+    """
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
                  dilation_rate=(1, 1), depth_multiplier=1, activation=None, use_bias=True,
@@ -451,14 +686,17 @@ class SeparableConv2D(_FusableOutput, Layer):
 
     @property
     def depthwise_kernel(self):
+        """The depthwise kernel, shape ``(kh, kw, in_channels, depth_multiplier)``."""
         return self.params["depthwise_kernel"]
 
     @property
     def pointwise_kernel(self):
+        """The pointwise kernel, shape ``(1, 1, in_channels * depth_multiplier, filters)``."""
         return self.params["pointwise_kernel"]
 
     @property
     def bias(self):
+        """The bias array of shape ``(filters,)``, or None without bias."""
         return self.params.get("bias")
 
     def forward(self, x, training, ws):
@@ -520,8 +758,61 @@ def transpose_geometry(n, k, s, d, padding, output_padding):
 
 
 class Conv2DTranspose(_FusableOutput, Layer):
-    """Transposed 2-D convolution (keras.layers.Conv2DTranspose): the gradient of a
-    Conv2D with respect to its input; kernel (kh, kw, filters, in_channels)."""
+    """Transposed 2-D convolution layer (``keras.layers.Conv2DTranspose``).
+
+    The gradient of a ``Conv2D`` with respect to its input, used to upsample.
+    The kernel has shape ``(kh, kw, filters, in_channels)`` and the bias
+    ``(filters,)``; output sizes follow Keras's rule.
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels.
+    kernel_size : int or tuple of 2 int
+        Size of the convolution window.
+    strides : int or tuple of 2 int, default (1, 1)
+        Step of the window along each spatial axis.
+    padding : {"valid", "same"}, default "valid"
+        "valid": no padding; "same": output size ceil(n / stride), the odd pixel
+        of padding at the bottom / right (Keras's rule).
+    output_padding : int or tuple of 2 int, optional
+        Extra rows / columns on the bottom / right of the output; each must be
+        smaller than the stride (or the dilation rate).
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    dilation_rate : int or tuple of 2 int, default (1, 1)
+        Spacing between kernel elements.
+    activation : str or None, default None
+        Element-wise activation applied to the output (None: linear).
+    use_bias : bool, default True
+        Whether to add a bias.
+    kernel_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    kernel_regularizer : str, dict or Regularizer, optional
+        Penalty on the kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias, added to the loss.
+    activity_regularizer : None
+        Not supported; must be None.
+    kernel_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, a
+        non-element-wise activation, constraints or an activity regularizer,
+        or (at build) an input of the wrong rank.
+    """
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", output_padding=None,
                  data_format=None, dilation_rate=(1, 1), activation=None, use_bias=True,
@@ -592,10 +883,12 @@ class Conv2DTranspose(_FusableOutput, Layer):
 
     @property
     def kernel(self):
+        """The kernel array, shape ``(kh, kw, filters, in_channels)``."""
         return self.params["kernel"]
 
     @property
     def bias(self):
+        """The bias array of shape ``(filters,)``, or None without bias."""
         return self.params.get("bias")
 
     def forward(self, x, training, ws):

@@ -1,8 +1,10 @@
 """BatchNormalization and LayerNormalization (Keras semantics).
 
-Both reduce to the 2-D kernels of the Ops contract:
+Both reduce to the 2-D kernels of the Ops contract::
+
     ops.batchnorm_forward / _backward   normalise (rows, C) over axis 0
     ops.layernorm_forward / _backward   normalise (rows, D) over axis 1
+
 BatchNormalization on the last axis reshapes (batch, ..., C) to (rows, C) as a
 view; another axis is moved last through a workspace copy. LayerNormalization
 normalises over trailing axes: (batch, ..., D1, D2) -> (rows, D1*D2), a view.
@@ -10,9 +12,9 @@ normalises over trailing axes: (batch, ..., D1, D2) -> (rows, D1*D2), a view.
 BatchNormalization keeps moving_mean / moving_variance as non-trainable state
 (model-owned arrays, saved with the weights): in training mode each step
 normalises with the batch statistics and updates
-    moving = moving * momentum + batch_stat * (1 - momentum)     (biased variance)
+``moving = moving * momentum + batch_stat * (1 - momentum)`` (biased variance);
 in inference mode (training=False, or the layer frozen with trainable=False, as
-in Keras) it applies y = x * gamma / sqrt(moving_var + eps) + (beta - moving_mean * that).
+in Keras) it applies ``y = x * gamma / sqrt(moving_var + eps) + (beta - moving_mean * that)``.
 gamma and beta live in the model's flat trainable buffer; when center/scale is
 off the kernels get constant zeros/ones and the gradient lands in scratch.
 """

@@ -103,7 +103,31 @@ class _Pooling(Layer):
 
 
 class MaxPooling2D(_Pooling):
-    """Max over pool_size windows (keras.layers.MaxPooling2D); default pool (2, 2)."""
+    """Maximum over pooling windows (``keras.layers.MaxPooling2D``).
+
+    The input has shape (batch, height, width, channels) (channels_last).
+
+    Parameters
+    ----------
+    pool_size : int or tuple of 2 int, default (2, 2)
+        Size of the pooling window.
+    strides : int or tuple of 2 int, optional
+        Step of the window (default: ``pool_size``).
+    padding : {"valid", "same"}, default "valid"
+        "valid": windows inside the input only; "same": output size
+        ceil(n / stride), as Keras pads.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, or (at
+        build) an input of the wrong rank.
+    """
     rank, kind = 2, "max"
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
@@ -111,7 +135,31 @@ class MaxPooling2D(_Pooling):
 
 
 class AveragePooling2D(_Pooling):
-    """Mean over pool_size windows (keras.layers.AveragePooling2D)."""
+    """Average over pooling windows (``keras.layers.AveragePooling2D``).
+
+    The input has shape (batch, height, width, channels) (channels_last).
+
+    Parameters
+    ----------
+    pool_size : int or tuple of 2 int, default (2, 2)
+        Size of the pooling window.
+    strides : int or tuple of 2 int, optional
+        Step of the window (default: ``pool_size``).
+    padding : {"valid", "same"}, default "valid"
+        "valid": windows inside the input only; "same": output size
+        ceil(n / stride), as Keras pads.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, or (at
+        build) an input of the wrong rank.
+    """
     rank, kind = 2, "avg"
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
@@ -119,12 +167,64 @@ class AveragePooling2D(_Pooling):
 
 
 class MaxPooling1D(_Pooling):
-    """Max over pool_size steps (keras.layers.MaxPooling1D); default pool 2."""
+    """Maximum over pooling windows (``keras.layers.MaxPooling1D``).
+
+    The input has shape (batch, steps, channels) (channels_last).
+
+    Parameters
+    ----------
+    pool_size : int or tuple of 1 int, default 2
+        Size of the pooling window.
+    strides : int or tuple of 1 int, optional
+        Step of the window (default: ``pool_size``).
+    padding : {"valid", "same"}, default "valid"
+        "valid": windows inside the input only; "same": output size
+        ceil(n / stride), as Keras pads.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, or (at
+        build) an input of the wrong rank.
+    """
     rank, kind = 1, "max"
 
 
 class AveragePooling1D(_Pooling):
-    """Mean over pool_size steps (keras.layers.AveragePooling1D)."""
+    """Average over pooling windows (``keras.layers.AveragePooling1D``).
+
+    The input has shape (batch, steps, channels) (channels_last).
+
+    Parameters
+    ----------
+    pool_size : int or tuple of 1 int, default 2
+        Size of the pooling window.
+    strides : int or tuple of 1 int, optional
+        Step of the window (default: ``pool_size``).
+    padding : {"valid", "same"}, default "valid"
+        "valid": windows inside the input only; "same": output size
+        ceil(n / stride), as Keras pads.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, or (at
+        build) an input of the wrong rank.
+    """
     rank, kind = 1, "avg"
 
 
@@ -234,22 +334,100 @@ class _MaskedGlobalPooling1D(_GlobalPooling):
 
 
 class GlobalAveragePooling2D(_GlobalPooling):
-    """Mean over height and width (keras.layers.GlobalAveragePooling2D)."""
+    """Average over the height and width (``keras.layers.GlobalAveragePooling2D``).
+
+    Parameters
+    ----------
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    keepdims : bool, default False
+        Keep the pooled axes with length one.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown data format or (at build) an input of the wrong rank.
+    """
     rank, kind = 2, "avg"
 
 
 class GlobalMaxPooling2D(_GlobalPooling):
-    """Max over height and width (keras.layers.GlobalMaxPooling2D)."""
+    """Maximum over the height and width (``keras.layers.GlobalMaxPooling2D``).
+
+    Parameters
+    ----------
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    keepdims : bool, default False
+        Keep the pooled axes with length one.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown data format or (at build) an input of the wrong rank.
+    """
     rank, kind = 2, "max"
 
 
 class GlobalAveragePooling1D(_MaskedGlobalPooling1D):
-    """Mean over the steps (keras.layers.GlobalAveragePooling1D); masked steps excluded."""
+    """Average over the steps (``keras.layers.GlobalAveragePooling1D``).
+
+    Masked steps (``Embedding(mask_zero=True)``, ``Masking``) are excluded;
+    an all-masked sample gives 0.
+
+    Parameters
+    ----------
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    keepdims : bool, default False
+        Keep the pooled axes with length one.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown data format or (at build) an input of the wrong rank.
+    """
     kind = "avg"
 
 
 class GlobalMaxPooling1D(_MaskedGlobalPooling1D):
-    """Max over the steps (keras.layers.GlobalMaxPooling1D); masked steps excluded."""
+    """Maximum over the steps (``keras.layers.GlobalMaxPooling1D``).
+
+    Masked steps (``Embedding(mask_zero=True)``, ``Masking``) are excluded;
+    an all-masked sample gives 0.
+
+    Parameters
+    ----------
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    keepdims : bool, default False
+        Keep the pooled axes with length one.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown data format or (at build) an input of the wrong rank.
+    """
     kind = "max"
 
 

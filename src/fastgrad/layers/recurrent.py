@@ -1,31 +1,33 @@
 """Recurrent layers (Keras 3): SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed.
 
 Each recurrent layer runs, per batch:
-    1. the input projection of ALL time steps as one product
-       (``ops.dense_forward`` on (N*T, F) rows: xw = x kernel + bias);
-    2. the recurrence over xw in one op call (``ops.lstm_forward`` /
-       ``gru_forward`` / ``simple_rnn_forward``: the C family csrc/rnn on the
-       native backend, no Python per time step);
-    3. backward: one op call through time (``ops.*_backward``) giving the
-       pre-activation gradients of every step, then dkernel, dbias and dx with
-       one product each (``ops.dense_backward``).
+
+1. the input projection of ALL time steps as one product
+   (``ops.dense_forward`` on (N*T, F) rows: ``xw = x kernel + bias``);
+2. the recurrence over xw in one op call (``ops.lstm_forward`` /
+   ``gru_forward`` / ``simple_rnn_forward``: the C family csrc/rnn on the
+   native backend, no Python per time step);
+3. backward: one op call through time (``ops.*_backward``) giving the
+   pre-activation gradients of every step, then dkernel, dbias and dx with
+   one product each (``ops.dense_backward``).
+
 Conventions of the ops: backend/numpy_rnn.py.
 
-Keras semantics kept: weights kernel (F, G*U), recurrent_kernel (U, G*U),
-bias (G*U,) (GRU reset_after=True: (2, 3U)); gate orders LSTM [i, f, c, o],
-GRU [z, r, h]; get_weights() = [kernel, recurrent_kernel, bias];
+Keras semantics kept: weights kernel ``(F, G*U)``, recurrent_kernel ``(U, G*U)``,
+bias ``(G*U,)`` (GRU reset_after=True: ``(2, 3U)``); gate orders LSTM [i, f, c, o],
+GRU [z, r, h]; ``get_weights() = [kernel, recurrent_kernel, bias]``;
 unit_forget_bias; masks (a masked step carries the states through; outputs
 of masked steps repeat the previous output, zeros before the first unmasked
 step, or zeros everywhere masked with zero_output_for_mask / inside
 Bidirectional with return_sequences); go_backwards returns the sequence in
-processing order; return_state returns [output, *states]; initial_state;
+processing order; return_state returns ``[output, *states]``; initial_state;
 dropout / recurrent_dropout masks drawn once per batch and shared by all steps
 (and gates); stateful with reset_states().
 
 Graph plumbing: a layer called with initial_state has several inputs
-(x, *states); with return_state its node outputs one packed tensor
-(output, then each state, flattened) that hidden `_RnnPart` nodes split, so
-the symbolic call returns [output, *states] as Keras does.
+(x, states); with return_state its node outputs one packed tensor
+(output, then each state, flattened) that hidden ``_RnnPart`` nodes split, so
+the symbolic call returns ``[output, *states]`` as Keras does.
 """
 from __future__ import annotations
 
@@ -220,14 +222,17 @@ class _RNN(Layer):
 
     @property
     def kernel(self):
+        """The input kernel, shape ``(features, gates * units)``."""
         return self.params["kernel"]
 
     @property
     def recurrent_kernel(self):
+        """The recurrent kernel, shape ``(units, gates * units)``."""
         return self.params["recurrent_kernel"]
 
     @property
     def bias(self):
+        """The bias array, or None without bias."""
         return self.params.get("bias")
 
     # ------------------------------------------------------------------ calls
@@ -313,7 +318,19 @@ class _RNN(Layer):
         return out
 
     def reset_states(self, states=None):
-        """Zero the carried states of a stateful layer (or set them to `states`)."""
+        """Reset the carried states of a stateful layer.
+
+        Parameters
+        ----------
+        states : ndarray or list of ndarray, optional
+            New states, one (batch, units) array per state; None zeroes the
+            current ones.
+
+        Raises
+        ------
+        ValueError
+            For the wrong number of states.
+        """
         if states is None:
             if self.states is not None:
                 for s in self.states:
@@ -476,7 +493,50 @@ class _RNN(Layer):
 
 
 class SimpleRNN(_RNN):
-    """h_t = activation(x_t kernel + h_{t-1} recurrent_kernel + bias)."""
+    """Fully connected recurrent layer: ``h_t = activation(x_t @ kernel + h_{t-1} @ recurrent_kernel + bias)``.
+
+    The input has shape (batch, timesteps, features). Weights follow Keras:
+    ``kernel`` (features, units), ``recurrent_kernel`` (units, units),
+    ``bias`` (units,).
+
+    Parameters
+    ----------
+    units : int
+        Dimensionality of the output (and state).
+    activation : str or None, default "tanh"
+        Activation of the state (None: linear).
+    **kwargs
+        The arguments shared by the recurrent layers (Keras 3 names and
+        defaults), then the base layer arguments (``name``, ``input_shape``,
+        ...; see ``Layer``):
+
+        - ``use_bias`` (True): whether the layer has a bias.
+        - ``kernel_initializer`` ("glorot_uniform"), ``recurrent_initializer``
+          ("orthogonal"), ``bias_initializer`` ("zeros").
+        - ``kernel_regularizer``, ``recurrent_regularizer``,
+          ``bias_regularizer`` (None): penalties added to the loss.
+        - ``dropout``, ``recurrent_dropout`` (0.0): dropout rates in ``[0, 1)``
+          on the inputs and on the recurrent state; the masks are drawn once
+          per batch and shared by all steps.
+        - ``seed`` (None): seed of the dropout masks.
+        - ``return_sequences`` (False): return the output of every step,
+          (batch, timesteps, units), instead of the last, (batch, units).
+        - ``return_state`` (False): also return the final states, as
+          ``[output, *states]``.
+        - ``go_backwards`` (False): process the sequence in reverse.
+        - ``stateful`` (False): carry the final states over to the next batch
+          (see ``reset_states``).
+        - ``unroll`` (False): accepted; the recurrence is one kernel call.
+        - ``zero_output_for_mask`` (False): masked steps output zeros.
+
+        Activity regularizers and constraints are not supported.
+
+    Raises
+    ------
+    ValueError
+        For non-positive ``units``, an unsupported activation, a rate outside
+        ``[0, 1)``, a constraint or an activity regularizer.
+    """
 
     _gates = 1
 
@@ -504,7 +564,72 @@ class SimpleRNN(_RNN):
 
 
 class LSTM(_RNN):
-    """Long short-term memory (Keras 3): gates [i, f, c, o], states [h, c]."""
+    """Long short-term memory layer (Keras 3).
+
+    The input has shape (batch, timesteps, features). Gates are ordered
+    ``[i, f, c, o]`` in the weights ``kernel`` (features, 4 * units),
+    ``recurrent_kernel`` (units, 4 * units) and ``bias`` (4 * units,); the
+    states are ``[h, c]``. A mask (``Embedding(mask_zero=True)``, ``Masking``)
+    makes masked steps carry the states through. The recurrence over all time
+    steps runs in one backend kernel call.
+
+    Parameters
+    ----------
+    units : int
+        Dimensionality of the output (and of each state).
+    activation : str or None, default "tanh"
+        Activation of the cell input and output (None: linear).
+    recurrent_activation : str or None, default "sigmoid"
+        Activation of the gates.
+    unit_forget_bias : bool, default True
+        Initialize the forget gate's bias to one.
+    implementation : int, default 2
+        Accepted for Keras compatibility; unused.
+    **kwargs
+        The arguments shared by the recurrent layers (Keras 3 names and
+        defaults), then the base layer arguments (``name``, ``input_shape``,
+        ...; see ``Layer``):
+
+        - ``use_bias`` (True): whether the layer has a bias.
+        - ``kernel_initializer`` ("glorot_uniform"), ``recurrent_initializer``
+          ("orthogonal"), ``bias_initializer`` ("zeros").
+        - ``kernel_regularizer``, ``recurrent_regularizer``,
+          ``bias_regularizer`` (None): penalties added to the loss.
+        - ``dropout``, ``recurrent_dropout`` (0.0): dropout rates in ``[0, 1)``
+          on the inputs and on the recurrent state; the masks are drawn once
+          per batch and shared by all steps.
+        - ``seed`` (None): seed of the dropout masks.
+        - ``return_sequences`` (False): return the output of every step,
+          (batch, timesteps, units), instead of the last, (batch, units).
+        - ``return_state`` (False): also return the final states, as
+          ``[output, *states]``.
+        - ``go_backwards`` (False): process the sequence in reverse.
+        - ``stateful`` (False): carry the final states over to the next batch
+          (see ``reset_states``).
+        - ``unroll`` (False): accepted; the recurrence is one kernel call.
+        - ``zero_output_for_mask`` (False): masked steps output zeros.
+
+        Activity regularizers and constraints are not supported.
+
+    Raises
+    ------
+    ValueError
+        For non-positive ``units``, an unsupported activation, a rate outside
+        ``[0, 1)``, a constraint or an activity regularizer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> lstm = fg.layers.LSTM(8, return_sequences=True)
+    >>> lstm(np.zeros((2, 5, 3), dtype=np.float32)).shape
+    (2, 5, 8)
+    >>> [w.shape for w in lstm.get_weights()]
+    [(3, 32), (8, 32), (32,)]
+    >>> out, h, c = fg.layers.LSTM(4, return_state=True)(np.zeros((2, 5, 3), dtype=np.float32))
+    >>> out.shape, h.shape, c.shape
+    ((2, 4), (2, 4), (2, 4))
+    """
 
     _gates = 4
     _n_states = 2
@@ -550,10 +675,60 @@ class LSTM(_RNN):
 
 
 class GRU(_RNN):
-    """Gated recurrent unit (Keras 3): gates [z, r, h]. reset_after=True (default):
-    bias (2, 3U), hh = act(x W_h + b_h + r * (h R_h + b'_h)); reset_after=False
-    (Keras's original GRU): bias (3U,), hh = act(x W_h + b_h + (r * h) R_h), run
-    by the NumPy op gru_v1_forward / backward on every backend (no C kernel)."""
+    """Gated recurrent unit layer (Keras 3).
+
+    The input has shape (batch, timesteps, features); gates are ordered
+    ``[z, r, h]``. With ``reset_after=True`` (the default) the bias has shape
+    (2, 3 * units) and the candidate is
+    ``act(x @ W_h + b_h + r * (h @ R_h + b'_h))``; with ``reset_after=False``
+    (Keras's original GRU) the bias has shape (3 * units,), the candidate is
+    ``act(x @ W_h + b_h + (r * h) @ R_h)``, and it runs on the NumPy
+    reference on every backend.
+
+    Parameters
+    ----------
+    units : int
+        Dimensionality of the output (and state).
+    activation : str or None, default "tanh"
+        Activation of the candidate state (None: linear).
+    recurrent_activation : str or None, default "sigmoid"
+        Activation of the gates.
+    reset_after : bool, default True
+        Apply the reset gate after the recurrent product.
+    implementation : int, default 2
+        Accepted for Keras compatibility; unused.
+    **kwargs
+        The arguments shared by the recurrent layers (Keras 3 names and
+        defaults), then the base layer arguments (``name``, ``input_shape``,
+        ...; see ``Layer``):
+
+        - ``use_bias`` (True): whether the layer has a bias.
+        - ``kernel_initializer`` ("glorot_uniform"), ``recurrent_initializer``
+          ("orthogonal"), ``bias_initializer`` ("zeros").
+        - ``kernel_regularizer``, ``recurrent_regularizer``,
+          ``bias_regularizer`` (None): penalties added to the loss.
+        - ``dropout``, ``recurrent_dropout`` (0.0): dropout rates in ``[0, 1)``
+          on the inputs and on the recurrent state; the masks are drawn once
+          per batch and shared by all steps.
+        - ``seed`` (None): seed of the dropout masks.
+        - ``return_sequences`` (False): return the output of every step,
+          (batch, timesteps, units), instead of the last, (batch, units).
+        - ``return_state`` (False): also return the final states, as
+          ``[output, *states]``.
+        - ``go_backwards`` (False): process the sequence in reverse.
+        - ``stateful`` (False): carry the final states over to the next batch
+          (see ``reset_states``).
+        - ``unroll`` (False): accepted; the recurrence is one kernel call.
+        - ``zero_output_for_mask`` (False): masked steps output zeros.
+
+        Activity regularizers and constraints are not supported.
+
+    Raises
+    ------
+    ValueError
+        For non-positive ``units``, an unsupported activation, a rate outside
+        ``[0, 1)``, a non-boolean ``reset_after``, a constraint or an activity regularizer.
+    """
 
     _gates = 3
 
@@ -673,8 +848,31 @@ _MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
 class Bidirectional(_Wrapper):
-    """Runs a recurrent layer forwards and a copy backwards and merges the outputs
-    (merge_mode "concat" (default), "sum", "mul", "ave", or None: a list of both)."""
+    """Run a recurrent layer forwards and a copy backwards, and merge the outputs.
+
+    Parameters
+    ----------
+    layer : SimpleRNN, LSTM or GRU
+        The forward layer; its configuration is copied for both directions.
+    merge_mode : {"concat", "sum", "mul", "ave", None}, default "concat"
+        How the two outputs are combined; None returns a list of both.
+    weights : None
+        Not supported (use ``set_weights``); must be None.
+    backward_layer : SimpleRNN, LSTM or GRU, optional
+        The backward layer (default: a copy of ``layer`` with
+        ``go_backwards`` flipped).
+    name : str, optional
+        Layer name (default ``bidirectional_`` + the layer's name).
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``layer`` is not a recurrent layer or is stateful, for an unknown
+        ``merge_mode``, or ``weights`` given.
+    """
 
     def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, name=None,
                  **kwargs):
@@ -963,7 +1161,26 @@ class _HalfPart(Layer):
 
 
 class TimeDistributed(_Wrapper):
-    """Applies `layer` to every time step: (batch, T, ...) -> (batch, T, layer's output)."""
+    """Apply a layer to every time step.
+
+    ``(batch, T, ...)`` becomes ``(batch, T, *layer output shape)``; the
+    layer's weights are shared by all steps.
+
+    Parameters
+    ----------
+    layer : Layer
+        A single-input layer.
+    name : str, optional
+        Layer name (default ``time_distributed_`` + the layer's name).
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``layer`` is not a single-input layer.
+    """
 
     supports_masking = True
 

@@ -42,7 +42,28 @@ def _check_rank3(layer, input_shape):
 
 
 class ZeroPadding2D(Layer):
-    """Zeros around the image (keras.layers.ZeroPadding2D); padding as Keras."""
+    """Pad an image with zeros (``keras.layers.ZeroPadding2D``).
+
+    The input has shape (batch, height, width, channels).
+
+    Parameters
+    ----------
+    padding : int, tuple of 2 int or tuple of 2 tuples of 2 int, default (1, 1)
+        An int: the same on all sides; ``(sym_h, sym_w)``: symmetric rows and
+        columns; ``((top, bottom), (left, right))``: each side.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For negative or malformed padding, or an unknown data format.
+    """
 
     def __init__(self, padding=(1, 1), data_format=None, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -77,7 +98,26 @@ class ZeroPadding2D(Layer):
 
 
 class Cropping2D(Layer):
-    """Crop rows / columns off the image (keras.layers.Cropping2D)."""
+    """Crop rows and columns off an image (``keras.layers.Cropping2D``).
+
+    Parameters
+    ----------
+    cropping : int, tuple of 2 int or tuple of 2 tuples of 2 int, default ((0, 0), (0, 0))
+        What to remove, in the forms ``ZeroPadding2D`` takes its padding.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For negative or malformed cropping, an unknown data format, or
+        cropping that leaves nothing.
+    """
 
     def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -116,7 +156,27 @@ class Cropping2D(Layer):
 
 
 class UpSampling2D(Layer):
-    """Repeat rows and columns (keras.layers.UpSampling2D, interpolation "nearest")."""
+    """Repeat the rows and columns of an image (``keras.layers.UpSampling2D``).
+
+    Parameters
+    ----------
+    size : int or tuple of 2 int, default (2, 2)
+        Repetitions of rows and columns.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    interpolation : {"nearest"}, default "nearest"
+        Only nearest-neighbour upsampling is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown data format or interpolation.
+    """
 
     def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", name=None, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -153,8 +213,30 @@ class UpSampling2D(Layer):
 
 
 class SpatialDropout2D(Dropout):
-    """Dropout of whole channels (keras.layers.SpatialDropout2D): one keep flag per
-    (sample, channel), the Dropout stream over an (N, C) index space."""
+    """Drop whole channels during training (``keras.layers.SpatialDropout2D``).
+
+    One keep flag per (sample, channel), drawn from the Dropout stream over an
+    (N, C) index space; kept channels are scaled by ``1 / (1 - rate)``.
+
+    Parameters
+    ----------
+    rate : float
+        Fraction of the channels to drop, in ``[0, 1)``.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    seed : int, optional
+        Seed of the mask stream.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a rate outside ``[0, 1)``, an invalid seed or an unknown data format.
+    """
 
     lower = None        # no C path yet (the plan's dropout kind is element-wise)
 
