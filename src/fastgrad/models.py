@@ -1,5 +1,5 @@
-"""Models: the functional `Model` (a graph of layer calls) and `Sequential`
-(a chain graph), with Keras's compile / fit / evaluate / predict.
+"""Models: the functional ``Model`` (a graph of layer calls) and ``Sequential``
+(a chain graph), with Keras's compile / fit / evaluate / predict::
 
     inputs = fg.Input(shape=(784,))
     h = fg.layers.Dense(128, activation="relu")(inputs)
@@ -7,6 +7,7 @@
     model = fg.Model(inputs, outputs)
 
 How a model holds its memory and runs (engine/):
+
 - the graph (engine/graph.py) orders the layer calls (nodes) and numbers the
   tensors (slots); a Sequential builds its chain graph when its input shape
   is known;
@@ -104,7 +105,7 @@ def _blas_limited(method):
 
 
 class NotCompiledError(RuntimeError, ValueError):
-    """fit/evaluate/train_on_batch before compile()."""
+    """Raised by fit, evaluate and the batch methods before ``compile``."""
 
 
 def _unique_model_name(base="sequential", _counts={}):
@@ -118,9 +119,50 @@ def _copy_metric(m):
 
 
 class Model:
-    """A model: a graph of layer calls from `inputs` to `outputs` (Keras's
-    functional API). `inputs` / `outputs`: one symbolic tensor, a list or a
-    dict of them (predict returns the same structure)."""
+    """A model: a graph of layer calls from inputs to outputs (Keras's functional API).
+
+    Build the graph by calling layers on ``fg.Input`` tensors, then wrap it:
+    ``fg.Model(inputs, outputs)``. A subclass that defines ``call`` (layers
+    created in ``__init__``) is a subclassed model: it is traced at its first
+    call and its gradient derived (docs/autodiff.md). All trainable parameters
+    live in one contiguous float32 buffer.
+
+    Parameters
+    ----------
+    inputs : SymbolicTensor, list or dict of them
+        The model's inputs (from ``fg.Input``).
+    outputs : SymbolicTensor, list or dict of them
+        The model's outputs; ``predict`` returns the same structure.
+    name : str, optional
+        Model name (default ``functional``, made unique).
+    trainable : bool, default True
+        False freezes every layer.
+    **kwargs
+        Any other keyword argument is an error.
+
+    Raises
+    ------
+    TypeError
+        For an unknown keyword argument, a name that is not a string, or only
+        one of ``inputs`` and ``outputs``.
+    GraphError
+        When the outputs are not reachable from the inputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> inputs = fg.Input(shape=(4,))
+    >>> h = fg.layers.Dense(8, activation="relu")(inputs)
+    >>> outputs = fg.layers.Dense(1)(h)
+    >>> model = fg.Model(inputs, outputs)
+    >>> model.count_params()
+    49
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> x = np.zeros((10, 4), dtype=np.float32)
+    >>> model.predict(x).shape
+    (10, 1)
+    """
 
     registry = _saving.MODEL_CLASSES       # class name -> model class (load_model)
 
@@ -178,6 +220,12 @@ class Model:
 
     @property
     def trainable(self) -> bool:
+        """Whether the model's layers are trainable.
+
+        Setting ``model.trainable = False`` freezes every layer of the model and
+        True unfreezes them all (as in Keras, the flag propagates to the layers),
+        e.g. to freeze a trained base under a new head.
+        """
         return self._trainable
 
     @trainable.setter
@@ -237,9 +285,12 @@ class Model:
 
     @property
     def layers(self) -> list:
-        """The layers in Keras's order; the merges that Python's + - * on symbolic
-        tensors made are graph operations, not listed (as Keras 3's ops). A
-        subclassed model lists the layers it holds as attributes."""
+        """The layers in Keras's order.
+
+        Merges made by Python's ``+ - *`` on symbolic tensors are graph
+        operations and are not listed (as Keras 3's ops). A subclassed model lists
+        the layers it holds as attributes.
+        """
         cl = self.__dict__.get("_fg_call_layer")
         if cl is not None:
             from .autodiff import traced
@@ -248,11 +299,49 @@ class Model:
 
     # ================================================================== subclassing / tapes
     def call(self, inputs, training=None, mask=None):
-        """A subclassed model's computation (override it; docs/autodiff.md)."""
+        """Compute a subclassed model's output (override it; docs/autodiff.md).
+
+        Parameters
+        ----------
+        inputs : tensor or list of tensors
+            The model's input(s).
+        training : bool, optional
+            Training mode.
+        mask : tensor, optional
+            The input mask.
+
+        Returns
+        -------
+        tensor
+            The model's output.
+
+        Raises
+        ------
+        NotImplementedError
+            In the base class.
+        """
         raise NotImplementedError(f"{type(self).__name__}.call")
 
     def add_weight(self, *args, **kwargs):
-        """A weight of a subclassed model itself (Keras's Model.add_weight)."""
+        """Declare a weight of a subclassed model itself (Keras's ``Model.add_weight``).
+
+        Parameters
+        ----------
+        *args
+            As ``Layer.add_weight``.
+        **kwargs
+            As ``Layer.add_weight``.
+
+        Returns
+        -------
+        Variable
+            The weight.
+
+        Raises
+        ------
+        TypeError
+            For a model that does not define ``call``.
+        """
         cl = self.__dict__.get("_fg_call_layer")
         if cl is None:
             raise TypeError(f"{self.name}: add_weight is for subclassed models (define call)")
@@ -274,14 +363,17 @@ class Model:
 
     @property
     def inputs(self):
+        """The input tensors (a list), or None before the model has a graph."""
         return list(self._graph.inputs) if self._graph is not None else None
 
     @property
     def outputs(self):
+        """The output tensors (a list), or None before the model has a graph."""
         return list(self._graph.outputs) if self._graph is not None else None
 
     @property
     def input(self):
+        """The input tensor(s) in the structure given to the constructor."""
         ins = self.inputs
         if ins is None:
             raise AttributeError(f"{self.name}: the model has no inputs yet (not built)")
@@ -291,6 +383,7 @@ class Model:
 
     @property
     def output(self):
+        """The output tensor(s) in the structure given to the constructor."""
         outs = self.outputs
         if outs is None:
             raise AttributeError(f"{self.name}: the model has no outputs yet (not built)")
@@ -300,22 +393,26 @@ class Model:
 
     @property
     def input_names(self) -> list:
+        """The names of the inputs (dict keys, or the input layers' names)."""
         if self._input_keys is not None:
             return list(self._input_keys)
         return [l.name for l in self._graph.input_layers] if self._graph else []
 
     @property
     def output_names(self) -> list:
+        """The names of the outputs (dict keys, or the output layers' names)."""
         if self._output_keys is not None:
             return list(self._output_keys)
         return [t._node.layer.name for t in self._graph.outputs] if self._graph else []
 
     @property
     def n_outputs(self) -> int:
+        """The number of outputs."""
         return len(self._graph.outputs) if self._graph is not None else 1
 
     @property
     def input_shape(self):
+        """The input shape with the batch axis (a list for several inputs), or None."""
         if self._graph is None:
             return None
         shapes = [tuple(t.shape) for t in self._graph.inputs]
@@ -323,6 +420,7 @@ class Model:
 
     @property
     def output_shape(self):
+        """The output shape with the batch axis (a list for several outputs), or None."""
         if self._graph is None:
             return None
         shapes = [tuple(t.shape) for t in self._graph.outputs]
@@ -337,8 +435,10 @@ class Model:
         return [tuple(t.shape[1:]) for t in self._graph.outputs]
 
     def reset_states(self):
-        """Zero the carried states of the stateful recurrent layers (Keras's
-        model.reset_state(): each layer's reset_states())."""
+        """Reset the carried states of the stateful recurrent layers.
+
+        Keras's ``model.reset_state()``: calls each layer's ``reset_states()``.
+        """
         for layer in self.layers:
             fn = getattr(layer, "reset_states", None)
             if callable(fn):
@@ -347,7 +447,26 @@ class Model:
     reset_state = reset_states
 
     def get_layer(self, name=None, index=None):
-        """A layer by name or by index (Keras API)."""
+        """Return a layer by name or by index.
+
+        Parameters
+        ----------
+        name : str, optional
+            The layer's name.
+        index : int, optional
+            The layer's position in ``model.layers``.
+
+        Returns
+        -------
+        Layer
+            The layer.
+
+        Raises
+        ------
+        ValueError
+            When not exactly one of ``name`` and ``index`` is given, or no layer
+            matches.
+        """
         layers = self.layers
         if (name is None) == (index is None):
             raise ValueError("get_layer: give exactly one of name or index")
@@ -363,6 +482,22 @@ class Model:
                          f"{', '.join(l.name for l in layers)}")
 
     def build(self, input_shape=None) -> None:
+        """Build the model for an input shape.
+
+        A functional model is built from its inputs; a subclassed model is built
+        here (or at its first call).
+
+        Parameters
+        ----------
+        input_shape : tuple, optional
+            Input shape (a leading None batch axis is dropped).
+
+        Raises
+        ------
+        ValueError
+            When the shape is missing for a subclassed model, or for an unbuilt
+            functional model.
+        """
         if self.__dict__.get("_fg_call_layer") is not None:
             if not self.built:
                 if input_shape is None:
@@ -475,14 +610,46 @@ class Model:
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
                 weighted_metrics=None, run_eagerly=None, steps_per_execution=1, jit_compile=None,
                 **kwargs):
-        """Configure training: optimizer (name or object); loss (name or object,
-        or per output a list / a dict by output name); loss_weights (list or
-        dict: the total loss is sum_k w_k loss_k); metrics (names or objects;
-        per output a list of lists or a dict; "accuracy" is resolved from the
-        loss). As in Keras 3, `metrics` are unweighted (sample_weight /
-        class_weight do not affect them) and `weighted_metrics` use the sample
-        weights; the loss is always weighted. A weighted metric whose name
-        collides with an unweighted one is logged as "weighted_<name>"."""
+        """Configure the model for training.
+
+        As in Keras 3, ``metrics`` are unweighted (``sample_weight`` and
+        ``class_weight`` do not affect them) and ``weighted_metrics`` use the
+        sample weights; the loss is always weighted. A weighted metric whose name
+        collides with an unweighted one is logged as ``"weighted_<name>"``. A
+        cross-entropy on probabilities after a softmax / sigmoid output layer runs
+        as one fused, stable kernel on the logits.
+
+        Parameters
+        ----------
+        optimizer : str, dict or Optimizer, default "rmsprop"
+            The optimizer, by name or as an object.
+        loss : str, callable or Loss, or a list / dict of them, optional
+            The loss; for several outputs a list, or a dict by output name.
+        metrics : list or dict, optional
+            Metric names or objects; per output a list of lists or a dict.
+            ``"accuracy"`` is resolved from the loss.
+        loss_weights : list or dict of float, optional
+            Weights of the per-output losses: the total loss is
+            ``sum_k w_k * loss_k``.
+        weighted_metrics : list or dict, optional
+            Metrics that use the sample weights.
+        run_eagerly : bool, optional
+            Accepted for Keras compatibility; unused.
+        steps_per_execution : int, default 1
+            Accepted for Keras compatibility; unused.
+        jit_compile : bool, optional
+            Accepted for Keras compatibility; unused.
+        **kwargs
+            Any other keyword argument is an error.
+
+        Raises
+        ------
+        TypeError
+            For an unknown keyword argument.
+        ValueError
+            For unknown optimizers, losses or metrics, or per-output arguments
+            that do not match the outputs.
+        """
         if kwargs:
             raise TypeError(f"compile: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
         opt = _optimizers.get(optimizer, "compile: optimizer")
@@ -635,6 +802,7 @@ class Model:
 
     @property
     def metrics_names(self) -> list:
+        """The names of the logged values: ``loss``, the per-output losses, the metrics."""
         return ["loss"] + self._loss_names + [m.name for m in self.metrics]
 
     def _update_metrics(self, outs, ys, sws):
@@ -821,13 +989,70 @@ class Model:
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
             sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
             validation_batch_size=None, validation_freq=1):
-        """Train for `epochs` epochs; returns the History (history.history holds
-        per-epoch lists of "loss", per-output losses, the metrics and their
-        "val_" versions).
+        """Train the model for a number of epochs.
 
-        The data is validated and converted once (see module docstring); the
-        loss becoming NaN/inf raises NonFiniteLossError (a FloatingPointError)
-        naming the epoch and batch, with the parameters of the last good step."""
+        The data is validated and converted once; a loss that becomes NaN or inf
+        raises ``NonFiniteLossError`` (a ``FloatingPointError``) naming the epoch
+        and batch, with the parameters of the last good step.
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays, or a data stream
+            Input data: one array for a one-input model, a list or a dict by input
+            name for several inputs, or a stream of batches (a generator or
+            ``fastgrad.utils`` dataset) yielding ``(x, y)`` or
+            ``(x, y, sample_weight)``. float64 and non-contiguous arrays are
+            converted to C-contiguous float32 once per call.
+        y : array_like, list or dict of arrays, optional
+            Targets, in the structure of the outputs (None with a stream).
+        batch_size : int, default 32
+            Number of samples per gradient step.
+        epochs : int, default 1
+            Index of the epoch to stop at (training runs from ``initial_epoch``).
+        verbose : {0, 1, 2, "auto"}, default 1
+            0 silent, 1 progress bar, 2 one line per epoch.
+        callbacks : list of Callback, optional
+            Callbacks called during training (``fastgrad.callbacks``).
+        validation_split : float, default 0.0
+            Fraction of the data (taken from the end, before shuffling) held out
+            for validation.
+        validation_data : tuple, optional
+            ``(x_val, y_val)`` or ``(x_val, y_val, sample_weight_val)``, evaluated
+            at the end of each epoch.
+        shuffle : bool, default True
+            Shuffle the samples before each epoch.
+        class_weight : dict, optional
+            Class index to weight, scaling the loss of each sample (one output).
+        sample_weight : array_like, optional
+            Per-sample loss weights.
+        initial_epoch : int, default 0
+            Epoch to start at (to resume a run).
+        steps_per_epoch : int, optional
+            Batches per epoch of a data stream.
+        validation_steps : int, optional
+            Batches of a validation stream per evaluation.
+        validation_batch_size : int, optional
+            Batch size of the validation (default ``batch_size``).
+        validation_freq : int or list of int, default 1
+            Validate every n epochs, or at the listed epochs (1-based).
+
+        Returns
+        -------
+        History
+            ``history.history`` holds per-epoch lists of ``"loss"``, the
+            per-output losses, the metrics and their ``"val_"`` versions.
+
+        Raises
+        ------
+        NotCompiledError
+            When the model is not compiled.
+        ValueError
+            For invalid arguments or data that does not match the model.
+        TypeError
+            For integer, boolean, complex or object input data.
+        NonFiniteLossError
+            When the loss becomes NaN or inf.
+        """
         what = "fit"
         self._require_compiled(what)
         # an OpenBLAS loaded since import (SciPy's) joins fastgrad's thread team too
@@ -1382,9 +1607,44 @@ class Model:
     @_blas_limited
     def evaluate(self, x=None, y=None, batch_size=32, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict=False):
-        """Loss (plus per-output losses and metrics) over (x, y): a float when
-        that is all, else [loss, ...] (or a dict with return_dict=True).
-        verbose: "auto"/1 a progress bar (as Keras), 0 silent."""
+        """Compute the loss and metrics on data.
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays, or a data stream
+            Input data: one array for a one-input model, a list or a dict by input
+            name for several inputs, or a stream of batches (a generator or
+            ``fastgrad.utils`` dataset) yielding ``(x, y)`` or
+            ``(x, y, sample_weight)``. float64 and non-contiguous arrays are
+            converted to C-contiguous float32 once per call.
+        y : array_like, list or dict of arrays, optional
+            Targets, in the structure of the outputs (None with a stream).
+        batch_size : int, default 32
+            Number of samples per batch.
+        verbose : {0, 1, 2, "auto"}, default "auto"
+            "auto" and 1 show a progress bar, 0 is silent.
+        sample_weight : array_like, optional
+            Per-sample loss weights.
+        steps : int, optional
+            Batches to draw from a data stream.
+        callbacks : list of Callback, optional
+            Callbacks called during evaluation.
+        return_dict : bool, default False
+            Return a dict by name instead of a list.
+
+        Returns
+        -------
+        float, list of float or dict
+            The loss alone when there is nothing else, else ``[loss, ...]``
+            ordered as ``metrics_names`` (or a dict with ``return_dict=True``).
+
+        Raises
+        ------
+        NotCompiledError
+            When the model is not compiled.
+        ValueError
+            For invalid arguments or data.
+        """
         what = "evaluate"
         self._require_compiled(what)
         if verbose == "auto":
@@ -1520,9 +1780,37 @@ class Model:
         return self._shape_outputs(outs)
 
     def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
-        """Model outputs for x (probabilities for a softmax/sigmoid model), as new
-        float32 arrays (one array, a list or a dict: the structure of `outputs`).
-        batch_size None picks a large batch (<= 1024 rows)."""
+        """Compute the model's outputs for input data.
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays, or a data stream
+            Input data: one array for a one-input model, a list or a dict by input
+            name for several inputs, or a stream of batches (a generator or
+            ``fastgrad.utils`` dataset) yielding ``(x, y)`` or
+            ``(x, y, sample_weight)``. float64 and non-contiguous arrays are
+            converted to C-contiguous float32 once per call.
+        batch_size : int, optional
+            Number of samples per batch (None picks a large batch of at most 1024
+            rows).
+        verbose : {0, 1, 2, "auto"}, default 0
+            0 silent, 1 progress bar.
+        steps : int, optional
+            Batches to draw from a data stream.
+        callbacks : list of Callback, optional
+            Callbacks called during prediction.
+
+        Returns
+        -------
+        ndarray, list or dict of ndarray
+            New float32 arrays in the structure of the model's outputs
+            (probabilities for a softmax / sigmoid model).
+
+        Raises
+        ------
+        ValueError
+            For invalid arguments or data.
+        """
         what = "predict"
         steps = _adapters.check_steps(steps, what, "steps")
         if _adapters.is_stream(x):
@@ -1600,7 +1888,18 @@ class Model:
         return self._shape_outputs(full)
 
     def predict_on_batch(self, x):
-        """Outputs for one batch (no batching loop): new arrays."""
+        """Compute the outputs for one batch (no batching loop).
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays
+            One batch of input data.
+
+        Returns
+        -------
+        ndarray, list or dict of ndarray
+            New arrays in the structure of the model's outputs.
+        """
         self._ensure_built_for(x, "predict_on_batch")
         self._finish_build()
         self._claim_fusion()
@@ -1614,9 +1913,25 @@ class Model:
         return self._shape_outputs(outs)
 
     def __call__(self, inputs, training=False):
-        """On symbolic tensors: apply this model's graph to them (its layers are
-        shared, so the weights are too) and return the output tensor(s). On
-        arrays: predict_on_batch."""
+        """Apply the model to symbolic tensors or to arrays.
+
+        On symbolic tensors, the model's graph is applied to them (its layers are
+        shared, so the weights are too) and the output tensor(s) returned. On
+        arrays this is ``predict_on_batch``; inside a ``GradientTape`` the call is
+        recorded for differentiation.
+
+        Parameters
+        ----------
+        inputs : array_like, SymbolicTensor, or a list or dict of them
+            The input(s).
+        training : bool, default False
+            Training mode (Dropout, BatchNormalization).
+
+        Returns
+        -------
+        ndarray, SymbolicTensor, or a list or dict of them
+            The output(s).
+        """
         if is_symbolic(inputs):
             if self.__dict__.get("_fg_call_layer") is not None and not self.built:
                 t = inputs if isinstance(inputs, SymbolicTensor) else list(inputs)[0]
@@ -1654,7 +1969,33 @@ class Model:
 
     # ================================================================== *_on_batch
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
-        """One optimizer step on (x, y); returns the batch loss (and metrics)."""
+        """Run one optimizer step on a single batch.
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays
+            One batch of input data.
+        y : array_like, list or dict of arrays, optional
+            Its targets.
+        sample_weight : array_like, optional
+            Per-sample loss weights.
+        class_weight : dict, optional
+            Class index to loss weight.
+        return_dict : bool, default False
+            Return a dict by name instead of a list.
+
+        Returns
+        -------
+        float, list of float or dict
+            The batch loss (and metrics), as ``evaluate`` returns them.
+
+        Raises
+        ------
+        NotCompiledError
+            When the model is not compiled.
+        NonFiniteLossError
+            When the loss is NaN or inf (the step is not applied).
+        """
         what = "train_on_batch"
         self._require_compiled(what)
         self._ensure_built_for(x, what)
@@ -1677,6 +2018,29 @@ class Model:
         return self._batch_result(stats[0], return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """Compute the loss and metrics on a single batch.
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays
+            One batch of input data.
+        y : array_like, list or dict of arrays, optional
+            Its targets.
+        sample_weight : array_like, optional
+            Per-sample loss weights.
+        return_dict : bool, default False
+            Return a dict by name instead of a list.
+
+        Returns
+        -------
+        float, list of float or dict
+            The batch loss (and metrics), as ``evaluate`` returns them.
+
+        Raises
+        ------
+        NotCompiledError
+            When the model is not compiled.
+        """
         what = "test_on_batch"
         self._require_compiled(what)
         self._ensure_built_for(x, what)
@@ -1705,17 +2069,37 @@ class Model:
 
     @property
     def weights(self) -> list:
-        """The live weight arrays (views into the flat buffer), Keras order."""
+        """The live weight arrays (views into the flat buffer), in Keras order."""
         return self._store.weight_arrays() if self.built else []
 
     def get_weights(self) -> list:
-        """Copies of all weights: per layer (model.layers order) its params, then
-        its state (Dense: kernel, bias; BN: gamma, beta, moving_mean, moving_variance)."""
+        """Return copies of all weights.
+
+        Returns
+        -------
+        list of ndarray
+            Per layer (``model.layers`` order) its parameters, then its state
+            (Dense: kernel, bias; BatchNormalization: gamma, beta, moving_mean,
+            moving_variance).
+        """
         return [np.array(w, copy=True) for w in self.weights]
 
     def set_weights(self, weights) -> None:
-        """Set all weights (same order / shapes as get_weights); validated
-        completely before anything is written."""
+        """Set all weights; everything is validated before anything is written.
+
+        Parameters
+        ----------
+        weights : list of array_like
+            Arrays in the order and shapes of ``get_weights``.
+
+        Raises
+        ------
+        ValueError
+            For the wrong number of arrays, a wrong shape, NaN or inf, or an
+            unbuilt model.
+        TypeError
+            For a non-numeric dtype.
+        """
         self._require_built("set_weights")
         cur = self._store.weight_arrays()
         names = self._store.weight_names()
@@ -1738,6 +2122,18 @@ class Model:
             c[...] = a
 
     def count_params(self) -> int:
+        """Count the model's weights.
+
+        Returns
+        -------
+        int
+            Number of scalars in all weights (trainable and non-trainable).
+
+        Raises
+        ------
+        ValueError
+            When the model is not built.
+        """
         self._require_built("count_params")
         return int(sum(w.size for w in self.weights))
 
@@ -1763,6 +2159,7 @@ class Model:
 
     @property
     def non_trainable_weights(self):
+        """The weights of frozen layers and the non-trainable state arrays."""
         if not self.built:
             return []
         return ([e.param for e in self._store.entries if not e.layer.trainable] +
@@ -1776,6 +2173,7 @@ class Model:
 
     @property
     def flat_grads(self) -> np.ndarray:
+        """The float32 buffer of the gradients, the twin of ``flat_params``."""
         self._require_built("flat_grads")
         return self._store.grads
 
@@ -1786,12 +2184,31 @@ class Model:
 
     # ================================================================== info
     def summary(self, print_fn=None, line_length=None, positions=None) -> None:
-        """Print the layers: name (type), output shape, parameter count, and for
-        graphs with branches the "Connected to" column (layer[node][tensor])."""
+        """Print a summary of the layers.
+
+        Shows each layer's name (type), output shape and parameter count, and for
+        graphs with branches the "Connected to" column.
+
+        Parameters
+        ----------
+        print_fn : callable, optional
+            Called with each line (default ``print``).
+        line_length : int, optional
+            Accepted for Keras compatibility; unused.
+        positions : list, optional
+            Accepted for Keras compatibility; unused.
+        """
         from .utils.summary import print_summary
         print_summary(self, print_fn or print)
 
     def get_config(self) -> dict:
+        """Return the model's architecture as a JSON-friendly dict.
+
+        Returns
+        -------
+        dict
+            The configuration; ``from_config`` rebuilds the model (new weights).
+        """
         if self.__dict__.get("_fg_call_layer") is not None:
             # a subclassed model: Keras's base config (override get_config for
             # constructor arguments), plus the input shape it was built for
@@ -1804,6 +2221,20 @@ class Model:
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None):
+        """Create a model from its configuration.
+
+        Parameters
+        ----------
+        config : dict
+            The output of ``get_config``.
+        custom_objects : dict, optional
+            Name to class or function, for objects defined outside fastgrad.
+
+        Returns
+        -------
+        Model
+            A new model with fresh weights.
+        """
         if cls is not Model and cls.call is not Model.call:
             cfg = dict(config)
             shape = cfg.pop("build_input_shape", None)
@@ -1815,13 +2246,31 @@ class Model:
         return functional_from_config(cls, config, custom_objects)
 
     def to_json(self, **kwargs) -> str:
-        """The architecture as JSON (Keras's to_json): fg.models.model_from_json
-        rebuilds it with fresh weights."""
+        """Return the architecture as JSON (Keras's ``to_json``).
+
+        Parameters
+        ----------
+        **kwargs
+            Passed to ``json.dumps``.
+
+        Returns
+        -------
+        str
+            The JSON text; ``fastgrad.models.model_from_json`` rebuilds the model
+            with fresh weights.
+        """
         import json
         return json.dumps({"class_name": type(self).__name__, "config": self.get_config()},
                           **kwargs)
 
     def get_compile_config(self):
+        """Return the arguments of ``compile`` as a JSON-friendly dict.
+
+        Returns
+        -------
+        dict or None
+            The compile configuration, or None when the model is not compiled.
+        """
         if not self.compiled:
             return None
 
@@ -1857,6 +2306,13 @@ class Model:
                 "weighted_metrics": ser(args.get("weighted_metrics"))}
 
     def compile_from_config(self, config):
+        """Compile the model from the output of ``get_compile_config``.
+
+        Parameters
+        ----------
+        config : dict
+            The compile configuration.
+        """
         def deser(spec):
             if spec is None:
                 return None
@@ -1887,8 +2343,19 @@ class Model:
                      weighted_metrics=deser(config.get("weighted_metrics")))
 
     def describe(self) -> dict:
-        """The model as plain data: the graph, layers with their parameter
-        offsets in the flat buffer, losses and fused output activations."""
+        """Describe the model as plain data.
+
+        Returns
+        -------
+        dict
+            The graph, the layers with their parameter offsets in the flat
+            buffer, the losses and the fused output activations.
+
+        Raises
+        ------
+        ValueError
+            When the model is not built.
+        """
         self._require_built("describe")
         single = self.n_outputs == 1
         return {"name": self.name,
@@ -1912,13 +2379,49 @@ class Model:
 
     # ================================================================== saving (saving.py)
     def save(self, filepath, *args, **kwargs):
-        return _saving.save_model(self, filepath, *args, **kwargs)
+        """Save the model to a file (see ``fastgrad.saving.save_model``).
+
+        Parameters
+        ----------
+        filepath : str or path-like
+            Destination; a ``.keras`` name writes a Keras 3 file.
+        *args
+            Passed to ``fastgrad.saving.save_model`` (``overwrite``,
+            ``include_optimizer``).
+        **kwargs
+            Passed to ``fastgrad.saving.save_model``.
+        """
+        _saving.save_model(self, filepath, *args, **kwargs)
 
     def save_weights(self, filepath, *args, **kwargs):
-        return _saving.save_weights(self, filepath, *args, **kwargs)
+        """Save only the weights to a file.
+
+        Parameters
+        ----------
+        filepath : str or path-like
+            Destination.
+        *args
+            Passed to ``fastgrad.saving.save_weights`` (``overwrite``).
+        **kwargs
+            Passed to ``fastgrad.saving.save_weights``.
+        """
+        _saving.save_weights(self, filepath, *args, **kwargs)
 
     def load_weights(self, filepath, *args, **kwargs):
-        return _saving.load_weights(self, filepath, *args, **kwargs)
+        """Load weights saved by ``save_weights`` (or a full model file).
+
+        Every shape is checked before anything is written.
+
+        Parameters
+        ----------
+        filepath : str or path-like
+            The file.
+        *args
+            Passed to ``fastgrad.saving.load_weights``.
+        **kwargs
+            Passed to ``fastgrad.saving.load_weights``.
+        """
+        _saving.load_weights(self, filepath, *args, **kwargs)
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)}>"
@@ -2002,14 +2505,35 @@ def _only_progbar(cbs):
 
 
 class Sequential(Model):
-    """A linear stack of layers: a chain graph, built once the input shape is
-    known (the first layer's input_shape, an fg.Input, or the data).
+    """A linear stack of layers.
 
-    >>> model = fg.Sequential([fg.layers.Dense(128, activation="relu", input_shape=(784,)),
-    ...                        fg.layers.Dense(10, activation="softmax")])
+    A chain graph, built once the input shape is known: from the first
+    layer's ``input_shape``, a leading ``fg.Input``, or the first data.
+
+    Parameters
+    ----------
+    layers : list of Layer, optional
+        The layers (an ``fg.Input`` tensor may come first).
+    name : str, optional
+        Model name (default ``sequential``, made unique).
+    trainable : bool, default True
+        False freezes every layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> model = fg.Sequential([fg.layers.Dense(16, activation="relu", input_shape=(4,)),
+    ...                        fg.layers.Dense(3, activation="softmax")])
     >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
     ...               metrics=["accuracy"])
-    >>> history = model.fit(x, y, epochs=5, batch_size=128, validation_split=0.1)
+    >>> x = np.random.rand(64, 4).astype("float32")
+    >>> y = np.random.randint(0, 3, size=64)
+    >>> history = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    >>> sorted(history.history)
+    ['accuracy', 'loss']
+    >>> model.predict(x[:2]).shape
+    (2, 3)
     """
 
     def __init__(self, layers=None, name=None, trainable=True):
@@ -2029,10 +2553,24 @@ class Sequential(Model):
     # ------------------------------------------------------------------ structure
     @property
     def layers(self) -> list:
+        """The layers, in order."""
         return list(self._seq_layers)
 
     def add(self, layer) -> None:
-        """Append a layer (an InputLayer or fg.Input only declares the input shape)."""
+        """Append a layer (or, first, an ``fg.Input`` tensor).
+
+        Parameters
+        ----------
+        layer : Layer or SymbolicTensor
+            The layer to append.
+
+        Raises
+        ------
+        TypeError
+            For anything but a layer (or an input tensor first).
+        ValueError
+            When the layer does not fit the model's current output shape.
+        """
         if isinstance(layer, SymbolicTensor):
             node = layer._node
             if node is None or not node.is_input:
@@ -2062,6 +2600,18 @@ class Sequential(Model):
             self.build(self._input_shape)
 
     def pop(self):
+        """Remove the last layer.
+
+        Returns
+        -------
+        Layer
+            The removed layer.
+
+        Raises
+        ------
+        ValueError
+            When the model has no layers.
+        """
         if not self._seq_layers:
             raise ValueError("Sequential.pop: the model has no layers")
         layer = self._seq_layers.pop()
@@ -2133,14 +2683,17 @@ class Sequential(Model):
 
     @property
     def input_names(self) -> list:
+        """The name of the input, in a list."""
         return ["input"]
 
     @property
     def output_names(self) -> list:
+        """The last layer's name, in a list."""
         return [self._seq_layers[-1].name] if self._seq_layers else ["output"]
 
     @property
     def n_outputs(self) -> int:
+        """The number of outputs (1)."""
         return 1
 
     def _n_outputs_for_compile(self):
@@ -2148,10 +2701,12 @@ class Sequential(Model):
 
     @property
     def input_shape(self):
+        """The input shape with the batch axis, or None when unknown."""
         return None if self._input_shape is None else (None,) + tuple(self._input_shape)
 
     @property
     def output_shape(self):
+        """The output shape with the batch axis, or None before the model is built."""
         if not self.built:
             return None
         return (None,) + tuple(self._seq_layers[-1].output_shape)
@@ -2217,24 +2772,80 @@ _saving.register_model_class(Model, "Functional")
 
 
 def load_model(filepath, *args, **kwargs):
-    """Load a model saved with model.save() (see fastgrad.saving); a Keras 3 `.keras`
-    file is imported with load_keras."""
+    """Load a model saved with ``model.save``.
+
+    A Keras 3 ``.keras`` file is imported with ``load_keras``.
+
+    Parameters
+    ----------
+    filepath : str or path-like
+        The file.
+    *args
+        Passed to ``fastgrad.saving.load_model`` (``custom_objects``,
+        ``compile``, ``restore_rng``).
+    **kwargs
+        Passed to ``fastgrad.saving.load_model``.
+
+    Returns
+    -------
+    Model
+        The model with its weights (and compile configuration and optimizer
+        state).
+    """
     return _saving.load_model(filepath, *args, **kwargs)
 
 
 def load_keras(filepath, compile=True):
-    """Import a Keras 3 `.keras` file (Sequential / Functional model of supported layers:
-    configuration, weights, compile configuration); see fastgrad.keras_file and
-    docs/keras_interop.md. Needs h5py."""
+    """Import a Keras 3 ``.keras`` file.
+
+    Sequential and functional models of supported layers: configuration,
+    weights and compile configuration (see ``fastgrad.keras_file`` and
+    docs/keras_interop.md). Needs h5py.
+
+    Parameters
+    ----------
+    filepath : str or path-like
+        The ``.keras`` file.
+    compile : bool, default True
+        Compile the model with the file's compile configuration.
+
+    Returns
+    -------
+    Model
+        The imported model.
+    """
     from . import keras_file
     return keras_file.load_keras(filepath, compile=compile)
 
 
 def clone_model(model, input_tensors=None, clone_function=None):
-    """A new model with the same architecture and NEW layers (fresh weights,
-    as keras.models.clone_model): rebuilt from model.get_config() through the
-    layer registry. `clone_function(layer) -> new layer` replaces the default
-    (from_config of each layer's config) for Sequential models."""
+    """Create a model with the same architecture and new layers (fresh weights).
+
+    As ``keras.models.clone_model``: rebuilt from ``model.get_config()``
+    through the layer registry.
+
+    Parameters
+    ----------
+    model : Model
+        The model to clone.
+    input_tensors : None
+        Not supported (call the clone on new inputs instead); must be None.
+    clone_function : callable, optional
+        ``clone_function(layer) -> new layer`` replaces the default for
+        Sequential models.
+
+    Returns
+    -------
+    Model
+        The clone.
+
+    Raises
+    ------
+    TypeError
+        When ``model`` is not a fastgrad model.
+    ValueError
+        For ``input_tensors``, or ``clone_function`` with a functional model.
+    """
     if input_tensors is not None:
         raise ValueError("clone_model: input_tensors is not supported; call the clone on "
                          "new inputs instead (clone(new_inputs))")
@@ -2255,7 +2866,25 @@ def clone_model(model, input_tensors=None, clone_function=None):
 
 
 def model_from_json(json_string, custom_objects=None):
-    """The model (new weights) from Model.to_json()."""
+    """Rebuild a model (with new weights) from ``Model.to_json``.
+
+    Parameters
+    ----------
+    json_string : str
+        The JSON text.
+    custom_objects : dict, optional
+        Name to class or function, for objects defined outside fastgrad.
+
+    Returns
+    -------
+    Model
+        The model.
+
+    Raises
+    ------
+    ValueError
+        For text that is not a model description, or an unknown model class.
+    """
     import json
     try:
         d = json.loads(json_string)
