@@ -16,7 +16,7 @@ attrs)`` is the one dispatcher every ``fg.math`` function goes through:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, NoReturn, Sequence
 
 import numpy as np
 
@@ -155,7 +155,7 @@ class Variable:
 
     __array_priority__ = 1000
 
-    def __init__(self, initializer: Any = None, shape: Sequence[int] | None = None,
+    def __init__(self, initializer: Any = None, shape: Any = None,
                  dtype: Any = None, trainable: bool = True, name: str | None = None,
                  *, _layer: Any = None, _key: Any = None) -> None:
         self.trainable = bool(trainable)
@@ -181,7 +181,7 @@ class Variable:
                 np.float32 if val.dtype.kind in "fiub" and val.dtype != np.float64 else val.dtype)
             if dtype is None and val.dtype.kind in "iub":
                 dt = np.dtype(np.float32)
-            self._own = np.array(val, dtype=dt, copy=True)
+            self._own: Any = np.array(val, dtype=dt, copy=True)
         else:
             self._own = None
         self.name = name or (f"{_layer.name}/{_key}" if _layer is not None else "variable")
@@ -395,25 +395,25 @@ class Tensor(np.ndarray):
         return self._m("reshape", shape) if _recording() else \
             self.view(np.ndarray).reshape(shape, **k)
 
-    def sum(self, axis=None, keepdims=False, **k):
+    def sum(self, axis=None, keepdims=False, **k):  # type: ignore[override]
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("sum", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).sum(axis=axis, keepdims=keepdims, **k)
 
-    def mean(self, axis=None, keepdims=False, **k):
+    def mean(self, axis=None, keepdims=False, **k):  # type: ignore[override]
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("mean", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).mean(axis=axis, keepdims=keepdims, **k)
 
-    def max(self, axis=None, keepdims=False, **k):
+    def max(self, axis=None, keepdims=False, **k):  # type: ignore[override]
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("max", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).max(axis=axis, keepdims=keepdims, **k)
 
-    def min(self, axis=None, keepdims=False, **k):
+    def min(self, axis=None, keepdims=False, **k):  # type: ignore[override]
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("min", axis, keepdims) if _recording() and not k else \
@@ -515,8 +515,8 @@ class GradientTape:
         self.persistent = bool(persistent)
         self.watch_accessed = bool(watch_accessed_variables)
         self._recording = False
-        self._nodes = []            # (in_keys, out_key, backward(g) -> [grads])
-        self._tracked = {}          # key -> object (keeps ids alive)
+        self._nodes: list = []      # (in_keys, out_key, backward(g) -> [grads])
+        self._tracked: dict = {}    # key -> object (keeps ids alive)
         self._used = False
 
     def __enter__(self) -> GradientTape:
@@ -526,7 +526,7 @@ class GradientTape:
         _TAPES.append(self)
         return self
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: Any) -> Literal[False]:
         self._recording = False
         if self in _TAPES:
             _TAPES.remove(self)
@@ -590,8 +590,9 @@ class GradientTape:
         return [v for v in self._tracked.values() if isinstance(v, Variable)]
 
     # -- recording
-    def _key_of(self, a):
+    def _key_of(self, a: Any) -> Any:
         """The tracking key of an input, or None when it is not watched."""
+        k: Any
         if isinstance(a, Variable):
             k = a._key
             if k in self._tracked:
@@ -645,15 +646,16 @@ class GradientTape:
         self._used = True
         targets = _flatten(target)
         ogs = _flatten(output_gradients) if output_gradients is not None else [None] * len(targets)
-        grads = {}
+        grads: dict = {}
         for t, og in zip(targets, ogs):
+            k: Any
             if isinstance(t, Variable):
                 k = t._key
                 val = t.value
             else:
                 k = id(t)
                 val = np.asarray(t).view(np.ndarray) if isinstance(t, np.ndarray) else np.asarray(t)
-            g = np.ones_like(val) if og is None else np.asarray(og, dtype=val.dtype)
+            g: Any = np.ones_like(val) if og is None else np.asarray(og, dtype=val.dtype)
             if k in grads:
                 grads[k] = grads[k] + g
             else:
@@ -674,7 +676,8 @@ class GradientTape:
         finally:
             self._recording = was
 
-        def one(s):
+        def one(s: Any) -> Any:
+            g: Any
             if isinstance(s, Variable):
                 g = grads.get(s._key)
                 if g is not None and g.shape != s.value.shape:
@@ -693,7 +696,7 @@ class GradientTape:
                     g = np.array(g, copy=True)
                 handed.add(id(g))
             return g
-        handed = set()
+        handed: set = set()
         out = _map_structure(one, sources)
         if not self.persistent:
             self._nodes = []
@@ -753,7 +756,7 @@ def record_on_tapes(inputs, out, backward):
             t._record(inputs, out, backward)
 
 
-def is_watched(x) -> bool:
+def is_watched(x: Any) -> bool:
     for t in _TAPES:
         if t._recording:
             if isinstance(x, Variable):
@@ -808,7 +811,7 @@ class TraceTensor:
         return f"<TraceTensor shape={self.shape} dtype={self.dtype} in {self._tracer.owner_name}>"
 
     # -- what a trace cannot record
-    def _refuse(self, what, hint):
+    def _refuse(self, what: str, hint: str) -> NoReturn:
         raise TracingError(f"{self._tracer.owner_name}: {what} on a traced tensor {self.shape} "
                            f"inside call(): {hint}")
 
@@ -926,7 +929,8 @@ class Tracer:
 
     def __init__(self, owner_name):
         self.owner_name = owner_name
-        self.slot_kind = []        # "input" | "const" | "weight" | "node"
+        self.training = False      # the training flag of the traced call (set by trace())
+        self.slot_kind: list = []        # "input" | "const" | "weight" | "node"
         self.slot_ref = []         # input index | constant array | Variable | None
         self.nodes = []
         self._const_ids = {}

@@ -20,6 +20,8 @@ buffers, so a steady-state step allocates nothing.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numbers
 import warnings
 
@@ -50,7 +52,7 @@ class _ElementwiseActivation(Layer):
     """A layer applying one ops activation (`self._op`: canonical name and
     its parameters) element-wise."""
 
-    _op = ("linear", {})
+    _op: tuple = ("linear", {})
 
     def forward(self, x, training, ws):
         name, params = self._op
@@ -249,7 +251,7 @@ class PReLU(Layer):
                     raise ValueError(f"{c}: shared_axes must be integers (axes of the input, batch = 0), "
                                      f"got {shared_axes!r}")
             self.shared_axes = [int(a) for a in axes]
-        self._param_shape = None
+        self._param_shape: Any = None
 
     def compute_output_shape(self, input_shape):
         nd = len(input_shape) + 1

@@ -24,6 +24,8 @@ linear in the sequence length.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import math
 import numbers
 
@@ -62,6 +64,8 @@ class _AttentionBase(Layer):
     _key_allowed = True
     _graph_scores_ok = False     # return_attention_scores in a graph (MultiHeadAttention)
     _graph_scores = False
+    _last_scores: Any            # the eager call's attention weights (return_attention_scores)
+    _split_scores: Any           # MultiHeadAttention: (output, scores) of a packed graph output
 
     def __init__(self, dropout=0.0, seed=None, name=None, call_inputs=None, use_causal_mask=None,
                  **kwargs):
@@ -74,8 +78,8 @@ class _AttentionBase(Layer):
         self.seed = None if seed is None else int(seed)
         self._stream_seed = self.seed
         self._offset = 0
-        self._slots = None          # names of the inputs, fixed by the first call
-        self._causal = None         # use_causal_mask, fixed by the first call
+        self._slots: Any = None     # names of the inputs, fixed by the first call
+        self._causal: Any = None    # use_causal_mask, fixed by the first call
         if call_inputs is not None:  # a layer rebuilt from a saved graph (get_config)
             names = tuple(call_inputs)
             allowed = ("query", "value", "key") + _MASK_SLOTS
@@ -118,7 +122,7 @@ class _AttentionBase(Layer):
 
     # -------------------------------------------------------------- the call
     def _call_parts(self, query, value, key, masks, use_causal_mask):
-        names = ["query", "value"]
+        names: Any = ["query", "value"]
         parts = [query, value]
         if key is not None:
             if not self._key_allowed:
@@ -369,9 +373,11 @@ class MultiHeadAttention(_AttentionBase):
         self._want_scores = False
         self._last_scores = None
 
-    def __call__(self, query, value=None, key=None, query_mask=None, value_mask=None, key_mask=None,
-                 attention_mask=None, return_attention_scores=False, training=None,
-                 use_causal_mask=False):
+    def __call__(self, query: Any, value: Any = None,  # type: ignore[override]
+                 key: Any = None, query_mask: Any = None, value_mask: Any = None,
+                 key_mask: Any = None, attention_mask: Any = None,
+                 return_attention_scores: bool = False, training: bool | None = None,
+                 use_causal_mask: bool = False) -> Any:
         """Apply multi-head attention.
 
         Parameters
@@ -475,8 +481,9 @@ class MultiHeadAttention(_AttentionBase):
         for a, b, shp, pm in parts:
             r = np.ascontiguousarray(packed[:, a:b].reshape((packed.shape[0],) + shp))
             if pm and getattr(packed, "_keras_mask", None) is not None:
-                r = r.view(type(packed))
-                r._keras_mask = packed._keras_mask
+                rm: Any = r.view(type(packed))
+                rm._keras_mask = packed._keras_mask
+                r = rm
             res.append(r)
         return tuple(res)
 
@@ -661,7 +668,7 @@ class MultiHeadAttention(_AttentionBase):
                                    ws.buf("dP", ws.P.shape, dt))
         names = self._slots
         dxs = [None] * len(names)
-        outs = {}
+        outs: dict = {}
         for n, D, rows, x2, din, dh in (("query", dQ, B * Tq, ws.q2, self._dq, kd),
                                         ("key", dK, B * Tv, ws.k2, self._dk_in, kd),
                                         ("value", dV, B * Tv, ws.v2, self._dv_in, vd)):
@@ -733,7 +740,7 @@ class Attention(_AttentionBase):
         For an unknown ``score_mode`` or an invalid dropout rate or seed.
     """
 
-    _score_mode_values = ("dot", "concat")
+    _score_mode_values: tuple = ("dot", "concat")
 
     def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, name=None,
                  **kwargs):
@@ -746,8 +753,9 @@ class Attention(_AttentionBase):
         self._want_scores = False
         self._last_scores = None
 
-    def __call__(self, inputs, mask=None, training=None, return_attention_scores=False,
-                 use_causal_mask=False):
+    def __call__(self, inputs: Any, mask: Any = None,  # type: ignore[override]
+                 training: bool | None = None, return_attention_scores: bool = False,
+                 use_causal_mask: bool = False) -> Any:
         """Apply attention to ``[query, value]`` or ``[query, value, key]``.
 
         Parameters

@@ -115,6 +115,8 @@ class MaskedArray(np.ndarray):
         ``array.view(MaskedArray)``.
     """
 
+    _keras_mask: Any
+
     def __array_finalize__(self, obj: Any) -> None:
         self._keras_mask = None
 
@@ -245,7 +247,7 @@ def _snake(name: str) -> str:
     return name.lower()
 
 
-def _as_shape(shape, what: str) -> tuple:
+def _as_shape(shape: Any, what: str) -> Any:
     if shape is None:
         return None
     if isinstance(shape, (int, np.integer)):
@@ -313,10 +315,10 @@ class Layer:
                     from ..autodiff import traced
                     return traced.engine_build(self, input_shape, _user)
                 return _user(self, input_shape, *a, **k)
-            build._fg_wrapped = True
+            setattr(build, "_fg_wrapped", True)
             build.__doc__ = user_build.__doc__
-            build.__wrapped__ = user_build
-            cls.build = build
+            setattr(build, "__wrapped__", user_build)
+            setattr(cls, "build", build)
         if cls.call is not Layer.call and getattr(cls, "lower", None) is None:
             # a traced layer whose program has a C kind (matmul + bias + activation:
             # the dense kind) runs on the compiled plan
@@ -336,7 +338,7 @@ class Layer:
                 """
                 from ..autodiff import traced
                 return traced.lower(self, ctx)
-            cls.lower = lower
+            setattr(cls, "lower", lower)
         import inspect
         try:
             cls._forward_takes_mask = "mask" in inspect.signature(cls.forward).parameters
@@ -822,15 +824,17 @@ class Layer:
                                  f"shape {cur}, called on {shape} (batch axis excluded)")
         x_in = xs if multi else xs[0]
         mask = _check_masks(self, mask, xs, multi)
+        forward: Any = self.forward     # a layer that consumes masks takes mask=
         if self._forward_takes_mask:
-            y = self.forward(x_in, training, Workspace(), mask=mask)
+            y = forward(x_in, training, Workspace(), mask=mask)
         else:
-            y = self.forward(x_in, training, Workspace())
+            y = forward(x_in, training, Workspace())
         y = np.array(y, copy=True)
         out_mask = self.compute_mask(x_in, mask)
         if out_mask is not None:
-            y = y.view(MaskedArray)
-            y._keras_mask = np.asarray(out_mask, dtype=bool)
+            ym = y.view(MaskedArray)
+            ym._keras_mask = np.asarray(out_mask, dtype=bool)
+            return ym
         return y
 
     def _call_symbolic(self, inputs, mask=None):
@@ -1004,7 +1008,7 @@ class Layer:
         return f"<{type(self).__name__} name={self.name!r}>"
 
 
-def _has(x, cls) -> bool:
+def _has(x: Any, cls: Any) -> bool:
     if isinstance(x, cls):
         return True
     if isinstance(x, (list, tuple)):
@@ -1012,7 +1016,7 @@ def _has(x, cls) -> bool:
     return False
 
 
-def get_layer_class(name: str) -> type:
+def get_layer_class(name: str) -> Any:
     """Look up a layer class by its class name.
 
     Parameters

@@ -16,6 +16,8 @@ activation as Dense does.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numbers
 
 import numpy as np
@@ -91,7 +93,7 @@ class _BaseConv(_FusableOutput, Layer):
     """Shared machinery of Conv1D / Conv2D: arguments, validation, weights, config."""
 
     rank = 2
-    _paddings = ("valid", "same")
+    _paddings: tuple = ("valid", "same")
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
                  groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -124,7 +126,7 @@ class _BaseConv(_FusableOutput, Layer):
         self.kernel_regularizer = _regularizers.get(kernel_regularizer, f"{c} {self.name}: kernel_regularizer")
         self.bias_regularizer = _regularizers.get(bias_regularizer, f"{c} {self.name}: bias_regularizer")
         self._run_act = self.activation
-        self._pads = None
+        self._pads: Any = None
 
     # ------------------------------------------------------------------ shapes
     def _check_input(self, input_shape):
@@ -480,7 +482,7 @@ class DepthwiseConv2D(_FusableOutput, Layer):
                                                        f"{c} {self.name}: depthwise_regularizer")
         self.bias_regularizer = _regularizers.get(bias_regularizer, f"{c} {self.name}: bias_regularizer")
         self._run_act = self.activation
-        self._pads = None
+        self._pads: Any = None
 
     def compute_output_shape(self, input_shape):
         c = type(self).__name__
@@ -654,7 +656,7 @@ class SeparableConv2D(_FusableOutput, Layer):
         self.pointwise_regularizer = r(pointwise_regularizer, f"{c} {self.name}: pointwise_regularizer")
         self.bias_regularizer = r(bias_regularizer, f"{c} {self.name}: bias_regularizer")
         self._run_act = self.activation
-        self._pads = None
+        self._pads: Any = None
 
     def compute_output_shape(self, input_shape):
         c = type(self).__name__
@@ -847,7 +849,7 @@ class Conv2DTranspose(_FusableOutput, Layer):
         self.kernel_regularizer = _regularizers.get(kernel_regularizer, f"{c} {self.name}: kernel_regularizer")
         self.bias_regularizer = _regularizers.get(bias_regularizer, f"{c} {self.name}: bias_regularizer")
         self._run_act = self.activation
-        self._pads = None
+        self._pads: Any = None
 
     def compute_output_shape(self, input_shape):
         c = type(self).__name__

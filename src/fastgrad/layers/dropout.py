@@ -15,6 +15,8 @@ costs nothing (no copy).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numbers
 
 import numpy as np

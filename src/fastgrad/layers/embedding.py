@@ -15,6 +15,8 @@ Mask mechanics: docs/sequence.md, "Masks" (and layers/base.py).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numbers
 
 import numpy as np

@@ -1,6 +1,8 @@
 """Lambda: a layer from a function written with fg.math (traced; gradient derived)."""
 from __future__ import annotations
 
+from typing import Any
+
 from .base import Layer
 
 __all__ = ["Lambda"]
@@ -41,7 +43,7 @@ class Lambda(Layer):
         self.function = function
         self.arguments = dict(arguments or {})
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:  # type: ignore[override]
         return self.function(inputs, **self.arguments)
 
     def get_config(self):

@@ -23,6 +23,8 @@ concat_forward/backward, dot_forward/backward and l2_normalize_forward/backward.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .base import Layer, _as_shape
@@ -35,7 +37,7 @@ __all__ = ["add", "subtract", "multiply", "average", "maximum", "minimum", "conc
 _EPSILON = 1e-7
 
 
-def _is_int(v) -> bool:
+def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
@@ -44,14 +46,14 @@ class Merge(Layer):
     element-wise merges driven by ``_kind`` (an ops.merge_forward kind)."""
 
     _multi_input = True
-    _kind = None          # merge_forward kind of the element-wise merges
-    _n_inputs = None      # exact number of inputs, or None for "at least one"
+    _kind: Any = None     # merge_forward kind of the element-wise merges
+    _n_inputs: Any = None  # exact number of inputs, or None for "at least one"
 
     # ------------------------------------------------------------------ shapes
     def _what(self) -> str:
         return f"{type(self).__name__} layer {self.name!r}"
 
-    def _shapes(self, input_shapes) -> list:
+    def _shapes(self, input_shapes: Any) -> list:
         """Validate a list of per-sample shapes; return it as a list of tuples."""
         if (not isinstance(input_shapes, (list, tuple))
                 or not all(isinstance(s, (list, tuple)) for s in input_shapes)):
@@ -67,7 +69,7 @@ class Merge(Layer):
         return [_as_shape(s, f"{self._what()}: input shape {i}")
                 for i, s in enumerate(input_shapes)]
 
-    def compute_output_shape(self, input_shapes) -> tuple:
+    def compute_output_shape(self, input_shapes: Any) -> tuple:
         """The element-wise merge's shape: right-aligned, dims equal or 1."""
         shapes = self._shapes(input_shapes)
         out = shapes[0]
@@ -85,7 +87,7 @@ class Merge(Layer):
             out = tuple(merged)
         return out
 
-    def build(self, input_shapes) -> tuple:
+    def build(self, input_shapes: Any) -> tuple:
         shapes = self._shapes(input_shapes)
         out = tuple(self.compute_output_shape(shapes))
         self.input_shape = shapes
@@ -93,7 +95,7 @@ class Merge(Layer):
         self.built = True
         return out
 
-    def _check_inputs(self, xs) -> int:
+    def _check_inputs(self, xs: Any) -> int:
         """The batch size of the list `xs`, after checking it against the build."""
         if not isinstance(xs, (list, tuple)) or len(xs) != len(self.input_shape):
             got = f"{len(xs)} inputs" if isinstance(xs, (list, tuple)) else type(xs).__name__
@@ -381,7 +383,7 @@ class Dot(Merge):
         self.axes = axes
         self.normalize = bool(normalize)
 
-    def _full_axes(self, shapes) -> tuple:
+    def _full_axes(self, shapes: Any) -> tuple:
         """The two contracted axes as non-negative axes of the (batch, ...) arrays."""
         pair = (self.axes, self.axes) if _is_int(self.axes) else self.axes
         out = []

@@ -20,6 +20,8 @@ off the kernels get constant zeros/ones and the gradient lands in scratch.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numbers
 
 import numpy as np
@@ -33,7 +35,7 @@ __all__ = ["BatchNormalization", "LayerNormalization"]
 
 def _check_eps(cls, name, epsilon):
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not (float(epsilon) > 0.0) \
-            or not np.isfinite(epsilon):
+            or not np.isfinite(float(epsilon)):
         raise ValueError(f"{cls} {name}: epsilon must be a finite number > 0, got {epsilon!r}")
     return float(epsilon)
 
@@ -93,7 +95,7 @@ class BatchNormalization(Layer):
         c = f"BatchNormalization {self.name}"
         if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
             raise ValueError(f"{c}: axis must be an integer, got {axis!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0:
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= float(momentum) <= 1.0:
             raise ValueError(f"{c}: momentum must be a number in [0, 1], got {momentum!r}")
         self.axis = int(axis)
         self.momentum = float(momentum)
@@ -108,8 +110,8 @@ class BatchNormalization(Layer):
                                                              f"{c}: moving_variance_initializer")
         self.beta_regularizer = _regularizers.get(beta_regularizer, f"{c}: beta_regularizer")
         self.gamma_regularizer = _regularizers.get(gamma_regularizer, f"{c}: gamma_regularizer")
-        self._ax = None        # axis index in the full (batch, ...) shape
-        self._c = None         # number of features
+        self._ax: Any = None   # axis index in the full (batch, ...) shape
+        self._c: Any = None    # number of features
 
     def compute_output_shape(self, input_shape):
         nd = len(input_shape) + 1
@@ -351,7 +353,7 @@ class LayerNormalization(Layer):
         self.gamma_initializer = _initializers.get(gamma_initializer, f"{c}: gamma_initializer")
         self.beta_regularizer = _regularizers.get(beta_regularizer, f"{c}: beta_regularizer")
         self.gamma_regularizer = _regularizers.get(gamma_regularizer, f"{c}: gamma_regularizer")
-        self._norm_shape = None
+        self._norm_shape: Any = None
 
     def compute_output_shape(self, input_shape):
         nd = len(input_shape) + 1

@@ -11,6 +11,8 @@ gives 0).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .base import Layer
@@ -34,7 +36,7 @@ class _Pooling(Layer):
             _int_tuple(strides, self.rank, f"{c} {self.name}: strides")
         self.padding = _check_padding(c, self.name, padding)
         _check_data_format(c, self.name, data_format)
-        self._pads = None
+        self._pads: Any = None
 
     def compute_output_shape(self, input_shape):
         c = type(self).__name__

@@ -31,6 +31,8 @@ the symbolic call returns ``[output, *states]`` as Keras does.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numbers
 
 import numpy as np
@@ -121,6 +123,9 @@ class _RNN(Layer):
     _gates = 1
     _n_states = 1
     _default_act = "tanh"
+    # the recurrence of each kind (SimpleRNN / LSTM / GRU define them)
+    _recur_forward: Any
+    _recur_backward: Any
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
@@ -171,7 +176,7 @@ class _RNN(Layer):
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self._stream_seed = self.seed
         self._offset = 0
-        self.states = None                  # stateful: the carried states (list of (N, U))
+        self.states: Any = None             # stateful: the carried states (list of (N, U))
         self._with_initial_state = None     # decided at the first call
 
     supports_masking = True
@@ -236,7 +241,8 @@ class _RNN(Layer):
         return self.params.get("bias")
 
     # ------------------------------------------------------------------ calls
-    def __call__(self, inputs, initial_state=None, training=False, mask=None, **kwargs):
+    def __call__(self, inputs: Any, initial_state: Any = None,  # type: ignore[override]
+                 training: bool | None = False, mask: Any = None, **kwargs: Any) -> Any:
         c = f"{type(self).__name__} {self.name}"
         if initial_state is None and isinstance(inputs, (list, tuple)) and \
                 len(inputs) == 1 + self._n_states:
@@ -286,8 +292,9 @@ class _RNN(Layer):
         for k, (a, b, shp, pm) in enumerate(parts):
             r = np.ascontiguousarray(out[:, a:b].reshape((out.shape[0],) + shp))
             if pm and getattr(out, "_keras_mask", None) is not None:
-                r = r.view(type(out))
-                r._keras_mask = out._keras_mask
+                rm: Any = r.view(type(out))
+                rm._keras_mask = out._keras_mask
+                r = rm
             res.append(r)
         return res
 
@@ -429,7 +436,7 @@ class _RNN(Layer):
         n, T, f = x.shape
         u, g = self.units, self._gates * self.units
         dt = dy.dtype
-        dfin = [None] * self._n_states
+        dfin: list = [None] * self._n_states
         if self.return_state:
             osize = int(np.prod(self._out_shape(T)))
             dout = dy[:, :osize].reshape((n,) + self._out_shape(T))
@@ -981,8 +988,9 @@ class Bidirectional(_Wrapper):
             for a, b, shp, pm in parts:
                 r = np.ascontiguousarray(out[:, a:b].reshape((out.shape[0],) + shp))
                 if pm and getattr(out, "_keras_mask", None) is not None:
-                    r = r.view(type(out))
-                    r._keras_mask = out._keras_mask
+                    rm: Any = r.view(type(out))
+                    rm._keras_mask = out._keras_mask
+                    r = rm
                 res.append(r)
             return res
         if self.merge_mode is not None:
@@ -1063,7 +1071,8 @@ class Bidirectional(_Wrapper):
     def backward(self, dy, ws, need_dx=True):
         self._sync()
         mode = self.merge_mode
-        dsf = dsb = None
+        dsf: Any = None
+        dsb: Any = None
         if self.return_state:
             parts = self._state_parts()
             n = dy.shape[0]

@@ -9,6 +9,8 @@ merge layers, they build themselves when called eagerly on an array
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .base import Layer

@@ -6,6 +6,8 @@ upsample_nearest2d_* / spatial_dropout_* (backend/numpy_conv.py).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numbers
 
 import numpy as np
@@ -238,7 +240,7 @@ class SpatialDropout2D(Dropout):
         For a rate outside ``[0, 1)``, an invalid seed or an unknown data format.
     """
 
-    lower = None        # no C path yet (the plan's dropout kind is element-wise)
+    lower = None        # type: ignore[assignment]  # no C path yet (the plan's dropout kind is element-wise)
 
     def __init__(self, rate, data_format=None, seed=None, name=None, **kwargs):
         super().__init__(rate, seed=seed, name=name, **kwargs)
