@@ -36,6 +36,7 @@ import math
 import numbers
 import time
 import warnings
+from typing import Any, Callable
 
 import numpy as np
 
@@ -170,14 +171,15 @@ class Model:
         super().__init_subclass__(**kw)
         _saving.register_model_class(cls)
 
-    def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
+    def __init__(self, inputs: Any = None, outputs: Any = None, name: str | None = None,
+                 trainable: bool = True, **kwargs: Any) -> None:
         if kwargs:
             raise TypeError(f"Model: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"{type(self).__name__}: name must be a string, got {name!r}")
         self._init_state(name or _unique_model_name("functional" if type(self) is Model
                                                     else _snake(type(self).__name__)))
-        self._fg_call_layer = None
+        self._fg_call_layer: Any = None
         if inputs is None and outputs is None and type(self) is not Model and \
                 type(self).call is not Model.call:
             # a subclassed model (layers in __init__, computation in call): one traced node
@@ -191,31 +193,33 @@ class Model:
         if not trainable:
             self.trainable = False
 
-    def _init_state(self, name):
+    def _init_state(self, name: str) -> None:
         self.name = name
-        self._graph = None
-        self._layers = []
-        self._input_kind, self._input_keys = "single", None
-        self._output_kind, self._output_keys = "single", None
+        self._graph: Any = None
+        self._layers: list = []
+        self._input_kind: str = "single"
+        self._input_keys: Any = None
+        self._output_kind: str = "single"
+        self._output_keys: Any = None
         self.built = False
         self.compiled = False
-        self.optimizer = None
-        self.loss = None
-        self._losses = []            # per output: Loss or None
-        self._loss_weights = []      # per output: float
+        self.optimizer: Any = None
+        self.loss: Any = None
+        self._losses: list = []      # per output: Loss or None
+        self._loss_weights: list = []  # per output: float
         self.metrics: list = []
         self._metric_output: list = []     # per metric: output index
         self._metric_weighted: list = []   # per metric: honours sample/class weights
-        self._metric_specs = None
-        self._compile_args = None
+        self._metric_specs: Any = None
+        self._compile_args: Any = None
         self._metrics_resolved = False
-        self._output_activations = []      # per output: activation moved into the loss, or None
-        self._fused_layers = []
+        self._output_activations: list = []  # per output: activation moved into the loss, or None
+        self._fused_layers: list = []
         self._fusion_epoch = -1
-        self._store = None
-        self._step = None
+        self._store: Any = None
+        self._step: Any = None
         self.stop_training = False
-        self.history = None
+        self.history: Any = None
         self._trainable = True
 
     @property
@@ -229,7 +233,7 @@ class Model:
         return self._trainable
 
     @trainable.setter
-    def trainable(self, value) -> None:
+    def trainable(self, value: bool) -> None:
         """`model.trainable = False` freezes every layer of the model, True unfreezes
         them all (Keras: the flag propagates to the layers), e.g. to freeze a
         trained base under a new head: ``base.trainable = False``."""
@@ -298,7 +302,7 @@ class Model:
         return [l for l in self._layers if not getattr(l, "_operator", False)]
 
     # ================================================================== subclassing / tapes
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
         """Compute a subclassed model's output (override it; docs/autodiff.md).
 
         Parameters
@@ -322,7 +326,7 @@ class Model:
         """
         raise NotImplementedError(f"{type(self).__name__}.call")
 
-    def add_weight(self, *args, **kwargs):
+    def add_weight(self, *args: Any, **kwargs: Any) -> Any:
         """Declare a weight of a subclassed model itself (Keras's ``Model.add_weight``).
 
         Parameters
@@ -362,17 +366,17 @@ class Model:
         return subclass.model_tape_call(self, inputs, training)
 
     @property
-    def inputs(self):
+    def inputs(self) -> list | None:
         """The input tensors (a list), or None before the model has a graph."""
         return list(self._graph.inputs) if self._graph is not None else None
 
     @property
-    def outputs(self):
+    def outputs(self) -> list | None:
         """The output tensors (a list), or None before the model has a graph."""
         return list(self._graph.outputs) if self._graph is not None else None
 
     @property
-    def input(self):
+    def input(self) -> Any:
         """The input tensor(s) in the structure given to the constructor."""
         ins = self.inputs
         if ins is None:
@@ -382,7 +386,7 @@ class Model:
         return ins[0] if self._input_kind == "single" else ins
 
     @property
-    def output(self):
+    def output(self) -> Any:
         """The output tensor(s) in the structure given to the constructor."""
         outs = self.outputs
         if outs is None:
@@ -411,7 +415,7 @@ class Model:
         return len(self._graph.outputs) if self._graph is not None else 1
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> Any:
         """The input shape with the batch axis (a list for several inputs), or None."""
         if self._graph is None:
             return None
@@ -419,7 +423,7 @@ class Model:
         return shapes[0] if len(shapes) == 1 else shapes
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> Any:
         """The output shape with the batch axis (a list for several outputs), or None."""
         if self._graph is None:
             return None
@@ -434,7 +438,7 @@ class Model:
     def _output_shapes(self):
         return [tuple(t.shape[1:]) for t in self._graph.outputs]
 
-    def reset_states(self):
+    def reset_states(self) -> None:
         """Reset the carried states of the stateful recurrent layers.
 
         Keras's ``model.reset_state()``: calls each layer's ``reset_states()``.
@@ -446,7 +450,7 @@ class Model:
 
     reset_state = reset_states
 
-    def get_layer(self, name=None, index=None):
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
         """Return a layer by name or by index.
 
         Parameters
@@ -481,7 +485,7 @@ class Model:
         raise ValueError(f"get_layer: no layer named {name!r}; layers: "
                          f"{', '.join(l.name for l in layers)}")
 
-    def build(self, input_shape=None) -> None:
+    def build(self, input_shape: Any = None) -> None:
         """Build the model for an input shape.
 
         A functional model is built from its inputs; a subclassed model is built
@@ -541,8 +545,9 @@ class Model:
         output's layer is called once and its output feeds nothing else."""
         self._release_fusion()
         g = self._graph
-        acts, fused = [], []
-        out_count = {}
+        acts: list = []
+        fused: list = []
+        out_count: dict = {}
         for s in g.output_slots:
             out_count[s] = out_count.get(s, 0) + 1
         for k, slot in enumerate(g.output_slots):
@@ -607,9 +612,10 @@ class Model:
             raise ValueError(f"compile: {what} must be a list or dict for {k} outputs")
         return [spec] * k
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
-                weighted_metrics=None, run_eagerly=None, steps_per_execution=1, jit_compile=None,
-                **kwargs):
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
+                loss_weights: Any = None, weighted_metrics: Any = None,
+                run_eagerly: bool | None = None, steps_per_execution: int = 1,
+                jit_compile: bool | None = None, **kwargs: Any) -> None:
         """Configure the model for training.
 
         As in Keras 3, ``metrics`` are unweighted (``sample_weight`` and
@@ -668,7 +674,7 @@ class Model:
                     raise ValueError(f"compile: loss is a list of {len(loss)} but the model has "
                                      "one output")
                 loss = loss[0]
-            losses = [_losses.get(loss, "compile: loss")]
+            losses: list = [_losses.get(loss, "compile: loss")]
             if loss_weights is not None:
                 lw = loss_weights
                 if isinstance(lw, dict):
@@ -921,7 +927,8 @@ class Model:
         if class_weight is not None and k > 1:
             raise ValueError(f"{what}: class_weight is only supported for models with one output; "
                              "use sample_weight per output")
-        ys, sws = [], []
+        ys: list = []
+        sws: list = []
         for i in range(k):
             loss = self._losses[i]
             label = what if k == 1 else f"{what}: output {names[i]!r}"
@@ -985,10 +992,12 @@ class Model:
 
     # ================================================================== fit
     @_blas_limited
-    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
-            validation_batch_size=None, validation_freq=1):
+    def fit(self, x: Any = None, y: Any = None, batch_size: int | None = 32, epochs: int = 1,
+            verbose: int | str = 1, callbacks: Any = None, validation_split: float = 0.0,
+            validation_data: Any = None, shuffle: bool = True, class_weight: dict | None = None,
+            sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: int | None = None,
+            validation_steps: int | None = None, validation_batch_size: int | None = None,
+            validation_freq: Any = 1) -> Any:
         """Train the model for a number of epochs.
 
         The data is validated and converted once; a loss that becomes NaN or inf
@@ -1070,7 +1079,7 @@ class Model:
             verbose = 1
         if verbose not in (0, 1, 2):
             raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
-        if not isinstance(validation_split, numbers.Real) or not 0.0 <= validation_split < 1.0:
+        if not isinstance(validation_split, numbers.Real) or not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
         stream_x = _adapters.is_stream(x)
         stream_val = validation_data is not None and _adapters.is_stream(validation_data)
@@ -1087,7 +1096,7 @@ class Model:
             raise ValueError(f"fit: shuffle must be True or False, got {shuffle!r}")
         val_freq = validation_freq
         if isinstance(val_freq, bool) or not (
-                (isinstance(val_freq, (numbers.Integral, np.integer)) and val_freq >= 1)
+                (isinstance(val_freq, (numbers.Integral, np.integer)) and int(val_freq) >= 1)
                 or (hasattr(val_freq, "__contains__") and not isinstance(val_freq, str))):
             raise ValueError(f"fit: validation_freq must be a positive integer or a list of "
                              f"epochs, got {validation_freq!r}")
@@ -1383,7 +1392,7 @@ class Model:
         # Ctrl-C waits for at most ~_PROGBAR_CHUNK_S of C work, not a whole epoch
         # (not across ranks: their chunks must agree, and rank 0 sets them)
         adaptive = progbar_only or (not batch_hooks and dist is None)
-        gm = (lambda: _distribution.global_metrics(dist.comms, self.metrics)) if dist else None
+        gm: Any = (lambda: _distribution.global_metrics(dist.comms, self.metrics)) if dist else None
         metrics = self.metrics
         n_out_losses = len(self._loss_names)
         self.stop_training = False
@@ -1605,8 +1614,9 @@ class Model:
         return logs
 
     @_blas_limited
-    def evaluate(self, x=None, y=None, batch_size=32, verbose="auto", sample_weight=None,
-                 steps=None, callbacks=None, return_dict=False):
+    def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = 32,
+                 verbose: int | str = "auto", sample_weight: Any = None, steps: int | None = None,
+                 callbacks: Any = None, return_dict: bool = False) -> Any:
         """Compute the loss and metrics on data.
 
         Parameters
@@ -1726,7 +1736,7 @@ class Model:
                 cbs.on_predict_begin()
             self._claim_fusion()
             plan = _compiled.inference_plan(self)
-            step = None if plan is not None else self._get_step()
+            step: Any = None if plan is not None else self._get_step()
             for b, data in stream.epoch():
                 if cbs is not None:
                     cbs.on_predict_batch_begin(b)
@@ -1779,7 +1789,8 @@ class Model:
             raise
         return self._shape_outputs(outs)
 
-    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0,
+                steps: int | None = None, callbacks: Any = None) -> Any:
         """Compute the model's outputs for input data.
 
         Parameters
@@ -1887,7 +1898,7 @@ class Model:
             dist.comms.abort(exc, "predict")
         return self._shape_outputs(full)
 
-    def predict_on_batch(self, x):
+    def predict_on_batch(self, x: Any) -> Any:
         """Compute the outputs for one batch (no batching loop).
 
         Parameters
@@ -1912,7 +1923,7 @@ class Model:
         self._get_step().predict(xs, outs)
         return self._shape_outputs(outs)
 
-    def __call__(self, inputs, training=False):
+    def __call__(self, inputs: Any, training: bool | None = False) -> Any:
         """Apply the model to symbolic tensors or to arrays.
 
         On symbolic tensors, the model's graph is applied to them (its layers are
@@ -1968,7 +1979,8 @@ class Model:
         return self._shape_outputs(outs)
 
     # ================================================================== *_on_batch
-    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+    def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                       class_weight: dict | None = None, return_dict: bool = False) -> Any:
         """Run one optimizer step on a single batch.
 
         Parameters
@@ -2017,7 +2029,8 @@ class Model:
         self._release()
         return self._batch_result(stats[0], return_dict)
 
-    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+    def test_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                      return_dict: bool = False) -> Any:
         """Compute the loss and metrics on a single batch.
 
         Parameters
@@ -2084,7 +2097,7 @@ class Model:
         """
         return [np.array(w, copy=True) for w in self.weights]
 
-    def set_weights(self, weights) -> None:
+    def set_weights(self, weights: Any) -> None:
         """Set all weights; everything is validated before anything is written.
 
         Parameters
@@ -2138,7 +2151,7 @@ class Model:
         return int(sum(w.size for w in self.weights))
 
     @property
-    def trainable_weights(self):
+    def trainable_weights(self) -> list:
         """The trainable weights as fg.Variables whose values are views into the
         flat parameter buffer (GradientTape sources, optimizer.apply_gradients)."""
         if not self.built:
@@ -2158,7 +2171,7 @@ class Model:
         return regularization_losses(self._store.entries)
 
     @property
-    def non_trainable_weights(self):
+    def non_trainable_weights(self) -> list:
         """The weights of frozen layers and the non-trainable state arrays."""
         if not self.built:
             return []
@@ -2183,7 +2196,8 @@ class Model:
             self._store.refresh_trainable()
 
     # ================================================================== info
-    def summary(self, print_fn=None, line_length=None, positions=None) -> None:
+    def summary(self, print_fn: Callable[..., Any] | None = None, line_length: int | None = None,
+                positions: Any = None) -> None:
         """Print a summary of the layers.
 
         Shows each layer's name (type), output shape and parameter count, and for
@@ -2220,7 +2234,7 @@ class Model:
         return functional_config(self)
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects=None):
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Any:
         """Create a model from its configuration.
 
         Parameters
@@ -2245,7 +2259,7 @@ class Model:
         from .utils.graph_config import functional_from_config
         return functional_from_config(cls, config, custom_objects)
 
-    def to_json(self, **kwargs) -> str:
+    def to_json(self, **kwargs: Any) -> str:
         """Return the architecture as JSON (Keras's ``to_json``).
 
         Parameters
@@ -2263,7 +2277,7 @@ class Model:
         return json.dumps({"class_name": type(self).__name__, "config": self.get_config()},
                           **kwargs)
 
-    def get_compile_config(self):
+    def get_compile_config(self) -> dict | None:
         """Return the arguments of ``compile`` as a JSON-friendly dict.
 
         Returns
@@ -2305,7 +2319,7 @@ class Model:
                 "metrics": ser(args.get("metrics")),
                 "weighted_metrics": ser(args.get("weighted_metrics"))}
 
-    def compile_from_config(self, config):
+    def compile_from_config(self, config: dict) -> None:
         """Compile the model from the output of ``get_compile_config``.
 
         Parameters
@@ -2378,7 +2392,7 @@ class Model:
                 _optimizers.serialize(self.optimizer)}
 
     # ================================================================== saving (saving.py)
-    def save(self, filepath, *args, **kwargs):
+    def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
         """Save the model to a file (see ``fastgrad.saving.save_model``).
 
         Parameters
@@ -2393,7 +2407,7 @@ class Model:
         """
         _saving.save_model(self, filepath, *args, **kwargs)
 
-    def save_weights(self, filepath, *args, **kwargs):
+    def save_weights(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
         """Save only the weights to a file.
 
         Parameters
@@ -2407,7 +2421,7 @@ class Model:
         """
         _saving.save_weights(self, filepath, *args, **kwargs)
 
-    def load_weights(self, filepath, *args, **kwargs):
+    def load_weights(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
         """Load weights saved by ``save_weights`` (or a full model file).
 
         Every shape is checked before anything is written.
@@ -2423,7 +2437,7 @@ class Model:
         """
         _saving.load_weights(self, filepath, *args, **kwargs)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)}>"
 
 
@@ -2536,12 +2550,12 @@ class Sequential(Model):
     (2, 3)
     """
 
-    def __init__(self, layers=None, name=None, trainable=True):
+    def __init__(self, layers: Any = None, name: str | None = None, trainable: bool = True) -> None:
         super().__init__(name=name)
         self._seq_layers: list = []
-        self._input_shape = None
-        self._input_layer_name = None
-        self._pending = None
+        self._input_shape: Any = None
+        self._input_layer_name: Any = None
+        self._pending: Any = None
         if layers is not None:
             if isinstance(layers, (Layer, SymbolicTensor)):
                 layers = [layers]
@@ -2556,7 +2570,7 @@ class Sequential(Model):
         """The layers, in order."""
         return list(self._seq_layers)
 
-    def add(self, layer) -> None:
+    def add(self, layer: Any) -> None:
         """Append a layer (or, first, an ``fg.Input`` tensor).
 
         Parameters
@@ -2599,7 +2613,7 @@ class Sequential(Model):
         if self._input_shape is not None:
             self.build(self._input_shape)
 
-    def pop(self):
+    def pop(self) -> Layer:
         """Remove the last layer.
 
         Returns
@@ -2626,7 +2640,7 @@ class Sequential(Model):
         self._graph = None
         self._step = None
 
-    def build(self, input_shape=None) -> None:
+    def build(self, input_shape: Any = None) -> None:
         """Build every layer for per-sample `input_shape` (no batch axis; a
         leading None is dropped) and allocate the flat buffers (layers that had
         weights keep them)."""
@@ -2700,12 +2714,12 @@ class Sequential(Model):
         return 1
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> Any:
         """The input shape with the batch axis, or None when unknown."""
         return None if self._input_shape is None else (None,) + tuple(self._input_shape)
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> Any:
         """The output shape with the batch axis, or None before the model is built."""
         if not self.built:
             return None
@@ -2754,7 +2768,7 @@ class Sequential(Model):
                            for l in self._seq_layers]}
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects=None):
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Any:
         from . import layers as _layers
         model = cls(name=config.get("name"))
         shape = config.get("input_shape")
@@ -2771,7 +2785,7 @@ _saving.register_model_class(Model)
 _saving.register_model_class(Model, "Functional")
 
 
-def load_model(filepath, *args, **kwargs):
+def load_model(filepath: Any, *args: Any, **kwargs: Any) -> Any:
     """Load a model saved with ``model.save``.
 
     A Keras 3 ``.keras`` file is imported with ``load_keras``.
@@ -2795,7 +2809,7 @@ def load_model(filepath, *args, **kwargs):
     return _saving.load_model(filepath, *args, **kwargs)
 
 
-def load_keras(filepath, compile=True):
+def load_keras(filepath: Any, compile: bool = True) -> Any:
     """Import a Keras 3 ``.keras`` file.
 
     Sequential and functional models of supported layers: configuration,
@@ -2818,7 +2832,8 @@ def load_keras(filepath, compile=True):
     return keras_file.load_keras(filepath, compile=compile)
 
 
-def clone_model(model, input_tensors=None, clone_function=None):
+def clone_model(model: Model, input_tensors: Any = None,
+                clone_function: Callable[[Layer], Layer] | None = None) -> Model:
     """Create a model with the same architecture and new layers (fresh weights).
 
     As ``keras.models.clone_model``: rebuilt from ``model.get_config()``
@@ -2865,7 +2880,7 @@ def clone_model(model, input_tensors=None, clone_function=None):
     return type(model).from_config(model.get_config())
 
 
-def model_from_json(json_string, custom_objects=None):
+def model_from_json(json_string: str, custom_objects: dict | None = None) -> Any:
     """Rebuild a model (with new weights) from ``Model.to_json``.
 
     Parameters

@@ -395,25 +395,29 @@ class Tensor(np.ndarray):
         return self._m("reshape", shape) if _recording() else \
             self.view(np.ndarray).reshape(shape, **k)
 
-    def sum(self, axis=None, keepdims=False, **k):  # type: ignore[override]
+    def sum(self, axis: Any = None, keepdims: bool = False,  # type: ignore[override]
+            **k: Any) -> Any:
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("sum", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).sum(axis=axis, keepdims=keepdims, **k)
 
-    def mean(self, axis=None, keepdims=False, **k):  # type: ignore[override]
+    def mean(self, axis: Any = None, keepdims: bool = False,  # type: ignore[override]
+             **k: Any) -> Any:
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("mean", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).mean(axis=axis, keepdims=keepdims, **k)
 
-    def max(self, axis=None, keepdims=False, **k):  # type: ignore[override]
+    def max(self, axis: Any = None, keepdims: bool = False,  # type: ignore[override]
+            **k: Any) -> Any:
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("max", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).max(axis=axis, keepdims=keepdims, **k)
 
-    def min(self, axis=None, keepdims=False, **k):  # type: ignore[override]
+    def min(self, axis: Any = None, keepdims: bool = False,  # type: ignore[override]
+            **k: Any) -> Any:
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("min", axis, keepdims) if _recording() and not k else \
