@@ -118,7 +118,8 @@ class ReLU(_ElementwiseActivation):
         For a negative or non-finite argument.
     """
 
-    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, name=None, **kwargs):
+    def __init__(self, max_value: Any = None, negative_slope: Any = 0.0, threshold: Any = 0.0,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.max_value = _number("ReLU", self.name, "max_value", max_value, allow_none=True, minimum=0.0)
         if negative_slope is None:
@@ -155,7 +156,7 @@ class LeakyReLU(_ElementwiseActivation):
         For a negative or non-finite slope.
     """
 
-    def __init__(self, negative_slope=0.3, name=None, **kwargs):
+    def __init__(self, negative_slope: Any = 0.3, name: str | None = None, **kwargs: Any) -> None:
         if "alpha" in kwargs:  # Keras 3 accepts the Keras 2 name, with a warning
             negative_slope = kwargs.pop("alpha")
             warnings.warn("LeakyReLU: argument `alpha` is deprecated; use `negative_slope`",
@@ -191,7 +192,7 @@ class ELU(_ElementwiseActivation):
         For a non-finite alpha.
     """
 
-    def __init__(self, alpha=1.0, name=None, **kwargs):
+    def __init__(self, alpha: Any = 1.0, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.alpha = _number("ELU", self.name, "alpha", alpha)
         self._op = ("elu", {"alpha": self.alpha})
@@ -232,8 +233,9 @@ class PReLU(Layer):
         For a constraint, invalid shared axes, initializer or regularizer.
     """
 
-    def __init__(self, alpha_initializer="Zeros", alpha_regularizer=None, alpha_constraint=None,
-                 shared_axes=None, name=None, **kwargs):
+    def __init__(self, alpha_initializer: Any = "Zeros", alpha_regularizer: Any = None,
+                 alpha_constraint: Any = None, shared_axes: Any = None, name: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = f"PReLU {self.name}"
         self.alpha_initializer = _initializers.get(alpha_initializer, f"{c}: alpha_initializer")
@@ -328,13 +330,13 @@ class Softmax(Layer):
         When ``axis`` is not an integer or a list of integers.
     """
 
-    def __init__(self, axis=-1, name=None, **kwargs):
+    def __init__(self, axis: Any = -1, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
         if not axes or any(isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in axes):
             raise ValueError(f"Softmax {self.name}: axis must be an integer or a list of integers, got {axis!r}")
         self.axis = [int(a) for a in axis] if isinstance(axis, (list, tuple)) else int(axis)
-        self._axes = None      # resolved axes of the full (batch, ...) input
+        self._axes: Any = None  # resolved axes of the full (batch, ...) input
         self._fused = False
 
     def compute_output_shape(self, input_shape):

@@ -67,8 +67,8 @@ class _AttentionBase(Layer):
     _last_scores: Any            # the eager call's attention weights (return_attention_scores)
     _split_scores: Any           # MultiHeadAttention: (output, scores) of a packed graph output
 
-    def __init__(self, dropout=0.0, seed=None, name=None, call_inputs=None, use_causal_mask=None,
-                 **kwargs):
+    def __init__(self, dropout: Any = 0.0, seed: Any = None, name: str | None = None,
+                 call_inputs: Any = None, use_causal_mask: Any = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.dropout = _rate(dropout, f"{self._what()}: dropout")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
@@ -337,11 +337,13 @@ class MultiHeadAttention(_AttentionBase):
 
     _graph_scores_ok = True
 
-    def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True,
-                 output_shape=None, attention_axes=None, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
-                 seed=None, flash=None, name=None, graph_scores=False, **kwargs):
+    def __init__(self, num_heads: Any, key_dim: Any, value_dim: Any = None, dropout: Any = 0.0,
+                 use_bias: bool = True, output_shape: Any = None, attention_axes: Any = None,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, kernel_constraint: Any = None,
+                 bias_constraint: Any = None, seed: Any = None, flash: Any = None,
+                 name: str | None = None, graph_scores: bool = False, **kwargs: Any) -> None:
         super().__init__(dropout=dropout, seed=seed, name=name, **kwargs)
         self._graph_scores = bool(graph_scores)
         w = self._what()
@@ -742,8 +744,8 @@ class Attention(_AttentionBase):
 
     _score_mode_values: tuple = ("dot", "concat")
 
-    def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, name=None,
-                 **kwargs):
+    def __init__(self, use_scale: bool = False, score_mode: str = "dot", dropout: Any = 0.0,
+                 seed: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(dropout=dropout, seed=seed, name=name, **kwargs)
         if score_mode not in self._score_mode_values:
             raise ValueError(f"{self._what()}: score_mode must be one of "
@@ -959,7 +961,8 @@ class AdditiveAttention(Attention):
 
     _score_mode_values = ("dot",)   # no score_mode argument in Keras; internal only
 
-    def __init__(self, use_scale=True, dropout=0.0, seed=None, name=None, **kwargs):
+    def __init__(self, use_scale: bool = True, dropout: Any = 0.0, seed: Any = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(use_scale=use_scale, dropout=dropout, seed=seed, name=name, **kwargs)
         self.score_mode = "additive"
 
@@ -1016,7 +1019,8 @@ class PositionEmbedding(Layer):
         For a non-positive ``sequence_length`` or an input longer than it.
     """
 
-    def __init__(self, sequence_length, initializer="glorot_uniform", name=None, **kwargs):
+    def __init__(self, sequence_length: Any, initializer: Any = "glorot_uniform",
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.sequence_length = _pos_int(sequence_length,
                                         f"PositionEmbedding layer {self.name!r}: sequence_length")
@@ -1087,7 +1091,8 @@ class SinePositionEncoding(Layer):
         For a non-positive ``max_wavelength``.
     """
 
-    def __init__(self, max_wavelength=10000, name=None, **kwargs):
+    def __init__(self, max_wavelength: Any = 10000, name: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if isinstance(max_wavelength, bool) or not isinstance(max_wavelength, numbers.Real) \
                 or max_wavelength <= 0:

@@ -303,6 +303,23 @@ class Layer:
 
     registry: dict = {}
 
+    # instance attributes (set in __init__ and build; declared here so that type
+    # checkers know them before they analyse __init__)
+    name: str
+    trainable: bool
+    built: bool
+    activity_regularizer: Any
+    input_shape: Any             # per-sample shapes (tuples; lists for merge layers) once built
+    output_shape: Any
+    params: dict
+    grads: dict
+    state: dict
+    offsets: dict
+    _declared_input_shape: Any
+    _ops: Any
+    _fused_activation: Any
+    _inbound_nodes: list
+
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         Layer.registry[cls.__name__] = cls
@@ -401,15 +418,15 @@ class Layer:
                                                       f"{self.name}: activity_regularizer")
         self.built = False
         # per-sample shapes (tuples; lists of tuples for merge layers) once built
-        self.input_shape: Any = None
-        self.output_shape: Any = None
-        self.params: dict = {}
-        self.grads: dict = {}
-        self.state: dict = {}
-        self.offsets: dict = {}     # param name -> offset (float32 elements) in the flat buffer
-        self._ops: Any = None
-        self._fused_activation: Any = None
-        self._inbound_nodes: list = []   # engine.graph.Node per symbolic call
+        self.input_shape = None
+        self.output_shape = None
+        self.params = {}
+        self.grads = {}
+        self.state = {}
+        self.offsets = {}           # param name -> offset (float32 elements) in the flat buffer
+        self._ops = None
+        self._fused_activation = None
+        self._inbound_nodes = []    # engine.graph.Node per symbolic call
 
     # ------------------------------------------------------------------ ops
     @property

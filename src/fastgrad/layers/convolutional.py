@@ -95,11 +95,13 @@ class _BaseConv(_FusableOutput, Layer):
     rank = 2
     _paddings: tuple = ("valid", "same")
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
-                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, name=None,
-                 **kwargs):
+    def __init__(self, filters: Any, kernel_size: Any, strides: Any = 1, padding: Any = "valid",
+                 data_format: str | None = None, dilation_rate: Any = 1, groups: Any = 1,
+                 activation: str | None = None, use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, kernel_constraint: Any = None,
+                 bias_constraint: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c, r = type(self).__name__, self.rank
         if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters <= 0:
@@ -452,11 +454,13 @@ class DepthwiseConv2D(_FusableOutput, Layer):
         or (at build) an input of the wrong rank.
     """
 
-    def __init__(self, kernel_size, strides=(1, 1), padding="valid", depth_multiplier=1, data_format=None,
-                 dilation_rate=(1, 1), activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
-                 bias_initializer="zeros", depthwise_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, depthwise_constraint=None, bias_constraint=None, name=None,
-                 **kwargs):
+    def __init__(self, kernel_size: Any, strides: Any = (1, 1), padding: Any = "valid",
+                 depth_multiplier: Any = 1, data_format: str | None = None,
+                 dilation_rate: Any = (1, 1), activation: str | None = None, use_bias: bool = True,
+                 depthwise_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 depthwise_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, depthwise_constraint: Any = None,
+                 bias_constraint: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = type(self).__name__
         self.kernel_size = _int_tuple(kernel_size, 2, f"{c} {self.name}: kernel_size")
@@ -620,12 +624,16 @@ class SeparableConv2D(_FusableOutput, Layer):
         or (at build) an input of the wrong rank.
     """
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
-                 dilation_rate=(1, 1), depth_multiplier=1, activation=None, use_bias=True,
-                 depthwise_initializer="glorot_uniform", pointwise_initializer="glorot_uniform",
-                 bias_initializer="zeros", depthwise_regularizer=None, pointwise_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None, depthwise_constraint=None,
-                 pointwise_constraint=None, bias_constraint=None, name=None, **kwargs):
+    def __init__(self, filters: Any, kernel_size: Any, strides: Any = (1, 1),
+                 padding: Any = "valid", data_format: str | None = None,
+                 dilation_rate: Any = (1, 1), depth_multiplier: Any = 1,
+                 activation: str | None = None, use_bias: bool = True,
+                 depthwise_initializer: Any = "glorot_uniform",
+                 pointwise_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 depthwise_regularizer: Any = None, pointwise_regularizer: Any = None,
+                 bias_regularizer: Any = None, activity_regularizer: Any = None,
+                 depthwise_constraint: Any = None, pointwise_constraint: Any = None,
+                 bias_constraint: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = type(self).__name__
         if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters <= 0:
@@ -816,11 +824,14 @@ class Conv2DTranspose(_FusableOutput, Layer):
         or (at build) an input of the wrong rank.
     """
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", output_padding=None,
-                 data_format=None, dilation_rate=(1, 1), activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
-                 name=None, **kwargs):
+    def __init__(self, filters: Any, kernel_size: Any, strides: Any = (1, 1),
+                 padding: Any = "valid", output_padding: Any = None,
+                 data_format: str | None = None, dilation_rate: Any = (1, 1),
+                 activation: str | None = None, use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, kernel_constraint: Any = None,
+                 bias_constraint: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = type(self).__name__
         if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters <= 0:

@@ -56,7 +56,8 @@ class Dropout(Layer):
 
     supports_masking = True
 
-    def __init__(self, rate, noise_shape=None, seed=None, name=None, **kwargs):
+    def __init__(self, rate: Any, noise_shape: Any = None, seed: Any = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= float(rate) < 1.0):
             raise ValueError(f"Dropout {self.name}: rate must be a number in [0, 1), got {rate!r}")

@@ -71,9 +71,10 @@ class Embedding(Layer):
 
     _takes_ids = True
 
-    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform",
-                 embeddings_regularizer=None, embeddings_constraint=None, mask_zero=False,
-                 weights=None, lora_rank=None, input_length=None, name=None, **kwargs):
+    def __init__(self, input_dim: Any, output_dim: Any, embeddings_initializer: Any = "uniform",
+                 embeddings_regularizer: Any = None, embeddings_constraint: Any = None,
+                 mask_zero: bool = False, weights: Any = None, lora_rank: Any = None,
+                 input_length: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = f"Embedding {self.name}"
         for what, v in (("input_dim", input_dim), ("output_dim", output_dim)):
@@ -207,7 +208,7 @@ class Masking(Layer):
 
     supports_masking = True
 
-    def __init__(self, mask_value=0.0, name=None, **kwargs):
+    def __init__(self, mask_value: Any = 0.0, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if isinstance(mask_value, bool) or not isinstance(mask_value, numbers.Real):
             raise ValueError(f"Masking {self.name}: mask_value must be a number, got {mask_value!r}")

@@ -1,7 +1,7 @@
 """Lambda: a layer from a function written with fg.math (traced; gradient derived)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .base import Layer
 
@@ -36,7 +36,8 @@ class Lambda(Layer):
         When ``function`` is not callable.
     """
 
-    def __init__(self, function, output_shape=None, mask=None, arguments=None, **kwargs):
+    def __init__(self, function: Callable[..., Any], output_shape: Any = None, mask: Any = None,
+                 arguments: dict | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not callable(function):
             raise TypeError(f"Lambda {self.name}: function must be callable, got {function!r}")

@@ -260,7 +260,7 @@ class Concatenate(Merge):
         When ``axis`` is not an integer.
     """
 
-    def __init__(self, axis=-1, **kwargs):
+    def __init__(self, axis: Any = -1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not _is_int(axis):
             raise TypeError(f"{self._what()}: axis must be an integer, got {axis!r}")
@@ -367,7 +367,7 @@ class Dot(Merge):
 
     _n_inputs = 2
 
-    def __init__(self, axes, normalize=False, **kwargs):
+    def __init__(self, axes: Any, normalize: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not _is_int(axes):
             if not isinstance(axes, (list, tuple)):

@@ -87,10 +87,11 @@ class BatchNormalization(Layer):
 
     supports_masking = True
 
-    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None, name=None, **kwargs):
+    def __init__(self, axis: Any = -1, momentum: Any = 0.99, epsilon: Any = 1e-3,
+                 center: bool = True, scale: bool = True, beta_initializer: Any = "zeros",
+                 gamma_initializer: Any = "ones", moving_mean_initializer: Any = "zeros",
+                 moving_variance_initializer: Any = "ones", beta_regularizer: Any = None,
+                 gamma_regularizer: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = f"BatchNormalization {self.name}"
         if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
@@ -330,9 +331,10 @@ class LayerNormalization(Layer):
 
     supports_masking = True
 
-    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, rms_scaling=False,
-                 beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=None,
-                 gamma_regularizer=None, name=None, **kwargs):
+    def __init__(self, axis: Any = -1, epsilon: Any = 1e-3, center: bool = True,
+                 scale: bool = True, rms_scaling: bool = False, beta_initializer: Any = "zeros",
+                 gamma_initializer: Any = "ones", beta_regularizer: Any = None,
+                 gamma_regularizer: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = f"LayerNormalization {self.name}"
         if isinstance(axis, numbers.Integral) and not isinstance(axis, bool):

@@ -28,7 +28,8 @@ class _Pooling(Layer):
     rank = 2
     kind = "max"
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, name=None, **kwargs):
+    def __init__(self, pool_size: Any = 2, strides: Any = None, padding: Any = "valid",
+                 data_format: str | None = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = type(self).__name__
         self.pool_size = _int_tuple(pool_size, self.rank, f"{c} {self.name}: pool_size")
@@ -132,7 +133,8 @@ class MaxPooling2D(_Pooling):
     """
     rank, kind = 2, "max"
 
-    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+    def __init__(self, pool_size: Any = (2, 2), strides: Any = None, padding: Any = "valid",
+                 data_format: str | None = None, **kwargs: Any) -> None:
         super().__init__(pool_size, strides, padding, data_format, **kwargs)
 
 
@@ -164,7 +166,8 @@ class AveragePooling2D(_Pooling):
     """
     rank, kind = 2, "avg"
 
-    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+    def __init__(self, pool_size: Any = (2, 2), strides: Any = None, padding: Any = "valid",
+                 data_format: str | None = None, **kwargs: Any) -> None:
         super().__init__(pool_size, strides, padding, data_format, **kwargs)
 
 
@@ -234,11 +237,12 @@ class _GlobalPooling(Layer):
     rank = 2
     kind = "avg"
 
-    def __init__(self, data_format=None, keepdims=False, name=None, **kwargs):
+    def __init__(self, data_format: str | None = None, keepdims: bool = False,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         _check_data_format(type(self).__name__, self.name, data_format)
         self.keepdims = bool(keepdims)
-        self._mask = None
+        self._mask: Any = None
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != self.rank + 1:

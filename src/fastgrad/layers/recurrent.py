@@ -127,14 +127,18 @@ class _RNN(Layer):
     _recur_forward: Any
     _recur_backward: Any
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
-                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
-                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
-                 recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
-                 go_backwards=False, stateful=False, unroll=False, zero_output_for_mask=False,
-                 name=None, **kwargs):
+    def __init__(self, units: Any, activation: str | None = "tanh",
+                 recurrent_activation: str | None = "sigmoid", use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform",
+                 recurrent_initializer: Any = "orthogonal", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, recurrent_regularizer: Any = None,
+                 bias_regularizer: Any = None, activity_regularizer: Any = None,
+                 kernel_constraint: Any = None, recurrent_constraint: Any = None,
+                 bias_constraint: Any = None, dropout: Any = 0.0, recurrent_dropout: Any = 0.0,
+                 seed: Any = None, return_sequences: bool = False, return_state: bool = False,
+                 go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
+                 zero_output_for_mask: bool = False, name: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = f"{type(self).__name__} {self.name}"
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units <= 0:
@@ -177,7 +181,7 @@ class _RNN(Layer):
         self._stream_seed = self.seed
         self._offset = 0
         self.states: Any = None             # stateful: the carried states (list of (N, U))
-        self._with_initial_state = None     # decided at the first call
+        self._with_initial_state: Any = None  # decided at the first call
 
     supports_masking = True
 
@@ -547,7 +551,7 @@ class SimpleRNN(_RNN):
 
     _gates = 1
 
-    def __init__(self, units, activation="tanh", **kwargs):
+    def __init__(self, units: Any, activation: str | None = "tanh", **kwargs: Any) -> None:
         kwargs.pop("recurrent_activation", None)
         super().__init__(units, activation=activation, **kwargs)
 
@@ -641,8 +645,9 @@ class LSTM(_RNN):
     _gates = 4
     _n_states = 2
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
-                 unit_forget_bias=True, implementation=2, **kwargs):
+    def __init__(self, units: Any, activation: str | None = "tanh",
+                 recurrent_activation: str | None = "sigmoid", unit_forget_bias: bool = True,
+                 implementation: Any = 2, **kwargs: Any) -> None:
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
                          **kwargs)
         self.unit_forget_bias = bool(unit_forget_bias)
@@ -739,8 +744,9 @@ class GRU(_RNN):
 
     _gates = 3
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
-                 reset_after=True, implementation=2, **kwargs):
+    def __init__(self, units: Any, activation: str | None = "tanh",
+                 recurrent_activation: str | None = "sigmoid", reset_after: Any = True,
+                 implementation: Any = 2, **kwargs: Any) -> None:
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
                          **kwargs)
         if not isinstance(reset_after, (bool, np.bool_)):
@@ -881,8 +887,9 @@ class Bidirectional(_Wrapper):
         ``merge_mode``, or ``weights`` given.
     """
 
-    def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, name=None,
-                 **kwargs):
+    def __init__(self, layer: Layer, merge_mode: str | None = "concat", weights: Any = None,
+                 backward_layer: Layer | None = None, name: str | None = None,
+                 **kwargs: Any) -> None:
         if not isinstance(layer, _RNN):
             raise ValueError(f"Bidirectional: layer must be a SimpleRNN, LSTM or GRU, got "
                              f"{type(layer).__name__}")
@@ -1193,7 +1200,7 @@ class TimeDistributed(_Wrapper):
 
     supports_masking = True
 
-    def __init__(self, layer, name=None, **kwargs):
+    def __init__(self, layer: Layer, name: str | None = None, **kwargs: Any) -> None:
         if not isinstance(layer, Layer) or layer._multi_input:
             raise ValueError(f"TimeDistributed: layer must be a single-input Layer, got {layer!r}")
         super().__init__(name=name or f"time_distributed_{layer.name}", **kwargs)

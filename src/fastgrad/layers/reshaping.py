@@ -52,7 +52,7 @@ class Reshape(SameDataLayer):
         input's.
     """
 
-    def __init__(self, target_shape, **kwargs):
+    def __init__(self, target_shape: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         target = _int_tuple(target_shape, f"Reshape layer {self.name!r}: target_shape")
         if target.count(-1) > 1:
@@ -107,7 +107,7 @@ class Permute(Layer):
         When ``dims`` is not a permutation of ``1..n``.
     """
 
-    def __init__(self, dims, **kwargs):
+    def __init__(self, dims: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         dims = _int_tuple(dims, f"Permute layer {self.name!r}: dims")
         if sorted(dims) != list(range(1, len(dims) + 1)):
@@ -163,7 +163,7 @@ class RepeatVector(Layer):
         When ``n`` is not a positive integer, or the input is not 1-D per sample.
     """
 
-    def __init__(self, n, **kwargs):
+    def __init__(self, n: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
             raise ValueError(f"RepeatVector layer {self.name!r}: n must be a positive integer, "

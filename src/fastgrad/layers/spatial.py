@@ -67,7 +67,8 @@ class ZeroPadding2D(Layer):
         For negative or malformed padding, or an unknown data format.
     """
 
-    def __init__(self, padding=(1, 1), data_format=None, name=None, **kwargs):
+    def __init__(self, padding: Any = (1, 1), data_format: str | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         _check_data_format(type(self).__name__, self.name, data_format)
         self.padding = _pads_2d(padding, f"ZeroPadding2D {self.name}: padding")
@@ -121,7 +122,8 @@ class Cropping2D(Layer):
         cropping that leaves nothing.
     """
 
-    def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, name=None, **kwargs):
+    def __init__(self, cropping: Any = ((0, 0), (0, 0)), data_format: str | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         _check_data_format(type(self).__name__, self.name, data_format)
         self.cropping = _pads_2d(cropping, f"Cropping2D {self.name}: cropping")
@@ -180,7 +182,8 @@ class UpSampling2D(Layer):
         For non-positive sizes, an unknown data format or interpolation.
     """
 
-    def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", name=None, **kwargs):
+    def __init__(self, size: Any = (2, 2), data_format: str | None = None,
+                 interpolation: str = "nearest", name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         _check_data_format(type(self).__name__, self.name, data_format)
         self.size = _int_tuple(size, 2, f"UpSampling2D {self.name}: size")
@@ -242,7 +245,8 @@ class SpatialDropout2D(Dropout):
 
     lower = None        # type: ignore[assignment]  # no C path yet (the plan's dropout kind is element-wise)
 
-    def __init__(self, rate, data_format=None, seed=None, name=None, **kwargs):
+    def __init__(self, rate: Any, data_format: str | None = None, seed: Any = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(rate, seed=seed, name=name, **kwargs)
         _check_data_format(type(self).__name__, self.name, data_format)
 
