@@ -65,6 +65,11 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(mod, __name__), name)
 
 
+def __dir__() -> list:
+    # the lazily imported names too (interactive completion, documentation tools)
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def _load_all() -> None:
     """Import the lazily loaded layer modules (so their classes are registered)."""
     import importlib
