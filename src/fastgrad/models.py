@@ -1008,8 +1008,9 @@ class Model:
         ----------
         x : array_like, list or dict of arrays, or a data stream
             Input data: one array for a one-input model, a list or a dict by input
-            name for several inputs, or a stream of batches (a generator or
-            ``fastgrad.utils`` dataset) yielding ``(x, y)`` or
+            name for several inputs (pandas objects and torch tensors are read
+            as arrays), or a stream of batches (a generator, an iterable or a
+            ``fastgrad.utils.PyDataset``) yielding ``(x, y)`` or
             ``(x, y, sample_weight)``. float64 and non-contiguous arrays are
             converted to C-contiguous float32 once per call.
         y : array_like, list or dict of arrays, optional
@@ -1623,8 +1624,9 @@ class Model:
         ----------
         x : array_like, list or dict of arrays, or a data stream
             Input data: one array for a one-input model, a list or a dict by input
-            name for several inputs, or a stream of batches (a generator or
-            ``fastgrad.utils`` dataset) yielding ``(x, y)`` or
+            name for several inputs (pandas objects and torch tensors are read
+            as arrays), or a stream of batches (a generator, an iterable or a
+            ``fastgrad.utils.PyDataset``) yielding ``(x, y)`` or
             ``(x, y, sample_weight)``. float64 and non-contiguous arrays are
             converted to C-contiguous float32 once per call.
         y : array_like, list or dict of arrays, optional
@@ -1797,15 +1799,16 @@ class Model:
         ----------
         x : array_like, list or dict of arrays, or a data stream
             Input data: one array for a one-input model, a list or a dict by input
-            name for several inputs, or a stream of batches (a generator or
-            ``fastgrad.utils`` dataset) yielding ``(x, y)`` or
+            name for several inputs (pandas objects and torch tensors are read
+            as arrays), or a stream of batches (a generator, an iterable or a
+            ``fastgrad.utils.PyDataset``) yielding ``(x, y)`` or
             ``(x, y, sample_weight)``. float64 and non-contiguous arrays are
             converted to C-contiguous float32 once per call.
         batch_size : int, optional
             Number of samples per batch (None picks a large batch of at most 1024
             rows).
         verbose : {0, 1, 2, "auto"}, default 0
-            0 silent, 1 progress bar.
+            0 silent; any other value shows a progress bar.
         steps : int, optional
             Batches to draw from a data stream.
         callbacks : list of Callback, optional

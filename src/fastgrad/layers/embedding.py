@@ -67,6 +67,8 @@ class Embedding(Layer):
     ValueError
         For non-positive dimensions, a constraint or ``lora_rank``, or ids out of
         range at run time.
+    TypeError
+        At run time, for ids that are not integers.
     """
 
     _takes_ids = True

@@ -50,6 +50,8 @@ class Reshape(SameDataLayer):
     ValueError
         For more than one -1, or a target shape whose size does not match the
         input's.
+    TypeError
+        When ``target_shape`` is not a tuple of integers.
     """
 
     def __init__(self, target_shape: Any, **kwargs: Any) -> None:
@@ -104,7 +106,9 @@ class Permute(Layer):
     Raises
     ------
     ValueError
-        When ``dims`` is not a permutation of ``1..n``.
+        When ``dims`` is not a permutation of ``1..n``, or does not fit the input.
+    TypeError
+        When ``dims`` is not a tuple of integers.
     """
 
     def __init__(self, dims: Any, **kwargs: Any) -> None:
