@@ -146,9 +146,17 @@ def symbolic_mask(tensor: Any, shape: Sequence[int | None]) -> Any:
 
 
 def attach_masks(layer, node, masks):
-    """Record on a new graph node (engine.graph.Node) the masks its inputs get (`masks`:
-    per input a symbolic mask or None) and whether its output carries one (the layer's
-    compute_mask on the symbolic tensors)."""
+    """Record on a new graph node the masks its inputs get and whether its output carries one.
+
+    Parameters
+    ----------
+    layer : Layer
+        The called layer (its ``compute_mask`` decides the output mask).
+    node : Node
+        The new ``engine.graph.Node``.
+    masks : list
+        Per input, a symbolic mask or None.
+    """
     ts = node.inputs
     node.mask_srcs = [None if m is None else m._mask_of for m in masks]
     sym_in = ts if layer._multi_input else ts[0]

@@ -70,7 +70,37 @@ def _element_wise_activation(cls, name, activation):
 
 
 def spatial_pads(cls, name, padding, in_spatial, kernel, strides, dilation):
-    """(pads per axis as (lo, hi) pairs, output spatial shape), with the layer's errors."""
+    """Compute the explicit padding and the output size of a convolution or pooling window.
+
+    The first argument, ``cls``, is the layer's class name; with ``name`` it
+    labels the error messages.
+
+    Parameters
+    ----------
+    name : str
+        Layer name, for error messages.
+    padding : {"valid", "same", "causal"}
+        The padding mode.
+    in_spatial : tuple of int
+        Input spatial shape.
+    kernel : tuple of int
+        Window size per spatial axis.
+    strides : tuple of int
+        Stride per spatial axis.
+    dilation : tuple of int
+        Dilation per spatial axis.
+
+    Returns
+    -------
+    tuple
+        ``(pads, out)``: the ``(lo, hi)`` padding of each axis and the output
+        spatial shape.
+
+    Raises
+    ------
+    ValueError
+        When the window does not fit the (padded) input.
+    """
     pads, out = [], []
     for n, k, s, d in zip(in_spatial, kernel, strides, dilation):
         if padding == "same":
@@ -754,8 +784,29 @@ class SeparableConv2D(_FusableOutput, Layer):
 
 
 def transpose_geometry(n, k, s, d, padding, output_padding):
-    """Keras's Conv2DTranspose output length and the explicit (top, bottom) of the
-    conv2d_transpose op (TF's rule; bottom may be negative)."""
+    """Compute Keras's Conv2DTranspose output length and the explicit padding of one axis.
+
+    Parameters
+    ----------
+    n : int
+        Input length.
+    k : int
+        Kernel size.
+    s : int
+        Stride.
+    d : int
+        Dilation.
+    padding : {"valid", "same"}
+        The padding mode.
+    output_padding : int or None
+        Extra length at the end (None: Keras's default).
+
+    Returns
+    -------
+    tuple of int
+        ``(out, top, bottom)``: the output length and the explicit padding of
+        the ``conv2d_transpose`` op (TF's rule; ``bottom`` may be negative).
+    """
     keff = (k - 1) * d + 1
     if output_padding is None:
         out = n * s + max(keff - s, 0) if padding == "valid" else n * s

@@ -302,8 +302,18 @@ class Activation(_FusableOutput, Layer):
 
 
 class SameDataLayer(Layer):
-    """Base of the layers that give the same data another per-sample shape
-    (Flatten, Reshape): a view both ways, and the plan's "reshape" kind."""
+    """Base class of the layers that give the same data another per-sample shape.
+
+    Flatten and Reshape: a view both ways, and the compiled plan's "reshape"
+    kind.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
 
     def forward(self, x, training, ws):
         return x.reshape((x.shape[0],) + self.output_shape)
@@ -314,7 +324,20 @@ class SameDataLayer(Layer):
         return dy.reshape((dy.shape[0],) + self.input_shape)
 
     def lower(self, ctx: Any) -> dict:
-        """This layer as a node of the compiled plan: the same data, another shape."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         return dict(kind="reshape")
 
 

@@ -42,8 +42,18 @@ def _is_int(v: Any) -> bool:
 
 
 class Merge(Layer):
-    """Base of the merge layers: list-of-shapes build, input checks, and the
-    element-wise merges driven by ``_kind`` (an ops.merge_forward kind)."""
+    """Base class of the merge layers.
+
+    Builds from a list of shapes, checks the inputs, and runs the element-wise
+    merges named by ``_kind`` (an ``ops.merge_forward`` kind).
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
 
     _multi_input = True
     _kind: Any = None     # merge_forward kind of the element-wise merges
@@ -128,8 +138,20 @@ class Merge(Layer):
         return dxs
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
-        element-wise merges of inputs of the output's shape (broadcasting has no C path)."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         if self._kind is None:
             raise ctx.unsupported(f"{self._what()} has no C path")
         if any(tuple(s) != tuple(self.output_shape) for s in self.input_shape):
