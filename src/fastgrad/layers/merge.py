@@ -476,7 +476,7 @@ class Dot(Merge):
 
 # ---------------------------------------------------------------------------- functional forms
 # keras.layers.add(inputs, **kwargs) etc.: make the layer and call it at once.
-def add(inputs, **kwargs):
+def add(inputs: Any, **kwargs: Any) -> Any:
     """Apply a ``Add`` layer to a list of tensors (functional shortcut).
 
     Parameters
@@ -494,7 +494,7 @@ def add(inputs, **kwargs):
     return Add(**kwargs)(inputs)
 
 
-def subtract(inputs, **kwargs):
+def subtract(inputs: Any, **kwargs: Any) -> Any:
     """Apply a ``Subtract`` layer to a list of tensors (functional shortcut).
 
     Parameters
@@ -512,7 +512,7 @@ def subtract(inputs, **kwargs):
     return Subtract(**kwargs)(inputs)
 
 
-def multiply(inputs, **kwargs):
+def multiply(inputs: Any, **kwargs: Any) -> Any:
     """Apply a ``Multiply`` layer to a list of tensors (functional shortcut).
 
     Parameters
@@ -530,7 +530,7 @@ def multiply(inputs, **kwargs):
     return Multiply(**kwargs)(inputs)
 
 
-def average(inputs, **kwargs):
+def average(inputs: Any, **kwargs: Any) -> Any:
     """Apply a ``Average`` layer to a list of tensors (functional shortcut).
 
     Parameters
@@ -548,7 +548,7 @@ def average(inputs, **kwargs):
     return Average(**kwargs)(inputs)
 
 
-def maximum(inputs, **kwargs):
+def maximum(inputs: Any, **kwargs: Any) -> Any:
     """Apply a ``Maximum`` layer to a list of tensors (functional shortcut).
 
     Parameters
@@ -566,7 +566,7 @@ def maximum(inputs, **kwargs):
     return Maximum(**kwargs)(inputs)
 
 
-def minimum(inputs, **kwargs):
+def minimum(inputs: Any, **kwargs: Any) -> Any:
     """Apply a ``Minimum`` layer to a list of tensors (functional shortcut).
 
     Parameters
@@ -584,7 +584,7 @@ def minimum(inputs, **kwargs):
     return Minimum(**kwargs)(inputs)
 
 
-def concatenate(inputs, axis=-1, **kwargs):
+def concatenate(inputs: Any, axis: int = -1, **kwargs: Any) -> Any:
     """Apply a ``Concatenate`` layer to a list of tensors (functional shortcut).
 
     Parameters
@@ -604,7 +604,7 @@ def concatenate(inputs, axis=-1, **kwargs):
     return Concatenate(axis=axis, **kwargs)(inputs)
 
 
-def dot(inputs, axes=-1, normalize=False, **kwargs):
+def dot(inputs: Any, axes: Any = -1, normalize: bool = False, **kwargs: Any) -> Any:
     """Apply a ``Dot`` layer to two tensors (functional shortcut).
 
     Parameters
