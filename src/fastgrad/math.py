@@ -1,7 +1,9 @@
-"""fg.math — differentiable functions (Keras's ``keras.ops``; in fastgrad
-``fg.ops`` is the kernel API, so the differentiable layer is ``fg.math``).
+"""Differentiable functions (fg.math).
 
-Every function takes arrays, Python numbers, ``fg.Variable``s, the tensors
+Keras's ``keras.ops``; in fastgrad ``fg.ops`` is the kernel API, so the
+differentiable layer is ``fg.math``.
+
+Every function takes arrays, Python numbers, ``fg.Variable`` objects, the tensors
 of a traced ``call`` and the symbolic tensors of the functional API, with
 NumPy broadcasting. Each has a NumPy forward and a backward (docs/autodiff.md);
 the activations, softmax / log_softmax and matmul use the active backend's
@@ -12,6 +14,7 @@ integer type have no gradient.
 from __future__ import annotations
 
 import builtins
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -429,12 +432,58 @@ for _cmp in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equ
 
 
 # ============================================================================ public API
-def _bin(name):
-    def fn(x1, x2):
-        return apply(name, [x1, x2])
+#: what the functions accept: arrays, Python numbers, fg.Variables, the tensors of a
+#: traced ``call`` and the symbolic tensors of the functional API
+TensorLike = Any
+
+
+def _named(fn: Callable[..., Any], name: str, doc: str) -> Callable[..., Any]:
     fn.__name__ = name
-    fn.__doc__ = f"Element-wise {name} with NumPy broadcasting (differentiable)."
+    fn.__qualname__ = name      # so documentation tools find it as fastgrad.math.<name>
+    fn.__doc__ = doc
     return fn
+
+
+_RESULT = """
+    Returns
+    -------
+    ndarray or tensor
+        The result; a tensor of the same kind when an input is a traced or
+        symbolic tensor, recorded on a recording ``GradientTape``.
+"""
+
+_BIN_DOC = {
+    "add": "Add element-wise", "subtract": "Subtract element-wise",
+    "multiply": "Multiply element-wise", "divide": "Divide element-wise (true division)",
+    "power": "Raise ``x1`` to the power ``x2`` element-wise",
+    "maximum": "Take the element-wise maximum (ties send the gradient to ``x1``)",
+    "minimum": "Take the element-wise minimum (ties send the gradient to ``x1``)",
+    "floor_divide": "Divide element-wise, rounding down (no gradient)",
+    "mod": "Compute the element-wise remainder of floor division",
+    "square_difference": "Compute ``(x1 - x2) ** 2`` element-wise",
+    "equal": "Compare ``x1 == x2`` element-wise (boolean result, no gradient)",
+    "not_equal": "Compare ``x1 != x2`` element-wise (boolean result, no gradient)",
+    "less": "Compare ``x1 < x2`` element-wise (boolean result, no gradient)",
+    "less_equal": "Compare ``x1 <= x2`` element-wise (boolean result, no gradient)",
+    "greater": "Compare ``x1 > x2`` element-wise (boolean result, no gradient)",
+    "greater_equal": "Compare ``x1 >= x2`` element-wise (boolean result, no gradient)",
+}
+
+
+def _bin(name: str) -> Callable[[TensorLike, TensorLike], Any]:
+    def fn(x1: TensorLike, x2: TensorLike) -> Any:
+        return apply(name, [x1, x2])
+    return _named(fn, name, f"""{_BIN_DOC[name]}.
+
+    The inputs broadcast against each other as in NumPy.
+
+    Parameters
+    ----------
+    x1 : array_like or tensor
+        First operand.
+    x2 : array_like or tensor
+        Second operand.
+{_RESULT}""")
 
 
 add = _bin("add")
@@ -455,13 +504,30 @@ less_equal = _bin("less_equal")
 greater = _bin("greater")
 greater_equal = _bin("greater_equal")
 
+_UN_DOC = {
+    "negative": "Negate element-wise", "exp": "Compute the exponential element-wise",
+    "log": "Compute the natural logarithm element-wise",
+    "log1p": "Compute ``log(1 + x)`` element-wise",
+    "expm1": "Compute ``exp(x) - 1`` element-wise",
+    "sqrt": "Compute the square root element-wise", "square": "Square element-wise",
+    "abs": "Compute the absolute value element-wise",
+    "sign": "Compute the sign element-wise (no gradient)",
+    "sin": "Compute the sine element-wise", "cos": "Compute the cosine element-wise",
+    "reciprocal": "Compute ``1 / x`` element-wise",
+    "stop_gradient": "Return a copy of ``x`` through which no gradient flows",
+}
 
-def _un(name):
-    def fn(x):
+
+def _un(name: str) -> Callable[[TensorLike], Any]:
+    def fn(x: TensorLike) -> Any:
         return apply(name, [x])
-    fn.__name__ = name
-    fn.__doc__ = f"Element-wise {name} (differentiable)."
-    return fn
+    return _named(fn, name, f"""{_UN_DOC[name]}.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+{_RESULT}""")
 
 
 negative = _un("negative")
@@ -480,31 +546,110 @@ reciprocal = _un("reciprocal")
 stop_gradient = _un("stop_gradient")
 
 
-def matmul(x1, x2):
-    """Matrix product with NumPy's matmul rules (2-D float32: the backend GEMM)."""
+def matmul(x1: TensorLike, x2: TensorLike) -> Any:
+    """Compute the matrix product with NumPy's ``matmul`` rules.
+
+    Two 2-D float32 operands run on the active backend's GEMM.
+
+    Parameters
+    ----------
+    x1 : array_like or tensor
+        Left operand (1-D, 2-D or a stack of matrices).
+    x2 : array_like or tensor
+        Right operand.
+
+    Returns
+    -------
+    ndarray or tensor
+        The product.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> fg.math.matmul(np.eye(2), np.array([[1.0, 2.0], [3.0, 4.0]]))
+    array([[1., 2.],
+           [3., 4.]])
+    """
     return apply("matmul", [x1, x2])
 
 
-def dot(x1, x2):
+def dot(x1: TensorLike, x2: TensorLike) -> Any:
+    """Compute the dot product (same as ``matmul``).
+
+    Parameters
+    ----------
+    x1 : array_like or tensor
+        Left operand.
+    x2 : array_like or tensor
+        Right operand.
+
+    Returns
+    -------
+    ndarray or tensor
+        The product.
+    """
     return apply("matmul", [x1, x2])
 
 
-def clip(x, x_min, x_max):
+def clip(x: TensorLike, x_min: TensorLike, x_max: TensorLike) -> Any:
+    """Clip values to an interval.
+
+    The gradient flows where ``x_min <= x <= x_max``.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    x_min : array_like or tensor
+        Lower bound.
+    x_max : array_like or tensor
+        Upper bound.
+
+    Returns
+    -------
+    ndarray or tensor
+        ``x`` clipped to ``[x_min, x_max]``.
+    """
     return apply("clip", [x, x_min, x_max])
 
 
-def where(condition, x1, x2):
-    """Elements of x1 where condition, else of x2 (gradient flows to x1 / x2)."""
+def where(condition: TensorLike, x1: TensorLike, x2: TensorLike) -> Any:
+    """Select elements of ``x1`` where ``condition`` holds, else of ``x2``.
+
+    The gradient flows to ``x1`` and ``x2``, not to ``condition``.
+
+    Parameters
+    ----------
+    condition : array_like or tensor
+        Boolean (or non-zero) selector.
+    x1 : array_like or tensor
+        Values where the condition is true.
+    x2 : array_like or tensor
+        Values where it is false.
+
+    Returns
+    -------
+    ndarray or tensor
+        The selected values, broadcast to a common shape.
+    """
     return apply("where", [condition, x1, x2])
 
 
 # activations: every named activation of fastgrad.activations, on the backend's kernels
-def _act(name):
-    def fn(x):
+def _act(name: str) -> Callable[[TensorLike], Any]:
+    def fn(x: TensorLike) -> Any:
         return apply(name, [x])
-    fn.__name__ = name
-    fn.__doc__ = f"The {name} activation (backend kernel on float32; differentiable)."
-    return fn
+    return _named(fn, name, f"""Apply the ``{name}`` activation element-wise.
+
+    On float32 inputs it runs on the active backend's kernel; other float
+    types use the NumPy reference.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+{_RESULT}""")
 
 
 linear = _act("linear")
@@ -524,8 +669,26 @@ hard_silu = _act("hard_silu")
 hard_swish = hard_silu
 
 
-def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
-    """Keras's relu (with its optional arguments)."""
+def relu(x: TensorLike, negative_slope: float = 0.0, max_value: float | None = None,
+         threshold: float = 0.0) -> Any:
+    """Apply the rectified linear unit, with Keras's optional arguments.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    negative_slope : float, default 0.0
+        Slope below the threshold.
+    max_value : float, optional
+        Upper saturation value (None: no limit).
+    threshold : float, default 0.0
+        Values below it are scaled by ``negative_slope``.
+
+    Returns
+    -------
+    ndarray or tensor
+        The activation.
+    """
     if negative_slope == 0.0 and max_value is None and threshold == 0.0:
         return apply("relu", [x])
     return apply("relu_general", [x], dict(negative_slope=float(negative_slope),
@@ -533,106 +696,364 @@ def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
                                            else float(max_value), threshold=float(threshold)))
 
 
-def gelu(x, approximate=False):
+def gelu(x: TensorLike, approximate: bool = False) -> Any:
+    """Apply the Gaussian error linear unit.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    approximate : bool, default False
+        Use the tanh approximation instead of the exact erf form.
+
+    Returns
+    -------
+    ndarray or tensor
+        The activation.
+    """
     return apply("gelu_tanh" if approximate else "gelu", [x])
 
 
-def leaky_relu(x, negative_slope=0.2):
+def leaky_relu(x: TensorLike, negative_slope: float = 0.2) -> Any:
+    """Apply the leaky rectified linear unit.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    negative_slope : float, default 0.2
+        Slope for negative inputs.
+
+    Returns
+    -------
+    ndarray or tensor
+        The activation.
+    """
     return apply("leaky_relu", [x], dict(negative_slope=float(negative_slope)))
 
 
-def elu(x, alpha=1.0):
+def elu(x: TensorLike, alpha: float = 1.0) -> Any:
+    """Apply the exponential linear unit.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    alpha : float, default 1.0
+        Scale of the negative part, ``alpha * (exp(x) - 1)``.
+
+    Returns
+    -------
+    ndarray or tensor
+        The activation.
+    """
     return apply("elu", [x], dict(alpha=float(alpha)))
 
 
-def softmax(x, axis=-1):
+def softmax(x: TensorLike, axis: int = -1) -> Any:
+    """Compute the softmax along an axis.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input (logits).
+    axis : int, default -1
+        Axis the probabilities sum to one along.
+
+    Returns
+    -------
+    ndarray or tensor
+        The probabilities.
+    """
     return apply("softmax", [x], dict(axis=axis))
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: TensorLike, axis: int = -1) -> Any:
+    """Compute the logarithm of the softmax along an axis, stably.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input (logits).
+    axis : int, default -1
+        Axis of the softmax.
+
+    Returns
+    -------
+    ndarray or tensor
+        The log-probabilities.
+    """
     return apply("log_softmax", [x], dict(axis=axis))
 
 
-def sum(x, axis=None, keepdims=False):
+_REDUCE_PARAMS = """
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    axis : int or tuple of int, optional
+        Axes to reduce (None: all).
+    keepdims : bool, default False
+        Keep the reduced axes with length one.
+"""
+
+
+def _reduction_doc(summary: str, extra: str = "") -> str:
+    return f"""{summary}
+{extra}{_REDUCE_PARAMS}
+    Returns
+    -------
+    ndarray or tensor
+        The reduced values.
+"""
+
+
+def sum(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Any:
     return apply("sum", [x], dict(axis=axis, keepdims=bool(keepdims)))
 
 
-def mean(x, axis=None, keepdims=False):
+def mean(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Any:
     return apply("mean", [x], dict(axis=axis, keepdims=bool(keepdims)))
 
 
-def max(x, axis=None, keepdims=False):
-    """Maximum over axis; ties share the gradient equally."""
+def max(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Any:
     return apply("max", [x], dict(axis=axis, keepdims=bool(keepdims)))
 
 
-def min(x, axis=None, keepdims=False):
+def min(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Any:
     return apply("min", [x], dict(axis=axis, keepdims=bool(keepdims)))
 
 
-def logsumexp(x, axis=None, keepdims=False):
+def logsumexp(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Any:
     return apply("logsumexp", [x], dict(axis=axis, keepdims=bool(keepdims)))
 
 
-def var(x, axis=None, keepdims=False):
+def var(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Any:
     return apply("var", [x], dict(axis=axis, keepdims=bool(keepdims)))
 
 
-def std(x, axis=None, keepdims=False):
+def std(x: TensorLike, axis: Any = None, keepdims: bool = False) -> Any:
     return sqrt(var(x, axis=axis, keepdims=keepdims))
 
 
-def norm(x, ord=None, axis=None, keepdims=False):
-    """The 2-norm (ord None or 2) over axis."""
+sum.__doc__ = _reduction_doc("Sum over axes.")
+mean.__doc__ = _reduction_doc("Average over axes.")
+max.__doc__ = _reduction_doc("Take the maximum over axes.",
+                             "\n    Tied maxima share the gradient equally.\n")
+min.__doc__ = _reduction_doc("Take the minimum over axes.",
+                             "\n    Tied minima share the gradient equally.\n")
+logsumexp.__doc__ = _reduction_doc("Compute ``log(sum(exp(x)))`` over axes, stably.")
+var.__doc__ = _reduction_doc("Compute the (population) variance over axes.")
+std.__doc__ = _reduction_doc("Compute the (population) standard deviation over axes.")
+
+
+def norm(x: TensorLike, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:
+    """Compute the Euclidean (2-)norm over axes.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    ord : {None, 2, "euclidean"}, optional
+        Only the 2-norm is supported.
+    axis : int or tuple of int, optional
+        Axes to reduce (None: all).
+    keepdims : bool, default False
+        Keep the reduced axes with length one.
+
+    Returns
+    -------
+    ndarray or tensor
+        The norm.
+
+    Raises
+    ------
+    ValueError
+        For any other ``ord``.
+    """
     if ord not in (None, 2, "euclidean"):
         raise ValueError(f"fg.math.norm: only the 2-norm is supported, got ord={ord!r}")
     return sqrt(sum(square(x), axis=axis, keepdims=keepdims))
 
 
-def argmax(x, axis=-1):
+def argmax(x: TensorLike, axis: int = -1) -> Any:
+    """Find the indices of the maxima along an axis (no gradient).
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    axis : int, default -1
+        Axis to search.
+
+    Returns
+    -------
+    ndarray or tensor
+        Integer indices.
+    """
     return apply("argmax", [x], dict(axis=axis))
 
 
-def argmin(x, axis=-1):
+def argmin(x: TensorLike, axis: int = -1) -> Any:
+    """Find the indices of the minima along an axis (no gradient).
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    axis : int, default -1
+        Axis to search.
+
+    Returns
+    -------
+    ndarray or tensor
+        Integer indices.
+    """
     return apply("argmin", [x], dict(axis=axis))
 
 
-def reshape(x, newshape):
+def reshape(x: TensorLike, newshape: Any) -> Any:
+    """Give a new shape to an array without changing its data.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    newshape : int or sequence of int
+        New shape; one entry may be -1 (or None) to be inferred.
+
+    Returns
+    -------
+    ndarray or tensor
+        The reshaped values.
+    """
     return apply("reshape", [x], dict(shape=tuple(int(s) if s is not None else -1
                                                   for s in np.atleast_1d(newshape))))
 
 
-def flatten(x):
+def flatten(x: TensorLike) -> Any:
+    """Flatten to one axis.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+
+    Returns
+    -------
+    ndarray or tensor
+        The values as a 1-D array.
+    """
     return reshape(x, (-1,))
 
 
-def transpose(x, axes=None):
+def transpose(x: TensorLike, axes: Sequence[int] | None = None) -> Any:
+    """Permute the axes.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    axes : sequence of int, optional
+        The new order of the axes (None: reverse them).
+
+    Returns
+    -------
+    ndarray or tensor
+        The transposed values.
+    """
     return apply("transpose", [x], dict(axes=None if axes is None else tuple(axes)))
 
 
-def expand_dims(x, axis):
+def expand_dims(x: TensorLike, axis: int) -> Any:
+    """Insert an axis of length one.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    axis : int
+        Position of the new axis.
+
+    Returns
+    -------
+    ndarray or tensor
+        The values with one more axis.
+    """
     return apply("expand_dims", [x], dict(axis=axis))
 
 
-def squeeze(x, axis=None):
+def squeeze(x: TensorLike, axis: Any = None) -> Any:
+    """Remove axes of length one.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    axis : int or tuple of int, optional
+        Axes to remove (None: every axis of length one).
+
+    Returns
+    -------
+    ndarray or tensor
+        The values without those axes.
+    """
     return apply("squeeze", [x], dict(axis=axis))
 
 
-def concatenate(xs, axis=0):
+def concatenate(xs: Sequence[TensorLike], axis: int = 0) -> Any:
+    """Join arrays along an existing axis.
+
+    Parameters
+    ----------
+    xs : sequence of array_like or tensor
+        The arrays, of equal shape except along ``axis``.
+    axis : int, default 0
+        Axis to join along.
+
+    Returns
+    -------
+    ndarray or tensor
+        The joined values.
+
+    Raises
+    ------
+    ValueError
+        When ``xs`` is empty.
+    """
     xs = list(xs)
     if not xs:
         raise ValueError("fg.math.concatenate: needs at least one array")
     return apply("concatenate", xs, dict(axis=axis))
 
 
-def stack(xs, axis=0):
+def stack(xs: Sequence[TensorLike], axis: int = 0) -> Any:
+    """Join arrays along a new axis.
+
+    Parameters
+    ----------
+    xs : sequence of array_like or tensor
+        The arrays, all of the same shape.
+    axis : int, default 0
+        Position of the new axis.
+
+    Returns
+    -------
+    ndarray or tensor
+        The stacked values.
+
+    Raises
+    ------
+    ValueError
+        When ``xs`` is empty.
+    """
     xs = list(xs)
     if not xs:
         raise ValueError("fg.math.stack: needs at least one array")
     return apply("stack", xs, dict(axis=axis))
 
 
-def _freeze_index(idx):
+def _freeze_index(idx: Any) -> Any:
     """An index made of constants (slices, ints, None, Ellipsis, int arrays)."""
     from .autodiff.core import TraceTensor, TracingError
     items = idx if isinstance(idx, tuple) else (idx,)
@@ -643,13 +1064,53 @@ def _freeze_index(idx):
     return idx
 
 
-def getitem(x, index):
-    """x[index]: slicing and indexing with constant indices (gradient scatters back)."""
+def getitem(x: TensorLike, index: Any) -> Any:
+    """Index or slice with constant indices (``x[index]``).
+
+    The gradient scatters back into the indexed positions.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    index : int, slice, None, Ellipsis, integer array or tuple of them
+        The index, as NumPy takes it.
+
+    Returns
+    -------
+    ndarray or tensor
+        The selected values.
+
+    Raises
+    ------
+    TracingError
+        When the index is a tensor of a traced ``call`` (use ``take``).
+    """
     return apply("getitem", [x], dict(index=_freeze_index(index)))
 
 
-def split(x, indices_or_sections, axis=0):
-    """Pieces of x along axis (NumPy's split rules); each piece is differentiable."""
+def split(x: TensorLike, indices_or_sections: Any, axis: int = 0) -> list:
+    """Split into pieces along an axis (NumPy's ``split`` rules).
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    indices_or_sections : int or sequence of int
+        Number of equal pieces, or the indices where to cut.
+    axis : int, default 0
+        Axis to split.
+
+    Returns
+    -------
+    list
+        The pieces, each differentiable.
+
+    Raises
+    ------
+    ValueError
+        When the axis size is unknown or does not divide into equal pieces.
+    """
     n = np.shape(x)[axis] if not hasattr(x, "_val") else x.shape[axis]
     if n is None:
         raise ValueError("fg.math.split: the split axis must have a known size")
@@ -670,21 +1131,86 @@ def split(x, indices_or_sections, axis=0):
     return out
 
 
-def take(x, indices, axis=None):
-    """Gather (np.take); the gradient scatters-adds into x."""
+def take(x: TensorLike, indices: TensorLike, axis: int | None = None) -> Any:
+    """Gather elements by index (``np.take``).
+
+    The gradient scatter-adds into ``x``; ``indices`` gets none.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    indices : array_like or tensor
+        Integer indices (may be a traced tensor).
+    axis : int, optional
+        Axis to gather along (None: the flattened input).
+
+    Returns
+    -------
+    ndarray or tensor
+        The gathered values.
+    """
     return apply("take", [x, indices], dict(axis=axis))
 
 
-def one_hot(x, num_classes, axis=-1, dtype="float32"):
+def one_hot(x: TensorLike, num_classes: int, axis: int = -1, dtype: Any = "float32") -> Any:
+    """Encode integer class ids as one-hot vectors (no gradient).
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Integer class ids.
+    num_classes : int
+        Number of classes (length of the new axis).
+    axis : int, default -1
+        Position of the new axis.
+    dtype : str or numpy.dtype, default "float32"
+        Data type of the result.
+
+    Returns
+    -------
+    ndarray or tensor
+        The one-hot encoding.
+    """
     return apply("one_hot", [x], dict(num_classes=int(num_classes), axis=axis, dtype=dtype))
 
 
-def cast(x, dtype):
-    """x as dtype; differentiable between float types."""
+def cast(x: TensorLike, dtype: Any) -> Any:
+    """Convert to another dtype.
+
+    Differentiable between float types; a cast to an integer type has no
+    gradient.
+
+    Parameters
+    ----------
+    x : array_like or tensor
+        Input.
+    dtype : str or numpy.dtype
+        Target data type.
+
+    Returns
+    -------
+    ndarray or tensor
+        The converted values.
+    """
     return apply("cast", [x], dict(dtype=np.dtype(dtype).name))
 
 
-def convert_to_tensor(x, dtype=None):
+def convert_to_tensor(x: Any, dtype: Any = None) -> np.ndarray:
+    """Convert to a NumPy array (a Variable gives its value).
+
+    Parameters
+    ----------
+    x : array_like or Variable
+        Input.
+    dtype : str or numpy.dtype, optional
+        Target data type (None: keep).
+
+    Returns
+    -------
+    ndarray
+        The array.
+    """
     a = np.asarray(x.value if hasattr(x, "value") and not isinstance(x, np.ndarray) else x)
     return a.astype(dtype) if dtype is not None else a
 

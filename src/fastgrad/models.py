@@ -1,5 +1,5 @@
-"""Models: the functional `Model` (a graph of layer calls) and `Sequential`
-(a chain graph), with Keras's compile / fit / evaluate / predict.
+"""Models: the functional ``Model`` (a graph of layer calls) and ``Sequential``
+(a chain graph), with Keras's compile / fit / evaluate / predict::
 
     inputs = fg.Input(shape=(784,))
     h = fg.layers.Dense(128, activation="relu")(inputs)
@@ -7,6 +7,7 @@
     model = fg.Model(inputs, outputs)
 
 How a model holds its memory and runs (engine/):
+
 - the graph (engine/graph.py) orders the layer calls (nodes) and numbers the
   tensors (slots); a Sequential builds its chain graph when its input shape
   is known;
@@ -35,6 +36,7 @@ import math
 import numbers
 import time
 import warnings
+from typing import Any, Callable
 
 import numpy as np
 
@@ -104,7 +106,7 @@ def _blas_limited(method):
 
 
 class NotCompiledError(RuntimeError, ValueError):
-    """fit/evaluate/train_on_batch before compile()."""
+    """Raised by fit, evaluate and the batch methods before ``compile``."""
 
 
 def _unique_model_name(base="sequential", _counts={}):
@@ -118,9 +120,50 @@ def _copy_metric(m):
 
 
 class Model:
-    """A model: a graph of layer calls from `inputs` to `outputs` (Keras's
-    functional API). `inputs` / `outputs`: one symbolic tensor, a list or a
-    dict of them (predict returns the same structure)."""
+    """A model: a graph of layer calls from inputs to outputs (Keras's functional API).
+
+    Build the graph by calling layers on ``fg.Input`` tensors, then wrap it:
+    ``fg.Model(inputs, outputs)``. A subclass that defines ``call`` (layers
+    created in ``__init__``) is a subclassed model: it is traced at its first
+    call and its gradient derived (docs/autodiff.md). All trainable parameters
+    live in one contiguous float32 buffer.
+
+    Parameters
+    ----------
+    inputs : SymbolicTensor, list or dict of them
+        The model's inputs (from ``fg.Input``).
+    outputs : SymbolicTensor, list or dict of them
+        The model's outputs; ``predict`` returns the same structure.
+    name : str, optional
+        Model name (default ``functional``, made unique).
+    trainable : bool, default True
+        False freezes every layer.
+    **kwargs
+        Any other keyword argument is an error.
+
+    Raises
+    ------
+    TypeError
+        For an unknown keyword argument, a name that is not a string, or only
+        one of ``inputs`` and ``outputs``.
+    GraphError
+        When the outputs are not reachable from the inputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> inputs = fg.Input(shape=(4,))
+    >>> h = fg.layers.Dense(8, activation="relu")(inputs)
+    >>> outputs = fg.layers.Dense(1)(h)
+    >>> model = fg.Model(inputs, outputs)
+    >>> model.count_params()
+    49
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> x = np.zeros((10, 4), dtype=np.float32)
+    >>> model.predict(x).shape
+    (10, 1)
+    """
 
     registry = _saving.MODEL_CLASSES       # class name -> model class (load_model)
 
@@ -128,14 +171,15 @@ class Model:
         super().__init_subclass__(**kw)
         _saving.register_model_class(cls)
 
-    def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
+    def __init__(self, inputs: Any = None, outputs: Any = None, name: str | None = None,
+                 trainable: bool = True, **kwargs: Any) -> None:
         if kwargs:
             raise TypeError(f"Model: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"{type(self).__name__}: name must be a string, got {name!r}")
         self._init_state(name or _unique_model_name("functional" if type(self) is Model
                                                     else _snake(type(self).__name__)))
-        self._fg_call_layer = None
+        self._fg_call_layer: Any = None
         if inputs is None and outputs is None and type(self) is not Model and \
                 type(self).call is not Model.call:
             # a subclassed model (layers in __init__, computation in call): one traced node
@@ -149,39 +193,47 @@ class Model:
         if not trainable:
             self.trainable = False
 
-    def _init_state(self, name):
+    def _init_state(self, name: str) -> None:
         self.name = name
-        self._graph = None
-        self._layers = []
-        self._input_kind, self._input_keys = "single", None
-        self._output_kind, self._output_keys = "single", None
+        self._graph: Any = None
+        self._layers: list = []
+        self._input_kind: str = "single"
+        self._input_keys: Any = None
+        self._output_kind: str = "single"
+        self._output_keys: Any = None
         self.built = False
         self.compiled = False
-        self.optimizer = None
-        self.loss = None
-        self._losses = []            # per output: Loss or None
-        self._loss_weights = []      # per output: float
+        self.optimizer: Any = None
+        self.loss: Any = None
+        self._losses: list = []      # per output: Loss or None
+        self._loss_weights: list = []  # per output: float
         self.metrics: list = []
         self._metric_output: list = []     # per metric: output index
         self._metric_weighted: list = []   # per metric: honours sample/class weights
-        self._metric_specs = None
-        self._compile_args = None
+        self._metric_specs: Any = None
+        self._compile_args: Any = None
         self._metrics_resolved = False
-        self._output_activations = []      # per output: activation moved into the loss, or None
-        self._fused_layers = []
+        self._output_activations: list = []  # per output: activation moved into the loss, or None
+        self._fused_layers: list = []
         self._fusion_epoch = -1
-        self._store = None
-        self._step = None
+        self._store: Any = None
+        self._step: Any = None
         self.stop_training = False
-        self.history = None
+        self.history: Any = None
         self._trainable = True
 
     @property
     def trainable(self) -> bool:
+        """Whether the model's layers are trainable.
+
+        Setting ``model.trainable = False`` freezes every layer of the model and
+        True unfreezes them all (as in Keras, the flag propagates to the layers),
+        e.g. to freeze a trained base under a new head.
+        """
         return self._trainable
 
     @trainable.setter
-    def trainable(self, value) -> None:
+    def trainable(self, value: bool) -> None:
         """`model.trainable = False` freezes every layer of the model, True unfreezes
         them all (Keras: the flag propagates to the layers), e.g. to freeze a
         trained base under a new head: ``base.trainable = False``."""
@@ -237,9 +289,12 @@ class Model:
 
     @property
     def layers(self) -> list:
-        """The layers in Keras's order; the merges that Python's + - * on symbolic
-        tensors made are graph operations, not listed (as Keras 3's ops). A
-        subclassed model lists the layers it holds as attributes."""
+        """The layers in Keras's order.
+
+        Merges made by Python's ``+ - *`` on symbolic tensors are graph
+        operations and are not listed (as Keras 3's ops). A subclassed model lists
+        the layers it holds as attributes.
+        """
         cl = self.__dict__.get("_fg_call_layer")
         if cl is not None:
             from .autodiff import traced
@@ -247,12 +302,50 @@ class Model:
         return [l for l in self._layers if not getattr(l, "_operator", False)]
 
     # ================================================================== subclassing / tapes
-    def call(self, inputs, training=None, mask=None):
-        """A subclassed model's computation (override it; docs/autodiff.md)."""
+    def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
+        """Compute a subclassed model's output (override it; docs/autodiff.md).
+
+        Parameters
+        ----------
+        inputs : tensor or list of tensors
+            The model's input(s).
+        training : bool, optional
+            Training mode.
+        mask : tensor, optional
+            The input mask.
+
+        Returns
+        -------
+        tensor
+            The model's output.
+
+        Raises
+        ------
+        NotImplementedError
+            In the base class.
+        """
         raise NotImplementedError(f"{type(self).__name__}.call")
 
-    def add_weight(self, *args, **kwargs):
-        """A weight of a subclassed model itself (Keras's Model.add_weight)."""
+    def add_weight(self, *args: Any, **kwargs: Any) -> Any:
+        """Declare a weight of a subclassed model itself (Keras's ``Model.add_weight``).
+
+        Parameters
+        ----------
+        *args
+            As ``Layer.add_weight``.
+        **kwargs
+            As ``Layer.add_weight``.
+
+        Returns
+        -------
+        Variable
+            The weight.
+
+        Raises
+        ------
+        TypeError
+            For a model that does not define ``call``.
+        """
         cl = self.__dict__.get("_fg_call_layer")
         if cl is None:
             raise TypeError(f"{self.name}: add_weight is for subclassed models (define call)")
@@ -273,15 +366,18 @@ class Model:
         return subclass.model_tape_call(self, inputs, training)
 
     @property
-    def inputs(self):
+    def inputs(self) -> list | None:
+        """The input tensors (a list), or None before the model has a graph."""
         return list(self._graph.inputs) if self._graph is not None else None
 
     @property
-    def outputs(self):
+    def outputs(self) -> list | None:
+        """The output tensors (a list), or None before the model has a graph."""
         return list(self._graph.outputs) if self._graph is not None else None
 
     @property
-    def input(self):
+    def input(self) -> Any:
+        """The input tensor(s) in the structure given to the constructor."""
         ins = self.inputs
         if ins is None:
             raise AttributeError(f"{self.name}: the model has no inputs yet (not built)")
@@ -290,7 +386,8 @@ class Model:
         return ins[0] if self._input_kind == "single" else ins
 
     @property
-    def output(self):
+    def output(self) -> Any:
+        """The output tensor(s) in the structure given to the constructor."""
         outs = self.outputs
         if outs is None:
             raise AttributeError(f"{self.name}: the model has no outputs yet (not built)")
@@ -300,29 +397,34 @@ class Model:
 
     @property
     def input_names(self) -> list:
+        """The names of the inputs (dict keys, or the input layers' names)."""
         if self._input_keys is not None:
             return list(self._input_keys)
         return [l.name for l in self._graph.input_layers] if self._graph else []
 
     @property
     def output_names(self) -> list:
+        """The names of the outputs (dict keys, or the output layers' names)."""
         if self._output_keys is not None:
             return list(self._output_keys)
         return [t._node.layer.name for t in self._graph.outputs] if self._graph else []
 
     @property
     def n_outputs(self) -> int:
+        """The number of outputs."""
         return len(self._graph.outputs) if self._graph is not None else 1
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> Any:
+        """The input shape with the batch axis (a list for several inputs), or None."""
         if self._graph is None:
             return None
         shapes = [tuple(t.shape) for t in self._graph.inputs]
         return shapes[0] if len(shapes) == 1 else shapes
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> Any:
+        """The output shape with the batch axis (a list for several outputs), or None."""
         if self._graph is None:
             return None
         shapes = [tuple(t.shape) for t in self._graph.outputs]
@@ -336,9 +438,11 @@ class Model:
     def _output_shapes(self):
         return [tuple(t.shape[1:]) for t in self._graph.outputs]
 
-    def reset_states(self):
-        """Zero the carried states of the stateful recurrent layers (Keras's
-        model.reset_state(): each layer's reset_states())."""
+    def reset_states(self) -> None:
+        """Reset the carried states of the stateful recurrent layers.
+
+        Keras's ``model.reset_state()``: calls each layer's ``reset_states()``.
+        """
         for layer in self.layers:
             fn = getattr(layer, "reset_states", None)
             if callable(fn):
@@ -346,8 +450,27 @@ class Model:
 
     reset_state = reset_states
 
-    def get_layer(self, name=None, index=None):
-        """A layer by name or by index (Keras API)."""
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """Return a layer by name or by index.
+
+        Parameters
+        ----------
+        name : str, optional
+            The layer's name.
+        index : int, optional
+            The layer's position in ``model.layers``.
+
+        Returns
+        -------
+        Layer
+            The layer.
+
+        Raises
+        ------
+        ValueError
+            When not exactly one of ``name`` and ``index`` is given, or no layer
+            matches.
+        """
         layers = self.layers
         if (name is None) == (index is None):
             raise ValueError("get_layer: give exactly one of name or index")
@@ -362,7 +485,23 @@ class Model:
         raise ValueError(f"get_layer: no layer named {name!r}; layers: "
                          f"{', '.join(l.name for l in layers)}")
 
-    def build(self, input_shape=None) -> None:
+    def build(self, input_shape: Any = None) -> None:
+        """Build the model for an input shape.
+
+        A functional model is built from its inputs; a subclassed model is built
+        here (or at its first call).
+
+        Parameters
+        ----------
+        input_shape : tuple, optional
+            Input shape (a leading None batch axis is dropped).
+
+        Raises
+        ------
+        ValueError
+            When the shape is missing for a subclassed model, or for an unbuilt
+            functional model.
+        """
         if self.__dict__.get("_fg_call_layer") is not None:
             if not self.built:
                 if input_shape is None:
@@ -406,8 +545,9 @@ class Model:
         output's layer is called once and its output feeds nothing else."""
         self._release_fusion()
         g = self._graph
-        acts, fused = [], []
-        out_count = {}
+        acts: list = []
+        fused: list = []
+        out_count: dict = {}
         for s in g.output_slots:
             out_count[s] = out_count.get(s, 0) + 1
         for k, slot in enumerate(g.output_slots):
@@ -472,17 +612,50 @@ class Model:
             raise ValueError(f"compile: {what} must be a list or dict for {k} outputs")
         return [spec] * k
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
-                weighted_metrics=None, run_eagerly=None, steps_per_execution=1, jit_compile=None,
-                **kwargs):
-        """Configure training: optimizer (name or object); loss (name or object,
-        or per output a list / a dict by output name); loss_weights (list or
-        dict: the total loss is sum_k w_k loss_k); metrics (names or objects;
-        per output a list of lists or a dict; "accuracy" is resolved from the
-        loss). As in Keras 3, `metrics` are unweighted (sample_weight /
-        class_weight do not affect them) and `weighted_metrics` use the sample
-        weights; the loss is always weighted. A weighted metric whose name
-        collides with an unweighted one is logged as "weighted_<name>"."""
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
+                loss_weights: Any = None, weighted_metrics: Any = None,
+                run_eagerly: bool | None = None, steps_per_execution: int = 1,
+                jit_compile: bool | None = None, **kwargs: Any) -> None:
+        """Configure the model for training.
+
+        As in Keras 3, ``metrics`` are unweighted (``sample_weight`` and
+        ``class_weight`` do not affect them) and ``weighted_metrics`` use the
+        sample weights; the loss is always weighted. A weighted metric whose name
+        collides with an unweighted one is logged as ``"weighted_<name>"``. A
+        cross-entropy on probabilities after a softmax / sigmoid output layer runs
+        as one fused, stable kernel on the logits.
+
+        Parameters
+        ----------
+        optimizer : str, dict or Optimizer, default "rmsprop"
+            The optimizer, by name or as an object.
+        loss : str, callable or Loss, or a list / dict of them, optional
+            The loss; for several outputs a list, or a dict by output name.
+        metrics : list or dict, optional
+            Metric names or objects; per output a list of lists or a dict.
+            ``"accuracy"`` is resolved from the loss.
+        loss_weights : list or dict of float, optional
+            Weights of the per-output losses: the total loss is
+            ``sum_k w_k * loss_k``.
+        weighted_metrics : list or dict, optional
+            Metrics that use the sample weights.
+        run_eagerly : bool, optional
+            Accepted for Keras compatibility; unused.
+        steps_per_execution : int, default 1
+            Accepted for Keras compatibility; unused.
+        jit_compile : bool, optional
+            Accepted for Keras compatibility; unused.
+        **kwargs
+            Any other keyword argument is an error.
+
+        Raises
+        ------
+        TypeError
+            For an unknown keyword argument.
+        ValueError
+            For unknown optimizers, losses or metrics, or per-output arguments
+            that do not match the outputs.
+        """
         if kwargs:
             raise TypeError(f"compile: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
         opt = _optimizers.get(optimizer, "compile: optimizer")
@@ -501,7 +674,7 @@ class Model:
                     raise ValueError(f"compile: loss is a list of {len(loss)} but the model has "
                                      "one output")
                 loss = loss[0]
-            losses = [_losses.get(loss, "compile: loss")]
+            losses: list = [_losses.get(loss, "compile: loss")]
             if loss_weights is not None:
                 lw = loss_weights
                 if isinstance(lw, dict):
@@ -635,6 +808,7 @@ class Model:
 
     @property
     def metrics_names(self) -> list:
+        """The names of the logged values: ``loss``, the per-output losses, the metrics."""
         return ["loss"] + self._loss_names + [m.name for m in self.metrics]
 
     def _update_metrics(self, outs, ys, sws):
@@ -753,7 +927,8 @@ class Model:
         if class_weight is not None and k > 1:
             raise ValueError(f"{what}: class_weight is only supported for models with one output; "
                              "use sample_weight per output")
-        ys, sws = [], []
+        ys: list = []
+        sws: list = []
         for i in range(k):
             loss = self._losses[i]
             label = what if k == 1 else f"{what}: output {names[i]!r}"
@@ -817,17 +992,77 @@ class Model:
 
     # ================================================================== fit
     @_blas_limited
-    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
-            validation_batch_size=None, validation_freq=1):
-        """Train for `epochs` epochs; returns the History (history.history holds
-        per-epoch lists of "loss", per-output losses, the metrics and their
-        "val_" versions).
+    def fit(self, x: Any = None, y: Any = None, batch_size: int | None = 32, epochs: int = 1,
+            verbose: int | str = 1, callbacks: Any = None, validation_split: float = 0.0,
+            validation_data: Any = None, shuffle: bool = True, class_weight: dict | None = None,
+            sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: int | None = None,
+            validation_steps: int | None = None, validation_batch_size: int | None = None,
+            validation_freq: Any = 1) -> Any:
+        """Train the model for a number of epochs.
 
-        The data is validated and converted once (see module docstring); the
-        loss becoming NaN/inf raises NonFiniteLossError (a FloatingPointError)
-        naming the epoch and batch, with the parameters of the last good step."""
+        The data is validated and converted once; a loss that becomes NaN or inf
+        raises ``NonFiniteLossError`` (a ``FloatingPointError``) naming the epoch
+        and batch, with the parameters of the last good step.
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays, or a data stream
+            Input data: one array for a one-input model, a list or a dict by input
+            name for several inputs (pandas objects and torch tensors are read
+            as arrays), or a stream of batches (a generator, an iterable or a
+            ``fastgrad.utils.PyDataset``) yielding ``(x, y)`` or
+            ``(x, y, sample_weight)``. float64 and non-contiguous arrays are
+            converted to C-contiguous float32 once per call.
+        y : array_like, list or dict of arrays, optional
+            Targets, in the structure of the outputs (None with a stream).
+        batch_size : int, default 32
+            Number of samples per gradient step.
+        epochs : int, default 1
+            Index of the epoch to stop at (training runs from ``initial_epoch``).
+        verbose : {0, 1, 2, "auto"}, default 1
+            0 silent, 1 progress bar, 2 one line per epoch.
+        callbacks : list of Callback, optional
+            Callbacks called during training (``fastgrad.callbacks``).
+        validation_split : float, default 0.0
+            Fraction of the data (taken from the end, before shuffling) held out
+            for validation.
+        validation_data : tuple, optional
+            ``(x_val, y_val)`` or ``(x_val, y_val, sample_weight_val)``, evaluated
+            at the end of each epoch.
+        shuffle : bool, default True
+            Shuffle the samples before each epoch.
+        class_weight : dict, optional
+            Class index to weight, scaling the loss of each sample (one output).
+        sample_weight : array_like, optional
+            Per-sample loss weights.
+        initial_epoch : int, default 0
+            Epoch to start at (to resume a run).
+        steps_per_epoch : int, optional
+            Batches per epoch of a data stream.
+        validation_steps : int, optional
+            Batches of a validation stream per evaluation.
+        validation_batch_size : int, optional
+            Batch size of the validation (default ``batch_size``).
+        validation_freq : int or list of int, default 1
+            Validate every n epochs, or at the listed epochs (1-based).
+
+        Returns
+        -------
+        History
+            ``history.history`` holds per-epoch lists of ``"loss"``, the
+            per-output losses, the metrics and their ``"val_"`` versions.
+
+        Raises
+        ------
+        NotCompiledError
+            When the model is not compiled.
+        ValueError
+            For invalid arguments or data that does not match the model.
+        TypeError
+            For integer, boolean, complex or object input data.
+        NonFiniteLossError
+            When the loss becomes NaN or inf.
+        """
         what = "fit"
         self._require_compiled(what)
         # an OpenBLAS loaded since import (SciPy's) joins fastgrad's thread team too
@@ -845,7 +1080,7 @@ class Model:
             verbose = 1
         if verbose not in (0, 1, 2):
             raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
-        if not isinstance(validation_split, numbers.Real) or not 0.0 <= validation_split < 1.0:
+        if not isinstance(validation_split, numbers.Real) or not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
         stream_x = _adapters.is_stream(x)
         stream_val = validation_data is not None and _adapters.is_stream(validation_data)
@@ -862,7 +1097,7 @@ class Model:
             raise ValueError(f"fit: shuffle must be True or False, got {shuffle!r}")
         val_freq = validation_freq
         if isinstance(val_freq, bool) or not (
-                (isinstance(val_freq, (numbers.Integral, np.integer)) and val_freq >= 1)
+                (isinstance(val_freq, (numbers.Integral, np.integer)) and int(val_freq) >= 1)
                 or (hasattr(val_freq, "__contains__") and not isinstance(val_freq, str))):
             raise ValueError(f"fit: validation_freq must be a positive integer or a list of "
                              f"epochs, got {validation_freq!r}")
@@ -1158,7 +1393,7 @@ class Model:
         # Ctrl-C waits for at most ~_PROGBAR_CHUNK_S of C work, not a whole epoch
         # (not across ranks: their chunks must agree, and rank 0 sets them)
         adaptive = progbar_only or (not batch_hooks and dist is None)
-        gm = (lambda: _distribution.global_metrics(dist.comms, self.metrics)) if dist else None
+        gm: Any = (lambda: _distribution.global_metrics(dist.comms, self.metrics)) if dist else None
         metrics = self.metrics
         n_out_losses = len(self._loss_names)
         self.stop_training = False
@@ -1380,11 +1615,48 @@ class Model:
         return logs
 
     @_blas_limited
-    def evaluate(self, x=None, y=None, batch_size=32, verbose="auto", sample_weight=None,
-                 steps=None, callbacks=None, return_dict=False):
-        """Loss (plus per-output losses and metrics) over (x, y): a float when
-        that is all, else [loss, ...] (or a dict with return_dict=True).
-        verbose: "auto"/1 a progress bar (as Keras), 0 silent."""
+    def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = 32,
+                 verbose: int | str = "auto", sample_weight: Any = None, steps: int | None = None,
+                 callbacks: Any = None, return_dict: bool = False) -> Any:
+        """Compute the loss and metrics on data.
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays, or a data stream
+            Input data: one array for a one-input model, a list or a dict by input
+            name for several inputs (pandas objects and torch tensors are read
+            as arrays), or a stream of batches (a generator, an iterable or a
+            ``fastgrad.utils.PyDataset``) yielding ``(x, y)`` or
+            ``(x, y, sample_weight)``. float64 and non-contiguous arrays are
+            converted to C-contiguous float32 once per call.
+        y : array_like, list or dict of arrays, optional
+            Targets, in the structure of the outputs (None with a stream).
+        batch_size : int, default 32
+            Number of samples per batch.
+        verbose : {0, 1, 2, "auto"}, default "auto"
+            "auto" and 1 show a progress bar, 0 is silent.
+        sample_weight : array_like, optional
+            Per-sample loss weights.
+        steps : int, optional
+            Batches to draw from a data stream.
+        callbacks : list of Callback, optional
+            Callbacks called during evaluation.
+        return_dict : bool, default False
+            Return a dict by name instead of a list.
+
+        Returns
+        -------
+        float, list of float or dict
+            The loss alone when there is nothing else, else ``[loss, ...]``
+            ordered as ``metrics_names`` (or a dict with ``return_dict=True``).
+
+        Raises
+        ------
+        NotCompiledError
+            When the model is not compiled.
+        ValueError
+            For invalid arguments or data.
+        """
         what = "evaluate"
         self._require_compiled(what)
         if verbose == "auto":
@@ -1466,7 +1738,7 @@ class Model:
                 cbs.on_predict_begin()
             self._claim_fusion()
             plan = _compiled.inference_plan(self)
-            step = None if plan is not None else self._get_step()
+            step: Any = None if plan is not None else self._get_step()
             for b, data in stream.epoch():
                 if cbs is not None:
                     cbs.on_predict_batch_begin(b)
@@ -1519,10 +1791,40 @@ class Model:
             raise
         return self._shape_outputs(outs)
 
-    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
-        """Model outputs for x (probabilities for a softmax/sigmoid model), as new
-        float32 arrays (one array, a list or a dict: the structure of `outputs`).
-        batch_size None picks a large batch (<= 1024 rows)."""
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0,
+                steps: int | None = None, callbacks: Any = None) -> Any:
+        """Compute the model's outputs for input data.
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays, or a data stream
+            Input data: one array for a one-input model, a list or a dict by input
+            name for several inputs (pandas objects and torch tensors are read
+            as arrays), or a stream of batches (a generator, an iterable or a
+            ``fastgrad.utils.PyDataset``) yielding ``(x, y)`` or
+            ``(x, y, sample_weight)``. float64 and non-contiguous arrays are
+            converted to C-contiguous float32 once per call.
+        batch_size : int, optional
+            Number of samples per batch (None picks a large batch of at most 1024
+            rows).
+        verbose : {0, 1, 2, "auto"}, default 0
+            0 silent; any other value shows a progress bar.
+        steps : int, optional
+            Batches to draw from a data stream.
+        callbacks : list of Callback, optional
+            Callbacks called during prediction.
+
+        Returns
+        -------
+        ndarray, list or dict of ndarray
+            New float32 arrays in the structure of the model's outputs
+            (probabilities for a softmax / sigmoid model).
+
+        Raises
+        ------
+        ValueError
+            For invalid arguments or data.
+        """
         what = "predict"
         steps = _adapters.check_steps(steps, what, "steps")
         if _adapters.is_stream(x):
@@ -1599,8 +1901,19 @@ class Model:
             dist.comms.abort(exc, "predict")
         return self._shape_outputs(full)
 
-    def predict_on_batch(self, x):
-        """Outputs for one batch (no batching loop): new arrays."""
+    def predict_on_batch(self, x: Any) -> Any:
+        """Compute the outputs for one batch (no batching loop).
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays
+            One batch of input data.
+
+        Returns
+        -------
+        ndarray, list or dict of ndarray
+            New arrays in the structure of the model's outputs.
+        """
         self._ensure_built_for(x, "predict_on_batch")
         self._finish_build()
         self._claim_fusion()
@@ -1613,10 +1926,26 @@ class Model:
         self._get_step().predict(xs, outs)
         return self._shape_outputs(outs)
 
-    def __call__(self, inputs, training=False):
-        """On symbolic tensors: apply this model's graph to them (its layers are
-        shared, so the weights are too) and return the output tensor(s). On
-        arrays: predict_on_batch."""
+    def __call__(self, inputs: Any, training: bool | None = False) -> Any:
+        """Apply the model to symbolic tensors or to arrays.
+
+        On symbolic tensors, the model's graph is applied to them (its layers are
+        shared, so the weights are too) and the output tensor(s) returned. On
+        arrays this is ``predict_on_batch``; inside a ``GradientTape`` the call is
+        recorded for differentiation.
+
+        Parameters
+        ----------
+        inputs : array_like, SymbolicTensor, or a list or dict of them
+            The input(s).
+        training : bool, default False
+            Training mode (Dropout, BatchNormalization).
+
+        Returns
+        -------
+        ndarray, SymbolicTensor, or a list or dict of them
+            The output(s).
+        """
         if is_symbolic(inputs):
             if self.__dict__.get("_fg_call_layer") is not None and not self.built:
                 t = inputs if isinstance(inputs, SymbolicTensor) else list(inputs)[0]
@@ -1653,8 +1982,35 @@ class Model:
         return self._shape_outputs(outs)
 
     # ================================================================== *_on_batch
-    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
-        """One optimizer step on (x, y); returns the batch loss (and metrics)."""
+    def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                       class_weight: dict | None = None, return_dict: bool = False) -> Any:
+        """Run one optimizer step on a single batch.
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays
+            One batch of input data.
+        y : array_like, list or dict of arrays, optional
+            Its targets.
+        sample_weight : array_like, optional
+            Per-sample loss weights.
+        class_weight : dict, optional
+            Class index to loss weight.
+        return_dict : bool, default False
+            Return a dict by name instead of a list.
+
+        Returns
+        -------
+        float, list of float or dict
+            The batch loss (and metrics), as ``evaluate`` returns them.
+
+        Raises
+        ------
+        NotCompiledError
+            When the model is not compiled.
+        NonFiniteLossError
+            When the loss is NaN or inf (the step is not applied).
+        """
         what = "train_on_batch"
         self._require_compiled(what)
         self._ensure_built_for(x, what)
@@ -1676,7 +2032,31 @@ class Model:
         self._release()
         return self._batch_result(stats[0], return_dict)
 
-    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+    def test_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                      return_dict: bool = False) -> Any:
+        """Compute the loss and metrics on a single batch.
+
+        Parameters
+        ----------
+        x : array_like, list or dict of arrays
+            One batch of input data.
+        y : array_like, list or dict of arrays, optional
+            Its targets.
+        sample_weight : array_like, optional
+            Per-sample loss weights.
+        return_dict : bool, default False
+            Return a dict by name instead of a list.
+
+        Returns
+        -------
+        float, list of float or dict
+            The batch loss (and metrics), as ``evaluate`` returns them.
+
+        Raises
+        ------
+        NotCompiledError
+            When the model is not compiled.
+        """
         what = "test_on_batch"
         self._require_compiled(what)
         self._ensure_built_for(x, what)
@@ -1705,17 +2085,37 @@ class Model:
 
     @property
     def weights(self) -> list:
-        """The live weight arrays (views into the flat buffer), Keras order."""
+        """The live weight arrays (views into the flat buffer), in Keras order."""
         return self._store.weight_arrays() if self.built else []
 
     def get_weights(self) -> list:
-        """Copies of all weights: per layer (model.layers order) its params, then
-        its state (Dense: kernel, bias; BN: gamma, beta, moving_mean, moving_variance)."""
+        """Return copies of all weights.
+
+        Returns
+        -------
+        list of ndarray
+            Per layer (``model.layers`` order) its parameters, then its state
+            (Dense: kernel, bias; BatchNormalization: gamma, beta, moving_mean,
+            moving_variance).
+        """
         return [np.array(w, copy=True) for w in self.weights]
 
-    def set_weights(self, weights) -> None:
-        """Set all weights (same order / shapes as get_weights); validated
-        completely before anything is written."""
+    def set_weights(self, weights: Any) -> None:
+        """Set all weights; everything is validated before anything is written.
+
+        Parameters
+        ----------
+        weights : list of array_like
+            Arrays in the order and shapes of ``get_weights``.
+
+        Raises
+        ------
+        ValueError
+            For the wrong number of arrays, a wrong shape, NaN or inf, or an
+            unbuilt model.
+        TypeError
+            For a non-numeric dtype.
+        """
         self._require_built("set_weights")
         cur = self._store.weight_arrays()
         names = self._store.weight_names()
@@ -1738,11 +2138,23 @@ class Model:
             c[...] = a
 
     def count_params(self) -> int:
+        """Count the model's weights.
+
+        Returns
+        -------
+        int
+            Number of scalars in all weights (trainable and non-trainable).
+
+        Raises
+        ------
+        ValueError
+            When the model is not built.
+        """
         self._require_built("count_params")
         return int(sum(w.size for w in self.weights))
 
     @property
-    def trainable_weights(self):
+    def trainable_weights(self) -> list:
         """The trainable weights as fg.Variables whose values are views into the
         flat parameter buffer (GradientTape sources, optimizer.apply_gradients)."""
         if not self.built:
@@ -1762,7 +2174,8 @@ class Model:
         return regularization_losses(self._store.entries)
 
     @property
-    def non_trainable_weights(self):
+    def non_trainable_weights(self) -> list:
+        """The weights of frozen layers and the non-trainable state arrays."""
         if not self.built:
             return []
         return ([e.param for e in self._store.entries if not e.layer.trainable] +
@@ -1776,6 +2189,7 @@ class Model:
 
     @property
     def flat_grads(self) -> np.ndarray:
+        """The float32 buffer of the gradients, the twin of ``flat_params``."""
         self._require_built("flat_grads")
         return self._store.grads
 
@@ -1785,13 +2199,33 @@ class Model:
             self._store.refresh_trainable()
 
     # ================================================================== info
-    def summary(self, print_fn=None, line_length=None, positions=None) -> None:
-        """Print the layers: name (type), output shape, parameter count, and for
-        graphs with branches the "Connected to" column (layer[node][tensor])."""
+    def summary(self, print_fn: Callable[..., Any] | None = None, line_length: int | None = None,
+                positions: Any = None) -> None:
+        """Print a summary of the layers.
+
+        Shows each layer's name (type), output shape and parameter count, and for
+        graphs with branches the "Connected to" column.
+
+        Parameters
+        ----------
+        print_fn : callable, optional
+            Called with each line (default ``print``).
+        line_length : int, optional
+            Accepted for Keras compatibility; unused.
+        positions : list, optional
+            Accepted for Keras compatibility; unused.
+        """
         from .utils.summary import print_summary
         print_summary(self, print_fn or print)
 
     def get_config(self) -> dict:
+        """Return the model's architecture as a JSON-friendly dict.
+
+        Returns
+        -------
+        dict
+            The configuration; ``from_config`` rebuilds the model (new weights).
+        """
         if self.__dict__.get("_fg_call_layer") is not None:
             # a subclassed model: Keras's base config (override get_config for
             # constructor arguments), plus the input shape it was built for
@@ -1803,7 +2237,21 @@ class Model:
         return functional_config(self)
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects=None):
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Any:
+        """Create a model from its configuration.
+
+        Parameters
+        ----------
+        config : dict
+            The output of ``get_config``.
+        custom_objects : dict, optional
+            Name to class or function, for objects defined outside fastgrad.
+
+        Returns
+        -------
+        Model
+            A new model with fresh weights.
+        """
         if cls is not Model and cls.call is not Model.call:
             cfg = dict(config)
             shape = cfg.pop("build_input_shape", None)
@@ -1814,14 +2262,32 @@ class Model:
         from .utils.graph_config import functional_from_config
         return functional_from_config(cls, config, custom_objects)
 
-    def to_json(self, **kwargs) -> str:
-        """The architecture as JSON (Keras's to_json): fg.models.model_from_json
-        rebuilds it with fresh weights."""
+    def to_json(self, **kwargs: Any) -> str:
+        """Return the architecture as JSON (Keras's ``to_json``).
+
+        Parameters
+        ----------
+        **kwargs
+            Passed to ``json.dumps``.
+
+        Returns
+        -------
+        str
+            The JSON text; ``fastgrad.models.model_from_json`` rebuilds the model
+            with fresh weights.
+        """
         import json
         return json.dumps({"class_name": type(self).__name__, "config": self.get_config()},
                           **kwargs)
 
-    def get_compile_config(self):
+    def get_compile_config(self) -> dict | None:
+        """Return the arguments of ``compile`` as a JSON-friendly dict.
+
+        Returns
+        -------
+        dict or None
+            The compile configuration, or None when the model is not compiled.
+        """
         if not self.compiled:
             return None
 
@@ -1856,7 +2322,14 @@ class Model:
                 "metrics": ser(args.get("metrics")),
                 "weighted_metrics": ser(args.get("weighted_metrics"))}
 
-    def compile_from_config(self, config):
+    def compile_from_config(self, config: dict) -> None:
+        """Compile the model from the output of ``get_compile_config``.
+
+        Parameters
+        ----------
+        config : dict
+            The compile configuration.
+        """
         def deser(spec):
             if spec is None:
                 return None
@@ -1887,8 +2360,19 @@ class Model:
                      weighted_metrics=deser(config.get("weighted_metrics")))
 
     def describe(self) -> dict:
-        """The model as plain data: the graph, layers with their parameter
-        offsets in the flat buffer, losses and fused output activations."""
+        """Describe the model as plain data.
+
+        Returns
+        -------
+        dict
+            The graph, the layers with their parameter offsets in the flat
+            buffer, the losses and the fused output activations.
+
+        Raises
+        ------
+        ValueError
+            When the model is not built.
+        """
         self._require_built("describe")
         single = self.n_outputs == 1
         return {"name": self.name,
@@ -1911,16 +2395,52 @@ class Model:
                 _optimizers.serialize(self.optimizer)}
 
     # ================================================================== saving (saving.py)
-    def save(self, filepath, *args, **kwargs):
-        return _saving.save_model(self, filepath, *args, **kwargs)
+    def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
+        """Save the model to a file (see ``fastgrad.saving.save_model``).
 
-    def save_weights(self, filepath, *args, **kwargs):
-        return _saving.save_weights(self, filepath, *args, **kwargs)
+        Parameters
+        ----------
+        filepath : str or path-like
+            Destination; a ``.keras`` name writes a Keras 3 file.
+        *args
+            Passed to ``fastgrad.saving.save_model`` (``overwrite``,
+            ``include_optimizer``).
+        **kwargs
+            Passed to ``fastgrad.saving.save_model``.
+        """
+        _saving.save_model(self, filepath, *args, **kwargs)
 
-    def load_weights(self, filepath, *args, **kwargs):
-        return _saving.load_weights(self, filepath, *args, **kwargs)
+    def save_weights(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
+        """Save only the weights to a file.
 
-    def __repr__(self):
+        Parameters
+        ----------
+        filepath : str or path-like
+            Destination.
+        *args
+            Passed to ``fastgrad.saving.save_weights`` (``overwrite``).
+        **kwargs
+            Passed to ``fastgrad.saving.save_weights``.
+        """
+        _saving.save_weights(self, filepath, *args, **kwargs)
+
+    def load_weights(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
+        """Load weights saved by ``save_weights`` (or a full model file).
+
+        Every shape is checked before anything is written.
+
+        Parameters
+        ----------
+        filepath : str or path-like
+            The file.
+        *args
+            Passed to ``fastgrad.saving.load_weights``.
+        **kwargs
+            Passed to ``fastgrad.saving.load_weights``.
+        """
+        _saving.load_weights(self, filepath, *args, **kwargs)
+
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)}>"
 
 
@@ -2002,22 +2522,43 @@ def _only_progbar(cbs):
 
 
 class Sequential(Model):
-    """A linear stack of layers: a chain graph, built once the input shape is
-    known (the first layer's input_shape, an fg.Input, or the data).
+    """A linear stack of layers.
 
-    >>> model = fg.Sequential([fg.layers.Dense(128, activation="relu", input_shape=(784,)),
-    ...                        fg.layers.Dense(10, activation="softmax")])
+    A chain graph, built once the input shape is known: from the first
+    layer's ``input_shape``, a leading ``fg.Input``, or the first data.
+
+    Parameters
+    ----------
+    layers : list of Layer, optional
+        The layers (an ``fg.Input`` tensor may come first).
+    name : str, optional
+        Model name (default ``sequential``, made unique).
+    trainable : bool, default True
+        False freezes every layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> model = fg.Sequential([fg.layers.Dense(16, activation="relu", input_shape=(4,)),
+    ...                        fg.layers.Dense(3, activation="softmax")])
     >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
     ...               metrics=["accuracy"])
-    >>> history = model.fit(x, y, epochs=5, batch_size=128, validation_split=0.1)
+    >>> x = np.random.rand(64, 4).astype("float32")
+    >>> y = np.random.randint(0, 3, size=64)
+    >>> history = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    >>> sorted(history.history)
+    ['accuracy', 'loss']
+    >>> model.predict(x[:2]).shape
+    (2, 3)
     """
 
-    def __init__(self, layers=None, name=None, trainable=True):
+    def __init__(self, layers: Any = None, name: str | None = None, trainable: bool = True) -> None:
         super().__init__(name=name)
         self._seq_layers: list = []
-        self._input_shape = None
-        self._input_layer_name = None
-        self._pending = None
+        self._input_shape: Any = None
+        self._input_layer_name: Any = None
+        self._pending: Any = None
         if layers is not None:
             if isinstance(layers, (Layer, SymbolicTensor)):
                 layers = [layers]
@@ -2029,10 +2570,24 @@ class Sequential(Model):
     # ------------------------------------------------------------------ structure
     @property
     def layers(self) -> list:
+        """The layers, in order."""
         return list(self._seq_layers)
 
-    def add(self, layer) -> None:
-        """Append a layer (an InputLayer or fg.Input only declares the input shape)."""
+    def add(self, layer: Any) -> None:
+        """Append a layer (or, first, an ``fg.Input`` tensor).
+
+        Parameters
+        ----------
+        layer : Layer or SymbolicTensor
+            The layer to append.
+
+        Raises
+        ------
+        TypeError
+            For anything but a layer (or an input tensor first).
+        ValueError
+            When the layer does not fit the model's current output shape.
+        """
         if isinstance(layer, SymbolicTensor):
             node = layer._node
             if node is None or not node.is_input:
@@ -2061,7 +2616,19 @@ class Sequential(Model):
         if self._input_shape is not None:
             self.build(self._input_shape)
 
-    def pop(self):
+    def pop(self) -> Layer:
+        """Remove the last layer.
+
+        Returns
+        -------
+        Layer
+            The removed layer.
+
+        Raises
+        ------
+        ValueError
+            When the model has no layers.
+        """
         if not self._seq_layers:
             raise ValueError("Sequential.pop: the model has no layers")
         layer = self._seq_layers.pop()
@@ -2076,7 +2643,7 @@ class Sequential(Model):
         self._graph = None
         self._step = None
 
-    def build(self, input_shape=None) -> None:
+    def build(self, input_shape: Any = None) -> None:
         """Build every layer for per-sample `input_shape` (no batch axis; a
         leading None is dropped) and allocate the flat buffers (layers that had
         weights keep them)."""
@@ -2133,25 +2700,30 @@ class Sequential(Model):
 
     @property
     def input_names(self) -> list:
+        """The name of the input, in a list."""
         return ["input"]
 
     @property
     def output_names(self) -> list:
+        """The last layer's name, in a list."""
         return [self._seq_layers[-1].name] if self._seq_layers else ["output"]
 
     @property
     def n_outputs(self) -> int:
+        """The number of outputs (1)."""
         return 1
 
     def _n_outputs_for_compile(self):
         return 1
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> Any:
+        """The input shape with the batch axis, or None when unknown."""
         return None if self._input_shape is None else (None,) + tuple(self._input_shape)
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> Any:
+        """The output shape with the batch axis, or None before the model is built."""
         if not self.built:
             return None
         return (None,) + tuple(self._seq_layers[-1].output_shape)
@@ -2199,7 +2771,7 @@ class Sequential(Model):
                            for l in self._seq_layers]}
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects=None):
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Any:
         from . import layers as _layers
         model = cls(name=config.get("name"))
         shape = config.get("input_shape")
@@ -2216,25 +2788,82 @@ _saving.register_model_class(Model)
 _saving.register_model_class(Model, "Functional")
 
 
-def load_model(filepath, *args, **kwargs):
-    """Load a model saved with model.save() (see fastgrad.saving); a Keras 3 `.keras`
-    file is imported with load_keras."""
+def load_model(filepath: Any, *args: Any, **kwargs: Any) -> Any:
+    """Load a model saved with ``model.save``.
+
+    A Keras 3 ``.keras`` file is imported with ``load_keras``.
+
+    Parameters
+    ----------
+    filepath : str or path-like
+        The file.
+    *args
+        Passed to ``fastgrad.saving.load_model`` (``custom_objects``,
+        ``compile``, ``restore_rng``).
+    **kwargs
+        Passed to ``fastgrad.saving.load_model``.
+
+    Returns
+    -------
+    Model
+        The model with its weights (and compile configuration and optimizer
+        state).
+    """
     return _saving.load_model(filepath, *args, **kwargs)
 
 
-def load_keras(filepath, compile=True):
-    """Import a Keras 3 `.keras` file (Sequential / Functional model of supported layers:
-    configuration, weights, compile configuration); see fastgrad.keras_file and
-    docs/keras_interop.md. Needs h5py."""
+def load_keras(filepath: Any, compile: bool = True) -> Any:
+    """Import a Keras 3 ``.keras`` file.
+
+    Sequential and functional models of supported layers: configuration,
+    weights and compile configuration (see ``fastgrad.keras_file`` and
+    docs/keras_interop.md). Needs h5py.
+
+    Parameters
+    ----------
+    filepath : str or path-like
+        The ``.keras`` file.
+    compile : bool, default True
+        Compile the model with the file's compile configuration.
+
+    Returns
+    -------
+    Model
+        The imported model.
+    """
     from . import keras_file
     return keras_file.load_keras(filepath, compile=compile)
 
 
-def clone_model(model, input_tensors=None, clone_function=None):
-    """A new model with the same architecture and NEW layers (fresh weights,
-    as keras.models.clone_model): rebuilt from model.get_config() through the
-    layer registry. `clone_function(layer) -> new layer` replaces the default
-    (from_config of each layer's config) for Sequential models."""
+def clone_model(model: Model, input_tensors: Any = None,
+                clone_function: Callable[[Layer], Layer] | None = None) -> Model:
+    """Create a model with the same architecture and new layers (fresh weights).
+
+    As ``keras.models.clone_model``: rebuilt from ``model.get_config()``
+    through the layer registry.
+
+    Parameters
+    ----------
+    model : Model
+        The model to clone.
+    input_tensors : None
+        Not supported (call the clone on new inputs instead); must be None.
+    clone_function : callable, optional
+        ``clone_function(layer) -> new layer`` replaces the default for
+        Sequential models.
+
+    Returns
+    -------
+    Model
+        The clone.
+
+    Raises
+    ------
+    TypeError
+        When ``model`` is not a fastgrad model.
+    ValueError
+        For ``input_tensors``, or ``clone_function`` with a functional model.
+    """
     if input_tensors is not None:
         raise ValueError("clone_model: input_tensors is not supported; call the clone on "
                          "new inputs instead (clone(new_inputs))")
@@ -2254,8 +2883,26 @@ def clone_model(model, input_tensors=None, clone_function=None):
     return type(model).from_config(model.get_config())
 
 
-def model_from_json(json_string, custom_objects=None):
-    """The model (new weights) from Model.to_json()."""
+def model_from_json(json_string: str, custom_objects: dict | None = None) -> Any:
+    """Rebuild a model (with new weights) from ``Model.to_json``.
+
+    Parameters
+    ----------
+    json_string : str
+        The JSON text.
+    custom_objects : dict, optional
+        Name to class or function, for objects defined outside fastgrad.
+
+    Returns
+    -------
+    Model
+        The model.
+
+    Raises
+    ------
+    ValueError
+        For text that is not a model description, or an unknown model class.
+    """
     import json
     try:
         d = json.loads(json_string)

@@ -16,6 +16,8 @@ attrs)`` is the one dispatcher every ``fg.math`` function goes through:
 """
 from __future__ import annotations
 
+from typing import Any, Callable, Literal, NoReturn, Sequence
+
 import numpy as np
 
 __all__ = ["Op", "OPS", "defop", "apply", "Variable", "GradientTape", "TraceTensor", "Tensor",
@@ -23,28 +25,80 @@ __all__ = ["Op", "OPS", "defop", "apply", "Variable", "GradientTape", "TraceTens
 
 
 class TracingError(TypeError):
-    """An operation a traced ``call`` cannot record (Python control flow on a
-    tensor's value, NumPy functions on symbolic tensors, ...)."""
+    """Raised for an operation a traced ``call`` cannot record.
+
+    Examples are Python control flow on a tensor's value or NumPy functions on
+    the tensors of a traced call.
+    """
 
 
 # ---------------------------------------------------------------------------- ops
 class Op:
+    """A differentiable operation: a NumPy forward and its backward.
+
+    Parameters
+    ----------
+    name : str
+        Op name (the key in ``OPS``).
+    fwd : callable
+        ``fwd(*xs, **attrs) -> y``.
+    bwd : callable or None
+        ``bwd(g, xs, y, **attrs) -> [dx_i or None]``; None for an op without
+        a gradient.
+    variadic : bool, default False
+        True when the op takes any number of inputs (concatenate, stack).
+    """
+
     __slots__ = ("name", "fwd", "bwd", "variadic")
 
-    def __init__(self, name, fwd, bwd, variadic=False):
+    def __init__(self, name: str, fwd: Callable[..., Any], bwd: Callable[..., Any] | None,
+                 variadic: bool = False) -> None:
         self.name, self.fwd, self.bwd, self.variadic = name, fwd, bwd, variadic
 
 
 OPS: dict = {}
 
 
-def defop(name, fwd, bwd=None, variadic=False):
+def defop(name: str, fwd: Callable[..., Any], bwd: Callable[..., Any] | None = None,
+          variadic: bool = False) -> Op:
+    """Define (or redefine) a differentiable op.
+
+    Parameters
+    ----------
+    name : str
+        Op name, used by ``apply``.
+    fwd : callable
+        ``fwd(*xs, **attrs) -> y``, on NumPy arrays.
+    bwd : callable, optional
+        ``bwd(g, xs, y, **attrs) -> [dx_i or None]``, gradients reduced to
+        each input's shape; None for an op without a gradient.
+    variadic : bool, default False
+        True when the op takes any number of inputs.
+
+    Returns
+    -------
+    Op
+        The registered op.
+    """
     OPS[name] = Op(name, fwd, bwd, variadic)
     return OPS[name]
 
 
-def unbroadcast(g, shape):
-    """Sum `g` down to `shape` (the reverse of NumPy broadcasting)."""
+def unbroadcast(g: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Sum a gradient down to an input's shape (the reverse of NumPy broadcasting).
+
+    Parameters
+    ----------
+    g : ndarray
+        Gradient with the broadcast shape.
+    shape : sequence of int
+        Shape of the input that was broadcast.
+
+    Returns
+    -------
+    ndarray
+        ``g`` summed over the broadcast axes, of shape ``shape``.
+    """
     shape = tuple(shape)
     if g.shape == shape:
         return g
@@ -59,18 +113,51 @@ def unbroadcast(g, shape):
 
 # ---------------------------------------------------------------------------- variables
 class Variable:
-    """A trainable (or not) array, as Keras 3's ``keras.Variable``:
-    ``.value`` / ``.numpy()`` / ``.assign(v)`` / ``.assign_add`` /
-    ``.assign_sub`` / ``.shape`` / ``.dtype`` / ``.trainable`` / ``.name``.
+    """A trainable (or non-trainable) array, as Keras 3's ``keras.Variable``.
 
     A layer's weight (``add_weight``, ``model.trainable_weights``) is a
     Variable whose value is the layer's view into the model's flat parameter
-    buffer: assigning writes the buffer in place."""
+    buffer: assigning writes the buffer in place. Arithmetic on a Variable
+    goes through ``fastgrad.math`` and is differentiable.
+
+    Parameters
+    ----------
+    initializer : array_like, str or callable
+        The initial value, or an initializer (name or callable ``shape ->
+        array``) called with ``shape``.
+    shape : tuple of int, optional
+        Shape, required with an initializer.
+    dtype : str or numpy.dtype, optional
+        Data type; by default float32 for integer and boolean values,
+        otherwise the value's dtype.
+    trainable : bool, default True
+        Whether a ``GradientTape`` watches the variable automatically.
+    name : str, optional
+        Name (default ``"variable"``).
+    _layer, _key : optional
+        Internal: bind the variable to a layer's weight.
+
+    Raises
+    ------
+    ValueError
+        When neither a value nor an initializer with a shape is given.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> v = fg.Variable([1.0, 2.0], dtype="float32")
+    >>> v.shape, v.dtype
+    ((2,), 'float32')
+    >>> _ = v.assign_add([1.0, 1.0])
+    >>> v.numpy()
+    array([2., 3.], dtype=float32)
+    """
 
     __array_priority__ = 1000
 
-    def __init__(self, initializer=None, shape=None, dtype=None, trainable=True, name=None,
-                 *, _layer=None, _key=None):
+    def __init__(self, initializer: Any = None, shape: Any = None,
+                 dtype: Any = None, trainable: bool = True, name: str | None = None,
+                 *, _layer: Any = None, _key: Any = None) -> None:
         self.trainable = bool(trainable)
         self._layer = _layer
         self._pkey = _key
@@ -94,7 +181,7 @@ class Variable:
                 np.float32 if val.dtype.kind in "fiub" and val.dtype != np.float64 else val.dtype)
             if dtype is None and val.dtype.kind in "iub":
                 dt = np.dtype(np.float32)
-            self._own = np.array(val, dtype=dt, copy=True)
+            self._own: Any = np.array(val, dtype=dt, copy=True)
         else:
             self._own = None
         self.name = name or (f"{_layer.name}/{_key}" if _layer is not None else "variable")
@@ -103,6 +190,7 @@ class Variable:
     # -- value
     @property
     def value(self) -> np.ndarray:
+        """The variable's array (not a copy: writing to it changes the variable)."""
         if self._layer is not None:
             lay = self._layer
             arr = lay.params.get(self._pkey)
@@ -117,36 +205,67 @@ class Variable:
         return self._own
 
     def numpy(self) -> np.ndarray:
+        """Return a copy of the value.
+
+        Returns
+        -------
+        ndarray
+            A copy of the variable's array.
+        """
         return np.array(self.value, copy=True)
 
     @property
-    def shape(self):
+    def shape(self) -> tuple:
+        """The shape of the value."""
         return tuple(self.value.shape)
 
     @property
-    def dtype(self):
+    def dtype(self) -> str:
+        """The dtype's name, e.g. ``"float32"``."""
         return str(self.value.dtype)
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
+        """The number of axes."""
         return self.value.ndim
 
     @property
-    def size(self):
+    def size(self) -> int:
+        """The number of elements."""
         return self.value.size
 
     @property
-    def path(self):
+    def path(self) -> str:
+        """The variable's name (Keras's ``path``)."""
         return self.name
 
-    def _no_trace(self, value, what):
+    def _no_trace(self, value: Any, what: str) -> None:
         if isinstance(value, TraceTensor):
             raise TracingError(f"{value._tracer.owner_name}: Variable.{what} of {self.name!r} with "
                                "a traced tensor inside call(): a traced call cannot update "
                                "state; compute the value outside the traced call, or keep it "
                                "in a layer with its own forward/backward")
 
-    def assign(self, value):
+    def assign(self, value: Any) -> Variable:
+        """Write a new value in place.
+
+        Parameters
+        ----------
+        value : array_like or Variable
+            The new value, of the variable's shape (or the same size).
+
+        Returns
+        -------
+        Variable
+            This variable.
+
+        Raises
+        ------
+        ValueError
+            When the value's shape does not fit.
+        TracingError
+            When called with a tensor of a traced ``call``.
+        """
         self._no_trace(value, "assign")
         v = value.value if isinstance(value, Variable) else np.asarray(value)
         cur = self.value
@@ -156,13 +275,37 @@ class Variable:
         cur[...] = v.reshape(cur.shape)
         return self
 
-    def assign_add(self, value):
+    def assign_add(self, value: Any) -> Variable:
+        """Add to the value in place.
+
+        Parameters
+        ----------
+        value : array_like or Variable
+            The increment (broadcast to the variable's shape).
+
+        Returns
+        -------
+        Variable
+            This variable.
+        """
         self._no_trace(value, "assign_add")
         cur = self.value
         cur[...] = cur + np.asarray(value.value if isinstance(value, Variable) else value)
         return self
 
-    def assign_sub(self, value):
+    def assign_sub(self, value: Any) -> Variable:
+        """Subtract from the value in place.
+
+        Parameters
+        ----------
+        value : array_like or Variable
+            The decrement (broadcast to the variable's shape).
+
+        Returns
+        -------
+        Variable
+            This variable.
+        """
         self._no_trace(value, "assign_sub")
         cur = self.value
         cur[...] = cur - np.asarray(value.value if isinstance(value, Variable) else value)
@@ -211,11 +354,20 @@ _UFUNC_OPS = {np.add: "add", np.subtract: "subtract", np.multiply: "multiply",
 
 
 class Tensor(np.ndarray):
-    """What fg.math (and layers, models, losses) return while a GradientTape
-    records: a NumPy array that remembers it was computed on the tape, so
-    Python's operators, NumPy ufuncs (np.exp(t), t * 2) and the methods
-    reshape / sum / mean / max / min / transpose / indexing on it are recorded
-    too. Without a recording tape results are plain arrays."""
+    """A NumPy array computed while a ``GradientTape`` records.
+
+    What ``fg.math`` (and layers, models, losses) return while a tape records:
+    the array remembers it was computed on the tape, so Python's operators,
+    NumPy ufuncs (``np.exp(t)``, ``t * 2``) and the methods reshape, sum, mean,
+    max, min, transpose and indexing on it are recorded too. Without a
+    recording tape results are plain arrays.
+
+    Parameters
+    ----------
+    shape, dtype, buffer, offset, strides, order : optional
+        As for ``numpy.ndarray``; a Tensor is normally made with
+        ``array.view(Tensor)``.
+    """
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         name = _UFUNC_OPS.get(ufunc)
@@ -243,25 +395,29 @@ class Tensor(np.ndarray):
         return self._m("reshape", shape) if _recording() else \
             self.view(np.ndarray).reshape(shape, **k)
 
-    def sum(self, axis=None, keepdims=False, **k):
+    def sum(self, axis: Any = None, keepdims: bool = False,  # type: ignore[override]
+            **k: Any) -> Any:
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("sum", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).sum(axis=axis, keepdims=keepdims, **k)
 
-    def mean(self, axis=None, keepdims=False, **k):
+    def mean(self, axis: Any = None, keepdims: bool = False,  # type: ignore[override]
+             **k: Any) -> Any:
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("mean", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).mean(axis=axis, keepdims=keepdims, **k)
 
-    def max(self, axis=None, keepdims=False, **k):
+    def max(self, axis: Any = None, keepdims: bool = False,  # type: ignore[override]
+            **k: Any) -> Any:
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("max", axis, keepdims) if _recording() and not k else \
             self.view(np.ndarray).max(axis=axis, keepdims=keepdims, **k)
 
-    def min(self, axis=None, keepdims=False, **k):
+    def min(self, axis: Any = None, keepdims: bool = False,  # type: ignore[override]
+            **k: Any) -> Any:
         k = {a: b for a, b in k.items() if b is not None and not (a == "initial" and b is np._NoValue)
              and b is not np._NoValue}
         return self._m("min", axis, keepdims) if _recording() and not k else \
@@ -274,10 +430,18 @@ class Tensor(np.ndarray):
             self.view(np.ndarray).transpose(*((axes,) if axes else ()))
 
     @property
-    def T(self):
+    def T(self) -> Any:
+        """The transpose (recorded on the tape)."""
         return self.transpose()
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
+        """Return a plain NumPy copy.
+
+        Returns
+        -------
+        ndarray
+            A copy that is not a Tensor.
+        """
         return np.array(self.view(np.ndarray), copy=True)
 
 
@@ -297,47 +461,89 @@ def as_tensor(y):
 _TAPES: list = []
 
 
-def active_tapes():
+def active_tapes() -> list:
+    """List the tapes that are recording now.
+
+    Returns
+    -------
+    list of GradientTape
+        The recording tapes, outermost first.
+    """
     return [t for t in _TAPES if t._recording]
 
 
 class GradientTape:
-    """Records eager operations for reverse-mode differentiation (Keras /
-    TensorFlow ``GradientTape``).
+    """Record eager operations for reverse-mode differentiation.
 
-        with fg.GradientTape() as tape:
-            y_pred = model(x, training=True)
-            loss = loss_fn(y, y_pred)
-        grads = tape.gradient(loss, model.trainable_weights)
+    As Keras / TensorFlow's ``GradientTape``: operations of ``fg.math``,
+    layers, models and losses run inside ``with GradientTape() as tape:`` are
+    recorded when an input is watched, and ``tape.gradient`` differentiates
+    a target with respect to sources. Trainable Variables are watched
+    automatically (``watch_accessed_variables``); ``watch(x)`` watches arrays
+    and non-trainable Variables.
 
-    Trainable Variables are watched automatically (``watch_accessed_variables``);
-    ``watch(x)`` watches arrays (and non-trainable Variables). ``gradient``
-    takes one source or a nested list / tuple / dict of them and returns
-    arrays (None for a source the target does not depend on) in the same
-    structure; a non-persistent tape answers one ``gradient`` call."""
+    Parameters
+    ----------
+    persistent : bool, default False
+        False: the tape answers a single ``gradient`` call. True: any number
+        of calls (and the tape may be entered again).
+    watch_accessed_variables : bool, default True
+        Watch every trainable Variable an operation reads.
 
-    def __init__(self, persistent=False, watch_accessed_variables=True):
+    Raises
+    ------
+    RuntimeError
+        When a non-persistent tape is entered or asked for gradients twice.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> w = fg.Variable(np.array([1.0, 2.0, 3.0], dtype=np.float32))
+    >>> with fg.GradientTape() as tape:
+    ...     loss = fg.math.sum(fg.math.square(w))
+    >>> tape.gradient(loss, w)
+    array([2., 4., 6.], dtype=float32)
+
+    Watching a plain array:
+
+    >>> x = np.float32(3.0) * np.ones(2, dtype=np.float32)
+    >>> with fg.GradientTape() as tape:
+    ...     tape.watch(x)
+    ...     y = fg.math.sum(fg.math.square(x))
+    >>> tape.gradient(y, x)
+    array([6., 6.], dtype=float32)
+    """
+
+    def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True) -> None:
         self.persistent = bool(persistent)
         self.watch_accessed = bool(watch_accessed_variables)
         self._recording = False
-        self._nodes = []            # (in_keys, out_key, backward(g) -> [grads])
-        self._tracked = {}          # key -> object (keeps ids alive)
+        self._nodes: list = []      # (in_keys, out_key, backward(g) -> [grads])
+        self._tracked: dict = {}    # key -> object (keeps ids alive)
         self._used = False
 
-    def __enter__(self):
+    def __enter__(self) -> GradientTape:
         if self._used and not self.persistent:
             raise RuntimeError("GradientTape: a non-persistent tape records once; make a new one")
         self._recording = True
         _TAPES.append(self)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> Literal[False]:
         self._recording = False
         if self in _TAPES:
             _TAPES.remove(self)
         return False
 
-    def stop_recording(self):
+    def stop_recording(self) -> Any:
+        """Pause recording inside a ``with`` block.
+
+        Returns
+        -------
+        context manager
+            Operations inside ``with tape.stop_recording():`` are not recorded.
+        """
         tape = self
 
         class _Pause:
@@ -350,11 +556,24 @@ class GradientTape:
                 return False
         return _Pause()
 
-    def reset(self):
+    def reset(self) -> None:
+        """Forget everything recorded and watched so far."""
         self._nodes = []
         self._tracked = {}
 
-    def watch(self, x):
+    def watch(self, x: Any) -> None:
+        """Watch arrays or Variables so that gradients with respect to them exist.
+
+        Parameters
+        ----------
+        x : ndarray, Variable or nested list / tuple / dict of them
+            What to watch.
+
+        Raises
+        ------
+        TypeError
+            For anything but arrays and Variables.
+        """
         for t in _flatten(x):
             if isinstance(t, Variable):
                 self._tracked[t._key] = t
@@ -364,12 +583,20 @@ class GradientTape:
                 raise TypeError(f"GradientTape.watch: expects arrays or fg.Variables, got "
                                 f"{type(t).__name__} (convert Python numbers with np.asarray)")
 
-    def watched_variables(self):
+    def watched_variables(self) -> list:
+        """List the Variables this tape watches.
+
+        Returns
+        -------
+        list of Variable
+            The watched Variables, in the order they were first watched.
+        """
         return [v for v in self._tracked.values() if isinstance(v, Variable)]
 
     # -- recording
-    def _key_of(self, a):
+    def _key_of(self, a: Any) -> Any:
         """The tracking key of an input, or None when it is not watched."""
+        k: Any
         if isinstance(a, Variable):
             k = a._key
             if k in self._tracked:
@@ -390,22 +617,49 @@ class GradientTape:
         return True
 
     # -- gradient
-    def gradient(self, target, sources, output_gradients=None, unconnected_gradients="none"):
+    def gradient(self, target: Any, sources: Any, output_gradients: Any = None,
+                 unconnected_gradients: str = "none") -> Any:
+        """Differentiate a target with respect to sources.
+
+        Parameters
+        ----------
+        target : array or Variable, or a list of them
+            What to differentiate (a list: the sum of the targets).
+        sources : Variable, watched array, or nested list / tuple / dict of them
+            What to differentiate with respect to.
+        output_gradients : array or list of arrays, optional
+            Gradient seeded at each target (default ones).
+        unconnected_gradients : {"none", "zero"}, default "none"
+            What a source the target does not depend on gets: None, or zeros.
+
+        Returns
+        -------
+        ndarray, None or nested structure
+            Gradients in the structure of ``sources``.
+
+        Raises
+        ------
+        RuntimeError
+            On a second call to a non-persistent tape.
+        TypeError
+            For a source that is neither a Variable nor an array.
+        """
         if self._used and not self.persistent:
             raise RuntimeError("GradientTape.gradient can only be called once on a "
                                "non-persistent tape; use GradientTape(persistent=True)")
         self._used = True
         targets = _flatten(target)
         ogs = _flatten(output_gradients) if output_gradients is not None else [None] * len(targets)
-        grads = {}
+        grads: dict = {}
         for t, og in zip(targets, ogs):
+            k: Any
             if isinstance(t, Variable):
                 k = t._key
                 val = t.value
             else:
                 k = id(t)
                 val = np.asarray(t).view(np.ndarray) if isinstance(t, np.ndarray) else np.asarray(t)
-            g = np.ones_like(val) if og is None else np.asarray(og, dtype=val.dtype)
+            g: Any = np.ones_like(val) if og is None else np.asarray(og, dtype=val.dtype)
             if k in grads:
                 grads[k] = grads[k] + g
             else:
@@ -426,7 +680,8 @@ class GradientTape:
         finally:
             self._recording = was
 
-        def one(s):
+        def one(s: Any) -> Any:
+            g: Any
             if isinstance(s, Variable):
                 g = grads.get(s._key)
                 if g is not None and g.shape != s.value.shape:
@@ -445,14 +700,28 @@ class GradientTape:
                     g = np.array(g, copy=True)
                 handed.add(id(g))
             return g
-        handed = set()
+        handed: set = set()
         out = _map_structure(one, sources)
         if not self.persistent:
             self._nodes = []
             self._tracked = {}
         return out
 
-    def jacobian(self, target, sources):
+    def jacobian(self, target: Any, sources: Any) -> Any:
+        """Compute the Jacobian of a target with respect to sources.
+
+        Parameters
+        ----------
+        target : array
+            The function value.
+        sources : Variable, watched array, or nested list / tuple / dict of them
+            What to differentiate with respect to.
+
+        Returns
+        -------
+        ndarray or nested structure
+            For each source, an array of shape ``target.shape + source.shape``.
+        """
         raise NotImplementedError("GradientTape.jacobian is not implemented in fastgrad")
 
 
@@ -491,7 +760,7 @@ def record_on_tapes(inputs, out, backward):
             t._record(inputs, out, backward)
 
 
-def is_watched(x) -> bool:
+def is_watched(x: Any) -> bool:
     for t in _TAPES:
         if t._recording:
             if isinstance(x, Variable):
@@ -504,33 +773,49 @@ def is_watched(x) -> bool:
 
 # ---------------------------------------------------------------------------- tracing
 class TraceTensor:
-    """A tensor inside a traced ``call``: its shape and dtype are known (from
-    the probe run of the trace), its value is a placeholder for every batch
-    of that signature. Python's operators call ``fg.math``."""
+    """A tensor inside a traced ``call``.
+
+    Its shape and dtype are known (from the probe run of the trace); its
+    value is a placeholder for every batch of that signature. Python's
+    operators on it call ``fg.math``; converting it to a NumPy array or
+    branching on its value raises ``TracingError``.
+
+    Parameters
+    ----------
+    tracer : Tracer
+        The trace that owns the tensor.
+    slot : int
+        The tensor's slot in the trace program.
+    val : ndarray
+        The probe value.
+    """
 
     __array_priority__ = 1000
     __slots__ = ("_tracer", "_slot", "_val")
 
-    def __init__(self, tracer, slot, val):
+    def __init__(self, tracer: Any, slot: int, val: np.ndarray) -> None:
         self._tracer, self._slot, self._val = tracer, slot, val
 
     @property
-    def shape(self):
+    def shape(self) -> tuple:
+        """The shape (batch axis included) from the probe run."""
         return tuple(self._val.shape)
 
     @property
-    def dtype(self):
+    def dtype(self) -> str:
+        """The dtype's name."""
         return str(self._val.dtype)
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
+        """The number of axes."""
         return self._val.ndim
 
     def __repr__(self):
         return f"<TraceTensor shape={self.shape} dtype={self.dtype} in {self._tracer.owner_name}>"
 
     # -- what a trace cannot record
-    def _refuse(self, what, hint):
+    def _refuse(self, what: str, hint: str) -> NoReturn:
         raise TracingError(f"{self._tracer.owner_name}: {what} on a traced tensor {self.shape} "
                            f"inside call(): {hint}")
 
@@ -569,7 +854,19 @@ class TraceTensor:
                      f"use fg.math.{func.__name__} (or the fg.math equivalent), whose gradient "
                      "is known")
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
+        """Refuse: values do not exist while a call is traced.
+
+        Returns
+        -------
+        ndarray
+            Never returns.
+
+        Raises
+        ------
+        TracingError
+            Always.
+        """
         self._refuse(".numpy()", "values do not exist while the call is traced")
 
 
@@ -611,6 +908,7 @@ def _install_operators(cls):
     cls.__getitem__ = getitem
 
     def T(self):
+        """The transpose (``fg.math.transpose``)."""
         from .. import math as _m
         return _m.transpose(self)
     cls.T = property(T)
@@ -635,7 +933,8 @@ class Tracer:
 
     def __init__(self, owner_name):
         self.owner_name = owner_name
-        self.slot_kind = []        # "input" | "const" | "weight" | "node"
+        self.training = False      # the training flag of the traced call (set by trace())
+        self.slot_kind: list = []        # "input" | "const" | "weight" | "node"
         self.slot_ref = []         # input index | constant array | Variable | None
         self.nodes = []
         self._const_ids = {}
@@ -707,9 +1006,24 @@ def _value(a):
     return a
 
 
-def apply(name, args, attrs=None):
-    """Run op `name` on `args` (arrays, numbers, Variables, traced or graph
-    tensors) with keyword `attrs` (see the module docstring)."""
+def apply(name: str, args: Sequence[Any], attrs: dict | None = None) -> Any:
+    """Run a registered op on its arguments, whatever their kind.
+
+    Parameters
+    ----------
+    name : str
+        Name of an op in ``OPS``.
+    args : sequence
+        Arrays, numbers, Variables, traced tensors or graph tensors.
+    attrs : dict, optional
+        Keyword attributes of the op (axis, ...).
+
+    Returns
+    -------
+    ndarray, Tensor, TraceTensor or SymbolicTensor
+        The result: recorded on a trace, a model graph or a tape as the
+        module docstring describes.
+    """
     op = OPS[name]
     attrs = attrs or {}
     for a in args:

@@ -66,7 +66,7 @@ class MathOp(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        attrs = {}
+        attrs: dict = {}
         for k, v in self.attrs.items():
             if isinstance(v, (int, float, str, bool, type(None))) or (
                     isinstance(v, tuple) and all(isinstance(e, (int, type(None))) for e in v)):
@@ -95,7 +95,8 @@ class MathOp(Layer):
 
 def symbolic_op(op, args, attrs):
     from ..engine.graph import SymbolicTensor
-    tensors, template = [], []
+    tensors: list = []
+    template: list = []
     for a in args:
         if isinstance(a, SymbolicTensor):
             template.append(("t", len(tensors)))

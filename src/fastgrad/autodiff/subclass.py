@@ -14,6 +14,8 @@ backward into the flat gradient buffer; the gradients of
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..engine.step import Step
@@ -24,6 +26,8 @@ from . import traced
 
 class ModelCall(Layer):
     """The traced node of a subclassed model (its call, its layer attributes)."""
+
+    _fg_model: Any        # set through __dict__ (attribute tracking skips it)
 
     def __init__(self, model):
         super().__init__(name=model.name)
@@ -181,11 +185,11 @@ def model_tape_call(model, inputs, training):
         t = o.view(Tensor)
 
         def back(g, k=k):
-            gs = [None] * k_out
+            gs: list = [None] * k_out
             gs[k] = np.array(g, dtype=np.float32, copy=True)
             st.set_ops(_config.get_ops())
             st.backward(gs, wss)
-            dxs = [None] * len(in_list)
+            dxs: list = [None] * len(in_list)
             if want_dx and len(in_list) == n_in:
                 dxs = [None if st._grads[i] is None else np.array(st._grads[i], copy=True)
                        for i in range(n_in)]

@@ -28,6 +28,7 @@ tensors raise ``TracingError`` naming the layer and the operation.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ PROBE_BATCH = 2
 MAX_PROGRAMS = 16
 
 
-def is_traced(layer) -> bool:
+def is_traced(layer: Any) -> bool:
     from ..layers.base import Layer
     return type(layer).call is not Layer.call
 
@@ -90,7 +91,7 @@ def add_weight(layer, shape=None, initializer=None, regularizer=None, trainable=
     return var
 
 
-def layer_variable(layer, name) -> Variable:
+def layer_variable(layer: Any, name: str) -> Variable:
     """The Variable of `layer`'s weight `name` (one object per weight)."""
     vs = layer.__dict__.setdefault("_fg_vars", {})
     v = vs.get(name)
@@ -136,7 +137,8 @@ def tracked_sublayers(layer):
     """The layers held as attributes of the layer's owner (assignment order)."""
     owner = layer._fg_owner()
     internal = layer.__dict__.get("_fg_internal", ())
-    out, seen = [], set()
+    out: list = []
+    seen: set = set()
     for k, v in list(owner.__dict__.items()):
         if k.startswith("_fg") or k in internal or k in ("_inbound_nodes", "_ops",
                                                          "_param_store"):
@@ -518,7 +520,7 @@ def _is_bound(layer):
 
 def layer_variables(layer):
     """The layer's trainable weights as Variables (sub-layers' included)."""
-    out = []
+    out: list = []
     for s in layer.param_specs():
         if "/" in s.name and "_fg_subs" in layer.__dict__:
             subname, rest = s.name.split("/", 1)

@@ -1,11 +1,15 @@
-"""fastgrad.layers — Keras-style layers.
+"""Keras-style layers.
 
-Core layers live in `core`; Dropout (`dropout`), the normalisation layers
-(`normalization`), the activation layers ReLU, LeakyReLU, ELU, PReLU, Softmax
-(`activations`), the merge layers (`merge`) and the reshaping layers
-(`reshaping`) are imported on first use.  Every subclass of `Layer` is
-registered by class name for `deserialize` / model loading.
+Core layers live in ``core``; Dropout (``dropout``), the normalisation layers
+(``normalization``), the activation layers ReLU, LeakyReLU, ELU, PReLU, Softmax
+(``activations``), the merge layers (``merge``) and the reshaping layers
+(``reshaping``) are imported on first use.  Every subclass of ``Layer`` is
+registered by class name for ``deserialize`` / model loading.
 """
+from __future__ import annotations
+
+from typing import Any, Callable
+
 from .base import Layer, ParamSpec, StateSpec, get_layer_class, deserialize_layer
 from .core import Dense, Activation, Flatten, InputLayer, Input
 
@@ -53,7 +57,7 @@ _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
          "SpatialDropout2D": ".spatial"}
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'fastgrad.layers' has no attribute {name!r}")
@@ -61,7 +65,12 @@ def __getattr__(name):
     return getattr(importlib.import_module(mod, __name__), name)
 
 
-def _load_all():
+def __dir__() -> list:
+    # the lazily imported names too (interactive completion, documentation tools)
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def _load_all() -> None:
     """Import the lazily loaded layer modules (so their classes are registered)."""
     import importlib
     for mod in set(_LAZY.values()):
@@ -71,11 +80,42 @@ def _load_all():
             pass
 
 
-def serialize(layer) -> dict:
+def serialize(layer: Layer) -> dict:
+    """Serialize a layer to a JSON-friendly dict.
+
+    Parameters
+    ----------
+    layer : Layer
+        The layer.
+
+    Returns
+    -------
+    dict
+        ``{"class_name": ..., "config": layer.get_config()}``.
+    """
     return {"class_name": type(layer).__name__, "config": layer.get_config()}
 
 
-def deserialize(d: dict, custom_objects=None):
+def deserialize(d: dict, custom_objects: dict | None = None) -> Layer:
+    """Rebuild a layer from the output of ``serialize``.
+
+    Parameters
+    ----------
+    d : dict
+        ``{"class_name": ..., "config": ...}``.
+    custom_objects : dict, optional
+        Class name to class, for layer classes defined outside fastgrad.
+
+    Returns
+    -------
+    Layer
+        A new, unbuilt layer.
+
+    Raises
+    ------
+    ValueError
+        When the class name is unknown.
+    """
     cls = (custom_objects or {}).get(d.get("class_name"))
     if cls is not None:
         return cls.from_config(dict(d.get("config") or {}))
@@ -84,8 +124,8 @@ def deserialize(d: dict, custom_objects=None):
     return deserialize_layer(d)
 
 
-def _operator_layer(kind):
-    def make():
+def _operator_layer(kind: str) -> Callable[[], Layer]:
+    def make() -> Layer:
         layer = __getattr__(kind)()
         # made by an operator (a + b), as Keras 3's ops: in the graph, the summary and the
         # config, but not in model.layers (Keras lists only Layer objects there)

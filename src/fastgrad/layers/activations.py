@@ -1,7 +1,7 @@
 """Activation layers (Keras 3): ReLU, LeakyReLU, ELU, PReLU, Softmax.
 
 Each acts element-wise on inputs of any rank (Softmax along its axis) and
-computes only through `self.ops` (the Layer protocol of layers/base.py):
+computes only through ``self.ops`` (the Layer protocol of layers/base.py)::
 
     ReLU       ops.activation("relu" | "relu6" | "leaky_relu" | "relu_general")
                — Keras's relu(x, negative_slope, max_value, threshold); the
@@ -19,6 +19,8 @@ the input x or the output y) in the workspace; results live in workspace
 buffers, so a steady-state step allocates nothing.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numbers
 import warnings
@@ -50,7 +52,7 @@ class _ElementwiseActivation(Layer):
     """A layer applying one ops activation (`self._op`: canonical name and
     its parameters) element-wise."""
 
-    _op = ("linear", {})
+    _op: tuple = ("linear", {})
 
     def forward(self, x, training, ws):
         name, params = self._op
@@ -90,13 +92,34 @@ class _ElementwiseActivation(Layer):
 
 
 class ReLU(_ElementwiseActivation):
-    """Rectified linear unit with Keras's options:
-        f(x) = max_value                        if x >= max_value
-        f(x) = x                                if threshold <= x < max_value
-        f(x) = negative_slope * (x - threshold) otherwise
-    (exactly Keras 3's relu(x, negative_slope, max_value, threshold))."""
+    """Rectified linear unit with Keras's options.
 
-    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, name=None, **kwargs):
+    ``f(x) = max_value`` for ``x >= max_value``, ``f(x) = x`` for
+    ``threshold <= x < max_value`` and ``f(x) = negative_slope * (x - threshold)``
+    otherwise, exactly Keras 3's ``relu(x, negative_slope, max_value, threshold)``.
+
+    Parameters
+    ----------
+    max_value : float, optional
+        Upper saturation value, >= 0 (None: no limit).
+    negative_slope : float, default 0.0
+        Slope below the threshold, >= 0.
+    threshold : float, default 0.0
+        Threshold of the activation.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a negative or non-finite argument.
+    """
+
+    def __init__(self, max_value: Any = None, negative_slope: Any = 0.0, threshold: Any = 0.0,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.max_value = _number("ReLU", self.name, "max_value", max_value, allow_none=True, minimum=0.0)
         if negative_slope is None:
@@ -114,9 +137,26 @@ class ReLU(_ElementwiseActivation):
 
 
 class LeakyReLU(_ElementwiseActivation):
-    """x >= 0 ? x : negative_slope * x (Keras default negative_slope=0.3)."""
+    """Leaky rectified linear unit: ``x`` for ``x >= 0``, else ``negative_slope * x``.
 
-    def __init__(self, negative_slope=0.3, name=None, **kwargs):
+    Parameters
+    ----------
+    negative_slope : float, default 0.3
+        Slope for negative inputs (Keras 2's ``alpha`` is accepted, with a
+        DeprecationWarning).
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a negative or non-finite slope.
+    """
+
+    def __init__(self, negative_slope: Any = 0.3, name: str | None = None, **kwargs: Any) -> None:
         if "alpha" in kwargs:  # Keras 3 accepts the Keras 2 name, with a warning
             negative_slope = kwargs.pop("alpha")
             warnings.warn("LeakyReLU: argument `alpha` is deprecated; use `negative_slope`",
@@ -134,9 +174,25 @@ class LeakyReLU(_ElementwiseActivation):
 
 
 class ELU(_ElementwiseActivation):
-    """x > 0 ? x : alpha * (exp(x) - 1) (Keras default alpha=1.0)."""
+    """Exponential linear unit: ``x`` for ``x > 0``, else ``alpha * (exp(x) - 1)``.
 
-    def __init__(self, alpha=1.0, name=None, **kwargs):
+    Parameters
+    ----------
+    alpha : float, default 1.0
+        Scale of the negative part.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a non-finite alpha.
+    """
+
+    def __init__(self, alpha: Any = 1.0, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.alpha = _number("ELU", self.name, "alpha", alpha)
         self._op = ("elu", {"alpha": self.alpha})
@@ -148,13 +204,38 @@ class ELU(_ElementwiseActivation):
 
 
 class PReLU(Layer):
-    """Parametric ReLU: x > 0 ? x : alpha * x with a trainable alpha of shape
-    input_shape (no batch axis), size 1 along `shared_axes` (axis indices of
-    the full input, batch = 0, as in Keras: shared_axes=[1, 2] shares alpha
-    across height and width of (batch, h, w, c) input)."""
+    """Parametric ReLU: ``x`` for ``x > 0``, else ``alpha * x`` with a trainable ``alpha``.
 
-    def __init__(self, alpha_initializer="Zeros", alpha_regularizer=None, alpha_constraint=None,
-                 shared_axes=None, name=None, **kwargs):
+    ``alpha`` has the per-sample input shape, with size 1 along
+    ``shared_axes``.
+
+    Parameters
+    ----------
+    alpha_initializer : str, dict or callable, default "Zeros"
+        Initializer of ``alpha``.
+    alpha_regularizer : str, dict or Regularizer, optional
+        Penalty on ``alpha``.
+    alpha_constraint : None
+        Not supported; must be None.
+    shared_axes : int or list of int, optional
+        Axes of the full input (batch = 0) along which ``alpha`` is shared, as
+        in Keras: ``shared_axes=[1, 2]`` shares it across height and width of a
+        ``(batch, h, w, c)`` input.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a constraint, invalid shared axes, initializer or regularizer.
+    """
+
+    def __init__(self, alpha_initializer: Any = "Zeros", alpha_regularizer: Any = None,
+                 alpha_constraint: Any = None, shared_axes: Any = None, name: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = f"PReLU {self.name}"
         self.alpha_initializer = _initializers.get(alpha_initializer, f"{c}: alpha_initializer")
@@ -172,7 +253,7 @@ class PReLU(Layer):
                     raise ValueError(f"{c}: shared_axes must be integers (axes of the input, batch = 0), "
                                      f"got {shared_axes!r}")
             self.shared_axes = [int(a) for a in axes]
-        self._param_shape = None
+        self._param_shape: Any = None
 
     def compute_output_shape(self, input_shape):
         nd = len(input_shape) + 1
@@ -196,6 +277,7 @@ class PReLU(Layer):
 
     @property
     def alpha(self):
+        """The trainable slope array (a view into the model's buffer)."""
         return self.params["alpha"]
 
     def forward(self, x, training, ws):
@@ -225,20 +307,36 @@ class PReLU(Layer):
 
 
 class Softmax(Layer):
-    """Softmax along `axis` (an int or a list of ints; axes of the full input,
-    batch = 0, negative from the end; Keras default -1).
+    """Softmax along one or more axes.
 
     As the last layer of a model whose loss is a cross-entropy on
     probabilities, a Softmax over the features of a 2-D output hands its
-    activation to the fused, stable loss (like Dense(..., activation="softmax"))."""
+    activation to the fused, stable loss (like
+    ``Dense(..., activation="softmax")``).
 
-    def __init__(self, axis=-1, name=None, **kwargs):
+    Parameters
+    ----------
+    axis : int or list of int, default -1
+        Axes of the full input (batch = 0; negative counts from the end).
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``axis`` is not an integer or a list of integers.
+    """
+
+    def __init__(self, axis: Any = -1, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
         if not axes or any(isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in axes):
             raise ValueError(f"Softmax {self.name}: axis must be an integer or a list of integers, got {axis!r}")
         self.axis = [int(a) for a in axis] if isinstance(axis, (list, tuple)) else int(axis)
-        self._axes = None      # resolved axes of the full (batch, ...) input
+        self._axes: Any = None  # resolved axes of the full (batch, ...) input
         self._fused = False
 
     def compute_output_shape(self, input_shape):
@@ -306,8 +404,20 @@ class Softmax(Layer):
         return d
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan: a softmax over the last axis (or,
-        fused into the loss, its input passed on); other axes have no C path."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         if self._fused:
             return dict(kind="activation", act=ctx.act("linear"), out_act=ctx.out_act(self._fused_activation))
         if self._axes != (len(self.input_shape),):

@@ -24,6 +24,8 @@ linear in the sequence length.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import math
 import numbers
 
@@ -62,9 +64,11 @@ class _AttentionBase(Layer):
     _key_allowed = True
     _graph_scores_ok = False     # return_attention_scores in a graph (MultiHeadAttention)
     _graph_scores = False
+    _last_scores: Any            # the eager call's attention weights (return_attention_scores)
+    _split_scores: Any           # MultiHeadAttention: (output, scores) of a packed graph output
 
-    def __init__(self, dropout=0.0, seed=None, name=None, call_inputs=None, use_causal_mask=None,
-                 **kwargs):
+    def __init__(self, dropout: Any = 0.0, seed: Any = None, name: str | None = None,
+                 call_inputs: Any = None, use_causal_mask: Any = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.dropout = _rate(dropout, f"{self._what()}: dropout")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
@@ -74,8 +78,8 @@ class _AttentionBase(Layer):
         self.seed = None if seed is None else int(seed)
         self._stream_seed = self.seed
         self._offset = 0
-        self._slots = None          # names of the inputs, fixed by the first call
-        self._causal = None         # use_causal_mask, fixed by the first call
+        self._slots: Any = None     # names of the inputs, fixed by the first call
+        self._causal: Any = None    # use_causal_mask, fixed by the first call
         if call_inputs is not None:  # a layer rebuilt from a saved graph (get_config)
             names = tuple(call_inputs)
             allowed = ("query", "value", "key") + _MASK_SLOTS
@@ -118,7 +122,7 @@ class _AttentionBase(Layer):
 
     # -------------------------------------------------------------- the call
     def _call_parts(self, query, value, key, masks, use_causal_mask):
-        names = ["query", "value"]
+        names: Any = ["query", "value"]
         parts = [query, value]
         if key is not None:
             if not self._key_allowed:
@@ -246,24 +250,100 @@ class _AttentionBase(Layer):
 
 
 class MultiHeadAttention(_AttentionBase):
-    """Keras 3 MultiHeadAttention. Weights (get_weights order): query kernel
-    (dim_q, heads, key_dim), query bias (heads, key_dim), key kernel / bias,
-    value kernel (dim_v, heads, value_dim) / bias (heads, value_dim), output
-    kernel (heads, value_dim, out_dim), output bias (out_dim,). The query is
-    scaled by 1 / sqrt(key_dim).
+    """Multi-head attention layer, as Keras 3's ``MultiHeadAttention``.
 
-    return_attention_scores=True in a symbolic call: the node outputs one packed
-    tensor (the output flattened, then the scores (heads, Tq, Tv) flattened)
-    that hidden `_RnnPart` nodes split into (output, scores), as recurrent
-    layers' return_state does; `graph_scores` records it in the config."""
+    The query, key and value are projected to ``num_heads`` heads, attention
+    is computed per head with the query scaled by ``1 / sqrt(key_dim)``, and
+    the heads are projected back to the query's feature size (or
+    ``output_shape``). The weights, in ``get_weights`` order, are the query
+    kernel ``(dim_q, heads, key_dim)`` and bias ``(heads, key_dim)``, the key
+    kernel and bias, the value kernel ``(dim_v, heads, value_dim)`` and bias
+    ``(heads, value_dim)``, and the output kernel ``(heads, value_dim, out_dim)``
+    and bias ``(out_dim,)``.
+
+    Call it as ``mha(query, value, key=None, query_mask=None, value_mask=None,
+    key_mask=None, attention_mask=None, return_attention_scores=False,
+    training=None, use_causal_mask=False)``. Masks hold 1 to keep and 0 to
+    mask: ``query_mask`` (batch, Tq), ``value_mask`` / ``key_mask`` (batch, Tv),
+    ``attention_mask`` (batch, Tq, Tv); ``use_causal_mask`` keeps key ``j <= i``
+    for query ``i``.
+
+    Parameters
+    ----------
+    num_heads : int
+        Number of attention heads.
+    key_dim : int
+        Size of each head for query and key.
+    value_dim : int, optional
+        Size of each head for value (default ``key_dim``).
+    dropout : float, default 0.0
+        Dropout rate on the attention weights, in ``[0, 1)``.
+    use_bias : bool, default True
+        Whether the projections have biases.
+    output_shape : int, optional
+        Size of the output's last axis (default: the query's).
+    attention_axes : int or tuple of int, optional
+        Axes attention runs over (default: all axes but batch, heads and
+        features).
+    kernel_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the kernels.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the biases.
+    kernel_regularizer : str, dict or Regularizer, optional
+        Penalty on the kernels.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the biases.
+    activity_regularizer : None
+        Not supported; must be None.
+    kernel_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    seed : int, optional
+        Seed of the dropout stream.
+    flash : bool, optional
+        None (default) picks the blocked (flash) kernel, whose memory is
+        linear in the sequence length, for long sequences without dropout,
+        attention mask or returned scores; True or False forces the choice.
+    name : str, optional
+        Layer name.
+    graph_scores : bool, default False
+        Set by ``get_config`` when a symbolic call returned the attention
+        scores.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``); ``call_inputs`` and ``use_causal_mask`` are written
+        by ``get_config`` to rebuild the call convention of a saved graph.
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, a dropout rate outside ``[0, 1)``, an invalid
+        ``output_shape`` or ``flash``, constraints or an activity regularizer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> mha = fg.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    >>> q = np.ones((3, 5, 8), dtype=np.float32)
+    >>> v = np.ones((3, 7, 8), dtype=np.float32)
+    >>> mha(q, v).shape
+    (3, 5, 8)
+    >>> out, scores = mha(q, v, return_attention_scores=True)
+    >>> scores.shape
+    (3, 2, 5, 7)
+    """
 
     _graph_scores_ok = True
 
-    def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True,
-                 output_shape=None, attention_axes=None, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
-                 seed=None, flash=None, name=None, graph_scores=False, **kwargs):
+    def __init__(self, num_heads: Any, key_dim: Any, value_dim: Any = None, dropout: Any = 0.0,
+                 use_bias: bool = True, output_shape: Any = None, attention_axes: Any = None,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, kernel_constraint: Any = None,
+                 bias_constraint: Any = None, seed: Any = None, flash: Any = None,
+                 name: str | None = None, graph_scores: bool = False, **kwargs: Any) -> None:
         super().__init__(dropout=dropout, seed=seed, name=name, **kwargs)
         self._graph_scores = bool(graph_scores)
         w = self._what()
@@ -295,9 +375,49 @@ class MultiHeadAttention(_AttentionBase):
         self._want_scores = False
         self._last_scores = None
 
-    def __call__(self, query, value=None, key=None, query_mask=None, value_mask=None, key_mask=None,
-                 attention_mask=None, return_attention_scores=False, training=None,
-                 use_causal_mask=False):
+    def __call__(self, query: Any, value: Any = None,  # type: ignore[override]
+                 key: Any = None, query_mask: Any = None, value_mask: Any = None,
+                 key_mask: Any = None, attention_mask: Any = None,
+                 return_attention_scores: bool = False, training: bool | None = None,
+                 use_causal_mask: bool = False) -> Any:
+        """Apply multi-head attention.
+
+        Parameters
+        ----------
+        query : tensor
+            Query of shape (batch, Tq, dim_q); or a list ``[query, value]`` /
+            ``[query, value, key]``.
+        value : tensor, optional
+            Value of shape (batch, Tv, dim_v).
+        key : tensor, optional
+            Key of shape (batch, Tv, dim_k) (default: value).
+        query_mask : tensor, optional
+            (batch, Tq) mask of the query rows (1 keep, 0 masked).
+        value_mask : tensor, optional
+            (batch, Tv) mask of the keys.
+        key_mask : tensor, optional
+            (batch, Tv) mask of the keys.
+        attention_mask : tensor, optional
+            (batch, Tq, Tv) mask of the score entries.
+        return_attention_scores : bool, default False
+            Also return the attention weights (batch, heads, Tq, Tv).
+        training : bool, optional
+            Training mode (dropout).
+        use_causal_mask : bool, default False
+            Let query ``i`` attend to keys ``j <= i`` only.
+
+        Returns
+        -------
+        tensor or tuple of tensors
+            The output (batch, Tq, out_dim), and the scores when asked for.
+
+        Raises
+        ------
+        TypeError
+            When ``value`` is missing.
+        ValueError
+            When the shapes do not fit.
+        """
         if value is None:
             parts = self._replay(query)
             if parts is not None:
@@ -363,8 +483,9 @@ class MultiHeadAttention(_AttentionBase):
         for a, b, shp, pm in parts:
             r = np.ascontiguousarray(packed[:, a:b].reshape((packed.shape[0],) + shp))
             if pm and getattr(packed, "_keras_mask", None) is not None:
-                r = r.view(type(packed))
-                r._keras_mask = packed._keras_mask
+                rm: Any = r.view(type(packed))
+                rm._keras_mask = packed._keras_mask
+                r = rm
             res.append(r)
         return tuple(res)
 
@@ -549,7 +670,7 @@ class MultiHeadAttention(_AttentionBase):
                                    ws.buf("dP", ws.P.shape, dt))
         names = self._slots
         dxs = [None] * len(names)
-        outs = {}
+        outs: dict = {}
         for n, D, rows, x2, din, dh in (("query", dQ, B * Tq, ws.q2, self._dq, kd),
                                         ("key", dK, B * Tv, ws.k2, self._dk_in, kd),
                                         ("value", dV, B * Tv, ws.v2, self._dv_in, vd)):
@@ -589,16 +710,42 @@ class MultiHeadAttention(_AttentionBase):
 
 
 class Attention(_AttentionBase):
-    """Keras 3 Attention (Luong): scores = q k^T (times the scalar weight
-    `scale` when use_scale), or with score_mode="concat"
-    concat_score_weight * sum(tanh(scale * (q_i + k_j))). Called as
-    layer([query, value]) or layer([query, value, key]); mask=[query_mask,
-    value_mask]; a masked query row's output is zero."""
+    """Dot-product (Luong) attention layer, as Keras 3's ``Attention``.
 
-    _score_mode_values = ("dot", "concat")
+    ``scores = query @ key.T`` (times a learned scalar ``scale`` when
+    ``use_scale``), or with ``score_mode="concat"``
+    ``concat_score_weight * sum(tanh(scale * (query_i + key_j)))``. Call it as
+    ``layer([query, value])`` or ``layer([query, value, key])`` (key defaults
+    to value), with ``mask=[query_mask, value_mask]``; a masked query row's
+    output is zero.
 
-    def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, name=None,
-                 **kwargs):
+    Parameters
+    ----------
+    use_scale : bool, default False
+        Learn a scalar that scales the scores.
+    score_mode : {"dot", "concat"}, default "dot"
+        How scores are computed.
+    dropout : float, default 0.0
+        Dropout rate on the attention weights, in ``[0, 1)``.
+    seed : int, optional
+        Seed of the dropout stream.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``); ``call_inputs`` and ``use_causal_mask`` are written
+        by ``get_config`` to rebuild the call convention of a saved graph.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``score_mode`` or an invalid dropout rate or seed.
+    """
+
+    _score_mode_values: tuple = ("dot", "concat")
+
+    def __init__(self, use_scale: bool = False, score_mode: str = "dot", dropout: Any = 0.0,
+                 seed: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(dropout=dropout, seed=seed, name=name, **kwargs)
         if score_mode not in self._score_mode_values:
             raise ValueError(f"{self._what()}: score_mode must be one of "
@@ -608,8 +755,35 @@ class Attention(_AttentionBase):
         self._want_scores = False
         self._last_scores = None
 
-    def __call__(self, inputs, mask=None, training=None, return_attention_scores=False,
-                 use_causal_mask=False):
+    def __call__(self, inputs: Any, mask: Any = None,  # type: ignore[override]
+                 training: bool | None = None, return_attention_scores: bool = False,
+                 use_causal_mask: bool = False) -> Any:
+        """Apply attention to ``[query, value]`` or ``[query, value, key]``.
+
+        Parameters
+        ----------
+        inputs : list of tensors
+            ``[query, value]`` or ``[query, value, key]``.
+        mask : list of tensors, optional
+            ``[query_mask, value_mask]`` (either may be None).
+        training : bool, optional
+            Training mode (dropout).
+        return_attention_scores : bool, default False
+            Also return the attention weights (batch, Tq, Tv).
+        use_causal_mask : bool, default False
+            Let query ``i`` attend to keys ``j <= i`` only.
+
+        Returns
+        -------
+        tensor or tuple of tensors
+            The output (batch, Tq, dim), and the scores when asked for.
+
+        Raises
+        ------
+        ValueError
+            When ``inputs`` is not a list of two or three tensors, or the shapes
+            do not fit.
+        """
         parts = self._replay(inputs) if (mask is None and not use_causal_mask
                                          and self._from_config) else None
         if parts is not None:
@@ -758,12 +932,37 @@ class Attention(_AttentionBase):
 
 
 class AdditiveAttention(Attention):
-    """Keras 3 AdditiveAttention (Bahdanau): scores = sum_d scale_d *
-    tanh(q_i + k_j)_d, scale a (dim,) weight (glorot_uniform) when use_scale."""
+    """Additive (Bahdanau) attention layer, as Keras 3's ``AdditiveAttention``.
+
+    ``scores = sum_d scale_d * tanh(query_i + key_j)_d``, with ``scale`` a
+    learned ``(dim,)`` weight (glorot_uniform) when ``use_scale``. Called as
+    ``Attention``.
+
+    Parameters
+    ----------
+    use_scale : bool, default True
+        Learn the per-feature scale.
+    dropout : float, default 0.0
+        Dropout rate on the attention weights, in ``[0, 1)``.
+    seed : int, optional
+        Seed of the dropout stream.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``); ``call_inputs`` and ``use_causal_mask`` are written
+        by ``get_config`` to rebuild the call convention of a saved graph.
+
+    Raises
+    ------
+    ValueError
+        For an invalid dropout rate or seed.
+    """
 
     _score_mode_values = ("dot",)   # no score_mode argument in Keras; internal only
 
-    def __init__(self, use_scale=True, dropout=0.0, seed=None, name=None, **kwargs):
+    def __init__(self, use_scale: bool = True, dropout: Any = 0.0, seed: Any = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(use_scale=use_scale, dropout=dropout, seed=seed, name=name, **kwargs)
         self.score_mode = "additive"
 
@@ -795,12 +994,33 @@ class AdditiveAttention(Attention):
 
 
 class PositionEmbedding(Layer):
-    """keras_hub.layers.PositionEmbedding: a learned (sequence_length, dim)
-    table; the output is its first T rows broadcast over the batch (add it to
-    the input yourself: x + PositionEmbedding(T)(x)). The input's values are
-    not read, so it gets no gradient."""
+    """Learned position embedding, as ``keras_hub.layers.PositionEmbedding``.
 
-    def __init__(self, sequence_length, initializer="glorot_uniform", name=None, **kwargs):
+    A learned ``(sequence_length, features)`` table; the output is its first
+    ``T`` rows broadcast over the batch (add it to the input yourself:
+    ``x + PositionEmbedding(T)(x)``). The input's values are not read, so it
+    gets no gradient.
+
+    Parameters
+    ----------
+    sequence_length : int
+        Longest sequence the table covers.
+    initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the table.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a non-positive ``sequence_length`` or an input longer than it.
+    """
+
+    def __init__(self, sequence_length: Any, initializer: Any = "glorot_uniform",
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.sequence_length = _pos_int(sequence_length,
                                         f"PositionEmbedding layer {self.name!r}: sequence_length")
@@ -849,12 +1069,30 @@ class PositionEmbedding(Layer):
 
 
 class SinePositionEncoding(Layer):
-    """keras_hub.layers.SinePositionEncoding: the fixed encoding of
-    "Attention Is All You Need" (sin on even features, cos on odd ones,
-    wavelengths up to max_wavelength), broadcast over the batch; no weights,
-    no gradient to the input."""
+    """Fixed sinusoidal position encoding, as ``keras_hub.layers.SinePositionEncoding``.
 
-    def __init__(self, max_wavelength=10000, name=None, **kwargs):
+    The encoding of "Attention Is All You Need": sine on even features,
+    cosine on odd ones, wavelengths up to ``max_wavelength``, broadcast over
+    the batch. It has no weights and passes no gradient to the input.
+
+    Parameters
+    ----------
+    max_wavelength : float, default 10000
+        Longest wavelength (positive).
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a non-positive ``max_wavelength``.
+    """
+
+    def __init__(self, max_wavelength: Any = 10000, name: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if isinstance(max_wavelength, bool) or not isinstance(max_wavelength, numbers.Real) \
                 or max_wavelength <= 0:
@@ -870,6 +1108,24 @@ class SinePositionEncoding(Layer):
 
     @staticmethod
     def encoding(T, D, max_wavelength=10000.0, dtype=np.float32):
+        """Compute the sinusoidal encoding table.
+
+        Parameters
+        ----------
+        T : int
+            Number of positions.
+        D : int
+            Number of features.
+        max_wavelength : float, default 10000.0
+            Longest wavelength.
+        dtype : numpy.dtype, default numpy.float32
+            Data type of the table.
+
+        Returns
+        -------
+        ndarray
+            The ``(T, D)`` table.
+        """
         pos = np.arange(T, dtype=np.float64)[:, None]
         i = np.arange(D)
         timescales = np.power(1.0 / max_wavelength, (2 * (i // 2)).astype(np.float64) / D)

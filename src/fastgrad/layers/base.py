@@ -33,7 +33,7 @@ Life of a layer
    ``self.state``.  Layers must keep writing INTO these arrays (out=...,
    ``a[...] = ...``), never rebind them.
 5. ``forward(x, training, ws) -> y``
-   x: float32 C-contiguous (batch, *input_shape).  ``ws`` is this layer's
+   x: float32 C-contiguous ``(batch, *input_shape)``.  ``ws`` is this layer's
    Workspace for the current batch size (see engine.workspace.Workspace):
    ``ws.buf(name, shape, dtype=np.float32)`` returns an array allocated on
    first use and reused on every later step with that batch size, and ``ws``
@@ -42,7 +42,7 @@ Life of a layer
    layers / a reshaped view for Flatten); it stays valid until the next
    forward with the same batch size.  A steady-state step allocates nothing.
 6. ``backward(dy, ws, need_dx=True) -> dx or None``
-   dy: gradient w.r.t. this layer's output (batch, *output_shape), float32.
+   dy: gradient w.r.t. this layer's output ``(batch, *output_shape)``, float32.
    Writes this batch's parameter gradients INTO ``self.grads[...]``
    (overwriting, not accumulating: the model calls every layer's backward
    once per step) and returns dx (a workspace array) unless need_dx is False
@@ -67,8 +67,8 @@ Life of a layer
    arrays, ``backward`` returns a list of dx that never alias each other (at
    most one may be dy itself).
 10. ``__call__``: on symbolic tensors (fg.Input, another layer's output) it
-   records a node of the model graph (engine/graph.py); on arrays it runs
-   forward eagerly, building the layer (weights included) if needed.
+    records a node of the model graph (engine/graph.py); on arrays it runs
+    forward eagerly, building the layer (weights included) if needed.
 
 Output-activation fusion
 ------------------------
@@ -92,7 +92,7 @@ Extra hooks
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -101,18 +101,43 @@ __all__ = ["Layer", "ParamSpec", "StateSpec", "get_layer_class", "deserialize_la
 
 
 class MaskedArray(np.ndarray):
-    """What an eager layer call returns when its output has a mask: the output array
-    with the mask as ``_keras_mask`` (a boolean (batch, time) array), as Keras's eager
-    tensors carry it. Numpy operations on it do NOT carry the mask on (a slice or a sum
-    is another tensor); pass it explicitly with ``layer(x, mask=m)`` then."""
+    """An eager layer output that carries a mask.
 
-    def __array_finalize__(self, obj):
+    What an eager layer call returns when its output has a mask: the output array
+    with the mask as ``_keras_mask`` (a boolean (batch, time) array), as Keras's eager
+    tensors carry it. NumPy operations on it do NOT carry the mask on (a slice or a sum
+    is another tensor); pass it explicitly with ``layer(x, mask=m)`` then.
+
+    Parameters
+    ----------
+    shape, dtype, buffer, offset, strides, order : optional
+        As for ``numpy.ndarray``; a MaskedArray is normally made with
+        ``array.view(MaskedArray)``.
+    """
+
+    _keras_mask: Any
+
+    def __array_finalize__(self, obj: Any) -> None:
         self._keras_mask = None
 
 
-def symbolic_mask(tensor, shape):
-    """The symbolic mask of `tensor` (a SymbolicTensor) of full shape `shape`
-    (batch axis first): what compute_mask returns while the graph is built."""
+def symbolic_mask(tensor: Any, shape: Sequence[int | None]) -> Any:
+    """Make the symbolic mask of a symbolic tensor.
+
+    This is what ``compute_mask`` returns while the model graph is built.
+
+    Parameters
+    ----------
+    tensor : SymbolicTensor
+        The tensor the mask belongs to.
+    shape : sequence of int or None
+        Full shape of the mask, batch axis first.
+
+    Returns
+    -------
+    SymbolicTensor
+        A boolean symbolic tensor that records which tensor it masks.
+    """
     from ..engine.graph import SymbolicTensor
     m = SymbolicTensor(tuple(shape), node=None, name=f"{tensor.name}_mask"
                        if tensor.name else None, dtype="bool")
@@ -121,9 +146,17 @@ def symbolic_mask(tensor, shape):
 
 
 def attach_masks(layer, node, masks):
-    """Record on a new graph node (engine.graph.Node) the masks its inputs get (`masks`:
-    per input a symbolic mask or None) and whether its output carries one (the layer's
-    compute_mask on the symbolic tensors)."""
+    """Record on a new graph node the masks its inputs get and whether its output carries one.
+
+    Parameters
+    ----------
+    layer : Layer
+        The called layer (its ``compute_mask`` decides the output mask).
+    node : Node
+        The new ``engine.graph.Node``.
+    masks : list
+        Per input, a symbolic mask or None.
+    """
     ts = node.inputs
     node.mask_srcs = [None if m is None else m._mask_of for m in masks]
     sym_in = ts if layer._multi_input else ts[0]
@@ -168,7 +201,20 @@ def _check_masks(layer, mask, xs, multi):
 
 
 class ParamSpec(NamedTuple):
-    """A trainable parameter: lives in the model's flat float32 buffer."""
+    """Declaration of a trainable parameter, which lives in the model's flat float32 buffer.
+
+    Parameters
+    ----------
+    name : str
+        Weight name within the layer (``"kernel"``, ``"bias"``, ...).
+    shape : tuple of int
+        Shape of the parameter.
+    initializer : callable
+        Called with the shape, returns the initial float array
+        (see ``fastgrad.initializers``).
+    regularizer : Regularizer or None, default None
+        Penalty added to the loss (see ``fastgrad.regularizers``).
+    """
     name: str
     shape: tuple
     initializer: Any          # callable shape -> float array (fastgrad.initializers)
@@ -176,7 +222,17 @@ class ParamSpec(NamedTuple):
 
 
 class StateSpec(NamedTuple):
-    """A non-trainable array (BatchNorm moving statistics)."""
+    """Declaration of a non-trainable array such as BatchNormalization's moving statistics.
+
+    Parameters
+    ----------
+    name : str
+        Weight name within the layer (``"moving_mean"``, ...).
+    shape : tuple of int
+        Shape of the array.
+    initializer : callable
+        Called with the shape, returns the initial float array.
+    """
     name: str
     shape: tuple
     initializer: Any
@@ -199,7 +255,7 @@ def _snake(name: str) -> str:
     return name.lower()
 
 
-def _as_shape(shape, what: str) -> tuple:
+def _as_shape(shape: Any, what: str) -> Any:
     if shape is None:
         return None
     if isinstance(shape, (int, np.integer)):
@@ -214,9 +270,63 @@ def _as_shape(shape, what: str) -> tuple:
 
 
 class Layer:
-    """Base class of every fastgrad layer (protocol in the module docstring)."""
+    """Base class of every fastgrad layer.
+
+    A layer stores hyper-parameters; the model that owns it allocates its
+    weights and drives it through ``build``, ``param_specs``, ``bind``,
+    ``forward`` and ``backward`` (the protocol is described in the
+    ``fastgrad.layers.base`` module docstring). A subclass may instead define
+    ``call`` with ``fastgrad.math`` operations; its gradient is then derived
+    automatically. The keyword arguments below are accepted by every layer.
+
+    Parameters
+    ----------
+    name : str, optional
+        Layer name; by default the snake-case class name made unique with a
+        numeric suffix (``dense``, ``dense_1``, ...).
+    input_shape : tuple of int, optional
+        Per-sample input shape (without the batch axis); used when the layer is
+        the first layer of a ``Sequential`` model.
+    input_dim : int, optional
+        Shorthand for ``input_shape=(input_dim,)``.
+    trainable : bool, default True
+        False freezes the layer's weights.
+    dtype : str, optional
+        Only ``None`` and ``"float32"`` are supported.
+    batch_input_shape : tuple, optional
+        Input shape with the batch axis first (the batch axis is dropped).
+    activity_regularizer : str, dict or Regularizer, optional
+        Penalty on the layer's output, added to the loss.
+    **kwargs
+        Any other keyword argument is an error.
+
+    Raises
+    ------
+    TypeError
+        For an unknown keyword argument or a name that is not a string.
+    ValueError
+        For a dtype other than float32, or both ``input_shape`` and
+        ``input_dim`` given.
+    """
 
     registry: dict = {}
+
+    # instance attributes (set in __init__ and build; declared here so that type
+    # checkers know them before they analyse __init__)
+    name: str
+    trainable: bool
+    built: bool
+    activity_regularizer: Any
+    input_shape: Any             # per-sample shapes (tuples; lists for merge layers) once built
+    output_shape: Any
+    params: dict
+    grads: dict
+    state: dict
+    offsets: dict
+    _declared_input_shape: Any
+    _ops: Any
+    _fused_activation: Any
+    _inbound_nodes: list
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -230,17 +340,30 @@ class Layer:
                     from ..autodiff import traced
                     return traced.engine_build(self, input_shape, _user)
                 return _user(self, input_shape, *a, **k)
-            build._fg_wrapped = True
+            setattr(build, "_fg_wrapped", True)
             build.__doc__ = user_build.__doc__
-            build.__wrapped__ = user_build
-            cls.build = build
+            setattr(build, "__wrapped__", user_build)
+            setattr(cls, "build", build)
         if cls.call is not Layer.call and getattr(cls, "lower", None) is None:
             # a traced layer whose program has a C kind (matmul + bias + activation:
             # the dense kind) runs on the compiled plan
             def lower(self, ctx):
+                """Describe this traced layer as a node of the compiled C plan.
+
+                Parameters
+                ----------
+                ctx : LowerContext
+                    Codes, regularizer coefficients and trainability.
+
+                Returns
+                -------
+                dict
+                    The plan node; ``ctx.unsupported`` is raised when the
+                    program has no C kind (the model then runs on Python).
+                """
                 from ..autodiff import traced
                 return traced.lower(self, ctx)
-            cls.lower = lower
+            setattr(cls, "lower", lower)
         import inspect
         try:
             cls._forward_takes_mask = "mask" in inspect.signature(cls.forward).parameters
@@ -254,15 +377,32 @@ class Layer:
     supports_masking = False
     _forward_takes_mask = False
 
-    def compute_mask(self, inputs, mask=None):
-        """The mask of this layer's output for `inputs` and the input `mask` (Keras's
-        compute_mask): boolean (batch, time) arrays at run time, or symbolic masks
-        (``engine.graph.SymbolicTensor`` of dtype bool) when the model graph is built;
-        None means no mask. Default: pass the input mask on if `supports_masking`."""
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        """Compute the mask of this layer's output (Keras's ``compute_mask``).
+
+        Masks are boolean (batch, time) arrays at run time, or symbolic masks
+        (``engine.graph.SymbolicTensor`` of dtype bool) while the model graph is
+        built; None means no mask.
+
+        Parameters
+        ----------
+        inputs : ndarray, SymbolicTensor or list
+            The layer's input(s).
+        mask : ndarray, SymbolicTensor, list or None, default None
+            The mask of the input(s).
+
+        Returns
+        -------
+        ndarray, SymbolicTensor or None
+            The output mask. The default passes ``mask`` on when
+            ``supports_masking`` is True and returns None otherwise.
+        """
         return mask if self.supports_masking else None
 
-    def __init__(self, name=None, input_shape=None, input_dim=None, trainable=True, dtype=None,
-                 batch_input_shape=None, activity_regularizer=None, **kwargs):
+    def __init__(self, name: str | None = None, input_shape: Any = None,
+                 input_dim: int | None = None, trainable: bool = True, dtype: Any = None,
+                 batch_input_shape: Any = None, activity_regularizer: Any = None,
+                 **kwargs: Any) -> None:
         if kwargs:
             raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) "
                             f"{', '.join(sorted(kwargs))}")
@@ -285,19 +425,21 @@ class Layer:
         self.activity_regularizer = _regularizers.get(activity_regularizer,
                                                       f"{self.name}: activity_regularizer")
         self.built = False
+        # per-sample shapes (tuples; lists of tuples for merge layers) once built
         self.input_shape = None
         self.output_shape = None
-        self.params: dict = {}
-        self.grads: dict = {}
-        self.state: dict = {}
-        self.offsets: dict = {}     # param name -> offset (float32 elements) in the flat buffer
+        self.params = {}
+        self.grads = {}
+        self.state = {}
+        self.offsets = {}           # param name -> offset (float32 elements) in the flat buffer
         self._ops = None
         self._fused_activation = None
-        self._inbound_nodes: list = []   # engine.graph.Node per symbolic call
+        self._inbound_nodes = []    # engine.graph.Node per symbolic call
 
     # ------------------------------------------------------------------ ops
     @property
-    def ops(self):
+    def ops(self) -> Any:
+        """The backend ``Ops`` object this layer computes with."""
         ops = self._ops
         if ops is None:
             from .. import _config
@@ -305,15 +447,37 @@ class Layer:
         return ops
 
     @ops.setter
-    def ops(self, value):
+    def ops(self, value: Any) -> None:
         self._ops = value
 
     # ------------------------------------------------------------------ traced layers
-    def call(self, inputs, training=None, mask=None):
-        """Keras-style computation written with fg.math and other layers: a
-        subclass that defines `call` is traced, its gradient derived
-        (autodiff/traced.py; docs/autodiff.md). Built-in layers implement
-        forward / backward instead."""
+    def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
+        """Compute the layer's output with ``fastgrad.math`` and other layers.
+
+        A subclass that defines ``call`` is traced and its gradient derived
+        (see docs/autodiff.md). Built-in layers implement ``forward`` and
+        ``backward`` instead.
+
+        Parameters
+        ----------
+        inputs : tensor or list of tensors
+            The layer's input(s).
+        training : bool, optional
+            True in training mode (Dropout and BatchNormalization behave
+            differently).
+        mask : tensor, optional
+            The input's mask.
+
+        Returns
+        -------
+        tensor
+            The layer's output.
+
+        Raises
+        ------
+        NotImplementedError
+            In the base class.
+        """
         raise NotImplementedError(f"{type(self).__name__}.call")
 
     @classmethod
@@ -330,11 +494,44 @@ class Layer:
     def _fg_call_fn(self):
         return self.call
 
-    def add_weight(self, shape=None, initializer=None, regularizer=None, trainable=True,
-                   name=None, dtype=None, constraint=None, **kwargs):
-        """Declare a weight (Keras's add_weight) and return it as an fg.Variable;
-        called in build() (or __init__). Trainable weights live in the model's
-        flat buffer, non-trainable ones with the layer's state."""
+    def add_weight(self, shape: Any = None, initializer: Any = None, regularizer: Any = None,
+                   trainable: bool = True, name: str | None = None, dtype: Any = None,
+                   constraint: Any = None, **kwargs: Any) -> Any:
+        """Declare a weight of this layer (Keras's ``add_weight``).
+
+        Called in ``build`` (or ``__init__``) of a layer written with ``call``.
+        Trainable weights live in the model's flat buffer, non-trainable ones
+        with the layer's state.
+
+        Parameters
+        ----------
+        shape : tuple of int, optional
+            Shape of the weight (default: a scalar).
+        initializer : str, dict or callable, optional
+            Initializer (default ``"glorot_uniform"``).
+        regularizer : str, dict or Regularizer, optional
+            Penalty added to the loss.
+        trainable : bool, default True
+            False makes a non-trainable (state) weight.
+        name : str, optional
+            Weight name within the layer.
+        dtype : str, optional
+            Only float32 is supported.
+        constraint : optional
+            Accepted for Keras compatibility.
+        **kwargs
+            Any other keyword argument is an error.
+
+        Returns
+        -------
+        Variable
+            The weight.
+
+        Raises
+        ------
+        TypeError
+            For an unknown keyword argument.
+        """
         if kwargs:
             raise TypeError(f"{self.name}: add_weight: unexpected keyword argument(s) "
                             f"{', '.join(sorted(kwargs))}")
@@ -352,19 +549,50 @@ class Layer:
 
     @property
     def trainable_variables(self) -> list:
+        """The trainable weights as fg.Variables (same as ``trainable_weights``)."""
         return self.trainable_weights
 
     # ------------------------------------------------------------------ build
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        """Per-sample output shape for a per-sample input shape (default: identity;
-        a traced layer is built to find it)."""
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        """Compute the per-sample output shape for a per-sample input shape.
+
+        Parameters
+        ----------
+        input_shape : tuple of int or list of tuples
+            Input shape without the batch axis (a list for merge layers).
+
+        Returns
+        -------
+        tuple of int
+            Output shape without the batch axis. The default is the input
+            shape; a layer written with ``call`` is built to find it.
+        """
         if self._fg_traced():
             if not self.built:
                 self.build(input_shape)
             return tuple(self.output_shape)
         return tuple(input_shape)
 
-    def build(self, input_shape) -> tuple:
+    def build(self, input_shape: Any) -> Any:
+        """Validate the input shape and record the input and output shapes.
+
+        Called once by the model (or at the first call on data).
+
+        Parameters
+        ----------
+        input_shape : tuple of int or list of tuples
+            Per-sample input shape (no batch axis); a list for merge layers.
+
+        Returns
+        -------
+        tuple of int
+            The per-sample output shape.
+
+        Raises
+        ------
+        ValueError
+            When the shape does not suit the layer.
+        """
         if self._fg_traced():
             if self.__dict__.get("_fg_in_user_build"):
                 return None                  # super().build(input_shape) in a user's build
@@ -381,29 +609,73 @@ class Layer:
         return out
 
     def param_specs(self) -> list:
+        """List the layer's trainable parameters (after ``build``).
+
+        Returns
+        -------
+        list of ParamSpec
+            The trainable parameters in Keras weight order.
+        """
         if "_fg_specs" in self.__dict__ or "_fg_subs" in self.__dict__:
             from ..autodiff import traced
             return traced.param_specs(self)
         return []
 
     def state_specs(self) -> list:
+        """List the layer's non-trainable arrays (after ``build``).
+
+        Returns
+        -------
+        list of StateSpec
+            The non-trainable arrays in Keras weight order.
+        """
         if "_fg_specs" in self.__dict__ or "_fg_subs" in self.__dict__:
             from ..autodiff import traced
             return traced.state_specs(self)
         return []
 
     def bind(self, params: dict, grads: dict, state: dict) -> None:
+        """Attach the arrays the model allocated for this layer.
+
+        Parameters
+        ----------
+        params : dict
+            Name to parameter array (a view into the model's flat buffer).
+        grads : dict
+            Name to gradient array (a view into the gradient buffer).
+        state : dict
+            Name to non-trainable array.
+        """
         if "_fg_specs" in self.__dict__ or "_fg_subs" in self.__dict__:
             from ..autodiff import traced
-            return traced.bind(self, params, grads, state)
+            traced.bind(self, params, grads, state)
+            return
         self.params = params
         self.grads = grads
         self.state = state
 
     def reset_rng(self, seed: int) -> None:
-        """Layers with random streams derive them from `seed` (default: nothing)."""
+        """Reseed the layer's random streams (the default does nothing).
+
+        Parameters
+        ----------
+        seed : int
+            Seed the streams are derived from.
+        """
 
     def count_params(self) -> int:
+        """Count the layer's weights (trainable and non-trainable).
+
+        Returns
+        -------
+        int
+            Number of scalars in all the layer's weights.
+
+        Raises
+        ------
+        ValueError
+            When the layer is not built.
+        """
         if not self.built:
             raise ValueError(f"{self.name}: count_params() needs a built layer "
                              "(give input_shape or call the model on data first)")
@@ -411,14 +683,62 @@ class Layer:
                    sum(int(np.prod(s.shape)) for s in self.state_specs()))
 
     # ------------------------------------------------------------------ compute
-    def forward(self, x, training: bool, ws):
+    def forward(self, x: Any, training: bool, ws: Any) -> Any:
+        """Compute the layer's output for a batch.
+
+        Parameters
+        ----------
+        x : ndarray or list of ndarray
+            float32, C-contiguous input of shape (batch, ...) (a list for
+            merge layers).
+        training : bool
+            True in training mode.
+        ws : Workspace
+            This layer's workspace for the current batch size; it keeps what
+            ``backward`` needs.
+
+        Returns
+        -------
+        ndarray
+            The output (a workspace array, valid until the next forward with
+            the same batch size).
+
+        Raises
+        ------
+        NotImplementedError
+            In the base class, for a layer without ``call``.
+        """
         if self._fg_traced():
             from ..autodiff import traced
             return traced.forward(self, x, training, ws)
         raise NotImplementedError(f"{type(self).__name__}.forward: a layer implements "
                                   "call() (traced, gradient derived) or forward()/backward()")
 
-    def backward(self, dy, ws, need_dx: bool = True):
+    def backward(self, dy: Any, ws: Any, need_dx: bool = True) -> Any:
+        """Propagate the gradient of the loss back through the layer.
+
+        Writes the parameter gradients into ``self.grads``.
+
+        Parameters
+        ----------
+        dy : ndarray
+            Gradient with respect to the layer's output (may be overwritten).
+        ws : Workspace
+            The workspace ``forward`` used.
+        need_dx : bool, default True
+            False when the caller does not need the input gradient.
+
+        Returns
+        -------
+        ndarray, list of ndarray or None
+            Gradient with respect to the input(s), or None when ``need_dx``
+            is False.
+
+        Raises
+        ------
+        NotImplementedError
+            In the base class, for a layer without ``call``.
+        """
         if self._fg_traced():
             from ..autodiff import traced
             return traced.backward(self, dy, ws, need_dx)
@@ -433,14 +753,40 @@ class Layer:
         this to take integer token ids."""
         return np.ascontiguousarray(inputs, dtype=np.float32)
 
-    def __call__(self, inputs, training=None, mask=None, **kwargs):
-        """On symbolic tensors (fg.Input, another layer's output): add a node to
-        the model graph and return its output tensor (the functional API).
-        On arrays: run forward eagerly with a throw-away workspace (the layer
-        is built from the arrays' per-sample shapes first if needed).
-        `mask`: the input's mask (docs/sequence.md); by default the one the input
-        carries (``inputs._keras_mask``, set by Embedding(mask_zero=True), Masking and
-        the layers that propagate masks)."""
+    def __call__(self, inputs: Any, training: bool | None = None, mask: Any = None,
+                 **kwargs: Any) -> Any:
+        """Apply the layer to symbolic tensors or to arrays.
+
+        On symbolic tensors (``fg.Input``, another layer's output) this adds a
+        node to the model graph and returns its output tensor (the functional
+        API). On arrays it runs ``forward`` eagerly with a throw-away workspace;
+        the layer is built from the arrays' per-sample shapes first if needed.
+
+        Parameters
+        ----------
+        inputs : array_like, SymbolicTensor or list
+            The input(s); a list for merge layers.
+        training : bool, optional
+            Training mode for an eager call (default False).
+        mask : array_like or SymbolicTensor, optional
+            The input's mask (docs/sequence.md); by default the one the input
+            carries (``inputs._keras_mask``, set by ``Embedding(mask_zero=True)``,
+            ``Masking`` and the layers that propagate masks).
+        **kwargs
+            Any other keyword argument is an error.
+
+        Returns
+        -------
+        ndarray or SymbolicTensor
+            The output; a ``MaskedArray`` when an eager output has a mask.
+
+        Raises
+        ------
+        TypeError
+            For an unknown keyword argument or mixed symbolic and array inputs.
+        ValueError
+            When the inputs do not match the shape the layer was built for.
+        """
         from ..engine import graph as _graph
         from ..autodiff import core as _ad
         if kwargs:
@@ -503,15 +849,17 @@ class Layer:
                                  f"shape {cur}, called on {shape} (batch axis excluded)")
         x_in = xs if multi else xs[0]
         mask = _check_masks(self, mask, xs, multi)
+        forward: Any = self.forward     # a layer that consumes masks takes mask=
         if self._forward_takes_mask:
-            y = self.forward(x_in, training, Workspace(), mask=mask)
+            y = forward(x_in, training, Workspace(), mask=mask)
         else:
-            y = self.forward(x_in, training, Workspace())
+            y = forward(x_in, training, Workspace())
         y = np.array(y, copy=True)
         out_mask = self.compute_mask(x_in, mask)
         if out_mask is not None:
-            y = y.view(MaskedArray)
-            y._keras_mask = np.asarray(out_mask, dtype=bool)
+            ym = y.view(MaskedArray)
+            ym._keras_mask = np.asarray(out_mask, dtype=bool)
+            return ym
         return y
 
     def _call_symbolic(self, inputs, mask=None):
@@ -569,12 +917,13 @@ class Layer:
         return node.output
 
     @property
-    def output(self):
+    def output(self) -> Any:
         """The output tensor of this layer's single call (Keras `layer.output`)."""
         return self._single_node("output").output
 
     @property
-    def input(self):
+    def input(self) -> Any:
+        """The input tensor(s) of this layer's single call (Keras ``layer.input``)."""
         n = self._single_node("input")
         return n.inputs if n.multi else (n.inputs[0] if n.inputs else n.output)
 
@@ -585,9 +934,15 @@ class Layer:
         return self._inbound_nodes[0]
 
     # ------------------------------------------------------------------ fusion
-    def split_output_activation(self):
-        """Emit logits instead of probabilities; return the removed activation
-        name, or None if this layer has no fusable output activation."""
+    def split_output_activation(self) -> str | None:
+        """Make the layer emit logits instead of probabilities.
+
+        Returns
+        -------
+        str or None
+            The name of the removed activation, or None if this layer has no
+            fusable output activation.
+        """
         return None
 
     def merge_output_activation(self) -> None:
@@ -596,11 +951,18 @@ class Layer:
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list:
-        """Copies of this layer's arrays in Keras order: params, then state."""
+        """Return copies of this layer's weights.
+
+        Returns
+        -------
+        list of ndarray
+            The parameters, then the state arrays, in Keras order.
+        """
         return [np.array(w, copy=True) for w in self.weights]
 
     @property
     def weights(self) -> list:
+        """The layer's weight arrays (views, not copies), in Keras order."""
         if "_fg_all" in self.__dict__:
             from ..autodiff import traced
             return traced.all_weights(self)
@@ -609,6 +971,14 @@ class Layer:
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:
+        """Return the layer's hyper-parameters.
+
+        Returns
+        -------
+        dict
+            JSON-friendly configuration; ``from_config`` rebuilds an
+            equivalent (unbuilt) layer from it.
+        """
         cfg = {"name": self.name, "trainable": self.trainable}
         if getattr(self, "activity_regularizer", None) is not None:
             from .. import regularizers as _regularizers
@@ -618,13 +988,33 @@ class Layer:
         return cfg
 
     @classmethod
-    def from_config(cls, config: dict):
+    def from_config(cls, config: dict) -> Any:
+        """Create a layer from its configuration.
+
+        Parameters
+        ----------
+        config : dict
+            The output of ``get_config``.
+
+        Returns
+        -------
+        Layer
+            A new, unbuilt layer.
+        """
         cfg = dict(config)
         if cfg.get("input_shape") is not None:
             cfg["input_shape"] = tuple(cfg["input_shape"])
         return cls(**cfg)
 
     def describe(self) -> dict:
+        """Describe the layer as plain data.
+
+        Returns
+        -------
+        dict
+            Kind, class, name, shapes, trainability and each weight's offset
+            and shape in the flat buffer.
+        """
         d = {
             "kind": _snake(type(self).__name__),
             "class": type(self).__name__,
@@ -639,11 +1029,11 @@ class Layer:
         }
         return d
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
 
 
-def _has(x, cls) -> bool:
+def _has(x: Any, cls: Any) -> bool:
     if isinstance(x, cls):
         return True
     if isinstance(x, (list, tuple)):
@@ -651,8 +1041,24 @@ def _has(x, cls) -> bool:
     return False
 
 
-def get_layer_class(name: str):
-    """The Layer subclass registered under class name `name`."""
+def get_layer_class(name: str) -> Any:
+    """Look up a layer class by its class name.
+
+    Parameters
+    ----------
+    name : str
+        Class name, e.g. ``"Dense"``.
+
+    Returns
+    -------
+    type
+        The registered ``Layer`` subclass.
+
+    Raises
+    ------
+    ValueError
+        When no layer class has that name.
+    """
     try:
         return Layer.registry[name]
     except KeyError:
@@ -661,5 +1067,17 @@ def get_layer_class(name: str):
 
 
 def deserialize_layer(d: dict) -> Layer:
-    """Inverse of {"class_name": type(layer).__name__, "config": layer.get_config()}."""
+    """Rebuild a layer from its serialized form.
+
+    Parameters
+    ----------
+    d : dict
+        ``{"class_name": ..., "config": ...}`` as written by
+        ``fastgrad.layers.serialize``.
+
+    Returns
+    -------
+    Layer
+        A new, unbuilt layer.
+    """
     return get_layer_class(d["class_name"]).from_config(d["config"])

@@ -2,19 +2,21 @@
 DepthwiseConv2D, SeparableConv2D, Conv2DTranspose.
 
 channels_last only. Weight layouts and get_weights() order are Keras's:
-Conv kernel (*kernel_size, in_channels / groups, filters) then bias (filters,);
+Conv kernel ``(*kernel_size, in_channels / groups, filters)`` then bias (filters,);
 DepthwiseConv2D kernel (kh, kw, in_channels, depth_multiplier) then bias
 (in_channels * depth_multiplier,); SeparableConv2D depthwise_kernel
 (kh, kw, in, M), pointwise_kernel (1, 1, in * M, filters), bias;
 Conv2DTranspose kernel (kh, kw, filters, in_channels) then bias.
 
-`padding="same"` is Keras's (TF's) rule: output ceil(n / stride), the odd pixel
-of padding at the bottom / right (`backend.numpy_conv.same_pads`); Conv1D also
+``padding="same"`` is Keras's (TF's) rule: output ceil(n / stride), the odd pixel
+of padding at the bottom / right (``backend.numpy_conv.same_pads``); Conv1D also
 takes "causal" (all padding on the left). The layers compute the explicit pads
 and call the NumpyOps / NativeOps conv ops (docs/conv.md), which fuse bias and
 activation as Dense does.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numbers
 
@@ -68,7 +70,37 @@ def _element_wise_activation(cls, name, activation):
 
 
 def spatial_pads(cls, name, padding, in_spatial, kernel, strides, dilation):
-    """(pads per axis as (lo, hi) pairs, output spatial shape), with the layer's errors."""
+    """Compute the explicit padding and the output size of a convolution or pooling window.
+
+    The first argument, ``cls``, is the layer's class name; with ``name`` it
+    labels the error messages.
+
+    Parameters
+    ----------
+    name : str
+        Layer name, for error messages.
+    padding : {"valid", "same", "causal"}
+        The padding mode.
+    in_spatial : tuple of int
+        Input spatial shape.
+    kernel : tuple of int
+        Window size per spatial axis.
+    strides : tuple of int
+        Stride per spatial axis.
+    dilation : tuple of int
+        Dilation per spatial axis.
+
+    Returns
+    -------
+    tuple
+        ``(pads, out)``: the ``(lo, hi)`` padding of each axis and the output
+        spatial shape.
+
+    Raises
+    ------
+    ValueError
+        When the window does not fit the (padded) input.
+    """
     pads, out = [], []
     for n, k, s, d in zip(in_spatial, kernel, strides, dilation):
         if padding == "same":
@@ -91,13 +123,15 @@ class _BaseConv(_FusableOutput, Layer):
     """Shared machinery of Conv1D / Conv2D: arguments, validation, weights, config."""
 
     rank = 2
-    _paddings = ("valid", "same")
+    _paddings: tuple = ("valid", "same")
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
-                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, name=None,
-                 **kwargs):
+    def __init__(self, filters: Any, kernel_size: Any, strides: Any = 1, padding: Any = "valid",
+                 data_format: str | None = None, dilation_rate: Any = 1, groups: Any = 1,
+                 activation: str | None = None, use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, kernel_constraint: Any = None,
+                 bias_constraint: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c, r = type(self).__name__, self.rank
         if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters <= 0:
@@ -124,7 +158,7 @@ class _BaseConv(_FusableOutput, Layer):
         self.kernel_regularizer = _regularizers.get(kernel_regularizer, f"{c} {self.name}: kernel_regularizer")
         self.bias_regularizer = _regularizers.get(bias_regularizer, f"{c} {self.name}: bias_regularizer")
         self._run_act = self.activation
-        self._pads = None
+        self._pads: Any = None
 
     # ------------------------------------------------------------------ shapes
     def _check_input(self, input_shape):
@@ -163,10 +197,12 @@ class _BaseConv(_FusableOutput, Layer):
 
     @property
     def kernel(self):
+        """The kernel array, shape ``(*kernel_size, in_channels // groups, filters)``."""
         return self.params["kernel"]
 
     @property
     def bias(self):
+        """The bias array of shape ``(filters,)``, or None without bias."""
         return self.params.get("bias")
 
     # ------------------------------------------------------------------ compute
@@ -239,7 +275,74 @@ class _BaseConv(_FusableOutput, Layer):
 
 
 class Conv2D(_BaseConv):
-    """2-D convolution (keras.layers.Conv2D), input (batch, height, width, channels)."""
+    """2-D convolution layer (``keras.layers.Conv2D``).
+
+    The input has shape (batch, height, width, channels) (channels_last). The kernel has shape
+    ``(*kernel_size, in_channels // groups, filters)`` and the bias
+    ``(filters,)``, as in Keras; the bias and activation are fused into the
+    convolution kernel.
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels.
+    kernel_size : int or tuple of 2 int
+        Size of the convolution window.
+    strides : int or tuple of 2 int, default 1
+        Step of the window along each spatial axis.
+    padding : {"valid", "same"}, default "valid"
+        "valid": no padding; "same": output size ceil(n / stride), the odd pixel
+        of padding at the bottom / right (Keras's rule).
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    dilation_rate : int or tuple of 2 int, default 1
+        Spacing between kernel elements.
+    groups : int, default 1
+        Number of channel groups; input channels and filters must both be
+        divisible by it.
+    activation : str or None, default None
+        Element-wise activation applied to the output (None: linear).
+    use_bias : bool, default True
+        Whether to add a bias.
+    kernel_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    kernel_regularizer : str, dict or Regularizer, optional
+        Penalty on the kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias, added to the loss.
+    activity_regularizer : None
+        Not supported; must be None.
+    kernel_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, a
+        non-element-wise activation, constraints or an activity regularizer,
+        or (at build) an input of the wrong rank.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> conv = fg.layers.Conv2D(8, 3, padding="same", activation="relu")
+    >>> conv(np.zeros((2, 16, 16, 3), dtype=np.float32)).shape
+    (2, 16, 16, 8)
+    >>> [w.shape for w in conv.get_weights()]
+    [(3, 3, 3, 8), (8,)]
+    >>> fg.layers.Conv2D(4, (3, 3), strides=2)(np.zeros((1, 9, 9, 1), dtype=np.float32)).shape
+    (1, 4, 4, 4)
+    """
 
     rank = 2
 
@@ -252,8 +355,63 @@ class Conv2D(_BaseConv):
 
 
 class Conv1D(_BaseConv):
-    """1-D convolution (keras.layers.Conv1D), input (batch, steps, channels);
-    padding "valid", "same" or "causal"."""
+    """1-D convolution layer (``keras.layers.Conv1D``).
+
+    The input has shape (batch, steps, channels) (channels_last). The kernel has shape
+    ``(*kernel_size, in_channels // groups, filters)`` and the bias
+    ``(filters,)``, as in Keras; the bias and activation are fused into the
+    convolution kernel.
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels.
+    kernel_size : int or tuple of 1 int
+        Size of the convolution window.
+    strides : int or tuple of 1 int, default 1
+        Step of the window along each spatial axis.
+    padding : {"valid", "same", "causal"}, default "valid"
+        "valid": no padding; "same": output size ceil(n / stride), the odd pixel
+        of padding at the bottom / right (Keras's rule); "causal": all padding
+        on the left (output t sees inputs up to t).
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    dilation_rate : int or tuple of 1 int, default 1
+        Spacing between kernel elements.
+    groups : int, default 1
+        Number of channel groups; input channels and filters must both be
+        divisible by it.
+    activation : str or None, default None
+        Element-wise activation applied to the output (None: linear).
+    use_bias : bool, default True
+        Whether to add a bias.
+    kernel_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    kernel_regularizer : str, dict or Regularizer, optional
+        Penalty on the kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias, added to the loss.
+    activity_regularizer : None
+        Not supported; must be None.
+    kernel_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, a
+        non-element-wise activation, constraints or an activity regularizer,
+        or (at build) an input of the wrong rank.
+    """
 
     rank = 1
     _paddings = ("valid", "same", "causal")
@@ -272,14 +430,67 @@ Convolution2D = Conv2D
 
 
 class DepthwiseConv2D(_FusableOutput, Layer):
-    """Depthwise 2-D convolution (keras.layers.DepthwiseConv2D): each input channel
-    convolved with `depth_multiplier` filters of its own; output channel c*M + m."""
+    """Depthwise 2-D convolution layer (``keras.layers.DepthwiseConv2D``).
 
-    def __init__(self, kernel_size, strides=(1, 1), padding="valid", depth_multiplier=1, data_format=None,
-                 dilation_rate=(1, 1), activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
-                 bias_initializer="zeros", depthwise_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, depthwise_constraint=None, bias_constraint=None, name=None,
-                 **kwargs):
+    Each input channel is convolved with ``depth_multiplier`` filters of its
+    own; output channel ``c * depth_multiplier + m``. The kernel has shape
+    ``(kh, kw, in_channels, depth_multiplier)``, the bias
+    ``(in_channels * depth_multiplier,)``.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of 2 int
+        Size of the convolution window.
+    strides : int or tuple of 2 int, default (1, 1)
+        Step of the window along each spatial axis.
+    padding : {"valid", "same"}, default "valid"
+        "valid": no padding; "same": output size ceil(n / stride), the odd pixel
+        of padding at the bottom / right (Keras's rule).
+    depth_multiplier : int, default 1
+        Number of filters per input channel.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    dilation_rate : int or tuple of 2 int, default (1, 1)
+        Spacing between kernel elements.
+    activation : str or None, default None
+        Element-wise activation applied to the output (None: linear).
+    use_bias : bool, default True
+        Whether to add a bias.
+    depthwise_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the depthwise kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    depthwise_regularizer : str, dict or Regularizer, optional
+        Penalty on the depthwise kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias, added to the loss.
+    activity_regularizer : None
+        Not supported; must be None.
+    depthwise_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, a
+        non-element-wise activation, constraints or an activity regularizer,
+        or (at build) an input of the wrong rank.
+    """
+
+    def __init__(self, kernel_size: Any, strides: Any = (1, 1), padding: Any = "valid",
+                 depth_multiplier: Any = 1, data_format: str | None = None,
+                 dilation_rate: Any = (1, 1), activation: str | None = None, use_bias: bool = True,
+                 depthwise_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 depthwise_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, depthwise_constraint: Any = None,
+                 bias_constraint: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = type(self).__name__
         self.kernel_size = _int_tuple(kernel_size, 2, f"{c} {self.name}: kernel_size")
@@ -305,7 +516,7 @@ class DepthwiseConv2D(_FusableOutput, Layer):
                                                        f"{c} {self.name}: depthwise_regularizer")
         self.bias_regularizer = _regularizers.get(bias_regularizer, f"{c} {self.name}: bias_regularizer")
         self._run_act = self.activation
-        self._pads = None
+        self._pads: Any = None
 
     def compute_output_shape(self, input_shape):
         c = type(self).__name__
@@ -335,12 +546,14 @@ class DepthwiseConv2D(_FusableOutput, Layer):
 
     @property
     def kernel(self):
+        """The depthwise kernel, shape ``(kh, kw, in_channels, depth_multiplier)``."""
         return self.params["kernel"]
 
     depthwise_kernel = kernel
 
     @property
     def bias(self):
+        """The bias array, or None without bias."""
         return self.params.get("bias")
 
     def forward(self, x, training, ws):
@@ -380,15 +593,77 @@ class DepthwiseConv2D(_FusableOutput, Layer):
 
 
 class SeparableConv2D(_FusableOutput, Layer):
-    """Depthwise then pointwise (1x1) convolution (keras.layers.SeparableConv2D);
-    weights depthwise_kernel (kh, kw, in, M), pointwise_kernel (1, 1, in*M, filters), bias."""
+    """Depthwise then pointwise (1x1) convolution (``keras.layers.SeparableConv2D``).
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
-                 dilation_rate=(1, 1), depth_multiplier=1, activation=None, use_bias=True,
-                 depthwise_initializer="glorot_uniform", pointwise_initializer="glorot_uniform",
-                 bias_initializer="zeros", depthwise_regularizer=None, pointwise_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None, depthwise_constraint=None,
-                 pointwise_constraint=None, bias_constraint=None, name=None, **kwargs):
+    Weights: ``depthwise_kernel`` (kh, kw, in_channels, depth_multiplier),
+    ``pointwise_kernel`` (1, 1, in_channels * depth_multiplier, filters) and
+    bias (filters,).
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels.
+    kernel_size : int or tuple of 2 int
+        Size of the depthwise window.
+    strides : int or tuple of 2 int, default (1, 1)
+        Step of the window along each spatial axis.
+    padding : {"valid", "same"}, default "valid"
+        "valid": no padding; "same": output size ceil(n / stride), the odd pixel
+        of padding at the bottom / right (Keras's rule).
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    dilation_rate : int or tuple of 2 int, default (1, 1)
+        Spacing between kernel elements.
+    depth_multiplier : int, default 1
+        Number of depthwise filters per input channel.
+    activation : str or None, default None
+        Element-wise activation applied to the output (None: linear).
+    use_bias : bool, default True
+        Whether to add a bias.
+    depthwise_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the depthwise kernel.
+    pointwise_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the pointwise kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    depthwise_regularizer : str, dict or Regularizer, optional
+        Penalty on the depthwise kernel, added to the loss.
+    pointwise_regularizer : str, dict or Regularizer, optional
+        Penalty on the pointwise kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias, added to the loss.
+    activity_regularizer : None
+        Not supported; must be None.
+    depthwise_constraint : None
+        Not supported; must be None.
+    pointwise_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, a
+        non-element-wise activation, constraints or an activity regularizer,
+        or (at build) an input of the wrong rank.
+    """
+
+    def __init__(self, filters: Any, kernel_size: Any, strides: Any = (1, 1),
+                 padding: Any = "valid", data_format: str | None = None,
+                 dilation_rate: Any = (1, 1), depth_multiplier: Any = 1,
+                 activation: str | None = None, use_bias: bool = True,
+                 depthwise_initializer: Any = "glorot_uniform",
+                 pointwise_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 depthwise_regularizer: Any = None, pointwise_regularizer: Any = None,
+                 bias_regularizer: Any = None, activity_regularizer: Any = None,
+                 depthwise_constraint: Any = None, pointwise_constraint: Any = None,
+                 bias_constraint: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = type(self).__name__
         if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters <= 0:
@@ -419,7 +694,7 @@ class SeparableConv2D(_FusableOutput, Layer):
         self.pointwise_regularizer = r(pointwise_regularizer, f"{c} {self.name}: pointwise_regularizer")
         self.bias_regularizer = r(bias_regularizer, f"{c} {self.name}: bias_regularizer")
         self._run_act = self.activation
-        self._pads = None
+        self._pads: Any = None
 
     def compute_output_shape(self, input_shape):
         c = type(self).__name__
@@ -451,14 +726,17 @@ class SeparableConv2D(_FusableOutput, Layer):
 
     @property
     def depthwise_kernel(self):
+        """The depthwise kernel, shape ``(kh, kw, in_channels, depth_multiplier)``."""
         return self.params["depthwise_kernel"]
 
     @property
     def pointwise_kernel(self):
+        """The pointwise kernel, shape ``(1, 1, in_channels * depth_multiplier, filters)``."""
         return self.params["pointwise_kernel"]
 
     @property
     def bias(self):
+        """The bias array of shape ``(filters,)``, or None without bias."""
         return self.params.get("bias")
 
     def forward(self, x, training, ws):
@@ -506,8 +784,29 @@ class SeparableConv2D(_FusableOutput, Layer):
 
 
 def transpose_geometry(n, k, s, d, padding, output_padding):
-    """Keras's Conv2DTranspose output length and the explicit (top, bottom) of the
-    conv2d_transpose op (TF's rule; bottom may be negative)."""
+    """Compute Keras's Conv2DTranspose output length and the explicit padding of one axis.
+
+    Parameters
+    ----------
+    n : int
+        Input length.
+    k : int
+        Kernel size.
+    s : int
+        Stride.
+    d : int
+        Dilation.
+    padding : {"valid", "same"}
+        The padding mode.
+    output_padding : int or None
+        Extra length at the end (None: Keras's default).
+
+    Returns
+    -------
+    tuple of int
+        ``(out, top, bottom)``: the output length and the explicit padding of
+        the ``conv2d_transpose`` op (TF's rule; ``bottom`` may be negative).
+    """
     keff = (k - 1) * d + 1
     if output_padding is None:
         out = n * s + max(keff - s, 0) if padding == "valid" else n * s
@@ -520,14 +819,70 @@ def transpose_geometry(n, k, s, d, padding, output_padding):
 
 
 class Conv2DTranspose(_FusableOutput, Layer):
-    """Transposed 2-D convolution (keras.layers.Conv2DTranspose): the gradient of a
-    Conv2D with respect to its input; kernel (kh, kw, filters, in_channels)."""
+    """Transposed 2-D convolution layer (``keras.layers.Conv2DTranspose``).
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", output_padding=None,
-                 data_format=None, dilation_rate=(1, 1), activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
-                 name=None, **kwargs):
+    The gradient of a ``Conv2D`` with respect to its input, used to upsample.
+    The kernel has shape ``(kh, kw, filters, in_channels)`` and the bias
+    ``(filters,)``; output sizes follow Keras's rule.
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels.
+    kernel_size : int or tuple of 2 int
+        Size of the convolution window.
+    strides : int or tuple of 2 int, default (1, 1)
+        Step of the window along each spatial axis.
+    padding : {"valid", "same"}, default "valid"
+        "valid": no padding; "same": output size ceil(n / stride), the odd pixel
+        of padding at the bottom / right (Keras's rule).
+    output_padding : int or tuple of 2 int, optional
+        Extra rows / columns on the bottom / right of the output; each must be
+        smaller than the stride (or the dilation rate).
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    dilation_rate : int or tuple of 2 int, default (1, 1)
+        Spacing between kernel elements.
+    activation : str or None, default None
+        Element-wise activation applied to the output (None: linear).
+    use_bias : bool, default True
+        Whether to add a bias.
+    kernel_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    kernel_regularizer : str, dict or Regularizer, optional
+        Penalty on the kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias, added to the loss.
+    activity_regularizer : None
+        Not supported; must be None.
+    kernel_constraint : None
+        Not supported; must be None.
+    bias_constraint : None
+        Not supported; must be None.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, a
+        non-element-wise activation, constraints or an activity regularizer,
+        or (at build) an input of the wrong rank.
+    """
+
+    def __init__(self, filters: Any, kernel_size: Any, strides: Any = (1, 1),
+                 padding: Any = "valid", output_padding: Any = None,
+                 data_format: str | None = None, dilation_rate: Any = (1, 1),
+                 activation: str | None = None, use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, kernel_constraint: Any = None,
+                 bias_constraint: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = type(self).__name__
         if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters <= 0:
@@ -556,7 +911,7 @@ class Conv2DTranspose(_FusableOutput, Layer):
         self.kernel_regularizer = _regularizers.get(kernel_regularizer, f"{c} {self.name}: kernel_regularizer")
         self.bias_regularizer = _regularizers.get(bias_regularizer, f"{c} {self.name}: bias_regularizer")
         self._run_act = self.activation
-        self._pads = None
+        self._pads: Any = None
 
     def compute_output_shape(self, input_shape):
         c = type(self).__name__
@@ -592,10 +947,12 @@ class Conv2DTranspose(_FusableOutput, Layer):
 
     @property
     def kernel(self):
+        """The kernel array, shape ``(kh, kw, filters, in_channels)``."""
         return self.params["kernel"]
 
     @property
     def bias(self):
+        """The bias array of shape ``(filters,)``, or None without bias."""
         return self.params.get("bias")
 
     def forward(self, x, training, ws):

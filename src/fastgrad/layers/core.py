@@ -1,11 +1,13 @@
 """Core layers: Dense, Activation, Flatten, InputLayer.
 
-All compute goes through `self.ops`; arrays come from the per-batch-size
+All compute goes through ``self.ops``; arrays come from the per-batch-size
 workspace (see layers/base.py for the protocol).  Dense runs the fused
-`ops.dense_forward` (GEMM + bias + activation in one call) and
-`ops.dense_backward` (activation backward, dW, db, dX).
+``ops.dense_forward`` (GEMM + bias + activation in one call) and
+``ops.dense_backward`` (activation backward, dW, db, dX).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,9 @@ class _FusableOutput:
     activation held in `self._run_act`: hand a softmax/sigmoid to the fused
     loss kernel and run linear, or take it back."""
 
+    _run_act: str
+    _fused_activation: Any
+
     def split_output_activation(self):
         if self._run_act in _FUSABLE:
             self._fused_activation = self._run_act
@@ -42,11 +47,62 @@ class _FusableOutput:
 
 
 class Dense(_FusableOutput, Layer):
-    """y = activation(x @ kernel + bias); kernel is (in, units) as in Keras."""
+    """Densely connected layer: ``activation(inputs @ kernel + bias)``.
 
-    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 input_dim=None, input_shape=None, name=None, **kwargs):
+    The kernel has shape ``(input_features, units)`` as in Keras. Inputs of
+    rank above two act on the last axis: ``(..., features)`` becomes
+    ``(..., units)``. The matrix product, bias and activation run as one fused
+    backend kernel.
+
+    Parameters
+    ----------
+    units : int
+        Dimensionality of the output space (positive).
+    activation : str or None, default None
+        Activation name (``fastgrad.activations``); None means linear.
+    use_bias : bool, default True
+        Whether to add a bias vector.
+    kernel_initializer : str, dict or callable, default "glorot_uniform"
+        Initializer of the kernel.
+    bias_initializer : str, dict or callable, default "zeros"
+        Initializer of the bias.
+    kernel_regularizer : str, dict or Regularizer, optional
+        Penalty on the kernel, added to the loss.
+    bias_regularizer : str, dict or Regularizer, optional
+        Penalty on the bias.
+    input_dim : int, optional
+        Shorthand for ``input_shape=(input_dim,)``.
+    input_shape : tuple of int, optional
+        Per-sample input shape, for the first layer of a ``Sequential``.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``units`` is not a positive integer, or the activation,
+        initializers or regularizers are unknown.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> layer = fg.layers.Dense(3, activation="relu")
+    >>> y = layer(np.ones((2, 4), dtype=np.float32))
+    >>> y.shape
+    (2, 3)
+    >>> [w.shape for w in layer.get_weights()]
+    [(4, 3), (3,)]
+    """
+
+    def __init__(self, units: int, activation: str | None = None, use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 input_dim: int | None = None, input_shape: Any = None, name: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(name=name, input_shape=input_shape, input_dim=input_dim, **kwargs)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"Dense {self.name}: units must be a positive integer, got {units!r}")
@@ -88,11 +144,13 @@ class Dense(_FusableOutput, Layer):
         self._gb = grads["bias"] if self.use_bias else False
 
     @property
-    def kernel(self):
+    def kernel(self) -> Any:
+        """The kernel array, shape ``(input_features, units)`` (a view into the model's buffer)."""
         return self.params["kernel"]
 
     @property
-    def bias(self):
+    def bias(self) -> Any:
+        """The bias array of shape ``(units,)``, or None without bias."""
         return self.params.get("bias")
 
     def forward(self, x, training, ws):
@@ -140,10 +198,21 @@ class Dense(_FusableOutput, Layer):
                                "bias": _regularizers.serialize(self.bias_regularizer)})
         return d
 
-    def lower(self, ctx):
-        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
-        the activation it runs, kernel / bias offsets in the flat buffers, regularizers
-        (none when frozen: the Python step skips frozen layers)."""
+    def lower(self, ctx: Any) -> dict:
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         trainable = ctx.trainable(self)
         l1w, l2w = ctx.regularizer(self.kernel_regularizer)
         l1b, l2b = ctx.regularizer(self.bias_regularizer if self.use_bias else None)
@@ -156,11 +225,27 @@ class Dense(_FusableOutput, Layer):
 
 
 class Activation(_FusableOutput, Layer):
-    """Applies an activation function by name."""
+    """Apply an activation function to the input.
+
+    Parameters
+    ----------
+    activation : str
+        Activation name (``fastgrad.activations``), e.g. ``"relu"``.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown activation.
+    """
 
     supports_masking = True
 
-    def __init__(self, activation, name=None, **kwargs):
+    def __init__(self, activation: str, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.activation = _activations.get(activation, f"Activation {self.name}")
         self._run_act = self.activation
@@ -197,15 +282,38 @@ class Activation(_FusableOutput, Layer):
                  fused_activation=self._fused_activation)
         return d
 
-    def lower(self, ctx):
-        """This layer as a node of the compiled plan (engine/compiled.py LowerContext)."""
+    def lower(self, ctx: Any) -> dict:
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         return dict(kind="activation", act=ctx.act(self._run_act),
                     out_act=ctx.out_act(self._fused_activation))
 
 
 class SameDataLayer(Layer):
-    """Base of the layers that give the same data another per-sample shape
-    (Flatten, Reshape): a view both ways, and the plan's "reshape" kind."""
+    """Base class of the layers that give the same data another per-sample shape.
+
+    Flatten and Reshape: a view both ways, and the compiled plan's "reshape"
+    kind.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
 
     def forward(self, x, training, ws):
         return x.reshape((x.shape[0],) + self.output_shape)
@@ -215,27 +323,74 @@ class SameDataLayer(Layer):
             return None
         return dy.reshape((dy.shape[0],) + self.input_shape)
 
-    def lower(self, ctx):
-        """This layer as a node of the compiled plan: the same data, another shape."""
+    def lower(self, ctx: Any) -> dict:
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         return dict(kind="reshape")
 
 
 class Flatten(SameDataLayer):
-    """(batch, d1, d2, ...) -> (batch, d1 * d2 * ...); a view, no copy."""
+    """Flatten the per-sample axes: ``(batch, d1, d2, ...)`` becomes ``(batch, d1 * d2 * ...)``.
+
+    The output is a view of the input (no copy).
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
 
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
 
 class InputLayer(Layer):
-    """The entry of a model: declares the per-sample input shape and holds the
-    symbolic tensor `output` that fg.Input returns. A Sequential keeps the
-    shape and drops the layer from `model.layers` (as Keras does); a
-    functional model lists it."""
+    """The entry of a model: declares the per-sample input shape.
+
+    It holds the symbolic tensor ``output`` that ``fg.Input`` returns. A
+    ``Sequential`` keeps the shape and drops the layer from ``model.layers``
+    (as Keras does); a functional model lists it. Usually made by ``fg.Input``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, optional
+        Per-sample input shape (no batch axis).
+    shape : tuple of int, optional
+        Same as ``input_shape`` (Keras 3 name); give one of the two.
+    name : str, optional
+        Layer name (default ``input_layer``, made unique).
+    batch_size : int, optional
+        Fixed batch size, if any.
+    **kwargs
+        ``batch_shape`` / ``batch_input_shape`` (shape with the batch axis),
+        ``dtype`` (float32, or an integer type for token ids) and the base
+        layer arguments.
+
+    Raises
+    ------
+    ValueError
+        When no shape is given, both ``shape`` and ``input_shape`` are, a
+        dimension is None, or the batch size or dtype is invalid.
+    """
 
     _is_input_layer = True
 
-    def __init__(self, input_shape=None, shape=None, name=None, batch_size=None, **kwargs):
+    def __init__(self, input_shape: Any = None, shape: Any = None, name: str | None = None,
+                 batch_size: int | None = None, **kwargs: Any) -> None:
         if shape is not None:
             if input_shape is not None:
                 raise ValueError("InputLayer: give shape or input_shape, not both")
@@ -296,9 +451,47 @@ def _unique_input_name():
     return _unique_name("input_layer")
 
 
-def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None, **kwargs):
-    """`fg.Input(shape=(784,))` (also fg.layers.Input): a symbolic tensor to call
-    layers on (the functional API), or to start a Sequential with."""
+def Input(shape: Any = None, batch_size: int | None = None, name: str | None = None,
+          dtype: Any = None, batch_shape: Any = None, **kwargs: Any) -> Any:
+    """Create a symbolic input tensor (the start of a functional model).
+
+    Layers called on it build a model graph; ``fg.Model(inputs, outputs)``
+    turns the graph into a model. It can also start a ``Sequential``.
+
+    Parameters
+    ----------
+    shape : int or tuple of int, optional
+        Per-sample shape (no batch axis).
+    batch_size : int, optional
+        Fixed batch size, if any.
+    name : str, optional
+        Name of the input layer.
+    dtype : str, optional
+        ``"float32"`` (default) or an integer type for token ids.
+    batch_shape : tuple, optional
+        Shape with the batch axis first (instead of ``shape``).
+    **kwargs
+        Passed to ``InputLayer``.
+
+    Returns
+    -------
+    SymbolicTensor
+        The input tensor, of shape ``(batch_size, *shape)``.
+
+    Raises
+    ------
+    ValueError
+        When neither ``shape`` nor ``batch_shape`` is given.
+    TypeError
+        When ``shape`` is not a tuple of integers.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> x = fg.Input(shape=(4,))
+    >>> x.shape
+    (None, 4)
+    """
     if shape is None and batch_shape is None:
         raise ValueError("Input: shape is required, e.g. fg.Input(shape=(784,))")
     if batch_shape is not None:

@@ -15,6 +15,8 @@ costs nothing (no copy).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numbers
 
 import numpy as np
@@ -25,12 +27,37 @@ __all__ = ["Dropout"]
 
 
 class Dropout(Layer):
-    """Randomly zero a fraction `rate` of the inputs during training and scale
-    the rest by 1 / (1 - rate) (Keras `Dropout(rate, noise_shape=None, seed=None)`)."""
+    """Randomly zero a fraction of the inputs during training.
+
+    The kept values are scaled by ``1 / (1 - rate)`` (inverted dropout), so
+    inference (``training=False``) is the identity. The mask comes from a
+    counter-based random stream: the same on every backend and thread count.
+
+    Parameters
+    ----------
+    rate : float
+        Fraction of the inputs to drop, in ``[0, 1)``.
+    noise_shape : None
+        Not supported; must be None.
+    seed : int, optional
+        Seed of the mask stream (default: drawn from the library's generator
+        when the model is built).
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a rate outside ``[0, 1)``, a ``noise_shape`` or an invalid seed.
+    """
 
     supports_masking = True
 
-    def __init__(self, rate, noise_shape=None, seed=None, name=None, **kwargs):
+    def __init__(self, rate: Any, noise_shape: Any = None, seed: Any = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= float(rate) < 1.0):
             raise ValueError(f"Dropout {self.name}: rate must be a number in [0, 1), got {rate!r}")
@@ -53,10 +80,28 @@ class Dropout(Layer):
         self._offset = 0
 
     def get_rng_state(self) -> dict:
-        """(seed, offset) of the mask stream, for exact resume after save/load."""
+        """Return the position of the mask stream, for an exact resume after save and load.
+
+        Returns
+        -------
+        dict
+            ``{"seed": int or None, "offset": int}``.
+        """
         return {"seed": self._stream_seed, "offset": self._offset}
 
     def set_rng_state(self, state: dict) -> None:
+        """Restore the position of the mask stream.
+
+        Parameters
+        ----------
+        state : dict
+            The output of ``get_rng_state``.
+
+        Raises
+        ------
+        ValueError
+            For an invalid seed or offset.
+        """
         seed, offset = state.get("seed"), state.get("offset", 0)
         if seed is not None and (not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63):
             raise ValueError(f"Dropout {self.name}: invalid saved rng seed {seed!r}")
@@ -106,9 +151,20 @@ class Dropout(Layer):
         return d
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
-        rate, stream seed and the index of its stream position, which the plan reads and
-        writes back through get_rng_state / set_rng_state."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         seed = self._stream_seed
         if ctx.training and self.rate > 0 and seed is None:
             seed = self._ensure_seed()

@@ -15,6 +15,8 @@ Mask mechanics: docs/sequence.md, "Masks" (and layers/base.py).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numbers
 
 import numpy as np
@@ -28,13 +30,53 @@ __all__ = ["Embedding", "Masking"]
 
 
 class Embedding(Layer):
-    """Turns integer ids into dense vectors: output shape input_shape + (output_dim,)."""
+    """Turn integer ids into dense vectors.
+
+    The output shape is ``input_shape + (output_dim,)``; ids must lie in
+    ``[0, input_dim)``.
+
+    Parameters
+    ----------
+    input_dim : int
+        Size of the vocabulary (largest id + 1).
+    output_dim : int
+        Dimension of the vectors.
+    embeddings_initializer : str, dict or callable, default "uniform"
+        Initializer of the embedding matrix.
+    embeddings_regularizer : str, dict or Regularizer, optional
+        Penalty on the embedding matrix.
+    embeddings_constraint : None
+        Not supported; must be None.
+    mask_zero : bool, default False
+        Treat id 0 as padding: the output carries a mask that is False there
+        (``input_dim`` must then count the padding id).
+    weights : ndarray or list of one ndarray, optional
+        Initial embedding matrix of shape ``(input_dim, output_dim)``.
+    lora_rank : None
+        Not supported; must be None.
+    input_length : int, optional
+        Keras 2 argument; accepted and unused.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive dimensions, a constraint or ``lora_rank``, or ids out of
+        range at run time.
+    TypeError
+        At run time, for ids that are not integers.
+    """
 
     _takes_ids = True
 
-    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform",
-                 embeddings_regularizer=None, embeddings_constraint=None, mask_zero=False,
-                 weights=None, lora_rank=None, input_length=None, name=None, **kwargs):
+    def __init__(self, input_dim: Any, output_dim: Any, embeddings_initializer: Any = "uniform",
+                 embeddings_regularizer: Any = None, embeddings_constraint: Any = None,
+                 mask_zero: bool = False, weights: Any = None, lora_rank: Any = None,
+                 input_length: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = f"Embedding {self.name}"
         for what, v in (("input_dim", input_dim), ("output_dim", output_dim)):
@@ -71,6 +113,7 @@ class Embedding(Layer):
 
     @property
     def embeddings(self):
+        """The embedding matrix, shape ``(input_dim, output_dim)``."""
         return self.params["embeddings"]
 
     # ------------------------------------------------------------------ ids
@@ -144,11 +187,30 @@ class Embedding(Layer):
 
 
 class Masking(Layer):
-    """Masks the time steps whose features all equal `mask_value` (and zeroes them)."""
+    """Mask the time steps whose features all equal ``mask_value``.
+
+    The masked steps are also zeroed in the output; the mask is passed on to
+    the layers that consume masks (recurrent layers, attention, pooling).
+
+    Parameters
+    ----------
+    mask_value : float, default 0.0
+        The value that marks a padded step.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``mask_value`` is not a number.
+    """
 
     supports_masking = True
 
-    def __init__(self, mask_value=0.0, name=None, **kwargs):
+    def __init__(self, mask_value: Any = 0.0, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if isinstance(mask_value, bool) or not isinstance(mask_value, numbers.Real):
             raise ValueError(f"Masking {self.name}: mask_value must be a number, got {mask_value!r}")

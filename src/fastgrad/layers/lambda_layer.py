@@ -1,25 +1,50 @@
 """Lambda: a layer from a function written with fg.math (traced; gradient derived)."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from .base import Layer
 
 __all__ = ["Lambda"]
 
 
 class Lambda(Layer):
-    """``Lambda(fn)``: ``fn(inputs)`` (fg.math functions, operators) as a layer,
-    as keras.layers.Lambda. Its gradient is derived by tracing (docs/autodiff.md).
-    ``arguments``: extra keyword arguments for fn. Saved models record the
-    function by name; give it in ``custom_objects`` when loading."""
+    """Wrap a function of tensors as a layer (``keras.layers.Lambda``).
 
-    def __init__(self, function, output_shape=None, mask=None, arguments=None, **kwargs):
+    ``function(inputs, **arguments)`` is written with ``fastgrad.math`` functions
+    and operators; its gradient is derived by tracing (docs/autodiff.md).
+    Saved models record the function by name; give it in ``custom_objects``
+    when loading.
+
+    Parameters
+    ----------
+    function : callable
+        The function of the inputs.
+    output_shape : optional
+        Accepted for Keras compatibility; the output shape is found by tracing.
+    mask : optional
+        Accepted for Keras compatibility; unused.
+    arguments : dict, optional
+        Extra keyword arguments for ``function``.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    TypeError
+        When ``function`` is not callable.
+    """
+
+    def __init__(self, function: Callable[..., Any], output_shape: Any = None, mask: Any = None,
+                 arguments: dict | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not callable(function):
             raise TypeError(f"Lambda {self.name}: function must be callable, got {function!r}")
         self.function = function
         self.arguments = dict(arguments or {})
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:  # type: ignore[override]
         return self.function(inputs, **self.arguments)
 
     def get_config(self):

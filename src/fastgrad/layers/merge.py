@@ -23,6 +23,8 @@ concat_forward/backward, dot_forward/backward and l2_normalize_forward/backward.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .base import Layer, _as_shape
@@ -35,23 +37,33 @@ __all__ = ["add", "subtract", "multiply", "average", "maximum", "minimum", "conc
 _EPSILON = 1e-7
 
 
-def _is_int(v) -> bool:
+def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 class Merge(Layer):
-    """Base of the merge layers: list-of-shapes build, input checks, and the
-    element-wise merges driven by ``_kind`` (an ops.merge_forward kind)."""
+    """Base class of the merge layers.
+
+    Builds from a list of shapes, checks the inputs, and runs the element-wise
+    merges named by ``_kind`` (an ``ops.merge_forward`` kind).
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
 
     _multi_input = True
-    _kind = None          # merge_forward kind of the element-wise merges
-    _n_inputs = None      # exact number of inputs, or None for "at least one"
+    _kind: Any = None     # merge_forward kind of the element-wise merges
+    _n_inputs: Any = None  # exact number of inputs, or None for "at least one"
 
     # ------------------------------------------------------------------ shapes
     def _what(self) -> str:
         return f"{type(self).__name__} layer {self.name!r}"
 
-    def _shapes(self, input_shapes) -> list:
+    def _shapes(self, input_shapes: Any) -> list:
         """Validate a list of per-sample shapes; return it as a list of tuples."""
         if (not isinstance(input_shapes, (list, tuple))
                 or not all(isinstance(s, (list, tuple)) for s in input_shapes)):
@@ -67,7 +79,7 @@ class Merge(Layer):
         return [_as_shape(s, f"{self._what()}: input shape {i}")
                 for i, s in enumerate(input_shapes)]
 
-    def compute_output_shape(self, input_shapes) -> tuple:
+    def compute_output_shape(self, input_shapes: Any) -> tuple:
         """The element-wise merge's shape: right-aligned, dims equal or 1."""
         shapes = self._shapes(input_shapes)
         out = shapes[0]
@@ -85,7 +97,7 @@ class Merge(Layer):
             out = tuple(merged)
         return out
 
-    def build(self, input_shapes) -> tuple:
+    def build(self, input_shapes: Any) -> tuple:
         shapes = self._shapes(input_shapes)
         out = tuple(self.compute_output_shape(shapes))
         self.input_shape = shapes
@@ -93,7 +105,7 @@ class Merge(Layer):
         self.built = True
         return out
 
-    def _check_inputs(self, xs) -> int:
+    def _check_inputs(self, xs: Any) -> int:
         """The batch size of the list `xs`, after checking it against the build."""
         if not isinstance(xs, (list, tuple)) or len(xs) != len(self.input_shape):
             got = f"{len(xs)} inputs" if isinstance(xs, (list, tuple)) else type(xs).__name__
@@ -126,8 +138,20 @@ class Merge(Layer):
         return dxs
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
-        element-wise merges of inputs of the output's shape (broadcasting has no C path)."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         if self._kind is None:
             raise ctx.unsupported(f"{self._what()} has no C path")
         if any(tuple(s) != tuple(self.output_shape) for s in self.input_shape):
@@ -137,44 +161,128 @@ class Merge(Layer):
 
 
 class Add(Merge):
-    """Sum of the inputs (keras.layers.Add)."""
+    """Add the inputs element-wise (``keras.layers.Add``).
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "add"
 
 
 class Subtract(Merge):
-    """inputs[0] - inputs[1]; exactly two inputs (keras.layers.Subtract)."""
+    """Subtract the second input from the first (``keras.layers.Subtract``).
+
+    It takes exactly two inputs.
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "subtract"
     _n_inputs = 2
 
 
 class Multiply(Merge):
-    """Element-wise product of the inputs (keras.layers.Multiply)."""
+    """Multiply the inputs element-wise (``keras.layers.Multiply``).
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "multiply"
 
 
 class Average(Merge):
-    """Element-wise mean of the inputs (keras.layers.Average)."""
+    """Average the inputs element-wise (``keras.layers.Average``).
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "average"
 
 
 class Maximum(Merge):
-    """Element-wise maximum (keras.layers.Maximum); tie gradient to the first
-    input holding the maximum."""
+    """Take the element-wise maximum of the inputs (``keras.layers.Maximum``).
+
+    On ties the gradient goes to the first input holding the maximum.
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "maximum"
 
 
 class Minimum(Merge):
-    """Element-wise minimum (keras.layers.Minimum); tie gradient to the first
-    input holding the minimum."""
+    """Take the element-wise minimum of the inputs (``keras.layers.Minimum``).
+
+    On ties the gradient goes to the first input holding the minimum.
+
+    Called on a list of tensors of the same shape. The layer takes the
+    base layer arguments only.
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
     _kind = "minimum"
 
 
 class Concatenate(Merge):
-    """Joins the inputs along `axis` (keras.layers.Concatenate). The axis counts
-    the batch axis: -1 (default) is the last, 1 the first per-sample axis; the
-    batch axis (0) is refused. Other dims must match exactly."""
+    """Join the inputs along an axis (``keras.layers.Concatenate``).
 
-    def __init__(self, axis=-1, **kwargs):
+    Parameters
+    ----------
+    axis : int, default -1
+        The axis, counting the batch axis: -1 is the last, 1 the first
+        per-sample axis; the batch axis (0) is refused. The other dimensions
+        must match exactly.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    TypeError
+        When ``axis`` is not an integer.
+    """
+
+    def __init__(self, axis: Any = -1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not _is_int(axis):
             raise TypeError(f"{self._what()}: axis must be an integer, got {axis!r}")
@@ -224,7 +332,20 @@ class Concatenate(Merge):
         return dxs
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan: the per-sample axis it joins along."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         return dict(kind="concat", axis=self._full_axis(len(self.output_shape)) - 1)
 
     def get_config(self):
@@ -239,17 +360,36 @@ class Concatenate(Merge):
 
 
 class Dot(Merge):
-    """Batch dot product of two inputs (keras.layers.Dot): contracts axis
-    axes[0] of the first with axes[1] of the second (an int: the same axis of
-    both; axes count the batch axis, which cannot be contracted). The output
-    holds the first input's free axes, then the second's; (1,) when none is
-    left. normalize=True L2-normalises each input along its dot axis first
-    (the inverse norm clamped at 1 / epsilon, as keras.ops.normalize), so the
-    output is the cosine similarity."""
+    """Batch dot product of two inputs (``keras.layers.Dot``).
+
+    Contracts axis ``axes[0]`` of the first input with axis ``axes[1]`` of the
+    second. The output holds the first input's free axes, then the second's;
+    ``(1,)`` when none is left.
+
+    Parameters
+    ----------
+    axes : int or tuple of two int
+        The contracted axes (an int: the same axis of both). Axes count the
+        batch axis, which cannot be contracted.
+    normalize : bool, default False
+        L2-normalize each input along its dot axis first (the inverse norm
+        clamped at ``1 / epsilon``, as ``keras.ops.normalize``), so the output
+        is the cosine similarity.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    TypeError
+        When ``axes`` is not an int or a list of two ints.
+    ValueError
+        When ``axes`` has the wrong length or non-integer entries.
+    """
 
     _n_inputs = 2
 
-    def __init__(self, axes, normalize=False, **kwargs):
+    def __init__(self, axes: Any, normalize: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not _is_int(axes):
             if not isinstance(axes, (list, tuple)):
@@ -265,7 +405,7 @@ class Dot(Merge):
         self.axes = axes
         self.normalize = bool(normalize)
 
-    def _full_axes(self, shapes) -> tuple:
+    def _full_axes(self, shapes: Any) -> tuple:
         """The two contracted axes as non-negative axes of the (batch, ...) arrays."""
         pair = (self.axes, self.axes) if _is_int(self.axes) else self.axes
         out = []
@@ -336,33 +476,151 @@ class Dot(Merge):
 
 # ---------------------------------------------------------------------------- functional forms
 # keras.layers.add(inputs, **kwargs) etc.: make the layer and call it at once.
-def add(inputs, **kwargs):
+def add(inputs: Any, **kwargs: Any) -> Any:
+    """Apply a ``Add`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Add`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Add(**kwargs)(inputs)
 
 
-def subtract(inputs, **kwargs):
+def subtract(inputs: Any, **kwargs: Any) -> Any:
+    """Apply a ``Subtract`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Subtract`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Subtract(**kwargs)(inputs)
 
 
-def multiply(inputs, **kwargs):
+def multiply(inputs: Any, **kwargs: Any) -> Any:
+    """Apply a ``Multiply`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Multiply`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Multiply(**kwargs)(inputs)
 
 
-def average(inputs, **kwargs):
+def average(inputs: Any, **kwargs: Any) -> Any:
+    """Apply a ``Average`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Average`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Average(**kwargs)(inputs)
 
 
-def maximum(inputs, **kwargs):
+def maximum(inputs: Any, **kwargs: Any) -> Any:
+    """Apply a ``Maximum`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Maximum`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Maximum(**kwargs)(inputs)
 
 
-def minimum(inputs, **kwargs):
+def minimum(inputs: Any, **kwargs: Any) -> Any:
+    """Apply a ``Minimum`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    **kwargs
+        Arguments of the ``Minimum`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The merged tensor.
+    """
     return Minimum(**kwargs)(inputs)
 
 
-def concatenate(inputs, axis=-1, **kwargs):
+def concatenate(inputs: Any, axis: int = -1, **kwargs: Any) -> Any:
+    """Apply a ``Concatenate`` layer to a list of tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of tensors
+        The inputs.
+    axis : int, default -1
+        The axis to join along (counting the batch axis).
+    **kwargs
+        Arguments of the ``Concatenate`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The joined tensor.
+    """
     return Concatenate(axis=axis, **kwargs)(inputs)
 
 
-def dot(inputs, axes=-1, normalize=False, **kwargs):
+def dot(inputs: Any, axes: Any = -1, normalize: bool = False, **kwargs: Any) -> Any:
+    """Apply a ``Dot`` layer to two tensors (functional shortcut).
+
+    Parameters
+    ----------
+    inputs : list of two tensors
+        The inputs.
+    axes : int or tuple of two int, default -1
+        The contracted axes (counting the batch axis).
+    normalize : bool, default False
+        Compute the cosine similarity.
+    **kwargs
+        Arguments of the ``Dot`` layer.
+
+    Returns
+    -------
+    ndarray or SymbolicTensor
+        The dot product.
+    """
     return Dot(axes=axes, normalize=normalize, **kwargs)(inputs)

@@ -1,8 +1,10 @@
 """BatchNormalization and LayerNormalization (Keras semantics).
 
-Both reduce to the 2-D kernels of the Ops contract:
+Both reduce to the 2-D kernels of the Ops contract::
+
     ops.batchnorm_forward / _backward   normalise (rows, C) over axis 0
     ops.layernorm_forward / _backward   normalise (rows, D) over axis 1
+
 BatchNormalization on the last axis reshapes (batch, ..., C) to (rows, C) as a
 view; another axis is moved last through a workspace copy. LayerNormalization
 normalises over trailing axes: (batch, ..., D1, D2) -> (rows, D1*D2), a view.
@@ -10,13 +12,15 @@ normalises over trailing axes: (batch, ..., D1, D2) -> (rows, D1*D2), a view.
 BatchNormalization keeps moving_mean / moving_variance as non-trainable state
 (model-owned arrays, saved with the weights): in training mode each step
 normalises with the batch statistics and updates
-    moving = moving * momentum + batch_stat * (1 - momentum)     (biased variance)
+``moving = moving * momentum + batch_stat * (1 - momentum)`` (biased variance);
 in inference mode (training=False, or the layer frozen with trainable=False, as
-in Keras) it applies y = x * gamma / sqrt(moving_var + eps) + (beta - moving_mean * that).
+in Keras) it applies ``y = x * gamma / sqrt(moving_var + eps) + (beta - moving_mean * that)``.
 gamma and beta live in the model's flat trainable buffer; when center/scale is
 off the kernels get constant zeros/ones and the gradient lands in scratch.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numbers
 
@@ -31,26 +35,68 @@ __all__ = ["BatchNormalization", "LayerNormalization"]
 
 def _check_eps(cls, name, epsilon):
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not (float(epsilon) > 0.0) \
-            or not np.isfinite(epsilon):
+            or not np.isfinite(float(epsilon)):
         raise ValueError(f"{cls} {name}: epsilon must be a finite number > 0, got {epsilon!r}")
     return float(epsilon)
 
 
 class BatchNormalization(Layer):
-    """Normalise each feature (channel `axis`) with batch statistics in training
-    and moving statistics in inference; learnable scale gamma and offset beta."""
+    """Normalize features with batch statistics (training) or moving statistics (inference).
+
+    In training, each feature along ``axis`` is normalized with the batch mean
+    and variance, and the moving statistics are updated as
+    ``moving = moving * momentum + batch * (1 - momentum)``. In inference the
+    moving statistics are used. A learnable scale ``gamma`` and offset ``beta``
+    follow.
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The feature (channel) axis of the full input; other axes are reduced.
+    momentum : float, default 0.99
+        Momentum of the moving statistics, in ``[0, 1]``.
+    epsilon : float, default 1e-3
+        Added to the variance, a finite number > 0.
+    center : bool, default True
+        Learn an offset ``beta``.
+    scale : bool, default True
+        Learn a scale ``gamma``.
+    beta_initializer : str, dict or callable, default "zeros"
+        Initializer of ``beta``.
+    gamma_initializer : str, dict or callable, default "ones"
+        Initializer of ``gamma``.
+    moving_mean_initializer : str, dict or callable, default "zeros"
+        Initializer of the moving mean.
+    moving_variance_initializer : str, dict or callable, default "ones"
+        Initializer of the moving variance.
+    beta_regularizer : str, dict or Regularizer, optional
+        Penalty on ``beta``.
+    gamma_regularizer : str, dict or Regularizer, optional
+        Penalty on ``gamma``.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an invalid axis, momentum, epsilon, initializer or regularizer.
+    """
 
     supports_masking = True
 
-    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None, name=None, **kwargs):
+    def __init__(self, axis: Any = -1, momentum: Any = 0.99, epsilon: Any = 1e-3,
+                 center: bool = True, scale: bool = True, beta_initializer: Any = "zeros",
+                 gamma_initializer: Any = "ones", moving_mean_initializer: Any = "zeros",
+                 moving_variance_initializer: Any = "ones", beta_regularizer: Any = None,
+                 gamma_regularizer: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = f"BatchNormalization {self.name}"
         if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
             raise ValueError(f"{c}: axis must be an integer, got {axis!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0:
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= float(momentum) <= 1.0:
             raise ValueError(f"{c}: momentum must be a number in [0, 1], got {momentum!r}")
         self.axis = int(axis)
         self.momentum = float(momentum)
@@ -65,8 +111,8 @@ class BatchNormalization(Layer):
                                                              f"{c}: moving_variance_initializer")
         self.beta_regularizer = _regularizers.get(beta_regularizer, f"{c}: beta_regularizer")
         self.gamma_regularizer = _regularizers.get(gamma_regularizer, f"{c}: gamma_regularizer")
-        self._ax = None        # axis index in the full (batch, ...) shape
-        self._c = None         # number of features
+        self._ax: Any = None   # axis index in the full (batch, ...) shape
+        self._c: Any = None    # number of features
 
     def compute_output_shape(self, input_shape):
         nd = len(input_shape) + 1
@@ -222,9 +268,20 @@ class BatchNormalization(Layer):
         return d
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
-        the last axis only (any rank: (batch, ..., C) runs as (rows, C)); the moving
-        statistics are handed over as arrays (updated in C)."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         if not self._last:
             raise ctx.unsupported(f"layer {self.name}: BatchNormalization of a feature axis of "
                                   f"{self.input_shape} has no C path (only the last axis)")
@@ -235,14 +292,49 @@ class BatchNormalization(Layer):
 
 
 class LayerNormalization(Layer):
-    """Normalise each sample over its trailing axes (`axis`, default the last):
-    y = (x - mean) / sqrt(var + epsilon) * gamma + beta, same in training and inference."""
+    """Normalize each sample over its trailing axes.
+
+    ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta``, with the statistics
+    of each sample; the same in training and inference.
+
+    Parameters
+    ----------
+    axis : int or list of int, default -1
+        Axes to normalize over (axes of the full input).
+    epsilon : float, default 1e-3
+        Added to the variance, a finite number > 0.
+    center : bool, default True
+        Learn an offset ``beta``.
+    scale : bool, default True
+        Learn a scale ``gamma``.
+    rms_scaling : bool, default False
+        Not supported; must be False.
+    beta_initializer : str, dict or callable, default "zeros"
+        Initializer of ``beta``.
+    gamma_initializer : str, dict or callable, default "ones"
+        Initializer of ``gamma``.
+    beta_regularizer : str, dict or Regularizer, optional
+        Penalty on ``beta``.
+    gamma_regularizer : str, dict or Regularizer, optional
+        Penalty on ``gamma``.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an invalid axis or epsilon, or ``rms_scaling=True``.
+    """
 
     supports_masking = True
 
-    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, rms_scaling=False,
-                 beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=None,
-                 gamma_regularizer=None, name=None, **kwargs):
+    def __init__(self, axis: Any = -1, epsilon: Any = 1e-3, center: bool = True,
+                 scale: bool = True, rms_scaling: bool = False, beta_initializer: Any = "zeros",
+                 gamma_initializer: Any = "ones", beta_regularizer: Any = None,
+                 gamma_regularizer: Any = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = f"LayerNormalization {self.name}"
         if isinstance(axis, numbers.Integral) and not isinstance(axis, bool):
@@ -263,7 +355,7 @@ class LayerNormalization(Layer):
         self.gamma_initializer = _initializers.get(gamma_initializer, f"{c}: gamma_initializer")
         self.beta_regularizer = _regularizers.get(beta_regularizer, f"{c}: beta_regularizer")
         self.gamma_regularizer = _regularizers.get(gamma_regularizer, f"{c}: gamma_regularizer")
-        self._norm_shape = None
+        self._norm_shape: Any = None
 
     def compute_output_shape(self, input_shape):
         nd = len(input_shape) + 1
@@ -327,8 +419,20 @@ class LayerNormalization(Layer):
         return d
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan (engine/compiled.py LowerContext):
-        normalisation over the whole sample only."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         if self._d != int(np.prod(self.input_shape)):
             raise ctx.unsupported(f"layer {self.name}: LayerNormalization over part of each sample "
                                   f"({self._norm_shape}) has no C path")

@@ -11,6 +11,8 @@ gives 0).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .base import Layer
@@ -26,7 +28,8 @@ class _Pooling(Layer):
     rank = 2
     kind = "max"
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, name=None, **kwargs):
+    def __init__(self, pool_size: Any = 2, strides: Any = None, padding: Any = "valid",
+                 data_format: str | None = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = type(self).__name__
         self.pool_size = _int_tuple(pool_size, self.rank, f"{c} {self.name}: pool_size")
@@ -34,7 +37,7 @@ class _Pooling(Layer):
             _int_tuple(strides, self.rank, f"{c} {self.name}: strides")
         self.padding = _check_padding(c, self.name, padding)
         _check_data_format(c, self.name, data_format)
-        self._pads = None
+        self._pads: Any = None
 
     def compute_output_shape(self, input_shape):
         c = type(self).__name__
@@ -103,28 +106,130 @@ class _Pooling(Layer):
 
 
 class MaxPooling2D(_Pooling):
-    """Max over pool_size windows (keras.layers.MaxPooling2D); default pool (2, 2)."""
+    """Maximum over pooling windows (``keras.layers.MaxPooling2D``).
+
+    The input has shape (batch, height, width, channels) (channels_last).
+
+    Parameters
+    ----------
+    pool_size : int or tuple of 2 int, default (2, 2)
+        Size of the pooling window.
+    strides : int or tuple of 2 int, optional
+        Step of the window (default: ``pool_size``).
+    padding : {"valid", "same"}, default "valid"
+        "valid": windows inside the input only; "same": output size
+        ceil(n / stride), as Keras pads.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, or (at
+        build) an input of the wrong rank.
+    """
     rank, kind = 2, "max"
 
-    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+    def __init__(self, pool_size: Any = (2, 2), strides: Any = None, padding: Any = "valid",
+                 data_format: str | None = None, **kwargs: Any) -> None:
         super().__init__(pool_size, strides, padding, data_format, **kwargs)
 
 
 class AveragePooling2D(_Pooling):
-    """Mean over pool_size windows (keras.layers.AveragePooling2D)."""
+    """Average over pooling windows (``keras.layers.AveragePooling2D``).
+
+    The input has shape (batch, height, width, channels) (channels_last).
+
+    Parameters
+    ----------
+    pool_size : int or tuple of 2 int, default (2, 2)
+        Size of the pooling window.
+    strides : int or tuple of 2 int, optional
+        Step of the window (default: ``pool_size``).
+    padding : {"valid", "same"}, default "valid"
+        "valid": windows inside the input only; "same": output size
+        ceil(n / stride), as Keras pads.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, or (at
+        build) an input of the wrong rank.
+    """
     rank, kind = 2, "avg"
 
-    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+    def __init__(self, pool_size: Any = (2, 2), strides: Any = None, padding: Any = "valid",
+                 data_format: str | None = None, **kwargs: Any) -> None:
         super().__init__(pool_size, strides, padding, data_format, **kwargs)
 
 
 class MaxPooling1D(_Pooling):
-    """Max over pool_size steps (keras.layers.MaxPooling1D); default pool 2."""
+    """Maximum over pooling windows (``keras.layers.MaxPooling1D``).
+
+    The input has shape (batch, steps, channels) (channels_last).
+
+    Parameters
+    ----------
+    pool_size : int or tuple of 1 int, default 2
+        Size of the pooling window.
+    strides : int or tuple of 1 int, optional
+        Step of the window (default: ``pool_size``).
+    padding : {"valid", "same"}, default "valid"
+        "valid": windows inside the input only; "same": output size
+        ceil(n / stride), as Keras pads.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, or (at
+        build) an input of the wrong rank.
+    """
     rank, kind = 1, "max"
 
 
 class AveragePooling1D(_Pooling):
-    """Mean over pool_size steps (keras.layers.AveragePooling1D)."""
+    """Average over pooling windows (``keras.layers.AveragePooling1D``).
+
+    The input has shape (batch, steps, channels) (channels_last).
+
+    Parameters
+    ----------
+    pool_size : int or tuple of 1 int, default 2
+        Size of the pooling window.
+    strides : int or tuple of 1 int, optional
+        Step of the window (default: ``pool_size``).
+    padding : {"valid", "same"}, default "valid"
+        "valid": windows inside the input only; "same": output size
+        ceil(n / stride), as Keras pads.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown padding or data format, or (at
+        build) an input of the wrong rank.
+    """
     rank, kind = 1, "avg"
 
 
@@ -132,11 +237,12 @@ class _GlobalPooling(Layer):
     rank = 2
     kind = "avg"
 
-    def __init__(self, data_format=None, keepdims=False, name=None, **kwargs):
+    def __init__(self, data_format: str | None = None, keepdims: bool = False,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         _check_data_format(type(self).__name__, self.name, data_format)
         self.keepdims = bool(keepdims)
-        self._mask = None
+        self._mask: Any = None
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != self.rank + 1:
@@ -234,22 +340,100 @@ class _MaskedGlobalPooling1D(_GlobalPooling):
 
 
 class GlobalAveragePooling2D(_GlobalPooling):
-    """Mean over height and width (keras.layers.GlobalAveragePooling2D)."""
+    """Average over the height and width (``keras.layers.GlobalAveragePooling2D``).
+
+    Parameters
+    ----------
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    keepdims : bool, default False
+        Keep the pooled axes with length one.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown data format or (at build) an input of the wrong rank.
+    """
     rank, kind = 2, "avg"
 
 
 class GlobalMaxPooling2D(_GlobalPooling):
-    """Max over height and width (keras.layers.GlobalMaxPooling2D)."""
+    """Maximum over the height and width (``keras.layers.GlobalMaxPooling2D``).
+
+    Parameters
+    ----------
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    keepdims : bool, default False
+        Keep the pooled axes with length one.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown data format or (at build) an input of the wrong rank.
+    """
     rank, kind = 2, "max"
 
 
 class GlobalAveragePooling1D(_MaskedGlobalPooling1D):
-    """Mean over the steps (keras.layers.GlobalAveragePooling1D); masked steps excluded."""
+    """Average over the steps (``keras.layers.GlobalAveragePooling1D``).
+
+    Masked steps (``Embedding(mask_zero=True)``, ``Masking``) are excluded;
+    an all-masked sample gives 0.
+
+    Parameters
+    ----------
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    keepdims : bool, default False
+        Keep the pooled axes with length one.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown data format or (at build) an input of the wrong rank.
+    """
     kind = "avg"
 
 
 class GlobalMaxPooling1D(_MaskedGlobalPooling1D):
-    """Max over the steps (keras.layers.GlobalMaxPooling1D); masked steps excluded."""
+    """Maximum over the steps (``keras.layers.GlobalMaxPooling1D``).
+
+    Masked steps (``Embedding(mask_zero=True)``, ``Masking``) are excluded;
+    an all-masked sample gives 0.
+
+    Parameters
+    ----------
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    keepdims : bool, default False
+        Keep the pooled axes with length one.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown data format or (at build) an input of the wrong rank.
+    """
     kind = "max"
 
 

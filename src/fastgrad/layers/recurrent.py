@@ -1,33 +1,37 @@
 """Recurrent layers (Keras 3): SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed.
 
 Each recurrent layer runs, per batch:
-    1. the input projection of ALL time steps as one product
-       (``ops.dense_forward`` on (N*T, F) rows: xw = x kernel + bias);
-    2. the recurrence over xw in one op call (``ops.lstm_forward`` /
-       ``gru_forward`` / ``simple_rnn_forward``: the C family csrc/rnn on the
-       native backend, no Python per time step);
-    3. backward: one op call through time (``ops.*_backward``) giving the
-       pre-activation gradients of every step, then dkernel, dbias and dx with
-       one product each (``ops.dense_backward``).
+
+1. the input projection of ALL time steps as one product
+   (``ops.dense_forward`` on (N*T, F) rows: ``xw = x kernel + bias``);
+2. the recurrence over xw in one op call (``ops.lstm_forward`` /
+   ``gru_forward`` / ``simple_rnn_forward``: the C family csrc/rnn on the
+   native backend, no Python per time step);
+3. backward: one op call through time (``ops.*_backward``) giving the
+   pre-activation gradients of every step, then dkernel, dbias and dx with
+   one product each (``ops.dense_backward``).
+
 Conventions of the ops: backend/numpy_rnn.py.
 
-Keras semantics kept: weights kernel (F, G*U), recurrent_kernel (U, G*U),
-bias (G*U,) (GRU reset_after=True: (2, 3U)); gate orders LSTM [i, f, c, o],
-GRU [z, r, h]; get_weights() = [kernel, recurrent_kernel, bias];
+Keras semantics kept: weights kernel ``(F, G*U)``, recurrent_kernel ``(U, G*U)``,
+bias ``(G*U,)`` (GRU reset_after=True: ``(2, 3U)``); gate orders LSTM [i, f, c, o],
+GRU [z, r, h]; ``get_weights() = [kernel, recurrent_kernel, bias]``;
 unit_forget_bias; masks (a masked step carries the states through; outputs
 of masked steps repeat the previous output, zeros before the first unmasked
 step, or zeros everywhere masked with zero_output_for_mask / inside
 Bidirectional with return_sequences); go_backwards returns the sequence in
-processing order; return_state returns [output, *states]; initial_state;
+processing order; return_state returns ``[output, *states]``; initial_state;
 dropout / recurrent_dropout masks drawn once per batch and shared by all steps
 (and gates); stateful with reset_states().
 
 Graph plumbing: a layer called with initial_state has several inputs
-(x, *states); with return_state its node outputs one packed tensor
-(output, then each state, flattened) that hidden `_RnnPart` nodes split, so
-the symbolic call returns [output, *states] as Keras does.
+(x, states); with return_state its node outputs one packed tensor
+(output, then each state, flattened) that hidden ``_RnnPart`` nodes split, so
+the symbolic call returns ``[output, *states]`` as Keras does.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numbers
 
@@ -119,15 +123,22 @@ class _RNN(Layer):
     _gates = 1
     _n_states = 1
     _default_act = "tanh"
+    # the recurrence of each kind (SimpleRNN / LSTM / GRU define them)
+    _recur_forward: Any
+    _recur_backward: Any
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
-                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
-                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
-                 recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
-                 go_backwards=False, stateful=False, unroll=False, zero_output_for_mask=False,
-                 name=None, **kwargs):
+    def __init__(self, units: Any, activation: str | None = "tanh",
+                 recurrent_activation: str | None = "sigmoid", use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform",
+                 recurrent_initializer: Any = "orthogonal", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, recurrent_regularizer: Any = None,
+                 bias_regularizer: Any = None, activity_regularizer: Any = None,
+                 kernel_constraint: Any = None, recurrent_constraint: Any = None,
+                 bias_constraint: Any = None, dropout: Any = 0.0, recurrent_dropout: Any = 0.0,
+                 seed: Any = None, return_sequences: bool = False, return_state: bool = False,
+                 go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
+                 zero_output_for_mask: bool = False, name: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         c = f"{type(self).__name__} {self.name}"
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units <= 0:
@@ -169,8 +180,8 @@ class _RNN(Layer):
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self._stream_seed = self.seed
         self._offset = 0
-        self.states = None                  # stateful: the carried states (list of (N, U))
-        self._with_initial_state = None     # decided at the first call
+        self.states: Any = None             # stateful: the carried states (list of (N, U))
+        self._with_initial_state: Any = None  # decided at the first call
 
     supports_masking = True
 
@@ -220,18 +231,22 @@ class _RNN(Layer):
 
     @property
     def kernel(self):
+        """The input kernel, shape ``(features, gates * units)``."""
         return self.params["kernel"]
 
     @property
     def recurrent_kernel(self):
+        """The recurrent kernel, shape ``(units, gates * units)``."""
         return self.params["recurrent_kernel"]
 
     @property
     def bias(self):
+        """The bias array, or None without bias."""
         return self.params.get("bias")
 
     # ------------------------------------------------------------------ calls
-    def __call__(self, inputs, initial_state=None, training=False, mask=None, **kwargs):
+    def __call__(self, inputs: Any, initial_state: Any = None,  # type: ignore[override]
+                 training: bool | None = False, mask: Any = None, **kwargs: Any) -> Any:
         c = f"{type(self).__name__} {self.name}"
         if initial_state is None and isinstance(inputs, (list, tuple)) and \
                 len(inputs) == 1 + self._n_states:
@@ -281,8 +296,9 @@ class _RNN(Layer):
         for k, (a, b, shp, pm) in enumerate(parts):
             r = np.ascontiguousarray(out[:, a:b].reshape((out.shape[0],) + shp))
             if pm and getattr(out, "_keras_mask", None) is not None:
-                r = r.view(type(out))
-                r._keras_mask = out._keras_mask
+                rm: Any = r.view(type(out))
+                rm._keras_mask = out._keras_mask
+                r = rm
             res.append(r)
         return res
 
@@ -313,7 +329,19 @@ class _RNN(Layer):
         return out
 
     def reset_states(self, states=None):
-        """Zero the carried states of a stateful layer (or set them to `states`)."""
+        """Reset the carried states of a stateful layer.
+
+        Parameters
+        ----------
+        states : ndarray or list of ndarray, optional
+            New states, one (batch, units) array per state; None zeroes the
+            current ones.
+
+        Raises
+        ------
+        ValueError
+            For the wrong number of states.
+        """
         if states is None:
             if self.states is not None:
                 for s in self.states:
@@ -412,7 +440,7 @@ class _RNN(Layer):
         n, T, f = x.shape
         u, g = self.units, self._gates * self.units
         dt = dy.dtype
-        dfin = [None] * self._n_states
+        dfin: list = [None] * self._n_states
         if self.return_state:
             osize = int(np.prod(self._out_shape(T)))
             dout = dy[:, :osize].reshape((n,) + self._out_shape(T))
@@ -476,11 +504,54 @@ class _RNN(Layer):
 
 
 class SimpleRNN(_RNN):
-    """h_t = activation(x_t kernel + h_{t-1} recurrent_kernel + bias)."""
+    """Fully connected recurrent layer: ``h_t = activation(x_t @ kernel + h_{t-1} @ recurrent_kernel + bias)``.
+
+    The input has shape (batch, timesteps, features). Weights follow Keras:
+    ``kernel`` (features, units), ``recurrent_kernel`` (units, units),
+    ``bias`` (units,).
+
+    Parameters
+    ----------
+    units : int
+        Dimensionality of the output (and state).
+    activation : str or None, default "tanh"
+        Activation of the state (None: linear).
+    **kwargs
+        The arguments shared by the recurrent layers (Keras 3 names and
+        defaults), then the base layer arguments (``name``, ``input_shape``,
+        ...; see ``Layer``):
+
+        - ``use_bias`` (True): whether the layer has a bias.
+        - ``kernel_initializer`` ("glorot_uniform"), ``recurrent_initializer``
+          ("orthogonal"), ``bias_initializer`` ("zeros").
+        - ``kernel_regularizer``, ``recurrent_regularizer``,
+          ``bias_regularizer`` (None): penalties added to the loss.
+        - ``dropout``, ``recurrent_dropout`` (0.0): dropout rates in ``[0, 1)``
+          on the inputs and on the recurrent state; the masks are drawn once
+          per batch and shared by all steps.
+        - ``seed`` (None): seed of the dropout masks.
+        - ``return_sequences`` (False): return the output of every step,
+          (batch, timesteps, units), instead of the last, (batch, units).
+        - ``return_state`` (False): also return the final states, as
+          ``[output, *states]``.
+        - ``go_backwards`` (False): process the sequence in reverse.
+        - ``stateful`` (False): carry the final states over to the next batch
+          (see ``reset_states``).
+        - ``unroll`` (False): accepted; the recurrence is one kernel call.
+        - ``zero_output_for_mask`` (False): masked steps output zeros.
+
+        Activity regularizers and constraints are not supported.
+
+    Raises
+    ------
+    ValueError
+        For non-positive ``units``, an unsupported activation, a rate outside
+        ``[0, 1)``, a constraint or an activity regularizer.
+    """
 
     _gates = 1
 
-    def __init__(self, units, activation="tanh", **kwargs):
+    def __init__(self, units: Any, activation: str | None = "tanh", **kwargs: Any) -> None:
         kwargs.pop("recurrent_activation", None)
         super().__init__(units, activation=activation, **kwargs)
 
@@ -504,13 +575,79 @@ class SimpleRNN(_RNN):
 
 
 class LSTM(_RNN):
-    """Long short-term memory (Keras 3): gates [i, f, c, o], states [h, c]."""
+    """Long short-term memory layer (Keras 3).
+
+    The input has shape (batch, timesteps, features). Gates are ordered
+    ``[i, f, c, o]`` in the weights ``kernel`` (features, 4 * units),
+    ``recurrent_kernel`` (units, 4 * units) and ``bias`` (4 * units,); the
+    states are ``[h, c]``. A mask (``Embedding(mask_zero=True)``, ``Masking``)
+    makes masked steps carry the states through. The recurrence over all time
+    steps runs in one backend kernel call.
+
+    Parameters
+    ----------
+    units : int
+        Dimensionality of the output (and of each state).
+    activation : str or None, default "tanh"
+        Activation of the cell input and output (None: linear).
+    recurrent_activation : str or None, default "sigmoid"
+        Activation of the gates.
+    unit_forget_bias : bool, default True
+        Initialize the forget gate's bias to one.
+    implementation : int, default 2
+        Accepted for Keras compatibility; unused.
+    **kwargs
+        The arguments shared by the recurrent layers (Keras 3 names and
+        defaults), then the base layer arguments (``name``, ``input_shape``,
+        ...; see ``Layer``):
+
+        - ``use_bias`` (True): whether the layer has a bias.
+        - ``kernel_initializer`` ("glorot_uniform"), ``recurrent_initializer``
+          ("orthogonal"), ``bias_initializer`` ("zeros").
+        - ``kernel_regularizer``, ``recurrent_regularizer``,
+          ``bias_regularizer`` (None): penalties added to the loss.
+        - ``dropout``, ``recurrent_dropout`` (0.0): dropout rates in ``[0, 1)``
+          on the inputs and on the recurrent state; the masks are drawn once
+          per batch and shared by all steps.
+        - ``seed`` (None): seed of the dropout masks.
+        - ``return_sequences`` (False): return the output of every step,
+          (batch, timesteps, units), instead of the last, (batch, units).
+        - ``return_state`` (False): also return the final states, as
+          ``[output, *states]``.
+        - ``go_backwards`` (False): process the sequence in reverse.
+        - ``stateful`` (False): carry the final states over to the next batch
+          (see ``reset_states``).
+        - ``unroll`` (False): accepted; the recurrence is one kernel call.
+        - ``zero_output_for_mask`` (False): masked steps output zeros.
+
+        Activity regularizers and constraints are not supported.
+
+    Raises
+    ------
+    ValueError
+        For non-positive ``units``, an unsupported activation, a rate outside
+        ``[0, 1)``, a constraint or an activity regularizer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> lstm = fg.layers.LSTM(8, return_sequences=True)
+    >>> lstm(np.zeros((2, 5, 3), dtype=np.float32)).shape
+    (2, 5, 8)
+    >>> [w.shape for w in lstm.get_weights()]
+    [(3, 32), (8, 32), (32,)]
+    >>> out, h, c = fg.layers.LSTM(4, return_state=True)(np.zeros((2, 5, 3), dtype=np.float32))
+    >>> out.shape, h.shape, c.shape
+    ((2, 4), (2, 4), (2, 4))
+    """
 
     _gates = 4
     _n_states = 2
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
-                 unit_forget_bias=True, implementation=2, **kwargs):
+    def __init__(self, units: Any, activation: str | None = "tanh",
+                 recurrent_activation: str | None = "sigmoid", unit_forget_bias: bool = True,
+                 implementation: Any = 2, **kwargs: Any) -> None:
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
                          **kwargs)
         self.unit_forget_bias = bool(unit_forget_bias)
@@ -550,15 +687,66 @@ class LSTM(_RNN):
 
 
 class GRU(_RNN):
-    """Gated recurrent unit (Keras 3): gates [z, r, h]. reset_after=True (default):
-    bias (2, 3U), hh = act(x W_h + b_h + r * (h R_h + b'_h)); reset_after=False
-    (Keras's original GRU): bias (3U,), hh = act(x W_h + b_h + (r * h) R_h), run
-    by the NumPy op gru_v1_forward / backward on every backend (no C kernel)."""
+    """Gated recurrent unit layer (Keras 3).
+
+    The input has shape (batch, timesteps, features); gates are ordered
+    ``[z, r, h]``. With ``reset_after=True`` (the default) the bias has shape
+    (2, 3 * units) and the candidate is
+    ``act(x @ W_h + b_h + r * (h @ R_h + b'_h))``; with ``reset_after=False``
+    (Keras's original GRU) the bias has shape (3 * units,), the candidate is
+    ``act(x @ W_h + b_h + (r * h) @ R_h)``, and it runs on the NumPy
+    reference on every backend.
+
+    Parameters
+    ----------
+    units : int
+        Dimensionality of the output (and state).
+    activation : str or None, default "tanh"
+        Activation of the candidate state (None: linear).
+    recurrent_activation : str or None, default "sigmoid"
+        Activation of the gates.
+    reset_after : bool, default True
+        Apply the reset gate after the recurrent product.
+    implementation : int, default 2
+        Accepted for Keras compatibility; unused.
+    **kwargs
+        The arguments shared by the recurrent layers (Keras 3 names and
+        defaults), then the base layer arguments (``name``, ``input_shape``,
+        ...; see ``Layer``):
+
+        - ``use_bias`` (True): whether the layer has a bias.
+        - ``kernel_initializer`` ("glorot_uniform"), ``recurrent_initializer``
+          ("orthogonal"), ``bias_initializer`` ("zeros").
+        - ``kernel_regularizer``, ``recurrent_regularizer``,
+          ``bias_regularizer`` (None): penalties added to the loss.
+        - ``dropout``, ``recurrent_dropout`` (0.0): dropout rates in ``[0, 1)``
+          on the inputs and on the recurrent state; the masks are drawn once
+          per batch and shared by all steps.
+        - ``seed`` (None): seed of the dropout masks.
+        - ``return_sequences`` (False): return the output of every step,
+          (batch, timesteps, units), instead of the last, (batch, units).
+        - ``return_state`` (False): also return the final states, as
+          ``[output, *states]``.
+        - ``go_backwards`` (False): process the sequence in reverse.
+        - ``stateful`` (False): carry the final states over to the next batch
+          (see ``reset_states``).
+        - ``unroll`` (False): accepted; the recurrence is one kernel call.
+        - ``zero_output_for_mask`` (False): masked steps output zeros.
+
+        Activity regularizers and constraints are not supported.
+
+    Raises
+    ------
+    ValueError
+        For non-positive ``units``, an unsupported activation, a rate outside
+        ``[0, 1)``, a non-boolean ``reset_after``, a constraint or an activity regularizer.
+    """
 
     _gates = 3
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
-                 reset_after=True, implementation=2, **kwargs):
+    def __init__(self, units: Any, activation: str | None = "tanh",
+                 recurrent_activation: str | None = "sigmoid", reset_after: Any = True,
+                 implementation: Any = 2, **kwargs: Any) -> None:
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
                          **kwargs)
         if not isinstance(reset_after, (bool, np.bool_)):
@@ -673,11 +861,35 @@ _MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
 class Bidirectional(_Wrapper):
-    """Runs a recurrent layer forwards and a copy backwards and merges the outputs
-    (merge_mode "concat" (default), "sum", "mul", "ave", or None: a list of both)."""
+    """Run a recurrent layer forwards and a copy backwards, and merge the outputs.
 
-    def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, name=None,
-                 **kwargs):
+    Parameters
+    ----------
+    layer : SimpleRNN, LSTM or GRU
+        The forward layer; its configuration is copied for both directions.
+    merge_mode : {"concat", "sum", "mul", "ave", None}, default "concat"
+        How the two outputs are combined; None returns a list of both.
+    weights : None
+        Not supported (use ``set_weights``); must be None.
+    backward_layer : SimpleRNN, LSTM or GRU, optional
+        The backward layer (default: a copy of ``layer`` with
+        ``go_backwards`` flipped).
+    name : str, optional
+        Layer name (default ``bidirectional_`` + the layer's name).
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``layer`` is not a recurrent layer or is stateful, for an unknown
+        ``merge_mode``, or ``weights`` given.
+    """
+
+    def __init__(self, layer: Layer, merge_mode: str | None = "concat", weights: Any = None,
+                 backward_layer: Layer | None = None, name: str | None = None,
+                 **kwargs: Any) -> None:
         if not isinstance(layer, _RNN):
             raise ValueError(f"Bidirectional: layer must be a SimpleRNN, LSTM or GRU, got "
                              f"{type(layer).__name__}")
@@ -783,8 +995,9 @@ class Bidirectional(_Wrapper):
             for a, b, shp, pm in parts:
                 r = np.ascontiguousarray(out[:, a:b].reshape((out.shape[0],) + shp))
                 if pm and getattr(out, "_keras_mask", None) is not None:
-                    r = r.view(type(out))
-                    r._keras_mask = out._keras_mask
+                    rm: Any = r.view(type(out))
+                    rm._keras_mask = out._keras_mask
+                    r = rm
                 res.append(r)
             return res
         if self.merge_mode is not None:
@@ -865,7 +1078,8 @@ class Bidirectional(_Wrapper):
     def backward(self, dy, ws, need_dx=True):
         self._sync()
         mode = self.merge_mode
-        dsf = dsb = None
+        dsf: Any = None
+        dsb: Any = None
         if self.return_state:
             parts = self._state_parts()
             n = dy.shape[0]
@@ -963,11 +1177,30 @@ class _HalfPart(Layer):
 
 
 class TimeDistributed(_Wrapper):
-    """Applies `layer` to every time step: (batch, T, ...) -> (batch, T, layer's output)."""
+    """Apply a layer to every time step.
+
+    ``(batch, T, ...)`` becomes ``(batch, T, *layer output shape)``; the
+    layer's weights are shared by all steps.
+
+    Parameters
+    ----------
+    layer : Layer
+        A single-input layer.
+    name : str, optional
+        Layer name (default ``time_distributed_`` + the layer's name).
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``layer`` is not a single-input layer.
+    """
 
     supports_masking = True
 
-    def __init__(self, layer, name=None, **kwargs):
+    def __init__(self, layer: Layer, name: str | None = None, **kwargs: Any) -> None:
         if not isinstance(layer, Layer) or layer._multi_input:
             raise ValueError(f"TimeDistributed: layer must be a single-input Layer, got {layer!r}")
         super().__init__(name=name or f"time_distributed_{layer.name}", **kwargs)

@@ -9,6 +9,8 @@ merge layers, they build themselves when called eagerly on an array
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .base import Layer
@@ -30,10 +32,29 @@ def _int_tuple(value, what):
 
 
 class Reshape(SameDataLayer):
-    """(batch, *input_shape) -> (batch, *target_shape) (keras.layers.Reshape);
-    one entry of target_shape may be -1 (inferred). A view, no copy."""
+    """Reshape the per-sample axes (``keras.layers.Reshape``).
 
-    def __init__(self, target_shape, **kwargs):
+    ``(batch, *input_shape)`` becomes ``(batch, *target_shape)``; the output is
+    a view of the input (no copy).
+
+    Parameters
+    ----------
+    target_shape : tuple of int
+        The per-sample output shape; one entry may be -1 (inferred).
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For more than one -1, or a target shape whose size does not match the
+        input's.
+    TypeError
+        When ``target_shape`` is not a tuple of integers.
+    """
+
+    def __init__(self, target_shape: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         target = _int_tuple(target_shape, f"Reshape layer {self.name!r}: target_shape")
         if target.count(-1) > 1:
@@ -71,10 +92,26 @@ class Reshape(SameDataLayer):
 
 
 class Permute(Layer):
-    """Permutes the per-sample axes (keras.layers.Permute): dims is 1-based, so
-    Permute((2, 1)) swaps the two axes of (batch, a, b) -> (batch, b, a)."""
+    """Permute the per-sample axes (``keras.layers.Permute``).
 
-    def __init__(self, dims, **kwargs):
+    Parameters
+    ----------
+    dims : tuple of int
+        The new order of the per-sample axes, 1-based: ``Permute((2, 1))`` turns
+        ``(batch, a, b)`` into ``(batch, b, a)``.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``dims`` is not a permutation of ``1..n``, or does not fit the input.
+    TypeError
+        When ``dims`` is not a tuple of integers.
+    """
+
+    def __init__(self, dims: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         dims = _int_tuple(dims, f"Permute layer {self.name!r}: dims")
         if sorted(dims) != list(range(1, len(dims) + 1)):
@@ -114,9 +151,23 @@ class Permute(Layer):
 
 
 class RepeatVector(Layer):
-    """(batch, features) -> (batch, n, features) (keras.layers.RepeatVector)."""
+    """Repeat a vector ``n`` times: ``(batch, features)`` becomes ``(batch, n, features)``.
 
-    def __init__(self, n, **kwargs):
+    Parameters
+    ----------
+    n : int
+        Number of repetitions (positive).
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        When ``n`` is not a positive integer, or the input is not 1-D per sample.
+    """
+
+    def __init__(self, n: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
             raise ValueError(f"RepeatVector layer {self.name!r}: n must be a positive integer, "
@@ -153,7 +204,15 @@ class RepeatVector(Layer):
 
 
 class Identity(Layer):
-    """Returns its input unchanged (keras.layers.Identity)."""
+    """Return the input unchanged (``keras.layers.Identity``).
+
+    Parameters
+    ----------
+    name, input_shape, input_dim, trainable, dtype, batch_input_shape, activity_regularizer : optional
+        Base layer arguments (see ``Layer``).
+    **kwargs
+        Any other keyword argument is an error.
+    """
 
     def forward(self, x, training, ws):
         return x
@@ -162,5 +221,18 @@ class Identity(Layer):
         return dy if need_dx else None
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan: its input passed on."""
+        """Describe this layer as a node of the compiled C plan.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            Codes from the C headers, regularizer coefficients and trainability
+            (``engine.compiled.LowerContext``).
+
+        Returns
+        -------
+        dict
+            The plan node: kind name, activation codes, parameter offsets in the
+            flat buffer and hyper-parameters.
+        """
         return dict(kind="reshape")

@@ -6,6 +6,8 @@ upsample_nearest2d_* / spatial_dropout_* (backend/numpy_conv.py).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numbers
 
 import numpy as np
@@ -42,9 +44,31 @@ def _check_rank3(layer, input_shape):
 
 
 class ZeroPadding2D(Layer):
-    """Zeros around the image (keras.layers.ZeroPadding2D); padding as Keras."""
+    """Pad an image with zeros (``keras.layers.ZeroPadding2D``).
 
-    def __init__(self, padding=(1, 1), data_format=None, name=None, **kwargs):
+    The input has shape (batch, height, width, channels).
+
+    Parameters
+    ----------
+    padding : int, tuple of 2 int or tuple of 2 tuples of 2 int, default (1, 1)
+        An int: the same on all sides; ``(sym_h, sym_w)``: symmetric rows and
+        columns; ``((top, bottom), (left, right))``: each side.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For negative or malformed padding, or an unknown data format.
+    """
+
+    def __init__(self, padding: Any = (1, 1), data_format: str | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         _check_data_format(type(self).__name__, self.name, data_format)
         self.padding = _pads_2d(padding, f"ZeroPadding2D {self.name}: padding")
@@ -77,9 +101,29 @@ class ZeroPadding2D(Layer):
 
 
 class Cropping2D(Layer):
-    """Crop rows / columns off the image (keras.layers.Cropping2D)."""
+    """Crop rows and columns off an image (``keras.layers.Cropping2D``).
 
-    def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, name=None, **kwargs):
+    Parameters
+    ----------
+    cropping : int, tuple of 2 int or tuple of 2 tuples of 2 int, default ((0, 0), (0, 0))
+        What to remove, in the forms ``ZeroPadding2D`` takes its padding.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For negative or malformed cropping, an unknown data format, or
+        cropping that leaves nothing.
+    """
+
+    def __init__(self, cropping: Any = ((0, 0), (0, 0)), data_format: str | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         _check_data_format(type(self).__name__, self.name, data_format)
         self.cropping = _pads_2d(cropping, f"Cropping2D {self.name}: cropping")
@@ -116,9 +160,30 @@ class Cropping2D(Layer):
 
 
 class UpSampling2D(Layer):
-    """Repeat rows and columns (keras.layers.UpSampling2D, interpolation "nearest")."""
+    """Repeat the rows and columns of an image (``keras.layers.UpSampling2D``).
 
-    def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", name=None, **kwargs):
+    Parameters
+    ----------
+    size : int or tuple of 2 int, default (2, 2)
+        Repetitions of rows and columns.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    interpolation : {"nearest"}, default "nearest"
+        Only nearest-neighbour upsampling is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, an unknown data format or interpolation.
+    """
+
+    def __init__(self, size: Any = (2, 2), data_format: str | None = None,
+                 interpolation: str = "nearest", name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         _check_data_format(type(self).__name__, self.name, data_format)
         self.size = _int_tuple(size, 2, f"UpSampling2D {self.name}: size")
@@ -153,12 +218,35 @@ class UpSampling2D(Layer):
 
 
 class SpatialDropout2D(Dropout):
-    """Dropout of whole channels (keras.layers.SpatialDropout2D): one keep flag per
-    (sample, channel), the Dropout stream over an (N, C) index space."""
+    """Drop whole channels during training (``keras.layers.SpatialDropout2D``).
 
-    lower = None        # no C path yet (the plan's dropout kind is element-wise)
+    One keep flag per (sample, channel), drawn from the Dropout stream over an
+    (N, C) index space; kept channels are scaled by ``1 / (1 - rate)``.
 
-    def __init__(self, rate, data_format=None, seed=None, name=None, **kwargs):
+    Parameters
+    ----------
+    rate : float
+        Fraction of the channels to drop, in ``[0, 1)``.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    seed : int, optional
+        Seed of the mask stream.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a rate outside ``[0, 1)``, an invalid seed or an unknown data format.
+    """
+
+    lower = None        # type: ignore[assignment]  # no C path yet (the plan's dropout kind is element-wise)
+
+    def __init__(self, rate: Any, data_format: str | None = None, seed: Any = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(rate, seed=seed, name=name, **kwargs)
         _check_data_format(type(self).__name__, self.name, data_format)
 
