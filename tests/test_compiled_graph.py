@@ -469,6 +469,19 @@ def _conv_net():
     return m
 
 
+def _image_net():
+    """One layer of each image kind (csrc/step layer_depthwise2d.c ... layer_sdropout.c)."""
+    x = fg.Input(shape=(6, 5, 2))
+    h = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+    h = L.SeparableConv2D(3, 2, activation="relu")(h)
+    h = L.Conv2DTranspose(2, 2, strides=2)(h)
+    h = L.Cropping2D(((1, 0), (0, 1)))(L.ZeroPadding2D(1)(h))
+    h = L.SpatialDropout2D(0.2)(L.UpSampling2D(2)(h))
+    m = fg.Model(x, L.Dense(3)(L.Flatten()(h)))
+    m.compile(optimizer="sgd", loss="mse")
+    return m
+
+
 def test_every_lowered_kind_is_in_the_c_table():
     """Driven by the C side, not by a list here: every key a layer's lower()
     returns is a field of desc.c's table, every kind it names is a row of
@@ -477,7 +490,7 @@ def test_every_lowered_kind_is_in_the_c_table():
     checklist)."""
     step = _step()
     seen = set()
-    for model in (everything(), _conv_net()):
+    for model in (everything(), _conv_net(), _image_net()):
         ctx = compiled.LowerContext(step, True)
         for layer in model._graph.layers:
             if isinstance(layer, L.InputLayer):

@@ -50,6 +50,10 @@ static const struct field {
     {"pt", F_I64, offsetof(fg_node_desc, pt)},
     {"pl", F_I64, offsetof(fg_node_desc, pl)},
     {"groups", F_INT, offsetof(fg_node_desc, groups)},
+    {"multiplier", F_INT, offsetof(fg_node_desc, multiplier)},
+    {"w2_off", F_I64, offsetof(fg_node_desc, w2_off)},
+    {"l1_w2", F_FLOAT, offsetof(fg_node_desc, l1_w2)},
+    {"l2_w2", F_FLOAT, offsetof(fg_node_desc, l2_w2)},
 };
 
 static const struct field *find(const char *name) {
@@ -65,7 +69,7 @@ void fg_node_desc_init(fg_node_desc *d) {
     d->out_act = FG_ACT_NONE;
     d->trainable = 1;
     d->stream = -1;
-    d->w_off = d->b_off = -1;
+    d->w_off = d->b_off = d->w2_off = -1;
 }
 
 int fg_node_desc_field_type(const char *name) {

@@ -130,9 +130,13 @@ typedef struct fg_node_desc {
        pt = 0): kernel or pool size, strides, dilation, top / left padding, groups */
     int64_t kh, kw, sh, sw, dh, dw, pt, pl;
     int groups;
+    int multiplier;       /* depthwise / separable conv: depth multiplier (output channels per input
+                             channel of the depthwise step) */
+    int64_t w2_off;       /* offset of a second kernel (separable conv: the pointwise kernel); -1: absent */
+    float l1_w2, l2_w2;   /* its regularizer */
 } fg_node_desc;
 
-/* Defaults: no inputs, no parameters (offsets -1), linear, out_act none, trainable, stream -1. */
+/* Defaults: no inputs, no parameters (offsets w_off, b_off, w2_off -1), linear, out_act none, trainable, stream -1. */
 void fg_node_desc_init(fg_node_desc *d);
 /* Set a field by name: integer fields (kind, act, act_has_param, out_act, trainable, op, axis,
  * stream, w_off, b_off, seed), float fields (act_alpha, act_max_value, act_threshold, l1_w,

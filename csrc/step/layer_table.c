@@ -18,7 +18,13 @@
     X(reshape)            \
     X(conv2d)             \
     X(pool2d)             \
-    X(gpool)
+    X(gpool)              \
+    X(depthwise2d)        \
+    X(sepconv2d)          \
+    X(conv2dt)            \
+    X(pad2d)              \
+    X(upsample2d)         \
+    X(sdropout)
 
 #define FG_DECLARE_KIND(k) extern const fg_layer_ops fg_layer_##k##_ops;
 FG_LAYER_KINDS(FG_DECLARE_KIND)

@@ -17,8 +17,9 @@
         if (st_ != FG_OK) return st_;     \
     } while (0)
 
-/* parameter arrays a node may have (dense: kernel, bias; norms: gamma, beta) */
-#define FG_MAX_PARAM_ARRAYS 2
+/* parameter arrays a node may have (dense: kernel, bias; norms: gamma, beta;
+ * separable conv: depthwise kernel, pointwise kernel, bias) */
+#define FG_MAX_PARAM_ARRAYS 3
 
 typedef struct fg_param_array {
     int64_t off, count;   /* [off, off + count) in the flat buffers */

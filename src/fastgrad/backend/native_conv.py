@@ -11,6 +11,10 @@ bad argument raises the same ValueError on both backends).
                     activation fused, filter and data gradients; conv1d is
                     NumpyOps' H = 1 view of it
   depthwise_conv2d  direct kernels (conv_direct.c)
+  conv2d_transpose  the implicit-GEMM kernels with roles swapped: forward = the
+                    data gradient of the conv it transposes (then NumpyOps'
+                    bias + activation epilogue), input gradient = that conv's
+                    forward, kernel gradient = its filter gradient
   max / avg pool2d  direct kernels (1-D pooling: NumpyOps' H = 1 views)
   global pools      direct kernels (without a mask)
 The thread count is resolved per call and passed down; results do not
@@ -147,6 +151,60 @@ class ConvMixin:
             if dx is None:
                 dx = np.empty(x.shape, np.float32)
             _C.conv2d_backward_data(dx, dz, w, shp, nt, True)
+        else:
+            dx = None
+        return dx, dw, db
+
+    # ------------------------------------------------------------ transposed
+    def _transpose_shape(self, x_shape, w_shape, s, p, d, out_shape):
+        """The conv whose input gradient the transposed conv is: input (N, OH, OW, F),
+        output (N, H, W, C), kernel (kh, kw, F, C) read as a conv kernel."""
+        N, H, W, C = x_shape
+        return (N, out_shape[1], out_shape[2], w_shape[2], w_shape[0], w_shape[1], C, H, W, s[0], s[1], d[0], d[1],
+                p[0], p[2], 1)
+
+    def conv2d_transpose_forward(self, x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1),
+                                 activation="linear", out=None, preact=None):
+        if activation not in _ACT or not _f32c(x, w, b, out, preact) or x.ndim != 4 or w.ndim != 4:
+            return super().conv2d_transpose_forward(x, w, b, strides, pads, dilation, activation, out, preact)
+        op = "conv2d_transpose_forward"
+        self._check_act(op, activation)
+        s, p, d, shape = self._transpose_geometry(op, x, w, strides, pads, dilation)
+        if b is not None and b.shape != (w.shape[2],):
+            raise ValueError(f"{op}: bias has shape {b.shape}, expected ({w.shape[2]},)")
+        _check_out(op, "out", out, shape)
+        _check_out(op, "preact", preact, shape)
+        if out is None:
+            out = np.empty(shape, np.float32)
+        z = preact if preact is not None else out
+        # the data gradient of the conv, then NumpyOps' epilogue (bias add, activation kernel)
+        _C.conv2d_backward_data(z, x, w, self._transpose_shape(x.shape, w.shape, s, p, d, shape),
+                                get_num_threads())
+        return self._epilogue(op, z, b, activation, out)
+
+    def conv2d_transpose_backward(self, dy, x, w, y, strides=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1),
+                                  activation="linear", preact=None, dx=None, dw=None, db=None, need_dx=True):
+        if (activation not in _ACT or not _f32c(dy, x, w, y, preact, dx, dw, db) or x.ndim != 4
+                or w.ndim != 4):
+            return super().conv2d_transpose_backward(dy, x, w, y, strides, pads, dilation, activation, preact,
+                                                     dx, dw, db, need_dx)
+        op = "conv2d_transpose_backward"
+        s, p, d, shape = self._transpose_geometry(op, x, w, strides, pads, dilation)
+        _check_out(op, "dy", dy, shape)
+        _check_out(op, "dw", dw, w.shape)
+        _check_out(op, "dx", dx, x.shape)
+        shp = self._transpose_shape(x.shape, w.shape, s, p, d, shape)
+        nt = get_num_threads()
+        dz = self._dz(dy, y, activation, preact)
+        if dw is None:
+            dw = np.empty(w.shape, np.float32)
+        # roles swapped: the conv's output gradient is x, its input dz
+        _C.conv2d_backward_filter(dw, x, dz, shp, nt)
+        db = None if db is False else self.sum_rows(dz.reshape(-1, w.shape[2]), out=db)
+        if need_dx:
+            if dx is None:
+                dx = np.empty(x.shape, np.float32)
+            _C.conv2d_forward(dx, None, dz, w, None, shp, _ACT["linear"], nt)
         else:
             dx = None
         return dx, dw, db

@@ -772,7 +772,15 @@ class ConvNumpyOps:
         _check_out(op, "dx", dx, shape)
         if dx is None:
             dx = np.empty(shape, dtype=dy.dtype)
-        np.sum(dy.reshape(N, shape[1], sh, shape[2], sw, C), axis=(2, 4), out=dx)
+        # the sh x sw copies summed in row-major (i, j) order from the first one, a fixed
+        # order the compiled plan's upsample2d kind repeats (np.sum's order over two
+        # strided axes depends on the sizes)
+        d6 = dy.reshape(N, shape[1], sh, shape[2], sw, C)
+        dx[...] = d6[:, :, 0, :, 0]
+        for i in range(sh):
+            for j in range(sw):
+                if i or j:
+                    np.add(dx, d6[:, :, i, :, j], out=dx)
         return dx
 
     # ------------------------------------------------------------ spatial dropout

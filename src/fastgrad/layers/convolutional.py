@@ -119,6 +119,24 @@ def spatial_pads(cls, name, padding, in_spatial, kernel, strides, dilation):
     return pads, tuple(out)
 
 
+def _lower_window_2d(layer):
+    """The C window fields of a 2-D layer (kernel, strides, dilation, top / left pads)."""
+    return dict(kh=layer.kernel_size[0], kw=layer.kernel_size[1], sh=layer.strides[0], sw=layer.strides[1],
+                dh=layer.dilation_rate[0], dw=layer.dilation_rate[1], pt=int(layer._pads[0]),
+                pl=int(layer._pads[2]))
+
+
+def _lower_common(layer, ctx, arrays):
+    """act / out_act / trainable and, per (field suffix, regularizer) of `arrays`, the
+    l1_<suffix> / l2_<suffix> fields (zero when frozen: the Python step skips frozen layers)."""
+    trainable = ctx.trainable(layer)
+    d = dict(act=ctx.act(layer._run_act), out_act=ctx.out_act(layer._fused_activation), trainable=trainable)
+    for suffix, reg in arrays:
+        l1, l2 = ctx.regularizer(reg)
+        d["l1_" + suffix], d["l2_" + suffix] = (l1, l2) if trainable else (0.0, 0.0)
+    return d
+
+
 class _BaseConv(_FusableOutput, Layer):
     """Shared machinery of Conv1D / Conv2D: arguments, validation, weights, config."""
 
@@ -572,6 +590,14 @@ class DepthwiseConv2D(_FusableOutput, Layer):
                                            self._run_act, ws.z, dx, self._gw, self._gb, need_dx)
         return dx
 
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (csrc/step/layer_depthwise2d.c)."""
+        d = _lower_common(self, ctx, (("w", self.depthwise_regularizer),
+                                      ("b", self.bias_regularizer if self.use_bias else None)))
+        return dict(kind="depthwise2d", w_off=int(self.offsets["kernel"]),
+                    b_off=int(self.offsets["bias"]) if self.use_bias else -1, multiplier=self.depth_multiplier,
+                    **d, **_lower_window_2d(self))
+
     def get_config(self):
         cfg = super().get_config()
         cfg.update(kernel_size=list(self.kernel_size), strides=list(self.strides), padding=self.padding,
@@ -760,6 +786,16 @@ class SeparableConv2D(_FusableOutput, Layer):
         self.ops.depthwise_conv2d_backward(dt, x, self._dw, t, self.strides, self._pads, self.dilation_rate,
                                            "linear", None, dx, self._gdw, False, need_dx)
         return dx
+
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (csrc/step/layer_sepconv2d.c): the
+        depthwise kernel (w), the pointwise kernel (w2) and the bias (b)."""
+        d = _lower_common(self, ctx, (("w", self.depthwise_regularizer), ("w2", self.pointwise_regularizer),
+                                      ("b", self.bias_regularizer if self.use_bias else None)))
+        return dict(kind="sepconv2d", w_off=int(self.offsets["depthwise_kernel"]),
+                    w2_off=int(self.offsets["pointwise_kernel"]),
+                    b_off=int(self.offsets["bias"]) if self.use_bias else -1, multiplier=self.depth_multiplier,
+                    **d, **_lower_window_2d(self))
 
     def get_config(self):
         cfg = super().get_config()
@@ -970,6 +1006,14 @@ class Conv2DTranspose(_FusableOutput, Layer):
         self.ops.conv2d_transpose_backward(dy, x, self._w, ws.y, self.strides, self._pads, self.dilation_rate,
                                            self._run_act, ws.z, dx, self._gw, self._gb, need_dx)
         return dx
+
+    def lower(self, ctx):
+        """This layer as a node of the compiled plan (csrc/step/layer_conv2dt.c): the window
+        of the conv it transposes (top / left pads; the bottom / right follow from the shapes)."""
+        d = _lower_common(self, ctx, (("w", self.kernel_regularizer),
+                                      ("b", self.bias_regularizer if self.use_bias else None)))
+        return dict(kind="conv2dt", w_off=int(self.offsets["kernel"]),
+                    b_off=int(self.offsets["bias"]) if self.use_bias else -1, **d, **_lower_window_2d(self))
 
     def get_config(self):
         cfg = super().get_config()

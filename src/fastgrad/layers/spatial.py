@@ -88,6 +88,10 @@ class ZeroPadding2D(Layer):
         dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
         return self.ops.pad2d_backward(dy, self.padding, dx)
 
+    def lower(self, ctx):
+        """A node of the compiled plan (csrc/step/layer_pad2d.c): top / left padding."""
+        return dict(kind="pad2d", pt=self.padding[0], pl=self.padding[2])
+
     def get_config(self):
         cfg = super().get_config()
         t, b, l, r = self.padding
@@ -146,6 +150,10 @@ class Cropping2D(Layer):
             return None
         dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
         return self.ops.crop2d_backward(dy, self.cropping, dx)
+
+    def lower(self, ctx):
+        """A node of the compiled plan (csrc/step/layer_pad2d.c): a crop is a negative pad."""
+        return dict(kind="pad2d", pt=-self.cropping[0], pl=-self.cropping[2])
 
     def get_config(self):
         cfg = super().get_config()
@@ -206,6 +214,10 @@ class UpSampling2D(Layer):
         dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
         return self.ops.upsample_nearest2d_backward(dy, self.size, dx)
 
+    def lower(self, ctx):
+        """A node of the compiled plan (csrc/step/layer_upsample2d.c): the repeat factors."""
+        return dict(kind="upsample2d", sh=self.size[0], sw=self.size[1])
+
     def get_config(self):
         cfg = super().get_config()
         cfg.update(size=list(self.size), data_format="channels_last", interpolation=self.interpolation)
@@ -243,8 +255,6 @@ class SpatialDropout2D(Dropout):
         For a rate outside ``[0, 1)``, an invalid seed or an unknown data format.
     """
 
-    lower = None        # type: ignore[assignment]  # no C path yet (the plan's dropout kind is element-wise)
-
     def __init__(self, rate: Any, data_format: str | None = None, seed: Any = None,
                  name: str | None = None, **kwargs: Any) -> None:
         super().__init__(rate, seed=seed, name=name, **kwargs)
@@ -275,6 +285,11 @@ class SpatialDropout2D(Dropout):
         dx = ws.buf("dx", dy.shape, dy.dtype)
         self.ops.spatial_dropout_backward(dy, ws.mask, self.rate, dx)
         return dx
+
+    def lower(self, ctx):
+        """A node of the compiled plan (csrc/step/layer_sdropout.c): Dropout's fields, the
+        stream drawn over (sample, channel)."""
+        return dict(super().lower(ctx), kind="sdropout")
 
     def get_config(self):
         cfg = super().get_config()
