@@ -63,7 +63,7 @@ def config_info() -> dict:
     import platform
     import numpy as np
     from . import _native
-    info = {"fastgrad": __version__, "python": platform.python_version(), "numpy": np.__version__,
+    info: dict[str, object] = {"fastgrad": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "platform": platform.platform()}
     try:
         info["backend"] = get_backend()

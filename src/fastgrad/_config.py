@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -17,11 +18,11 @@ class _ThreadState(threading.local):
     """Per-thread `use_backend` stack; the class attribute is every thread's
     default, so reading it needs no getattr fallback (get_backend is on the
     per-call path of predict_on_batch)."""
-    stack = None
+    stack: list[str] | None = None
 
 
 _state = _ThreadState()
-_global = {"backend": None, "ops": {}, "seed": None}
+_global: dict[str, Any] = {"backend": None, "ops": {}, "seed": None}
 _rng_lock = threading.Lock()
 _rng = np.random.default_rng()
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import numpy as np
 
-_explicit = [None]           # fg.set_num_threads(n), or None
-_runtime_mod = []            # [module or None], filled on first use (read per op: keep it cheap)
+_explicit: list[int | None] = [None]           # fg.set_num_threads(n), or None
+_runtime_mod: list[Any] = []            # [module or None], filled on first use (read per op: keep it cheap)
 
 
 def set_num_threads(n: int | None) -> None:
@@ -158,11 +159,11 @@ def wait_policy() -> dict:
 # fg.share_blas_threads(False) undoes it at run time. csrc/runtime/blas_share.c
 # has the mechanism; docs/threads.md the measurements.
 
-_blas_share = {"requested": None, "source": "not applied (native backend not loaded)"}
+_blas_share: dict[str, Any] = {"requested": None, "source": "not applied (native backend not loaded)"}
 _OFF = ("0", "off", "false", "no")
 
 
-_share_rt = []  # [the runtime extension module], set by fastgrad._native when it loads
+_share_rt: list[Any] = []  # [the runtime extension module], set by fastgrad._native when it loads
 
 
 def _runtime_if_loaded():

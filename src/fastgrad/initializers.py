@@ -193,7 +193,7 @@ class VarianceScaling(Initializer):
 
 
 class _Preset(VarianceScaling):
-    _args = ()
+    _args: tuple = ()
 
     def __init__(self, seed=None):
         super().__init__(*self._args, seed=seed)
@@ -288,7 +288,7 @@ def serialize(init) -> dict:
 
 
 def deserialize(d: dict):
-    cls = _CLASSES.get(d.get("class_name"))
+    cls = _CLASSES.get(str(d.get("class_name")))
     if cls is None:
         raise ValueError(f"unknown initializer class {d.get('class_name')!r}")
     return cls.from_config(d.get("config", {}))

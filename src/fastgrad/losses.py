@@ -21,6 +21,8 @@ subclass of a built-in loss that replaces its `compute`.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["Loss", "LossFunctionWrapper", "MeanSquaredError", "BinaryCrossentropy", "CategoricalCrossentropy",
@@ -309,10 +311,10 @@ _DEFAULT_NAMES = {"MeanSquaredError": "mean_squared_error",
                   "BinaryCrossentropy": "binary_crossentropy",
                   "CategoricalCrossentropy": "categorical_crossentropy",
                   "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy"}
-_CLASSES = {"MeanSquaredError": MeanSquaredError, "BinaryCrossentropy": BinaryCrossentropy,
+_CLASSES: dict[str, Any] = {"MeanSquaredError": MeanSquaredError, "BinaryCrossentropy": BinaryCrossentropy,
             "CategoricalCrossentropy": CategoricalCrossentropy,
             "SparseCategoricalCrossentropy": SparseCategoricalCrossentropy}
-_NAMES = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+_NAMES: dict[str, Any] = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
           "meansquarederror": MeanSquaredError,
           "binary_crossentropy": BinaryCrossentropy, "bce": BinaryCrossentropy,
           "binarycrossentropy": BinaryCrossentropy,
@@ -350,7 +352,7 @@ def serialize(loss: Loss) -> dict:
 
 
 def deserialize(d: dict) -> Loss:
-    cls = _CLASSES.get(d.get("class_name"))
+    cls = _CLASSES.get(str(d.get("class_name")))
     if cls is None:
         raise ValueError(f"unknown loss class {d.get('class_name')!r}")
     return cls.from_config(d.get("config", {}))

@@ -25,8 +25,8 @@ class _OpLoss(Loss):
     """A loss computed by ops.<_op>(out, target, sample_weight, grad_out, **params),
     lowered to the C loss code `_code`."""
 
-    _op = None
-    _code = None
+    _op: str | None = None
+    _code: str | None = None
 
     def __init__(self, reduction="sum_over_batch_size", name=None, dtype=None):
         super().__init__(name=name or self._op, reduction=reduction)

@@ -364,11 +364,11 @@ class AUC(_Confusion):
         return {"name": self.name, "num_thresholds": self.num_thresholds}
 
 
-_CLASSES = {c.__name__: c for c in (Mean, BinaryAccuracy, CategoricalAccuracy,
+_CLASSES: dict[str, type] = {c.__name__: c for c in (Mean, BinaryAccuracy, CategoricalAccuracy,
                                      SparseCategoricalAccuracy, TopKCategoricalAccuracy,
                                      SparseTopKCategoricalAccuracy, MeanAbsoluteError,
                                      MeanSquaredError, Precision, Recall, AUC)}
-_NAMES = {"binary_accuracy": BinaryAccuracy, "categorical_accuracy": CategoricalAccuracy,
+_NAMES: dict[str, type] = {"binary_accuracy": BinaryAccuracy, "categorical_accuracy": CategoricalAccuracy,
           "sparse_categorical_accuracy": SparseCategoricalAccuracy,
           "top_k_categorical_accuracy": TopKCategoricalAccuracy,
           "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,

@@ -24,7 +24,7 @@ def _ops():
 
 
 class _LossMetric(Metric):
-    _loss = None
+    _loss: str | None = None
     _sign = 1.0
 
     def _values(self, y_true, y_pred):

@@ -91,7 +91,7 @@ def _positive_int(value, name):
 class _FastgradEstimator(BaseEstimator):
     """Shared machinery of FastgradClassifier / FastgradRegressor."""
 
-    _task = None
+    _task: str | None = None
 
     def __init__(self, model=None, hidden_layer_sizes=(100,), activation="relu",
                  optimizer="adam", learning_rate=0.001, alpha=0.0001, batch_size="auto",

@@ -49,7 +49,7 @@ def _finite(v) -> bool:
 
 def _relu_params_ok(negative_slope, max_value, threshold) -> bool:
     return _finite(negative_slope) and _finite(threshold) and (
-        max_value is None or (isinstance(max_value, (int, float, np.floating, np.integer)) and max_value >= 0))
+        max_value is None or (isinstance(max_value, (int, float, np.floating, np.integer)) and bool(max_value >= 0)))
 
 
 def _ok_out(out, like) -> bool:

@@ -232,7 +232,7 @@ class ParamStore:
     def refresh_trainable(self) -> None:
         """Recompute the trainable segments / views (after layer.trainable changes)."""
         self.trainable_flags = tuple(l.trainable for l in self.layers)
-        segs = []
+        segs: list = []
         for e in self.entries:
             if not e.layer.trainable or e.size == 0:
                 continue
@@ -241,9 +241,9 @@ class ParamStore:
                 segs[-1][1] = end
             else:
                 segs.append([e.offset, end])
-        segs = tuple((s, t) for s, t in segs)
-        self.all_trainable = segs == ((0, self.size),) or self.size == 0
-        self.segments = None if self.all_trainable else segs
+        segments = tuple((s, t) for s, t in segs)
+        self.all_trainable = segments == ((0, self.size),) or self.size == 0
+        self.segments = None if self.all_trainable else segments
         self.frozen = [e for e in self.entries if not e.layer.trainable]
         self.trainable_grad_views = [e.grad for e in self.entries if e.layer.trainable]
         self.regularized = [(e.spec.regularizer, e.param, e.grad) for e in self.entries
@@ -268,14 +268,14 @@ class ParamStore:
     # ---------------------------------------------------------------- weights (Keras order)
     def weight_arrays(self) -> list:
         """The live arrays in Keras order: per layer its params, then its state."""
-        out = []
+        out: list = []
         for layer in self.layers:
             out.extend(e.param for e in self.entries if e.layer is layer)
             out.extend(arr for lay, _, arr in self.state_entries if lay is layer)
         return out
 
     def weight_names(self) -> list:
-        out = []
+        out: list = []
         for layer in self.layers:
             out.extend(f"{layer.name}/{e.spec.name}" for e in self.entries if e.layer is layer)
             out.extend(f"{layer.name}/{spec.name}" for lay, spec, _ in self.state_entries
@@ -350,7 +350,7 @@ class SubParamStore(ParamStore):
     def refresh_trainable(self) -> None:
         super().refresh_trainable()
         if self.all_trainable and len(self.entries) != len(self.parent.entries):
-            segs = []
+            segs: list = []
             for e in self.entries:
                 if e.layer.trainable and e.size:
                     end = _align_up(e.offset + e.size)

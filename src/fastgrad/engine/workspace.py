@@ -65,7 +65,7 @@ class WorkspaceCache:
     def __init__(self, n_layers: int, max_sizes: int = 8):
         self.n_layers = n_layers
         self.max_sizes = max_sizes
-        self._by_batch = {}
+        self._by_batch: dict = {}
 
     def get(self, batch: int) -> list:
         wss = self._by_batch.get(batch)

@@ -409,7 +409,7 @@ def _register(classes):
         _NAMES[c.__name__.lower()] = c
 
 
-_CLASSES = {"SGD": SGD, "Adagrad": Adagrad, "RMSprop": RMSprop, "Adam": Adam, "AdamW": AdamW}
+_CLASSES: dict[str, type[Optimizer]] = {"SGD": SGD, "Adagrad": Adagrad, "RMSprop": RMSprop, "Adam": Adam, "AdamW": AdamW}
 _NAMES = {k.lower(): v for k, v in _CLASSES.items()}
 
 
@@ -436,7 +436,7 @@ def serialize(opt: Optimizer) -> dict:
 
 
 def deserialize(d: dict) -> Optimizer:
-    cls = _CLASSES.get(d.get("class_name"))
+    cls = _CLASSES.get(str(d.get("class_name")))
     if cls is None:
         raise ValueError(f"unknown optimizer class {d.get('class_name')!r}")
     return cls.from_config(d.get("config", {}))

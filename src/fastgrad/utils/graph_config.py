@@ -11,7 +11,7 @@ from __future__ import annotations
 
 def functional_config(model) -> dict:
     g = model._graph
-    nodes_by_layer = {}
+    nodes_by_layer: dict = {}
     for gn in g.nodes:
         nodes_by_layer.setdefault(id(gn.layer), []).append(gn.node)
     # node indices count this model's calls of a layer (as Keras re-indexes them): a

@@ -33,7 +33,7 @@ def model_to_dot(model, show_shapes=False, show_layer_names=True, rankdir="TB",
                          "build it (give an input shape or call it on data) first")
     lines = [f"digraph {_quote(model.name)} {{", f"  graph [rankdir={rankdir}, dpi={int(dpi)}];",
              '  node [shape=record, fontname="Helvetica"];']
-    ids = {}
+    ids: dict = {}
 
     def node_id(node):
         k = id(node)
