@@ -8,8 +8,10 @@ call is a node; from_config re-creates the layers through the layer registry
 and replays the calls in order, so shared layers are shared again."""
 from __future__ import annotations
 
+from typing import Any
 
-def functional_config(model) -> dict:
+
+def functional_config(model: Any) -> dict:
     g = model._graph
     nodes_by_layer: dict = {}
     for gn in g.nodes:
