@@ -47,10 +47,13 @@ MODULES = [
 # lead empties this set when it is merged.
 _NOT_YET = {"fastgrad.layers", "fastgrad.models", "fastgrad.autodiff", "fastgrad.math"}
 
-# The backend's Ops classes are the kernel interface (docs/architecture.md): the
-# classes are checked, their ~150 kernel methods are not (contracts.py and the
-# signature test in tests/ keep those aligned).
-_CLASS_ONLY = {"fastgrad.backend.numpy_ops.NumpyOps", "fastgrad.backend.native_ops.NativeOps"}
+# Classes checked without their methods: the backend's Ops classes are the kernel
+# interface (docs/architecture.md; backend/contracts.py and tests/test_ops_interface.py
+# keep their ~150 methods aligned), and the engine's classes are the training loop's
+# machinery, exported for tests and tools, whose methods the loop alone calls.
+_CLASS_ONLY = {"fastgrad.backend.NumpyOps", "fastgrad.backend.NativeOps",
+               "fastgrad.engine.ParamStore", "fastgrad.engine.Workspace",
+               "fastgrad.engine.WorkspaceCache", "fastgrad.engine.Step"}
 
 def _defined_in(obj) -> str:
     return getattr(obj, "__module__", "") or ""
@@ -73,7 +76,7 @@ def _public_objects():
             if not _defined_in(obj).startswith("fastgrad") or id(obj) in seen:
                 continue
             seen.add(id(obj))
-            path = f"{_defined_in(obj)}.{obj.__qualname__}"
+            path = f"{modname}.{name}"      # an importable name, also for a class made in a function
             out.append((path, obj))
             if inspect.isclass(obj) and path not in _CLASS_ONLY:
                 out.extend(_public_methods(obj, path, seen))

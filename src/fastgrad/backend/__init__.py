@@ -13,6 +13,13 @@ __all__ = ["NumpyOps", "NativeOps", "ACTIVATIONS", "native_available"]
 
 
 def native_available() -> bool:
+    """Whether the native (C/OpenMP) backend can run in this process.
+
+    Returns
+    -------
+    bool
+        True when the compiled kernels are built and load.
+    """
     from .native_ops import native_unavailable_reason
     return native_unavailable_reason() is None
 

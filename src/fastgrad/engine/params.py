@@ -82,6 +82,7 @@ class ParamStore:
     A layer's weights live in ONE root store (``layer._param_store``) however
     many models use the layer, so models that share layers share weights (as
     Keras's variables are shared):
+
     - when every layer with weights of a new model already lives in one root
       (a sub-model such as ``fg.Model(model.input, model.get_layer("hidden").output)``,
       the same graph again, or a model called on new inputs), the new store is
@@ -96,7 +97,15 @@ class ParamStore:
       and moves its optimizer slots to the new offsets), and the new model
       gets the root itself or a view of it;
     - ``fresh=True`` (a Sequential (re)building its chain) always lays out a
-      root over `layers`; already-bound layers keep their values."""
+      root over `layers`; already-bound layers keep their values.
+
+    Parameters
+    ----------
+    layers : iterable of Layer
+        The model's layers, in order.
+    fresh : bool, default False
+        Always lay out a new root over `layers` (a Sequential (re)building its chain).
+    """
 
     def __new__(cls, layers, fresh=False):
         layers = list(layers)

@@ -59,8 +59,18 @@ class Workspace:
 
 
 class WorkspaceCache:
-    """One list of per-layer Workspaces per batch size (a handful at most:
-    the training batch, the last partial batch, the evaluation batch)."""
+    """One list of per-layer Workspaces per batch size.
+
+    A handful at most: the training batch, the last partial batch, the
+    evaluation batch.
+
+    Parameters
+    ----------
+    n_layers : int
+        Workspaces per list (one per graph node).
+    max_sizes : int, default 8
+        Batch sizes kept; the oldest is dropped beyond it.
+    """
 
     def __init__(self, n_layers: int, max_sizes: int = 8):
         self.n_layers = n_layers
