@@ -305,7 +305,8 @@ def save_model(model: Any, filepath: str | os.PathLike, overwrite: bool = True,
     kind = _keras_kind(filepath)
     if kind == "keras":
         from . import keras_file
-        return keras_file.save_keras(model, filepath, overwrite, include_optimizer)
+        keras_file.save_keras(model, filepath, overwrite, include_optimizer)
+        return
     if kind in ("h5", "weights.h5"):
         raise ValueError(f"save_model: {os.fspath(filepath)!r}: fastgrad does not write Keras's "
                          "legacy HDF5 model format; use the extension '.keras' (a Keras 3 file, "
@@ -313,7 +314,7 @@ def save_model(model: Any, filepath: str | os.PathLike, overwrite: bool = True,
     path = _check_target(filepath, overwrite, what)
     _require_built(model, what)
     from ._version import __version__
-    arrays = []
+    arrays: list = []
     weights = model.get_weights()
     entries = [_array_entry(arrays, n, w) for n, w in zip(_weight_names(model), weights)]
     compile_cfg = model.get_compile_config() if hasattr(model, "get_compile_config") else None
@@ -372,7 +373,8 @@ def save_weights(model: Any, filepath: str | os.PathLike, overwrite: bool = True
     kind = _keras_kind(filepath)
     if kind == "weights.h5":
         from . import keras_file
-        return keras_file.save_keras_weights(model, filepath, overwrite)
+        keras_file.save_keras_weights(model, filepath, overwrite)
+        return
     if kind is not None:
         raise ValueError(f"save_weights: {os.fspath(filepath)!r}: a Keras weights file name must "
                          "end in '.weights.h5' (as in Keras 3); use that, or '.fgw' for "
@@ -381,7 +383,7 @@ def save_weights(model: Any, filepath: str | os.PathLike, overwrite: bool = True
     path = _check_target(filepath, overwrite, what)
     _require_built(model, what)
     from ._version import __version__
-    arrays = []
+    arrays: list = []
     entries = [_array_entry(arrays, n, w) for n, w in zip(_weight_names(model), model.get_weights())]
     manifest = {"format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION, "fastgrad_version": __version__,
                 "weights": entries, "layer_rng": _layer_rng_states(model)}
@@ -389,7 +391,7 @@ def save_weights(model: Any, filepath: str | os.PathLike, overwrite: bool = True
 
 
 # ====================================================================== reading
-def _json_depth_ok(obj, limit) -> bool:
+def _json_depth_ok(obj: Any, limit: int) -> bool:
     """True when `obj` nests at most `limit` levels (iterative: no recursion)."""
     stack = [(obj, 1)]
     while stack:
@@ -819,7 +821,8 @@ def load_weights(model: Any, filepath: str | os.PathLike) -> None:
     what = "load_weights"
     if _keras_kind(filepath) in ("weights.h5", "h5") and os.path.isfile(filepath):
         from . import keras_file
-        return keras_file.load_keras_weights(model, filepath)
+        keras_file.load_keras_weights(model, filepath)
+        return
     f = _File(filepath, what, (WEIGHTS_FORMAT, MODEL_FORMAT))
     named = f.weights()
     _require_built(model, what)
