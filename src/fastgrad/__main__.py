@@ -3,12 +3,14 @@
 on scikit-learn's bundled 8x8 digits and compare with the NumPy backend."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import argparse
 import sys
 import time
 
 
-def _info(args) -> int:
+def _info(args: Any) -> int:
     import fastgrad as fg
     fg.show_config()
     return 0
@@ -46,7 +48,7 @@ def _train(fg, backend, data, epochs, batch_size, seed):
     return dt, hist.history["loss"][-1], loss, acc
 
 
-def _demo(args) -> int:
+def _demo(args: Any) -> int:
     import fastgrad as fg
     from fastgrad.backend import native_available
     data = _load_digits()
@@ -81,7 +83,7 @@ def _demo(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastgrad", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd")

@@ -134,7 +134,7 @@ class PyDataset:
 
 
 # ---------------------------------------------------------------------- detection
-def _is_array_like(x) -> bool:
+def _is_array_like(x: Any) -> bool:
     if isinstance(x, (np.ndarray, list, tuple, dict, str, bytes, numbers.Number)):
         return True
     if hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
@@ -142,13 +142,13 @@ def _is_array_like(x) -> bool:
     return False
 
 
-def _is_pydataset(x) -> bool:
+def _is_pydataset(x: Any) -> bool:
     return isinstance(x, PyDataset) or (
         not _is_array_like(x) and hasattr(x, "__getitem__") and hasattr(x, "__len__")
         and hasattr(x, "on_epoch_end"))
 
 
-def is_stream(x) -> bool:
+def is_stream(x: Any) -> bool:
     """True for the sources this module adapts (not for arrays, lists, dicts,
     torch tensors or pandas objects, which are in-memory data)."""
     if x is None or _is_array_like(x):
@@ -158,7 +158,7 @@ def is_stream(x) -> bool:
     return hasattr(x, "__iter__") or hasattr(x, "__next__")
 
 
-def describe(x) -> str:
+def describe(x: Any) -> str:
     if isinstance(x, ArrayBatches):
         return "memmap"
     if isinstance(x, types.GeneratorType):

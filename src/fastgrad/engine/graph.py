@@ -27,6 +27,8 @@ docs/architecture.md states, so both executors give the same bits.
 """
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["SymbolicTensor", "Node", "Graph", "GraphError", "is_symbolic", "flatten_structure"]
 
 
@@ -153,7 +155,7 @@ def _merge(kind, a, b):
     return make()([a, b])
 
 
-def is_symbolic(x) -> bool:
+def is_symbolic(x: Any) -> bool:
     if isinstance(x, SymbolicTensor):
         return True
     if isinstance(x, (list, tuple)):

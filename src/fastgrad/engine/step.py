@@ -104,7 +104,7 @@ class Step:
         self.act_reg = {n.index: n.layer.activity_regularizer for n in self.nodes
                         if getattr(n.layer, "activity_regularizer", None) is not None}
         self._act_pen = 0.0
-        self._act_grads = {}
+        self._act_grads: dict = {}
         if self.training:
             for n in self.nodes:
                 if n.index in self.act_reg:

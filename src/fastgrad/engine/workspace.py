@@ -9,6 +9,8 @@ flag) goes into plain attributes: ``ws.x = x``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 _F32 = np.dtype(np.float32)
@@ -20,7 +22,7 @@ class Workspace:
     def __init__(self):
         self._bufs = {}
 
-    def buf(self, name: str, shape, dtype=_F32) -> np.ndarray:
+    def buf(self, name: str, shape: Any, dtype: Any = _F32) -> np.ndarray:
         """Array `name` of `shape`/`dtype`, allocated on first request only.
 
         A request with a different shape or dtype under the same name
@@ -30,7 +32,7 @@ class Workspace:
             return a                          # the per-step path: no allocation
         return self._alloc(name, shape, dtype, np.empty)
 
-    def zeros(self, name: str, shape, dtype=_F32) -> np.ndarray:
+    def zeros(self, name: str, shape: Any, dtype: Any = _F32) -> np.ndarray:
         """Like buf(), but zero-filled when (re)allocated."""
         a = self._bufs.get(name)
         if a is not None and a.shape == shape and a.dtype is dtype:
