@@ -1,7 +1,7 @@
 """Callbacks: code that runs at fixed points of fit / evaluate / predict (Keras API).
 
 The training loop (fastgrad.engine) owns one `CallbackList` per call and fires
-its hooks in Keras's order:
+its hooks in Keras's order::
 
     on_train_begin
       on_epoch_begin(e)

@@ -1,7 +1,7 @@
 """Keras 3 `.keras` files: `model.save("x.keras")` writes one, `fg.models.load_keras(path)`
 (and `fg.models.load_model("x.keras")`) reads one.
 
-A Keras 3 `.keras` file is a ZIP archive with three members:
+A Keras 3 `.keras` file is a ZIP archive with three members::
 
     metadata.json      {"keras_version": ..., "date_saved": ...}
     config.json        the serialized model: {"module", "class_name" ("Sequential" or

@@ -7,6 +7,7 @@ static), quantization-aware training, and the quantized model.
     fg.quantization.compare(model, q, x_test, y_test)
 
 Design (docs/quantization.md has the full account):
+
 - Weights: per output channel (column of the Dense kernel), symmetric int8:
   scale_j = max|W[:, j]| / 127, W_q = rint(W / scale_j), packed once for the
   integer GEMM (`ops.qpack`).

@@ -47,7 +47,7 @@ process is gone.
 
 fastgrad's own extensions are `.fgm` (models) and `.fgw` (weights); any name
 but the Keras ones below gets fastgrad's format. Keras names hold Keras files
-(fastgrad.keras_file, needs h5py; docs/keras_interop.md):
+(fastgrad.keras_file, needs h5py; docs/keras_interop.md)::
 
     model.save("x.keras")            a real Keras 3 file (keras.saving.load_model reads it),
                                      or a ValueError naming '.fgm' when the model has a layer
