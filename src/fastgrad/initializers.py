@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -111,11 +111,11 @@ class Initializer:
         return f"{type(self).__name__}({self.get_config()})"
 
 
-def _out(a, dtype):
+def _out(a: Any, dtype: DTypeLike | None) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype or np.float32)
 
 
-def _truncated_normal(rng, shape, mean, std):
+def _truncated_normal(rng: np.random.Generator, shape: Sequence[int], mean: float, std: float) -> np.ndarray:
     """Normal(mean, std) truncated to 2 std by redrawing the outliers."""
     z = rng.standard_normal(size=shape)
     bad = np.abs(z) > 2.0
@@ -131,10 +131,10 @@ class Zeros(Initializer):
     def __init__(self) -> None:
         super().__init__(None)
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: DTypeLike | None = None) -> np.ndarray:
         return np.zeros(shape, dtype=dtype or np.float32)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {}
 
 
@@ -144,10 +144,10 @@ class Ones(Initializer):
     def __init__(self) -> None:
         super().__init__(None)
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: DTypeLike | None = None) -> np.ndarray:
         return np.ones(shape, dtype=dtype or np.float32)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {}
 
 
@@ -167,10 +167,10 @@ class Constant(Initializer):
             raise ValueError(f"Constant: value must be finite, got {value}")
         self.value = value
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: DTypeLike | None = None) -> np.ndarray:
         return np.full(shape, self.value, dtype=dtype or np.float32)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"value": self.value}
 
 
@@ -194,10 +194,10 @@ class RandomNormal(Initializer):
             raise ValueError(f"RandomNormal: stddev must be >= 0, got {stddev}")
         self.mean, self.stddev = float(mean), float(stddev)
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: DTypeLike | None = None) -> np.ndarray:
         return _out(self._rng().normal(self.mean, self.stddev, size=shape), dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"mean": self.mean, "stddev": self.stddev, **super().get_config()}
 
 
@@ -221,10 +221,10 @@ class TruncatedNormal(Initializer):
             raise ValueError(f"TruncatedNormal: stddev must be >= 0, got {stddev}")
         self.mean, self.stddev = float(mean), float(stddev)
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: DTypeLike | None = None) -> np.ndarray:
         return _out(_truncated_normal(self._rng(), shape, self.mean, self.stddev), dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"mean": self.mean, "stddev": self.stddev, **super().get_config()}
 
 
@@ -248,10 +248,10 @@ class RandomUniform(Initializer):
             raise ValueError(f"RandomUniform: minval {minval} > maxval {maxval}")
         self.minval, self.maxval = float(minval), float(maxval)
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: DTypeLike | None = None) -> np.ndarray:
         return _out(self._rng().uniform(self.minval, self.maxval, size=shape), dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"minval": self.minval, "maxval": self.maxval, **super().get_config()}
 
 
@@ -291,7 +291,7 @@ class VarianceScaling(Initializer):
                              f"untruncated_normal or uniform, got {distribution!r}")
         self.scale, self.mode, self.distribution = float(scale), mode, distribution
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: DTypeLike | None = None) -> np.ndarray:
         fan_in, fan_out = compute_fans(shape)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
         var = self.scale / max(1.0, n)
@@ -305,7 +305,7 @@ class VarianceScaling(Initializer):
             a = rng.uniform(-lim, lim, size=shape)
         return _out(a, dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution,
                 **super().get_config()}
 
@@ -316,7 +316,7 @@ class _Preset(VarianceScaling):
     def __init__(self, seed: int | None = None) -> None:
         super().__init__(*self._args, seed=seed)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return Initializer.get_config(self)
 
 
@@ -417,7 +417,7 @@ class Orthogonal(Initializer):
         super().__init__(seed)
         self.gain = float(gain)
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: DTypeLike | None = None) -> np.ndarray:
         shape = tuple(int(s) for s in shape)
         if len(shape) < 2:
             raise ValueError(f"Orthogonal: needs a shape of rank >= 2, got {shape}")
@@ -429,7 +429,7 @@ class Orthogonal(Initializer):
             q = q.T
         return _out(self.gain * q.reshape(shape), dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"gain": self.gain, **super().get_config()}
 
 

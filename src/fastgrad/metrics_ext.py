@@ -17,7 +17,7 @@ __all__ = ["MeanAbsolutePercentageError", "MeanSquaredLogarithmicError", "LogCos
 _OPS = None
 
 
-def _ops():
+def _ops() -> Any:
     global _OPS
     if _OPS is None:
         from .backend.numpy_ops import NumpyOps
@@ -29,7 +29,7 @@ class _LossMetric(Metric):
     _loss: str | None = None
     _sign = 1.0
 
-    def _values(self, y_true, y_pred):
+    def _values(self, y_true: Any, y_pred: Any) -> np.ndarray:
         p = np.asarray(y_pred, dtype=np.float64)
         if p.ndim == 1:
             p = p.reshape(-1, 1)

@@ -64,13 +64,13 @@ def model_to_dot(model: Any, show_shapes: bool = False, show_layer_names: bool =
              '  node [shape=record, fontname="Helvetica"];']
     ids: dict = {}
 
-    def node_id(node):
+    def node_id(node: Any) -> str:
         k = id(node)
         if k not in ids:
             ids[k] = f"n{len(ids)}"
         return ids[k]
 
-    def label(node):
+    def label(node: Any) -> str:
         layer = node.layer
         head = f"{layer.name} ({type(layer).__name__})" if show_layer_names else \
             type(layer).__name__
