@@ -152,6 +152,7 @@ def measure(s: Scenarios, name: str, repeats: int, settle: float = 0.2):
 
 
 SWEEP = (64, 96, 128, 192, 256, 384, 512, 1024)
+SETTLE_S = 0.5
 
 
 def numpy_alone_sweep(repeats: int):
@@ -171,6 +172,11 @@ def numpy_alone_sweep(repeats: int):
             for r in range(repeats):
                 for mode in ((True, False) if r % 2 == 0 else (False, True)):
                     fg.share_blas_threads(mode)
+                    # OpenBLAS's own workers, once used, spin for a while after
+                    # their last job (OPENBLAS_THREAD_TIMEOUT, ~0.1-0.3 s here)
+                    # before they sleep: let them settle, so the shared rows
+                    # measure sharing, not the previous own-threads rows' spinners.
+                    time.sleep(SETTLE_S)
                     np.matmul(a, b, out=c)
                     ts = []
                     for _ in range(calls):

@@ -769,3 +769,33 @@ def test_against_torch_float64():
         # torch's hardsigmoid backward uses a float32 1/6 even in float64
         np.testing.assert_allclose(REF.backprop_activation(name, np.ones_like(xc), y, xc), gt,
                                    rtol=1e-7 if name == "hard_sigmoid" else 1e-12, atol=1e-300, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["native", "numpy"])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4), (2, 1, 3, 7), (4, 1), (1, 1, 1)])
+def test_softmax_acts_on_last_axis_at_any_rank(backend, shape):
+    """Keras's softmax activation normalises over the last axis whatever the rank:
+    ops.softmax / log_softmax and their backprops, the activation functions, and
+    an Activation('softmax') layer (Python executor and compiled predict) agree
+    with a float64 reference over axis -1 on both backends."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32) * 3
+    dy = rng.standard_normal(shape).astype(np.float32)
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(-1, keepdims=True))
+    sm = e / e.sum(-1, keepdims=True)
+    lsm = np.log(sm)
+    dsm = sm * (dy - (dy * sm).sum(-1, keepdims=True))
+    dlsm = dy - sm * dy.sum(-1, keepdims=True)
+    with fg.use_backend(backend):
+        ops = fg.ops
+        np.testing.assert_allclose(ops.softmax(x), sm, rtol=2e-6, atol=1e-7)
+        np.testing.assert_allclose(ops.log_softmax(x), lsm, rtol=2e-6, atol=2e-6)
+        np.testing.assert_allclose(ops.backprop_softmax(dy, sm.astype(np.float32)), dsm,
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ops.backprop_log_softmax(dy, lsm.astype(np.float32)), dlsm,
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fg.activations.softmax(x), sm, rtol=2e-6, atol=1e-7)
+        m = fg.Sequential([fg.Input(shape[1:]), fg.layers.Activation("softmax")])
+        np.testing.assert_allclose(m.predict(x, verbose=0), sm, rtol=2e-6, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(m(x)), sm, rtol=2e-6, atol=1e-7)

@@ -39,7 +39,7 @@ MODULES = [
     "fastgrad.losses", "fastgrad.metrics", "fastgrad.optimizers", "fastgrad.optimizers.schedules",
     "fastgrad.callbacks", "fastgrad.saving", "fastgrad.keras_file", "fastgrad.sklearn",
     "fastgrad.quantization", "fastgrad.distribution", "fastgrad.utils", "fastgrad.testing",
-    "fastgrad.engine", "fastgrad.backend",
+    "fastgrad.engine", "fastgrad.backend", "fastgrad.export",
     "fastgrad.layers", "fastgrad.models", "fastgrad.autodiff", "fastgrad.math",
 ]
 

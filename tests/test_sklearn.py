@@ -100,6 +100,43 @@ def test_gridsearch_on_digits(digits):
     assert grid.best_params_["learning_rate"] == 1e-2
 
 
+def _build_mlp(meta, hidden_units=16):
+    return fg.Sequential([fg.Input((meta["n_features_in"],)),
+                          fg.layers.Dense(hidden_units, activation="relu"),
+                          fg.layers.Dense(meta["n_classes"], activation="softmax")])
+
+
+@pytest.mark.parametrize("with_builder", [False, True])
+def test_gridsearch_over_routed_hidden_units(digits, with_builder):
+    """scikeras's convention: an extra constructor keyword is an estimator parameter,
+    passed to a model-building function that names it (the default MLP takes
+    ``hidden_units``), so GridSearchCV can search it."""
+    X, y = digits
+    kw = dict(model=_build_mlp) if with_builder else {}
+    est = FastgradClassifier(epochs=10, random_state=0, hidden_units=8, **kw)
+    assert est.get_params()["hidden_units"] == 8
+    c = clone(est)
+    assert c.hidden_units == 8 and c.get_params()["epochs"] == 10
+    grid = GridSearchCV(est, {"hidden_units": [8, 32], "learning_rate": [1e-3, 1e-2]}, cv=3)
+    grid.fit(X, y)
+    assert set(grid.best_params_) == {"hidden_units", "learning_rate"}
+    assert grid.best_score_ > 0.85
+    best = grid.best_estimator_.model_
+    assert best.layers[-2].units == grid.best_params_["hidden_units"]
+
+
+def test_routed_parameter_errors(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="unknown parameter.*'depth'.*default MLP"):
+        FastgradClassifier(epochs=1, depth=3).fit(X[:50], y[:50])
+    with pytest.raises(ValueError, match="'width'.*not arguments of the model-building function"):
+        FastgradClassifier(model=_build_mlp, epochs=1, width=3).fit(X[:50], y[:50])
+    with pytest.raises(ValueError, match="'predict'.*cannot be a model parameter"):
+        FastgradClassifier(model=_build_mlp, epochs=1, predict=3).fit(X[:50], y[:50])
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        FastgradClassifier().set_params(hidden_units=4)
+
+
 def test_pipeline_and_cross_val_score(digits):
     X, y = digits
     pipe = make_pipeline(StandardScaler(),

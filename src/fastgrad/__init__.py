@@ -46,7 +46,7 @@ __all__ = ["__version__", "Sequential", "Model", "Input", "KerasTensor", "load_m
            "callbacks", "distribution", "engine", "backend", "ops", "set_backend", "get_backend", "use_backend",
            "get_ops", "set_num_threads", "get_num_threads", "set_seed", "get_seed", "show_config",
            "config_info", "set_flush_denormal", "get_flush_denormal", "quantization",
-           "share_blas_threads"]
+           "share_blas_threads", "export"]
 
 
 def __getattr__(name: str) -> Any:
@@ -54,7 +54,7 @@ def __getattr__(name: str) -> Any:
     # resolved on every access rather than bound once at import.
     if name == "ops":
         return get_ops()
-    if name in ("callbacks", "backend", "saving", "utils", "quantization", "testing"):
+    if name in ("callbacks", "backend", "saving", "utils", "quantization", "testing", "export"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'fastgrad' has no attribute {name!r}")

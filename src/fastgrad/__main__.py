@@ -1,13 +1,14 @@
 """`python -m fastgrad info` — build / runtime configuration;
 `python -m fastgrad demo [--epochs N] [--backend native|numpy]` — train an MLP
-on scikit-learn's bundled 8x8 digits and compare with the NumPy backend."""
+on scikit-learn's bundled 8x8 digits and compare with the NumPy backend;
+`python -m fastgrad export MODEL OUT.onnx [--opset N]` — write a saved model
+(fastgrad's file, or a QuantizedModel) as ONNX (needs pip install fastgrad[onnx])."""
 from __future__ import annotations
-
-from typing import Any, Sequence
 
 import argparse
 import sys
 import time
+from typing import Any, Sequence
 
 
 def _info(args: Any) -> int:
@@ -83,6 +84,30 @@ def _demo(args: Any) -> int:
     return 0
 
 
+def _export(args: Any) -> int:
+    import fastgrad as fg
+    try:
+        from fastgrad import export as _export_mod
+        _export_mod._import_onnx()
+    except ImportError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    try:
+        model = fg.load_model(args.model)
+    except (OSError, ValueError) as exc:
+        print(f"fastgrad export: cannot load {args.model}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        proto = _export_mod.to_onnx(model, args.out, opset=args.opset,
+                                    dynamic_batch=args.batch_size is None, batch_size=args.batch_size)
+    except ValueError as exc:
+        print(f"fastgrad export: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {len(proto.graph.node)} ONNX nodes, opset {args.opset}, inputs "
+          f"{[i.name for i in proto.graph.input]}, outputs {[o.name for o in proto.graph.output]}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastgrad", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,7 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--backend", choices=("native", "numpy"), default=None)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-compare", action="store_true", help="skip the NumPy-backend run")
+    e = sub.add_parser("export", help="write a saved model as ONNX (pip install fastgrad[onnx])")
+    e.add_argument("model", help="a model file written by model.save (or a QuantizedModel's save)")
+    e.add_argument("out", help="the .onnx file to write")
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--batch-size", type=int, default=None,
+                   help="fix the batch axis to this size (default: dynamic)")
     args = p.parse_args(argv)
+    if args.cmd == "export":
+        return _export(args)
     if args.cmd == "info":
         return _info(args)
     if args.cmd == "demo":

@@ -98,7 +98,7 @@ class _FastgradEstimator(BaseEstimator):
                  optimizer="adam", learning_rate=0.001, alpha=0.0001, batch_size="auto",
                  epochs=200, shuffle=True, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, tol=1e-4, loss=None, metrics=None, verbose=0,
-                 random_state=None):
+                 random_state=None, **model_params):
         self.model = model
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -116,18 +116,52 @@ class _FastgradEstimator(BaseEstimator):
         self.metrics = metrics
         self.verbose = verbose
         self.random_state = random_state
+        # Routed parameters (scikeras's convention): any other keyword becomes an
+        # estimator parameter of that name, seen by get_params / set_params (so
+        # GridSearchCV can search it) and passed to a model-building function that
+        # names it; the default MLP takes ``hidden_units``. Checked at fit.
+        for key, value in model_params.items():
+            setattr(self, key, value)
+        self._routed_params = tuple(sorted(model_params))
+
+    # ------------------------------------------------------------ routed parameters
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        for key in getattr(self, "_routed_params", ()):
+            params[key] = getattr(self, key)
+        return params
+
+    def _routed(self):
+        """The routed parameters as a dict, their names checked."""
+        name = type(self).__name__
+        out = {}
+        for key in getattr(self, "_routed_params", ()):
+            if key.startswith("_") or key.endswith("_") or hasattr(type(self), key):
+                raise ValueError(f"{name}: {key!r} cannot be a model parameter (it names an "
+                                 "attribute of the estimator or a fitted attribute)")
+            out[key] = getattr(self, key)
+        return out
 
     # ------------------------------------------------------------ checks
     def _check_params(self):
         name = type(self).__name__
+        routed = self._routed()
         hl = self.hidden_layer_sizes
+        if self.model is None:
+            unknown = sorted(set(routed) - {"hidden_units"})
+            if unknown:
+                raise ValueError(f"{name}: unknown parameter(s) {unknown} for the default MLP "
+                                 "(parameters beyond the constructor's go to a model-building "
+                                 "function given as model=...)")
+            if "hidden_units" in routed:      # routed alias: units of the hidden layer(s)
+                hl = routed["hidden_units"]
         if isinstance(hl, (numbers.Integral, np.integer)) and not isinstance(hl, bool):
             hl = (hl,)
         try:
             hl = tuple(hl)
         except TypeError:
             raise ValueError(f"{name}: hidden_layer_sizes must be a tuple of positive integers, "
-                             f"got {self.hidden_layer_sizes!r}") from None
+                             f"got {hl!r}") from None
         for h in hl:
             _positive_int(h, f"{name}: each of hidden_layer_sizes")
         _positive_int(self.epochs, f"{name}: epochs")
@@ -198,7 +232,7 @@ class _FastgradEstimator(BaseEstimator):
             if getattr(spec, "optimizer", None) is not None and spec.get_compile_config():
                 model.compile_from_config(spec.get_compile_config())
         elif callable(spec):
-            model = spec(self._meta(n_features, n_outputs))
+            model = spec(self._meta(n_features, n_outputs), **self._build_kwargs(spec))
             if not isinstance(model, models.Model):
                 raise TypeError(f"{type(self).__name__}: model(meta) must return a fastgrad "
                                 f"model, got {type(model).__name__}")
@@ -209,6 +243,27 @@ class _FastgradEstimator(BaseEstimator):
             model.compile(optimizer=self._optimizer(), loss=self._loss_for(model),
                           metrics=self.metrics)
         return model
+
+    def _build_kwargs(self, fn):
+        """The routed parameters a model-building function takes (all of them when it
+        has ``**kwargs``); one it cannot take is an error, not silently dropped."""
+        import inspect
+        routed = self._routed()
+        if not routed:
+            return {}
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return routed
+        ps = sig.parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in ps):
+            return routed
+        names = {p.name for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        unknown = sorted(set(routed) - names)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: parameter(s) {unknown} are not arguments "
+                             f"of the model-building function {getattr(fn, '__name__', fn)!r}")
+        return routed
 
     def _model_outputs(self, model):
         shape = model.output_shape
@@ -383,6 +438,11 @@ class FastgradClassifier(ClassifierMixin, _FastgradEstimator):
         With a value, every random number of ``fit`` comes from a generator of
         the estimator's own (fastgrad's global seed is neither read nor
         advanced); None uses fastgrad's library generator.
+    **model_params
+        Routed parameters (scikeras's convention): each becomes an estimator
+        parameter of that name (seen by ``get_params`` / ``set_params``) and
+        is passed to a model-building function that names it; the default
+        network takes ``hidden_units``.
 
     Attributes
     ----------
@@ -611,6 +671,11 @@ class FastgradRegressor(RegressorMixin, _FastgradEstimator):
         With a value, every random number of ``fit`` comes from a generator of
         the estimator's own (fastgrad's global seed is neither read nor
         advanced); None uses fastgrad's library generator.
+    **model_params
+        Routed parameters (scikeras's convention): each becomes an estimator
+        parameter of that name (seen by ``get_params`` / ``set_params``) and
+        is passed to a model-building function that names it; the default
+        network takes ``hidden_units``.
 
     Attributes
     ----------

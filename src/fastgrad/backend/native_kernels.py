@@ -196,15 +196,19 @@ class KernelsMixin:
         return super().log(x, out=out)
 
     def softmax(self, x, out=None):
-        if _ok(x) and x.ndim == 2 and _ok_out(out, x):
-            out = _new(x, out)
-            return _K.softmax_forward(x, out, False, get_num_threads())
+        if _ok(x) and x.ndim >= 2 and x.size and _ok_out(out, x):
+            out = _new(x, out)      # rows over the last axis, any rank (as NumpyOps)
+            n = x.shape[-1]
+            _K.softmax_forward(x.reshape(-1, n), out.reshape(-1, n), False, get_num_threads())
+            return out
         return super().softmax(x, out=out)
 
     def log_softmax(self, x, out=None):
-        if _ok(x) and x.ndim == 2 and _ok_out(out, x):
-            out = _new(x, out)
-            return _K.softmax_forward(x, out, True, get_num_threads())
+        if _ok(x) and x.ndim >= 2 and x.size and _ok_out(out, x):
+            out = _new(x, out)      # rows over the last axis, any rank (as NumpyOps)
+            n = x.shape[-1]
+            _K.softmax_forward(x.reshape(-1, n), out.reshape(-1, n), True, get_num_threads())
+            return out
         return super().log_softmax(x, out=out)
 
     def _bwd(self, code, dy, ref, out):
@@ -309,15 +313,21 @@ class KernelsMixin:
                                              max_value=max_value, threshold=threshold)
 
     def backprop_softmax(self, dy, y, out=None):
-        if _ok(dy) and _ok(y) and dy.ndim == 2 and y.shape == dy.shape and _ok_out(out, dy):
+        if _ok(dy) and _ok(y) and dy.ndim >= 2 and dy.size and y.shape == dy.shape and _ok_out(out, dy):
             out = _new(dy, out)
-            return _K.softmax_backward(dy, y, out, False, get_num_threads())
+            n = dy.shape[-1]
+            _K.softmax_backward(dy.reshape(-1, n), y.reshape(-1, n), out.reshape(-1, n), False,
+                                get_num_threads())
+            return out
         return super().backprop_softmax(dy, y, out=out)
 
     def backprop_log_softmax(self, dy, y, out=None):
-        if _ok(dy) and _ok(y) and dy.ndim == 2 and y.shape == dy.shape and _ok_out(out, dy):
+        if _ok(dy) and _ok(y) and dy.ndim >= 2 and dy.size and y.shape == dy.shape and _ok_out(out, dy):
             out = _new(dy, out)
-            return _K.softmax_backward(dy, y, out, True, get_num_threads())
+            n = dy.shape[-1]
+            _K.softmax_backward(dy.reshape(-1, n), y.reshape(-1, n), out.reshape(-1, n), True,
+                                get_num_threads())
+            return out
         return super().backprop_log_softmax(dy, y, out=out)
 
     # ------------------------------------------------------------ losses

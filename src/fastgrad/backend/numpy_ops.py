@@ -90,6 +90,15 @@ def _as_2d(a):
     return a.reshape(a.shape[0], -1) if a.ndim != 2 else a
 
 
+def _last_rows(a):
+    """(rows, last axis) view of `a`: softmax-like ops act along the last axis
+    whatever the rank (Keras's softmax(x, axis=-1))."""
+    if a.ndim == 2:
+        return a
+    n = a.shape[-1] if a.ndim else 1
+    return a.reshape(int(np.prod(a.shape[:-1], dtype=np.int64)) if a.ndim else 1, n)
+
+
 def _erf64(x):
     """Exact erf for float64 arrays (math.erf per element; reference quality)."""
     return _VERF(x).astype(np.float64) if x.size else np.empty_like(x)
@@ -449,9 +458,9 @@ class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps, AttentionNumpyOps, C
         return np.log(x, out=self._out(out, x))
 
     def softmax(self, x, out=None):
-        """Row-wise softmax over the last axis, max subtracted."""
+        """Softmax over the last axis (any rank), max subtracted."""
         out = self._out(out, x)
-        x2, o2 = _as_2d(x), _as_2d(out)
+        x2, o2 = _last_rows(x), _last_rows(out)
         mx = np.max(x2, axis=1, keepdims=True)
         np.subtract(x2, mx, out=o2)
         np.exp(o2, out=o2)
@@ -461,7 +470,7 @@ class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps, AttentionNumpyOps, C
     def log_softmax(self, x, out=None):
         """Row-wise log-softmax: x - max - log(sum(exp(x - max)))."""
         out = self._out(out, x)
-        x2, o2 = _as_2d(x), _as_2d(out)
+        x2, o2 = _last_rows(x), _last_rows(out)
         mx = np.max(x2, axis=1, keepdims=True)
         np.subtract(x2, mx, out=o2)
         e = np.exp(o2, out=self._scratch(o2.shape, o2.dtype, "lsm"))
@@ -624,7 +633,7 @@ class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps, AttentionNumpyOps, C
     def backprop_softmax(self, dy, y, out=None):
         """dx = y * (dy - sum(dy * y)) row-wise (y: the forward output)."""
         out = self._out(out, dy)
-        d2, y2, o2 = _as_2d(dy), _as_2d(y), _as_2d(out)
+        d2, y2, o2 = _last_rows(dy), _last_rows(y), _last_rows(out)
         s = np.einsum("ij,ij->i", d2, y2)[:, None]
         np.subtract(d2, s, out=o2)
         o2 *= y2
@@ -633,7 +642,7 @@ class NumpyOps(QuantNumpyOps, LossOptNumpyOps, RnnNumpyOps, AttentionNumpyOps, C
     def backprop_log_softmax(self, dy, y, out=None):
         """dx = dy - exp(y) * sum(dy) row-wise (y: the forward output)."""
         out = self._out(out, dy)
-        d2, y2, o2 = _as_2d(dy), _as_2d(y), _as_2d(out)
+        d2, y2, o2 = _last_rows(dy), _last_rows(y), _last_rows(out)
         s = np.sum(d2, axis=1, keepdims=True)
         np.exp(y2, out=o2)
         o2 *= -s
