@@ -13,6 +13,7 @@ keeps the list honest against the installed numpydoc.
 """
 from __future__ import annotations
 
+import doctest
 import importlib
 import inspect
 
@@ -113,3 +114,26 @@ def test_docstring(path, obj):
     errors = [f"{code} {msg}" for code, msg in result["errors"]
               if code in CHECKS]
     assert not errors, f"{path}:\n  " + "\n  ".join(errors)
+
+
+# Modules whose Examples sections run as doctests (the docs2 modules join when
+# their docstrings are merged).
+_DOCTEST_MODULES = [
+    "fastgrad._config", "fastgrad._threads", "fastgrad.activations", "fastgrad.initializers",
+    "fastgrad.regularizers", "fastgrad.losses", "fastgrad.losses_ext", "fastgrad.metrics",
+    "fastgrad.metrics_ext", "fastgrad.optimizers.optimizers", "fastgrad.optimizers.optimizers_ext",
+    "fastgrad.optimizers.schedules", "fastgrad.callbacks", "fastgrad.saving", "fastgrad.keras_file",
+    "fastgrad.sklearn", "fastgrad.quantization", "fastgrad.distribution", "fastgrad.utils",
+    "fastgrad.utils.progbar", "fastgrad.utils.plot", "fastgrad.testing", "fastgrad.engine.adapters",
+]
+
+
+@pytest.mark.parametrize("modname", _DOCTEST_MODULES)
+def test_examples_run(modname):
+    if modname == "fastgrad.sklearn":
+        pytest.importorskip("sklearn")
+    mod = importlib.import_module(modname)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in doctest.DocTestFinder().find(mod, modname):
+        runner.run(test)
+    assert runner.failures == 0, f"{modname}: {runner.failures} example(s) failed (output above)"

@@ -84,9 +84,11 @@ def set_backend(name: str) -> None:
     Examples
     --------
     >>> import fastgrad as fg
+    >>> previous = fg.get_backend()
     >>> fg.set_backend("numpy")
     >>> fg.get_backend()
     'numpy'
+    >>> fg.set_backend(previous)
     """
     if not isinstance(name, str) or name.lower() not in _BACKEND_NAMES:
         raise ValueError(f"set_backend: unknown backend {name!r}; expected one of {_BACKEND_NAMES}")

@@ -57,7 +57,7 @@ class Metric:
     >>> import fastgrad as fg
     >>> m = fg.metrics.BinaryAccuracy()
     >>> m.update_state([1, 0, 1], [0.9, 0.2, 0.4])
-    >>> round(m.result(), 4)
+    >>> print(round(float(m.result()), 4))
     0.6667
     """
 
