@@ -9,7 +9,8 @@ base's documentation and is not checked again. Properties, constants and
 module aliases of an object already seen are skipped.
 
 The checks (numpydoc.validate codes) are in `CHECKS`; `test_checks_are_known`
-keeps the list honest against the installed numpydoc.
+keeps the list honest against the installed numpydoc. `test_examples_run` runs
+the Examples sections as doctests.
 """
 from __future__ import annotations
 
