@@ -14,6 +14,8 @@ prints the build and runtime configuration (also `python -m fastgrad info`).
 """
 from __future__ import annotations
 
+from typing import Any, TextIO
+
 from ._version import __version__
 # The compiled modules load now, not at the first fit: threadpoolctl then sees
 # (and limits) fastgrad's OpenMP runtime from the start. A process that asks for
@@ -47,7 +49,7 @@ __all__ = ["__version__", "Sequential", "Model", "Input", "KerasTensor", "load_m
            "share_blas_threads", "export"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # `fg.ops` follows the active backend (set_backend / use_backend), so it is
     # resolved on every access rather than bound once at import.
     if name == "ops":
@@ -59,11 +61,18 @@ def __getattr__(name):
 
 
 def config_info() -> dict:
-    """Build and runtime configuration as a dict (what show_config prints)."""
+    """The build and runtime configuration (what :func:`show_config` prints).
+
+    Returns
+    -------
+    dict
+        Version, backend, instruction set, OpenMP, threads, compiler, flags
+        and thread pools, by name.
+    """
     import platform
     import numpy as np
     from . import _native
-    info = {"fastgrad": __version__, "python": platform.python_version(), "numpy": np.__version__,
+    info: dict[str, object] = {"fastgrad": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "platform": platform.platform()}
     try:
         info["backend"] = get_backend()
@@ -107,8 +116,14 @@ def config_info() -> dict:
     return info
 
 
-def show_config(file=None) -> None:
-    """Print version, backend, instruction set, OpenMP, threads, compiler and flags."""
+def show_config(file: TextIO | None = None) -> None:
+    """Print the build and runtime configuration (also ``python -m fastgrad info``).
+
+    Parameters
+    ----------
+    file : file-like or None, default None
+        Where to print (None: standard output).
+    """
     import sys
     file = file or sys.stdout
     info = config_info()

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any, Sequence
 
 
-def _info(args) -> int:
+def _info(args: Any) -> int:
     import fastgrad as fg
     fg.show_config()
     return 0
@@ -48,7 +49,7 @@ def _train(fg, backend, data, epochs, batch_size, seed):
     return dt, hist.history["loss"][-1], loss, acc
 
 
-def _demo(args) -> int:
+def _demo(args: Any) -> int:
     import fastgrad as fg
     from fastgrad.backend import native_available
     data = _load_digits()
@@ -83,7 +84,7 @@ def _demo(args) -> int:
     return 0
 
 
-def _export(args) -> int:
+def _export(args: Any) -> int:
     import fastgrad as fg
     try:
         from fastgrad import export as _export_mod
@@ -107,7 +108,7 @@ def _export(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastgrad", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -17,17 +18,17 @@ class _ThreadState(threading.local):
     """Per-thread `use_backend` stack; the class attribute is every thread's
     default, so reading it needs no getattr fallback (get_backend is on the
     per-call path of predict_on_batch)."""
-    stack = None
+    stack: list[str] | None = None
 
 
 _state = _ThreadState()
-_global = {"backend": None, "ops": {}, "seed": None}
+_global: dict[str, Any] = {"backend": None, "ops": {}, "seed": None}
 _rng_lock = threading.Lock()
 _rng = np.random.default_rng()
 
 
 # ---------------------------------------------------------------- backend
-def _make_ops(name: str):
+def _make_ops(name: str) -> Any:
     ops = _global["ops"].get(name)
     if ops is None:
         if name == "numpy":
@@ -59,7 +60,36 @@ def _default_backend() -> str:
 
 
 def set_backend(name: str) -> None:
-    """Select the kernel backend for this process: "native" (C/OpenMP) or "numpy"."""
+    """Select the kernel backend for this process.
+
+    The default is "native" when the C kernels are built, else "numpy"; the
+    environment variable ``FASTGRAD_BACKEND`` sets it at import.
+
+    Parameters
+    ----------
+    name : {"native", "numpy"}
+        "native" (C/OpenMP kernels) or "numpy" (the NumPy reference), in any case.
+
+    Raises
+    ------
+    ValueError
+        If `name` is not a backend name.
+    RuntimeError
+        If "native" is asked for but the C kernels are not built.
+
+    See Also
+    --------
+    use_backend : Another backend for one block of code.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> previous = fg.get_backend()
+    >>> fg.set_backend("numpy")
+    >>> fg.get_backend()
+    'numpy'
+    >>> fg.set_backend(previous)
+    """
     if not isinstance(name, str) or name.lower() not in _BACKEND_NAMES:
         raise ValueError(f"set_backend: unknown backend {name!r}; expected one of {_BACKEND_NAMES}")
     name = name.lower()
@@ -68,7 +98,14 @@ def set_backend(name: str) -> None:
 
 
 def get_backend() -> str:
-    """Name of the active backend (a `use_backend` block overrides it in its thread)."""
+    """Name of the active backend.
+
+    Returns
+    -------
+    str
+        "native" or "numpy"; inside a :func:`use_backend` block, that block's
+        backend (in its thread).
+    """
     local = _state.stack
     if local:
         return local[-1]
@@ -77,14 +114,48 @@ def get_backend() -> str:
     return _global["backend"]
 
 
-def get_ops(name: str | None = None):
-    """The Ops object of backend `name` (default: the active one)."""
+def get_ops(name: str | None = None) -> Any:
+    """The Ops object (kernel interface) of a backend; ``fastgrad.ops`` is the active one's.
+
+    Parameters
+    ----------
+    name : {"native", "numpy"} or None, default None
+        The backend (None: the active one).
+
+    Returns
+    -------
+    NumpyOps or NativeOps
+        The backend's Ops object (one per process and backend).
+    """
     return _make_ops(name or get_backend())
 
 
 @contextlib.contextmanager
-def use_backend(name: str):
-    """`with fg.use_backend("numpy"):` — run a block on another backend."""
+def use_backend(name: str) -> Iterator[Any]:
+    """Run a block on another backend, in the calling thread only.
+
+    Parameters
+    ----------
+    name : {"native", "numpy"}
+        The backend for the block.
+
+    Yields
+    ------
+    NumpyOps or NativeOps
+        The block's Ops object.
+
+    Raises
+    ------
+    ValueError
+        If `name` is not a backend name.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> with fg.use_backend("numpy"):
+    ...     print(fg.get_backend())
+    numpy
+    """
     if not isinstance(name, str) or name.lower() not in _BACKEND_NAMES:
         raise ValueError(f"use_backend: unknown backend {name!r}; expected one of {_BACKEND_NAMES}")
     _make_ops(name.lower())
@@ -107,7 +178,18 @@ from ._threads import set_num_threads, get_num_threads, explicit_num_threads  # 
 
 # ---------------------------------------------------------------- seed
 def set_seed(seed: int | None) -> None:
-    """Make initialisation, shuffling and dropout reproducible."""
+    """Seed fastgrad's generator: initialisation, shuffling and dropout become reproducible.
+
+    Parameters
+    ----------
+    seed : int or None
+        A non-negative integer, or None for a fresh unpredictable seed.
+
+    Raises
+    ------
+    ValueError
+        If `seed` is negative or not an integer.
+    """
     global _rng
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(f"set_seed: expected a non-negative integer or None, got {seed!r}")
@@ -116,8 +198,16 @@ def set_seed(seed: int | None) -> None:
         _rng = np.random.default_rng(seed)
 
 
-def get_seed():
-    return _global["seed"]
+def get_seed() -> int | None:
+    """The seed last given to :func:`set_seed`.
+
+    Returns
+    -------
+    int or None
+        The seed, or None when unseeded.
+    """
+    seed: int | None = _global["seed"]
+    return seed
 
 
 def rng() -> np.random.Generator:
@@ -140,7 +230,18 @@ def set_flush_denormal(on: bool) -> None:
     the caller's floating-point environment (and NumPy) is never changed; the
     NumPy backend is unaffected. Worth turning on for long trainings where
     optimizer state decays into denormals (e.g. Adam moments of dead ReLU
-    units), which makes x86 arithmetic on them many times slower."""
+    units), which makes x86 arithmetic on them many times slower.
+
+    Parameters
+    ----------
+    on : bool
+        True to flush, False for IEEE semantics.
+
+    Raises
+    ------
+    RuntimeError
+        If the native kernels are not built.
+    """
     from . import _native
     if _native.module("runtime") is None:
         raise RuntimeError("set_flush_denormal: the native kernels are not built")
@@ -148,13 +249,20 @@ def set_flush_denormal(on: bool) -> None:
 
 
 def get_flush_denormal() -> bool:
+    """Whether fastgrad's C kernels flush denormals to zero.
+
+    Returns
+    -------
+    bool
+        The setting of :func:`set_flush_denormal` (False without native kernels).
+    """
     from . import _native
     rt = _native.module("runtime")
     return bool(rt and rt.get_flush_denormal())
 
 
 # ---------------------------------------------------------------- BLAS threads
-def blas_thread_limit():
+def blas_thread_limit() -> contextlib.AbstractContextManager:
     """Context manager capping NumPy's BLAS pool at fg.set_num_threads(n) while
     the NumPy backend trains or evaluates, so that setting governs that backend
     too and its BLAS team does not oversubscribe the cores next to other pools.

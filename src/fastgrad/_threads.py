@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import numpy as np
 
-_explicit = [None]           # fg.set_num_threads(n), or None
-_runtime_mod = []            # [module or None], filled on first use (read per op: keep it cheap)
+_explicit: list[int | None] = [None]           # fg.set_num_threads(n), or None
+_runtime_mod: list[Any] = []            # [module or None], filled on first use (read per op: keep it cheap)
 
 
 def set_num_threads(n: int | None) -> None:
-    """Use `n` threads in fastgrad kernels (None: back to the default, which
-    follows OMP_NUM_THREADS and threadpoolctl limits)."""
+    """Set how many threads fastgrad's kernels use.
+
+    Results do not depend on the thread count (sums run in a fixed order).
+    With the NumPy backend the setting also caps NumPy's BLAS pool during
+    fit and evaluate.
+
+    Parameters
+    ----------
+    n : int or None
+        A positive count, or None for the default, which follows
+        ``OMP_NUM_THREADS`` and threadpoolctl limits.
+
+    Raises
+    ------
+    ValueError
+        If `n` is not a positive integer or None.
+    """
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"set_num_threads: expected a positive integer or None, got {n!r}")
@@ -26,12 +42,12 @@ def set_num_threads(n: int | None) -> None:
     _explicit[0] = n
 
 
-def explicit_num_threads():
+def explicit_num_threads() -> int | None:
     """The count given to set_num_threads, or None."""
     return _explicit[0]
 
 
-def _runtime():
+def _runtime() -> Any:
     if not _runtime_mod:
         from ._native import module
         _runtime_mod.append(module("runtime"))
@@ -39,8 +55,15 @@ def _runtime():
 
 
 def get_num_threads() -> int:
-    """Threads fastgrad kernels will use: fg.set_num_threads if called, else
-    omp_get_max_threads() of the calling thread (OMP_NUM_THREADS, threadpoolctl)."""
+    """How many threads fastgrad's kernels will use.
+
+    Returns
+    -------
+    int
+        The count given to :func:`set_num_threads`, else the calling thread's
+        ``omp_get_max_threads()`` (which follows ``OMP_NUM_THREADS`` and
+        threadpoolctl).
+    """
     n = _explicit[0]
     if n is not None:
         return n
@@ -87,7 +110,7 @@ def _libgomp_loaded() -> bool:
         return False
 
 
-def _fastgrad_spincount(env):
+def _fastgrad_spincount(env: Any) -> int | None:
     """The spin count fastgrad asks for: FASTGRAD_GOMP_SPINCOUNT = a
     non-negative integer, or "short" (SHORT_SPINCOUNT); unset or "default":
     None, i.e. set nothing and leave libgomp's own (~300,000 spins)."""
@@ -158,18 +181,18 @@ def wait_policy() -> dict:
 # fg.share_blas_threads(False) undoes it at run time. csrc/runtime/blas_share.c
 # has the mechanism; docs/threads.md the measurements.
 
-_blas_share = {"requested": None, "source": "not applied (native backend not loaded)"}
+_blas_share: dict[str, Any] = {"requested": None, "source": "not applied (native backend not loaded)"}
 _OFF = ("0", "off", "false", "no")
 
 
-_share_rt = []  # [the runtime extension module], set by fastgrad._native when it loads
+_share_rt: list[Any] = []  # [the runtime extension module], set by fastgrad._native when it loads
 
 
-def _runtime_if_loaded():
+def _runtime_if_loaded() -> Any:
     return _share_rt[0] if _share_rt else None
 
 
-def share_blas_threads(enable: bool = True) -> list:
+def share_blas_threads(enable: bool = True) -> list[str]:
     """Run NumPy's OpenBLAS parallel jobs on fastgrad's OpenMP threads.
 
     Parameters
@@ -198,7 +221,7 @@ def share_blas_threads(enable: bool = True) -> list:
     return paths
 
 
-def apply_blas_share_default(runtime) -> None:
+def apply_blas_share_default(runtime: Any) -> None:
     """At import (fastgrad._native, with its runtime module): share the pool
     unless FASTGRAD_SHARE_BLAS_THREADS says not to."""
     _share_rt[:] = [runtime]

@@ -1,7 +1,7 @@
 """Callbacks: code that runs at fixed points of fit / evaluate / predict (Keras API).
 
 The training loop (fastgrad.engine) owns one `CallbackList` per call and fires
-its hooks in Keras's order:
+its hooks in Keras's order::
 
     on_train_begin
       on_epoch_begin(e)
@@ -32,6 +32,8 @@ import os
 import sys
 import warnings
 
+from typing import Any, Callable, Iterable, Sequence
+
 import numpy as np
 
 from .utils.progbar import Progbar
@@ -48,73 +50,228 @@ def _print(msg: str) -> None:
 
 
 class Callback:
-    """Base class: override the hooks you need; `self.model` and `self.params`
-    are set by the training loop before on_train_begin.
+    """Base class of the callbacks: override the hooks you need.
 
-    `rank_zero_only`: under fastgrad.distribution.DataParallel the callback runs on
-    rank 0 only (True for those that write: ProgbarLogger, ModelCheckpoint,
-    CSVLogger; set it on your own writers)."""
+    The training loop sets ``self.model`` and ``self.params`` before
+    ``on_train_begin``. The class attribute ``rank_zero_only`` makes the
+    callback run on rank 0 only under ``fastgrad.distribution.DataParallel``
+    (True for the writers: ProgbarLogger, ModelCheckpoint, CSVLogger; set it
+    on your own writers).
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> class PrintLoss(fg.callbacks.Callback):
+    ...     def on_epoch_end(self, epoch, logs=None):
+    ...         print(epoch, logs["loss"])
+    """
 
     rank_zero_only = False
 
-    def __init__(self):
-        self.model = None
-        self.params = {}
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.params: dict = {}
 
-    def set_params(self, params):
+    def set_params(self, params: dict | None) -> None:
+        """Receive the loop's settings (epochs, steps, verbose, ...) as ``self.params``.
+
+        Parameters
+        ----------
+        params : dict or None
+            The settings.
+        """
         self.params = dict(params) if params else {}
 
-    def set_model(self, model):
+    def set_model(self, model: Any) -> None:
+        """Receive the model being trained, evaluated or run as ``self.model``.
+
+        Parameters
+        ----------
+        model : Model
+            The model.
+        """
         self.model = model
 
     # batch hooks; on_batch_* are the Keras-2 names of the training ones
-    def on_batch_begin(self, batch, logs=None):
+    def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        """Called before a training batch (Keras 2 name of :meth:`on_train_batch_begin`).
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch in the epoch (or in the call).
+        logs : dict or None, default None
+            Unused; empty.
+        """
         pass
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Called after a training batch (Keras 2 name of :meth:`on_train_batch_end`).
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch in the epoch (or in the call).
+        logs : dict or None, default None
+            Running means of the loss and metrics over the epoch so far.
+        """
         pass
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        """Called before a training batch; calls :meth:`on_batch_begin` by default.
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch in the epoch (or in the call).
+        logs : dict or None, default None
+            Unused; empty.
+        """
         self.on_batch_begin(batch, logs=logs)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Called after a training batch; calls :meth:`on_batch_end` by default.
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch in the epoch (or in the call).
+        logs : dict or None, default None
+            Running means of the loss and metrics over the epoch so far.
+        """
         self.on_batch_end(batch, logs=logs)
 
-    def on_test_batch_begin(self, batch, logs=None):
+    def on_test_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        """Called before an evaluation batch.
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch in the epoch (or in the call).
+        logs : dict or None, default None
+            Unused; empty.
+        """
         pass
 
-    def on_test_batch_end(self, batch, logs=None):
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Called after an evaluation batch.
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch in the epoch (or in the call).
+        logs : dict or None, default None
+            Running means of the loss and metrics so far.
+        """
         pass
 
-    def on_predict_batch_begin(self, batch, logs=None):
+    def on_predict_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        """Called before a prediction batch.
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch in the epoch (or in the call).
+        logs : dict or None, default None
+            Unused; empty.
+        """
         pass
 
-    def on_predict_batch_end(self, batch, logs=None):
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Called after a prediction batch.
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch in the epoch (or in the call).
+        logs : dict or None, default None
+            The batch's ``{"outputs": ...}``.
+        """
         pass
 
     # epoch / run hooks
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Called at the start of an epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            Index of the epoch (0-based).
+        logs : dict or None, default None
+            Unused; empty.
+        """
         pass
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Called at the end of an epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            Index of the epoch (0-based).
+        logs : dict or None, default None
+            Epoch means of the loss and metrics, and the ``val_`` ones; callbacks may add keys.
+        """
         pass
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Called at the start of ``fit``.
+
+        Parameters
+        ----------
+        logs : dict or None, default None
+            Unused; empty.
+        """
         pass
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
+        """Called at the end of ``fit``.
+
+        Parameters
+        ----------
+        logs : dict or None, default None
+            The last epoch's logs.
+        """
         pass
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        """Called at the start of ``evaluate`` (and of each validation pass).
+
+        Parameters
+        ----------
+        logs : dict or None, default None
+            Unused; empty.
+        """
         pass
 
-    def on_test_end(self, logs=None):
+    def on_test_end(self, logs: dict | None = None) -> None:
+        """Called at the end of ``evaluate`` (and of each validation pass).
+
+        Parameters
+        ----------
+        logs : dict or None, default None
+            The evaluation's results.
+        """
         pass
 
-    def on_predict_begin(self, logs=None):
+    def on_predict_begin(self, logs: dict | None = None) -> None:
+        """Called at the start of ``predict``.
+
+        Parameters
+        ----------
+        logs : dict or None, default None
+            Unused; empty.
+        """
         pass
 
-    def on_predict_end(self, logs=None):
+    def on_predict_end(self, logs: dict | None = None) -> None:
+        """Called at the end of ``predict``.
+
+        Parameters
+        ----------
+        logs : dict or None, default None
+            Unused; empty.
+        """
         pass
 
 
@@ -134,7 +291,7 @@ _BATCH_HOOKS = {
 }
 
 
-def _overrides(cb, name) -> bool:
+def _overrides(cb: Any, name: str) -> bool:
     attr = getattr(cb, name, None)
     if attr is None:
         return False
@@ -147,13 +304,26 @@ def _overrides(cb, name) -> bool:
 class CallbackList(Callback):
     """A list of callbacks fired together (what the training loop talks to).
 
-    `CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
-    model=model, verbose=..., epochs=..., steps=...)`: keyword arguments other
-    than those three become `params`. A ProgbarLogger (first) and a History
-    (last) are added unless one is already in `callbacks`.
+    A batch hook is called only on the callbacks that override it, so an
+    unused hook costs one empty loop per batch.
+
+    Parameters
+    ----------
+    callbacks : Callback, iterable of Callback or None, default None
+        The callbacks.
+    add_history : bool, default False
+        Append a :class:`History` unless `callbacks` holds one.
+    add_progbar : bool, default False
+        Put a :class:`ProgbarLogger` first unless `callbacks` holds one.
+    model : Model or None, default None
+        Handed to every callback (:meth:`set_model`).
+    **params
+        The loop's settings (verbose, epochs, steps, ...), handed to every
+        callback (:meth:`set_params`).
     """
 
-    def __init__(self, callbacks=None, add_history=False, add_progbar=False, model=None, **params):
+    def __init__(self, callbacks: Callback | Iterable[Callback] | None = None, add_history: bool = False,
+                 add_progbar: bool = False, model: Any = None, **params: Any) -> None:
         super().__init__()
         if callbacks is None:
             callbacks = []
@@ -189,7 +359,19 @@ class CallbackList(Callback):
                              if any(_overrides(cb, n) for n in names)]
                       for hook, names in _BATCH_HOOKS.items()}
 
-    def append(self, callback):
+    def append(self, callback: Callback) -> None:
+        """Add a callback (it gets the list's model and params).
+
+        Parameters
+        ----------
+        callback : Callback
+            The callback.
+
+        Raises
+        ------
+        TypeError
+            If `callback` is not a Callback.
+        """
         if not isinstance(callback, Callback):
             raise TypeError(f"CallbackList.append: expected a Callback, got {callback!r}")
         self.callbacks.append(callback)
@@ -209,9 +391,21 @@ class CallbackList(Callback):
         for cb in self.callbacks:
             cb.set_model(model)
 
-    def has_batch_hooks(self, mode="train") -> bool:
-        """Whether any callback listens to `mode` ("train"/"test"/"predict") batch hooks
-        (the loop may skip building batch logs when none does)."""
+    def has_batch_hooks(self, mode: str = "train") -> bool:
+        """Whether any callback listens to the batch hooks of a mode.
+
+        The loop skips building batch logs when none does.
+
+        Parameters
+        ----------
+        mode : {"train", "test", "predict"}, default "train"
+            Which batch hooks.
+
+        Returns
+        -------
+        bool
+            True if a callback overrides one of them.
+        """
         return bool(self._live[f"on_{mode}_batch_begin"] or self._live[f"on_{mode}_batch_end"])
 
     def __iter__(self):
@@ -286,13 +480,16 @@ class CallbackList(Callback):
 
 # --------------------------------------------------------------------- History
 class History(Callback):
-    """Records epoch logs: `history.history["loss"]` is the list of per-epoch
-    training losses, `history.epoch` the epoch indices. fit() returns it."""
+    """Record the epoch logs; ``fit`` returns it.
 
-    def __init__(self):
+    ``history.history["loss"]`` is the list of per-epoch training losses,
+    ``history.epoch`` the epoch indices.
+    """
+
+    def __init__(self) -> None:
         super().__init__()
-        self.history = {}
-        self.epoch = []
+        self.history: dict[str, list] = {}
+        self.epoch: list[int] = []
 
     def on_train_begin(self, logs=None):
         self.epoch = []
@@ -308,10 +505,33 @@ class History(Callback):
             except AttributeError:
                 pass
 
-    def plot(self, path=None, metrics=None, title=None):
-        """Plot loss and each metric per epoch (training solid, validation dashed),
-        one panel per metric. Saves a PNG/PDF/SVG to `path` when given; returns
-        the matplotlib Figure. Needs matplotlib (`pip install fastgrad[plot]`)."""
+    def plot(self, path: str | os.PathLike | None = None, metrics: str | Sequence[str] | None = None,
+             title: str | None = None) -> Any:
+        """Plot the loss and each metric per epoch, one panel per metric.
+
+        Training curves are solid, validation curves dashed. Needs matplotlib
+        (``pip install fastgrad[plot]``).
+
+        Parameters
+        ----------
+        path : str, path-like or None, default None
+            Save the figure there (PNG, PDF or SVG by the extension).
+        metrics : str, sequence of str or None, default None
+            Which logged names to plot (None: all; a ``val_`` curve goes in its
+            training metric's panel).
+        title : str or None, default None
+            Figure title.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure.
+
+        Raises
+        ------
+        ImportError
+            If matplotlib is not installed.
+        """
         try:
             import matplotlib
             from matplotlib.figure import Figure
@@ -459,13 +679,38 @@ class _MonitorMixin:
 
 # --------------------------------------------------------------------- EarlyStopping
 class EarlyStopping(_MonitorMixin, Callback):
-    """Stop training when `monitor` has not improved by more than `min_delta` for
-    `patience` epochs (Keras semantics, including `baseline`,
-    `restore_best_weights` and `start_from_epoch`). `stopped_epoch` and
-    `best_epoch` are 0-based epoch indices."""
+    """Stop training when a monitored value has stopped improving (Keras semantics).
 
-    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto",
-                 baseline=None, restore_best_weights=False, start_from_epoch=0):
+    After training, ``stopped_epoch`` and ``best_epoch`` are 0-based epoch indices.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        The epoch-log name to watch.
+    min_delta : float, default 0
+        Least change that counts as an improvement.
+    patience : int, default 0
+        Epochs without improvement before stopping.
+    verbose : int, default 0
+        1 prints a message when the callback acts.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better ("auto": told from the name).
+    baseline : float or None, default None
+        A value the monitor must beat; training stops if it does not within `patience`.
+    restore_best_weights : bool, default False
+        Put back the weights of the best epoch when stopping.
+    start_from_epoch : int, default 0
+        Epochs to wait before watching.
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range; at train begin, if `monitor` is never logged.
+    """
+
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0, patience: int = 0, verbose: int = 0,
+                 mode: str = "auto", baseline: float | None = None, restore_best_weights: bool = False,
+                 start_from_epoch: int = 0) -> None:
         super().__init__()
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"EarlyStopping: monitor must be a log name such as 'val_loss', got {monitor!r}")
@@ -543,15 +788,41 @@ class EarlyStopping(_MonitorMixin, Callback):
 
 # --------------------------------------------------------------------- ModelCheckpoint
 class ModelCheckpoint(_MonitorMixin, Callback):
-    """Save the model (model.save) or only its weights after each epoch (or every
-    `save_freq` batches). `filepath` may hold format fields filled from the epoch
-    (1-based) and the logs: "ckpt-{epoch:02d}-{val_loss:.2f}.fgm". With
-    save_best_only, only a model that improves `monitor` is written."""
+    """Save the model, or only its weights, after each epoch or every few batches.
+
+    Parameters
+    ----------
+    filepath : str or path-like
+        Where to save; may hold format fields filled from the epoch (1-based)
+        and the logs, e.g. ``"ckpt-{epoch:02d}-{val_loss:.2f}.fgm"``.
+    monitor : str, default "val_loss"
+        The epoch-log name to watch.
+    verbose : int, default 0
+        1 prints a message when the callback acts.
+    save_best_only : bool, default False
+        Write only a model that improves `monitor`.
+    save_weights_only : bool, default False
+        Save the weights only (``model.save_weights``) instead of the model.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better ("auto": told from the name).
+    save_freq : "epoch" or int, default "epoch"
+        Save after every epoch, or after every so many batches.
+    initial_value_threshold : float or None, default None
+        With `save_best_only`, a value the first saved model must beat.
+
+    Raises
+    ------
+    TypeError
+        If `filepath` is not a path.
+    ValueError
+        If `mode` or `save_freq` is invalid.
+    """
 
     rank_zero_only = True
 
-    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
-                 save_weights_only=False, mode="auto", save_freq="epoch", initial_value_threshold=None):
+    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", verbose: int = 0,
+                 save_best_only: bool = False, save_weights_only: bool = False, mode: str = "auto",
+                 save_freq: str | int = "epoch", initial_value_threshold: float | None = None) -> None:
         super().__init__()
         if not isinstance(filepath, (str, os.PathLike)):
             raise TypeError(f"ModelCheckpoint: filepath must be a path, got {filepath!r}")
@@ -679,12 +950,40 @@ def _lr_for_logs(model):
 
 
 class ReduceLROnPlateau(_MonitorMixin, Callback):
-    """Multiply the learning rate by `factor` when `monitor` has not improved by
-    more than `min_delta` for `patience` epochs; wait `cooldown` epochs after a
-    reduction; never go below `min_lr`. Adds "learning_rate" to the epoch logs."""
+    """Reduce the learning rate when a monitored value has stopped improving.
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
-                 min_delta=1e-4, cooldown=0, min_lr=0.0, **kwargs):
+    Adds "learning_rate" to the epoch logs.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        The epoch-log name to watch.
+    factor : float, default 0.1
+        Multiplier of the learning rate at each reduction (< 1).
+    patience : int, default 10
+        Epochs without improvement before a reduction.
+    verbose : int, default 0
+        1 prints a message when the callback acts.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better ("auto": told from the name).
+    min_delta : float, default 1e-4
+        Least change that counts as an improvement.
+    cooldown : int, default 0
+        Epochs to wait after a reduction before watching again.
+    min_lr : float, default 0.0
+        Lower bound of the learning rate.
+    **kwargs
+        ``epsilon``, the Keras 2 name of `min_delta`.
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, verbose: int = 0,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__()
         if "epsilon" in kwargs:  # Keras-1 name of min_delta
             min_delta = kwargs.pop("epsilon")
@@ -718,7 +1017,14 @@ class ReduceLROnPlateau(_MonitorMixin, Callback):
         self._sign = None
         self._warned_missing = False
 
-    def in_cooldown(self):
+    def in_cooldown(self) -> bool:
+        """Whether the callback is waiting after a reduction.
+
+        Returns
+        -------
+        bool
+            True during the cooldown.
+        """
         return self.cooldown_counter > 0
 
     def on_train_begin(self, logs=None):
@@ -756,11 +1062,25 @@ class ReduceLROnPlateau(_MonitorMixin, Callback):
 
 
 class LearningRateScheduler(Callback):
-    """At each epoch start set the learning rate to `schedule(epoch, lr)` (epoch
-    0-based; a one-argument `schedule(epoch)` is accepted too). Adds
-    "learning_rate" to the epoch logs."""
+    """Set the learning rate at the start of each epoch from a function.
 
-    def __init__(self, schedule, verbose=0):
+    Adds "learning_rate" to the epoch logs.
+
+    Parameters
+    ----------
+    schedule : callable
+        ``schedule(epoch, lr) -> new lr`` (epoch 0-based); a one-argument
+        ``schedule(epoch)`` is accepted too.
+    verbose : int, default 0
+        1 prints a message when the callback acts.
+
+    Raises
+    ------
+    TypeError
+        If `schedule` is not callable.
+    """
+
+    def __init__(self, schedule: Callable, verbose: int = 0) -> None:
         super().__init__()
         if not callable(schedule):
             raise TypeError("LearningRateScheduler: schedule must be callable (epoch, lr) -> lr, "
@@ -807,12 +1127,28 @@ class LearningRateScheduler(Callback):
 
 # --------------------------------------------------------------------- CSVLogger
 class CSVLogger(Callback):
-    """Stream epoch results to a CSV file: a header `epoch,<sorted log keys>` and
-    one row per epoch. append=True continues an existing file (no second header)."""
+    """Stream epoch results to a CSV file.
+
+    A header ``epoch,<sorted log keys>`` and one row per epoch.
+
+    Parameters
+    ----------
+    filename : str or path-like
+        The file.
+    separator : str, default ","
+        Field separator.
+    append : bool, default False
+        Continue an existing file (no second header).
+
+    Raises
+    ------
+    TypeError
+        If `filename` is not a path.
+    """
 
     rank_zero_only = True
 
-    def __init__(self, filename, separator=",", append=False):
+    def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
         super().__init__()
         if not isinstance(filename, (str, os.PathLike)):
             raise TypeError(f"CSVLogger: filename must be a path, got {filename!r}")
@@ -889,11 +1225,40 @@ class TerminateOnNaN(Callback):
 
 # --------------------------------------------------------------------- LambdaCallback
 class LambdaCallback(Callback):
-    """A callback from plain functions: `LambdaCallback(on_epoch_end=lambda epoch, logs: ...)`.
-    Any hook name is accepted (on_train_batch_end(batch, logs), on_train_begin(logs), ...)."""
+    """A callback made of plain functions, one per hook.
 
-    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
-                 on_train_batch_begin=None, on_train_batch_end=None, **kwargs):
+    Parameters
+    ----------
+    on_epoch_begin : callable or None, default None
+        ``f(epoch, logs)``.
+    on_epoch_end : callable or None, default None
+        ``f(epoch, logs)``.
+    on_train_begin : callable or None, default None
+        ``f(logs)``.
+    on_train_end : callable or None, default None
+        ``f(logs)``.
+    on_train_batch_begin : callable or None, default None
+        ``f(batch, logs)``.
+    on_train_batch_end : callable or None, default None
+        ``f(batch, logs)``.
+    **kwargs
+        Any other hook by name (``on_test_batch_end=f``, ...).
+
+    Raises
+    ------
+    TypeError
+        If a hook name is unknown or a hook is not callable.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> cb = fg.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(epoch))
+    """
+
+    def __init__(self, on_epoch_begin: Callable | None = None, on_epoch_end: Callable | None = None,
+                 on_train_begin: Callable | None = None, on_train_end: Callable | None = None,
+                 on_train_batch_begin: Callable | None = None, on_train_batch_end: Callable | None = None,
+                 **kwargs: Callable) -> None:
         super().__init__()
         given = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end, on_train_begin=on_train_begin,
                      on_train_end=on_train_end, on_train_batch_begin=on_train_batch_begin,
@@ -912,14 +1277,30 @@ class LambdaCallback(Callback):
 
 # --------------------------------------------------------------------- ProgbarLogger
 class ProgbarLogger(Callback):
-    """Prints progress to sys.stdout: verbose=1 a live bar per epoch (steps
-    done/total, elapsed, ETA, running loss and metrics; redrawn at most every
-    `interval` seconds), verbose=2 one line per epoch. The verbosity comes from
-    fit's `verbose` (params) unless given here."""
+    """Print progress to standard output (what ``fit(verbose=...)`` adds).
+
+    Parameters
+    ----------
+    count_mode : "steps", default "steps"
+        Count batches (the only mode).
+    stateful_metrics : iterable of str or None, default None
+        Accepted for Keras compatibility (the logs are running means already).
+    verbose : {None, 0, 1, 2, "auto"}, default None
+        1: a live bar per epoch (steps, elapsed, ETA, running loss and
+        metrics); 2: one line per epoch; None: fit's `verbose`.
+    interval : float, default 0.25
+        Least time between two redraws of the bar, in seconds.
+
+    Raises
+    ------
+    ValueError
+        If `count_mode` or `verbose` is invalid.
+    """
 
     rank_zero_only = True
 
-    def __init__(self, count_mode="steps", stateful_metrics=None, verbose=None, interval=0.25):
+    def __init__(self, count_mode: str = "steps", stateful_metrics: Iterable[str] | None = None,
+                 verbose: int | str | None = None, interval: float = 0.25) -> None:
         super().__init__()
         if count_mode not in ("steps",):
             raise ValueError(f"ProgbarLogger: only count_mode='steps' is supported, got {count_mode!r}")

@@ -49,13 +49,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
 __all__ = ["DataParallel", "set_distribution", "distribution", "rank", "world_size",
            "list_devices", "DistributedError", "DistributedTimeout"]
 
-_current = None
+_current: DataParallel | None = None
 
 
 class DistributedError(RuntimeError):
@@ -78,17 +79,38 @@ def _import_mpi():
 
 
 class DataParallel:
-    """Data parallelism over the processes of an MPI communicator (Keras 3's
-    `keras.distribution.DataParallel`): every rank holds the whole model.
+    """Data parallelism over the processes of an MPI communicator.
 
-    devices: accepted for Keras compatibility; must be None or list the
-             ranks' devices (list_devices()).
-    comm:    an mpi4py communicator (default: a duplicate of COMM_WORLD).
-    timeout: seconds a collective may take before the job is aborted (default
-             FASTGRAD_MPI_TIMEOUT or 300)."""
+    Keras 3's ``keras.distribution.DataParallel``: every rank holds the whole
+    model, ``fit`` shards each global batch over the ranks and sums the
+    gradients (docs/distributed.md). Needs mpi4py (``pip install "fastgrad[mpi]"``)
+    and a run under ``mpiexec -n N``.
 
-    def __init__(self, device_mesh=None, devices=None, auto_shard_dataset=True, comm=None,
-                 timeout=None):
+    Parameters
+    ----------
+    device_mesh : None
+        Not supported (one device per rank); must be None.
+    devices : list of str or None, default None
+        Accepted for Keras compatibility; None or the ranks' devices
+        (:meth:`list_devices`).
+    auto_shard_dataset : bool, default True
+        Must be True (fit shards every global batch).
+    comm : mpi4py communicator or None, default None
+        The communicator (None: a duplicate of ``COMM_WORLD``).
+    timeout : float or None, default None
+        Seconds a collective may take before the job is aborted (None:
+        ``FASTGRAD_MPI_TIMEOUT`` or 300).
+
+    Raises
+    ------
+    ImportError
+        If mpi4py is not installed.
+    ValueError
+        If an argument is not supported or out of range.
+    """
+
+    def __init__(self, device_mesh: Any = None, devices: list[str] | None = None, auto_shard_dataset: bool = True,
+                 comm: Any = None, timeout: float | None = None) -> None:
         if not auto_shard_dataset:
             raise ValueError("DataParallel: auto_shard_dataset=False is not supported (fit "
                              "shards every global batch over the ranks)")
@@ -110,49 +132,101 @@ class DataParallel:
         self.timeout = float(timeout)
         self.comms = Communicator(self.comm, self.timeout)
 
-    def list_devices(self):
+    def list_devices(self) -> list[str]:
+        """One "cpu:<rank>" per rank.
+
+        Returns
+        -------
+        list of str
+            The devices.
+        """
         return [f"cpu:{r}" for r in range(self.world_size)]
 
     @property
-    def active(self):
+    def active(self) -> bool:
         """True when there is more than one rank (one rank trains as without it)."""
         return self.world_size > 1
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"DataParallel(rank={self.rank}, world_size={self.world_size})"
 
 
-def set_distribution(value):
-    """Make `value` (a DataParallel, or None to switch off) the active distribution."""
+def set_distribution(value: DataParallel | None) -> None:
+    """Make a distribution the active one (Keras's ``keras.distribution.set_distribution``).
+
+    Parameters
+    ----------
+    value : DataParallel or None
+        The distribution, or None to switch it off.
+
+    Raises
+    ------
+    TypeError
+        If `value` is neither.
+    """
     global _current
     if value is not None and not isinstance(value, DataParallel):
         raise TypeError(f"set_distribution: expected a DataParallel or None, got {value!r}")
     _current = value
 
 
-def distribution():
-    """The active distribution (None when none is set)."""
+def distribution() -> DataParallel | None:
+    """The active distribution.
+
+    Returns
+    -------
+    DataParallel or None
+        The distribution (None when none is set).
+    """
     return _current
 
 
 def rank() -> int:
-    """This process's rank in the active distribution (0 without one)."""
+    """This process's rank in the active distribution.
+
+    Returns
+    -------
+    int
+        The rank (0 without a distribution).
+    """
     return 0 if _current is None else _current.rank
 
 
 def world_size() -> int:
-    """The number of ranks of the active distribution (1 without one)."""
+    """The number of ranks of the active distribution.
+
+    Returns
+    -------
+    int
+        The number (1 without a distribution).
+    """
     return 1 if _current is None else _current.world_size
 
 
-def list_devices(device_type=None):
-    """One "cpu:<rank>" per rank of the active distribution (["cpu:0"] without one)."""
+def list_devices(device_type: str | None = None) -> list[str]:
+    """The devices of the active distribution, one "cpu:<rank>" per rank.
+
+    Parameters
+    ----------
+    device_type : {None, "cpu"}, default None
+        Only CPUs exist here.
+
+    Returns
+    -------
+    list of str
+        The devices (``["cpu:0"]`` without a distribution).
+
+    Raises
+    ------
+    ValueError
+        If another device type is asked for.
+    """
     if device_type not in (None, "cpu", "CPU"):
         raise ValueError(f"list_devices: fastgrad runs on cpu only, got device_type={device_type!r}")
     return ["cpu:0"] if _current is None else _current.list_devices()
 
 
-def active():
+def active() -> DataParallel | None:
     """The active DataParallel when it spans more than one rank, else None (used by the
     training loop)."""
     d = _current

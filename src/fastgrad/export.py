@@ -11,7 +11,7 @@ the moving statistics). Layouts follow fastgrad (channels_last, Keras weight
 layouts): convolutions and pools are wrapped in Transposes to ONNX's NCHW, the
 kernels are permuted once at export time. The batch axis is dynamic.
 
-`QuantizedModel`s (fastgrad.quantization) export too: DynamicQuantizeLinear /
+A `QuantizedModel` (fastgrad.quantization) exports too: DynamicQuantizeLinear /
 QuantizeLinear, MatMulInteger and float rescaling (docs/export.md states the
 tolerance).
 
@@ -26,6 +26,8 @@ onnxruntime, which the tests use to check every layer to 1e-5).
 from __future__ import annotations
 
 import hashlib
+import os
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -884,16 +886,48 @@ def _input_is_int(model, i, graph):
     return bool(layers) and all(getattr(l, "_takes_ids", False) for l in layers)
 
 
-def to_onnx(model, path=None, *, opset=DEFAULT_OPSET, input_names=None, output_names=None,
-            dynamic_batch=True, batch_size=None, model_name=None, doc_string=None):
-    """Translate `model` (a built fastgrad Model / Sequential, or a QuantizedModel)
-    into an `onnx.ModelProto`; write it to `path` when given.
+def to_onnx(model: Any, path: str | os.PathLike | None = None, *, opset: int = DEFAULT_OPSET,
+            input_names: str | Sequence[str] | None = None, output_names: str | Sequence[str] | None = None,
+            dynamic_batch: bool = True, batch_size: int | None = None, model_name: str | None = None,
+            doc_string: str | None = None) -> Any:
+    """Translate a model into an ONNX ``ModelProto``, and write it to a file when asked.
 
-    opset: the ONNX opset (17 or later). input_names / output_names: graph I/O names
-    (default: the model's input_names / output_names). dynamic_batch=True leaves the
-    batch axis symbolic ("batch"); False fixes it to `batch_size` (default 1).
-    Inputs that feed only Embedding layers are int64 (token ids); others float32.
-    Raises ExportError (a ValueError) naming the first layer with no ONNX form."""
+    Inputs that feed only Embedding layers are int64 (token ids); others
+    float32. Needs onnx (``pip install fastgrad[onnx]``).
+
+    Parameters
+    ----------
+    model : Model or QuantizedModel
+        A built fastgrad Model / Sequential, or a QuantizedModel.
+    path : str, path-like or None, default None
+        Where to write the ``.onnx`` file (None: do not write).
+    opset : int, default DEFAULT_OPSET
+        The ONNX opset (17 or later).
+    input_names : str, sequence of str or None, default None
+        Graph input names (None: the model's ``input_names``).
+    output_names : str, sequence of str or None, default None
+        Graph output names (None: the model's ``output_names``).
+    dynamic_batch : bool, default True
+        Leave the batch axis symbolic ("batch"); False fixes it to `batch_size`.
+    batch_size : int or None, default None
+        The fixed batch size when `dynamic_batch` is False (None: 1).
+    model_name : str or None, default None
+        Graph name (None: the model's name).
+    doc_string : str or None, default None
+        The model's doc string.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The checked ONNX model.
+
+    Raises
+    ------
+    ExportError
+        A ValueError naming the first layer with no ONNX form.
+    ValueError
+        If `opset` is below 17 or a name list has the wrong length.
+    """
     if int(opset) < 17:
         raise ValueError(f"to_onnx: opset must be >= 17 (LayerNormalization), got {opset}")
     from .quantization import QuantizedModel

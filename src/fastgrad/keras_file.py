@@ -1,7 +1,7 @@
 """Keras 3 `.keras` files: `model.save("x.keras")` writes one, `fg.models.load_keras(path)`
 (and `fg.models.load_model("x.keras")`) reads one.
 
-A Keras 3 `.keras` file is a ZIP archive with three members:
+A Keras 3 `.keras` file is a ZIP archive with three members::
 
     metadata.json      {"keras_version": ..., "date_saved": ...}
     config.json        the serialized model: {"module", "class_name" ("Sequential" or
@@ -38,6 +38,7 @@ import os
 import time
 import warnings
 import zipfile
+from typing import Any
 
 import numpy as np
 
@@ -415,8 +416,32 @@ def _write_h5(h5py, model_name, ordered, sequential):
     return buf.getvalue()
 
 
-def save_keras(model, filepath, overwrite=True, include_optimizer=True, what="save_model"):
-    """Write `model` as a Keras 3 `.keras` file (config + weights; no optimizer state)."""
+def save_keras(model: Any, filepath: str | os.PathLike, overwrite: bool = True,
+               include_optimizer: bool = True, what: str = "save_model") -> None:
+    """Write a model as a Keras 3 ".keras" file (configuration and weights, no optimizer state).
+
+    Needs h5py. docs/keras_interop.md lists the layers that translate.
+
+    Parameters
+    ----------
+    model : Model
+        A built model.
+    filepath : str or path-like
+        The file.
+    overwrite : bool, default True
+        Replace an existing file (False: raise instead).
+    include_optimizer : bool, default True
+        Write the compile configuration (optimizer, loss, metrics).
+    what : str, default "save_model"
+        What to name in an error message.
+
+    Raises
+    ------
+    ValueError
+        If a layer has no Keras equivalent, or the file exists and `overwrite` is False.
+    ImportError
+        If h5py is not installed.
+    """
     path = _saving._check_target(filepath, overwrite, what)
     _saving._require_built(model, what)
     try:
@@ -444,8 +469,25 @@ def _model_layer_order(model):
     return [(l, e) for l, e in ordered if not (seq and e["class_name"] == "InputLayer")], seq
 
 
-def save_keras_weights(model, filepath, overwrite=True):
-    """Write the weights as a Keras 3 `.weights.h5` file (model.save_weights)."""
+def save_keras_weights(model: Any, filepath: str | os.PathLike, overwrite: bool = True) -> None:
+    """Write the weights as a Keras 3 ".weights.h5" file (``model.save_weights``).
+
+    Parameters
+    ----------
+    model : Model
+        A built model.
+    filepath : str or path-like
+        The file.
+    overwrite : bool, default True
+        Replace an existing file (False: raise instead).
+
+    Raises
+    ------
+    ValueError
+        If a layer has no Keras equivalent.
+    ImportError
+        If h5py is not installed.
+    """
     what = "save_weights"
     path = _saving._check_target(filepath, overwrite, what)
     _saving._require_built(model, what)
@@ -460,8 +502,19 @@ def save_keras_weights(model, filepath, overwrite=True):
 
 
 # ====================================================================== reading
-def is_keras_archive(path):
-    """True when `path` is a ZIP holding config.json and no fastgrad manifest."""
+def is_keras_archive(path: str | os.PathLike) -> bool:
+    """Whether a file is a Keras 3 archive (a ZIP holding config.json and no fastgrad manifest).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    bool
+        True for a Keras archive; False for anything else, unreadable files included.
+    """
     try:
         with zipfile.ZipFile(path) as z:
             names = set(z.namelist())
@@ -973,11 +1026,37 @@ def _compile_from_keras(model, cc, what, path):
                       UserWarning, stacklevel=3)
 
 
-def load_keras(filepath, custom_objects=None, compile=True):
-    """Import a Keras 3 `.keras` file (Sequential or Functional model of the layers in
-    KERAS_LAYER_CLASSES): configuration and weights; the compile configuration when
-    fastgrad supports its optimizer, loss and metrics (else uncompiled, with a warning).
-    The optimizer state is not imported."""
+def load_keras(filepath: str | os.PathLike, custom_objects: dict | None = None, compile: bool = True) -> Any:
+    """Import a Keras 3 ".keras" file as a fastgrad model.
+
+    A Sequential or Functional model of the layers in ``KERAS_LAYER_CLASSES``:
+    configuration and weights; the compile configuration when fastgrad
+    supports its optimizer, loss and metrics (else uncompiled, with a
+    warning). The optimizer state is not imported. Needs h5py.
+
+    Parameters
+    ----------
+    filepath : str or path-like
+        The file.
+    custom_objects : dict or None, default None
+        Not supported for Keras files; must be empty.
+    compile : bool, default True
+        Compile the model as the file says.
+
+    Returns
+    -------
+    Model
+        The model.
+
+    Raises
+    ------
+    ValueError
+        If the file holds something fastgrad does not import (the message says what).
+    TypeError
+        If `filepath` is not a path.
+    ImportError
+        If h5py is not installed.
+    """
     what = "load_keras"
     if not isinstance(filepath, (str, os.PathLike)):
         raise TypeError(f"{what}: filepath must be a str or os.PathLike, got {filepath!r}")
@@ -1006,9 +1085,23 @@ def load_keras(filepath, custom_objects=None, compile=True):
     return model
 
 
-def load_keras_weights(model, filepath):
-    """Load a Keras 3 `.weights.h5` file (model.save_weights) into a built fastgrad model
-    whose layers match the Keras model's."""
+def load_keras_weights(model: Any, filepath: str | os.PathLike) -> None:
+    """Load a Keras 3 ".weights.h5" file into a built model whose layers match the Keras model's.
+
+    Parameters
+    ----------
+    model : Model
+        A built model.
+    filepath : str or path-like
+        The file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the weights do not fit the model.
+    """
     what = "load_weights"
     path = os.fspath(filepath)
     if not os.path.exists(path):

@@ -21,6 +21,10 @@ subclass of a built-in loss that replaces its `compute`.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
+from numpy.typing import ArrayLike
+
 import numpy as np
 
 __all__ = ["Loss", "LossFunctionWrapper", "MeanSquaredError", "BinaryCrossentropy", "CategoricalCrossentropy",
@@ -36,13 +40,40 @@ REDUCTIONS = ("sum_over_batch_size", "sum", None, "none", "mean", "mean_with_sam
 
 
 class Loss:
-    """Base class.  Subclasses implement `compute(ops, out, target, sw, grad_out, logits)`."""
+    """Base class of the losses.
+
+    A built-in loss implements :meth:`compute` (value and gradient in one
+    fused ops call); a user loss implements :meth:`call` with ``fastgrad.math``
+    and gets its gradient derived (docs/autodiff.md).
+
+    Parameters
+    ----------
+    name : str or None, default None
+        Name in logs (None: the Keras function name, e.g. "mean_squared_error").
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced: one of :data:`REDUCTIONS`
+        ("auto" is "sum_over_batch_size"; None or "none" keeps one value per sample).
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+
+    Raises
+    ------
+    ValueError
+        If `reduction` is not one of :data:`REDUCTIONS`.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> float(fg.losses.MeanSquaredError()([[0.0, 1.0]], [[1.0, 1.0]]))
+    0.5
+    """
 
     target_kind = "dense"
     fusable_activation = None   # output activation this loss can take over
     from_logits = False
 
-    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
+    def __init__(self, name: str | None = None, reduction: str | None = "sum_over_batch_size",
+                 dtype: Any = None) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"{type(self).__name__}: reduction must be one of "
                              f"{', '.join(repr(r) for r in REDUCTIONS)}, got {reduction!r}")
@@ -52,9 +83,23 @@ class Loss:
                           "none" if reduction is None and custom else reduction)
         self.name = name or _DEFAULT_NAMES.get(type(self).__name__, _snake(type(self).__name__))
 
-    def call(self, y_true, y_pred):
-        """Per-sample loss values written with fg.math (Keras's Loss.call): a
-        subclass that defines it gets its gradient derived (docs/autodiff.md)."""
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        """Per-sample loss values, written with ``fastgrad.math`` (Keras's ``Loss.call``).
+
+        A subclass that defines it gets its gradient derived (docs/autodiff.md).
+
+        Parameters
+        ----------
+        y_true : tensor or array_like
+            Targets.
+        y_pred : tensor or array_like
+            Model outputs.
+
+        Returns
+        -------
+        tensor
+            One value per sample.
+        """
         raise NotImplementedError(f"{type(self).__name__}.call")
 
     # ------------------------------------------------------------------ reduction
@@ -93,17 +138,55 @@ class Loss:
             raise ctx.unsupported(f"loss {self.name}: reduction={self.reduction!r} runs on the "
                                   "Python step")
 
-    def compute(self, ops, out, target, sample_weight, grad_out, logits):
-        """(loss, grad) for the model output `out` (logits when `logits`)."""
+    def compute(self, ops: Any, out: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None,
+                grad_out: np.ndarray, logits: bool) -> tuple[float, np.ndarray]:
+        """Loss value and its gradient with respect to the model output, in one call.
+
+        Parameters
+        ----------
+        ops : Ops
+            The backend that computes (``fastgrad.get_ops()``).
+        out : numpy.ndarray
+            Model output, ``(batch, ...)``: logits when `logits` is True.
+        target : numpy.ndarray
+            Targets (integer ids of dtype :data:`LABEL_DTYPE` for a sparse loss).
+        sample_weight : numpy.ndarray or None
+            One weight per sample.
+        grad_out : numpy.ndarray
+            Written with the gradient, shaped like `out`.
+        logits : bool
+            Whether `out` holds logits (the model fused its output activation
+            into this loss).
+
+        Returns
+        -------
+        tuple of (float, numpy.ndarray)
+            The reduced loss and `grad_out`.
+        """
         if type(self).call is not Loss.call:
             from .autodiff.losses import derived_compute
             return derived_compute(self, ops, out, target, sample_weight, grad_out, logits)
         raise NotImplementedError
 
-    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
-        """Eager evaluation (Keras style): loss value of y_pred against y_true.
-        On a GradientTape (or for a loss written with call) the result is
-        differentiable."""
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        """Evaluate the loss eagerly (Keras style).
+
+        Parameters
+        ----------
+        y_true : array_like
+            Targets.
+        y_pred : array_like or tensor
+            Predictions, ``(batch, ...)``.
+        sample_weight : array_like or None, default None
+            One weight per sample.
+
+        Returns
+        -------
+        float or numpy.ndarray or tensor
+            The reduced loss; per-sample values for ``reduction=None``; a
+            differentiable tensor on a ``GradientTape`` or for a loss written with
+            :meth:`call`.
+        """
         from .autodiff import losses as _adl
         from .autodiff.core import _recording
         if type(self).call is not Loss.call or _recording() or _adl._is_tensor(y_pred):
@@ -128,9 +211,26 @@ class Loss:
         loss, _ = self.compute(ops, pred, target, sw, np.empty_like(pred), self.from_logits)
         return loss
 
-    def values(self, ops, pred, target, sample_weight=None):
-        """Per-sample loss values (float64; Keras's reduction=None), times
-        sample_weight when given."""
+    def values(self, ops: Any, pred: np.ndarray, target: np.ndarray,
+               sample_weight: np.ndarray | None = None) -> np.ndarray:
+        """Per-sample loss values (Keras's ``reduction=None``).
+
+        Parameters
+        ----------
+        ops : Ops
+            The backend that computes (``fastgrad.get_ops()``).
+        pred : numpy.ndarray
+            Predictions, ``(batch, ...)``.
+        target : numpy.ndarray
+            Targets.
+        sample_weight : numpy.ndarray or None, default None
+            One weight per sample, multiplied in.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 values, one per sample (the last axis reduced).
+        """
         v = self._values(ops, pred, target)
         if sample_weight is not None:
             w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
@@ -142,22 +242,56 @@ class Loss:
                                   "are not implemented")
 
     def get_config(self) -> dict:
+        """The constructor arguments as a dict (Keras config).
+
+        Returns
+        -------
+        dict
+            Keyword arguments that rebuild this loss.
+        """
         return {"name": self.name, "reduction": self.reduction}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> Loss:
+        """Build a loss from :meth:`get_config`'s output.
+
+        Parameters
+        ----------
+        config : dict
+            Constructor keyword arguments.
+
+        Returns
+        -------
+        Loss
+            The new loss.
+        """
         return cls(**config)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.get_config()})"
 
 
     # ------------------------------------------------------------------ compiled plan
-    def lower(self, ctx, on_logits):
-        """The C loss code of this loss for the compiled plan (engine/compiled.py
-        LowerContext: `ctx.loss_code(name)`). `on_logits`: the model fused its output
-        activation into this loss, so the output C hands it is logits. The base
-        class has no C path."""
+    def lower(self, ctx: Any, on_logits: bool) -> Any:
+        """The C loss code of this loss for the compiled training plan.
+
+        The base class has no C path: it raises ``ctx.unsupported`` and the
+        model trains on the Python step.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The compiled plan's context (engine/compiled.py); ``ctx.loss_code(name)``
+            gives a code.
+        on_logits : bool
+            The model fused its output activation into this loss, so the
+            output the C step hands it is logits.
+
+        Returns
+        -------
+        object
+            The loss code (with its parameters, for a parametrised loss).
+        """
         raise ctx.unsupported(f"loss {self.name} ({type(self).__name__}) has no C path")
 
     def _lower_code(self, ctx, rule_of, on_logits, logits_name, probs_name=None):
@@ -175,17 +309,35 @@ class Loss:
 
 
 class LossFunctionWrapper(Loss):
-    """A plain function ``fn(y_true, y_pred) -> per-sample losses`` written with
-    fg.math as a Loss (what compile(loss=fn) makes); its gradient is derived."""
+    """A plain loss function as a :class:`Loss` (what ``compile(loss=fn)`` makes).
 
-    def __init__(self, fn, name=None, reduction="sum_over_batch_size", **kwargs):
+    Parameters
+    ----------
+    fn : callable
+        ``fn(y_true, y_pred, **kwargs)`` returning per-sample losses, written
+        with ``fastgrad.math``; its gradient is derived.
+    name : str or None, default None
+        Name in logs (None: the function's name).
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of :data:`REDUCTIONS`).
+    **kwargs
+        Further keyword arguments passed to `fn`.
+
+    Raises
+    ------
+    TypeError
+        If `fn` is not callable.
+    """
+
+    def __init__(self, fn: Callable, name: str | None = None,
+                 reduction: str | None = "sum_over_batch_size", **kwargs: Any) -> None:
         if not callable(fn):
             raise TypeError(f"LossFunctionWrapper: expected a function, got {fn!r}")
         self.fn = fn
         self.fn_kwargs = kwargs
         super().__init__(name=name or getattr(fn, "__name__", "loss"), reduction=reduction)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         return self.fn(y_true, y_pred, **self.fn_kwargs)
 
     def get_config(self):
@@ -208,6 +360,19 @@ def _snake(name):
 
 
 class MeanSquaredError(Loss):
+    """Mean squared error, ``mean((y_pred - y_true)**2)`` over the last axis.
+
+    Parameters
+    ----------
+    name : str or None, default None
+        Name in logs (None: the Keras function name, e.g. "mean_squared_error").
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced: one of :data:`REDUCTIONS`
+        ("auto" is "sum_over_batch_size"; None or "none" keeps one value per sample).
+    dtype : None
+        Accepted for Keras compatibility.
+    """
+
     def compute(self, ops, out, target, sample_weight, grad_out, logits):
         return self._reduce(out, sample_weight, ops.mse(out, target, sample_weight, grad_out))
 
@@ -220,7 +385,10 @@ class MeanSquaredError(Loss):
 
 
 class _CrossEntropy(Loss):
-    def __init__(self, from_logits=False, name=None, reduction="sum_over_batch_size"):
+    _fuse: str
+
+    def __init__(self, from_logits: bool = False, name: str | None = None,
+                 reduction: str | None = "sum_over_batch_size") -> None:
         super().__init__(name=name, reduction=reduction)
         self.from_logits = bool(from_logits)
 
@@ -233,6 +401,20 @@ class _CrossEntropy(Loss):
 
 
 class BinaryCrossentropy(_CrossEntropy):
+    """Binary cross-entropy between targets in [0, 1] and predicted probabilities (or logits).
+
+    Parameters
+    ----------
+    from_logits : bool, default False
+        Whether predictions are logits; with probabilities, a model that ends in
+        the matching activation hands this loss its logits instead (stable kernel).
+    name : str or None, default None
+        Name in logs (None: the Keras function name, e.g. "mean_squared_error").
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced: one of :data:`REDUCTIONS`
+        ("auto" is "sum_over_batch_size"; None or "none" keeps one value per sample).
+    """
+
     _fuse = "sigmoid"
 
     def compute(self, ops, out, target, sample_weight, grad_out, logits):
@@ -256,6 +438,20 @@ class BinaryCrossentropy(_CrossEntropy):
 
 
 class CategoricalCrossentropy(_CrossEntropy):
+    """Cross-entropy between one-hot (or soft) targets and predicted class probabilities.
+
+    Parameters
+    ----------
+    from_logits : bool, default False
+        Whether predictions are logits; with probabilities, a model that ends in
+        the matching activation hands this loss its logits instead (stable kernel).
+    name : str or None, default None
+        Name in logs (None: the Keras function name, e.g. "mean_squared_error").
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced: one of :data:`REDUCTIONS`
+        ("auto" is "sum_over_batch_size"; None or "none" keeps one value per sample).
+    """
+
     _fuse = "softmax"
 
     def compute(self, ops, out, target, sample_weight, grad_out, logits):
@@ -273,6 +469,20 @@ class CategoricalCrossentropy(_CrossEntropy):
 
 
 class SparseCategoricalCrossentropy(_CrossEntropy):
+    """Cross-entropy between integer class ids and predicted class probabilities.
+
+    Parameters
+    ----------
+    from_logits : bool, default False
+        Whether predictions are logits; with probabilities, a model that ends in
+        the matching activation hands this loss its logits instead (stable kernel).
+    name : str or None, default None
+        Name in logs (None: the Keras function name, e.g. "mean_squared_error").
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced: one of :data:`REDUCTIONS`
+        ("auto" is "sum_over_batch_size"; None or "none" keeps one value per sample).
+    """
+
     _fuse = "softmax"
     target_kind = "sparse"
 
@@ -309,10 +519,10 @@ _DEFAULT_NAMES = {"MeanSquaredError": "mean_squared_error",
                   "BinaryCrossentropy": "binary_crossentropy",
                   "CategoricalCrossentropy": "categorical_crossentropy",
                   "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy"}
-_CLASSES = {"MeanSquaredError": MeanSquaredError, "BinaryCrossentropy": BinaryCrossentropy,
+_CLASSES: dict[str, Any] = {"MeanSquaredError": MeanSquaredError, "BinaryCrossentropy": BinaryCrossentropy,
             "CategoricalCrossentropy": CategoricalCrossentropy,
             "SparseCategoricalCrossentropy": SparseCategoricalCrossentropy}
-_NAMES = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+_NAMES: dict[str, Any] = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
           "meansquarederror": MeanSquaredError,
           "binary_crossentropy": BinaryCrossentropy, "bce": BinaryCrossentropy,
           "binarycrossentropy": BinaryCrossentropy,
@@ -322,8 +532,30 @@ _NAMES = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
           "sparsecategoricalcrossentropy": SparseCategoricalCrossentropy}
 
 
-def get(identifier, where: str = "loss") -> Loss:
-    """A Loss from a name ("mse", "sparse_categorical_crossentropy", ...) or a Loss."""
+def get(identifier: str | dict | Loss | type, where: str = "loss") -> Loss:
+    """The loss a user passes to ``compile(loss=...)``.
+
+    Parameters
+    ----------
+    identifier : str, dict, Loss or Loss subclass
+        A name or alias ("mse", "sparse_categorical_crossentropy", ...) or class
+        name, a serialized config, a loss (returned as is) or a Loss subclass
+        (instantiated with its defaults).
+    where : str, default "loss"
+        What to name in an error message.
+
+    Returns
+    -------
+    Loss
+        The loss.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+    TypeError
+        If `identifier` has another type.
+    """
     if isinstance(identifier, Loss):
         return identifier
     if isinstance(identifier, type) and issubclass(identifier, Loss):
@@ -346,29 +578,120 @@ def get(identifier, where: str = "loss") -> Loss:
 
 
 def serialize(loss: Loss) -> dict:
+    """A loss as a Keras-style ``{"class_name", "config"}`` dict.
+
+    Parameters
+    ----------
+    loss : Loss
+        The loss.
+
+    Returns
+    -------
+    dict
+        Its serialized form.
+    """
     return {"class_name": type(loss).__name__, "config": loss.get_config()}
 
 
 def deserialize(d: dict) -> Loss:
-    cls = _CLASSES.get(d.get("class_name"))
+    """Rebuild a loss from :func:`serialize`'s output.
+
+    Parameters
+    ----------
+    d : dict
+        A ``{"class_name", "config"}`` dict.
+
+    Returns
+    -------
+    Loss
+        The loss.
+
+    Raises
+    ------
+    ValueError
+        If the class name is unknown.
+    """
+    cls = _CLASSES.get(str(d.get("class_name")))
     if cls is None:
         raise ValueError(f"unknown loss class {d.get('class_name')!r}")
     return cls.from_config(d.get("config", {}))
 
 
-def mean_squared_error(y_true, y_pred):
+def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
+    """Mean squared error of a batch (``MeanSquaredError()(y_true, y_pred)``).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+
+    Returns
+    -------
+    float
+        The mean over the batch.
+    """
     return MeanSquaredError()(y_true, y_pred)
 
 
-def binary_crossentropy(y_true, y_pred, from_logits=False):
+def binary_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False) -> Any:
+    """Binary cross-entropy of a batch (``BinaryCrossentropy(from_logits)(y_true, y_pred)``).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets in [0, 1], shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+    from_logits : bool, default False
+        Whether `y_pred` holds logits.
+
+    Returns
+    -------
+    float
+        The mean over the batch.
+    """
     return BinaryCrossentropy(from_logits=from_logits)(y_true, y_pred)
 
 
-def categorical_crossentropy(y_true, y_pred, from_logits=False):
+def categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False) -> Any:
+    """Categorical cross-entropy of a batch (one-hot or soft targets).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, one-hot or soft, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+    from_logits : bool, default False
+        Whether `y_pred` holds logits.
+
+    Returns
+    -------
+    float
+        The mean over the batch.
+    """
     return CategoricalCrossentropy(from_logits=from_logits)(y_true, y_pred)
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
+def sparse_categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False) -> Any:
+    """Sparse categorical cross-entropy of a batch (integer class ids as targets).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets: integer class ids, ``(batch,)``.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+    from_logits : bool, default False
+        Whether `y_pred` holds logits.
+
+    Returns
+    -------
+    float
+        The mean over the batch.
+    """
     return SparseCategoricalCrossentropy(from_logits=from_logits)(y_true, y_pred)
 
 

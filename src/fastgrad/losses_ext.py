@@ -10,6 +10,11 @@ fastgrad.losses.Loss has them. Re-exported by fastgrad.losses.
 """
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
 from .losses import Loss
 
 __all__ = ["MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
@@ -25,10 +30,11 @@ class _OpLoss(Loss):
     """A loss computed by ops.<_op>(out, target, sample_weight, grad_out, **params),
     lowered to the C loss code `_code`."""
 
-    _op = None
-    _code = None
+    _op: str | None = None
+    _code: str | None = None
 
-    def __init__(self, reduction="sum_over_batch_size", name=None, dtype=None):
+    def __init__(self, reduction: str | None = "sum_over_batch_size", name: str | None = None,
+                 dtype: Any = None) -> None:
         super().__init__(name=name or self._op, reduction=reduction)
 
     def _params(self):
@@ -54,26 +60,83 @@ class _OpLoss(Loss):
 
 
 class MeanAbsoluteError(_OpLoss):
-    """mean(|y_pred - y_true|) over the last axis."""
+    """Mean absolute error, ``mean(abs(y_pred - y_true))`` over the last axis.
+
+    Parameters
+    ----------
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default None
+        Name in logs (None: the Keras function name).
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+    """
+
     _op, _code = "mean_absolute_error", "mae"
 
 
 class MeanAbsolutePercentageError(_OpLoss):
-    """100 * mean(|(y_true - y_pred) / max(|y_true|, 1e-7)|) over the last axis."""
+    """Mean absolute percentage error over the last axis.
+
+    ``100 * mean(abs((y_true - y_pred) / max(abs(y_true), 1e-7)))``.
+
+    Parameters
+    ----------
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default None
+        Name in logs (None: the Keras function name).
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+    """
+
     _op, _code = "mean_absolute_percentage_error", "mape"
 
 
 class MeanSquaredLogarithmicError(_OpLoss):
-    """mean((log(max(y_pred, 1e-7) + 1) - log(max(y_true, 1e-7) + 1))^2) over the last axis."""
+    """Mean squared logarithmic error over the last axis.
+
+    ``mean((log1p(max(y_pred, 1e-7)) - log1p(max(y_true, 1e-7)))**2)``.
+
+    Parameters
+    ----------
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default None
+        Name in logs (None: the Keras function name).
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+    """
+
     _op, _code = "mean_squared_logarithmic_error", "msle"
 
 
 class Huber(_OpLoss):
-    """mean over the last axis of 0.5 e^2 where |e| <= delta, else delta |e| - 0.5 delta^2
-    (e = y_pred - y_true; Keras default delta=1.0)."""
+    """Huber loss: quadratic for small errors, linear for large ones.
+
+    The mean over the last axis of ``0.5 * e**2`` where ``abs(e) <= delta``,
+    else ``delta * abs(e) - 0.5 * delta**2``, with ``e = y_pred - y_true``.
+
+    Parameters
+    ----------
+    delta : float, default 1.0
+        Where the quadratic part ends (finite, > 0).
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default "huber_loss"
+        Name in logs.
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+
+    Raises
+    ------
+    ValueError
+        If `delta` is not a finite positive number.
+    """
     _op, _code = "huber", "huber"
 
-    def __init__(self, delta=1.0, reduction="sum_over_batch_size", name="huber_loss", dtype=None):
+    def __init__(self, delta: float = 1.0, reduction: str | None = "sum_over_batch_size",
+                 name: str = "huber_loss", dtype: Any = None) -> None:
         super().__init__(reduction=reduction, name=name)
         try:
             d = float(delta)
@@ -94,48 +157,140 @@ class Huber(_OpLoss):
 
 
 class LogCosh(_OpLoss):
-    """mean(log(cosh(y_pred - y_true))) over the last axis."""
+    """Log-cosh loss, ``mean(log(cosh(y_pred - y_true)))`` over the last axis.
+
+    Parameters
+    ----------
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default None
+        Name in logs (None: the Keras function name).
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+    """
+
     _op, _code = "log_cosh", "log_cosh"
 
 
 
 class KLDivergence(_OpLoss):
-    """sum(t log(t / p)) over the last axis, t and p clipped to [1e-7, 1]."""
+    """Kullback-Leibler divergence, ``sum(t * log(t / p))`` over the last axis.
+
+    `t` and `p` are clipped to ``[1e-7, 1]`` first.
+
+    Parameters
+    ----------
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default None
+        Name in logs (None: the Keras function name).
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+    """
+
     _op, _code = "kl_divergence", "kld"
 
 
 
 class Poisson(_OpLoss):
-    """mean(y_pred - y_true log(y_pred + 1e-7)) over the last axis."""
+    """Poisson loss, ``mean(y_pred - y_true * log(y_pred + 1e-7))`` over the last axis.
+
+    Parameters
+    ----------
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default None
+        Name in logs (None: the Keras function name).
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+    """
+
     _op, _code = "poisson", "poisson"
 
 
 
 class Hinge(_OpLoss):
-    """mean(max(1 - y_true y_pred, 0)) over the last axis; y_true all in {0, 1} (over the
-    batch) is first mapped to -1 / 1, as Keras does."""
+    """Hinge loss, ``mean(max(1 - y_true * y_pred, 0))`` over the last axis.
+
+    Labels that are all in {0, 1} (over the batch) are first mapped to -1 / 1, as Keras does.
+
+    Parameters
+    ----------
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default None
+        Name in logs (None: the Keras function name).
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+    """
+
     _op, _code = "hinge", "hinge"
 
 
 
 class SquaredHinge(_OpLoss):
-    """mean(max(1 - y_true y_pred, 0)^2) over the last axis ({0, 1} labels mapped to -1 / 1)."""
+    """Squared hinge loss, ``mean(max(1 - y_true * y_pred, 0)**2)`` over the last axis.
+
+    Labels that are all in {0, 1} are first mapped to -1 / 1.
+
+    Parameters
+    ----------
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default None
+        Name in logs (None: the Keras function name).
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+    """
+
     _op, _code = "squared_hinge", "squared_hinge"
 
 
 
 class CategoricalHinge(_OpLoss):
-    """max(max((1 - y_true) y_pred) - sum(y_true y_pred) + 1, 0) over the last axis."""
+    """Categorical hinge loss over the last axis.
+
+    ``max(max((1 - y_true) * y_pred) - sum(y_true * y_pred) + 1, 0)``.
+
+    Parameters
+    ----------
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default None
+        Name in logs (None: the Keras function name).
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+    """
+
     _op, _code = "categorical_hinge", "categorical_hinge"
 
 
 
 class CosineSimilarity(_OpLoss):
-    """-sum(l2_normalize(y_true) * l2_normalize(y_pred)) along `axis` (Keras: the
-    normalisation's inverse norm is capped at 1 / 1e-7). Only axis=-1 (the last axis)."""
+    """Negative cosine similarity, ``-sum(l2_normalize(y_true) * l2_normalize(y_pred))``.
+
+    As in Keras, the normalisation's inverse norm is capped at ``1 / 1e-7``.
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The axis along which the similarity is taken; only -1 (the last axis).
+    reduction : str or None, default "sum_over_batch_size"
+        How per-sample values are reduced (one of ``fastgrad.losses.REDUCTIONS``).
+    name : str or None, default "cosine_similarity"
+        Name in logs.
+    dtype : None
+        Accepted for Keras compatibility; fastgrad computes in the output's dtype.
+
+    Raises
+    ------
+    ValueError
+        If `axis` is not -1.
+    """
     _op, _code = "cosine_similarity", "cosine_similarity"
 
-    def __init__(self, axis=-1, reduction="sum_over_batch_size", name="cosine_similarity", dtype=None):
+    def __init__(self, axis: int = -1, reduction: str | None = "sum_over_batch_size",
+                 name: str = "cosine_similarity", dtype: Any = None) -> None:
         super().__init__(reduction=reduction, name=name)
         if axis != -1:
             raise ValueError(f"CosineSimilarity: only axis=-1 (the last axis) is supported, got {axis!r}")
@@ -166,48 +321,205 @@ DEFAULT_NAMES = {"MeanAbsoluteError": "mean_absolute_error",
                  "MeanSquaredLogarithmicError": "mean_squared_logarithmic_error"}
 
 
-def mean_absolute_error(y_true, y_pred):
-    """Per-sample values (Keras's function form): mean |y_pred - y_true| over the last axis."""
+def mean_absolute_error(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
+    """Mean absolute error per sample (Keras's function form of :class:`MeanAbsoluteError`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return MeanAbsoluteError(reduction=None)(y_true, y_pred)
 
 
-def mean_absolute_percentage_error(y_true, y_pred):
+def mean_absolute_percentage_error(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
+    """Mean absolute percentage error per sample (Keras's function form of :class:`MeanAbsolutePercentageError`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return MeanAbsolutePercentageError(reduction=None)(y_true, y_pred)
 
 
-def mean_squared_logarithmic_error(y_true, y_pred):
+def mean_squared_logarithmic_error(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
+    """Mean squared logarithmic error per sample (Keras's function form of :class:`MeanSquaredLogarithmicError`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return MeanSquaredLogarithmicError(reduction=None)(y_true, y_pred)
 
 
-def huber(y_true, y_pred, delta=1.0):
+def huber(y_true: ArrayLike, y_pred: ArrayLike, delta: float = 1.0) -> Any:
+    """Huber loss per sample (Keras's function form of :class:`Huber`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+    delta : float, default 1.0
+        Where the quadratic part ends.
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return Huber(delta=delta, reduction=None)(y_true, y_pred)
 
 
-def log_cosh(y_true, y_pred):
+def log_cosh(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
+    """Log-cosh loss per sample (Keras's function form of :class:`LogCosh`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return LogCosh(reduction=None)(y_true, y_pred)
 
 
-def kl_divergence(y_true, y_pred):
+def kl_divergence(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
+    """Kullback-Leibler divergence per sample (Keras's function form of :class:`KLDivergence`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return KLDivergence(reduction=None)(y_true, y_pred)
 
 
-def poisson(y_true, y_pred):
+def poisson(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
+    """Poisson loss per sample (Keras's function form of :class:`Poisson`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return Poisson(reduction=None)(y_true, y_pred)
 
 
-def hinge(y_true, y_pred):
+def hinge(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
+    """Hinge loss per sample (Keras's function form of :class:`Hinge`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return Hinge(reduction=None)(y_true, y_pred)
 
 
-def squared_hinge(y_true, y_pred):
+def squared_hinge(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
+    """Squared hinge loss per sample (Keras's function form of :class:`SquaredHinge`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return SquaredHinge(reduction=None)(y_true, y_pred)
 
 
-def categorical_hinge(y_true, y_pred):
+def categorical_hinge(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
+    """Categorical hinge loss per sample (Keras's function form of :class:`CategoricalHinge`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return CategoricalHinge(reduction=None)(y_true, y_pred)
 
 
-def cosine_similarity(y_true, y_pred, axis=-1):
+def cosine_similarity(y_true: ArrayLike, y_pred: ArrayLike, axis: int = -1) -> Any:
+    """Negative cosine similarity per sample (Keras's function form of :class:`CosineSimilarity`).
+
+    Parameters
+    ----------
+    y_true : array_like
+        Targets, shaped like `y_pred`.
+    y_pred : array_like
+        Predictions, ``(batch, ...)``.
+    axis : int, default -1
+        Only -1 (the last axis).
+
+    Returns
+    -------
+    numpy.ndarray
+        One float64 value per sample (the last axis reduced).
+    """
     return CosineSimilarity(axis=axis, reduction=None)(y_true, y_pred)
 
 

@@ -20,7 +20,10 @@ outputs the plan captures (so does a subclass that replaces the update).
 """
 from __future__ import annotations
 
+from typing import Any, Callable, Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["Metric", "Mean", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
            "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "MeanAbsoluteError",
@@ -37,15 +40,35 @@ def _w(sample_weight, n):
 
 
 class Metric:
-    """Base: a weighted running mean of per-sample values (`_values`)."""
+    """Base class of the metrics: a weighted running mean of per-sample values.
+
+    A subclass either computes its per-sample values in NumPy (built-ins) or
+    defines :meth:`call` with ``fastgrad.math``.
+
+    Parameters
+    ----------
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "metric").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> m = fg.metrics.BinaryAccuracy()
+    >>> m.update_state([1, 0, 1], [0.9, 0.2, 0.4])
+    >>> print(round(float(m.result()), 4))
+    0.6667
+    """
 
     _default_name = "metric"
 
-    def __init__(self, name=None, dtype=None):
+    def __init__(self, name: str | None = None, dtype: Any = None) -> None:
         self.name = name or self._default_name
         self.reset_state()
 
-    def reset_state(self):
+    def reset_state(self) -> None:
+        """Forget every update (called at the start of each epoch)."""
         self.total = 0.0
         self.count = 0.0
 
@@ -55,12 +78,42 @@ class Metric:
             return metric_values(self, y_true, y_pred)
         raise NotImplementedError
 
-    def call(self, y_true, y_pred):
-        """Per-sample values written with fg.math (a subclass that defines it is a
-        weighted running mean of them)."""
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        """Per-sample values, written with ``fastgrad.math``.
+
+        A subclass that defines it is the weighted running mean of them.
+
+        Parameters
+        ----------
+        y_true : array_like
+            Targets of the batch.
+        y_pred : array_like
+            Model outputs of the batch, ``(batch, ...)``.
+
+        Returns
+        -------
+        tensor
+            One value per sample.
+        """
         raise NotImplementedError(f"{type(self).__name__}.call")
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None) -> None:
+        """Add a batch to the running state.
+
+        Parameters
+        ----------
+        y_true : array_like
+            Targets of the batch.
+        y_pred : array_like
+            Model outputs of the batch, ``(batch, ...)``.
+        sample_weight : array_like or None, default None
+            One weight per sample.
+
+        Raises
+        ------
+        ValueError
+            If `sample_weight` does not have one entry per sample.
+        """
         y_pred = np.asarray(y_pred)
         v = self._values(np.asarray(y_true), y_pred)
         sw = _w(sample_weight, v.shape[0])
@@ -71,46 +124,112 @@ class Metric:
             self.total += float(np.dot(v.astype(np.float64), sw))
             self.count += float(sw.sum())
 
-    def update_state_logits(self, y_true, logits, activation, sample_weight=None, ops=None):
-        """Update from logits whose output activation (softmax/sigmoid) was fused away."""
+    def update_state_logits(self, y_true: ArrayLike, logits: np.ndarray, activation: str,
+                            sample_weight: ArrayLike | None = None, ops: Any = None) -> None:
+        """Add a batch given as logits whose output activation was fused into the loss.
+
+        The accuracies decide on the logits directly; the base class applies
+        the activation and calls :meth:`update_state`.
+
+        Parameters
+        ----------
+        y_true : array_like
+            Targets of the batch.
+        logits : numpy.ndarray
+            Model outputs before `activation`.
+        activation : str
+            The fused activation ("softmax" or "sigmoid").
+        sample_weight : array_like or None, default None
+            One weight per sample.
+        ops : Ops or None, default None
+            Backend that applies the activation (None: the active one).
+        """
         if ops is None:
             from . import _config
             ops = _config.get_ops()
         self.update_state(y_true, ops.activation(activation, logits), sample_weight)
 
-    def result(self) -> float:
+    def result(self) -> Any:
+        """The metric's current value.
+
+        Returns
+        -------
+        float
+            The weighted mean so far (0.0 before any update).
+        """
         return self.total / self.count if self.count else 0.0
 
     # ------------------------------------------------------------------ compiled plan
-    def lower(self, ctx, loss_code, out_act):
-        """(ctx.accuracy_code(kind), threshold) when the compiled plan computes this
-        metric in C for a model whose one loss has C code `loss_code` and whose fused
-        output activation is `out_act` (None: none); None: updated in Python."""
+    def lower(self, ctx: Any, loss_code: Any, out_act: str | None) -> Any:
+        """How the compiled training plan computes this metric in C, if it can.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The compiled plan's context (engine/compiled.py).
+        loss_code : object
+            The C code of the model's one loss.
+        out_act : str or None
+            The output activation fused into the loss (None: none).
+
+        Returns
+        -------
+        tuple or None
+            ``(ctx.accuracy_code(kind), threshold)``; None when the metric is
+            updated in Python from the outputs the plan captures (the base class).
+        """
         return None
 
-    def _updates_as(self, cls):
+    def _updates_as(self, cls: type) -> bool:
         """True when this metric updates as `cls` does (not replaced by a subclass)."""
         t = type(self)
         return all(getattr(t, m) is getattr(cls, m)
                    for m in ("update_state", "update_state_logits", "_values"))
 
-    def get_config(self):
+    def get_config(self) -> dict:
+        """The constructor arguments as a dict (Keras config).
+
+        Returns
+        -------
+        dict
+            Keyword arguments that rebuild this metric.
+        """
         return {"name": self.name}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> Metric:
+        """Build a metric from :meth:`get_config`'s output.
+
+        Parameters
+        ----------
+        config : dict
+            Constructor keyword arguments.
+
+        Returns
+        -------
+        Metric
+            The new metric.
+        """
         return cls(**config)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
 class Mean(Metric):
-    """Weighted mean of the values given to update_state(values, sample_weight=None)."""
+    """Weighted mean of the values given to ``update_state(values, sample_weight=None)``.
+
+    Parameters
+    ----------
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "mean").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+    """
 
     _default_name = "mean"
 
-    def update_state(self, values, sample_weight=None):
+    def update_state(self, values: ArrayLike, sample_weight: ArrayLike | None = None) -> None:  # type: ignore[override]
         v = np.asarray(values, dtype=np.float64).reshape(-1)
         sw = _w(sample_weight, v.shape[0])
         if sw is None:
@@ -120,8 +239,16 @@ class Mean(Metric):
             self.total += float(np.dot(v, sw))
             self.count += float(sw.sum())
 
-    def add(self, value: float, weight: float = 1.0):
-        """Fast path for one scalar (the training loop's loss tracker)."""
+    def add(self, value: float, weight: float = 1.0) -> None:
+        """Add one weighted scalar (the training loop's fast path for the loss).
+
+        Parameters
+        ----------
+        value : float
+            The value.
+        weight : float, default 1.0
+            Its weight.
+        """
         self.total += value * weight
         self.count += weight
 
@@ -131,9 +258,21 @@ def _rows2d(a):
 
 
 class BinaryAccuracy(Metric):
+    """How often a thresholded prediction equals a binary target.
+
+    Parameters
+    ----------
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "binary_accuracy").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+    threshold : float, default 0.5
+        A prediction above it counts as 1.
+    """
+
     _default_name = "binary_accuracy"
 
-    def __init__(self, name=None, dtype=None, threshold=0.5):
+    def __init__(self, name: str | None = None, dtype: Any = None, threshold: float = 0.5) -> None:
         self.threshold = float(threshold)
         super().__init__(name, dtype)
 
@@ -188,6 +327,16 @@ def _add_hits(metric, hit, sample_weight):
 
 
 class SparseCategoricalAccuracy(Metric):
+    """How often the argmax of the prediction equals an integer class id.
+
+    Parameters
+    ----------
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "sparse_categorical_accuracy").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+    """
+
     _default_name = "sparse_categorical_accuracy"
 
     def _values(self, y_true, y_pred):
@@ -209,6 +358,16 @@ class SparseCategoricalAccuracy(Metric):
 
 
 class CategoricalAccuracy(Metric):
+    """How often the argmax of the prediction equals the argmax of a one-hot target.
+
+    Parameters
+    ----------
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "categorical_accuracy").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+    """
+
     _default_name = "categorical_accuracy"
 
     def _values(self, y_true, y_pred):
@@ -231,9 +390,26 @@ class CategoricalAccuracy(Metric):
 
 
 class SparseTopKCategoricalAccuracy(Metric):
+    """How often an integer class id is among the `k` highest predictions.
+
+    Parameters
+    ----------
+    k : int, default 5
+        How many of the highest predictions count.
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "sparse_top_k_categorical_accuracy").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+
+    Raises
+    ------
+    ValueError
+        If `k` is not a positive integer.
+    """
+
     _default_name = "sparse_top_k_categorical_accuracy"
 
-    def __init__(self, k=5, name=None, dtype=None):
+    def __init__(self, k: int = 5, name: str | None = None, dtype: Any = None) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"{type(self).__name__}: k must be a positive integer, got {k!r}")
         self.k = int(k)
@@ -257,6 +433,18 @@ class SparseTopKCategoricalAccuracy(Metric):
 
 
 class TopKCategoricalAccuracy(SparseTopKCategoricalAccuracy):
+    """How often the one-hot target's class is among the `k` highest predictions.
+
+    Parameters
+    ----------
+    k : int, default 5
+        How many of the highest predictions count.
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "top_k_categorical_accuracy").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+    """
+
     _default_name = "top_k_categorical_accuracy"
 
     def _labels(self, y_true, p):
@@ -264,6 +452,16 @@ class TopKCategoricalAccuracy(SparseTopKCategoricalAccuracy):
 
 
 class MeanAbsoluteError(Metric):
+    """Running mean of the per-sample mean absolute error.
+
+    Parameters
+    ----------
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "mean_absolute_error").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+    """
+
     _default_name = "mean_absolute_error"
 
     def _values(self, y_true, y_pred):
@@ -272,6 +470,16 @@ class MeanAbsoluteError(Metric):
 
 
 class MeanSquaredError(Metric):
+    """Running mean of the per-sample mean squared error.
+
+    Parameters
+    ----------
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "mean_squared_error").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+    """
+
     _default_name = "mean_squared_error"
 
     def _values(self, y_true, y_pred):
@@ -282,7 +490,8 @@ class MeanSquaredError(Metric):
 class _Confusion(Metric):
     """tp/fp/tn/fn counts at fixed thresholds (binary, element-wise)."""
 
-    def __init__(self, thresholds=None, name=None, dtype=None):
+    def __init__(self, thresholds: float | Sequence[float] | None = None, name: str | None = None,
+                 dtype: Any = None) -> None:
         if thresholds is None:
             thresholds = [0.5]
         self.thresholds = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
@@ -324,6 +533,19 @@ class _Confusion(Metric):
 
 
 class Precision(_Confusion):
+    """Precision, ``tp / (tp + fp)``, of binary predictions (element-wise).
+
+    Parameters
+    ----------
+    thresholds : float, sequence of float or None, default None
+        A prediction above a threshold counts as positive (None: 0.5). With
+        several thresholds the result has one value per threshold.
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "precision").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+    """
+
     _default_name = "precision"
 
     def result(self):
@@ -333,6 +555,19 @@ class Precision(_Confusion):
 
 
 class Recall(_Confusion):
+    """Recall, ``tp / (tp + fn)``, of binary predictions (element-wise).
+
+    Parameters
+    ----------
+    thresholds : float, sequence of float or None, default None
+        A prediction above a threshold counts as positive (None: 0.5). With
+        several thresholds the result has one value per threshold.
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "recall").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+    """
+
     _default_name = "recall"
 
     def result(self):
@@ -342,12 +577,26 @@ class Recall(_Confusion):
 
 
 class AUC(_Confusion):
-    """ROC AUC from `num_thresholds` evenly spaced thresholds (Keras's default
-    200, trapezoidal rule)."""
+    """Area under the ROC curve, by the trapezoidal rule over evenly spaced thresholds.
+
+    Parameters
+    ----------
+    num_thresholds : int, default 200
+        How many thresholds (> 1), evenly spaced over [0, 1] (Keras's default).
+    name : str or None, default None
+        Name in logs (None: the Keras name, e.g. "auc").
+    dtype : None
+        Accepted for Keras compatibility; results are float64.
+
+    Raises
+    ------
+    ValueError
+        If `num_thresholds` is below 2.
+    """
 
     _default_name = "auc"
 
-    def __init__(self, num_thresholds=200, name=None, dtype=None):
+    def __init__(self, num_thresholds: int = 200, name: str | None = None, dtype: Any = None) -> None:
         if num_thresholds < 2:
             raise ValueError(f"AUC: num_thresholds must be > 1, got {num_thresholds}")
         self.num_thresholds = int(num_thresholds)
@@ -364,11 +613,11 @@ class AUC(_Confusion):
         return {"name": self.name, "num_thresholds": self.num_thresholds}
 
 
-_CLASSES = {c.__name__: c for c in (Mean, BinaryAccuracy, CategoricalAccuracy,
+_CLASSES: dict[str, type] = {c.__name__: c for c in (Mean, BinaryAccuracy, CategoricalAccuracy,
                                      SparseCategoricalAccuracy, TopKCategoricalAccuracy,
                                      SparseTopKCategoricalAccuracy, MeanAbsoluteError,
                                      MeanSquaredError, Precision, Recall, AUC)}
-_NAMES = {"binary_accuracy": BinaryAccuracy, "categorical_accuracy": CategoricalAccuracy,
+_NAMES: dict[str, type] = {"binary_accuracy": BinaryAccuracy, "categorical_accuracy": CategoricalAccuracy,
           "sparse_categorical_accuracy": SparseCategoricalAccuracy,
           "top_k_categorical_accuracy": TopKCategoricalAccuracy,
           "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
@@ -377,8 +626,33 @@ _NAMES = {"binary_accuracy": BinaryAccuracy, "categorical_accuracy": Categorical
           "precision": Precision, "recall": Recall, "auc": AUC}
 
 
-def get(identifier, where: str = "metrics"):
-    """A Metric from a name or a Metric ("accuracy" needs `resolve`)."""
+def get(identifier: str | Metric | type | Callable, where: str = "metrics") -> Metric:
+    """The metric a user passes in ``compile(metrics=[...])``.
+
+    "accuracy" needs the loss and shapes: see :func:`resolve`.
+
+    Parameters
+    ----------
+    identifier : str, Metric, Metric subclass or callable
+        A name ("mae", "auc", ...) or class name, a metric (returned as is), a
+        Metric subclass (instantiated with its defaults), or a function
+        ``fn(y_true, y_pred)`` of per-sample values (wrapped in
+        :class:`MeanMetricWrapper`).
+    where : str, default "metrics"
+        What to name in an error message.
+
+    Returns
+    -------
+    Metric
+        The metric.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+    TypeError
+        If `identifier` has another type.
+    """
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, type) and issubclass(identifier, Metric):
@@ -396,25 +670,57 @@ def get(identifier, where: str = "metrics"):
 
 
 class MeanMetricWrapper(Metric):
-    """A plain function ``fn(y_true, y_pred) -> per-sample values`` as a metric
-    (the weighted mean of its values; what compile(metrics=[fn]) makes)."""
+    """A plain function of per-sample values as a metric (what ``compile(metrics=[fn])`` makes).
 
-    def __init__(self, fn, name=None, dtype=None, **kwargs):
+    Parameters
+    ----------
+    fn : callable
+        ``fn(y_true, y_pred, **kwargs)`` returning one value per sample,
+        written with ``fastgrad.math``; the metric is their weighted mean.
+    name : str or None, default None
+        Name in logs (None: the function's name).
+    dtype : None
+        Accepted for Keras compatibility.
+    **kwargs
+        Further keyword arguments passed to `fn`.
+    """
+
+    def __init__(self, fn: Callable, name: str | None = None, dtype: Any = None, **kwargs: Any) -> None:
         self.fn = fn
         self.fn_kwargs = kwargs
         super().__init__(name=name or getattr(fn, "__name__", "metric"))
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         return self.fn(y_true, y_pred, **self.fn_kwargs)
 
     def get_config(self):
         return {"name": self.name, "fn": getattr(self.fn, "__name__", repr(self.fn))}
 
 
-def resolve(identifier, loss, output_shape, y_sparse: bool):
-    """Like get(), but maps "accuracy"/"acc" as Keras does: binary when the output
-    has one unit or the loss is binary cross-entropy, sparse when the labels are
-    class ids, categorical otherwise.  The metric keeps the user's name."""
+def resolve(identifier: str | Metric | type | Callable, loss: Any, output_shape: Sequence[int | None],
+            y_sparse: bool) -> Metric:
+    """Like :func:`get`, and maps "accuracy" / "acc" to a concrete accuracy as Keras does.
+
+    Binary when the output has one unit or the loss is binary cross-entropy,
+    sparse when the labels are class ids, categorical otherwise. A metric
+    named by a string keeps the user's spelling as its name (logs show "mae").
+
+    Parameters
+    ----------
+    identifier : str, Metric, Metric subclass or callable
+        What the user wrote.
+    loss : Loss
+        The model's loss.
+    output_shape : sequence of int or None
+        The model's output shape.
+    y_sparse : bool
+        Whether the labels are integer class ids.
+
+    Returns
+    -------
+    Metric
+        The metric.
+    """
     if isinstance(identifier, str) and identifier.strip().lower() in ("accuracy", "acc"):
         from . import losses as _losses
         name = identifier.strip()

@@ -7,6 +7,7 @@ static), quantization-aware training, and the quantized model.
     fg.quantization.compare(model, q, x_test, y_test)
 
 Design (docs/quantization.md has the full account):
+
 - Weights: per output channel (column of the Dense kernel), symmetric int8:
   scale_j = max|W[:, j]| / 127, W_q = rint(W / scale_j), packed once for the
   integer GEMM (`ops.qpack`).
@@ -33,6 +34,9 @@ Models must be chains (Sequential, or a functional model without branches).
 """
 from __future__ import annotations
 
+import os
+from typing import Any, Callable, Sequence
+
 import numpy as np
 
 from . import saving as _saving
@@ -46,9 +50,30 @@ _ACT_KINDS = ("Activation", "ReLU", "Softmax")
 
 
 # ====================================================================== helpers
-def qparams(lo, hi):
-    """(scale float32, zero_point int32) of the u8 grid over [lo, hi] widened
-    to contain 0 (the rule of dynamic quantization, one tensor)."""
+def qparams(lo: float, hi: float) -> tuple[np.float32, np.int32]:
+    """Scale and zero point of the uint8 grid over a range widened to contain 0.
+
+    The rule of dynamic quantization, for one tensor.
+
+    Parameters
+    ----------
+    lo : float
+        Lower end of the range.
+    hi : float
+        Upper end of the range.
+
+    Returns
+    -------
+    tuple of (numpy.float32, numpy.int32)
+        ``(scale, zero_point)``.
+
+    Examples
+    --------
+    >>> from fastgrad.quantization import qparams
+    >>> scale, zp = qparams(-1.0, 3.0)
+    >>> float(scale), int(zp)
+    (0.01568627543747425, 64)
+    """
     lo = np.float32(min(float(lo), 0.0))
     hi = np.float32(max(float(hi), 0.0))
     scale = (hi - lo) / np.float32(255)
@@ -393,12 +418,32 @@ def _stage_from_config(c):
 
 # ====================================================================== the model
 class QuantizedModel:
-    """An int8 model: a chain of stages run through fg.ops. predict /
-    evaluate / summary / save (fastgrad.models.load_model reads it back);
-    it cannot be trained (fit raises)."""
+    """An int8 model: a chain of stages run through ``fastgrad.ops``.
 
-    def __init__(self, stages, input_shape, mode, name="quantized", loss=None, metrics=None,
-                 source_name=None):
+    It predicts, evaluates, summarizes and saves (``fastgrad.models.load_model``
+    reads it back); it cannot be trained (``fit`` raises). Made by
+    :func:`quantize_dynamic`, :func:`quantize_static` and :func:`convert`.
+
+    Parameters
+    ----------
+    stages : list
+        The stages (quantized Dense, float layers, activations, reshapes).
+    input_shape : tuple of int
+        Shape of one input row.
+    mode : {"dynamic", "static"}
+        How activations are quantized.
+    name : str, default "quantized"
+        Model name.
+    loss : str, dict or None, default None
+        The float model's loss (for :meth:`evaluate`).
+    metrics : list or None, default None
+        The float model's metric names.
+    source_name : str or None, default None
+        Name of the float model.
+    """
+
+    def __init__(self, stages: list, input_shape: Sequence[int], mode: str, name: str = "quantized",
+                 loss: Any = None, metrics: list | None = None, source_name: str | None = None) -> None:
         self.stages = list(stages)
         self.mode = mode
         self.name = name
@@ -412,22 +457,38 @@ class QuantizedModel:
 
     # ---- structure
     @property
-    def layers(self):
+    def layers(self) -> list:
+        """The stages, as a list."""
         return list(self.stages)
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> tuple:
+        """Input shape with the batch axis (None)."""
         return (None,) + self._input_shape
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> tuple:
+        """Output shape with the batch axis (None)."""
         return (None,) + tuple(self.stages[-1].out_shape) if self.stages else self.input_shape
 
-    def size_bytes(self):
-        """Bytes of the arrays the model holds (int8 weights, float32 scales / biases)."""
+    def size_bytes(self) -> int:
+        """Bytes of the arrays the model holds (int8 weights, float32 scales and biases).
+
+        Returns
+        -------
+        int
+            The size.
+        """
         return int(sum(a.nbytes for a in self.get_weights()))
 
-    def count_params(self):
+    def count_params(self) -> int:
+        """Number of values in the arrays the model holds.
+
+        Returns
+        -------
+        int
+            The count.
+        """
         return int(sum(a.size for a in self.get_weights()))
 
     # ---- running
@@ -447,7 +508,30 @@ class QuantizedModel:
             x = st.run(x, ops)
         return _to_float(x, ops)
 
-    def predict(self, x, batch_size=None, verbose=0):
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
+        """Run the int8 model on input rows (thread-safe; one call at a time).
+
+        Parameters
+        ----------
+        x : array_like
+            Input rows, ``(rows,) + input_shape``.
+        batch_size : int or None, default None
+            Rows per chunk (None: 4096).
+        verbose : int, default 0
+            Accepted for Keras compatibility.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 outputs, one row per input row.
+
+        Raises
+        ------
+        ValueError
+            If the input shape does not match.
+        TypeError
+            If `x` is not numeric.
+        """
         x = self._check_x(x, "predict")
         ops = _ops()
         n = x.shape[0]
@@ -458,14 +542,52 @@ class QuantizedModel:
             outs = [np.array(self._forward(x[i:i + bs], ops), np.float32, copy=True) for i in range(0, n, bs)]
         return np.concatenate(outs, axis=0)
 
-    def predict_on_batch(self, x):
+    def predict_on_batch(self, x: Any) -> np.ndarray:
+        """Run the model on one batch (same as :meth:`predict`).
+
+        Parameters
+        ----------
+        x : array_like
+            Input rows, ``(rows,) + input_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 outputs.
+        """
         return self.predict(x)
 
     __call__ = predict
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose=0, return_dict=False):
-        """[loss, *metrics] with the float model's loss and metrics (accuracy
-        metrics: any name containing 'acc')."""
+    def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None, verbose: int = 0,
+                 return_dict: bool = False) -> Any:
+        """Loss and metrics with the float model's loss and metrics.
+
+        A metric is computed as accuracy (any name containing "acc").
+
+        Parameters
+        ----------
+        x : array_like
+            Input rows, ``(rows,) + input_shape``.
+        y : array_like
+            Targets.
+        batch_size : int or None, default None
+            Rows per chunk (None: 4096).
+        verbose : int, default 0
+            Accepted for Keras compatibility.
+        return_dict : bool, default False
+            Return ``{name: value}``.
+
+        Returns
+        -------
+        float, list of float or dict
+            The loss alone, ``[loss, *metrics]``, or the dict.
+
+        Raises
+        ------
+        ValueError
+            If the float model was not compiled, or `x` and `y` differ in rows.
+        """
         if self.loss is None:
             raise ValueError(f"{self.name}.evaluate: the float model was not compiled, so there is no "
                              "loss; compile it before quantizing, or use predict")
@@ -486,20 +608,75 @@ class QuantizedModel:
                            "are integers); train the float model, or use fg.quantization.prepare_qat(model) "
                            "and fit that, then convert it")
 
-    def fit(self, *args, **kwargs):
+    def fit(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: an int8 model cannot be trained.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Ignored.
+
+        Raises
+        ------
+        RuntimeError
+            Always; train the float model, or a :func:`prepare_qat` copy.
+        """
         self._no_training("fit")
 
-    def train_on_batch(self, *args, **kwargs):
+    def train_on_batch(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: an int8 model cannot be trained.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Ignored.
+
+        Raises
+        ------
+        RuntimeError
+            Always.
+        """
         self._no_training("train_on_batch")
 
-    def compile(self, *args, **kwargs):
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: an int8 model cannot be trained.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Ignored.
+
+        Raises
+        ------
+        RuntimeError
+            Always.
+        """
         self._no_training("compile")
 
     # ---- weights / config / saving
-    def get_weights(self):
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the arrays of every stage, in order.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            int8 weights, float32 scales and biases.
+        """
         return [np.array(a, copy=True) for st in self.stages for a in st.arrays()]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace the arrays of every stage (as :meth:`get_weights` lists them).
+
+        Parameters
+        ----------
+        weights : sequence of array_like
+            One array per entry of :meth:`get_weights`, same shapes.
+
+        Raises
+        ------
+        ValueError
+            If the count or a shape does not match.
+        """
         weights = list(weights)
         want = sum(len(st.arrays()) for st in self.stages)
         if len(weights) != want:
@@ -515,23 +692,61 @@ class QuantizedModel:
             st.set_arrays([np.asarray(a, c.dtype) for a, c in zip(weights[i:i + k], cur)])
             i += k
 
-    def get_config(self):
+    def get_config(self) -> dict:
+        """The model's configuration (stages included; arrays excluded).
+
+        Returns
+        -------
+        dict
+            What :meth:`from_config` rebuilds the model from.
+        """
         return {"name": self.name, "mode": self.mode, "input_shape": list(self._input_shape),
                 "loss": self.loss, "metrics": self.metrics, "source_name": self.source_name,
                 "stages": [st.config() for st in self.stages]}
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> QuantizedModel:
+        """Rebuild a model from :meth:`get_config`'s output (arrays zeroed).
+
+        Parameters
+        ----------
+        config : dict
+            The configuration.
+        custom_objects : dict or None, default None
+            Unused; accepted for the loader's interface.
+
+        Returns
+        -------
+        QuantizedModel
+            The model.
+        """
         stages = [_stage_from_config(c) for c in config["stages"]]
         return cls(stages, config["input_shape"], config["mode"], name=config.get("name", "quantized"),
                    loss=config.get("loss"), metrics=config.get("metrics"), source_name=config.get("source_name"))
 
-    def save(self, filepath, overwrite=True, **kwargs):
+    def save(self, filepath: str | os.PathLike, overwrite: bool = True, **kwargs: Any) -> None:
+        """Save the model in fastgrad's format (``fastgrad.models.load_model`` reads it back).
+
+        Parameters
+        ----------
+        filepath : str or path-like
+            The file.
+        overwrite : bool, default True
+            Replace an existing file.
+        **kwargs
+            Ignored (Keras's other saving options).
+        """
         _saving.save_model(self, filepath, overwrite=overwrite, include_optimizer=False)
 
     # ---- summary
-    def summary(self, print_fn=None):
-        """Layers with their dtypes and scales, parameter bytes."""
+    def summary(self, print_fn: Callable | None = None) -> None:
+        """Print the stages with their dtypes, scales and bytes.
+
+        Parameters
+        ----------
+        print_fn : callable or None, default None
+            Called with each line (None: ``print``).
+        """
         p = print_fn or print
         rows = [("Layer (stage)", "Output shape", "Weights", "Activations in -> out", "Bytes")]
         total = 0
@@ -644,10 +859,31 @@ def _input_shape_of(model):
     return tuple(shp[1:])
 
 
-def quantize_dynamic(model, skip=None, name=None):
-    """An int8 copy of `model`: Dense weights int8 (per output channel,
-    symmetric), activations quantized per row at run time, float outputs.
-    skip: layer names (or classes) to keep in float."""
+def quantize_dynamic(model: Any, skip: Any = None, name: str | None = None) -> QuantizedModel:
+    """An int8 copy of a model with activations quantized at run time.
+
+    Dense weights become int8 (per output channel, symmetric); activations
+    are quantized per row at run time; outputs are float.
+
+    Parameters
+    ----------
+    model : Model
+        A built Sequential-like model (a chain of layers).
+    skip : iterable of str or type, or None, default None
+        Layer names (or classes) to keep in float.
+    name : str or None, default None
+        Name of the new model (None: ``<model>_int8_dynamic``).
+
+    Returns
+    -------
+    QuantizedModel
+        The int8 model.
+
+    Raises
+    ------
+    ValueError
+        If the model is not a chain or holds a layer that cannot be quantized.
+    """
     what = "quantize_dynamic"
     layers = _chain_layers(model, what)
     stages = _build_stages(model, layers, _skip_set(skip, layers, what), "dynamic", what)
@@ -750,12 +986,40 @@ def _finish_static(stages, ranges):
             st.out_q = False
 
 
-def quantize_static(model, calibration_data, method="minmax", percentile=99.99, skip=None, name=None):
-    """An int8 copy of `model` with int8 activations between layers: each
-    Dense's input (scale, zero point) is calibrated on `calibration_data`
-    (method "minmax", "percentile" (the central `percentile` %), or
-    "entropy" (KL-divergence threshold)); Dense -> Dense hand-offs stay u8
-    (bias + ReLU + requantization fused in the integer GEMM)."""
+def quantize_static(model: Any, calibration_data: Any, method: str = "minmax", percentile: float = 99.99,
+                    skip: Any = None, name: str | None = None) -> QuantizedModel:
+    """An int8 copy of a model with int8 activations between layers, calibrated on data.
+
+    Each Dense's input scale and zero point come from `calibration_data`;
+    Dense -> Dense hand-offs stay uint8 (bias, ReLU and requantization fused
+    in the integer GEMM).
+
+    Parameters
+    ----------
+    model : Model
+        A built Sequential-like model (a chain of layers).
+    calibration_data : array_like
+        Representative input rows.
+    method : {"minmax", "percentile", "entropy"}, default "minmax"
+        Range of each activation: min to max, the central `percentile` %, or
+        the KL-divergence threshold.
+    percentile : float, default 99.99
+        For ``method="percentile"``.
+    skip : iterable of str or type, or None, default None
+        Layer names (or classes) to keep in float.
+    name : str or None, default None
+        Name of the new model (None: ``<model>_int8``).
+
+    Returns
+    -------
+    QuantizedModel
+        The int8 model.
+
+    Raises
+    ------
+    ValueError
+        If `method` is unknown, or the model cannot be quantized.
+    """
     what = "quantize_static"
     if method not in ("minmax", "percentile", "entropy"):
         raise ValueError(f"{what}: method must be 'minmax', 'percentile' or 'entropy', got {method!r}")
@@ -789,14 +1053,25 @@ def _fake_quant_layer_class():
     from .layers.base import StateSpec
 
     class FakeQuantDense(Dense):
-        """Dense with fake quantization for quantization-aware training: the
-        kernel is rounded to the int8 grid the converted model uses (per
-        output channel, symmetric) and the input to the u8 grid of its
+        """Dense with fake quantization, for quantization-aware training.
+
+        The kernel is rounded to the int8 grid the converted model uses (per
+        output channel, symmetric) and the input to the uint8 grid of its
         observed range (an exponential moving average of batch min / max in
         training, frozen at inference); gradients pass straight through
-        (inputs: only inside the range). Runs on the Python step."""
+        (inputs: only inside the range). Runs on the Python step.
 
-        def __init__(self, units, momentum=0.95, **kwargs):
+        Parameters
+        ----------
+        units : int
+            Output units.
+        momentum : float, default 0.95
+            Momentum of the moving average of the observed range.
+        **kwargs
+            Dense's other arguments.
+        """
+
+        def __init__(self, units: int, momentum: float = 0.95, **kwargs: Any) -> None:
             super().__init__(units, **kwargs)
             self.momentum = float(momentum)
 
@@ -869,11 +1144,28 @@ def _fq_class():
     return FakeQuantDense
 
 
-def prepare_qat(model, skip=None, momentum=0.95):
-    """A trainable copy of `model` whose Dense layers fake-quantize their
-    kernel (int8 per channel) and input (u8, observed range); compiled like
-    the original when that one is. Train it with fit (Python step), then
-    convert(qat_model) gives the int8 model."""
+def prepare_qat(model: Any, skip: Any = None, momentum: float = 0.95) -> Any:
+    """A trainable copy of a model for quantization-aware training.
+
+    Its Dense layers fake-quantize their kernel (int8 per channel) and input
+    (uint8, observed range); it is compiled like the original when that one
+    is. Train it with ``fit`` (Python step), then :func:`convert` gives the
+    int8 model.
+
+    Parameters
+    ----------
+    model : Model
+        A built Sequential-like model (a chain of layers).
+    skip : iterable of str or type, or None, default None
+        Layer names (or classes) to keep in float.
+    momentum : float, default 0.95
+        Momentum of the moving average of each observed input range.
+
+    Returns
+    -------
+    Sequential
+        The QAT model (with ``FakeQuantDense`` layers).
+    """
     what = "prepare_qat"
     from .layers.core import Dense, InputLayer
     from . import layers as _layers
@@ -881,7 +1173,7 @@ def prepare_qat(model, skip=None, momentum=0.95):
     FQ = _fq_class()
     layers = _chain_layers(model, what)
     skipped = _skip_set(skip, layers, what)
-    new = []
+    new: list = []
     for layer in layers:
         if isinstance(layer, InputLayer):
             continue
@@ -906,9 +1198,29 @@ def prepare_qat(model, skip=None, momentum=0.95):
     return qat
 
 
-def convert(model, name=None):
-    """The int8 (static) model of a QAT model (prepare_qat + fit): weights
-    quantized as in training, activation grids from the observed ranges."""
+def convert(model: Any, name: str | None = None) -> QuantizedModel:
+    """The int8 (static) model of a trained QAT model (:func:`prepare_qat`, then ``fit``).
+
+    Weights are quantized as in training; activation grids come from the
+    observed ranges.
+
+    Parameters
+    ----------
+    model : Model
+        The trained QAT model.
+    name : str or None, default None
+        Name of the new model (None: ``<model>_int8``).
+
+    Returns
+    -------
+    QuantizedModel
+        The int8 model.
+
+    Raises
+    ------
+    ValueError
+        If the model has no fake-quantized layer, or one has observed no data.
+    """
     what = "convert"
     FQ = _fq_class()
     layers = _chain_layers(model, what)
@@ -935,11 +1247,37 @@ def _float_size(model):
     return int(sum(np.asarray(w).nbytes for w in model.get_weights()))
 
 
-def compare(float_model, q_model, x, y=None, batch_size=None):
-    """Accuracy and output agreement of the int8 model against the float one:
-    dict with float_accuracy, quant_accuracy, accuracy_drop_pp (percentage
-    points), top1_agreement, max_abs_diff, mean_abs_diff, float_bytes,
-    quant_bytes, size_ratio."""
+def compare(float_model: Any, q_model: QuantizedModel, x: Any, y: Any = None,
+            batch_size: int | None = None) -> dict:
+    """Accuracy and output agreement of an int8 model against its float model.
+
+    Parameters
+    ----------
+    float_model : Model
+        The float model.
+    q_model : QuantizedModel
+        Its int8 model.
+    x : array_like
+        Input rows.
+    y : array_like or None, default None
+        Targets (for the accuracies).
+    batch_size : int or None, default None
+        Rows per chunk.
+
+    Returns
+    -------
+    dict
+        float_accuracy, quant_accuracy, accuracy_drop_pp (percentage points),
+        top1_agreement, max_abs_diff, mean_abs_diff, float_bytes, quant_bytes,
+        size_ratio.
+
+    Raises
+    ------
+    TypeError
+        If `q_model` is not a QuantizedModel.
+    ValueError
+        If the models' outputs differ in shape.
+    """
     if not isinstance(q_model, QuantizedModel):
         raise TypeError(f"compare: q_model must be a QuantizedModel, got {type(q_model).__name__}")
     pf = np.asarray(float_model.predict(x, batch_size=batch_size or 4096, verbose=0), np.float32)

@@ -47,7 +47,7 @@ process is gone.
 
 fastgrad's own extensions are `.fgm` (models) and `.fgw` (weights); any name
 but the Keras ones below gets fastgrad's format. Keras names hold Keras files
-(fastgrad.keras_file, needs h5py; docs/keras_interop.md):
+(fastgrad.keras_file, needs h5py; docs/keras_interop.md)::
 
     model.save("x.keras")            a real Keras 3 file (keras.saving.load_model reads it),
                                      or a ValueError naming '.fgm' when the model has a layer
@@ -68,6 +68,7 @@ import json
 import os
 import tempfile
 import zipfile
+from typing import Any
 from struct import error as struct_error
 
 import numpy as np
@@ -86,7 +87,9 @@ _MAX_MEMBERS = 1 << 16
 
 class ModelFileError(ValueError):
     """A model or weights file that is damaged, crafted or not a fastgrad file.
-    The message names the file and the problem."""
+
+    The message names the file and the problem.
+    """
 
 
 _DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"), "|u1": np.dtype("|u1"),
@@ -99,7 +102,21 @@ _DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8"
 MODEL_CLASSES: dict = {}
 
 
-def register_model_class(cls, name=None):
+def register_model_class(cls: type, name: str | None = None) -> type:
+    """Make a model class known to :func:`load_model` by name.
+
+    Parameters
+    ----------
+    cls : type
+        The Model subclass.
+    name : str or None, default None
+        The name in files (None: the class name).
+
+    Returns
+    -------
+    type
+        `cls` itself.
+    """
     MODEL_CLASSES[name or cls.__name__] = cls
     return cls
 
@@ -259,14 +276,37 @@ def _layer_rng_states(model):
     return out
 
 
-def save_model(model, filepath, overwrite=True, include_optimizer=True):
-    """Write `model` (architecture, compile config, weights, optimizer state and
-    random-stream state) to one file at `filepath`, atomically."""
+def save_model(model: Any, filepath: str | os.PathLike, overwrite: bool = True,
+               include_optimizer: bool = True) -> None:
+    """Write a model to one file, atomically (``model.save``).
+
+    fastgrad's format (".fgm" or any other name) holds the architecture, the
+    compile configuration, the weights, the optimizer state and the random
+    stream state; a ".keras" name writes a Keras 3 file instead.
+
+    Parameters
+    ----------
+    model : Model
+        A built model.
+    filepath : str or path-like
+        The file; ".keras" selects the Keras 3 format.
+    overwrite : bool, default True
+        Replace an existing file (False: raise instead).
+    include_optimizer : bool, default True
+        Save the optimizer and its state.
+
+    Raises
+    ------
+    ValueError
+        If the model is not built, the name asks for Keras's legacy HDF5
+        format, or the file exists and `overwrite` is False.
+    """
     what = "save_model"
     kind = _keras_kind(filepath)
     if kind == "keras":
         from . import keras_file
-        return keras_file.save_keras(model, filepath, overwrite, include_optimizer)
+        keras_file.save_keras(model, filepath, overwrite, include_optimizer)
+        return
     if kind in ("h5", "weights.h5"):
         raise ValueError(f"save_model: {os.fspath(filepath)!r}: fastgrad does not write Keras's "
                          "legacy HDF5 model format; use the extension '.keras' (a Keras 3 file, "
@@ -274,7 +314,7 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
     path = _check_target(filepath, overwrite, what)
     _require_built(model, what)
     from ._version import __version__
-    arrays = []
+    arrays: list = []
     weights = model.get_weights()
     entries = [_array_entry(arrays, n, w) for n, w in zip(_weight_names(model), weights)]
     compile_cfg = model.get_compile_config() if hasattr(model, "get_compile_config") else None
@@ -311,13 +351,30 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
     _write_atomic(path, manifest, arrays)
 
 
-def save_weights(model, filepath, overwrite=True):
-    """Write only the weights (Keras order, with names) to `filepath`, atomically."""
+def save_weights(model: Any, filepath: str | os.PathLike, overwrite: bool = True) -> None:
+    """Write only the weights (Keras order, with names) to a file, atomically.
+
+    Parameters
+    ----------
+    model : Model
+        A built model.
+    filepath : str or path-like
+        The file; a ".weights.h5" name writes Keras 3's weights format.
+    overwrite : bool, default True
+        Replace an existing file (False: raise instead).
+
+    Raises
+    ------
+    ValueError
+        If the model is not built, the name is another Keras format, or the
+        file exists and `overwrite` is False.
+    """
     what = "save_weights"
     kind = _keras_kind(filepath)
     if kind == "weights.h5":
         from . import keras_file
-        return keras_file.save_keras_weights(model, filepath, overwrite)
+        keras_file.save_keras_weights(model, filepath, overwrite)
+        return
     if kind is not None:
         raise ValueError(f"save_weights: {os.fspath(filepath)!r}: a Keras weights file name must "
                          "end in '.weights.h5' (as in Keras 3); use that, or '.fgw' for "
@@ -326,7 +383,7 @@ def save_weights(model, filepath, overwrite=True):
     path = _check_target(filepath, overwrite, what)
     _require_built(model, what)
     from ._version import __version__
-    arrays = []
+    arrays: list = []
     entries = [_array_entry(arrays, n, w) for n, w in zip(_weight_names(model), model.get_weights())]
     manifest = {"format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION, "fastgrad_version": __version__,
                 "weights": entries, "layer_rng": _layer_rng_states(model)}
@@ -334,7 +391,7 @@ def save_weights(model, filepath, overwrite=True):
 
 
 # ====================================================================== reading
-def _json_depth_ok(obj, limit) -> bool:
+def _json_depth_ok(obj: Any, limit: int) -> bool:
     """True when `obj` nests at most `limit` levels (iterative: no recursion)."""
     stack = [(obj, 1)]
     while stack:
@@ -665,11 +722,36 @@ def _build_within(f, custom_objects, what):
                              f"({type(exc).__name__}: {exc})") from None
 
 
-def load_model(filepath, custom_objects=None, compile=True, restore_rng=True):
-    """Re-create a model saved with `model.save(filepath)`: architecture,
-    weights, compile config and optimizer state (compile=False: an uncompiled
-    model), and (restore_rng=True) the library random generator state, so that
-    training continues exactly as if never interrupted."""
+def load_model(filepath: str | os.PathLike, custom_objects: dict | None = None, compile: bool = True,
+               restore_rng: bool = True) -> Any:
+    """Re-create a model saved with ``model.save(filepath)``.
+
+    Architecture, weights, compile configuration and optimizer state, and
+    the library's random generator state, so that training continues exactly
+    as if never interrupted. A Keras 3 ".keras" file is imported with
+    :func:`fastgrad.keras_file.load_keras`.
+
+    Parameters
+    ----------
+    filepath : str or path-like
+        The file.
+    custom_objects : dict or None, default None
+        Names of user classes and functions (layers, losses, metrics) in the file.
+    compile : bool, default True
+        Compile the model as it was saved (False: an uncompiled model).
+    restore_rng : bool, default True
+        Restore fastgrad's random generator state.
+
+    Returns
+    -------
+    Model
+        The model.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is damaged, crafted or not a model file.
+    """
     what = "load_model"
     if (isinstance(filepath, (str, os.PathLike)) and os.path.isfile(filepath)
             and not _is_fastgrad_zip(filepath)):
@@ -716,13 +798,31 @@ def load_model(filepath, custom_objects=None, compile=True, restore_rng=True):
     return model
 
 
-def load_weights(model, filepath):
-    """Load weights saved by save_weights (or a full model file) into `model`;
-    every shape is checked before anything is written."""
+def load_weights(model: Any, filepath: str | os.PathLike) -> None:
+    """Load weights saved by :func:`save_weights` (or a full model file) into a model.
+
+    Every shape is checked before anything is written. A Keras ".weights.h5"
+    file is read with :func:`fastgrad.keras_file.load_keras_weights`.
+
+    Parameters
+    ----------
+    model : Model
+        A built model with the same layers.
+    filepath : str or path-like
+        The file.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is damaged or not a weights file.
+    ValueError
+        If the weights do not fit the model.
+    """
     what = "load_weights"
     if _keras_kind(filepath) in ("weights.h5", "h5") and os.path.isfile(filepath):
         from . import keras_file
-        return keras_file.load_keras_weights(model, filepath)
+        keras_file.load_keras_weights(model, filepath)
+        return
     f = _File(filepath, what, (WEIGHTS_FORMAT, MODEL_FORMAT))
     named = f.weights()
     _require_built(model, what)

@@ -40,6 +40,7 @@ import tempfile
 import warnings
 
 import numpy as np
+from typing import Any
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -91,7 +92,7 @@ def _positive_int(value, name):
 class _FastgradEstimator(BaseEstimator):
     """Shared machinery of FastgradClassifier / FastgradRegressor."""
 
-    _task = None
+    _task: str | None = None
 
     def __init__(self, model=None, hidden_layer_sizes=(100,), activation="relu",
                  optimizer="adam", learning_rate=0.001, alpha=0.0001, batch_size="auto",
@@ -385,26 +386,89 @@ class _FastgradEstimator(BaseEstimator):
 
 
 class FastgradClassifier(ClassifierMixin, _FastgradEstimator):
-    """A scikit-learn classifier training a fastgrad network (by default the MLP
-    of ``sklearn.neural_network.MLPClassifier``: ``hidden_layer_sizes`` Dense
-    layers with ``activation`` and a softmax output, sparse categorical
-    cross-entropy, Adam).
+    """A scikit-learn classifier that trains a fastgrad network.
 
-    Parameters follow MLPClassifier where they mean the same, with Keras
-    names where fastgrad's differ: ``learning_rate`` is the optimizer's step
-    (MLP's ``learning_rate_init``), ``epochs`` the number of passes (MLP's
-    ``max_iter``). ``alpha`` is MLP's L2 penalty (an L2 kernel regularizer of
-    ``0.5 * alpha / batch_size`` on every Dense layer of the default network).
-    ``early_stopping=True`` holds out a stratified ``validation_fraction`` and
-    stops when the validation loss has not improved by ``tol`` for
-    ``n_iter_no_change`` epochs, restoring the best weights; otherwise training
-    stops when the training loss has not improved by ``tol`` for
-    ``n_iter_no_change`` epochs (as MLP). ``model``, ``loss`` and ``metrics``:
-    see the module docstring.
+    By default the network of ``sklearn.neural_network.MLPClassifier``:
+    `hidden_layer_sizes` Dense layers with `activation` and a softmax output,
+    sparse categorical cross-entropy, Adam. Parameters follow MLPClassifier
+    where they mean the same, with Keras names where fastgrad's differ.
 
-    Fitted attributes: ``classes_``, ``n_features_in_``, ``feature_names_in_``
-    (DataFrame input), ``model_`` (the fastgrad model), ``history_``,
-    ``loss_curve_``, ``n_iter_``.
+    Parameters
+    ----------
+    model : callable, Model or None, default None
+        The network: None for the default MLP; a callable ``model(meta)``
+        returning a fastgrad model (``meta`` holds n_features, n_outputs, ...);
+        or a fastgrad Model used as a template (cloned with fresh weights at
+        each ``fit``; the object given is never trained).
+    hidden_layer_sizes : tuple of int, default (100,)
+        Units of the default network's hidden Dense layers.
+    activation : str, default "relu"
+        Activation of the hidden layers.
+    optimizer : str or Optimizer, default "adam"
+        Optimizer of a model that comes uncompiled.
+    learning_rate : float, default 0.001
+        The optimizer's step (MLP's ``learning_rate_init``).
+    alpha : float, default 0.0001
+        MLP's L2 penalty: an L2 kernel regularizer of ``0.5 * alpha / batch_size``
+        on every Dense layer of the default network.
+    batch_size : int or "auto", default "auto"
+        Rows per batch ("auto": ``min(200, n_samples)``, as MLP).
+    epochs : int, default 200
+        Most passes over the data (MLP's ``max_iter``).
+    shuffle : bool, default True
+        Shuffle the rows each epoch.
+    early_stopping : bool, default False
+        Hold out `validation_fraction` (stratified for a classifier) and stop
+        when the validation loss has not improved by `tol` for
+        `n_iter_no_change` epochs, restoring the best weights; without it,
+        training stops when the training loss stalls the same way.
+    validation_fraction : float, default 0.1
+        Share of the rows held out with `early_stopping`, in (0, 1).
+    n_iter_no_change : int, default 10
+        Epochs without improvement before stopping.
+    tol : float, default 1e-4
+        Least improvement that counts.
+    loss : str, Loss or None, default None
+        Loss of a model that comes uncompiled (None: "sparse_categorical_crossentropy").
+    metrics : list or None, default None
+        Metrics of a model that comes uncompiled.
+    verbose : {0, 1, 2}, default 0
+        ``fit``'s verbosity.
+    random_state : int, RandomState or None, default None
+        With a value, every random number of ``fit`` comes from a generator of
+        the estimator's own (fastgrad's global seed is neither read nor
+        advanced); None uses fastgrad's library generator.
+    **model_params
+        Routed parameters (scikeras's convention): each becomes an estimator
+        parameter of that name (seen by ``get_params`` / ``set_params``) and
+        is passed to a model-building function that names it; the default
+        network takes ``hidden_units``.
+
+    Attributes
+    ----------
+    classes_ : numpy.ndarray
+        The class labels.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : numpy.ndarray
+        Column names, when ``fit`` got a DataFrame.
+    model_ : Model
+        The trained fastgrad model.
+    history_ : History
+        The last ``fit``'s history.
+    loss_curve_ : list of float
+        Training loss per epoch.
+    n_iter_ : int
+        Epochs run.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from fastgrad.sklearn import FastgradClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = FastgradClassifier(hidden_layer_sizes=(16,), epochs=5, random_state=0).fit(X, y)
+    >>> clf.predict(X[:3]).shape
+    (3,)
     """
 
     _task = "classification"
@@ -436,8 +500,23 @@ class FastgradClassifier(ClassifierMixin, _FastgradEstimator):
                              f"({self.classes_[0]!r}); a classifier needs at least 2 classes")
         self._n_model_outputs = self._n_classes
 
-    def fit(self, X, y, sample_weight=None):
-        """Train a new network on (X, y) for up to ``epochs`` epochs; returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FastgradClassifier:
+        """Train a new network for up to ``epochs`` epochs.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            The input rows.
+        y : array_like of shape (n_samples,)
+            Class labels.
+        sample_weight : array_like of shape (n_samples,) or None, default None
+            Weight of each row.
+
+        Returns
+        -------
+        FastgradClassifier
+            The estimator itself.
+        """
         self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=False)
         check_classification_targets(y)
@@ -456,9 +535,27 @@ class FastgradClassifier(ClassifierMixin, _FastgradEstimator):
                              "(softmax probabilities)" +
                              (" or 1 (a sigmoid)" if self._n_classes == 2 else ""))
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One epoch over (X, y). ``classes`` (every label of the problem) is required on
-        the first call and must match ``classes_`` afterwards; returns self."""
+    def partial_fit(self, X: Any, y: Any, classes: Any = None,
+                    sample_weight: Any = None) -> FastgradClassifier:
+        """Train one epoch, continuing the current network (a new one on the first call).
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            The input rows.
+        y : array_like of shape (n_samples,)
+            Class labels.
+        classes : array_like or None, default None
+            Every label of the problem: required on the first call, and must
+            match ``classes_`` afterwards.
+        sample_weight : array_like of shape (n_samples,) or None, default None
+            Weight of each row.
+
+        Returns
+        -------
+        FastgradClassifier
+            The estimator itself.
+        """
         first = not hasattr(self, "model_") or self.model_ is None
         if first:
             if classes is None:
@@ -484,8 +581,19 @@ class FastgradClassifier(ClassifierMixin, _FastgradEstimator):
             self._new_model(X.shape[0], X.shape[1], self._rng_for_fit())
         return self._train(X, self._encode(y_idx), sample_weight, 1, False, self._rng_)
 
-    def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes), in the order of classes_."""
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of each row.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            The input rows.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of ``classes_``.
+        """
         p = np.asarray(self._predict_raw(X), dtype=np.float64)
         if p.ndim == 1 or p.shape[1] == 1:
             p = p.reshape(-1, 1)
@@ -493,19 +601,96 @@ class FastgradClassifier(ClassifierMixin, _FastgradEstimator):
         s = p.sum(axis=1, keepdims=True)
         return p / np.where(s > 0, s, 1.0)
 
-    def predict(self, X):
-        """The most probable class of each row (labels of classes_)."""
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each row.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            The input rows.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
         proba = self.predict_proba(X)      # first: an unfitted estimator raises NotFittedError
         return self.classes_[np.argmax(proba, axis=1)]
 
 
 class FastgradRegressor(RegressorMixin, _FastgradEstimator):
-    """A scikit-learn regressor training a fastgrad network (by default the MLP of
-    ``sklearn.neural_network.MLPRegressor``: ``hidden_layer_sizes`` Dense layers
-    with ``activation`` and a linear output, mean squared error, Adam).
-    ``y`` may have several columns (one output unit each); predictions keep
-    the shape of the ``y`` given to fit (1-D for 1-D ``y``). Parameters and
-    fitted attributes: see FastgradClassifier (no ``classes_``).
+    """A scikit-learn regressor that trains a fastgrad network.
+
+    By default the network of ``sklearn.neural_network.MLPRegressor``:
+    `hidden_layer_sizes` Dense layers with `activation` and a linear output,
+    mean squared error, Adam. ``y`` may have several columns (one output unit
+    each); predictions keep the shape of the ``y`` given to ``fit``.
+
+    Parameters
+    ----------
+    model : callable, Model or None, default None
+        The network: None for the default MLP; a callable ``model(meta)``
+        returning a fastgrad model (``meta`` holds n_features, n_outputs, ...);
+        or a fastgrad Model used as a template (cloned with fresh weights at
+        each ``fit``; the object given is never trained).
+    hidden_layer_sizes : tuple of int, default (100,)
+        Units of the default network's hidden Dense layers.
+    activation : str, default "relu"
+        Activation of the hidden layers.
+    optimizer : str or Optimizer, default "adam"
+        Optimizer of a model that comes uncompiled.
+    learning_rate : float, default 0.001
+        The optimizer's step (MLP's ``learning_rate_init``).
+    alpha : float, default 0.0001
+        MLP's L2 penalty: an L2 kernel regularizer of ``0.5 * alpha / batch_size``
+        on every Dense layer of the default network.
+    batch_size : int or "auto", default "auto"
+        Rows per batch ("auto": ``min(200, n_samples)``, as MLP).
+    epochs : int, default 200
+        Most passes over the data (MLP's ``max_iter``).
+    shuffle : bool, default True
+        Shuffle the rows each epoch.
+    early_stopping : bool, default False
+        Hold out `validation_fraction` (stratified for a classifier) and stop
+        when the validation loss has not improved by `tol` for
+        `n_iter_no_change` epochs, restoring the best weights; without it,
+        training stops when the training loss stalls the same way.
+    validation_fraction : float, default 0.1
+        Share of the rows held out with `early_stopping`, in (0, 1).
+    n_iter_no_change : int, default 10
+        Epochs without improvement before stopping.
+    tol : float, default 1e-4
+        Least improvement that counts.
+    loss : str, Loss or None, default None
+        Loss of a model that comes uncompiled (None: "mean_squared_error").
+    metrics : list or None, default None
+        Metrics of a model that comes uncompiled.
+    verbose : {0, 1, 2}, default 0
+        ``fit``'s verbosity.
+    random_state : int, RandomState or None, default None
+        With a value, every random number of ``fit`` comes from a generator of
+        the estimator's own (fastgrad's global seed is neither read nor
+        advanced); None uses fastgrad's library generator.
+    **model_params
+        Routed parameters (scikeras's convention): each becomes an estimator
+        parameter of that name (seen by ``get_params`` / ``set_params``) and
+        is passed to a model-building function that names it; the default
+        network takes ``hidden_units``.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : numpy.ndarray
+        Column names, when ``fit`` got a DataFrame.
+    model_ : Model
+        The trained fastgrad model.
+    history_ : History
+        The last ``fit``'s history.
+    loss_curve_ : list of float
+        Training loss per epoch.
+    n_iter_ : int
+        Epochs run.
     """
 
     _task = "regression"
@@ -530,8 +715,23 @@ class FastgradRegressor(RegressorMixin, _FastgradEstimator):
                              f"{self._n_model_outputs}")
         return y.reshape(len(y), -1)
 
-    def fit(self, X, y, sample_weight=None):
-        """Train a new network on (X, y) for up to ``epochs`` epochs; returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FastgradRegressor:
+        """Train a new network for up to ``epochs`` epochs.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            The input rows.
+        y : array_like of shape (n_samples,) or (n_samples, n_targets)
+            Targets.
+        sample_weight : array_like of shape (n_samples,) or None, default None
+            Weight of each row.
+
+        Returns
+        -------
+        FastgradRegressor
+            The estimator itself.
+        """
         self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True, y_numeric=True)
         sample_weight = self._check_sw(sample_weight, X)
@@ -545,9 +745,23 @@ class FastgradRegressor(RegressorMixin, _FastgradEstimator):
             raise ValueError(f"{type(self).__name__}: the model has {out} outputs for "
                              f"{self._n_model_outputs} targets")
 
-    def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y), continuing the current network (a new one on the
-        first call); returns self."""
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> FastgradRegressor:
+        """Train one epoch, continuing the current network (a new one on the first call).
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            The input rows.
+        y : array_like of shape (n_samples,) or (n_samples, n_targets)
+            Targets.
+        sample_weight : array_like of shape (n_samples,) or None, default None
+            Weight of each row.
+
+        Returns
+        -------
+        FastgradRegressor
+            The estimator itself.
+        """
         first = not hasattr(self, "model_") or self.model_ is None
         if first:
             self._check_params()
@@ -559,8 +773,19 @@ class FastgradRegressor(RegressorMixin, _FastgradEstimator):
             self._new_model(X.shape[0], X.shape[1], self._rng_for_fit())
         return self._train(X, y2, sample_weight, 1, False, self._rng_)
 
-    def predict(self, X):
-        """Predictions, shape (n_samples,) or (n_samples, n_targets) as y in fit."""
+    def predict(self, X: Any) -> np.ndarray:
+        """Predict the targets of each row.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            The input rows.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_samples,) or (n_samples, n_targets)
+            Predictions, shaped as ``y`` was in ``fit``.
+        """
         p = np.asarray(self._predict_raw(X), dtype=np.float64)
         p = p.reshape(p.shape[0], -1)
         return p.ravel() if self._y_ndim == 1 else p

@@ -6,6 +6,8 @@ returns the worst relative error (docs/autodiff.md, "Checking gradients").
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["check_gradients"]
@@ -26,26 +28,59 @@ def _pick(n, max_elements, rng):
     return np.sort(rng.choice(n, size=max_elements, replace=False))
 
 
-def check_gradients(target, inputs, eps=None, seed=0, max_elements=None, training=False,
-                    return_details=False):
+def check_gradients(target: Any, inputs: Any, eps: float | None = None, seed: int = 0,
+                    max_elements: int | None = None, training: bool = False,
+                    return_details: bool = False) -> float | tuple[float, dict[str, float]]:
     """Worst relative error between derived and finite-difference gradients.
 
-    target: a function of arrays written with fg.math (``fn(*inputs)``), a
-    Layer (traced ``call`` or hand-written ``forward``/``backward``) or a Model.
-    inputs: one array or a list (one per argument of fn; a list for a
-    multi-input layer). The scalar checked is ``sum(output * r)`` with a fixed
-    random ``r``; the gradients are with respect to every input and, for
-    layers and models, every trainable weight.
+    The scalar checked is ``sum(output * r)`` with a fixed random ``r``; the
+    gradients are with respect to every input and, for layers and models,
+    every trainable weight.
 
-    Precision: functions and traced layers made of fg.math operations only run
-    in float64 (eps 1e-6; errors ~1e-8 for a correct gradient). Layers with
-    float32 kernels (built-in layers, traced layers calling them) and models
-    run in float32 with eps 1e-2 scaled to each value (errors ~1e-3; use a
-    tolerance around 1e-2). ``max_elements`` samples that many entries of each
-    array (default: all for float64 checks, 64 for float32 ones).
+    Precision: functions and traced layers made of ``fastgrad.math``
+    operations only run in float64 (eps 1e-6; errors ~1e-8 for a correct
+    gradient). Layers with float32 kernels (built-in layers, traced layers
+    calling them) and models run in float32 with eps 1e-2 scaled to each value
+    (errors ~1e-3; use a tolerance around 1e-2).
 
-    Returns the worst error over all arrays; with return_details=True,
-    (worst, {array name: error}).
+    Parameters
+    ----------
+    target : callable, Layer or Model
+        A function of arrays written with ``fastgrad.math`` (``fn(*inputs)``),
+        a layer (traced ``call`` or hand-written ``forward`` / ``backward``) or
+        a model.
+    inputs : array_like or list of array_like
+        One array, or one per argument of the function (a list for a
+        multi-input layer).
+    eps : float or None, default None
+        Finite-difference step (None: 1e-6 in float64, 1e-2 relative in float32).
+    seed : int, default 0
+        Seed of ``r`` and of the sampled entries.
+    max_elements : int or None, default None
+        Check that many sampled entries of each array (None: all for float64
+        checks, 64 for float32 ones).
+    training : bool, default False
+        Run layers and models in training mode.
+    return_details : bool, default False
+        Also return the error of each array.
+
+    Returns
+    -------
+    float or tuple of (float, dict)
+        The worst relative error; with `return_details`, ``(worst, {array name: error})``.
+
+    Raises
+    ------
+    TypeError
+        If `target` is not a function, layer or model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> err = fg.testing.check_gradients(lambda x: fg.math.tanh(x) * x, np.linspace(-1, 1, 5))
+    >>> err < 1e-6
+    True
     """
     from .layers.base import Layer
     from .models import Model

@@ -15,6 +15,7 @@ backend can be used and `import_error()` says why not.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from .. import _threads
 
@@ -45,7 +46,7 @@ if "runtime" in _loaded:
 ISA_NAMES = ("baseline", "avx2", "avx512")
 
 
-def module(name: str):
+def module(name: str) -> Any:
     """The loaded extension module `name`, or None."""
     return _loaded.get(name)
 
@@ -54,7 +55,7 @@ def available(*names: str) -> bool:
     return all(n in _loaded for n in (names or _MODULES))
 
 
-def import_error(name: str):
+def import_error(name: str) -> Any:
     return _errors.get(name)
 
 

@@ -15,6 +15,8 @@ NumpyOps' float32 operation order.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 import numpy as np
@@ -34,12 +36,12 @@ _U64_MASK = 0xFFFFFFFFFFFFFFFF
 _RELU, _SIGMOID, _TANH, _GELU, _GELU_TANH = (_CODES[n] for n in ("relu", "sigmoid", "tanh", "gelu", "gelu_tanh"))
 
 
-def _ok(a) -> bool:
+def _ok(a: Any) -> bool:
     """float32, C-contiguous, non-empty ndarray (the C path)."""
     return type(a) is np.ndarray and a.dtype == _F32 and a.flags.c_contiguous and a.size > 0
 
 
-def _finite(v) -> bool:
+def _finite(v: Any) -> bool:
     """A finite real parameter (else NumpyOps runs, and raises what it must)."""
     try:
         return math.isfinite(v)
@@ -47,12 +49,12 @@ def _finite(v) -> bool:
         return False
 
 
-def _relu_params_ok(negative_slope, max_value, threshold) -> bool:
+def _relu_params_ok(negative_slope: Any, max_value: Any, threshold: Any) -> bool:
     return _finite(negative_slope) and _finite(threshold) and (
-        max_value is None or (isinstance(max_value, (int, float, np.floating, np.integer)) and max_value >= 0))
+        max_value is None or (isinstance(max_value, (int, float, np.floating, np.integer)) and bool(max_value >= 0)))
 
 
-def _ok_out(out, like) -> bool:
+def _ok_out(out: Any, like: Any) -> bool:
     return out is None or (type(out) is np.ndarray and out.dtype == _F32 and out.flags.c_contiguous
                            and out.flags.writeable and out.shape == like.shape)
 
@@ -569,7 +571,7 @@ class KernelsMixin:
         return super().batchnorm_backward(dy, x, gamma, mean, rstd, dx=dx, dgamma=dgamma, dbeta=dbeta)
 
 
-def _vec_ok(a, n) -> bool:
+def _vec_ok(a: Any, n: Any) -> bool:
     """float32 C-contiguous (n,) vector (gamma / beta / parameter gradients)."""
     return (type(a) is np.ndarray and a.dtype == _F32 and a.flags.c_contiguous and a.ndim == 1
             and a.shape[0] == n)

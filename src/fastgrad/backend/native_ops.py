@@ -50,7 +50,7 @@ def _mixins():
     return tuple(bases)
 
 
-class NativeOps(*_mixins(), NumpyOps):
+class NativeOps(*_mixins(), NumpyOps):  # type: ignore[misc]  # bases chosen by what is built
     """C/OpenMP kernels for float32 C-contiguous arrays; NumpyOps for the rest."""
 
     name = "native"

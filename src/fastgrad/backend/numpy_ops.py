@@ -29,6 +29,8 @@ Conventions shared with NativeOps (same names, same signatures; a test checks):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 import numpy as np
@@ -190,7 +192,7 @@ def _check_params(name, params):
                         + (f"; it takes {', '.join(allowed)}" if allowed else ""))
 
 
-def _exact_alias(a, b) -> bool:
+def _exact_alias(a: Any, b: Any) -> bool:
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
             and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
 

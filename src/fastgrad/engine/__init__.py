@@ -1,5 +1,7 @@
 """fastgrad.engine — how a model trains.
 
+::
+
     params.ParamStore     one flat float32 buffer for all trainable parameters,
                           a twin for gradients, views bound into the layers
     workspace.Workspace   per-layer arrays allocated once per batch size

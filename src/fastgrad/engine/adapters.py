@@ -30,6 +30,7 @@ import itertools
 import numbers
 import queue
 import threading
+from typing import Any
 import types
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -38,19 +39,46 @@ import numpy as np
 
 
 class PyDataset:
-    """Base class for a dataset of batches (Keras 3's `keras.utils.PyDataset`).
+    """Base class for a dataset of batches (Keras 3's ``keras.utils.PyDataset``).
 
-    Subclass it and define `__len__` (the number of batches) and
-    `__getitem__(index)` (batch `index`: `x`, `(x, y)` or `(x, y, sample_weight)`);
-    optionally `on_epoch_begin` / `on_epoch_end` (e.g. to reshuffle).
+    Subclass it and define ``__len__`` (the number of batches) and
+    ``__getitem__(index)`` (batch `index`: ``x``, ``(x, y)`` or
+    ``(x, y, sample_weight)``); optionally :meth:`on_epoch_begin` /
+    :meth:`on_epoch_end` (e.g. to reshuffle).
 
-    workers: threads that call `__getitem__` ahead of the training step (1: the
-    prefetch thread alone). use_multiprocessing: accepted for Keras
-    compatibility; fastgrad uses threads either way. max_queue_size: batches
-    fetched ahead at most when workers > 1.
+    Parameters
+    ----------
+    workers : int, default 1
+        Threads that call ``__getitem__`` ahead of the training step (1: the
+        prefetch thread alone).
+    use_multiprocessing : bool, default False
+        Accepted for Keras compatibility; fastgrad uses threads either way.
+    max_queue_size : int, default 10
+        Batches fetched ahead at most when ``workers > 1``.
+
+    Raises
+    ------
+    ValueError
+        If `workers` or `max_queue_size` is not a positive integer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> class Batches(fg.utils.PyDataset):
+    ...     def __init__(self, x, y, batch_size):
+    ...         super().__init__()
+    ...         self.x, self.y, self.batch_size = x, y, batch_size
+    ...     def __len__(self):
+    ...         return -(-len(self.x) // self.batch_size)
+    ...     def __getitem__(self, i):
+    ...         s = slice(i * self.batch_size, (i + 1) * self.batch_size)
+    ...         return self.x[s], self.y[s]
+    >>> len(Batches(np.zeros((10, 3)), np.zeros(10), 4))
+    3
     """
 
-    def __init__(self, workers=1, use_multiprocessing=False, max_queue_size=10):
+    def __init__(self, workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10) -> None:
         for name, v in (("workers", workers), ("max_queue_size", max_queue_size)):
             if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)) or v < 1:
                 raise ValueError(f"PyDataset: {name} must be a positive integer, got {v!r}")
@@ -59,48 +87,54 @@ class PyDataset:
         self._max_queue_size = int(max_queue_size)
 
     @property
-    def workers(self):
+    def workers(self) -> int:
+        """Threads that fetch batches ahead (a subclass that skips ``__init__`` gets 1)."""
         return self.__dict__.get("_workers", 1)
 
     @workers.setter
-    def workers(self, value):
+    def workers(self, value: int) -> None:
         self._workers = int(value)
 
     @property
-    def use_multiprocessing(self):
+    def use_multiprocessing(self) -> bool:
+        """Accepted for Keras compatibility; fastgrad uses threads."""
         return self.__dict__.get("_use_multiprocessing", False)
 
     @use_multiprocessing.setter
-    def use_multiprocessing(self, value):
+    def use_multiprocessing(self, value: bool) -> None:
         self._use_multiprocessing = bool(value)
 
     @property
-    def max_queue_size(self):
+    def max_queue_size(self) -> int:
+        """Batches fetched ahead at most when ``workers > 1``."""
         return self.__dict__.get("_max_queue_size", 10)
 
     @max_queue_size.setter
-    def max_queue_size(self, value):
+    def max_queue_size(self, value: int) -> None:
         self._max_queue_size = int(value)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define __getitem__(index)")
 
-    def __len__(self):
+    def __len__(self) -> int:
         raise NotImplementedError(f"{type(self).__name__} must define __len__()")
 
     @property
-    def num_batches(self):
+    def num_batches(self) -> int:
+        """The number of batches, ``len(self)``."""
         return len(self)
 
-    def on_epoch_begin(self):
+    def on_epoch_begin(self) -> None:
+        """Called before each epoch's first batch is fetched."""
         pass
 
-    def on_epoch_end(self):
+    def on_epoch_end(self) -> None:
+        """Called after each epoch (reshuffle here)."""
         pass
 
 
 # ---------------------------------------------------------------------- detection
-def _is_array_like(x) -> bool:
+def _is_array_like(x: Any) -> bool:
     if isinstance(x, (np.ndarray, list, tuple, dict, str, bytes, numbers.Number)):
         return True
     if hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
@@ -108,13 +142,13 @@ def _is_array_like(x) -> bool:
     return False
 
 
-def _is_pydataset(x) -> bool:
+def _is_pydataset(x: Any) -> bool:
     return isinstance(x, PyDataset) or (
         not _is_array_like(x) and hasattr(x, "__getitem__") and hasattr(x, "__len__")
         and hasattr(x, "on_epoch_end"))
 
 
-def is_stream(x) -> bool:
+def is_stream(x: Any) -> bool:
     """True for the sources this module adapts (not for arrays, lists, dicts,
     torch tensors or pandas objects, which are in-memory data)."""
     if x is None or _is_array_like(x):
@@ -124,7 +158,7 @@ def is_stream(x) -> bool:
     return hasattr(x, "__iter__") or hasattr(x, "__next__")
 
 
-def describe(x) -> str:
+def describe(x: Any) -> str:
     if isinstance(x, ArrayBatches):
         return "memmap"
     if isinstance(x, types.GeneratorType):

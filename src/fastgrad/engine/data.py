@@ -20,6 +20,8 @@ batch is a view (no copy).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import math
 import numbers
 
@@ -56,7 +58,7 @@ def _foreign_to_numpy(a):
     return None
 
 
-def input_dtype(declared) -> np.dtype:
+def input_dtype(declared: Any) -> np.dtype:
     """The dtype x is cast to for an input declared with `declared` (a layer's
     `dtype` attribute, Input(dtype=...)): float32 when None."""
     if declared is None:
@@ -67,7 +69,7 @@ def input_dtype(declared) -> np.dtype:
         return np.dtype(getattr(declared, "name", np.float32))
 
 
-def cast_x(x: np.ndarray, dtype, what: str) -> np.ndarray:
+def cast_x(x: np.ndarray, dtype: Any, what: str) -> np.ndarray:
     """x cast as Keras casts model inputs: to the input's dtype (float32 by
     default), C-contiguous; a copy only when needed. Integer and bool features
     become floats for a float input; an integer input (ids for an Embedding)
@@ -100,13 +102,13 @@ def cast_x(x: np.ndarray, dtype, what: str) -> np.ndarray:
     return xf
 
 
-def all_finite(a) -> bool:
+def all_finite(a: Any) -> bool:
     """No NaN/inf in float array `a`: the active backend's `ops.all_finite`
     (a C bit test per element on the native backend)."""
     return _config.get_ops().all_finite(a)
 
 
-def as_ids(x, what: str, input_shape=None, layer_name=None) -> np.ndarray:
+def as_ids(x: Any, what: str, input_shape: Any = None, layer_name: Any = None) -> np.ndarray:
     """Integer token ids for an input that feeds only id-taking layers (Embedding):
     checked (integer dtype, |id| < 2**24) and carried as exact float32 values."""
     if x is None:
@@ -128,8 +130,8 @@ def as_ids(x, what: str, input_shape=None, layer_name=None) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def as_x(x, what: str, input_shape=None, layer_name=None, finite=True,
-         dtype=None, ids=False) -> np.ndarray:
+def as_x(x: Any, what: str, input_shape: Any = None, layer_name: Any = None, finite: Any = True,
+         dtype: Any = None, ids: Any = False) -> np.ndarray:
     """Validate x and return it cast to the input's `dtype` (float32 when None;
     see cast_x), C-contiguous, shaped (batch, *input_shape).
 
@@ -172,7 +174,7 @@ def as_x(x, what: str, input_shape=None, layer_name=None, finite=True,
     return cast_x(x, dtype, what)
 
 
-def raise_if_nonfinite(xf, x, what: str) -> None:
+def raise_if_nonfinite(xf: Any, x: Any, what: str) -> None:
     """ValueError naming the first NaN/inf of xf (the float32 form of x)."""
     if all_finite(xf):
         return
@@ -183,7 +185,7 @@ def raise_if_nonfinite(xf, x, what: str) -> None:
                      + ")")
 
 
-def as_y(y, loss, output_shape, n: int, what: str) -> np.ndarray:
+def as_y(y: Any, loss: Any, output_shape: Any, n: int, what: str) -> np.ndarray:
     """Validate targets for `loss` and a model output of per-sample `output_shape`."""
     if y is None:
         raise ValueError(f"{what}: y is required to compute the loss")
@@ -251,7 +253,7 @@ def as_y(y, loss, output_shape, n: int, what: str) -> np.ndarray:
     return yf
 
 
-def as_sample_weight(sw, n: int, what: str):
+def as_sample_weight(sw: Any, n: int, what: str) -> np.ndarray | None:
     if sw is None:
         return None
     sw = _to_array(sw, f"{what}: sample_weight")
@@ -267,7 +269,7 @@ def as_sample_weight(sw, n: int, what: str):
     return swf
 
 
-def class_weight_to_sample_weight(class_weight, y, loss, output_shape, what: str):
+def class_weight_to_sample_weight(class_weight: Any, y: Any, loss: Any, output_shape: Any, what: str) -> np.ndarray | None:
     """Per-sample weights from a {class: weight} dict (missing classes weigh 1)."""
     if class_weight is None:
         return None
@@ -332,7 +334,7 @@ class Batches:
         self.batch_size = batch_size
         self.steps = (n + batch_size - 1) // batch_size
 
-    def epoch(self, shuffle: bool):
+    def epoch(self, shuffle: bool) -> Any:
         n, bs = self.n, self.batch_size
         if shuffle:
             from .. import _config
@@ -355,7 +357,7 @@ def take(a, idx, start, stop, ws, name):
     return out
 
 
-def check_batch_size(batch_size, what: str, default: int = 32) -> int:
+def check_batch_size(batch_size: Any, what: str, default: int = 32) -> int:
     if batch_size is None:
         return default
     if isinstance(batch_size, bool) or not isinstance(batch_size, (numbers.Integral, np.integer)) \

@@ -27,6 +27,8 @@ docs/architecture.md states, so both executors give the same bits.
 """
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["SymbolicTensor", "Node", "Graph", "GraphError", "is_symbolic", "flatten_structure"]
 
 
@@ -37,7 +39,19 @@ class GraphError(ValueError):
 class SymbolicTensor:
     """A placeholder for a batch of values in a model graph (Keras's KerasTensor).
 
-    `shape` includes the batch axis (None unless the Input fixed it)."""
+    ``fastgrad.Input`` makes one; calling a layer on one makes another.
+
+    Parameters
+    ----------
+    shape : tuple of int or None
+        Shape including the batch axis (None unless the Input fixed it).
+    node : Node or None, default None
+        The graph node that produces it.
+    name : str or None, default None
+        Name.
+    dtype : str, default "float32"
+        Dtype of the values.
+    """
 
     __slots__ = ("shape", "dtype", "name", "_node", "_keras_mask", "_mask_of", "__weakref__")
 
@@ -141,7 +155,7 @@ def _merge(kind, a, b):
     return make()([a, b])
 
 
-def is_symbolic(x) -> bool:
+def is_symbolic(x: Any) -> bool:
     if isinstance(x, SymbolicTensor):
         return True
     if isinstance(x, (list, tuple)):

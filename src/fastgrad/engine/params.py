@@ -16,6 +16,8 @@ forward of predict_on_batch (1x784 . 784x128) took 6.4 us instead of 3.6.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import contextlib
 import threading
 
@@ -30,7 +32,7 @@ def _align_up(n: int) -> int:
     return -(-n // ALIGN_FLOATS) * ALIGN_FLOATS
 
 
-def aligned_zeros(n: int, dtype=np.float32) -> np.ndarray:
+def aligned_zeros(n: int, dtype: Any = np.float32) -> np.ndarray:
     """A zero-filled 1-D array whose data starts on a 64-byte boundary."""
     item = np.dtype(dtype).itemsize
     raw = np.zeros(n + 64 // item, dtype=dtype)
@@ -82,6 +84,7 @@ class ParamStore:
     A layer's weights live in ONE root store (``layer._param_store``) however
     many models use the layer, so models that share layers share weights (as
     Keras's variables are shared):
+
     - when every layer with weights of a new model already lives in one root
       (a sub-model such as ``fg.Model(model.input, model.get_layer("hidden").output)``,
       the same graph again, or a model called on new inputs), the new store is
@@ -96,7 +99,15 @@ class ParamStore:
       and moves its optimizer slots to the new offsets), and the new model
       gets the root itself or a view of it;
     - ``fresh=True`` (a Sequential (re)building its chain) always lays out a
-      root over `layers`; already-bound layers keep their values."""
+      root over `layers`; already-bound layers keep their values.
+
+    Parameters
+    ----------
+    layers : iterable of Layer
+        The model's layers, in order.
+    fresh : bool, default False
+        Always lay out a new root over `layers` (a Sequential (re)building its chain).
+    """
 
     def __new__(cls, layers, fresh=False):
         layers = list(layers)
@@ -185,11 +196,11 @@ class ParamStore:
         v._init_view(self.root, list(layers))
         return v
 
-    def register(self, model) -> None:
+    def register(self, model: Any) -> None:
         """`model` uses this store: tell it (model._store_moved) when the root moves."""
         self.root._users.add(model)
 
-    def _moved_to(self, new_root) -> None:
+    def _moved_to(self, new_root: Any) -> None:
         for model in list(self._users):
             model._store_moved(self, new_root)
         self._users = type(self._users)()
@@ -232,7 +243,7 @@ class ParamStore:
     def refresh_trainable(self) -> None:
         """Recompute the trainable segments / views (after layer.trainable changes)."""
         self.trainable_flags = tuple(l.trainable for l in self.layers)
-        segs = []
+        segs: list = []
         for e in self.entries:
             if not e.layer.trainable or e.size == 0:
                 continue
@@ -241,9 +252,9 @@ class ParamStore:
                 segs[-1][1] = end
             else:
                 segs.append([e.offset, end])
-        segs = tuple((s, t) for s, t in segs)
-        self.all_trainable = segs == ((0, self.size),) or self.size == 0
-        self.segments = None if self.all_trainable else segs
+        segments = tuple((s, t) for s, t in segs)
+        self.all_trainable = segments == ((0, self.size),) or self.size == 0
+        self.segments = None if self.all_trainable else segments
         self.frozen = [e for e in self.entries if not e.layer.trainable]
         self.trainable_grad_views = [e.grad for e in self.entries if e.layer.trainable]
         self.regularized = [(e.spec.regularizer, e.param, e.grad) for e in self.entries
@@ -251,7 +262,7 @@ class ParamStore:
         self._scratch = (np.empty(max([e.size for e in self.entries if e.spec.regularizer is not None],
                                       default=0), dtype=np.float32))
 
-    def regularization_penalty(self, ops) -> float:
+    def regularization_penalty(self, ops: Any) -> float:
         total = 0.0
         for reg, p, _ in self.regularized:
             total += reg.penalty(ops, p, self._scratch[:p.size].reshape(p.shape))
@@ -268,14 +279,14 @@ class ParamStore:
     # ---------------------------------------------------------------- weights (Keras order)
     def weight_arrays(self) -> list:
         """The live arrays in Keras order: per layer its params, then its state."""
-        out = []
+        out: list = []
         for layer in self.layers:
             out.extend(e.param for e in self.entries if e.layer is layer)
             out.extend(arr for lay, _, arr in self.state_entries if lay is layer)
         return out
 
     def weight_names(self) -> list:
-        out = []
+        out: list = []
         for layer in self.layers:
             out.extend(f"{layer.name}/{e.spec.name}" for e in self.entries if e.layer is layer)
             out.extend(f"{layer.name}/{spec.name}" for lay, spec, _ in self.state_entries
@@ -283,7 +294,7 @@ class ParamStore:
         return out
 
 
-def _has_weights(layer) -> bool:
+def _has_weights(layer: Any) -> bool:
     return bool(layer.param_specs()) or bool(layer.state_specs())
 
 
@@ -350,7 +361,7 @@ class SubParamStore(ParamStore):
     def refresh_trainable(self) -> None:
         super().refresh_trainable()
         if self.all_trainable and len(self.entries) != len(self.parent.entries):
-            segs = []
+            segs: list = []
             for e in self.entries:
                 if e.layer.trainable and e.size:
                     end = _align_up(e.offset + e.size)

@@ -21,6 +21,7 @@ the same bits.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -31,10 +32,17 @@ from .workspace import WorkspaceCache
 class NonFiniteLossError(FloatingPointError, ValueError):
     """The loss became NaN or inf; the step that produced it was not applied.
 
-    `batch`: index of the bad batch within the epoch (when known), `loss`: its
-    value."""
+    Parameters
+    ----------
+    msg : str, default ""
+        The message.
+    batch : int or None, default None
+        Index of the bad batch within the epoch (when known); kept as ``batch``.
+    loss : float or None, default None
+        The loss value; kept as ``loss``.
+    """
 
-    def __init__(self, msg="", batch=None, loss=None):
+    def __init__(self, msg: str = "", batch: int | None = None, loss: float | None = None) -> None:
         super().__init__(msg)
         self.batch = batch
         self.loss = loss
@@ -48,7 +56,18 @@ class NonFiniteParametersError(NonFiniteLossError):
 
 
 class Step:
-    def __init__(self, model):
+    """One model's training step on the Python path, and its evaluate / predict loops.
+
+    Forward through the graph, the fused loss, backward, one optimizer call
+    over the flat buffers (docs/architecture.md).
+
+    Parameters
+    ----------
+    model : Model
+        A built model (compiled, for training).
+    """
+
+    def __init__(self, model: Any) -> None:
         self.model = model
         g = self.graph = model._graph
         self.nodes = list(g.nodes)
@@ -85,7 +104,7 @@ class Step:
         self.act_reg = {n.index: n.layer.activity_regularizer for n in self.nodes
                         if getattr(n.layer, "activity_regularizer", None) is not None}
         self._act_pen = 0.0
-        self._act_grads = {}
+        self._act_grads: dict = {}
         if self.training:
             for n in self.nodes:
                 if n.index in self.act_reg:

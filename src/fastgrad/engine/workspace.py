@@ -9,6 +9,8 @@ flag) goes into plain attributes: ``ws.x = x``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 _F32 = np.dtype(np.float32)
@@ -20,7 +22,7 @@ class Workspace:
     def __init__(self):
         self._bufs = {}
 
-    def buf(self, name: str, shape, dtype=_F32) -> np.ndarray:
+    def buf(self, name: str, shape: Any, dtype: Any = _F32) -> np.ndarray:
         """Array `name` of `shape`/`dtype`, allocated on first request only.
 
         A request with a different shape or dtype under the same name
@@ -30,7 +32,7 @@ class Workspace:
             return a                          # the per-step path: no allocation
         return self._alloc(name, shape, dtype, np.empty)
 
-    def zeros(self, name: str, shape, dtype=_F32) -> np.ndarray:
+    def zeros(self, name: str, shape: Any, dtype: Any = _F32) -> np.ndarray:
         """Like buf(), but zero-filled when (re)allocated."""
         a = self._bufs.get(name)
         if a is not None and a.shape == shape and a.dtype is dtype:
@@ -59,13 +61,23 @@ class Workspace:
 
 
 class WorkspaceCache:
-    """One list of per-layer Workspaces per batch size (a handful at most:
-    the training batch, the last partial batch, the evaluation batch)."""
+    """One list of per-layer Workspaces per batch size.
+
+    A handful at most: the training batch, the last partial batch, the
+    evaluation batch.
+
+    Parameters
+    ----------
+    n_layers : int
+        Workspaces per list (one per graph node).
+    max_sizes : int, default 8
+        Batch sizes kept; the oldest is dropped beyond it.
+    """
 
     def __init__(self, n_layers: int, max_sizes: int = 8):
         self.n_layers = n_layers
         self.max_sizes = max_sizes
-        self._by_batch = {}
+        self._by_batch: dict = {}
 
     def get(self, batch: int) -> list:
         wss = self._by_batch.get(batch)

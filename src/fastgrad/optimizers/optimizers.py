@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from typing import Any, Sequence
+
 import numpy as np
 
 from ..utils.validation import check_number
@@ -39,14 +41,44 @@ _hp = check_number   # shared wording: fastgrad.utils.validation
 
 
 class Optimizer:
-    """Base class.  Subclasses list `_slots` (name -> initial value) and
-    implement `_update(ops, p, g, slots, lr, wd)` on flat float32 views."""
+    """Base class of the optimizers, which update flat parameter buffers.
+
+    A subclass lists its slots in ``_slots`` (name -> initial value) and
+    implements ``_update(ops, p, g, slots, lr, wd)`` on flat float32 views.
+
+    Parameters
+    ----------
+    learning_rate : float, LearningRateSchedule or None, default None
+        Step size, or a schedule called with the step number (None: the
+        class's Keras default).
+    weight_decay : float or None, default None
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm (at most one of
+        the three clipping options may be set).
+    name : str or None, default None
+        Name (None: the snake-case class name).
+    **kwargs
+        ``use_ema`` is accepted and ignored; anything else is a TypeError.
+
+    Raises
+    ------
+    ValueError
+        If a hyper-parameter is out of range, or more than one clipping option is set.
+    TypeError
+        If an unknown keyword argument is given.
+    """
 
     _slots: dict = {}
     _default_lr = 0.001
 
-    def __init__(self, learning_rate=None, weight_decay=None, clipnorm=None, clipvalue=None,
-                 global_clipnorm=None, name=None, **kwargs):
+    def __init__(self, learning_rate: Any = None, weight_decay: float | None = None,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 global_clipnorm: float | None = None, name: str | None = None, **kwargs: Any) -> None:
         cls = type(self).__name__
         kwargs.pop("use_ema", None)
         if kwargs:
@@ -62,17 +94,17 @@ class Optimizer:
             raise ValueError(f"{cls}: only one of clipnorm, clipvalue and global_clipnorm can be set")
         self.iterations = 0
         self.slots: dict = {}
-        self._n = None
+        self._n: int | None = None
         self._views_cache = None
 
     # ------------------------------------------------------------------ lr
     @property
-    def learning_rate(self):
+    def learning_rate(self) -> Any:
         """A float, or the schedule object given (callbacks may assign a float)."""
         return self._learning_rate
 
     @learning_rate.setter
-    def learning_rate(self, value):
+    def learning_rate(self, value: Any) -> None:
         cls = type(self).__name__
         if callable(value) and not isinstance(value, numbers.Real):
             self._learning_rate = value
@@ -84,6 +116,18 @@ class Optimizer:
     lr = learning_rate
 
     def current_learning_rate(self) -> float:
+        """The learning rate of the next step (a schedule evaluated at `iterations`).
+
+        Returns
+        -------
+        float
+            The learning rate.
+
+        Raises
+        ------
+        ValueError
+            If a schedule returns a negative or non-finite value.
+        """
         lr = self._learning_rate
         if isinstance(lr, float):
             return lr
@@ -95,8 +139,16 @@ class Optimizer:
 
     # ------------------------------------------------------------------ state
     def build(self, n: int) -> None:
-        """Allocate the flat slot buffers for `n` parameters (keeps them if the
-        size is unchanged, so recompiling with the same optimizer resumes)."""
+        """Allocate the flat slot buffers for `n` parameters.
+
+        The buffers are kept when the size is unchanged, so recompiling with
+        the same optimizer resumes.
+
+        Parameters
+        ----------
+        n : int
+            Number of parameters (length of the flat parameter buffer).
+        """
         if self._n == n and len(self.slots) == len(self._active_slots()):
             return
         from ..engine.params import aligned_zeros     # 64-byte aligned, like the parameters
@@ -114,19 +166,40 @@ class Optimizer:
 
     @property
     def built(self) -> bool:
+        """Whether the slot buffers are allocated."""
         return self._n is not None
 
     @property
-    def num_params(self):
+    def num_params(self) -> int | None:
         """The parameter count the slots were built for (None before build)."""
         return self._n
 
     def get_state(self) -> dict:
+        """The optimizer state, for saving and resuming.
+
+        Returns
+        -------
+        dict
+            ``{"iterations": int, slot name: copy of its flat array, ...}``.
+        """
         st = {"iterations": int(self.iterations)}
         st.update({k: np.array(v, copy=True) for k, v in self.slots.items()})
         return st
 
     def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` returned.
+
+        Parameters
+        ----------
+        state : dict
+            ``{"iterations": int, slot name: flat array, ...}`` with exactly
+            this optimizer's slots, all of one size.
+
+        Raises
+        ------
+        ValueError
+            If the slots or their sizes do not match.
+        """
         cls = type(self).__name__
         names = set(self._active_slots())
         given = set(state) - {"iterations"}
@@ -161,15 +234,36 @@ class Optimizer:
         self._views_cache = (key, views)
         return views
 
-    def apply_gradients(self, ops, param=None, grad=None, grad_views=None, segments=None):
-        """One optimizer step over flat `param` / `grad` (float32, same length).
+    def apply_gradients(self, ops: Any, param: np.ndarray | None = None, grad: np.ndarray | None = None,
+                        grad_views: Sequence[np.ndarray] | None = None,
+                        segments: Sequence[tuple[int, int]] | None = None) -> None:
+        """One optimizer step over flat parameter and gradient buffers.
 
-        grad_views: the per-tensor gradient views (for clipnorm); segments:
-        tuple of (start, stop) trainable ranges, None for the whole buffer.
-
+        Clips the gradients, evaluates the learning rate, applies the
+        decoupled weight decay and the update, then counts the step.
         Keras's form, ``apply_gradients(zip(grads, variables))`` (a custom
         training loop, docs/autodiff.md), runs the same update kernel over the
-        model's flat buffers."""
+        model's flat buffers.
+
+        Parameters
+        ----------
+        ops : Ops or iterable of (gradient, Variable)
+            The backend that runs the update; in Keras's form, the
+            ``zip(grads, variables)`` pairs.
+        param : numpy.ndarray or None, default None
+            Flat float32 parameters, updated in place.
+        grad : numpy.ndarray or None, default None
+            Flat float32 gradients of the same length (clipped in place).
+        grad_views : sequence of numpy.ndarray or None, default None
+            The per-tensor views of `grad` (for `clipnorm`).
+        segments : sequence of (int, int) or None, default None
+            The trainable ``(start, stop)`` ranges (None: the whole buffer).
+
+        Returns
+        -------
+        None
+            The parameters and slots are updated in place.
+        """
         if param is None:
             from ..autodiff.subclass import apply_gradients as _keras_form
             return _keras_form(self, ops)
@@ -190,14 +284,27 @@ class Optimizer:
             self._update(ops, p, g, slots, lr, wd)
         self.iterations += 1
 
-    def _update(self, ops, p, g, slots, lr, wd):
+    def _update(self, ops: Any, p: np.ndarray, g: np.ndarray, slots: dict, lr: float, wd: float) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ compiled plan
-    def lower(self, ctx):
-        """This optimizer's C description for the compiled plan (engine/compiled.py
-        LowerContext): dict(kind=ctx.optimizer_code(...), hyper-parameters, s1/s2/s3
-        slot arrays). The base class has no C path."""
+    def lower(self, ctx: Any) -> dict:
+        """This optimizer's C description for the compiled training plan.
+
+        The base class has no C path: it raises ``ctx.unsupported`` and the
+        model trains on the Python step.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The compiled plan's context (engine/compiled.py).
+
+        Returns
+        -------
+        dict
+            ``kind=ctx.optimizer_code(...)``, the hyper-parameters and the
+            slot arrays as s1 / s2 / s3.
+        """
         raise ctx.unsupported(f"optimizer {type(self).__name__} has no C path")
 
     def _lower_common(self, ctx, rule_of, kind):
@@ -218,6 +325,13 @@ class Optimizer:
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:
+        """The constructor arguments as a dict (Keras config).
+
+        Returns
+        -------
+        dict
+            Keyword arguments that rebuild this optimizer (a schedule serialized).
+        """
         lr = self._learning_rate
         if not isinstance(lr, float):
             from . import schedules
@@ -230,7 +344,19 @@ class Optimizer:
                 "global_clipnorm": self.global_clipnorm}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> Optimizer:
+        """Build an optimizer from :meth:`get_config`'s output.
+
+        Parameters
+        ----------
+        config : dict
+            Constructor keyword arguments (a serialized schedule is rebuilt).
+
+        Returns
+        -------
+        Optimizer
+            The new optimizer.
+        """
         cfg = dict(config)
         lr = cfg.get("learning_rate")
         if isinstance(lr, dict):
@@ -238,18 +364,50 @@ class Optimizer:
             cfg["learning_rate"] = schedules.deserialize(lr)
         return cls(**cfg)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}(learning_rate={self._learning_rate!r})"
 
 
 class SGD(Optimizer):
-    """p -= lr g; with momentum: v = momentum v - lr g, p += v (nesterov:
-    p += momentum v - lr g)."""
+    """Stochastic gradient descent, with optional (Nesterov) momentum.
+
+    ``p -= lr * g``; with momentum ``v = momentum * v - lr * g; p += v``
+    (Nesterov: ``p += momentum * v - lr * g``).
+
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.01
+        Step size, or a schedule called with the step number.
+    momentum : float, default 0.0
+        Momentum factor in [0, 1].
+    nesterov : bool, default False
+        Use Nesterov momentum.
+    weight_decay : float or None, default None
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm.
+    name : str or None, default None
+        Name (None: the snake-case class name).
+    **kwargs
+        ``use_ema`` is accepted and ignored.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> fg.optimizers.SGD(learning_rate=0.1, momentum=0.9).get_config()["momentum"]
+    0.9
+    """
 
     _default_lr = 0.01
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None,
-                 clipnorm=None, clipvalue=None, global_clipnorm=None, name=None, **kwargs):
+    def __init__(self, learning_rate: Any = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float | None = None, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
                          **kwargs)
         self.momentum = _hp("SGD", "momentum", momentum, lo=0.0, hi=1.0)
@@ -273,12 +431,34 @@ class SGD(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """acc += g^2; p -= lr g / sqrt(acc + eps); acc starts at
-    initial_accumulator_value."""
+    """Adagrad: ``acc += g**2; p -= lr * g / sqrt(acc + epsilon)``.
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
-                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None,
-                 **kwargs):
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.001
+        Step size, or a schedule called with the step number.
+    initial_accumulator_value : float, default 0.1
+        Starting value of the accumulator.
+    epsilon : float, default 1e-7
+        Added inside the square root.
+    weight_decay : float or None, default None
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm.
+    name : str or None, default None
+        Name (None: the snake-case class name).
+    **kwargs
+        ``use_ema`` is accepted and ignored.
+    """
+
+    def __init__(self, learning_rate: Any = 0.001, initial_accumulator_value: float = 0.1,
+                 epsilon: float = 1e-7, weight_decay: float | None = None, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
                          **kwargs)
         self.initial_accumulator_value = _hp("Adagrad", "initial_accumulator_value",
@@ -303,13 +483,42 @@ class Adagrad(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """ms = rho ms + (1 - rho) g^2; (centered: mg = rho mg + (1 - rho) g,
-    denom = ms - mg^2); inc = lr g / sqrt(denom + eps); momentum: m = mom m + inc,
-    p -= m; else p -= inc."""
+    """RMSprop: divide the gradient by a running root mean square.
 
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
-                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None,
-                 **kwargs):
+    ``ms = rho * ms + (1 - rho) * g**2``; centered: ``mg = rho * mg + (1 - rho) * g``
+    and ``denom = ms - mg**2``; ``inc = lr * g / sqrt(denom + epsilon)``; with
+    momentum ``m = momentum * m + inc; p -= m``, else ``p -= inc``.
+
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.001
+        Step size, or a schedule called with the step number.
+    rho : float, default 0.9
+        Decay of the running mean square, in [0, 1].
+    momentum : float, default 0.0
+        Momentum factor in [0, 1].
+    epsilon : float, default 1e-7
+        Added inside the square root.
+    centered : bool, default False
+        Normalise by the variance estimate instead of the mean square.
+    weight_decay : float or None, default None
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm.
+    name : str or None, default None
+        Name (None: the snake-case class name).
+    **kwargs
+        ``use_ema`` is accepted and ignored.
+    """
+
+    def __init__(self, learning_rate: Any = 0.001, rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-7, centered: bool = False, weight_decay: float | None = None,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 global_clipnorm: float | None = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
                          **kwargs)
         self.rho = _hp("RMSprop", "rho", rho, lo=0.0, hi=1.0)
@@ -345,12 +554,42 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
-    """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
-    p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps), t = iterations + 1."""
+    """Adam: adaptive moment estimation.
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
-                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None,
-                 **kwargs):
+    ``m = b1 * m + (1 - b1) * g; v = b2 * v + (1 - b2) * g**2;
+    p -= lr * sqrt(1 - b2**t) / (1 - b1**t) * m / (sqrt(v) + epsilon)`` with
+    ``t = iterations + 1``.
+
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.001
+        Step size, or a schedule called with the step number.
+    beta_1 : float, default 0.9
+        Decay of the first moment, in [0, 1).
+    beta_2 : float, default 0.999
+        Decay of the second moment, in [0, 1).
+    epsilon : float, default 1e-7
+        Added to the denominator.
+    amsgrad : bool, default False
+        Use the running maximum of the second moment (AMSGrad).
+    weight_decay : float or None, default None
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm.
+    name : str or None, default None
+        Name (None: the snake-case class name).
+    **kwargs
+        ``use_ema`` is accepted and ignored.
+    """
+
+    def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, amsgrad: bool = False, weight_decay: float | None = None,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 global_clipnorm: float | None = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
                          **kwargs)
         cls = type(self).__name__
@@ -387,11 +626,43 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (default 0.004, as in Keras)."""
+    """Adam with decoupled weight decay (Keras's default 0.004).
 
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-7, amsgrad=False, clipnorm=None, clipvalue=None, global_clipnorm=None,
-                 name=None, **kwargs):
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.001
+        Step size, or a schedule called with the step number.
+    weight_decay : float, default 0.004
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    beta_1 : float, default 0.9
+        Decay of the first moment, in [0, 1).
+    beta_2 : float, default 0.999
+        Decay of the second moment, in [0, 1).
+    epsilon : float, default 1e-7
+        Added to the denominator.
+    amsgrad : bool, default False
+        Use the running maximum of the second moment (AMSGrad).
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm.
+    name : str or None, default None
+        Name (None: "adamw").
+    **kwargs
+        ``use_ema`` is accepted and ignored.
+
+    Raises
+    ------
+    ValueError
+        If `weight_decay` is None or negative.
+    """
+
+    def __init__(self, learning_rate: Any = 0.001, weight_decay: float = 0.004, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 global_clipnorm: float | None = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, clipnorm,
                          clipvalue, global_clipnorm, name, **kwargs)
         if self.weight_decay is None:
@@ -409,12 +680,33 @@ def _register(classes):
         _NAMES[c.__name__.lower()] = c
 
 
-_CLASSES = {"SGD": SGD, "Adagrad": Adagrad, "RMSprop": RMSprop, "Adam": Adam, "AdamW": AdamW}
+_CLASSES: dict[str, type[Optimizer]] = {"SGD": SGD, "Adagrad": Adagrad, "RMSprop": RMSprop, "Adam": Adam, "AdamW": AdamW}
 _NAMES = {k.lower(): v for k, v in _CLASSES.items()}
 
 
-def get(identifier, where: str = "optimizer") -> Optimizer:
-    """An Optimizer from a name ("adam", "sgd", ...), an Optimizer or a config dict."""
+def get(identifier: str | dict | Optimizer, where: str = "optimizer") -> Optimizer:
+    """The optimizer a user passes to ``compile(optimizer=...)``.
+
+    Parameters
+    ----------
+    identifier : str, dict or Optimizer
+        A name ("adam", "sgd", ...; Keras defaults), a serialized config, or an
+        optimizer (returned as is).
+    where : str, default "optimizer"
+        What to name in an error message.
+
+    Returns
+    -------
+    Optimizer
+        The optimizer.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+    TypeError
+        If `identifier` has another type.
+    """
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, type) and issubclass(identifier, Optimizer):
@@ -432,11 +724,40 @@ def get(identifier, where: str = "optimizer") -> Optimizer:
 
 
 def serialize(opt: Optimizer) -> dict:
+    """An optimizer as a Keras-style ``{"class_name", "config"}`` dict.
+
+    Parameters
+    ----------
+    opt : Optimizer
+        The optimizer.
+
+    Returns
+    -------
+    dict
+        Its serialized form.
+    """
     return {"class_name": type(opt).__name__, "config": opt.get_config()}
 
 
 def deserialize(d: dict) -> Optimizer:
-    cls = _CLASSES.get(d.get("class_name"))
+    """Rebuild an optimizer from :func:`serialize`'s output.
+
+    Parameters
+    ----------
+    d : dict
+        A ``{"class_name", "config"}`` dict.
+
+    Returns
+    -------
+    Optimizer
+        The optimizer.
+
+    Raises
+    ------
+    ValueError
+        If the class name is unknown.
+    """
+    cls = _CLASSES.get(str(d.get("class_name")))
     if cls is None:
         raise ValueError(f"unknown optimizer class {d.get('class_name')!r}")
     return cls.from_config(d.get("config", {}))

@@ -6,6 +6,8 @@ decoupled weight_decay, get_config / from_config and get_state / set_state are
 the base Optimizer's. Re-exported by fastgrad.optimizers."""
 from __future__ import annotations
 
+from typing import Any
+
 from ..utils.validation import check_number as _hp
 from .optimizers import Optimizer
 
@@ -13,15 +15,43 @@ __all__ = ["Nadam", "Adamax", "Adadelta", "Ftrl", "Lion"]
 
 
 class Nadam(Optimizer):
-    """Adam with Nesterov momentum (Keras 3's Nadam, with its momentum schedule
-    u_t = beta_1 (1 - 0.5 * 0.96^t); formulas in csrc/lossopt/fg_lossopt.h).
-    Differs from torch.optim.NAdam, whose decay constant is momentum_decay=0.004
-    (u_t = beta_1 (1 - 0.5 * 0.96^(0.004 t))) and whose eps sits after the bias correction."""
+    """Adam with Nesterov momentum (Keras 3's Nadam).
+
+    Keras's momentum schedule ``u_t = beta_1 * (1 - 0.5 * 0.96**t)``; formulas
+    in csrc/lossopt/fg_lossopt.h. It differs from ``torch.optim.NAdam``, whose
+    decay constant is ``momentum_decay=0.004`` and whose epsilon sits after
+    the bias correction.
+
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.001
+        Step size, or a schedule called with the step number.
+    beta_1 : float, default 0.9
+        Decay of the first moment, in [0, 1).
+    beta_2 : float, default 0.999
+        Decay of the second moment, in [0, 1).
+    epsilon : float, default 1e-7
+        Added to the denominator.
+    weight_decay : float or None, default None
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm.
+    name : str or None, default None
+        Name (None: the lower-case class name).
+    **kwargs
+        ``use_ema`` is accepted and ignored.
+    """
 
     _slots = {"m": 0.0, "v": 0.0}
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
-                 clipnorm=None, clipvalue=None, global_clipnorm=None, name=None, **kwargs):
+    def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, weight_decay: float | None = None, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
                          **kwargs)
         self.beta_1 = _hp("Nadam", "beta_1", beta_1, lo=0.0, hi=1.0, hi_open=True)
@@ -44,13 +74,41 @@ class Nadam(Optimizer):
 
 
 class Adamax(Optimizer):
-    """Keras 3's Adamax: m = b1 m + (1 - b1) g; u = max(b2 u, |g|);
-    p -= lr m / ((1 - b1^t) (u + eps))."""
+    """Adamax, Adam with the infinity norm (Keras 3's).
+
+    ``m = b1 * m + (1 - b1) * g; u = max(b2 * u, abs(g));
+    p -= lr * m / ((1 - b1**t) * (u + epsilon))``.
+
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.001
+        Step size, or a schedule called with the step number.
+    beta_1 : float, default 0.9
+        Decay of the first moment, in [0, 1).
+    beta_2 : float, default 0.999
+        Decay of the infinity norm, in [0, 1).
+    epsilon : float, default 1e-7
+        Added to the denominator.
+    weight_decay : float or None, default None
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm.
+    name : str or None, default None
+        Name (None: the lower-case class name).
+    **kwargs
+        ``use_ema`` is accepted and ignored.
+    """
 
     _slots = {"m": 0.0, "u": 0.0}
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
-                 clipnorm=None, clipvalue=None, global_clipnorm=None, name=None, **kwargs):
+    def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, weight_decay: float | None = None, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
                          **kwargs)
         self.beta_1 = _hp("Adamax", "beta_1", beta_1, lo=0.0, hi=1.0, hi_open=True)
@@ -73,13 +131,39 @@ class Adamax(Optimizer):
 
 
 class Adadelta(Optimizer):
-    """Keras 3's Adadelta: a = rho a + (1 - rho) g^2; d = -sqrt(b + eps) g / sqrt(a + eps);
-    b = rho b + (1 - rho) d^2; p += lr d (Keras default learning_rate 0.001)."""
+    """Adadelta (Keras 3's, with its default learning rate 0.001).
+
+    ``a = rho * a + (1 - rho) * g**2; d = -sqrt(b + epsilon) * g / sqrt(a + epsilon);
+    b = rho * b + (1 - rho) * d**2; p += lr * d``.
+
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.001
+        Step size, or a schedule called with the step number.
+    rho : float, default 0.95
+        Decay of the running averages, in [0, 1].
+    epsilon : float, default 1e-7
+        Added inside the square roots.
+    weight_decay : float or None, default None
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm.
+    name : str or None, default None
+        Name (None: the lower-case class name).
+    **kwargs
+        ``use_ema`` is accepted and ignored.
+    """
 
     _slots = {"accumulated_grad": 0.0, "accumulated_delta_var": 0.0}
 
-    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=None, clipnorm=None,
-                 clipvalue=None, global_clipnorm=None, name=None, **kwargs):
+    def __init__(self, learning_rate: Any = 0.001, rho: float = 0.95, epsilon: float = 1e-7,
+                 weight_decay: float | None = None, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
                          **kwargs)
         self.rho = _hp("Adadelta", "rho", rho, lo=0.0, hi=1.0)
@@ -100,13 +184,44 @@ class Adadelta(Optimizer):
 
 
 class Ftrl(Optimizer):
-    """Keras 3's FTRL-proximal (formulas in csrc/lossopt/fg_lossopt.h). The accumulator
-    starts at initial_accumulator_value, the linear term at 0; learning_rate must be > 0."""
+    """FTRL-proximal (Keras 3's; formulas in csrc/lossopt/fg_lossopt.h).
 
-    def __init__(self, learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
-                 l1_regularization_strength=0.0, l2_regularization_strength=0.0,
-                 l2_shrinkage_regularization_strength=0.0, beta=0.0, weight_decay=None, clipnorm=None,
-                 clipvalue=None, global_clipnorm=None, name=None, **kwargs):
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.001
+        Step size (> 0), or a schedule called with the step number.
+    learning_rate_power : float, default -0.5
+        Power of the per-coordinate learning rate (<= 0).
+    initial_accumulator_value : float, default 0.1
+        Starting value of the accumulator (the linear term starts at 0).
+    l1_regularization_strength : float, default 0.0
+        L1 strength (>= 0).
+    l2_regularization_strength : float, default 0.0
+        L2 strength (>= 0).
+    l2_shrinkage_regularization_strength : float, default 0.0
+        L2 shrinkage strength (>= 0).
+    beta : float, default 0.0
+        Added to the denominator of the per-coordinate rate.
+    weight_decay : float or None, default None
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm.
+    name : str or None, default None
+        Name (None: the lower-case class name).
+    **kwargs
+        ``use_ema`` is accepted and ignored.
+    """
+
+    def __init__(self, learning_rate: Any = 0.001, learning_rate_power: float = -0.5,
+                 initial_accumulator_value: float = 0.1, l1_regularization_strength: float = 0.0,
+                 l2_regularization_strength: float = 0.0, l2_shrinkage_regularization_strength: float = 0.0,
+                 beta: float = 0.0, weight_decay: float | None = None, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
                          **kwargs)
         if isinstance(self.learning_rate, float) and not self.learning_rate > 0:
@@ -152,12 +267,38 @@ class Ftrl(Optimizer):
 
 
 class Lion(Optimizer):
-    """Keras 3's Lion: p -= lr sign(b1 m + (1 - b1) g); m = b2 m + (1 - b2) g."""
+    """Lion, sign-of-momentum updates (Keras 3's).
+
+    ``p -= lr * sign(b1 * m + (1 - b1) * g); m = b2 * m + (1 - b2) * g``.
+
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, default 0.001
+        Step size, or a schedule called with the step number.
+    beta_1 : float, default 0.9
+        Interpolation factor of the update, in (0, 1].
+    beta_2 : float, default 0.99
+        Decay of the momentum, in [0, 1].
+    weight_decay : float or None, default None
+        Decoupled weight decay: ``p -= lr * weight_decay * p`` before the update.
+    clipnorm : float or None, default None
+        Clip each gradient tensor to this L2 norm.
+    clipvalue : float or None, default None
+        Clip gradients element-wise to ``[-clipvalue, clipvalue]``.
+    global_clipnorm : float or None, default None
+        Clip all gradients together to this global L2 norm.
+    name : str or None, default None
+        Name (None: the lower-case class name).
+    **kwargs
+        ``use_ema`` is accepted and ignored.
+    """
 
     _slots = {"momentum": 0.0}
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, weight_decay=None, clipnorm=None,
-                 clipvalue=None, global_clipnorm=None, name=None, **kwargs):
+    def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.99,
+                 weight_decay: float | None = None, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name,
                          **kwargs)
         self.beta_1 = _hp("Lion", "beta_1", beta_1, lo=0.0, lo_open=True, hi=1.0)

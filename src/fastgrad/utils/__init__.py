@@ -3,6 +3,7 @@ encoding, seeding, drawing a model's graph (Keras names)."""
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .progbar import Progbar, format_duration, format_value
 from .plot import model_to_dot, plot_model
@@ -14,9 +15,37 @@ __all__ = ["Progbar", "to_categorical", "set_random_seed", "format_duration", "f
            "plot_model", "model_to_dot", "PyDataset", "Sequence"]
 
 
-def to_categorical(y, num_classes=None, dtype="float32"):
-    """One-hot encode integer labels: shape y.shape + (num_classes,) (a trailing
-    axis of size 1 is dropped first, as in Keras)."""
+def to_categorical(y: ArrayLike, num_classes: int | None = None, dtype: DTypeLike = "float32") -> np.ndarray:
+    """One-hot encode integer labels (Keras's ``to_categorical``).
+
+    Parameters
+    ----------
+    y : array_like
+        Integer class ids (floats with integer values are accepted); a
+        trailing axis of size 1 is dropped first, as in Keras.
+    num_classes : int or None, default None
+        Number of classes (None: ``max(y) + 1``).
+    dtype : dtype, default "float32"
+        Result dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``y.shape + (num_classes,)``.
+
+    Raises
+    ------
+    TypeError
+        If the labels are not integers.
+    ValueError
+        If a label is negative or not below `num_classes`.
+
+    Examples
+    --------
+    >>> import fastgrad as fg
+    >>> fg.utils.to_categorical([0, 2], num_classes=3).tolist()
+    [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    """
     y = np.asarray(y)
     if y.dtype.kind not in "iub":
         if y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
@@ -38,6 +67,12 @@ def to_categorical(y, num_classes=None, dtype="float32"):
 
 
 def set_random_seed(seed: int) -> None:
-    """Same as fastgrad.set_seed: initialisation, shuffling and dropout become reproducible."""
+    """Seed fastgrad's generator (Keras's name for ``fastgrad.set_seed``).
+
+    Parameters
+    ----------
+    seed : int
+        A non-negative integer.
+    """
     from .. import _config
     _config.set_seed(seed)

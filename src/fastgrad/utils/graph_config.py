@@ -8,17 +8,19 @@ call is a node; from_config re-creates the layers through the layer registry
 and replays the calls in order, so shared layers are shared again."""
 from __future__ import annotations
 
+from typing import Any
 
-def functional_config(model) -> dict:
+
+def functional_config(model: Any) -> dict:
     g = model._graph
-    nodes_by_layer = {}
+    nodes_by_layer: dict = {}
     for gn in g.nodes:
         nodes_by_layer.setdefault(id(gn.layer), []).append(gn.node)
     # node indices count this model's calls of a layer (as Keras re-indexes them): a
     # layer also called in another model (a model called on new inputs) has other nodes
     local = {id(n): i for nodes in nodes_by_layer.values() for i, n in enumerate(nodes)}
 
-    def _ref(t):
+    def _ref(t: Any) -> Any:
         node = t._node
         return [node.layer.name, local.get(id(node), 0), 0]
 
@@ -46,7 +48,7 @@ def functional_config(model) -> dict:
     return cfg
 
 
-def functional_from_config(cls, config, custom_objects=None):
+def functional_from_config(cls: Any, config: dict, custom_objects: dict | None = None) -> Any:
     from .. import layers as _layers
     created = {}
     for entry in config["layers"]:
@@ -85,8 +87,8 @@ def functional_from_config(cls, config, custom_objects=None):
             raise ValueError(f"from_config: the saved graph of {config.get('name')!r} cannot be "
                              "rebuilt (a layer call refers to a missing tensor)")
         pending = rest
-    ins = [tensors[(r[0], r[1])] for r in config["input_layers"]]
-    outs = [tensors[(r[0], r[1])] for r in config["output_layers"]]
+    ins: Any = [tensors[(r[0], r[1])] for r in config["input_layers"]]
+    outs: Any = [tensors[(r[0], r[1])] for r in config["output_layers"]]
     if config.get("input_kind") == "dict":
         ins = dict(zip(config["input_keys"], ins))
     elif config.get("input_kind") == "single":

@@ -10,21 +10,50 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from typing import Any
 
 __all__ = ["model_to_dot", "plot_model"]
 
 
-def _quote(s):
+def _quote(s: str) -> str:
     return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _shape(t):
+def _shape(t: Any) -> str:
     return str(tuple(t.shape)).replace("None", "None")
 
 
-def model_to_dot(model, show_shapes=False, show_layer_names=True, rankdir="TB",
-                 show_dtype=False, dpi=96, **kwargs) -> str:
-    """The model's graph as DOT text (a str)."""
+def model_to_dot(model: Any, show_shapes: bool = False, show_layer_names: bool = True, rankdir: str = "TB",
+                 show_dtype: bool = False, dpi: int = 96, **kwargs: Any) -> str:
+    """The model's graph as Graphviz DOT text.
+
+    Parameters
+    ----------
+    model : Model
+        A built model.
+    show_shapes : bool, default False
+        Show each layer's input and output shapes.
+    show_layer_names : bool, default True
+        Show layer names beside the class names.
+    rankdir : {"TB", "LR", "BT", "RL"}, default "TB"
+        Direction of the graph.
+    show_dtype : bool, default False
+        Show the dtype (always float32).
+    dpi : int, default 96
+        Resolution of a rendered image.
+    **kwargs
+        Other Keras arguments, accepted and ignored.
+
+    Returns
+    -------
+    str
+        The DOT text.
+
+    Raises
+    ------
+    ValueError
+        If `rankdir` is unknown or the model is not built.
+    """
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise ValueError(f"plot_model: rankdir must be one of TB, LR, BT, RL, got {rankdir!r}")
     g = getattr(model, "_graph", None)
@@ -33,15 +62,15 @@ def model_to_dot(model, show_shapes=False, show_layer_names=True, rankdir="TB",
                          "build it (give an input shape or call it on data) first")
     lines = [f"digraph {_quote(model.name)} {{", f"  graph [rankdir={rankdir}, dpi={int(dpi)}];",
              '  node [shape=record, fontname="Helvetica"];']
-    ids = {}
+    ids: dict = {}
 
-    def node_id(node):
+    def node_id(node: Any) -> str:
         k = id(node)
         if k not in ids:
             ids[k] = f"n{len(ids)}"
         return ids[k]
 
-    def label(node):
+    def label(node: Any) -> str:
         layer = node.layer
         head = f"{layer.name} ({type(layer).__name__})" if show_layer_names else \
             type(layer).__name__
@@ -64,10 +93,47 @@ def model_to_dot(model, show_shapes=False, show_layer_names=True, rankdir="TB",
     return "\n".join(lines) + "\n"
 
 
-def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
-               show_layer_names=True, rankdir="TB", expand_nested=False, dpi=96, **kwargs):
-    """Draw the model's graph into `to_file` (format from its extension; ".dot"
-    writes the DOT text itself). Returns the path written."""
+def plot_model(model: Any, to_file: str | os.PathLike = "model.png", show_shapes: bool = False,
+               show_dtype: bool = False, show_layer_names: bool = True, rankdir: str = "TB",
+               expand_nested: bool = False, dpi: int = 96, **kwargs: Any) -> str:
+    """Draw the model's graph into a file (Keras's ``plot_model``).
+
+    A ".dot" or ".gv" file gets the DOT text itself; other formats are
+    rendered by pydot or by Graphviz's ``dot`` program.
+
+    Parameters
+    ----------
+    model : Model
+        A built model.
+    to_file : str or path-like, default "model.png"
+        The file; its extension is the format.
+    show_shapes : bool, default False
+        Show each layer's input and output shapes.
+    show_dtype : bool, default False
+        Show the dtype (always float32).
+    show_layer_names : bool, default True
+        Show layer names beside the class names.
+    rankdir : {"TB", "LR", "BT", "RL"}, default "TB"
+        Direction of the graph.
+    expand_nested : bool, default False
+        Accepted for Keras compatibility (nested models are drawn as one node).
+    dpi : int, default 96
+        Resolution of a rendered image.
+    **kwargs
+        Other Keras arguments, accepted and ignored.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    ImportError
+        If the format needs Graphviz and neither pydot nor ``dot`` is usable.
+    ValueError
+        If the model is not built, `rankdir` is unknown or Graphviz fails.
+    """
     dot = model_to_dot(model, show_shapes=show_shapes, show_layer_names=show_layer_names,
                        rankdir=rankdir, show_dtype=show_dtype, dpi=dpi)
     path = os.fspath(to_file)

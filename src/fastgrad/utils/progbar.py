@@ -18,12 +18,30 @@ import math
 import os
 import sys
 import time
+from typing import Any, Iterable, Sequence, TextIO
 
 __all__ = ["Progbar", "format_duration", "format_value"]
 
 
 def format_duration(seconds: float) -> str:
-    """`7s`, `1:05`, `1:02:03` (Keras's ETA style)."""
+    """A duration in Keras's ETA style: ``7s``, ``1:05``, ``1:02:03``.
+
+    Parameters
+    ----------
+    seconds : float
+        The duration.
+
+    Returns
+    -------
+    str
+        The text ("?" for a negative or non-finite duration).
+
+    Examples
+    --------
+    >>> from fastgrad.utils import format_duration
+    >>> format_duration(65), format_duration(3723)
+    ('1:05', '1:02:03')
+    """
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
     s = int(round(seconds))
@@ -42,7 +60,25 @@ def _time_per_unit(seconds: float, unit: str) -> str:
     return f"{seconds * 1e6:.0f}us/{unit}"
 
 
-def format_value(v) -> str:
+def format_value(v: Any) -> str:
+    """A logged value as the progress bar prints it (4 decimals, or exponent form).
+
+    Parameters
+    ----------
+    v : object
+        A number (anything ``float()`` takes) or another value.
+
+    Returns
+    -------
+    str
+        The text; ``str(v)`` for a value that is not a number.
+
+    Examples
+    --------
+    >>> from fastgrad.utils import format_value
+    >>> format_value(0.123456), format_value(12345.0)
+    ('0.1235', '1.2345e+04')
+    """
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -52,7 +88,7 @@ def format_value(v) -> str:
     return f"{f:.4f}"
 
 
-def _isatty(stream) -> bool:
+def _isatty(stream: Any) -> bool:
     if os.environ.get("FASTGRAD_PROGBAR_TTY", "") in ("0", "1"):
         return os.environ["FASTGRAD_PROGBAR_TTY"] == "1"
     try:
@@ -62,17 +98,41 @@ def _isatty(stream) -> bool:
 
 
 class Progbar:
-    """Progress bar over `target` units (None when unknown).
+    """A Keras-style text progress bar.
 
-    verbose 1: live bar (time-throttled); verbose 2: only the final line;
-    verbose 0: silent. `stateful_metrics` names values shown as given; other
-    values are averaged over the units seen (weighted by the step size), as in
-    Keras. ProgbarLogger passes its logs (already running means) as stateful.
-    `stream=None` means "sys.stdout at the time of writing".
+    Values not named in `stateful_metrics` are averaged over the units seen
+    (weighted by the step size), as in Keras. ProgbarLogger passes its logs
+    (already running means) as stateful.
+
+    Parameters
+    ----------
+    target : int or None
+        Total number of units (None when unknown).
+    width : int, default 30
+        Width of the bar in characters.
+    verbose : {1, 2, 0}, default 1
+        1: a live bar (redrawn at most every `interval` seconds); 2: only the
+        final line; 0: silent.
+    interval : float, default 0.25
+        Least time between two redraws on a terminal, in seconds.
+    stateful_metrics : iterable of str, True or None, default None
+        Names of values shown as given; True: every value.
+    unit_name : str, default "step"
+        Unit in the time-per-unit text.
+    stream : file-like or None, default None
+        Where to write (None: ``sys.stdout`` at the time of writing).
+    interval_nontty : float, default 10.0
+        Least time between two mid-epoch lines when the stream is not a terminal.
+
+    Raises
+    ------
+    ValueError
+        If `target` is negative or `verbose` is not 0, 1 or 2.
     """
 
-    def __init__(self, target, width=30, verbose=1, interval=0.25, stateful_metrics=None,
-                 unit_name="step", stream=None, interval_nontty=10.0):
+    def __init__(self, target: int | None, width: int = 30, verbose: int = 1, interval: float = 0.25,
+                 stateful_metrics: Iterable[str] | bool | None = None, unit_name: str = "step",
+                 stream: TextIO | None = None, interval_nontty: float = 10.0) -> None:
         if target is not None:
             target = int(target)
             if target < 0:
@@ -90,8 +150,8 @@ class Progbar:
         self.unit_name = unit_name
         self._stream = stream
         self._dynamic = _isatty(self.stream)
-        self._values = {}          # name -> [weighted sum, weight] or (value,) for stateful
-        self._order = []
+        self._values: dict[str, list] = {}          # name -> [weighted sum, weight] or (value,) for stateful
+        self._order: list[str] = []
         self._seen = 0
         self._start = time.monotonic()
         # a terminal shows the bar at once; plain output waits a full interval before a mid-epoch line
@@ -102,10 +162,11 @@ class Progbar:
         self._finalized = False
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
+        """The stream written to."""
         return self._stream if self._stream is not None else sys.stdout
 
-    def _record(self, current, values):
+    def _record(self, current: int, values: Sequence[tuple[str, Any]]) -> None:
         step = max(current - self._seen, 1)
         for k, v in values:
             if k not in self._values:
@@ -121,14 +182,14 @@ class Progbar:
                     acc[1] += step
         self._seen = current
 
-    def _metrics_text(self):
+    def _metrics_text(self) -> str:
         parts = []
         for k in self._order:
             s, w = self._values[k]
             parts.append(f" - {k}: {format_value(s / w if w else s)}")
         return "".join(parts)
 
-    def _bar(self, current):
+    def _bar(self, current: int) -> str:
         if self.target:
             n = len(str(self.target))
             frac = min(current / self.target, 1.0)
@@ -140,8 +201,19 @@ class Progbar:
             return f"{current:>{n}d}/{self.target} [{bar}]"
         return f"{current}/Unknown"
 
-    def update(self, current, values=None, finalize=None):
-        """Record progress `current` (units done) with `values` [(name, number), ...]."""
+    def update(self, current: int, values: Sequence[tuple[str, Any]] | None = None,
+               finalize: bool | None = None) -> None:
+        """Record progress, and draw when an interval has passed or at the end.
+
+        Parameters
+        ----------
+        current : int
+            Units done so far.
+        values : sequence of (str, number) or None, default None
+            Values to show, as ``[(name, value), ...]``.
+        finalize : bool or None, default None
+            Whether this is the final update (None: when `current` reaches `target`).
+        """
         if values:
             self._record(current, values)
         else:
@@ -158,17 +230,38 @@ class Progbar:
         self._draw(current, now, finalize)
 
     def due(self) -> bool:
-        """Whether a non-final update now would draw (lets callers skip preparing values)."""
+        """Whether a non-final update now would draw (lets callers skip preparing values).
+
+        Returns
+        -------
+        bool
+            True when the next :meth:`update` draws.
+        """
         return time.monotonic() >= self._next_draw
 
-    def skip(self, current) -> None:
-        """Record progress without values or drawing (the cheap path between draws)."""
+    def skip(self, current: int) -> None:
+        """Record progress without values or drawing (the cheap path between draws).
+
+        Parameters
+        ----------
+        current : int
+            Units done so far.
+        """
         self._seen = current
 
-    def add(self, n, values=None):
+    def add(self, n: int, values: Sequence[tuple[str, Any]] | None = None) -> None:
+        """Advance by `n` units (Keras's ``Progbar.add``).
+
+        Parameters
+        ----------
+        n : int
+            Units done since the last update.
+        values : sequence of (str, number) or None, default None
+            Values to show, as ``[(name, value), ...]``.
+        """
         self.update(self._seen + n, values)
 
-    def _draw(self, current, now, finalize):
+    def _draw(self, current: int, now: float, finalize: bool) -> None:
         elapsed = now - self._start
         if finalize:
             self._finalized = True
@@ -188,7 +281,7 @@ class Progbar:
         text += self._metrics_text()
         self._write(text, end=False)
 
-    def _write(self, text, end):
+    def _write(self, text: str, end: bool) -> None:
         stream = self.stream
         if self._dynamic:
             pad = max(self._last_len - len(text), 0)

@@ -5,8 +5,10 @@ not a plain chain "Connected to" (each input as layer_name[node][tensor], the
 Keras notation: which call of which layer produced it)."""
 from __future__ import annotations
 
+from typing import Any, Callable
 
-def _shape_str(layer, node=None):
+
+def _shape_str(layer: Any, node: Any = None) -> str:
     if node is not None:
         return str(tuple(node.output.shape))
     if not layer.built:
@@ -15,7 +17,7 @@ def _shape_str(layer, node=None):
     return str((None,) + tuple(s))
 
 
-def _is_chain(model):
+def _is_chain(model: Any) -> bool:
     g = model._graph
     if g is None or g.n_inputs != 1 or len(g.outputs) != 1:
         return g is None
@@ -27,7 +29,7 @@ def _is_chain(model):
     return True
 
 
-def print_summary(model, print_fn=print):
+def print_summary(model: Any, print_fn: Callable = print) -> None:
     g = model._graph
     if model.__dict__.get("_fg_call_layer") is not None:
         g = None                  # a subclassed model: its layer attributes, as Keras lists them
@@ -39,7 +41,7 @@ def print_summary(model, print_fn=print):
             rows.append([f"{layer.name} ({type(layer).__name__})", _shape_str(layer),
                          str(layer.count_params()) if layer.built else "?"])
     else:
-        nodes_by_layer = {}
+        nodes_by_layer: dict = {}
         for gn in g.nodes:
             nodes_by_layer.setdefault(id(gn.layer), []).append(gn.node)
         for layer in model._layers:          # with the merges + - * made (model.layers omits them)

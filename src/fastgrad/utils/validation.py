@@ -2,12 +2,14 @@
 one wording for every "bad hyper-parameter" error."""
 from __future__ import annotations
 
+from typing import Any
+
 import math
 import numbers
 
 
-def check_number(owner, name, value, *, lo=None, lo_open=False, hi=None, hi_open=False,
-                 allow_none=False):
+def check_number(owner: str, name: str, value: Any, *, lo: float | None = None, lo_open: bool = False,
+                 hi: float | None = None, hi_open: bool = False, allow_none: bool = False) -> Any:
     """Validate a real, finite hyper-parameter of `owner` and return it as a
     float (None passes through when allow_none). Bounds are inclusive unless
     lo_open/hi_open. Raises TypeError for non-numbers, ValueError otherwise."""
