@@ -491,13 +491,13 @@ def get(identifier: str | dict | Callable, where: str = "initializer") -> Callab
     raise TypeError(f"{where}: expected an initializer name or object, got {identifier!r}")
 
 
-def serialize(init: Initializer) -> dict:
+def serialize(init: Callable[..., Any]) -> dict:
     """An initializer as a Keras-style ``{"class_name", "config"}`` dict.
 
     Parameters
     ----------
-    init : Initializer
-        The initializer.
+    init : Initializer or callable
+        The initializer (what ``get`` returns).
 
     Returns
     -------

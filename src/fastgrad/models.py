@@ -2337,7 +2337,8 @@ class Model:
                 if "__dict__" in spec:
                     return {k: deser(v) for k, v in spec["__dict__"].items()}
                 if "class_name" in spec:
-                    return _metrics._CLASSES[spec["class_name"]].from_config(spec["config"])
+                    cls: Any = _metrics._CLASSES[spec["class_name"]]
+                    return cls.from_config(spec["config"])
             if isinstance(spec, list):
                 return [deser(s) for s in spec]
             return spec

@@ -280,7 +280,18 @@ class _BaseConv(_FusableOutput, Layer):
     def lower(self, ctx):
         """This layer as a node of the compiled plan (csrc/step/layer_conv2d.c): the
         window, groups, activation, kernel / bias offsets and regularizers (none when
-        frozen: the Python step skips frozen layers)."""
+        frozen: the Python step skips frozen layers).
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
         trainable = ctx.trainable(self)
         l1w, l2w = ctx.regularizer(self.kernel_regularizer)
         l1b, l2b = ctx.regularizer(self.bias_regularizer if self.use_bias else None)
@@ -591,7 +602,18 @@ class DepthwiseConv2D(_FusableOutput, Layer):
         return dx
 
     def lower(self, ctx):
-        """This layer as a node of the compiled plan (csrc/step/layer_depthwise2d.c)."""
+        """This layer as a node of the compiled plan (csrc/step/layer_depthwise2d.c).
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
         d = _lower_common(self, ctx, (("w", self.depthwise_regularizer),
                                       ("b", self.bias_regularizer if self.use_bias else None)))
         return dict(kind="depthwise2d", w_off=int(self.offsets["kernel"]),
@@ -789,7 +811,18 @@ class SeparableConv2D(_FusableOutput, Layer):
 
     def lower(self, ctx):
         """This layer as a node of the compiled plan (csrc/step/layer_sepconv2d.c): the
-        depthwise kernel (w), the pointwise kernel (w2) and the bias (b)."""
+        depthwise kernel (w), the pointwise kernel (w2) and the bias (b).
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
         d = _lower_common(self, ctx, (("w", self.depthwise_regularizer), ("w2", self.pointwise_regularizer),
                                       ("b", self.bias_regularizer if self.use_bias else None)))
         return dict(kind="sepconv2d", w_off=int(self.offsets["depthwise_kernel"]),
@@ -1009,7 +1042,18 @@ class Conv2DTranspose(_FusableOutput, Layer):
 
     def lower(self, ctx):
         """This layer as a node of the compiled plan (csrc/step/layer_conv2dt.c): the window
-        of the conv it transposes (top / left pads; the bottom / right follow from the shapes)."""
+        of the conv it transposes (top / left pads; the bottom / right follow from the shapes).
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
         d = _lower_common(self, ctx, (("w", self.kernel_regularizer),
                                       ("b", self.bias_regularizer if self.use_bias else None)))
         return dict(kind="conv2dt", w_off=int(self.offsets["kernel"]),

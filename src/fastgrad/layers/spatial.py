@@ -89,7 +89,18 @@ class ZeroPadding2D(Layer):
         return self.ops.pad2d_backward(dy, self.padding, dx)
 
     def lower(self, ctx):
-        """A node of the compiled plan (csrc/step/layer_pad2d.c): top / left padding."""
+        """A node of the compiled plan (csrc/step/layer_pad2d.c): top / left padding.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
         return dict(kind="pad2d", pt=self.padding[0], pl=self.padding[2])
 
     def get_config(self):
@@ -152,7 +163,18 @@ class Cropping2D(Layer):
         return self.ops.crop2d_backward(dy, self.cropping, dx)
 
     def lower(self, ctx):
-        """A node of the compiled plan (csrc/step/layer_pad2d.c): a crop is a negative pad."""
+        """A node of the compiled plan (csrc/step/layer_pad2d.c): a crop is a negative pad.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
         return dict(kind="pad2d", pt=-self.cropping[0], pl=-self.cropping[2])
 
     def get_config(self):
@@ -215,7 +237,18 @@ class UpSampling2D(Layer):
         return self.ops.upsample_nearest2d_backward(dy, self.size, dx)
 
     def lower(self, ctx):
-        """A node of the compiled plan (csrc/step/layer_upsample2d.c): the repeat factors."""
+        """A node of the compiled plan (csrc/step/layer_upsample2d.c): the repeat factors.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
         return dict(kind="upsample2d", sh=self.size[0], sw=self.size[1])
 
     def get_config(self):
@@ -288,7 +321,18 @@ class SpatialDropout2D(Dropout):
 
     def lower(self, ctx):
         """A node of the compiled plan (csrc/step/layer_sdropout.c): Dropout's fields, the
-        stream drawn over (sample, channel)."""
+        stream drawn over (sample, channel).
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
         return dict(super().lower(ctx), kind="sdropout")
 
     def get_config(self):

@@ -55,7 +55,7 @@ def functional_from_config(cls: Any, config: dict, custom_objects: dict | None =
         layer = _layers.deserialize({"class_name": entry["class_name"],
                                      "config": entry["config"]}, custom_objects)
         if entry.get("operator"):
-            layer._operator = True
+            setattr(layer, "_operator", True)   # an operator layer (fg.math on symbolic tensors)
         created[entry["name"]] = layer
     tensors = {}      # (layer name, node index) -> tensor
     for entry in config["layers"]:
