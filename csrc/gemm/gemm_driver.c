@@ -226,7 +226,23 @@ static void macro_kernel(const fg_gemm_problem *p, const float *Ap, const float 
                 FG_UKERNEL(kc, a, b, c, p->ldc, z, p->ldz, bias, ep, cn);
                 continue;
             }
-            /* edge tile: run the full tile on a local copy, write back the valid part */
+            /* edge tile: the shortest kernel covering mr rows (ukernel_rows), on C
+               itself when it covers exactly mr rows and all NR columns, else on a
+               local copy whose valid part is written back */
+            int mk = FG_MR;
+            fg_ukernel_fn kern = FG_UKERNEL;
+            for (int t = 1; t < FG_MR; t++) {
+                fg_ukernel_fn k2 = ukernel_rows(t);
+                if (k2 && t >= mr) {
+                    kern = k2;
+                    mk = t;
+                    break;
+                }
+            }
+            if (mk == mr && nr == FG_NR) {
+                kern(kc, a, b, c, p->ldc, z, p->ldz, bias, ep, cn);
+                continue;
+            }
             _Alignas(64) float tc[FG_MR * FG_NR];
             _Alignas(64) float tz[FG_MR * FG_NR];
             _Alignas(64) float tb[FG_NR];
@@ -237,7 +253,7 @@ static void macro_kernel(const fg_gemm_problem *p, const float *Ap, const float 
                 memset(tb, 0, sizeof tb);
                 memcpy(tb, bias, (size_t)nr * sizeof(float));
             }
-            FG_UKERNEL(kc, a, b, tc, FG_NR, z ? tz : NULL, FG_NR, bias ? tb : NULL, ep, tc);
+            kern(kc, a, b, tc, FG_NR, z ? tz : NULL, FG_NR, bias ? tb : NULL, ep, tc);
             for (int i = 0; i < mr; i++) {
                 memcpy(c + i * p->ldc, tc + i * FG_NR, (size_t)nr * sizeof(float));
                 if (z) memcpy(z + i * p->ldz, tz + i * FG_NR, (size_t)nr * sizeof(float));
