@@ -13,11 +13,13 @@
  * so every C element sees the same sequence of operations for any thread
  * count: results are bitwise identical for nthreads = 1, 2, 3, ...
  *
- * Threads (one OpenMP parallel region per call, no barriers inside): each
- * thread runs the five loops on its own block of C — an MR-aligned range of
- * rows, or, when op(B) has more NR slivers than op(A) has MR slivers (small
- * M such as an MLP batch of 128), an NR-aligned range of columns — with its
- * own packing buffers (see fg_gemm_run).
+ * Threads (one OpenMP parallel region per call): each thread runs the five
+ * loops on its own block of C — an MR-aligned range of rows, or, when op(B)
+ * has more NR slivers than op(A) has MR slivers (small M such as an MLP
+ * batch of 128), an NR-aligned range of columns — with its own A buffer; B
+ * panels are packed once by the whole team into a shared buffer (one barrier
+ * per panel, gemm_shared) when rows are split and op(B) is big, else by each
+ * thread for itself, no barriers (see run_tiles).
  *
  * Blocking (MC, KC, NC) — why these numbers:
  *   AVX2 6x16 (Zen 3 target: 32 KiB L1d, 512 KiB L2/core, 32 MiB L3):
