@@ -17,8 +17,9 @@ Workloads (synthetic images, fixed seed, labels from a random linear teacher):
     lenet_predict / cifar_predict   predict 10,000 (cifar: 2,000) images
     lenet_latency     predict_on_batch of one image
 extra_info: the workload's FLOPs (forward + both gradients for training) and the
-FLOP lower bound at FASTGRAD_PEAK_GFLOPS (set it to the peak measured on the
-machine: benchmarks/peak/run_peak.py).
+FLOP lower bound at the fp32 FMA peak measured on this machine for the
+benchmark's threads (fastgrad._native.gemm.peak_gflops; FASTGRAD_PEAK_GFLOPS
+overrides).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/bench_conv_nets.py \
         --benchmark-only --benchmark-max-time=0.5 --benchmark-min-rounds=3
@@ -37,7 +38,17 @@ from fastgrad import _config
 from fastgrad.engine import compiled
 
 THREADS = 2
-PEAK_GFLOPS = float(os.environ.get("FASTGRAD_PEAK_GFLOPS", "204"))
+
+
+def _peak_gflops():
+    """fp32 FMA peak of THREADS threads on this machine, measured once per
+    process (fastgrad._native.gemm.peak_gflops; FASTGRAD_PEAK_GFLOPS overrides)."""
+    from fastgrad import _native
+    G = _native.module("gemm")
+    env = os.environ.get("FASTGRAD_PEAK_GFLOPS")
+    if G is None:
+        return float(env) if env else float("nan")
+    return G.peak_gflops(THREADS)
 BS = 64
 MODES = ["fastgrad", "fastgrad_py", "numpy"]
 
@@ -162,8 +173,9 @@ def _torch_predict(torch, model, X, bs=256):
 def _record(benchmark, flops=None, **info):
     if flops is not None:
         benchmark.extra_info["flops"] = flops
-        benchmark.extra_info["flop_lower_bound_s"] = flops / (PEAK_GFLOPS * 1e9)
-        benchmark.extra_info["peak_gflops_assumed"] = PEAK_GFLOPS
+        peak = _peak_gflops()
+        benchmark.extra_info["flop_lower_bound_s"] = flops / (peak * 1e9)
+        benchmark.extra_info["peak_gflops"] = round(peak, 1)
     benchmark.extra_info.update(info)
 
 

@@ -10,8 +10,10 @@ one run:
         --benchmark-columns=median,iqr,rounds
     pytest benchmarks/bench_gemm.py --benchmark-disable     # CI: each once, fast
 
-extra_info["GFLOPs"] = 2 M N K / median time. The machine's FMA peak, for
-"% of peak": `python benchmarks/peak/run_peak.py`.
+extra_info["GFLOPs"] = 2 M N K / median time; "flop_lower_bound_s" = 2 M N K /
+the fp32 FMA peak of that many threads measured on this machine
+(fastgrad._native.gemm.peak_gflops, once per process; FASTGRAD_PEAK_GFLOPS
+overrides), which report.py prints as "x the FLOP bound".
 
 Run the file alone and on a quiet machine: OpenBLAS and torch worker threads
 keep spinning for a while after their calls, and on 2 cores a spinning
@@ -75,12 +77,15 @@ def _operands(name, small):
     return a, b, c, ta, tb, nt, 2.0 * M * N * K
 
 
-def _gflops(benchmark, flops):
+def _gflops(benchmark, flops, nt=THREADS):
     stats = getattr(benchmark, "stats", None)
     if stats is not None and getattr(stats, "stats", None) is not None:
         med = stats.stats.median
         if med > 0:
             benchmark.extra_info["GFLOPs"] = round(flops / med / 1e9, 1)
+            peak = G.peak_gflops(nt)
+            benchmark.extra_info["peak_gflops"] = round(peak, 1)
+            benchmark.extra_info["flop_lower_bound_s"] = flops / (peak * 1e9)
 
 
 @pytest.fixture
@@ -106,7 +111,7 @@ def test_fastgrad(benchmark, request, threads, name):
     with threadpoolctl.threadpool_limits(1):
         ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)[:, :1].astype(np.float64)
     np.testing.assert_allclose(c[:, :1], ref, rtol=1e-3, atol=1e-3 * np.sqrt(a.size / c.shape[0]))
-    _gflops(benchmark, flops)
+    _gflops(benchmark, flops, nt)
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
@@ -118,7 +123,7 @@ def test_numpy(benchmark, request, name):
     benchmark.extra_info["threads"] = nt
     with threadpoolctl.threadpool_limits(nt):
         benchmark(np.matmul, A, B, out=c)
-    _gflops(benchmark, flops)
+    _gflops(benchmark, flops, nt)
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
@@ -135,7 +140,7 @@ def test_torch(benchmark, request, name):
         benchmark(torch.matmul, A, B, out=C)
     finally:
         torch.set_num_threads(saved)
-    _gflops(benchmark, flops)
+    _gflops(benchmark, flops, nt)
 
 
 # ---------------------------------------------------------------- fused dense forward

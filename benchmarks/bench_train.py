@@ -20,7 +20,8 @@ learning and the optimizer state does not decay into denormals):
     mlp_bn_ln           784-256-BatchNorm-relu-128(relu)-LayerNorm-10, batch 128,
                         Adam, one epoch of 20000 samples
 extra_info: FLOPs of the workload, the FLOP lower bound at the fp32 FMA peak
-(FASTGRAD_PEAK_GFLOPS, default 204 = ANCHORS' 2-thread AVX2 Zen 3 figure), the
+measured on this machine for the benchmark's threads (fastgrad._native.gemm.
+peak_gflops; FASTGRAD_PEAK_GFLOPS overrides), the
 time and ratio per implementation, and (test_peak_rss) the peak RSS of a fit
 epoch in a fresh process for fastgrad and torch.
 
@@ -44,7 +45,17 @@ from fastgrad import _config
 from fastgrad.engine import compiled
 
 THREADS = 2
-PEAK_GFLOPS = float(os.environ.get("FASTGRAD_PEAK_GFLOPS", "204"))
+
+
+def _peak_gflops():
+    """fp32 FMA peak of THREADS threads on this machine, measured once per
+    process (fastgrad._native.gemm.peak_gflops; FASTGRAD_PEAK_GFLOPS overrides)."""
+    from fastgrad import _native
+    G = _native.module("gemm")
+    env = os.environ.get("FASTGRAD_PEAK_GFLOPS")
+    if G is None:
+        return float(env) if env else float("nan")
+    return G.peak_gflops(THREADS)
 
 
 def _native_ok():
@@ -127,8 +138,9 @@ def _torch_epoch(torch, model, opt, X, Y, bs):
 def _record(benchmark, flops=None, **info):
     if flops is not None:
         benchmark.extra_info["flops"] = flops
-        benchmark.extra_info["flop_lower_bound_s"] = flops / (PEAK_GFLOPS * 1e9)
-        benchmark.extra_info["peak_gflops_assumed"] = PEAK_GFLOPS
+        peak = _peak_gflops()
+        benchmark.extra_info["flop_lower_bound_s"] = flops / (peak * 1e9)
+        benchmark.extra_info["peak_gflops"] = round(peak, 1)
     benchmark.extra_info.update(info)
 
 

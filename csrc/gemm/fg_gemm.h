@@ -76,9 +76,40 @@ int fg_gemm_ex(float *C, int64_t ldc, float *Z, int64_t ldz, const fg_gemm_opera
                const fg_gemm_operand *B, const float *bias, int64_t M, int64_t N, int64_t K, float alpha,
                float beta, int act, int nthreads);
 
+/* Pre-packed op(B), for products that reuse one B with many A (a Dense
+ * kernel over the chunks of one predict call): fg_gemm_packb packs all of
+ * op(B) (K x N; B stored as in fg_gemm) for the active ISA's driver once;
+ * fg_gemm_prepacked / fg_dense_forward_prepacked then skip packing B. The
+ * results are bitwise those of fg_gemm / fg_dense_forward with the stored B
+ * (same packed values, same K blocks; shapes that take the unpacked paths
+ * read the stored B, so it must stay alive and unchanged until
+ * fg_gemm_packed_free). If the active ISA changes after packing, the stored B
+ * is used. Memory: about K x N floats. */
+typedef struct fg_gemm_packed fg_gemm_packed;
+int fg_gemm_packb(fg_gemm_packed **out, const float *B, int64_t ldb, int64_t N, int64_t K, int trans_b,
+                  int nthreads);
+void fg_gemm_packed_free(fg_gemm_packed *pk);
+/* C[M, N] = alpha op(A) @ op(B) + beta C with op(B) pre-packed (N, K from it) */
+int fg_gemm_prepacked(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a, const fg_gemm_packed *B,
+                      int64_t M, float alpha, float beta, int nthreads);
+/* fg_dense_forward with W (K x N, not transposed) pre-packed */
+int fg_dense_forward_prepacked(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *X, int64_t ldx,
+                               const fg_gemm_packed *W, const float *b, int64_t M, int act, int nthreads);
+
+/* Threads sharing one packed B panel: mode 1 always (when rows are split),
+ * -1 never, 0 by shape (the default; FASTGRAD_GEMM_SHARE=1 / 0 at first use
+ * sets 1 / -1). Results are the same bits either way. For tests/benchmarks. */
+void fg_gemm_set_share(int mode);
+
 /* The register tile (MR x NR) of the active instruction set, for tests and
  * benchmarks that probe edge cases. */
 void fg_gemm_tile(int *mr, int *nr, int *mc, int *kc, int *nc);
+
+/* The machine's measured fp32 FMA peak on the active instruction set, in
+ * GFLOP/s for nthreads threads together: independent vector FMA chains
+ * (gemm_peak.c), calibrated to ~20 ms, best of three runs. Takes ~0.1 s;
+ * callers cache it (fastgrad._native.gemm.peak_gflops). */
+double fg_gemm_peak_gflops(int nthreads);
 
 #ifdef __cplusplus
 }

@@ -13,11 +13,13 @@
  * so every C element sees the same sequence of operations for any thread
  * count: results are bitwise identical for nthreads = 1, 2, 3, ...
  *
- * Threads (one OpenMP parallel region per call, no barriers inside): each
- * thread runs the five loops on its own block of C — an MR-aligned range of
- * rows, or, when op(B) has more NR slivers than op(A) has MR slivers (small
- * M such as an MLP batch of 128), an NR-aligned range of columns — with its
- * own packing buffers (see fg_gemm_run).
+ * Threads (one OpenMP parallel region per call): each thread runs the five
+ * loops on its own block of C — an MR-aligned range of rows, or, when op(B)
+ * has more NR slivers than op(A) has MR slivers (small M such as an MLP
+ * batch of 128), an NR-aligned range of columns — with its own A buffer; B
+ * panels are packed once by the whole team into a shared buffer (one barrier
+ * per panel, gemm_shared) when rows are split and op(B) is big, else by each
+ * thread for itself, no barriers (see run_tiles).
  *
  * Blocking (MC, KC, NC) — why these numbers:
  *   AVX2 6x16 (Zen 3 target: 32 KiB L1d, 512 KiB L2/core, 32 MiB L3):
@@ -226,7 +228,23 @@ static void macro_kernel(const fg_gemm_problem *p, const float *Ap, const float 
                 FG_UKERNEL(kc, a, b, c, p->ldc, z, p->ldz, bias, ep, cn);
                 continue;
             }
-            /* edge tile: run the full tile on a local copy, write back the valid part */
+            /* edge tile: the shortest kernel covering mr rows (ukernel_rows), on C
+               itself when it covers exactly mr rows and all NR columns, else on a
+               local copy whose valid part is written back */
+            int mk = FG_MR;
+            fg_ukernel_fn kern = FG_UKERNEL;
+            for (int t = 1; t < FG_MR; t++) {
+                fg_ukernel_fn k2 = ukernel_rows(t);
+                if (k2 && t >= mr) {
+                    kern = k2;
+                    mk = t;
+                    break;
+                }
+            }
+            if (mk == mr && nr == FG_NR) {
+                kern(kc, a, b, c, p->ldc, z, p->ldz, bias, ep, cn);
+                continue;
+            }
             _Alignas(64) float tc[FG_MR * FG_NR];
             _Alignas(64) float tz[FG_MR * FG_NR];
             _Alignas(64) float tb[FG_NR];
@@ -237,7 +255,7 @@ static void macro_kernel(const fg_gemm_problem *p, const float *Ap, const float 
                 memset(tb, 0, sizeof tb);
                 memcpy(tb, bias, (size_t)nr * sizeof(float));
             }
-            FG_UKERNEL(kc, a, b, tc, FG_NR, z ? tz : NULL, FG_NR, bias ? tb : NULL, ep, tc);
+            kern(kc, a, b, tc, FG_NR, z ? tz : NULL, FG_NR, bias ? tb : NULL, ep, tc);
             for (int i = 0; i < mr; i++) {
                 memcpy(c + i * p->ldc, tc + i * FG_NR, (size_t)nr * sizeof(float));
                 if (z) memcpy(z + i * p->ldz, tz + i * FG_NR, (size_t)nr * sizeof(float));
@@ -246,9 +264,16 @@ static void macro_kernel(const fg_gemm_problem *p, const float *Ap, const float 
     }
 }
 
+/* The packed B sliver run of K block kb, columns from jc (a multiple of NR)
+ * of a pre-packed op(B) (fg_gemm_packb): no packing at all. */
+static const float *prepacked_b(const fg_gemm_problem *p, int64_t kc_std, int64_t kb, int64_t jc, int64_t kc) {
+    return p->Bpk + kb * kc_std * p->bpk_n + (p->b_off + jc) / FG_NR * FG_NR * kc;
+}
+
 /* The five loops on one thread over a sub-problem (a row or column range of
  * the caller's C, with A/B/bias/Z offset accordingly). Ap and Bp are this
- * thread's own packing buffers (MC x KC and KC x NC at most). */
+ * thread's own packing buffers (MC x KC and KC x NC at most; Bp unused with
+ * a pre-packed B). */
 static void gemm_serial(const fg_gemm_problem *p, int64_t kc_std, int64_t nkb, float *Ap, float *Bp) {
     const int64_t M = p->M, N = p->N, K = p->K;
     const int64_t mc_std = balanced_block(M, FG_MC, FG_MR);
@@ -260,15 +285,57 @@ static void gemm_serial(const fg_gemm_problem *p, int64_t kc_std, int64_t nkb, f
             const int64_t pc = kb * kc_std;
             const int64_t kc = K - pc < kc_std ? K - pc : kc_std;
             const fg_ep ep = {p->alpha, kb == 0 ? p->beta : 1.0f, kb == nkb - 1, p->act};
-            pack_b(p, Bp, jc, nc, pc, kc, 0, ns);
+            const float *Bk;
+            if (p->Bpk) {
+                Bk = prepacked_b(p, kc_std, kb, jc, kc);
+            } else {
+                pack_b(p, Bp, jc, nc, pc, kc, 0, ns);
+                Bk = Bp;
+            }
             for (int64_t ic = 0; ic < M; ic += mc_std) {   /* ic: MC blocks of op(A) */
                 const int64_t mc = M - ic < mc_std ? M - ic : mc_std;
                 pack_a(p, Ap, ic, mc, pc, kc, 0, CEIL_DIV(mc, FG_MR));
-                macro_kernel(p, Ap, Bp, ic, mc, jc, nc, kc, 0, ns, &ep);
+                macro_kernel(p, Ap, Bk, ic, mc, jc, nc, kc, 0, ns, &ep);
             }
         }
     }
 }
+
+#if FG_HAVE_OPENMP
+/* Thread tid of nth with a shared B panel (rows split): for each NC panel
+ * and K block the team packs one B panel together (each thread a contiguous
+ * share of its NR slivers) into one of two shared buffers, meets at a
+ * barrier, then each thread runs its own rows (sub-problem `mine`, its own A
+ * blocks) against it. Two buffers alternate, so one barrier per panel is
+ * enough: a thread packing panel i+1 has passed barrier i, which every
+ * thread reaches only after finishing panel i-1 — the panel that buffer held.
+ * The K blocks and each C element's FMA chain are those of gemm_serial, so
+ * the bits are the same. Every thread runs every barrier (even with no rows). */
+static void gemm_shared(const fg_gemm_problem *p, const fg_gemm_problem *mine, int tid, int nth, int64_t kc_std,
+                        int64_t nkb, float *Ap, float *const Bsh[2]) {
+    const int64_t N = p->N, K = p->K, M = mine->M;
+    const int64_t mc_std = balanced_block(M > 0 ? M : 1, FG_MC, FG_MR);
+    const int64_t nc_std = balanced_block(N, FG_NC, FG_NR);
+    int64_t it = 0;
+    for (int64_t jc = 0; jc < N; jc += nc_std) {
+        const int64_t nc = N - jc < nc_std ? N - jc : nc_std;
+        const int64_t ns = CEIL_DIV(nc, FG_NR);
+        for (int64_t kb = 0; kb < nkb; kb++, it++) {
+            const int64_t pc = kb * kc_std;
+            const int64_t kc = K - pc < kc_std ? K - pc : kc_std;
+            const fg_ep ep = {p->alpha, kb == 0 ? p->beta : 1.0f, kb == nkb - 1, p->act};
+            float *Bp = Bsh[it & 1];
+            pack_b(p, Bp, jc, nc, pc, kc, ns * tid / nth, ns * (tid + 1) / nth);
+#pragma omp barrier
+            for (int64_t ic = 0; ic < M; ic += mc_std) {
+                const int64_t mc = M - ic < mc_std ? M - ic : mc_std;
+                pack_a(mine, Ap, ic, mc, pc, kc, 0, CEIL_DIV(mc, FG_MR));
+                macro_kernel(mine, Ap, Bp, ic, mc, jc, nc, kc, 0, ns, &ep);
+            }
+        }
+    }
+}
+#endif
 
 /* The sub-problem of thread tid of nth: a range of rows of C (split_m) or of
  * columns, cut at MR / NR multiples. */
@@ -295,9 +362,9 @@ static fg_gemm_problem sub_problem(const fg_gemm_problem *p, int split_m, int ti
         q.C += lo;
         if (q.Z) q.Z += lo;
         if (q.bias) q.bias += lo;
-        if (p->pack_b)
+        if (p->pack_b || p->Bpk)
             q.b_off += lo;
-        else
+        if (!p->pack_b)
             q.B += p->trans_b ? lo * p->ldb : lo;
     }
     return q;
@@ -342,15 +409,32 @@ static void transpose_b(float *FG_RESTRICT Bt, const float *FG_RESTRICT B, int64
 #endif
 }
 
+/* Rows split between nt threads: share one packed B panel (gemm_shared)
+ * instead of each thread packing all of op(B)? Sharing saves (nt-1) K N
+ * packed floats per call and keeps one copy of the panel in the shared L3,
+ * for one barrier per KC x NC panel. FASTGRAD_GEMM_SHARE=0/1 forces it. */
+#ifndef FG_SHARE_MIN_KN
+#define FG_SHARE_MIN_KN (256 * 256)
+#endif
+static int share_wins(const fg_gemm_problem *p, int64_t M, int64_t N, int64_t K, int nt) {
+    (void)M, (void)nt;
+    if (p->share) return p->share > 0;
+    return K * N >= FG_SHARE_MIN_KN;
+}
+
 /* Threads: each thread computes a disjoint block of C — a range of rows
  * (when op(A) has at least as many MR slivers as op(B) has NR slivers) or a
- * range of NR-column slivers — with its own packing buffers, packing what it
- * needs itself: no barriers inside the call, only the join at the end. The
- * price is packing the shared operand once per thread (B panels when
- * splitting rows, A blocks when splitting columns): (nt-1) K N or (nt-1) M K
- * extra copies against M N K / nt multiply-adds per thread. Barriers would
- * cost microseconds each, and whole scheduler time slices when the machine
- * is oversubscribed. */
+ * range of NR-column slivers — with its own A packing buffer. Its B panels:
+ *   - shared (rows split and share_wins): the team packs each B panel once
+ *     into a shared buffer, one barrier per panel (gemm_shared);
+ *   - else each thread packs what it needs itself, no barriers inside the
+ *     call, only the join at the end; the price is packing the shared
+ *     operand once per thread (B panels when splitting rows, A blocks when
+ *     splitting columns): (nt-1) K N or (nt-1) M K extra copies against
+ *     M N K / nt multiply-adds per thread. Barriers cost microseconds each,
+ *     and whole scheduler time slices when the machine is oversubscribed,
+ *     hence only for big enough B panels;
+ *   - pre-packed B (fg_gemm_prepacked): nothing to pack, no barriers. */
 static int run_tiles(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) {
     const int64_t M = p->M, N = p->N, K = p->K;
     if (use_small(p)) {
@@ -398,16 +482,32 @@ static int run_tiles(const fg_gemm_problem *p, int nthreads, fg_gemm_ws_fn ws) {
     nt = 1;
 #endif
 
-    /* per-thread buffers: one A block and one B panel, 64-byte aligned */
+    const int share = nt > 1 && split_m && !p->Bpk && share_wins(p, M, N, K, nt);
+
+    /* per-thread buffers: one A block and one B panel (none with a pre-packed
+       B; with a shared B two panels for the team), 64-byte aligned */
     const int64_t kcap = kc_std > 0 ? kc_std : 1;
     const int64_t mpad = ALIGN_UP(split_m ? CEIL_DIV(M, nt) + FG_MR : M, FG_MR);
     const int64_t npad = ALIGN_UP(split_m ? N : CEIL_DIV(N, nt) + FG_NR, FG_NR);
     const int64_t a_floats = ALIGN_UP((mpad < FG_MC ? mpad : FG_MC) * kcap + FG_PACK_SLACK, 16);
-    const int64_t b_floats = ALIGN_UP((npad < FG_NC ? npad : FG_NC) * kcap + FG_PACK_SLACK, 16);
-    float *w = (float *)ws((size_t)(nt * (a_floats + b_floats)) * sizeof(float));
+    const int64_t b_floats = p->Bpk ? 0 : ALIGN_UP((npad < FG_NC ? npad : FG_NC) * kcap + FG_PACK_SLACK, 16);
+    const int64_t total = share ? nt * a_floats + 2 * b_floats : nt * (a_floats + b_floats);
+    float *w = (float *)ws((size_t)total * sizeof(float));
     if (!w) return FG_ERR_NOMEM;
 
 #if FG_HAVE_OPENMP
+    if (share) {
+        float *const Bsh[2] = {w + nt * a_floats, w + nt * a_floats + b_floats};
+#pragma omp parallel num_threads(nt)
+        {
+            unsigned fp = fg_fpstate_enter();
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            fg_gemm_problem q = sub_problem(p, 1, tid, nth);
+            gemm_shared(p, &q, tid, nth, kc_std, nkb, w + tid * a_floats, Bsh);
+            fg_fpstate_leave(fp);
+        }
+        return FG_OK;
+    }
     if (nt > 1) {
 #pragma omp parallel num_threads(nt)
         {
@@ -448,4 +548,40 @@ void FG_ISA_FN(fg_gemm_blocking)(int *mr, int *nr, int *mc, int *kc, int *nc) {
     if (mc) *mc = FG_MC;
     if (kc) *kc = FG_KC;
     if (nc) *nc = FG_NC;
+}
+
+/* ---- pre-packed op(B) (fg_gemm_packb): K blocks as run_tiles cuts them, each
+ * holding all NR slivers of op(B) side by side (kc x NR each, zero-padded). */
+int64_t FG_ISA_FN(fg_gemm_packb_size)(int64_t N, int64_t K, int64_t *kc_std, int64_t *nkb, int64_t *npad) {
+    const int64_t nb = K > 0 ? CEIL_DIV(K, FG_KC) : 1;
+    const int64_t kcs = K > 0 ? CEIL_DIV(K, nb) : 0;
+    const int64_t np = ALIGN_UP(N, FG_NR);
+    if (kc_std) *kc_std = kcs;
+    if (nkb) *nkb = nb;
+    if (npad) *npad = np;
+    return np * K + FG_PACK_SLACK;
+}
+
+void FG_ISA_FN(fg_gemm_packb_run)(float *dst, const float *B, int64_t ldb, int64_t N, int64_t K, int trans_b,
+                                  int nthreads) {
+    int64_t kc_std, nkb, npad;
+    FG_ISA_FN(fg_gemm_packb_size)(N, K, &kc_std, &nkb, &npad);
+    fg_gemm_problem p;
+    memset(&p, 0, sizeof p);
+    p.B = B;
+    p.ldb = ldb;
+    p.trans_b = trans_b != 0;
+    p.N = N;
+    p.K = K;
+    const int64_t ns = npad / FG_NR;
+    int nt = fg_threads_for(N * K, (int64_t)1 << 18, nthreads);
+    (void)nt;
+#if FG_HAVE_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+    for (int64_t kb = 0; kb < nkb; kb++) {
+        const int64_t pc = kb * kc_std;
+        const int64_t kc = K - pc < kc_std ? K - pc : kc_std;
+        pack_b(&p, dst + pc * npad, 0, N, pc, kc, 0, ns);
+    }
 }

@@ -35,7 +35,29 @@ typedef struct fg_gemm_problem {
     fg_gemm_pack_fn pack_b;
     const void *pack_b_ctx;
     int64_t b_off;
+    /* Pre-packed op(B) (fg_gemm_packb, same ISA): K block kb starts at
+       Bpk + kb * kc_std * bpk_n, its NR-column sliver s at + s * NR * kc;
+       b_off is the column this (sub-)problem starts at. B / ldb / trans_b
+       still describe the stored matrix (the unpacked paths read it). */
+    const float *Bpk;
+    int64_t bpk_n;     /* columns of the packed op(B), padded to NR */
+    /* threads share one packed B panel (see run_tiles): 0 by shape, 1 always,
+       -1 never (FASTGRAD_GEMM_SHARE / fg_gemm_set_share) */
+    int share;
 } fg_gemm_problem;
+
+/* The whole of op(B) (K x N) packed for the active ISA's driver. */
+struct fg_gemm_packed {
+    int isa;            /* FG_ISA_* it was packed for */
+    int64_t N, K, kc_std, nkb, npad;
+    const float *B;     /* the stored matrix (for the unpacked paths) */
+    int64_t ldb;
+    int trans_b;
+    float *data;        /* npad * K floats (+ slack), 64-byte aligned */
+};
+
+/* -1 / 0 / 1: FASTGRAD_GEMM_SHARE=0 / unset / 1 (or fg_gemm_set_share) */
+int fg_gemm_share_mode(void);
 
 /* Returns a 64-byte aligned buffer of at least `bytes`, owned by the calling
  * thread and reused across calls (grow-only), or NULL if allocation failed. */
@@ -62,6 +84,14 @@ FG_DECLARE_ISA(void, fg_gemm_act_tile, (float *c, int64_t ldc, int rows, int col
 static inline int fg_gemm_act_in_tile(int act) {
     return act != FG_ACT_LINEAR && act != FG_ACT_GELU && act != FG_ACT_GELU_TANH;
 }
+/* FMA throughput of nthreads threads running `iters` steps of independent
+ * vector FMA chains (gemm_peak.c): GFLOP/s of the team, wall clock. */
+FG_DECLARE_ISA(double, fg_gemm_peak, (int nthreads, int64_t iters))
+/* Floats of the packed op(B) of a K x N product (fg_gemm_packed.data) and its
+ * K blocking; then the packing itself (all of op(B), B stored as in fg_gemm). */
+FG_DECLARE_ISA(int64_t, fg_gemm_packb_size, (int64_t N, int64_t K, int64_t *kc_std, int64_t *nkb, int64_t *npad))
+FG_DECLARE_ISA(void, fg_gemm_packb_run, (float *dst, const float *B, int64_t ldb, int64_t N, int64_t K, int trans_b,
+                                         int nthreads))
 /* MR, NR, MC, KC, NC of that ISA's driver. */
 FG_DECLARE_ISA(void, fg_gemm_blocking, (int *mr, int *nr, int *mc, int *kc, int *nc))
 

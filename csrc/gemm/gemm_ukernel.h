@@ -23,6 +23,9 @@ typedef struct {
     int act;     /* FG_ACT_*, applied per tile (fg_gemm_act_in_tile), or LINEAR */
 } fg_ep;
 
+typedef void (*fg_ukernel_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, float *z,
+                              int64_t ldz, const float *bias, const fg_ep *ep, const float *cn);
+
 /* c = alpha acc + cbeta c (+ bias on the final block); z = the same value
  * (the pre-activation). The activation is the kernels family's vector code
  * (gemm_act.c): the lane-local ones (all but gelu / gelu_tanh), whose
@@ -97,102 +100,115 @@ FG_INLINE void ep_vec_part(float *c, float *z, const float *bias, vf acc, int n,
 #define FG_UNROLL
 #endif
 
+/* One micro-kernel body per row count: ROWS lists the rows (X(0) X(1) ...),
+ * NROWS their number. The full tile uses all MR rows; the bottom edge of C
+ * (M not a multiple of MR) uses a shorter copy on the same packed A sliver
+ * (stride MR per k) instead of computing MR rows into a scratch tile: with
+ * MR = 12, M = 256 or 128 would otherwise spend 3% of the work on padding.
+ * Each element's FMA chain is the same in every copy, so the bits are too. */
 #if defined(__AVX512F__)
 #define FG_MR 12
 #define FG_NR 32
-/* C[12 x 32] (ldc) op= Ap[kc x 12] . Bp[kc x 32] */
-static void ukernel_12x32(int64_t kc, const float *FG_RESTRICT a, const float *FG_RESTRICT b, float *c,
-                          int64_t ldc, float *z, int64_t ldz, const float *bias, const fg_ep *ep,
-                          const float *cn) {
-#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-#define DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
-#define STEP(r)                                     \
+#define STEP512(r)                                  \
     {                                               \
         __m512 ar = _mm512_set1_ps(a[r]);           \
         c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0); \
         c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1); \
     }
-#define STORE(r)                                                                   \
+#define DECL512(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+#define STORE512(r)                                                                \
     ep_vec(c + (r) * ldc, z ? z + (r) * ldz : NULL, bias, c##r##0, ep);            \
     ep_vec(c + (r) * ldc + 16, z ? z + (r) * ldz + 16 : NULL, bias ? bias + 16 : NULL, c##r##1, ep);
-    ROWS(DECL)
-    ROWS(PREFETCH_C)
-    int64_t k = 0;
-#if FG_UKR_PF_NEXT
-    /* the next tile's C rows towards L2, one row per k step (see PREFETCH_NEXT) */
-    for (const int64_t kp = kc < FG_MR ? kc : FG_MR; k < kp; k++) {
-        PREFETCH_NEXT(k)
-        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-        ROWS(STEP)
-        a += 12;
-        b += 32;
+/* C[NROWS x 32] (ldc) op= Ap[kc x 12] (first NROWS of each 12) . Bp[kc x 32] */
+#define UKERNEL512(name, ROWS, NROWS)                                                                     \
+    static void name(int64_t kc, const float *FG_RESTRICT a, const float *FG_RESTRICT b, float *c,       \
+                     int64_t ldc, float *z, int64_t ldz, const float *bias, const fg_ep *ep,             \
+                     const float *cn) {                                                                   \
+        ROWS(DECL512)                                                                                     \
+        ROWS(PREFETCH_C)                                                                                  \
+        int64_t k = 0;                                                                                    \
+        if (FG_UKR_PF_NEXT) {                                                                             \
+            /* the next tile's C rows towards L2, one row per k step (see PREFETCH_NEXT) */              \
+            for (const int64_t kp = kc < FG_MR ? kc : FG_MR; k < kp; k++) {                               \
+                PREFETCH_NEXT(k)                                                                          \
+                __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);                               \
+                ROWS(STEP512)                                                                             \
+                a += 12;                                                                                  \
+                b += 32;                                                                                  \
+            }                                                                                             \
+        }                                                                                                 \
+        FG_UNROLL                                                                                         \
+        for (; k < kc; k++) {                                                                             \
+            __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);                                   \
+            ROWS(STEP512)                                                                                 \
+            a += 12;                                                                                      \
+            b += 32;                                                                                      \
+        }                                                                                                 \
+        const fg_ep e = *ep; /* not aliased by C: fields stay in registers */                             \
+        ep = &e;                                                                                          \
+        ROWS(STORE512)                                                                                    \
+        if (e.final && e.act != FG_ACT_LINEAR) FG_ISA_FN(fg_gemm_act_tile)(c, ldc, NROWS, FG_NR, e.act);  \
     }
-#endif
-    FG_UNROLL
-    for (; k < kc; k++) {
-        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-        ROWS(STEP)
-        a += 12;
-        b += 32;
-    }
-    const fg_ep e = *ep; /* not aliased by C: fields stay in registers */
-    ep = &e;
-    ROWS(STORE)
-    if (e.final && e.act != FG_ACT_LINEAR) FG_ISA_FN(fg_gemm_act_tile)(c, ldc, FG_MR, FG_NR, e.act);
-#undef ROWS
-#undef DECL
-#undef STEP
-#undef STORE
-}
+#define ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define ROWS4(X) X(0) X(1) X(2) X(3)
+UKERNEL512(ukernel_12x32, ROWS12, 12)
+UKERNEL512(ukernel_8x32, ROWS8, 8)
+UKERNEL512(ukernel_4x32, ROWS4, 4)
 #define FG_UKERNEL ukernel_12x32
+/* the kernel for the bottom edge: `mr` (< MR) rows, or NULL (full tile on scratch) */
+FG_INLINE fg_ukernel_fn ukernel_rows(int mr) { return mr == 4 ? ukernel_4x32 : mr == 8 ? ukernel_8x32 : NULL; }
 
 #elif defined(__AVX2__)
 #define FG_MR 6
 #define FG_NR 16
-/* C[6 x 16] (ldc) op= Ap[kc x 6] . Bp[kc x 16] */
-static void ukernel_6x16(int64_t kc, const float *FG_RESTRICT a, const float *FG_RESTRICT b, float *c,
-                         int64_t ldc, float *z, int64_t ldz, const float *bias, const fg_ep *ep,
-                         const float *cn) {
-#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
-#define DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
-#define STEP(r)                                     \
+#define STEP256(r)                                  \
     {                                               \
         __m256 ar = _mm256_broadcast_ss(a + (r));   \
         c##r##0 = _mm256_fmadd_ps(ar, b0, c##r##0); \
         c##r##1 = _mm256_fmadd_ps(ar, b1, c##r##1); \
     }
-#define STORE(r)                                                                   \
+#define DECL256(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+#define STORE256(r)                                                                \
     ep_vec(c + (r) * ldc, z ? z + (r) * ldz : NULL, bias, c##r##0, ep);            \
     ep_vec(c + (r) * ldc + 8, z ? z + (r) * ldz + 8 : NULL, bias ? bias + 8 : NULL, c##r##1, ep);
-    ROWS(DECL)
-    ROWS(PREFETCH_C)
-    int64_t k = 0;
-#if FG_UKR_PF_NEXT
-    for (const int64_t kp = kc < FG_MR ? kc : FG_MR; k < kp; k++) {
-        PREFETCH_NEXT(k)
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-        ROWS(STEP)
-        a += 6;
-        b += 16;
+/* C[NROWS x 16] (ldc) op= Ap[kc x 6] (first NROWS of each 6) . Bp[kc x 16] */
+#define UKERNEL256(name, ROWS, NROWS)                                                                     \
+    static void name(int64_t kc, const float *FG_RESTRICT a, const float *FG_RESTRICT b, float *c,       \
+                     int64_t ldc, float *z, int64_t ldz, const float *bias, const fg_ep *ep,             \
+                     const float *cn) {                                                                   \
+        ROWS(DECL256)                                                                                     \
+        ROWS(PREFETCH_C)                                                                                  \
+        int64_t k = 0;                                                                                    \
+        if (FG_UKR_PF_NEXT) {                                                                             \
+            for (const int64_t kp = kc < FG_MR ? kc : FG_MR; k < kp; k++) {                               \
+                PREFETCH_NEXT(k)                                                                          \
+                __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);                                \
+                ROWS(STEP256)                                                                             \
+                a += 6;                                                                                   \
+                b += 16;                                                                                  \
+            }                                                                                             \
+        }                                                                                                 \
+        FG_UNROLL                                                                                         \
+        for (; k < kc; k++) {                                                                             \
+            __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);                                    \
+            ROWS(STEP256)                                                                                 \
+            a += 6;                                                                                       \
+            b += 16;                                                                                      \
+        }                                                                                                 \
+        const fg_ep e = *ep; /* not aliased by C: fields stay in registers */                             \
+        ep = &e;                                                                                          \
+        ROWS(STORE256)                                                                                    \
+        if (e.final && e.act != FG_ACT_LINEAR) FG_ISA_FN(fg_gemm_act_tile)(c, ldc, NROWS, FG_NR, e.act);  \
     }
-#endif
-    FG_UNROLL
-    for (; k < kc; k++) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-        ROWS(STEP)
-        a += 6;
-        b += 16;
-    }
-    const fg_ep e = *ep; /* not aliased by C: fields stay in registers */
-    ep = &e;
-    ROWS(STORE)
-    if (e.final && e.act != FG_ACT_LINEAR) FG_ISA_FN(fg_gemm_act_tile)(c, ldc, FG_MR, FG_NR, e.act);
-#undef ROWS
-#undef DECL
-#undef STEP
-#undef STORE
-}
+#define ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define ROWS4(X) X(0) X(1) X(2) X(3)
+#define ROWS2(X) X(0) X(1)
+UKERNEL256(ukernel_6x16, ROWS6, 6)
+UKERNEL256(ukernel_4x16, ROWS4, 4)
+UKERNEL256(ukernel_2x16, ROWS2, 2)
 #define FG_UKERNEL ukernel_6x16
+FG_INLINE fg_ukernel_fn ukernel_rows(int mr) { return mr == 2 ? ukernel_2x16 : mr == 4 ? ukernel_4x16 : NULL; }
 
 #else
 #define FG_MR 4
@@ -217,6 +233,10 @@ static void ukernel_4x8(int64_t kc, const float *FG_RESTRICT a, const float *FG_
     if (e.final && e.act != FG_ACT_LINEAR) FG_ISA_FN(fg_gemm_act_tile)(c, ldc, 4, 8, e.act);
 }
 #define FG_UKERNEL ukernel_4x8
+FG_INLINE fg_ukernel_fn ukernel_rows(int mr) {
+    (void)mr;
+    return NULL;
+}
 #endif
 
 #endif /* FG_GEMM_UKERNEL_H */

@@ -51,13 +51,32 @@ static int dense_forward(const fg_node_io *io, float *y, const float *const *x, 
     const float *W = io->params + d->w_off;
     const float *b = d->b_off >= 0 ? io->params + d->b_off : NULL;
     float *pre = (float *)io->ws;
+    const fg_gemm_packed *pw = training ? NULL : (const fg_gemm_packed *)io->packed;
     if (fg_step_is_softmax(d->act)) {
-        FG_TRY(fg_dense_forward(pre, n, NULL, 0, x[0], k, W, n, b, rows, n, k, FG_ACT_LINEAR, io->nt));
+        if (pw)
+            FG_TRY(fg_dense_forward_prepacked(pre, n, NULL, 0, x[0], k, pw, b, rows, FG_ACT_LINEAR, io->nt));
+        else
+            FG_TRY(fg_dense_forward(pre, n, NULL, 0, x[0], k, W, n, b, rows, n, k, FG_ACT_LINEAR, io->nt));
         return fg_softmax_forward(y, pre, rows, n, d->act == FG_ACT_LOG_SOFTMAX, io->nt);
     }
+    if (pw) return fg_dense_forward_prepacked(y, n, NULL, 0, x[0], k, pw, b, rows, d->act, io->nt);
     float *z = (training && fg_step_act_needs_input(d->act)) ? pre : NULL;
     return fg_dense_forward(y, n, z, n, x[0], k, W, n, b, rows, n, k, d->act, io->nt);
 }
+
+/* Inference: the kernel packed once per predict call (fg_gemm_packb), shared
+ * read-only by every chunk and thread; same bits as packing per product. */
+static int dense_infer_pack(const fg_node_io *io, void **state) {
+    const fg_node_desc *d = io->d;
+    const int64_t n = dense_units(d), t = io->out_size / n;
+    const int64_t k = io->in_size[0] / t;
+    fg_gemm_packed *pk = NULL;
+    FG_TRY(fg_gemm_packb(&pk, io->params + d->w_off, n, n, k, 0, io->nt));
+    *state = pk;
+    return FG_OK;
+}
+
+static void dense_infer_free(void *state) { fg_gemm_packed_free((fg_gemm_packed *)state); }
 
 static int dense_backward(const fg_node_io *io, float *const *dx, float *dy, const float *const *x, const float *y,
                           float *const *gp) {
@@ -86,4 +105,6 @@ const fg_layer_ops fg_layer_dense_ops = {
     .workspace = dense_workspace,
     .forward = dense_forward,
     .backward = dense_backward,
+    .infer_pack = dense_infer_pack,
+    .infer_free = dense_infer_free,
 };

@@ -557,7 +557,7 @@ static void release(fg_net *n) { __atomic_store_n(&n->busy, 0, __ATOMIC_RELEASE)
 
 /* ------------------------------------------------------------------ the walk */
 static fg_node_io node_io(const fg_net *n, const fg_node *N, int64_t rows, void *ws, int64_t ws_rows, int nt) {
-    fg_node_io io = {&N->d, N->n_in, N->in_shape, N->in_size, N->out_size, rows, n->params, ws, ws_rows, nt};
+    fg_node_io io = {&N->d, N->n_in, N->in_shape, N->in_size, N->out_size, rows, n->params, ws, ws_rows, nt, NULL};
     return io;
 }
 
@@ -811,6 +811,7 @@ static int predict_rows(const fg_net *n, float *ws, const float **val, float *co
         float *dst = N->pout >= 0 ? out[N->pout] + r0 * N->out_size : ws + (int64_t)N->pbuf * bstride;
         for (int j = 0; j < N->n_in; j++) xs[j] = val[N->in[j]];
         fg_node_io io = node_io(n, N, rows, scratch, FG_PREDICT_ROWS, nt);
+        io.packed = N->ipack;
         FG_TRY(N->ops->forward(&io, dst, xs, 0, NULL));
         val[s] = dst;
     }
@@ -831,6 +832,34 @@ static int predict_rows(const fg_net *n, float *ws, const float **val, float *co
     return FG_OK;
 }
 
+/* infer_pack of every node that has one (several chunks: derived parameter data once per
+ * call, e.g. Dense kernels packed for the GEMM); FASTGRAD_INFER_PACK=0 turns it off */
+static void infer_unpack(fg_net *n) {
+    for (int i = 0; i < n->n_nodes; i++) {
+        fg_node *N = &n->nodes[i];
+        if (N->ipack && N->ops->infer_free) N->ops->infer_free(N->ipack);
+        N->ipack = NULL;
+    }
+}
+
+static int infer_pack(fg_net *n, int nthreads) {
+    const char *e = getenv("FASTGRAD_INFER_PACK");
+    if (e && e[0] == '0' && e[1] == 0) return FG_OK;
+    for (int i = 0; i < n->n_nodes; i++) {
+        fg_node *N = &n->nodes[i];
+        N->ipack = NULL;
+        if (!N->ops->infer_pack || passes_on(N, 0)) continue;
+        fg_node_io io = node_io(n, N, FG_PREDICT_ROWS, NULL, FG_PREDICT_ROWS, nthreads);
+        int st = N->ops->infer_pack(&io, &N->ipack);
+        if (st != FG_OK) {
+            N->ipack = NULL;
+            infer_unpack(n);
+            return st;
+        }
+    }
+    return FG_OK;
+}
+
 int fg_net_predict(fg_net *n, float *const *out, const float *const *x, int64_t rows, int nthreads) {
     if (!n || rows < 0 || (rows > 0 && (!out || !x))) return FG_ERR_ARG;
     if (rows == 0) return FG_OK;
@@ -846,6 +875,7 @@ int fg_net_predict(fg_net *n, float *const *out, const float *const *x, int64_t 
     int nt = fg_threads_for(chunks, 2, nthreads);
     int st = ensure_predict_ws(n, nt);
     const int64_t vstride = n->n_slots + n->max_in;
+    if (st == FG_OK && chunks > 1) st = infer_pack(n, nthreads);
     if (st) {
         release(n);
         return st;
@@ -877,6 +907,7 @@ int fg_net_predict(fg_net *n, float *const *out, const float *const *x, int64_t 
         }
 #endif
     }
+    infer_unpack(n);
     release(n);
     return st;
 }

@@ -37,6 +37,7 @@ typedef struct fg_node_io {
     void *ws;                        /* the node's workspace (layout: the kind's) */
     int64_t ws_rows;                 /* rows the workspace was sized for */
     int nt;                          /* thread budget */
+    const void *packed;              /* inference: the kind's infer_pack state (NULL: none) */
 } fg_node_io;
 
 typedef struct fg_layer_ops {
@@ -62,6 +63,13 @@ typedef struct fg_layer_ops {
      * parameter array k into gp[k] (NULL: frozen, not wanted). */
     int (*backward)(const fg_node_io *io, float *const *dx, float *dy, const float *const *x, const float *y,
                     float *const *gp);
+    /* Inference only, optional: data derived from the parameters once per fg_net_predict call
+     * that runs more than one chunk (Dense: its kernel packed for the GEMM), instead of once per
+     * chunk. *state (NULL: nothing) is handed to forward as io->packed (training == 0) from any
+     * thread, read-only, then released with infer_free. The outputs must be the same bits as
+     * without it (FASTGRAD_INFER_PACK=0 turns the hook off). io->rows is the chunk size. */
+    int (*infer_pack)(const fg_node_io *io, void **state);
+    void (*infer_free)(void *state);
 } fg_layer_ops;
 
 /* The table (layer_table.c): the kind with code k, NULL for none. */
@@ -140,6 +148,7 @@ typedef struct fg_node {
     float **dx;      /* per input: cap x in_size (NULL: not needed, or written over dy) */
     /* inference */
     int pbuf;        /* predict: pool buffer holding its output (-1: none) */
+    void *ipack;     /* predict: infer_pack state during one fg_net_predict call (NULL: none) */
     int pout;        /* predict: model output it writes directly (-1: none) */
 } fg_node;
 

@@ -25,6 +25,17 @@ cdef extern from "gemm/fg_gemm.h" nogil:
                          const float *W, int64_t ldw, const float *b, int64_t M, int64_t N, int64_t K,
                          int act, int nthreads)
     void fg_gemm_tile(int *mr, int *nr, int *mc, int *kc, int *nc)
+    double fg_gemm_peak_gflops(int nthreads)
+    ctypedef struct fg_gemm_packed:
+        pass
+    int fg_gemm_packb(fg_gemm_packed **out, const float *B, int64_t ldb, int64_t N, int64_t K, int trans_b,
+                      int nthreads)
+    void fg_gemm_packed_free(fg_gemm_packed *pk)
+    int fg_gemm_prepacked(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
+                          const fg_gemm_packed *B, int64_t M, float alpha, float beta, int nthreads)
+    int fg_dense_forward_prepacked(float *Y, int64_t ldy, float *Z, int64_t ldz, const float *X, int64_t ldx,
+                                   const fg_gemm_packed *W, const float *b, int64_t M, int act, int nthreads)
+    void fg_gemm_set_share(int mode)
 
 cdef extern from "gemm/gemm_internal.h" nogil:
     int fg_gemm_path(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
@@ -186,6 +197,132 @@ def tile():
     cdef int mr, nr, mc, kc, nc
     fg_gemm_tile(&mr, &nr, &mc, &kc, &nc)
     return (mr, nr, mc, kc, nc)
+
+
+def set_share(int mode):
+    """Threads share one packed B panel: 1 always (rows split), -1 never, 0 by
+    shape (default; FASTGRAD_GEMM_SHARE=1/0 at first use). Same bits either
+    way — for tests and benchmarks."""
+    fg_gemm_set_share(mode)
+
+
+cdef class PackedB:
+    """op(b) packed once for the active ISA's GEMM driver (fg_gemm_packb);
+    keeps b alive (the unpacked paths read it). b must not change while
+    this object is used."""
+    cdef fg_gemm_packed *pk
+    cdef readonly object b
+    cdef readonly bint trans_b
+    cdef readonly int64_t n, k
+
+    def __cinit__(self, b, bint trans_b=False, int nthreads=1):
+        self.pk = NULL
+        cdef int64_t ldb = _ld("gemm_packb", "b", b, False)
+        cdef cnp.ndarray B = <cnp.ndarray>b
+        if trans_b:
+            self.n = cnp.PyArray_DIM(B, 0); self.k = cnp.PyArray_DIM(B, 1)
+        else:
+            self.k = cnp.PyArray_DIM(B, 0); self.n = cnp.PyArray_DIM(B, 1)
+        self.b = b
+        self.trans_b = trans_b
+        cdef const float *pb = <const float *>cnp.PyArray_DATA(B)
+        cdef int status
+        with nogil:
+            status = fg_gemm_packb(&self.pk, pb, ldb, self.n, self.k, trans_b, nthreads)
+        if status != FG_OK:
+            check_status(status, "gemm_packb", f"b {_shape(B)}, trans_b={bool(trans_b)}")
+
+    def __dealloc__(self):
+        fg_gemm_packed_free(self.pk)
+        self.pk = NULL
+
+
+def gemm_prepacked(a, PackedB packed, out, bint trans_a=False, float alpha=1.0, float beta=0.0,
+                   int nthreads=1):
+    """out = alpha op(a) @ op(b) + beta out with op(b) pre-packed (PackedB)."""
+    cdef int64_t lda = _ld("gemm_prepacked", "a", a, False)
+    cdef int64_t ldc = _ld("gemm_prepacked", "out", out, True)
+    cdef cnp.ndarray A = <cnp.ndarray>a, C = <cnp.ndarray>out
+    cdef int64_t M, K
+    if trans_a:
+        K = cnp.PyArray_DIM(A, 0); M = cnp.PyArray_DIM(A, 1)
+    else:
+        M = cnp.PyArray_DIM(A, 0); K = cnp.PyArray_DIM(A, 1)
+    if K != packed.k or cnp.PyArray_DIM(C, 0) != M or cnp.PyArray_DIM(C, 1) != packed.n:
+        raise ValueError(f"gemm_prepacked: shapes do not match: op(a) is {(M, K)}, op(b) is "
+                         f"{(packed.k, packed.n)}, out is {_shape(C)}")
+    if _overlap(C, ldc, A, lda):
+        raise ValueError("gemm_prepacked: out overlaps a")
+    cdef float *pc = <float *>cnp.PyArray_DATA(C)
+    cdef const float *pa = <const float *>cnp.PyArray_DATA(A)
+    cdef int status
+    with nogil:
+        status = fg_gemm_prepacked(pc, ldc, pa, lda, trans_a, packed.pk, M, alpha, beta, nthreads)
+    if status != FG_OK:
+        check_status(status, "gemm_prepacked", f"op(a) {(M, K)}, out {_shape(C)}")
+    return out
+
+
+def dense_forward_prepacked(x, PackedB w, b, int act, out, int nthreads=1):
+    """out = act(x @ w + b) with w (K, N) pre-packed (PackedB, trans_b False)."""
+    cdef int64_t ldx = _ld("dense_forward_prepacked", "x", x, False)
+    cdef int64_t ldy = _ld("dense_forward_prepacked", "out", out, True)
+    cdef cnp.ndarray X = <cnp.ndarray>x, Y = <cnp.ndarray>out, Bv
+    if w.trans_b:
+        raise ValueError("dense_forward_prepacked: w must be packed with trans_b=False")
+    if (cnp.PyArray_DIM(X, 1) != w.k or cnp.PyArray_DIM(Y, 0) != cnp.PyArray_DIM(X, 0)
+            or cnp.PyArray_DIM(Y, 1) != w.n):
+        raise ValueError(f"dense_forward_prepacked: x {_shape(X)} @ w {(w.k, w.n)} -> out {_shape(Y)}")
+    cdef const float *pb = NULL
+    if b is not None:
+        Bv = <cnp.ndarray>b
+        if cnp.PyArray_TYPE(Bv) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(Bv) != 1 or cnp.PyArray_DIM(Bv, 0) != w.n:
+            raise ValueError(f"dense_forward_prepacked: b must be float32 of shape {(w.n,)}")
+        if not cnp.PyArray_IS_C_CONTIGUOUS(Bv):
+            raise ValueError("dense_forward_prepacked: b must be contiguous")
+        pb = <const float *>cnp.PyArray_DATA(Bv)
+    cdef float *py = <float *>cnp.PyArray_DATA(Y)
+    cdef const float *px = <const float *>cnp.PyArray_DATA(X)
+    cdef int64_t M = cnp.PyArray_DIM(X, 0)
+    cdef int status
+    with nogil:
+        status = fg_dense_forward_prepacked(py, ldy, NULL, 0, px, ldx, w.pk, pb, M, act, nthreads)
+    if status != FG_OK:
+        check_status(status, "dense_forward_prepacked", f"x {_shape(X)}, out {_shape(Y)}")
+    return out
+
+
+_peak_cache = {}
+
+
+def peak_gflops(int nthreads=1, bint refresh=False):
+    """The machine's fp32 FMA peak in GFLOP/s for `nthreads` threads together,
+    on the active instruction set (FASTGRAD_ISA): measured once per process
+    and thread count (independent vector FMA chains, best of 3 runs of
+    >= 10 ms of each thread's CPU time; csrc/gemm/gemm_peak.c), then cached;
+    more threads than processors count as the processors. FASTGRAD_PEAK_GFLOPS,
+    if set, is returned instead (the figure for the thread count the caller
+    runs, e.g. the benchmarks' 2 threads) and nothing is measured."""
+    import os
+    if nthreads < 1:
+        raise ValueError(f"peak_gflops: nthreads must be >= 1, got {nthreads}")
+    env = os.environ.get("FASTGRAD_PEAK_GFLOPS")
+    if env:
+        try:
+            v = float(env)
+        except ValueError:
+            raise ValueError(f"FASTGRAD_PEAK_GFLOPS must be a number (GFLOP/s), got {env!r}")
+        if not v > 0:
+            raise ValueError(f"FASTGRAD_PEAK_GFLOPS must be positive, got {env!r}")
+        return v
+    key = (nthreads, fg_isa_active())
+    if not refresh and key in _peak_cache:
+        return _peak_cache[key]
+    cdef double g
+    with nogil:
+        g = fg_gemm_peak_gflops(nthreads)
+    _peak_cache[key] = g
+    return g
 
 
 # ---------------------------------------------------------------- NativeOps entry points
