@@ -51,6 +51,10 @@ def test_source_build_without_compiler_says_what_to_install(tmp_path):
     else:
         assert "gcc" in flat and "OpenMP" in flat, out
     assert "docs/packaging.md" in flat, out
+    # the failed look-up is not cached: a rerun after installing a compiler looks again
+    cache = (tmp_path / "b" / "CMakeCache.txt")
+    if cache.exists():
+        assert "CMAKE_C_COMPILER:" not in cache.read_text()
 
 
 def test_installed_package_has_compiled_modules_and_no_sources():
