@@ -11,10 +11,32 @@
 # can be merged into the baseline by the linker.
 # Sources in SOURCES are compiled once (dispatchers, drivers without ISA code).
 
+# FG_ISA_DISPATCH=OFF builds the baseline copy only (the path an aarch64 or
+# MSVC build takes); it is ON by default except under Microsoft's cl, whose
+# flags (/arch:...) and lack of __builtin_cpu_supports the dispatch does not
+# handle (clang-cl is Clang and keeps the dispatch). See docs/packaging.md.
+set(_fg_dispatch_default ON)
+if(MSVC AND NOT CMAKE_C_COMPILER_ID STREQUAL "Clang")
+  set(_fg_dispatch_default OFF)
+endif()
+option(FG_ISA_DISPATCH "x86-64: build the AVX2 / AVX-512 copies and choose one at run time" ${_fg_dispatch_default})
+
+# The target's processor: on macOS a cross build (an x86_64 wheel made on an
+# arm64 runner) names it in CMAKE_OSX_ARCHITECTURES, not CMAKE_SYSTEM_PROCESSOR.
+set(_fg_proc "${CMAKE_SYSTEM_PROCESSOR}")
+if(APPLE AND CMAKE_OSX_ARCHITECTURES)
+  list(LENGTH CMAKE_OSX_ARCHITECTURES _fg_narch)
+  if(_fg_narch EQUAL 1)
+    set(_fg_proc "${CMAKE_OSX_ARCHITECTURES}")
+  else()
+    set(_fg_proc "universal") # a fat build gets the portable baseline only
+  endif()
+endif()
 set(FG_X86 OFF)
-if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i[3-6]86)$")
+if(FG_ISA_DISPATCH AND _fg_proc MATCHES "^(x86_64|AMD64|amd64|i[3-6]86)$")
   set(FG_X86 ON)
 endif()
+message(STATUS "fastgrad: target processor ${_fg_proc}, ISA dispatch ${FG_X86}")
 
 if(FG_X86)
   set(FG_ISAS baseline avx2 avx512)
@@ -83,4 +105,38 @@ function(fg_apply_sanitizers)
   set(CMAKE_SHARED_LINKER_FLAGS "${CMAKE_SHARED_LINKER_FLAGS} -fsanitize=address,undefined" PARENT_SCOPE)
   set(CMAKE_MODULE_LINKER_FLAGS "${CMAKE_MODULE_LINKER_FLAGS} -fsanitize=address,undefined" PARENT_SCOPE)
   message(STATUS "fastgrad: sanitizer build (ASan + UBSan, -O1)")
+endfunction()
+
+# Microsoft's cl rejects GCC-style options such as -Wno-unused-function
+# (error D8021) and -ffp-contract=off; the kernel families and the Cython
+# modules add a few. Under cl (not clang-cl) they are removed from every
+# target and source file below `dir` after the targets are defined. Never
+# run on the Linux CI machine (no cl there): see docs/packaging.md.
+function(fg_strip_gcc_options dir)
+  if(NOT MSVC OR CMAKE_C_COMPILER_ID STREQUAL "Clang")
+    return()
+  endif()
+  get_property(_targets DIRECTORY "${dir}" PROPERTY BUILDSYSTEM_TARGETS)
+  foreach(t IN LISTS _targets)
+    get_target_property(_opts ${t} COMPILE_OPTIONS)
+    if(_opts)
+      list(FILTER _opts EXCLUDE REGEX "^-(W|f|m)")
+      set_property(TARGET ${t} PROPERTY COMPILE_OPTIONS "${_opts}")
+    endif()
+    get_target_property(_srcs ${t} SOURCES)
+    foreach(src IN LISTS _srcs)
+      if(src MATCHES "^\\$<")
+        continue()
+      endif()
+      get_source_file_property(_sopts "${src}" DIRECTORY "${dir}" COMPILE_OPTIONS)
+      if(_sopts)
+        list(FILTER _sopts EXCLUDE REGEX "^-(W|f|m)")
+        set_source_files_properties("${src}" DIRECTORY "${dir}" PROPERTIES COMPILE_OPTIONS "${_sopts}")
+      endif()
+    endforeach()
+  endforeach()
+  get_property(_subdirs DIRECTORY "${dir}" PROPERTY SUBDIRECTORIES)
+  foreach(d IN LISTS _subdirs)
+    fg_strip_gcc_options("${d}")
+  endforeach()
 endfunction()

@@ -57,7 +57,11 @@
 #include <immintrin.h>
 #endif
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FG_VINLINE static __forceinline
+#else
 #define FG_VINLINE static inline __attribute__((always_inline, unused))
+#endif
 
 /* =========================================================================
  * The vector vocabulary

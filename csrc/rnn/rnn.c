@@ -255,11 +255,11 @@ int fg_lstm_forward(float *hs, float *cs, float *gates, const float *xw, const f
 
 /* one row's gate gradients (same expressions for every call; inlined with constant
  * activations for the default pair, so the same bits either way) */
-static inline __attribute__((always_inline)) void lstm_grad_row(float *restrict dz, float *restrict dcr,
-                                                                const float *restrict d, const float *restrict a,
-                                                                const float *gi, const float *gf, const float *gg,
-                                                                const float *go, const float *cp, int64_t u, int act,
-                                                                int rec_act) {
+FG_INLINE void lstm_grad_row(float *restrict dz, float *restrict dcr,
+                             const float *restrict d, const float *restrict a,
+                             const float *gi, const float *gf, const float *gg,
+                             const float *go, const float *cp, int64_t u, int act,
+                             int rec_act) {
     for (int64_t j = 0; j < u; j++) {
         float dct = dcr[j] + d[j] * go[j] * dact(act, a[j]);
         dz[j] = dct * gg[j] * dact(rec_act, gi[j]);
@@ -372,10 +372,10 @@ int fg_gru_forward(float *hs, float *gates, const float *xw, const float *rk, co
     return FG_OK;
 }
 
-static inline __attribute__((always_inline)) void gru_grad_row(float *restrict dx, float *restrict dr,
-                                                               const float *d, const float *z, const float *r,
-                                                               const float *hh, const float *hrh, const float *hpv,
-                                                               int64_t u, int act, int rec_act) {
+FG_INLINE void gru_grad_row(float *restrict dx, float *restrict dr,
+                            const float *d, const float *z, const float *r,
+                            const float *hh, const float *hrh, const float *hpv,
+                            int64_t u, int act, int rec_act) {
     for (int64_t j = 0; j < u; j++) {
         float dhh = d[j] * (1.0f - z[j]) * dact(act, hh[j]);
         float dzp = d[j] * (hpv[j] - hh[j]) * dact(rec_act, z[j]);

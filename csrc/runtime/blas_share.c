@@ -48,7 +48,8 @@
 #if FG_HAVE_OPENMP
 #include <omp.h>
 #endif
-#if defined(FG_X86)
+#if defined(__x86_64__) || defined(__i386__) /* the CPU, with or without FG_X86's AVX copies */
+#define FG_BLAS_X86_CPU 1
 #include <immintrin.h>
 #endif
 #else
@@ -77,14 +78,14 @@ static __thread int g_in_call = 0;
 static int g_force_pthreads = 0; /* tests: exercise the fallback path */
 
 static unsigned fp_get(void) {
-#if defined(FG_X86)
+#if defined(FG_BLAS_X86_CPU)
     return _mm_getcsr();
 #else
     return 0;
 #endif
 }
 static void fp_set(unsigned v) {
-#if defined(FG_X86)
+#if defined(FG_BLAS_X86_CPU)
     _mm_setcsr(v);
 #else
     (void)v;

@@ -20,6 +20,13 @@
 #if defined(FG_X86)
 #include <immintrin.h>
 #endif
+/* An x86 CPU, with or without the AVX2 / AVX-512 copies in this build (a
+ * baseline-only build, FG_ISA_DISPATCH=OFF or Microsoft's cl, has FG_X86
+ * unset): flush-to-zero goes through the MXCSR either way. */
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#define FG_X86_CPU 1
+#include <xmmintrin.h>
+#endif
 
 static int g_initialized = 0;
 static int g_isa = FG_ISA_BASELINE;
@@ -105,7 +112,7 @@ int fg_get_flush_denormal(void) { return g_flush_denormal; }
  * inputs as zero. Saved and restored around each thread's share of a kernel,
  * so the caller's floating-point state is never changed. */
 unsigned fg_fpstate_enter(void) {
-#if defined(FG_X86)
+#if defined(FG_X86_CPU)
     if (!g_flush_denormal) return 0;
     unsigned saved = _mm_getcsr();
     _mm_setcsr(saved | 0x8040u);
@@ -116,7 +123,7 @@ unsigned fg_fpstate_enter(void) {
 }
 
 void fg_fpstate_leave(unsigned saved) {
-#if defined(FG_X86)
+#if defined(FG_X86_CPU)
     if (saved & 0x80000000u) _mm_setcsr(saved & 0x7fffffffu);
 #else
     (void)saved;

@@ -552,8 +552,14 @@ int64_t fg_net_workspace_bytes(const fg_net *n) {
 }
 
 /* ------------------------------------------------------------------ busy flag */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h> /* Microsoft's cl has no __atomic builtins; int and long are both 32-bit there */
+static int acquire(fg_net *n) { return _InterlockedExchange((volatile long *)&n->busy, 1) == 0; }
+static void release(fg_net *n) { _InterlockedExchange((volatile long *)&n->busy, 0); }
+#else
 static int acquire(fg_net *n) { return __atomic_exchange_n(&n->busy, 1, __ATOMIC_ACQUIRE) == 0; }
 static void release(fg_net *n) { __atomic_store_n(&n->busy, 0, __ATOMIC_RELEASE); }
+#endif
 
 /* ------------------------------------------------------------------ the walk */
 static fg_node_io node_io(const fg_net *n, const fg_node *N, int64_t rows, void *ws, int64_t ws_rows, int nt) {
