@@ -55,6 +55,8 @@
 #endif
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
+#elif defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h> /* the portable path's v_max / v_min */
 #endif
 
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -229,8 +231,17 @@ FG_VINLINE V v_div(V a, V b) { return a / b; }
 FG_VINLINE V v_sqrt(V a) { return sqrtf(a); }
 FG_VINLINE V v_fma(V a, V b, V c) { return a * b + c; } /* not fused (-ffp-contract=off) */
 FG_VINLINE V v_fnma(V a, V b, V c) { return c - a * b; }
+#if defined(__x86_64__) || defined(_M_X64)
+/* maxss / minss themselves (SSE is part of x86-64's baseline): the same answer
+ * as the vector paths' maxps / minps in every case, including under the MXCSR's
+ * DAZ (fg_set_flush_denormal), where a C select would hand back a denormal
+ * operand's raw bits (max(0, 1e-40) = 1e-40 instead of the 0 maxps gives). */
+FG_VINLINE V v_max(V a, V b) { return _mm_cvtss_f32(_mm_max_ss(_mm_set_ss(a), _mm_set_ss(b))); }
+FG_VINLINE V v_min(V a, V b) { return _mm_cvtss_f32(_mm_min_ss(_mm_set_ss(a), _mm_set_ss(b))); }
+#else
 FG_VINLINE V v_max(V a, V b) { return a > b ? a : b; } /* b if either is NaN, like maxps */
 FG_VINLINE V v_min(V a, V b) { return a < b ? a : b; }
+#endif
 FG_VINLINE uint32_t f2u_(float a) { uint32_t u; memcpy(&u, &a, 4); return u; }
 FG_VINLINE float u2f_(uint32_t u) { float a; memcpy(&a, &u, 4); return a; }
 FG_VINLINE V v_abs(V a) { return u2f_(f2u_(a) & 0x7fffffffu); }
