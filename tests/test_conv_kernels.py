@@ -67,6 +67,13 @@ CONV_CASES = [
     (2, 8, 8, 33, 3, 3, 37, (1, 1), (1, 1), 1, (1, 1, 1, 1)),    # K and N off every tile
     (1, 4, 31, 2, 1, 7, 3, (1, 1), (1, 1), 1, (0, 0, 3, 3)),     # 1-D-like
     (3, 6, 6, 8, 2, 2, 12, (2, 2), (1, 1), 4, (0, 0, 0, 0)),
+    # few input channels: the register-tiled direct kernels (conv_tile.c), output channels
+    # filling 1-5 vectors of every ISA (5 of avx512 -> back to the GEMM), odd pixel counts
+    (3, 9, 11, 3, 3, 3, 33, (1, 2), (2, 1), 1, (2, 1, 0, 2)),
+    (2, 7, 8, 5, 2, 3, 64, (1, 1), (1, 1), 1, (1, 0, 1, 1)),
+    (2, 6, 7, 2, 3, 3, 65, (2, 1), (1, 1), 1, (1, 1, 1, 1)),
+    (5, 10, 10, 15, 3, 3, 7, (1, 1), (1, 1), 1, (1, 1, 1, 1)),
+    (1, 3, 3, 1, 3, 3, 1, (1, 1), (3, 3), 1, (3, 3, 3, 3)),
 ]
 
 
@@ -212,6 +219,8 @@ THREAD_CASES = [
     (3, 17, 19, 12, 5, 3, 18, (2, 1), (1, 2), 3, (2, 2, 1, 3)),
     (64, 12, 12, 6, 5, 5, 16, (1, 1), (1, 1), 1, (0, 0, 0, 0)),
     (32, 24, 24, 16, 3, 3, 8, (1, 1), (1, 1), 1, (1, 1, 1, 1)),   # direct kernels above their grain
+    (16, 28, 28, 1, 5, 5, 6, (1, 1), (1, 1), 1, (2, 2, 2, 2)),     # conv_tile, LeNet conv1 "same"
+    (16, 32, 32, 3, 3, 3, 32, (1, 1), (1, 1), 1, (1, 1, 1, 1)),    # conv_tile, CIFAR conv1
 ]
 
 
@@ -243,6 +252,21 @@ def test_bitwise_identical_for_1_2_3_threads(isa, threads, case):
     for nt, res in zip((2, 3), results[1:]):
         for i, (a, e) in enumerate(zip(res, results[0])):
             assert a is not None and np.array_equal(a, e), f"op {i} differs with {nt} threads"
+
+
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[9] == 1 and c[3] < 16 and c[4] * c[5] > 1])
+def test_direct_tile_kernels_match_gemm_path(isa, monkeypatch, case):
+    """conv_tile.c (few input channels) against the implicit GEMM (FASTGRAD_CONV_DIRECT=0)."""
+    rng = np.random.default_rng(11)
+    x, w, b, s, p, d, g = _conv_args(case, rng)
+    y = NAT.conv2d_forward(x, w, b, s, p, d, g, "relu")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    got = [y, *NAT.conv2d_backward(dy, x, w, y, s, p, d, g, "relu")]
+    monkeypatch.setenv("FASTGRAD_CONV_DIRECT", "0")
+    y0 = NAT.conv2d_forward(x, w, b, s, p, d, g, "relu")
+    want = [y0, *NAT.conv2d_backward(dy, x, w, y0, s, p, d, g, "relu")]
+    for name, a, e in zip(("y", "dx", "dw", "db"), got, want):
+        close(a, e, tol=1e-5, what=name)
 
 
 def test_float64_and_strided_inputs_fall_back():

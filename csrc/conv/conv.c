@@ -261,12 +261,39 @@ static int is_pointwise(const fg_conv_shape *s) {
            s->oh == s->h && s->ow == s->w;
 }
 
+/* ---- direct kernels for few input channels (conv_tile.c, per ISA) ----
+ * Used for ungrouped convolutions with c < FG_TILE_MAX_C input channels (the
+ * choice depends on the shape and ISA only); FASTGRAD_CONV_DIRECT=0 keeps
+ * the implicit GEMM. The kernels return 1 when they ran, 0 when the shape is
+ * not theirs (too many output channels for their registers), -status on
+ * failure. */
+#define FG_TILE_MAX_C 16
+
+FG_DECLARE_ISA(int, fg_conv_tile_fwd, (float *, const float *, const float *, const float *, const fg_conv_shape *,
+                                       int))
+FG_DECLARE_ISA(int, fg_conv_tile_flt, (float *, const float *, const float *, const fg_conv_shape *, int))
+
+static int direct_ok(const fg_conv_shape *s) {
+    if (s->groups != 1 || s->c >= FG_TILE_MAX_C || is_pointwise(s)) return 0;
+    const char *e = getenv("FASTGRAD_CONV_DIRECT");
+    return !(e && e[0] == '0' && e[1] == 0);
+}
+
 int fg_conv2d_forward(float *y, float *z, const float *x, const float *w, const float *b,
                       const fg_conv_shape *s, int act, int nthreads) {
     if (fg_conv2d_check(s) != FG_OK || !fg_act_valid(act)) return FG_ERR_ARG;
     if (z == y && act != FG_ACT_LINEAR) return FG_ERR_ARG;
     if (s->n == 0) return FG_OK;
     if (!y || !x || !w) return FG_ERR_ARG;
+    if (direct_ok(s)) {
+        float *zz = z ? z : y;
+        int r = FG_DISPATCH(fg_conv_tile_fwd)(zz, x, w, b, s, nthreads);
+        if (r < 0) return -r;
+        if (r == 1) {
+            if (act != FG_ACT_LINEAR || zz != y) return fg_act_forward(y, zz, s->n * s->oh * s->ow * s->f, act, nthreads);
+            return FG_OK;
+        }
+    }
     const int64_t G = s->groups, cg = s->c / G, fg = s->f / G;
     const int64_t M = s->n * s->oh * s->ow, K = s->kh * s->kw * cg;
     for (int64_t g = 0; g < G; g++) {
@@ -401,6 +428,11 @@ int fg_conv2d_backward_filter(float *dw, const float *dz, const float *x, const 
         return FG_OK;
     }
     if (!dz || !x) return FG_ERR_ARG;
+    if (direct_ok(s)) {
+        int r = FG_DISPATCH(fg_conv_tile_flt)(dw, dz, x, s, nthreads);
+        if (r < 0) return -r;
+        if (r == 1) return FG_OK;
+    }
     for (int64_t g = 0; g < G; g++) {
         pack_ctx cx = {s, x, cg, g * cg, fg, g * fg};
         fg_gemm_operand A = {x, s->c, 1, NULL, NULL};
