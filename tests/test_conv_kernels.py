@@ -74,6 +74,10 @@ CONV_CASES = [
     (2, 6, 7, 2, 3, 3, 65, (2, 1), (1, 1), 1, (1, 1, 1, 1)),
     (5, 10, 10, 15, 3, 3, 7, (1, 1), (1, 1), 1, (1, 1, 1, 1)),
     (1, 3, 3, 1, 3, 3, 1, (1, 1), (3, 3), 1, (3, 3, 3, 3)),
+    # many channels, unit strides: the data gradient as the tiled forward on dz
+    (2, 9, 10, 32, 3, 3, 64, (1, 1), (2, 1), 1, (2, 1, 2, 1)),
+    (2, 7, 6, 17, 3, 2, 24, (1, 1), (1, 1), 1, (0, 1, 1, 0)),
+    (1, 6, 6, 16, 2, 2, 16, (1, 1), (1, 1), 1, (2, 0, 0, 2)),     # pad > (k-1) d: data by the GEMM
 ]
 
 
@@ -221,6 +225,7 @@ THREAD_CASES = [
     (32, 24, 24, 16, 3, 3, 8, (1, 1), (1, 1), 1, (1, 1, 1, 1)),   # direct kernels above their grain
     (16, 28, 28, 1, 5, 5, 6, (1, 1), (1, 1), 1, (2, 2, 2, 2)),     # conv_tile, LeNet conv1 "same"
     (16, 32, 32, 3, 3, 3, 32, (1, 1), (1, 1), 1, (1, 1, 1, 1)),    # conv_tile, CIFAR conv1
+    (8, 16, 16, 32, 3, 3, 64, (1, 1), (1, 1), 1, (1, 1, 1, 1)),    # conv_tile, CIFAR conv3 (data as a conv)
 ]
 
 
@@ -254,9 +259,9 @@ def test_bitwise_identical_for_1_2_3_threads(isa, threads, case):
             assert a is not None and np.array_equal(a, e), f"op {i} differs with {nt} threads"
 
 
-@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[9] == 1 and c[3] < 16 and c[4] * c[5] > 1])
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[9] == 1 and c[4] * c[5] > 1])
 def test_direct_tile_kernels_match_gemm_path(isa, monkeypatch, case):
-    """conv_tile.c (few input channels) against the implicit GEMM (FASTGRAD_CONV_DIRECT=0)."""
+    """conv_tile.c (register-tiled direct kernels) against the implicit GEMM (FASTGRAD_CONV_DIRECT=0)."""
     rng = np.random.default_rng(11)
     x, w, b, s, p, d, g = _conv_args(case, rng)
     y = NAT.conv2d_forward(x, w, b, s, p, d, g, "relu")

@@ -35,62 +35,85 @@
 #include <immintrin.h>
 #endif
 
+/* Vector kinds: W lanes of type T with load / store / broadcast / zero / fma.
+ * The avx512 copy also has a 256-bit kind for F <= 8 output channels (a zmm
+ * would leave half its lanes idle; Zen 4 and Ice Lake run two ymm FMAs per
+ * cycle against one zmm). */
 #if defined(__AVX512F__)
-typedef __m512 vf;
-#define VL 16
-#define VLOAD(p) _mm512_loadu_ps(p)
-#define VSTORE(p, v) _mm512_storeu_ps(p, v)
-#define VSET1(a) _mm512_set1_ps(a)
-#define VZERO() _mm512_setzero_ps()
-#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define VADD(a, b) _mm512_add_ps(a, b)
+#define Z_T __m512
+#define Z_W 16
+#define Z_LD(p) _mm512_loadu_ps(p)
+#define Z_ST(p, v) _mm512_storeu_ps(p, v)
+#define Z_S1(a) _mm512_set1_ps(a)
+#define Z_ZERO() _mm512_setzero_ps()
+#define Z_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define Y_T __m256
+#define Y_W 8
+#define Y_LD(p) _mm256_loadu_ps(p)
+#define Y_ST(p, v) _mm256_storeu_ps(p, v)
+#define Y_S1(a) _mm256_set1_ps(a)
+#define Y_ZERO() _mm256_setzero_ps()
+#define Y_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define HAVE_NARROW 1
 #define FWD_R1 16
 #define FWD_R2 12
 #define FWD_R3 8
 #define FWD_R4 6
-#define FLT_R 24
+#define FLT_RA 24
+#define FLT_RB 13
+#define FLT_RC 9
+#define FLT_R2 8
 #elif defined(__AVX2__) && defined(__FMA__)
-typedef __m256 vf;
-#define VL 8
-#define VLOAD(p) _mm256_loadu_ps(p)
-#define VSTORE(p, v) _mm256_storeu_ps(p, v)
-#define VSET1(a) _mm256_set1_ps(a)
-#define VZERO() _mm256_setzero_ps()
-#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define VADD(a, b) _mm256_add_ps(a, b)
+#define Z_T __m256
+#define Z_W 8
+#define Z_LD(p) _mm256_loadu_ps(p)
+#define Z_ST(p, v) _mm256_storeu_ps(p, v)
+#define Z_S1(a) _mm256_set1_ps(a)
+#define Z_ZERO() _mm256_setzero_ps()
+#define Z_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define FWD_R1 12
 #define FWD_R2 6
 #define FWD_R3 4
 #define FWD_R4 3
-#define FLT_R 12
+#define FLT_RA 13
+#define FLT_RB 9
+#define FLT_RC 7
+#define FLT_R2 6
 #elif defined(__SSE2__)
-typedef __m128 vf;
-#define VL 4
-#define VLOAD(p) _mm_loadu_ps(p)
-#define VSTORE(p, v) _mm_storeu_ps(p, v)
-#define VSET1(a) _mm_set1_ps(a)
-#define VZERO() _mm_setzero_ps()
-#define VFMA(a, b, c) _mm_add_ps(_mm_mul_ps(a, b), c)
-#define VADD(a, b) _mm_add_ps(a, b)
+#define Z_T __m128
+#define Z_W 4
+#define Z_LD(p) _mm_loadu_ps(p)
+#define Z_ST(p, v) _mm_storeu_ps(p, v)
+#define Z_S1(a) _mm_set1_ps(a)
+#define Z_ZERO() _mm_setzero_ps()
+#define Z_FMA(a, b, c) _mm_add_ps(_mm_mul_ps(a, b), c)
 #define FWD_R1 12
 #define FWD_R2 6
 #define FWD_R3 4
 #define FWD_R4 3
-#define FLT_R 12
+#define FLT_RA 13
+#define FLT_RB 9
+#define FLT_RC 7
+#define FLT_R2 6
 #else
-typedef float vf;
-#define VL 1
-#define VLOAD(p) (*(p))
-#define VSTORE(p, v) (*(p) = (v))
-#define VSET1(a) (a)
-#define VZERO() 0.0f
-#define VFMA(a, b, c) ((a) * (b) + (c))
-#define VADD(a, b) ((a) + (b))
+#define Z_T float
+#define Z_W 1
+#define Z_LD(p) (*(p))
+#define Z_ST(p, v) (*(p) = (v))
+#define Z_S1(a) (a)
+#define Z_ZERO() 0.0f
+#define Z_FMA(a, b, c) ((a) * (b) + (c))
 #define FWD_R1 8
 #define FWD_R2 4
 #define FWD_R3 4
 #define FWD_R4 2
-#define FLT_R 8
+#define FLT_RA 8
+#define FLT_RB 6
+#define FLT_RC 4
+#define FLT_R2 4
+#endif
+#ifndef HAVE_NARROW
+#define HAVE_NARROW 0
 #endif
 
 #define GRAIN (1 << 17) /* multiply-adds per thread below which one thread runs */
@@ -154,32 +177,35 @@ static int pad_input(padded *pd, const float *x, const fg_conv_shape *s, int nt)
 
 /* ---- forward ---- */
 
-/* out[r * FP + f] (r < R) = sum_t x[base[r] + toff[t]] wp[t * FP + f] */
-#define DEF_FWD_TILE(NV, R)                                                                                     \
-    static void fwd_tile_##NV(float *FG_RESTRICT out, const float *FG_RESTRICT xb, const int64_t *base,          \
-                              const int64_t *FG_RESTRICT toff, const float *FG_RESTRICT wp, int64_t K) {          \
-        vf acc[R][NV];                                                                                          \
+/* out[r * FP + f] (r < R, FP = NV W) = sum_t x[base[r] + toff[t]] wp[t * FP + f] */
+#define DEF_FWD_TILE(NAME, K_, NV, R)                                                                           \
+    static void NAME(float *FG_RESTRICT out, const float *FG_RESTRICT xb, const int64_t *base,                  \
+                     const int64_t *FG_RESTRICT toff, const float *FG_RESTRICT wp, int64_t K) {                   \
+        K_##_T acc[R][NV];                                                                                      \
         const float *xr[R];                                                                                     \
         for (int r = 0; r < R; r++) {                                                                           \
             xr[r] = xb + base[r];                                                                               \
-            for (int v = 0; v < NV; v++) acc[r][v] = VZERO();                                                   \
+            for (int v = 0; v < NV; v++) acc[r][v] = K_##_ZERO();                                               \
         }                                                                                                       \
         for (int64_t t = 0; t < K; t++) {                                                                       \
             const int64_t o = toff[t];                                                                          \
-            vf wv[NV];                                                                                          \
-            for (int v = 0; v < NV; v++) wv[v] = VLOAD(wp + t * (NV * VL) + v * VL);                            \
+            K_##_T wv[NV];                                                                                      \
+            for (int v = 0; v < NV; v++) wv[v] = K_##_LD(wp + t * (NV * K_##_W) + v * K_##_W);                  \
             _Pragma("GCC unroll 32") for (int r = 0; r < R; r++) {                                              \
-                const vf xv = VSET1(xr[r][o]);                                                                  \
-                for (int v = 0; v < NV; v++) acc[r][v] = VFMA(xv, wv[v], acc[r][v]);                           \
+                const K_##_T xv = K_##_S1(xr[r][o]);                                                            \
+                for (int v = 0; v < NV; v++) acc[r][v] = K_##_FMA(xv, wv[v], acc[r][v]);                        \
             }                                                                                                   \
         }                                                                                                       \
         for (int r = 0; r < R; r++)                                                                             \
-            for (int v = 0; v < NV; v++) VSTORE(out + r * (NV * VL) + v * VL, acc[r][v]);                       \
+            for (int v = 0; v < NV; v++) K_##_ST(out + r * (NV * K_##_W) + v * K_##_W, acc[r][v]);              \
     }
-DEF_FWD_TILE(1, FWD_R1)
-DEF_FWD_TILE(2, FWD_R2)
-DEF_FWD_TILE(3, FWD_R3)
-DEF_FWD_TILE(4, FWD_R4)
+DEF_FWD_TILE(fwd_tile_1, Z, 1, FWD_R1)
+DEF_FWD_TILE(fwd_tile_2, Z, 2, FWD_R2)
+DEF_FWD_TILE(fwd_tile_3, Z, 3, FWD_R3)
+DEF_FWD_TILE(fwd_tile_4, Z, 4, FWD_R4)
+#if HAVE_NARROW
+DEF_FWD_TILE(fwd_tile_y, Y, 1, 16)
+#endif
 
 typedef void (*fwd_tile_fn)(float *, const float *, const int64_t *, const int64_t *, const float *, int64_t);
 
@@ -200,10 +226,18 @@ static void tap_offsets(int64_t *toff, const fg_conv_shape *s, int64_t wp) {
  * or -FG_ERR_NOMEM */
 int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const float *b, const fg_conv_shape *s,
                                 int nthreads) {
-    const int64_t F = s->f, NV = (F + VL - 1) / VL, FP = NV * VL, K = s->kh * s->kw * s->c, P = s->oh * s->ow;
+    const int64_t F = s->f, K = s->kh * s->kw * s->c, P = s->oh * s->ow;
+    int64_t NV = (F + Z_W - 1) / Z_W, FP = NV * Z_W;
     if (s->groups != 1 || NV > 4) return 0;
-    const int64_t R = fwd_rows[NV];
-    const fwd_tile_fn fn = fwd_fns[NV];
+    int64_t R = fwd_rows[NV];
+    fwd_tile_fn fn = fwd_fns[NV];
+#if HAVE_NARROW
+    if (F <= Y_W) {
+        FP = Y_W;
+        R = 16;
+        fn = fwd_tile_y;
+    }
+#endif
     int64_t *toff = (int64_t *)malloc((size_t)K * sizeof(int64_t));
     float *wp = NULL;
     if (!toff || posix_memalign((void **)&wp, 64, (size_t)(K * FP + FP) * sizeof(float)) != 0) {
@@ -230,7 +264,7 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const 
 #endif
     {
         unsigned fp = fg_fpstate_enter();
-        float out[MAXR * 4 * VL];
+        float out[MAXR * 4 * Z_W];
         int64_t base[MAXR];
 #if FG_HAVE_OPENMP
 #pragma omp for schedule(static)
@@ -245,10 +279,12 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const 
             fn(out, pd.x + n * xs, base, toff, wp, K);
             float *zr = z + (n * P + p0) * F;
             for (int64_t r = 0; r < nv; r++) {
-                float *o = out + r * FP;
+                const float *o = out + r * FP;
+                float *FG_RESTRICT d = zr + r * F;
                 if (has_b)
-                    for (int64_t v = 0; v < NV; v++) VSTORE(o + v * VL, VADD(VLOAD(o + v * VL), VLOAD(bp + v * VL)));
-                memcpy(zr + r * F, o, (size_t)F * sizeof(float));
+                    for (int64_t f = 0; f < F; f++) d[f] = o[f] + bp[f];
+                else
+                    memcpy(d, o, (size_t)F * sizeof(float));
             }
         }
         fg_fpstate_leave(fp);
@@ -260,69 +296,121 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const 
 
 /* ---- filter gradient ---- */
 
-/* dw[t0 + r, f0 .. f0 + VL) (r < R) = sum over samples and pixels of x[pixel base + toff[r]] dz[pixel, f0 ..] */
-static void flt_tile(float *FG_RESTRICT out, const float *FG_RESTRICT xpad, const float *FG_RESTRICT dz,
-                     const int64_t *FG_RESTRICT toff, const fg_conv_shape *s, int64_t hp, int64_t wp, int64_t f0) {
-    vf acc[FLT_R];
-    int64_t o[FLT_R];
-    for (int r = 0; r < FLT_R; r++) {
-        acc[r] = VZERO();
-        o[r] = toff[r];
+/* acc[r * ld + v W + j] (r < R, v < NV, j < W) += sum over the pixels of one sample (xn, dzn) of
+ * x[pixel base + toff[r]] dz[pixel, f0 + v W + j], pixels in (oy, ox) order. The running sums are
+ * loaded and stored around each sample: one chain per element, the same bits as one long chain. */
+typedef void (*flt_tile_fn)(float *, int64_t, const float *, const float *, const int64_t *, const fg_conv_shape *,
+                            int64_t, int64_t);
+#define DEF_FLT_TILE(NAME, K_, NV, R)                                                                           \
+    static void NAME(float *FG_RESTRICT accp, int64_t ld, const float *FG_RESTRICT xn,                          \
+                     const float *FG_RESTRICT dzn, const int64_t *FG_RESTRICT toff, const fg_conv_shape *s,      \
+                     int64_t wp, int64_t f0) {                                                                   \
+        K_##_T acc[R][NV];                                                                                      \
+        int64_t o[R];                                                                                           \
+        for (int r = 0; r < R; r++) {                                                                           \
+            for (int v = 0; v < NV; v++) acc[r][v] = K_##_LD(accp + r * ld + v * K_##_W);                       \
+            o[r] = toff[r];                                                                                     \
+        }                                                                                                       \
+        const int64_t F = s->f, C = s->c, xsx = s->sw * C;                                                      \
+        for (int64_t oy = 0; oy < s->oh; oy++) {                                                                \
+            const float *xp = xn + (oy * s->sh) * wp * C;                                                       \
+            const float *dp = dzn + oy * s->ow * F + f0;                                                        \
+            for (int64_t ox = 0; ox < s->ow; ox++, xp += xsx, dp += F) {                                        \
+                K_##_T d[NV];                                                                                   \
+                for (int v = 0; v < NV; v++) d[v] = K_##_LD(dp + v * K_##_W);                                   \
+                _Pragma("GCC unroll 32") for (int r = 0; r < R; r++) {                                          \
+                    const K_##_T xv = K_##_S1(xp[o[r]]);                                                        \
+                    for (int v = 0; v < NV; v++) acc[r][v] = K_##_FMA(xv, d[v], acc[r][v]);                     \
+                }                                                                                               \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int r = 0; r < R; r++)                                                                             \
+            for (int v = 0; v < NV; v++) K_##_ST(accp + r * ld + v * K_##_W, acc[r][v]);                       \
     }
-    const int64_t F = s->f, C = s->c, xsx = s->sw * C;
-    const float *end = dz + s->n * s->oh * s->ow * F; /* one past dz */
-    for (int64_t n = 0; n < s->n; n++) {
-        const float *xn = xpad + n * hp * wp * C;
-        for (int64_t oy = 0; oy < s->oh; oy++) {
-            const float *xp = xn + (oy * s->sh) * wp * C;
-            const float *dp = dz + ((n * s->oh + oy) * s->ow) * F + f0;
-            for (int64_t ox = 0; ox < s->ow; ox++, xp += xsx, dp += F) {
-                vf d;
-                if (dp + VL <= end) {
-                    d = VLOAD(dp);
-                } else { /* a row read VL wide would run past dz: the last pixels when F % VL != 0 */
-                    float tmp[VL] = {0};
-                    memcpy(tmp, dp, (size_t)(end - dp) * sizeof(float));
-                    d = VLOAD(tmp);
-                }
-                _Pragma("GCC unroll 32") for (int r = 0; r < FLT_R; r++) acc[r] = VFMA(VSET1(xp[o[r]]), d, acc[r]);
-            }
-        }
-    }
-    for (int r = 0; r < FLT_R; r++) VSTORE(out + r * VL, acc[r]);
-}
+DEF_FLT_TILE(flt_tile_a, Z, 1, FLT_RA)
+DEF_FLT_TILE(flt_tile_b, Z, 1, FLT_RB)
+DEF_FLT_TILE(flt_tile_c, Z, 1, FLT_RC)
+DEF_FLT_TILE(flt_tile_2, Z, 2, FLT_R2)
+#if HAVE_NARROW
+DEF_FLT_TILE(flt_tile_ya, Y, 1, 24)
+DEF_FLT_TILE(flt_tile_yb, Y, 1, 13)
+DEF_FLT_TILE(flt_tile_yc, Y, 1, 9)
+#endif
 
 int FG_ISA_FN(fg_conv_tile_flt)(float *dw, const float *dz, const float *x, const fg_conv_shape *s, int nthreads) {
-    const int64_t F = s->f, NV = (F + VL - 1) / VL, K = s->kh * s->kw * s->c, P = s->oh * s->ow;
-    if (s->groups != 1 || NV > 4) return 0;
-    const int64_t tt = (K + FLT_R - 1) / FLT_R, units = tt * NV;
-    int nt = fg_threads_for(s->n * P * K * NV * VL, GRAIN, nthreads);
+    const int64_t F = s->f, K = s->kh * s->kw * s->c, P = s->oh * s->ow;
+    int64_t W = Z_W, NVT = (F + Z_W - 1) / Z_W, NV = 1;
+    if (s->groups != 1 || NVT > 4) return 0;
+    int64_t rows[3] = {FLT_RA, FLT_RB, FLT_RC};
+    flt_tile_fn fns[3] = {flt_tile_a, flt_tile_b, flt_tile_c};
+    int nchoice = 3;
+#if HAVE_NARROW
+    if (F <= Y_W) {
+        W = Y_W;
+        NVT = 1;
+        rows[0] = 24, rows[1] = 13, rows[2] = 9;
+        fns[0] = flt_tile_ya, fns[1] = flt_tile_yb, fns[2] = flt_tile_yc;
+    }
+#endif
+    if (NVT % 2 == 0 && s->c >= 16) { /* pairs of vectors: half the broadcasts per FMA */
+        NV = 2;
+        rows[0] = FLT_R2;
+        fns[0] = flt_tile_2;
+        nchoice = 1;
+    }
+    /* the tile height wasting the fewest rows on the last tile of taps (ties: the taller) */
+    int best = 0;
+    for (int i = 1; i < nchoice; i++)
+        if ((K + rows[i] - 1) / rows[i] * rows[i] < (K + rows[best] - 1) / rows[best] * rows[best]) best = i;
+    const int64_t R = rows[best];
+    const flt_tile_fn fn = fns[best];
+    const int64_t tt = (K + R - 1) / R, nu = NVT / NV, units = tt * nu, ld = NVT * W;
+    int nt = fg_threads_for(s->n * P * K * NVT * W, GRAIN, nthreads);
     if (nt > units) nt = (int)units;
-    int64_t *toff = (int64_t *)malloc((size_t)(tt * FLT_R) * sizeof(int64_t));
+    int64_t *toff = (int64_t *)malloc((size_t)(tt * R) * sizeof(int64_t));
+    float *acc = NULL; /* (tt R) x ld running sums */
+    /* dz rows are read NV W wide: past the last row of the last sample when F % (NV W) != 0, so that
+     * sample is read from a copy with a zero tail */
+    const int64_t sz = P * F;
+    float *last = NULL;
     padded pd;
-    if (!toff || pad_input(&pd, x, s, nt) != FG_OK) {
+    if (!toff || posix_memalign((void **)&acc, 64, (size_t)(tt * R * ld) * sizeof(float)) != 0 ||
+        posix_memalign((void **)&last, 64, (size_t)(sz + ld) * sizeof(float)) != 0 ||
+        pad_input(&pd, x, s, nt) != FG_OK) {
         free(toff);
+        free(acc);
+        free(last);
         return -FG_ERR_NOMEM;
     }
+    memcpy(last, dz + (s->n - 1) * sz, (size_t)sz * sizeof(float));
+    memset(last + sz, 0, (size_t)ld * sizeof(float));
+    memset(acc, 0, (size_t)(tt * R * ld) * sizeof(float));
     tap_offsets(toff, s, pd.wp);
-    for (int64_t t = K; t < tt * FLT_R; t++) toff[t] = toff[K - 1]; /* a valid read, result dropped */
+    for (int64_t t = K; t < tt * R; t++) toff[t] = toff[K - 1]; /* a valid read, result dropped */
 #if FG_HAVE_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
         unsigned fp = fg_fpstate_enter();
-        float out[FLT_R * VL];
 #if FG_HAVE_OPENMP
-#pragma omp for schedule(static)
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
 #endif
-        for (int64_t u = 0; u < units; u++) {
-            const int64_t t0 = (u / NV) * FLT_R, f0 = (u % NV) * VL;
-            flt_tile(out, pd.x, dz, toff + t0, s, pd.hp, pd.wp, f0);
-            const int64_t nr = K - t0 < FLT_R ? K - t0 : FLT_R, nf = F - f0 < VL ? F - f0 : VL;
-            for (int64_t r = 0; r < nr; r++) memcpy(dw + (t0 + r) * F + f0, out + r * VL, (size_t)nf * sizeof(float));
+        const int64_t u0 = units * tid / nth, u1 = units * (tid + 1) / nth;
+        /* sample by sample (its x and dz stay in cache across this thread's tiles) */
+        for (int64_t n = 0; n < s->n; n++) {
+            const float *xn = pd.x + n * pd.hp * pd.wp * s->c, *dzn = n == s->n - 1 ? last : dz + n * sz;
+            for (int64_t u = u0; u < u1; u++) {
+                const int64_t t0 = (u / nu) * R, f0 = (u % nu) * NV * W;
+                fn(acc + t0 * ld + f0, ld, xn, dzn, toff + t0, s, pd.wp, f0);
+            }
         }
         fg_fpstate_leave(fp);
     }
+    for (int64_t t = 0; t < K; t++) memcpy(dw + t * F, acc + t * ld, (size_t)F * sizeof(float));
     free(toff);
+    free(acc);
+    free(last);
     return 1;
 }
