@@ -209,6 +209,39 @@ DEF_FWD_TILE(fwd_tile_y, Y, 1, 16)
 
 typedef void (*fwd_tile_fn)(float *, const float *, const int64_t *, const int64_t *, const float *, int64_t);
 
+/* One input channel and unit stride (an image's first layer): the R pixels of a tile within one
+ * output row are R consecutive floats of the input, so a broadcast is x0[o + r] off one pointer
+ * (no pointer per pixel). One vector of output channels. */
+#define DEF_FWD_ROW(NAME, K_, R)                                                                                \
+    static void NAME(float *FG_RESTRICT out, const float *FG_RESTRICT x0, const int64_t *FG_RESTRICT toff,      \
+                     const float *FG_RESTRICT wp, int64_t K) {                                                   \
+        K_##_T acc[R];                                                                                          \
+        for (int r = 0; r < R; r++) acc[r] = K_##_ZERO();                                                       \
+        for (int64_t t = 0; t < K; t++) {                                                                       \
+            const float *xt = x0 + toff[t];                                                                     \
+            const K_##_T wv = K_##_LD(wp + t * K_##_W);                                                         \
+            _Pragma("GCC unroll 32") for (int r = 0; r < R; r++) acc[r] = K_##_FMA(K_##_S1(xt[r]), wv, acc[r]);  \
+        }                                                                                                       \
+        for (int r = 0; r < R; r++) K_##_ST(out + r * K_##_W, acc[r]);                                          \
+    }
+typedef void (*fwd_row_fn)(float *, const float *, const int64_t *, const float *, int64_t);
+#define N_ROW 5
+static const int64_t row_rows[N_ROW] = {8, 10, 12, 14, 16};
+DEF_FWD_ROW(row_z8, Z, 8)
+DEF_FWD_ROW(row_z10, Z, 10)
+DEF_FWD_ROW(row_z12, Z, 12)
+DEF_FWD_ROW(row_z14, Z, 14)
+DEF_FWD_ROW(row_z16, Z, 16)
+static const fwd_row_fn row_z[N_ROW] = {row_z8, row_z10, row_z12, row_z14, row_z16};
+#if HAVE_NARROW
+DEF_FWD_ROW(row_y8, Y, 8)
+DEF_FWD_ROW(row_y10, Y, 10)
+DEF_FWD_ROW(row_y12, Y, 12)
+DEF_FWD_ROW(row_y14, Y, 14)
+DEF_FWD_ROW(row_y16, Y, 16)
+static const fwd_row_fn row_y[N_ROW] = {row_y8, row_y10, row_y12, row_y14, row_y16};
+#endif
+
 static const int64_t fwd_rows[5] = {0, FWD_R1, FWD_R2, FWD_R3, FWD_R4};
 static const fwd_tile_fn fwd_fns[5] = {NULL, fwd_tile_1, fwd_tile_2, fwd_tile_3, fwd_tile_4};
 
@@ -231,13 +264,29 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const 
     if (s->groups != 1 || NV > 4) return 0;
     int64_t R = fwd_rows[NV];
     fwd_tile_fn fn = fwd_fns[NV];
+    const fwd_row_fn *rows = NV == 1 ? row_z : NULL;
 #if HAVE_NARROW
     if (F <= Y_W) {
         FP = Y_W;
         R = 16;
         fn = fwd_tile_y;
+        rows = row_y;
     }
 #endif
+    /* row tiles (c sw == 1, one vector): the height covering an output row in the fewest pixels */
+    fwd_row_fn rfn = NULL;
+    int64_t RR = 0;
+    if (rows && s->c * s->sw == 1) {
+        int64_t best = -1;
+        for (int i = 0; i < N_ROW && row_rows[i] <= R; i++) { /* a partial row tile runs the general tile */
+            const int64_t cost = (s->ow + row_rows[i] - 1) / row_rows[i] * row_rows[i];
+            if (best < 0 || cost <= best) {
+                best = cost;
+                RR = row_rows[i];
+                rfn = rows[i];
+            }
+        }
+    }
     int64_t *toff = (int64_t *)malloc((size_t)K * sizeof(int64_t));
     float *wp = NULL;
     if (!toff || posix_memalign((void **)&wp, 64, (size_t)(K * FP + FP) * sizeof(float)) != 0) {
@@ -256,7 +305,9 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const 
         return -FG_ERR_NOMEM;
     }
     tap_offsets(toff, s, pd.wp);
-    const int64_t tiles = (P + R - 1) / R, units = s->n * tiles, xs = pd.hp * pd.wp * s->c;
+    /* units: (sample, tile of R pixels), or with row tiles (sample, output row, tile of RR pixels) */
+    const int64_t tpr = rfn ? (s->ow + RR - 1) / RR : 0, tiles = rfn ? s->oh * tpr : (P + R - 1) / R;
+    const int64_t units = s->n * tiles, xs = pd.hp * pd.wp * s->c;
     if (nt > units) nt = (int)units;
     const int has_b = b != NULL;
 #if FG_HAVE_OPENMP
@@ -270,13 +321,26 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const 
 #pragma omp for schedule(static)
 #endif
         for (int64_t u = 0; u < units; u++) {
-            const int64_t n = u / tiles, p0 = (u % tiles) * R;
-            const int64_t nv = P - p0 < R ? P - p0 : R;
-            for (int64_t r = 0; r < R; r++) {
-                const int64_t p = p0 + (r < nv ? r : nv - 1), oy = p / s->ow, ox = p % s->ow;
-                base[r] = ((oy * s->sh) * pd.wp + ox * s->sw) * s->c;
+            const int64_t n = u / tiles;
+            int64_t p0, nv;
+            if (rfn) {
+                const int64_t oy = (u % tiles) / tpr, ox0 = (u % tiles) % tpr * RR;
+                p0 = oy * s->ow + ox0;
+                nv = s->ow - ox0 < RR ? s->ow - ox0 : RR;
+            } else {
+                p0 = (u % tiles) * R;
+                nv = P - p0 < R ? P - p0 : R;
             }
-            fn(out, pd.x + n * xs, base, toff, wp, K);
+            if (rfn && nv == RR) {
+                const int64_t oy = p0 / s->ow, ox0 = p0 % s->ow;
+                rfn(out, pd.x + n * xs + (oy * s->sh) * pd.wp + ox0, toff, wp, K);
+            } else {
+                for (int64_t r = 0; r < R; r++) {
+                    const int64_t p = p0 + (r < nv ? r : nv - 1), oy = p / s->ow, ox = p % s->ow;
+                    base[r] = ((oy * s->sh) * pd.wp + ox * s->sw) * s->c;
+                }
+                fn(out, pd.x + n * xs, base, toff, wp, K);
+            }
             float *zr = z + (n * P + p0) * F;
             for (int64_t r = 0; r < nv; r++) {
                 const float *o = out + r * FP;
