@@ -329,3 +329,16 @@ def test_binding_validation():
         C.conv2d_forward(y, y, x, w, None, good, 1, 1)                      # z == y with relu
     with pytest.raises(ValueError, match="inconsistent"):
         C.pool2d_forward(y, x, (1, 5, 5, 3, 2, 2, 3, 2, 2, 0, 2, 1, 1, 0, 0, 1), True, 1)
+
+
+@pytest.mark.parametrize("pool,strides,pads", [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (1, 2), (1, 1, 1, 1))])
+def test_max_pool_backward_ties_go_to_the_first_maximum(isa, pool, strides, pads):
+    """The vectorised max backward (conv_direct.c) with many tied maxima: the first one in
+    row-major window order takes the gradient, as in NumpyOps."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, (2, 7, 9, 37)).astype(np.float32)
+    y = NAT.max_pool2d_forward(x, pool, strides, pads)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    got = NAT.max_pool2d_backward(dy, x, y, pool, strides, pads)
+    want = REF.max_pool2d_backward(*f64(dy, x, y), pool, strides, pads)
+    close(got, want, tol=1e-6, what="max pool backward with ties")
