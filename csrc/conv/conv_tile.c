@@ -56,7 +56,7 @@
 #define Y_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define HAVE_NARROW 1
 #define FWD_R1 16
-#define FWD_R2 12
+#define FWD_R2 14
 #define FWD_R3 8
 #define FWD_R4 6
 #define FLT_RA 24
@@ -331,23 +331,26 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const 
                 p0 = (u % tiles) * R;
                 nv = P - p0 < R ? P - p0 : R;
             }
+            float *zr = z + (n * P + p0) * F;
+            /* a full tile with F a whole number of vectors is stored straight into z */
+            const int direct = FP == F && nv == (rfn ? RR : R);
+            float *dst = direct ? zr : out;
             if (rfn && nv == RR) {
                 const int64_t oy = p0 / s->ow, ox0 = p0 % s->ow;
-                rfn(out, pd.x + n * xs + (oy * s->sh) * pd.wp + ox0, toff, wp, K);
+                rfn(dst, pd.x + n * xs + (oy * s->sh) * pd.wp + ox0, toff, wp, K);
             } else {
                 for (int64_t r = 0; r < R; r++) {
                     const int64_t p = p0 + (r < nv ? r : nv - 1), oy = p / s->ow, ox = p % s->ow;
                     base[r] = ((oy * s->sh) * pd.wp + ox * s->sw) * s->c;
                 }
-                fn(out, pd.x + n * xs, base, toff, wp, K);
+                fn(dst, pd.x + n * xs, base, toff, wp, K);
             }
-            float *zr = z + (n * P + p0) * F;
             for (int64_t r = 0; r < nv; r++) {
-                const float *o = out + r * FP;
-                float *FG_RESTRICT d = zr + r * F;
+                const float *o = dst + r * FP;
+                float *d = zr + r * F; /* may be o itself */
                 if (has_b)
                     for (int64_t f = 0; f < F; f++) d[f] = o[f] + bp[f];
-                else
+                else if (!direct)
                     memcpy(d, o, (size_t)F * sizeof(float));
             }
         }
