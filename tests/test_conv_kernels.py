@@ -342,3 +342,20 @@ def test_max_pool_backward_ties_go_to_the_first_maximum(isa, pool, strides, pads
     got = NAT.max_pool2d_backward(dy, x, y, pool, strides, pads)
     want = REF.max_pool2d_backward(*f64(dy, x, y), pool, strides, pads)
     close(got, want, tol=1e-6, what="max pool backward with ties")
+
+
+def test_tiled_forward_fused_relu_keeps_nan_and_signed_zero(isa):
+    """conv_tile.c fuses ReLU into its store: the same bits as relu applied to the linear output
+    (max(0, z): NaN propagates, -0 stays -0), and preact gets the linear output."""
+    rng = np.random.default_rng(3)
+    x, w, b, s, p, d, g = _conv_args((2, 9, 10, 3, 3, 3, 20, (1, 1), (1, 1), 1, (1, 1, 1, 1)), rng)
+    x[0, 4, 4, 1] = np.nan
+    b[3] = -0.0
+    w[..., 3] = 0.0                     # channel 3: 0 * x + (-0) = +0 or -0 sums
+    lin = NAT.conv2d_forward(x, w, b, s, p, d, g, "linear")
+    pre = np.empty_like(lin)
+    y = NAT.conv2d_forward(x, w, b, s, p, d, g, "relu", preact=pre)
+    want = np.where(np.float32(0) > lin, np.float32(0), lin)
+    assert np.array_equal(pre.view(np.uint32), lin.view(np.uint32))
+    assert np.array_equal(y.view(np.uint32), want.view(np.uint32))
+    assert np.isnan(y).any()

@@ -276,8 +276,8 @@ static int is_pointwise(const fg_conv_shape *s) {
 #define FG_TILE_MAX_C 16
 #define FG_TILE_MAX_KF (1 << 16) /* kh kw c (f rounded up to 64) floats of kernel */
 
-FG_DECLARE_ISA(int, fg_conv_tile_fwd, (float *, const float *, const float *, const float *, const fg_conv_shape *,
-                                       int))
+FG_DECLARE_ISA(int, fg_conv_tile_fwd, (float *, float *, const float *, const float *, const float *,
+                                       const fg_conv_shape *, int, int))
 FG_DECLARE_ISA(int, fg_conv_tile_flt, (float *, const float *, const float *, const fg_conv_shape *, int))
 
 static int direct_enabled(void) {
@@ -315,7 +315,7 @@ static int backward_data_direct(float *dx, const float *dz, const float *w, cons
         for (int64_t ci = 0; ci < C; ci++)
             for (int64_t f = 0; f < F; f++) d[f * C + ci] = src[ci * F + f];
     }
-    int r = FG_DISPATCH(fg_conv_tile_fwd)(dx, dz, wt, NULL, t, nthreads);
+    int r = FG_DISPATCH(fg_conv_tile_fwd)(dx, NULL, dz, wt, NULL, t, 0, nthreads);
     free(wt);
     return r;
 }
@@ -327,11 +327,14 @@ int fg_conv2d_forward(float *y, float *z, const float *x, const float *w, const 
     if (s->n == 0) return FG_OK;
     if (!y || !x || !w) return FG_ERR_ARG;
     if (direct_fwd_ok(s)) {
-        float *zz = z ? z : y;
-        int r = FG_DISPATCH(fg_conv_tile_fwd)(zz, x, w, b, s, nthreads);
+        /* ReLU is fused in the tiled kernel's store; other activations take an element-wise pass */
+        const int relu = act == FG_ACT_RELU;
+        float *zz = relu ? y : z ? z : y;
+        int r = FG_DISPATCH(fg_conv_tile_fwd)(zz, relu ? z : NULL, x, w, b, s, relu, nthreads);
         if (r < 0) return -r;
         if (r == 1) {
-            if (act != FG_ACT_LINEAR || zz != y) return fg_act_forward(y, zz, s->n * s->oh * s->ow * s->f, act, nthreads);
+            if (!relu && (act != FG_ACT_LINEAR || zz != y))
+                return fg_act_forward(y, zz, s->n * s->oh * s->ow * s->f, act, nthreads);
             return FG_OK;
         }
     }

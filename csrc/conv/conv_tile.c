@@ -255,10 +255,12 @@ static void tap_offsets(int64_t *toff, const fg_conv_shape *s, int64_t wp) {
             for (int64_t ci = 0; ci < s->c; ci++) toff[t++] = ((ky * s->dh) * wp + kx * s->dw) * s->c + ci;
 }
 
-/* 1 when handled (z = conv + b written), 0 when the shape is not this kernel's (nothing written),
- * or -FG_ERR_NOMEM */
-int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const float *b, const fg_conv_shape *s,
-                                int nthreads) {
+/* y = conv + b, or with relu: y = max(0, conv + b) and, when z != NULL, z = conv + b (ReLU fused
+ * in the store: the same bits as the element-wise kernels' v_max(0, z), NaN and -0 kept).
+ * Returns 1 when handled, 0 when the shape is not this kernel's (nothing written), or
+ * -FG_ERR_NOMEM. */
+int FG_ISA_FN(fg_conv_tile_fwd)(float *y, float *z, const float *x, const float *w, const float *b,
+                                const fg_conv_shape *s, int relu, int nthreads) {
     const int64_t F = s->f, K = s->kh * s->kw * s->c, P = s->oh * s->ow;
     int64_t NV = (F + Z_W - 1) / Z_W, FP = NV * Z_W;
     if (s->groups != 1 || NV > 4) return 0;
@@ -331,8 +333,9 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const 
                 p0 = (u % tiles) * R;
                 nv = P - p0 < R ? P - p0 : R;
             }
-            float *zr = z + (n * P + p0) * F;
-            /* a full tile with F a whole number of vectors is stored straight into z */
+            float *zr = y + (n * P + p0) * F;
+            float *pre = z ? z + (n * P + p0) * F : NULL;
+            /* a full tile with F a whole number of vectors is stored straight into y */
             const int direct = FP == F && nv == (rfn ? RR : R);
             float *dst = direct ? zr : out;
             if (rfn && nv == RR) {
@@ -348,10 +351,18 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *z, const float *x, const float *w, const 
             for (int64_t r = 0; r < nv; r++) {
                 const float *o = dst + r * FP;
                 float *d = zr + r * F; /* may be o itself */
-                if (has_b)
+                if (relu) {
+                    float *zp = pre ? pre + r * F : NULL;
+                    for (int64_t f = 0; f < F; f++) {
+                        const float v = has_b ? o[f] + bp[f] : o[f];
+                        if (zp) zp[f] = v;
+                        d[f] = 0.0f > v ? 0.0f : v;
+                    }
+                } else if (has_b) {
                     for (int64_t f = 0; f < F; f++) d[f] = o[f] + bp[f];
-                else if (!direct)
+                } else if (!direct) {
                     memcpy(d, o, (size_t)F * sizeof(float));
+                }
             }
         }
         fg_fpstate_leave(fp);
