@@ -47,6 +47,8 @@
 #define Z_S1(a) _mm512_set1_ps(a)
 #define Z_ZERO() _mm512_setzero_ps()
 #define Z_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define Z_ADD(a, b) _mm512_add_ps(a, b)
+#define Z_MAX(a, b) _mm512_max_ps(a, b)
 #define Y_T __m256
 #define Y_W 8
 #define Y_LD(p) _mm256_loadu_ps(p)
@@ -54,6 +56,8 @@
 #define Y_S1(a) _mm256_set1_ps(a)
 #define Y_ZERO() _mm256_setzero_ps()
 #define Y_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define Y_ADD(a, b) _mm256_add_ps(a, b)
+#define Y_MAX(a, b) _mm256_max_ps(a, b)
 #define HAVE_NARROW 1
 #define FWD_R1 16
 #define FWD_R2 14
@@ -71,6 +75,8 @@
 #define Z_S1(a) _mm256_set1_ps(a)
 #define Z_ZERO() _mm256_setzero_ps()
 #define Z_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define Z_ADD(a, b) _mm256_add_ps(a, b)
+#define Z_MAX(a, b) _mm256_max_ps(a, b)
 #define FWD_R1 12
 #define FWD_R2 6
 #define FWD_R3 4
@@ -87,6 +93,8 @@
 #define Z_S1(a) _mm_set1_ps(a)
 #define Z_ZERO() _mm_setzero_ps()
 #define Z_FMA(a, b, c) _mm_add_ps(_mm_mul_ps(a, b), c)
+#define Z_ADD(a, b) _mm_add_ps(a, b)
+#define Z_MAX(a, b) _mm_max_ps(a, b)
 #define FWD_R1 12
 #define FWD_R2 6
 #define FWD_R3 4
@@ -103,6 +111,8 @@
 #define Z_S1(a) (a)
 #define Z_ZERO() 0.0f
 #define Z_FMA(a, b, c) ((a) * (b) + (c))
+#define Z_ADD(a, b) ((a) + (b))
+#define Z_MAX(a, b) ((a) > (b) ? (a) : (b)) /* as maxps: the second operand unless a > b */
 #define FWD_R1 8
 #define FWD_R2 4
 #define FWD_R3 4
@@ -177,10 +187,18 @@ static int pad_input(padded *pd, const float *x, const fg_conv_shape *s, int nt)
 
 /* ---- forward ---- */
 
-/* out[r * FP + f] (r < R, FP = NV W) = sum_t x[base[r] + toff[t]] wp[t * FP + f] */
+/* store v (+ bias when has_b, then max(0, .) when relu: the element-wise kernels' v_max(0, z)) */
+#define EPI(K_, v, bias, has_b, relu)                          \
+    do {                                                       \
+        if (has_b) v = K_##_ADD(v, K_##_LD(bias));             \
+        if (relu) v = K_##_MAX(K_##_ZERO(), v);                \
+    } while (0)
+
+/* out[r * FP + f] (r < R, FP = NV W) = sum_t x[base[r] + toff[t]] wp[t * FP + f] (+ bias, relu) */
 #define DEF_FWD_TILE(NAME, K_, NV, R)                                                                           \
     static void NAME(float *FG_RESTRICT out, const float *FG_RESTRICT xb, const int64_t *base,                  \
-                     const int64_t *FG_RESTRICT toff, const float *FG_RESTRICT wp, int64_t K) {                   \
+                     const int64_t *FG_RESTRICT toff, const float *FG_RESTRICT wp, int64_t K,             \
+                     const float *FG_RESTRICT bias, int has_b, int relu) {                                       \
         K_##_T acc[R][NV];                                                                                      \
         const float *xr[R];                                                                                     \
         for (int r = 0; r < R; r++) {                                                                           \
@@ -197,7 +215,10 @@ static int pad_input(padded *pd, const float *x, const fg_conv_shape *s, int nt)
             }                                                                                                   \
         }                                                                                                       \
         for (int r = 0; r < R; r++)                                                                             \
-            for (int v = 0; v < NV; v++) K_##_ST(out + r * (NV * K_##_W) + v * K_##_W, acc[r][v]);              \
+            for (int v = 0; v < NV; v++) {                                                                      \
+                EPI(K_, acc[r][v], bias + v * K_##_W, has_b, relu);                                             \
+                K_##_ST(out + r * (NV * K_##_W) + v * K_##_W, acc[r][v]);                                       \
+            }                                                                                                   \
     }
 DEF_FWD_TILE(fwd_tile_1, Z, 1, FWD_R1)
 DEF_FWD_TILE(fwd_tile_2, Z, 2, FWD_R2)
@@ -207,14 +228,15 @@ DEF_FWD_TILE(fwd_tile_4, Z, 4, FWD_R4)
 DEF_FWD_TILE(fwd_tile_y, Y, 1, 16)
 #endif
 
-typedef void (*fwd_tile_fn)(float *, const float *, const int64_t *, const int64_t *, const float *, int64_t);
+typedef void (*fwd_tile_fn)(float *, const float *, const int64_t *, const int64_t *, const float *, int64_t,
+                            const float *, int, int);
 
 /* One input channel and unit stride (an image's first layer): the R pixels of a tile within one
  * output row are R consecutive floats of the input, so a broadcast is x0[o + r] off one pointer
  * (no pointer per pixel). One vector of output channels. */
 #define DEF_FWD_ROW(NAME, K_, R)                                                                                \
     static void NAME(float *FG_RESTRICT out, const float *FG_RESTRICT x0, const int64_t *FG_RESTRICT toff,      \
-                     const float *FG_RESTRICT wp, int64_t K) {                                                   \
+                     const float *FG_RESTRICT wp, int64_t K, const float *FG_RESTRICT bias, int has_b, int relu) { \
         K_##_T acc[R];                                                                                          \
         for (int r = 0; r < R; r++) acc[r] = K_##_ZERO();                                                       \
         for (int64_t t = 0; t < K; t++) {                                                                       \
@@ -222,9 +244,12 @@ typedef void (*fwd_tile_fn)(float *, const float *, const int64_t *, const int64
             const K_##_T wv = K_##_LD(wp + t * K_##_W);                                                         \
             _Pragma("GCC unroll 32") for (int r = 0; r < R; r++) acc[r] = K_##_FMA(K_##_S1(xt[r]), wv, acc[r]);  \
         }                                                                                                       \
-        for (int r = 0; r < R; r++) K_##_ST(out + r * K_##_W, acc[r]);                                          \
+        for (int r = 0; r < R; r++) {                                                                           \
+            EPI(K_, acc[r], bias, has_b, relu);                                                                 \
+            K_##_ST(out + r * K_##_W, acc[r]);                                                                  \
+        }                                                                                                       \
     }
-typedef void (*fwd_row_fn)(float *, const float *, const int64_t *, const float *, int64_t);
+typedef void (*fwd_row_fn)(float *, const float *, const int64_t *, const float *, int64_t, const float *, int, int);
 #define N_ROW 5
 static const int64_t row_rows[N_ROW] = {8, 10, 12, 14, 16};
 DEF_FWD_ROW(row_z8, Z, 8)
@@ -311,7 +336,7 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *y, float *z, const float *x, const float 
     const int64_t tpr = rfn ? (s->ow + RR - 1) / RR : 0, tiles = rfn ? s->oh * tpr : (P + R - 1) / R;
     const int64_t units = s->n * tiles, xs = pd.hp * pd.wp * s->c;
     if (nt > units) nt = (int)units;
-    const int has_b = b != NULL;
+    const int has_b = b != NULL, tile_relu = relu && !z;
 #if FG_HAVE_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -340,29 +365,26 @@ int FG_ISA_FN(fg_conv_tile_fwd)(float *y, float *z, const float *x, const float 
             float *dst = direct ? zr : out;
             if (rfn && nv == RR) {
                 const int64_t oy = p0 / s->ow, ox0 = p0 % s->ow;
-                rfn(dst, pd.x + n * xs + (oy * s->sh) * pd.wp + ox0, toff, wp, K);
+                rfn(dst, pd.x + n * xs + (oy * s->sh) * pd.wp + ox0, toff, wp, K, bp, has_b, tile_relu);
             } else {
                 for (int64_t r = 0; r < R; r++) {
                     const int64_t p = p0 + (r < nv ? r : nv - 1), oy = p / s->ow, ox = p % s->ow;
                     base[r] = ((oy * s->sh) * pd.wp + ox * s->sw) * s->c;
                 }
-                fn(dst, pd.x + n * xs, base, toff, wp, K);
+                fn(dst, pd.x + n * xs, base, toff, wp, K, bp, has_b, tile_relu);
             }
-            for (int64_t r = 0; r < nv; r++) {
-                const float *o = dst + r * FP;
-                float *d = zr + r * F; /* may be o itself */
-                if (relu) {
-                    float *zp = pre ? pre + r * F : NULL;
+            if (relu && pre) { /* training: z = the stored pre-activation, y = max(0, z) */
+                for (int64_t r = 0; r < nv; r++) {
+                    const float *o = dst + r * FP;
+                    float *d = zr + r * F, *zp = pre + r * F; /* d may be o itself */
                     for (int64_t f = 0; f < F; f++) {
-                        const float v = has_b ? o[f] + bp[f] : o[f];
-                        if (zp) zp[f] = v;
+                        const float v = o[f];
+                        zp[f] = v;
                         d[f] = 0.0f > v ? 0.0f : v;
                     }
-                } else if (has_b) {
-                    for (int64_t f = 0; f < F; f++) d[f] = o[f] + bp[f];
-                } else if (!direct) {
-                    memcpy(d, o, (size_t)F * sizeof(float));
                 }
+            } else if (!direct) {
+                for (int64_t r = 0; r < nv; r++) memcpy(zr + r * F, out + r * FP, (size_t)F * sizeof(float));
             }
         }
         fg_fpstate_leave(fp);
