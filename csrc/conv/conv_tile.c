@@ -1,9 +1,10 @@
-/* conv_tile.c — register-tiled direct convolution for few input channels,
- * compiled once per instruction set (explicit vector FMAs on avx2 / avx512,
- * multiply-then-add on the baseline path). Exported as FG_ISA_FN(...) and
- * dispatched by conv.c for ungrouped convolutions with c < 16 input channels
- * (LeNet's 1 and 6, an RGB image's 3), where the implicit GEMM spends as much
- * time packing its short K = kh kw c panels as multiplying.
+/* conv_tile.c — register-tiled direct convolution, compiled once per
+ * instruction set (explicit vector FMAs on avx2 / avx512, multiply-then-add
+ * on the baseline path). Exported as FG_ISA_FN(...) and dispatched by conv.c
+ * (routing: docs/conv_kernels.md) for ungrouped, non-pointwise convolutions
+ * whose kernel fits L2: no patch packing at all, which is what the implicit
+ * GEMM pays most for on short K = kh kw c (LeNet, an RGB first layer), and
+ * register tiles shaped for F = 6 .. 64 output channels.
  *
  * Layout: the input, zero-padded once per call into a buffer (n, hp, wp, c)
  * when the convolution pads (so the kernels never test bounds), is read as
@@ -13,14 +14,17 @@
  *   forward  a tile of R consecutive output pixels of one sample x NV vectors
  *            of output channels: per tap one vector load of the (zero-padded
  *            to a multiple of the vector) kernel row and R broadcasts of x,
- *            R NV FMAs into registers; then + bias. Each output element is one
- *            chain over taps in (ky, kx, ci) order.
- *   filter   dW: a tile of R taps x one vector of output channels, summing
+ *            R NV FMAs into registers; then + bias and, fused, ReLU. Each
+ *            output element is one chain over taps in (ky, kx, ci) order.
+ *            With c sw = 1 the tile is R pixels of one output row, broadcast
+ *            off one pointer. conv.c also runs the unit-stride data gradient
+ *            through it (dz with the rotated, transposed kernel).
+ *   filter   dW: a tile of R taps x NV vectors of output channels, summing
  *            over every pixel of every sample in (n, oy, ox) order: per pixel
- *            one load of dz and R broadcasts of x. Each dW element is one
- *            chain over pixels.
+ *            NV loads of dz and R broadcasts of x. Each dW element is one
+ *            chain over pixels, kept in a running-sum buffer between samples.
  * Threads split tiles (forward: (sample, pixel tile); filter: (tap tile,
- * channel vector)); an element's chain never depends on the split, so the
+ * channel vectors)); an element's chain never depends on the split, so the
  * bits are the same for any thread count. Across ISAs they differ (FMA vs
  * multiply-add, as for the GEMM).
  */
