@@ -67,6 +67,19 @@ CONV_CASES = [
     (2, 8, 8, 33, 3, 3, 37, (1, 1), (1, 1), 1, (1, 1, 1, 1)),    # K and N off every tile
     (1, 4, 31, 2, 1, 7, 3, (1, 1), (1, 1), 1, (0, 0, 3, 3)),     # 1-D-like
     (3, 6, 6, 8, 2, 2, 12, (2, 2), (1, 1), 4, (0, 0, 0, 0)),
+    # few input channels: the register-tiled direct kernels (conv_tile.c), output channels
+    # filling 1-5 vectors of every ISA (5 of avx512 -> back to the GEMM), odd pixel counts
+    (3, 9, 11, 3, 3, 3, 33, (1, 2), (2, 1), 1, (2, 1, 0, 2)),
+    (2, 7, 8, 5, 2, 3, 64, (1, 1), (1, 1), 1, (1, 0, 1, 1)),
+    (2, 6, 7, 2, 3, 3, 65, (2, 1), (1, 1), 1, (1, 1, 1, 1)),
+    (5, 10, 10, 15, 3, 3, 7, (1, 1), (1, 1), 1, (1, 1, 1, 1)),
+    (1, 3, 3, 1, 3, 3, 1, (1, 1), (3, 3), 1, (3, 3, 3, 3)),
+    # many channels, unit strides: the data gradient as the tiled forward on dz
+    (2, 9, 10, 32, 3, 3, 64, (1, 1), (2, 1), 1, (2, 1, 2, 1)),
+    (2, 7, 6, 17, 3, 2, 24, (1, 1), (1, 1), 1, (0, 1, 1, 0)),
+    (1, 6, 6, 16, 2, 2, 16, (1, 1), (1, 1), 1, (2, 0, 0, 2)),     # pad > (k-1) d: data by the GEMM
+    (2, 9, 23, 1, 3, 4, 13, (1, 1), (2, 1), 1, (1, 1, 2, 2)),     # one channel: row tiles + a partial one
+    (2, 8, 30, 1, 2, 3, 5, (2, 1), (1, 2), 1, (0, 1, 0, 3)),
 ]
 
 
@@ -212,6 +225,9 @@ THREAD_CASES = [
     (3, 17, 19, 12, 5, 3, 18, (2, 1), (1, 2), 3, (2, 2, 1, 3)),
     (64, 12, 12, 6, 5, 5, 16, (1, 1), (1, 1), 1, (0, 0, 0, 0)),
     (32, 24, 24, 16, 3, 3, 8, (1, 1), (1, 1), 1, (1, 1, 1, 1)),   # direct kernels above their grain
+    (16, 28, 28, 1, 5, 5, 6, (1, 1), (1, 1), 1, (2, 2, 2, 2)),     # conv_tile, LeNet conv1 "same"
+    (16, 32, 32, 3, 3, 3, 32, (1, 1), (1, 1), 1, (1, 1, 1, 1)),    # conv_tile, CIFAR conv1
+    (8, 16, 16, 32, 3, 3, 64, (1, 1), (1, 1), 1, (1, 1, 1, 1)),    # conv_tile, CIFAR conv3 (data as a conv)
 ]
 
 
@@ -243,6 +259,21 @@ def test_bitwise_identical_for_1_2_3_threads(isa, threads, case):
     for nt, res in zip((2, 3), results[1:]):
         for i, (a, e) in enumerate(zip(res, results[0])):
             assert a is not None and np.array_equal(a, e), f"op {i} differs with {nt} threads"
+
+
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[9] == 1 and c[4] * c[5] > 1])
+def test_direct_tile_kernels_match_gemm_path(isa, monkeypatch, case):
+    """conv_tile.c (register-tiled direct kernels) against the implicit GEMM (FASTGRAD_CONV_DIRECT=0)."""
+    rng = np.random.default_rng(11)
+    x, w, b, s, p, d, g = _conv_args(case, rng)
+    y = NAT.conv2d_forward(x, w, b, s, p, d, g, "relu")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    got = [y, *NAT.conv2d_backward(dy, x, w, y, s, p, d, g, "relu")]
+    monkeypatch.setenv("FASTGRAD_CONV_DIRECT", "0")
+    y0 = NAT.conv2d_forward(x, w, b, s, p, d, g, "relu")
+    want = [y0, *NAT.conv2d_backward(dy, x, w, y0, s, p, d, g, "relu")]
+    for name, a, e in zip(("y", "dx", "dw", "db"), got, want):
+        close(a, e, tol=1e-5, what=name)
 
 
 def test_float64_and_strided_inputs_fall_back():
@@ -298,3 +329,33 @@ def test_binding_validation():
         C.conv2d_forward(y, y, x, w, None, good, 1, 1)                      # z == y with relu
     with pytest.raises(ValueError, match="inconsistent"):
         C.pool2d_forward(y, x, (1, 5, 5, 3, 2, 2, 3, 2, 2, 0, 2, 1, 1, 0, 0, 1), True, 1)
+
+
+@pytest.mark.parametrize("pool,strides,pads", [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (1, 2), (1, 1, 1, 1))])
+def test_max_pool_backward_ties_go_to_the_first_maximum(isa, pool, strides, pads):
+    """The vectorised max backward (conv_direct.c) with many tied maxima: the first one in
+    row-major window order takes the gradient, as in NumpyOps."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, (2, 7, 9, 37)).astype(np.float32)
+    y = NAT.max_pool2d_forward(x, pool, strides, pads)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    got = NAT.max_pool2d_backward(dy, x, y, pool, strides, pads)
+    want = REF.max_pool2d_backward(*f64(dy, x, y), pool, strides, pads)
+    close(got, want, tol=1e-6, what="max pool backward with ties")
+
+
+def test_tiled_forward_fused_relu_keeps_nan_and_signed_zero(isa):
+    """conv_tile.c fuses ReLU into its store: the same bits as relu applied to the linear output
+    (max(0, z): NaN propagates, -0 stays -0), and preact gets the linear output."""
+    rng = np.random.default_rng(3)
+    x, w, b, s, p, d, g = _conv_args((2, 9, 10, 3, 3, 3, 20, (1, 1), (1, 1), 1, (1, 1, 1, 1)), rng)
+    x[0, 4, 4, 1] = np.nan
+    b[3] = -0.0
+    w[..., 3] = 0.0                     # channel 3: 0 * x + (-0) = +0 or -0 sums
+    lin = NAT.conv2d_forward(x, w, b, s, p, d, g, "linear")
+    pre = np.empty_like(lin)
+    y = NAT.conv2d_forward(x, w, b, s, p, d, g, "relu", preact=pre)
+    want = np.where(np.float32(0) > lin, np.float32(0), lin)
+    assert np.array_equal(pre.view(np.uint32), lin.view(np.uint32))
+    assert np.array_equal(y.view(np.uint32), want.view(np.uint32))
+    assert np.isnan(y).any()

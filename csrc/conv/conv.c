@@ -261,12 +261,83 @@ static int is_pointwise(const fg_conv_shape *s) {
            s->oh == s->h && s->ow == s->w;
 }
 
+/* ---- register-tiled direct kernels (conv_tile.c, per ISA) ----
+ * forward: every ungrouped, non-pointwise convolution whose kernel (padded to
+ * whole vectors) stays small enough to stream from L2 per tile of pixels;
+ * filter gradient: few input channels (c < FG_TILE_MAX_C: K = kh kw c is
+ * short, the GEMM's packing would dominate; with more channels the GEMM,
+ * which blocks its pixel sum, wins); data gradient with unit strides: the
+ * forward kernel run on dz with the kernel rotated by 180 degrees and its
+ * channel axes swapped (a transposed convolution is a convolution).
+ * The choice depends on the shape and ISA only; FASTGRAD_CONV_DIRECT=0 keeps
+ * the implicit GEMM everywhere. The kernels return 1 when they ran, 0 when
+ * the shape is not theirs (too many output channels for their registers),
+ * -status on failure. */
+#define FG_TILE_MAX_C 16
+#define FG_TILE_MAX_KF (1 << 16) /* kh kw c (f rounded up to 64) floats of kernel */
+
+FG_DECLARE_ISA(int, fg_conv_tile_fwd, (float *, float *, const float *, const float *, const float *,
+                                       const fg_conv_shape *, int, int))
+FG_DECLARE_ISA(int, fg_conv_tile_flt, (float *, const float *, const float *, const fg_conv_shape *, int))
+
+static int direct_enabled(void) {
+    const char *e = getenv("FASTGRAD_CONV_DIRECT");
+    return !(e && e[0] == '0' && e[1] == 0);
+}
+
+static int direct_fwd_ok(const fg_conv_shape *s) {
+    if (s->groups != 1 || is_pointwise(s)) return 0;
+    if (s->kh * s->kw * s->c * ((s->f + 63) / 64 * 64) > FG_TILE_MAX_KF) return 0;
+    return direct_enabled();
+}
+
+/* the data gradient as a forward convolution: stride 1, and the rotated kernel's padding
+ * (kh - 1) dh - pt must not be negative */
+static int direct_data_shape(const fg_conv_shape *s, fg_conv_shape *t) {
+    if (s->groups != 1 || s->c < FG_TILE_MAX_C || s->sh != 1 || s->sw != 1 || is_pointwise(s)) return 0;
+    const int64_t pt = (s->kh - 1) * s->dh - s->pt, pl = (s->kw - 1) * s->dw - s->pl;
+    if (pt < 0 || pl < 0) return 0;
+    *t = (fg_conv_shape){.n = s->n, .h = s->oh, .w = s->ow, .c = s->f, .kh = s->kh, .kw = s->kw, .f = s->c,
+                         .oh = s->h, .ow = s->w, .sh = 1, .sw = 1, .dh = s->dh, .dw = s->dw, .pt = pt, .pl = pl,
+                         .groups = 1};
+    return direct_fwd_ok(t);
+}
+
+static int backward_data_direct(float *dx, const float *dz, const float *w, const fg_conv_shape *s,
+                                const fg_conv_shape *t, int nthreads) {
+    const int64_t KK = s->kh * s->kw, C = s->c, F = s->f;
+    float *wt = (float *)malloc((size_t)(KK * C * F) * sizeof(float));
+    if (!wt) return -FG_ERR_NOMEM;
+    /* wt[ky', kx', f, ci] = w[kh-1-ky', kw-1-kx', ci, f] */
+    for (int64_t k = 0; k < KK; k++) {
+        const float *src = w + (KK - 1 - k) * C * F;
+        float *d = wt + k * F * C;
+        for (int64_t ci = 0; ci < C; ci++)
+            for (int64_t f = 0; f < F; f++) d[f * C + ci] = src[ci * F + f];
+    }
+    int r = FG_DISPATCH(fg_conv_tile_fwd)(dx, NULL, dz, wt, NULL, t, 0, nthreads);
+    free(wt);
+    return r;
+}
+
 int fg_conv2d_forward(float *y, float *z, const float *x, const float *w, const float *b,
                       const fg_conv_shape *s, int act, int nthreads) {
     if (fg_conv2d_check(s) != FG_OK || !fg_act_valid(act)) return FG_ERR_ARG;
     if (z == y && act != FG_ACT_LINEAR) return FG_ERR_ARG;
     if (s->n == 0) return FG_OK;
     if (!y || !x || !w) return FG_ERR_ARG;
+    if (direct_fwd_ok(s)) {
+        /* ReLU is fused in the tiled kernel's store; other activations take an element-wise pass */
+        const int relu = act == FG_ACT_RELU;
+        float *zz = relu ? y : z ? z : y;
+        int r = FG_DISPATCH(fg_conv_tile_fwd)(zz, relu ? z : NULL, x, w, b, s, relu, nthreads);
+        if (r < 0) return -r;
+        if (r == 1) {
+            if (!relu && (act != FG_ACT_LINEAR || zz != y))
+                return fg_act_forward(y, zz, s->n * s->oh * s->ow * s->f, act, nthreads);
+            return FG_OK;
+        }
+    }
     const int64_t G = s->groups, cg = s->c / G, fg = s->f / G;
     const int64_t M = s->n * s->oh * s->ow, K = s->kh * s->kw * cg;
     for (int64_t g = 0; g < G; g++) {
@@ -372,6 +443,12 @@ int fg_conv2d_backward_data(float *dx, const float *dz, const float *w, const fg
     if (fg_conv2d_check(s) != FG_OK) return FG_ERR_ARG;
     if (s->n == 0) return FG_OK;
     if (!dx || !dz || !w) return FG_ERR_ARG;
+    fg_conv_shape t;
+    if (direct_data_shape(s, &t)) {
+        int r = backward_data_direct(dx, dz, w, s, &t, nthreads);
+        if (r < 0) return -r;
+        if (r == 1) return FG_OK;
+    }
     if (s->c / s->groups < FG_COL2IM_MAX_CG && !is_pointwise(s)) return backward_data_col2im(dx, dz, w, s, nthreads);
     const int64_t G = s->groups, cg = s->c / G, fg = s->f / G;
     const int64_t M = s->n * s->h * s->w, K = s->kh * s->kw * fg;
@@ -401,6 +478,11 @@ int fg_conv2d_backward_filter(float *dw, const float *dz, const float *x, const 
         return FG_OK;
     }
     if (!dz || !x) return FG_ERR_ARG;
+    if (direct_fwd_ok(s)) {
+        int r = FG_DISPATCH(fg_conv_tile_flt)(dw, dz, x, s, nthreads);
+        if (r < 0) return -r;
+        if (r == 1) return FG_OK;
+    }
     for (int64_t g = 0; g < G; g++) {
         pack_ctx cx = {s, x, cg, g * cg, fg, g * fg};
         fg_gemm_operand A = {x, s->c, 1, NULL, NULL};

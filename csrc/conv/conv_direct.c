@@ -203,9 +203,12 @@ void FG_ISA_FN(fg_pool_fwd)(float *y, const float *x, const fg_conv_shape *s, in
     PAR_FOR(nt, r, rows, pool_fwd_row(y + r * s->ow * s->c, x, s, r / s->oh, r % s->oh, is_max));
 }
 
+#define FG_POOL_VEC_C 1024 /* channels of the vectorised max backward (a stack row of gradients) */
+
 static void pool_bwd_sample(float *FG_RESTRICT dx, const float *FG_RESTRICT dy, const float *FG_RESTRICT x,
                             const float *FG_RESTRICT y, const fg_conv_shape *s, int is_max) {
     const int64_t C = s->c;
+    float left[FG_POOL_VEC_C];
     memset(dx, 0, (size_t)(s->h * s->w * C) * sizeof(float));
     for (int64_t oy = 0; oy < s->oh; oy++) {
         const int64_t ys = oy * s->sh - s->pt;
@@ -214,7 +217,23 @@ static void pool_bwd_sample(float *FG_RESTRICT dx, const float *FG_RESTRICT dy, 
             const int64_t xs = ox * s->sw - s->pl;
             const int64_t x0 = xs > 0 ? xs : 0, x1 = xs + s->kw < s->w ? xs + s->kw : s->w;
             const float *FG_RESTRICT g = dy + (oy * s->ow + ox) * C;
-            if (is_max) {
+            if (is_max && C <= FG_POOL_VEC_C) {
+                /* the window's positions in row-major order; a channel's gradient goes to its first
+                 * hit and is then used up (later positions add +0: dx starts at +0 and a sum from +0
+                 * is never -0, so adding +0 changes no bits). Branch-free over channels: vectorised. */
+                const float *FG_RESTRICT yv = y + (oy * s->ow + ox) * C;
+                for (int64_t c = 0; c < C; c++) left[c] = g[c];
+                for (int64_t iy = y0; iy < y1; iy++)
+                    for (int64_t ix = x0; ix < x1; ix++) {
+                        const float *FG_RESTRICT xv = x + (iy * s->w + ix) * C;
+                        float *FG_RESTRICT d = dx + (iy * s->w + ix) * C;
+                        for (int64_t c = 0; c < C; c++) {
+                            const int hit = (xv[c] == yv[c]) | ((yv[c] != yv[c]) & (xv[c] != xv[c]));
+                            d[c] = d[c] + (hit ? left[c] : 0.0f);
+                            left[c] = hit ? 0.0f : left[c];
+                        }
+                    }
+            } else if (is_max) {
                 const float *FG_RESTRICT yv = y + (oy * s->ow + ox) * C;
                 for (int64_t c = 0; c < C; c++) {
                     int64_t at = -1;

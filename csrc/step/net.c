@@ -24,7 +24,7 @@
  * place, or an output's loss buffer), and every buffer is the gradient of at
  * most one live slot, so adding into it or overwriting it in place is safe.
  *
- * Inference runs FG_PREDICT_ROWS-row chunks through a per-thread pool of
+ * Inference runs n->prows-row chunks (FG_PREDICT_ROWS, fewer for wide nets) through a per-thread pool of
  * buffers assigned once at create time by liveness (a chain alternates two);
  * an output no activation follows is written straight into the caller's array.
  *
@@ -156,7 +156,7 @@ static int ensure_predict_ws(fg_net *n, int nt) {
     free(n->pval);
     n->pnt = 0;
     int64_t scratch = (n->pscratch_bytes + 63) / 64 * 16;
-    n->pws_stride = (int64_t)n->pbufs * FG_PREDICT_ROWS * ((n->max_size + 15) / 16 * 16) + scratch;
+    n->pws_stride = (int64_t)n->pbufs * n->prows * ((n->max_size + 15) / 16 * 16) + scratch;
     if (n->pws_stride == 0) n->pws_stride = 16;
     n->pws = fg_step_alloc((size_t)nt * (size_t)n->pws_stride * sizeof(float));
     n->pval = (const float **)malloc((size_t)nt * (size_t)(n->n_slots + n->max_in) * sizeof(float *));
@@ -300,7 +300,7 @@ static int plan_inference(fg_net *n) {
             root[out] = b;
             N->pbuf = b;
         }
-        int64_t wb = node_ws_bytes(N, FG_PREDICT_ROWS);
+        int64_t wb = node_ws_bytes(N, n->prows);
         if (wb > scratch) scratch = wb;
         for (int b = 0; b < nbuf; b++)
             if (busy[b] && last[b] <= i) busy[b] = 0;
@@ -380,6 +380,11 @@ static int build(fg_net *n, int *bad_node, const fg_graph_desc *g, const fg_loss
         if (N->out_size > n->max_size) n->max_size = N->out_size;
     }
     *bad_node = -1;
+    n->prows = FG_PREDICT_ROWS;
+    if (n->max_size > 0 && n->max_size * FG_PREDICT_ROWS > FG_PREDICT_FLOATS) {
+        int64_t r = FG_PREDICT_FLOATS / n->max_size / 16 * 16;
+        n->prows = r < 16 ? 16 : r;
+    }
     n->xs = (const float **)calloc((size_t)n->max_in, sizeof(float *));
     n->dxs = (float **)calloc((size_t)n->max_in, sizeof(float *));
     n->per_out = (double *)calloc((size_t)n->n_outputs, sizeof(double));
@@ -791,11 +796,11 @@ int fg_net_evaluate(fg_net *n, int64_t *n_done, double *stats, const float *cons
 }
 
 /* ------------------------------------------------------------------ inference */
-/* One chunk of `rows` (<= FG_PREDICT_ROWS) rows starting at row r0, through the
+/* One chunk of `rows` (<= n->prows) rows starting at row r0, through the
  * thread's region ws (pool buffers, then scratch); val: the thread's slot pointers. */
 static int predict_rows(const fg_net *n, float *ws, const float **val, float *const *out, const float *const *x,
                         int64_t r0, int64_t rows, int nt) {
-    const int64_t bstride = FG_PREDICT_ROWS * ((n->max_size + 15) / 16 * 16);
+    const int64_t bstride = n->prows * ((n->max_size + 15) / 16 * 16);
     void *scratch = ws + (int64_t)n->pbufs * bstride;
     const float **xs = val + n->n_slots;
     /* the inputs are validated here, chunk by chunk while they are read anyway,
@@ -816,7 +821,7 @@ static int predict_rows(const fg_net *n, float *ws, const float **val, float *co
         }
         float *dst = N->pout >= 0 ? out[N->pout] + r0 * N->out_size : ws + (int64_t)N->pbuf * bstride;
         for (int j = 0; j < N->n_in; j++) xs[j] = val[N->in[j]];
-        fg_node_io io = node_io(n, N, rows, scratch, FG_PREDICT_ROWS, nt);
+        fg_node_io io = node_io(n, N, rows, scratch, n->prows, nt);
         io.packed = N->ipack;
         FG_TRY(N->ops->forward(&io, dst, xs, 0, NULL));
         val[s] = dst;
@@ -855,7 +860,7 @@ static int infer_pack(fg_net *n, int nthreads) {
         fg_node *N = &n->nodes[i];
         N->ipack = NULL;
         if (!N->ops->infer_pack || passes_on(N, 0)) continue;
-        fg_node_io io = node_io(n, N, FG_PREDICT_ROWS, NULL, FG_PREDICT_ROWS, nthreads);
+        fg_node_io io = node_io(n, N, n->prows, NULL, n->prows, nthreads);
         int st = N->ops->infer_pack(&io, &N->ipack);
         if (st != FG_OK) {
             N->ipack = NULL;
@@ -874,7 +879,7 @@ int fg_net_predict(fg_net *n, float *const *out, const float *const *x, int64_t 
     for (int k = 0; k < n->n_outputs; k++)
         if (!out[k]) return FG_ERR_ARG;
     if (!acquire(n)) return FG_ERR_BUSY;
-    const int64_t R = FG_PREDICT_ROWS;
+    const int64_t R = n->prows;
     int64_t chunks = (rows + R - 1) / R;
     /* parallel over chunks once every thread gets two; otherwise chunk by
      * chunk with the kernels' own threads (same bits either way) */

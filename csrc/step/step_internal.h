@@ -176,6 +176,7 @@ struct fg_net {
     const fg_shape **in_shapes;/* flat, parallel to in_slots */
     int64_t *in_sizes;         /* flat, parallel to in_slots */
     int64_t max_size;          /* widest node output */
+    int64_t prows;             /* inference chunk rows (fg_predict_rows) */
     int max_in;                /* most inputs of a node */
     const float **xs;          /* max_in: a node's inputs, this call */
     float **dxs;               /* max_in: a node's input gradients, this call */
@@ -222,6 +223,11 @@ struct fg_net {
 /* rows per inference chunk: a 784-128-10 MLP chunk keeps its activations in
  * L2; chunks are the unit of parallel work in fg_net_predict */
 #define FG_PREDICT_ROWS 256
+/* Inference chunks hold FG_PREDICT_ROWS rows, fewer when the widest node
+ * output would make a chunk's activations exceed FG_PREDICT_FLOATS floats
+ * (conv nets: 28x28x6 per sample is 4.7k floats): a smaller chunk keeps a
+ * layer's input and output in L2 between layers. Multiples of 16, >= 16. */
+#define FG_PREDICT_FLOATS (1 << 17)
 
 /* batch.c: rows p0 .. p0+rows-1 of the permutation (identity when perm is NULL) into
  * n->bx / blbl / btgt / bsw: copied into the workspace, or pointed at when consecutive. */
