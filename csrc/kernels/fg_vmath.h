@@ -236,8 +236,15 @@ FG_VINLINE V v_fnma(V a, V b, V c) { return c - a * b; }
  * as the vector paths' maxps / minps in every case, including under the MXCSR's
  * DAZ (fg_set_flush_denormal), where a C select would hand back a denormal
  * operand's raw bits (max(0, 1e-40) = 1e-40 instead of the 0 maxps gives). */
+#if defined(__GNUC__)
+/* the instruction itself (inline asm): the compiler may not rewrite it as a
+ * C max, whose NaN and signed-zero cases it is free to reorder */
+FG_VINLINE V v_max(V a, V b) { __asm__("maxss %1, %0" : "+x"(a) : "x"(b)); return a; }
+FG_VINLINE V v_min(V a, V b) { __asm__("minss %1, %0" : "+x"(a) : "x"(b)); return a; }
+#else
 FG_VINLINE V v_max(V a, V b) { return _mm_cvtss_f32(_mm_max_ss(_mm_set_ss(a), _mm_set_ss(b))); }
 FG_VINLINE V v_min(V a, V b) { return _mm_cvtss_f32(_mm_min_ss(_mm_set_ss(a), _mm_set_ss(b))); }
+#endif
 #else
 FG_VINLINE V v_max(V a, V b) { return a > b ? a : b; } /* b if either is NaN, like maxps */
 FG_VINLINE V v_min(V a, V b) { return a < b ? a : b; }
