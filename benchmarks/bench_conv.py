@@ -162,7 +162,8 @@ def test_epoch_fastgrad(benchmark, name, mode):
         if mode == "fastgrad":
             assert compiled.unsupported_reason(m) is None, compiled.unsupported_reason(m)
         benchmark.pedantic(lambda: m.fit(x, y, batch_size=64, epochs=1, verbose=0),
-                           rounds=1 if benchmark.disabled else 2, iterations=1, warmup_rounds=0)
+                           rounds=1 if benchmark.disabled else 5, iterations=1,
+                           warmup_rounds=0 if benchmark.disabled else 1)
     benchmark.extra_info.update(samples=n, flops=6 * macs * n)
 
 
@@ -178,7 +179,8 @@ def test_epoch_torch(benchmark, name):
     model = torch_net(torch, name)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     benchmark.pedantic(lambda: _torch_epoch(torch, model, opt, X, Y, 64),
-                       rounds=1 if benchmark.disabled else 2, iterations=1, warmup_rounds=0)
+                       rounds=1 if benchmark.disabled else 5, iterations=1,
+                       warmup_rounds=0 if benchmark.disabled else 1)
     benchmark.extra_info.update(samples=n, flops=6 * macs * n)
 
 
