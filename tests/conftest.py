@@ -1,5 +1,6 @@
 """Shared test set-up: the torch oracle marker skips itself when PyTorch is
 absent, and helpers to run a test on every backend / instruction set."""
+import contextlib
 import importlib.util
 import os
 
@@ -53,6 +54,28 @@ def _restore_global_settings():
     yield
     _threads.set_num_threads(saved[0])
     _config._global["backend"] = saved[1]
+
+
+@pytest.fixture
+def native_backend():
+    """Run the test on the native backend (``_restore_global_settings`` puts the
+    previous backend and thread count back). Modules of compiled-plan tests
+    use it through ``pytest.mark.usefixtures("native_backend")``."""
+    import fastgrad as fg
+    fg.set_backend("native")
+
+
+@contextlib.contextmanager
+def compiled_enabled(on):
+    """Turn the compiled plan on or off (``compiled.enabled``) for a block, so a
+    test can compare the plan with the Python executor."""
+    from fastgrad.engine import compiled
+    saved = compiled.enabled
+    compiled.enabled = on
+    try:
+        yield
+    finally:
+        compiled.enabled = saved
 
 
 def rng(seed=0):

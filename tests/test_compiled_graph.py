@@ -7,7 +7,6 @@ the codes the binding takes from the C headers agree with the Python side.
 
 Every parity test asserts the compiled run used the plan (a fallback to the
 Python executor would pass them trivially)."""
-import contextlib
 
 import numpy as np
 import pytest
@@ -16,31 +15,16 @@ import fastgrad as fg
 from fastgrad import _config
 from fastgrad.engine import compiled
 
-from conftest import native_available
+from conftest import compiled_enabled, native_available
 
-pytestmark = pytest.mark.skipif(
-    not native_available() or fg._native.module("step") is None,
-    reason="native backend / step module not built")
+pytestmark = [
+    pytest.mark.skipif(
+        not native_available() or fg._native.module("step") is None,
+        reason="native backend / step module not built"),
+    pytest.mark.usefixtures("native_backend"),
+]
 
 L = fg.layers
-
-
-@pytest.fixture(autouse=True)
-def _native_backend():
-    saved = _config._global["backend"]
-    fg.set_backend("native")
-    yield
-    _config._global["backend"] = saved
-
-
-@contextlib.contextmanager
-def compiled_enabled(on):
-    saved = compiled.enabled
-    compiled.enabled = on
-    try:
-        yield
-    finally:
-        compiled.enabled = saved
 
 
 def _step():

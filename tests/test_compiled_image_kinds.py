@@ -8,7 +8,6 @@ descriptions (the model then falls back to the Python step, naming the layer).
 Odd sizes, strides, dilations, 'same' / 'valid', depth multipliers and
 output_padding are in the models.
 """
-import contextlib
 
 import numpy as np
 import pytest
@@ -17,32 +16,16 @@ import fastgrad as fg
 from fastgrad import _config
 from fastgrad.engine import compiled
 
-from conftest import native_available
+from conftest import compiled_enabled, native_available
 
-pytestmark = pytest.mark.skipif(
-    not native_available() or fg._native.module("step") is None or fg._native.module("conv") is None,
-    reason="native backend / step / conv modules not built")
+pytestmark = [
+    pytest.mark.skipif(
+        not native_available() or fg._native.module("step") is None or fg._native.module("conv") is None,
+        reason="native backend / step / conv modules not built"),
+    pytest.mark.usefixtures("native_backend"),
+]
 
 L = fg.layers
-
-
-@pytest.fixture(autouse=True)
-def _native_backend():
-    saved = _config._global["backend"]
-    fg.set_backend("native")
-    yield
-    _config._global["backend"] = saved
-    _config.set_num_threads(None)
-
-
-@contextlib.contextmanager
-def compiled_enabled(on):
-    saved = compiled.enabled
-    compiled.enabled = on
-    try:
-        yield
-    finally:
-        compiled.enabled = saved
 
 
 def _head(h, n_out=3):

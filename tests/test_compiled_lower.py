@@ -11,22 +11,16 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
-from fastgrad import _config
 from fastgrad.engine import compiled
 
 from conftest import native_available
 
-pytestmark = pytest.mark.skipif(
-    not native_available() or fg._native.module("step") is None,
-    reason="native backend / step module not built")
-
-
-@pytest.fixture(autouse=True)
-def _native_backend():
-    saved = _config._global["backend"]
-    fg.set_backend("native")
-    yield
-    _config._global["backend"] = saved
+pytestmark = [
+    pytest.mark.skipif(
+        not native_available() or fg._native.module("step") is None,
+        reason="native backend / step module not built"),
+    pytest.mark.usefixtures("native_backend"),
+]
 
 
 class PlainSGD(fg.optimizers.Optimizer):

@@ -10,7 +10,6 @@ The reference run is `model.fit` with the compiled path switched off
 plan's executor interface (asserting the model has a plan). Tests of the
 public API through the hook are at the end.
 """
-import contextlib
 import inspect
 import tracemalloc
 
@@ -21,29 +20,14 @@ import fastgrad as fg
 from fastgrad import _config
 from fastgrad.engine import compiled
 
-from conftest import native_available
+from conftest import compiled_enabled, native_available
 
-pytestmark = pytest.mark.skipif(
-    not native_available() or fg._native.module("step") is None,
-    reason="native backend / step module not built")
-
-
-@contextlib.contextmanager
-def compiled_enabled(on):
-    saved = compiled.enabled
-    compiled.enabled = on
-    try:
-        yield
-    finally:
-        compiled.enabled = saved
-
-
-@pytest.fixture(autouse=True)
-def _native_backend():
-    saved = _config._global["backend"]
-    fg.set_backend("native")
-    yield
-    _config._global["backend"] = saved
+pytestmark = [
+    pytest.mark.skipif(
+        not native_available() or fg._native.module("step") is None,
+        reason="native backend / step module not built"),
+    pytest.mark.usefixtures("native_backend"),
+]
 
 
 def _data(n=103, d=12, classes=4, kind="sparse", seed=0):

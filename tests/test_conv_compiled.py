@@ -4,7 +4,6 @@ the Python executor's bits for 1, 2 and 3 threads — weights after fit,
 training logs, evaluate and predict — and its checks refuse bad
 descriptions (the model then falls back to the Python step, with a reason).
 """
-import contextlib
 
 import numpy as np
 import pytest
@@ -13,32 +12,16 @@ import fastgrad as fg
 from fastgrad import _config
 from fastgrad.engine import compiled
 
-from conftest import native_available
+from conftest import compiled_enabled, native_available
 
-pytestmark = pytest.mark.skipif(
-    not native_available() or fg._native.module("step") is None or fg._native.module("conv") is None,
-    reason="native backend / step / conv modules not built")
+pytestmark = [
+    pytest.mark.skipif(
+        not native_available() or fg._native.module("step") is None or fg._native.module("conv") is None,
+        reason="native backend / step / conv modules not built"),
+    pytest.mark.usefixtures("native_backend"),
+]
 
 L = fg.layers
-
-
-@pytest.fixture(autouse=True)
-def _native_backend():
-    saved = _config._global["backend"]
-    fg.set_backend("native")
-    yield
-    _config._global["backend"] = saved
-    _config.set_num_threads(None)
-
-
-@contextlib.contextmanager
-def compiled_enabled(on):
-    saved = compiled.enabled
-    compiled.enabled = on
-    try:
-        yield
-    finally:
-        compiled.enabled = saved
 
 
 def lenet():

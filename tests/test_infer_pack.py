@@ -12,19 +12,14 @@ from fastgrad.engine import compiled
 
 from conftest import native_available
 
-pytestmark = pytest.mark.skipif(
-    not native_available() or _native.module("step") is None or _native.module("gemm") is None,
-    reason="native backend / step module not built")
+pytestmark = [
+    pytest.mark.skipif(
+        not native_available() or _native.module("step") is None or _native.module("gemm") is None,
+        reason="native backend / step module not built"),
+    pytest.mark.usefixtures("native_backend"),
+]
 RT = _native.module("runtime")
 ISAS = RT.isa_supported() if RT is not None else []
-
-
-@pytest.fixture(autouse=True)
-def _native_backend():
-    saved = _config._global["backend"]
-    fg.set_backend("native")
-    yield
-    _config._global["backend"] = saved
 
 
 @pytest.fixture(params=ISAS)
