@@ -287,25 +287,29 @@ FG_DECLARE_ISA(int, fg_conv_tile_flt, (float *, const float *, const float *, co
  * the RGB first layer stays direct). Used by the forward and by the
  * unit-stride data gradient (a forward over dz with the rotated, transposed
  * kernel). */
-#define FG_WINO_MIN_C 8
-#define FG_WINO_MIN_F 8
+#define FG_WINO_MIN_C 16
+#define FG_WINO_MIN_F 16
+#define FG_WINO_MIN_TILES 16 /* 2x2 output tiles in the batch: below, the kernel transform costs more than it saves */
 
 FG_DECLARE_ISA(int, fg_conv_wino_fwd, (float *, float *, const float *, const float *, const float *,
                                        const fg_conv_shape *, int, int))
 
 static int direct_enabled(void);
 
-/* FASTGRAD_CONV_WINOGRAD=0 turns Winograd off; FASTGRAD_CONV_DIRECT=0 (the implicit GEMM
- * everywhere) does too */
-static int wino_enabled(void) {
+/* FASTGRAD_CONV_WINOGRAD=0 turns Winograd off (so does FASTGRAD_CONV_DIRECT=0: the implicit GEMM
+ * everywhere); =2 runs it on every 3x3 stride-1 shape whatever its size (for tests) */
+static int wino_mode(void) {
     const char *e = getenv("FASTGRAD_CONV_WINOGRAD");
-    return !(e && e[0] == '0' && e[1] == 0) && direct_enabled();
+    if (!direct_enabled() || (e && e[0] == '0' && e[1] == 0)) return 0;
+    return e && e[0] == '2' && e[1] == 0 ? 2 : 1;
 }
 
 static int wino_ok(const fg_conv_shape *s) {
     if (s->groups != 1 || s->kh != 3 || s->kw != 3 || s->sh != 1 || s->sw != 1 || s->dh != 1 || s->dw != 1) return 0;
+    const int mode = wino_mode();
+    if (mode != 1) return mode == 2;
     if (s->c < FG_WINO_MIN_C || s->f < FG_WINO_MIN_F) return 0;
-    return wino_enabled();
+    return s->n * ((s->oh + 1) / 2) * ((s->ow + 1) / 2) >= FG_WINO_MIN_TILES;
 }
 
 static int direct_enabled(void) {
@@ -344,12 +348,16 @@ static int backward_data_direct(float *dx, const float *dz, const float *w, cons
     const int64_t KK = s->kh * s->kw, C = s->c, F = s->f;
     float *wt = (float *)malloc((size_t)(KK * C * F) * sizeof(float));
     if (!wt) return -FG_ERR_NOMEM;
-    /* wt[ky', kx', f, ci] = w[kh-1-ky', kw-1-kx', ci, f] */
+    /* wt[ky', kx', f, ci] = w[kh-1-ky', kw-1-kx', ci, f], in 16 x 16 blocks (cache lines on both sides) */
     for (int64_t k = 0; k < KK; k++) {
         const float *src = w + (KK - 1 - k) * C * F;
         float *d = wt + k * F * C;
-        for (int64_t ci = 0; ci < C; ci++)
-            for (int64_t f = 0; f < F; f++) d[f * C + ci] = src[ci * F + f];
+        for (int64_t c0 = 0; c0 < C; c0 += 16)
+            for (int64_t f0 = 0; f0 < F; f0 += 16) {
+                const int64_t c1 = c0 + 16 < C ? c0 + 16 : C, f1 = f0 + 16 < F ? f0 + 16 : F;
+                for (int64_t f = f0; f < f1; f++)
+                    for (int64_t ci = c0; ci < c1; ci++) d[f * C + ci] = src[ci * F + f];
+            }
     }
     int r = wino ? FG_DISPATCH(fg_conv_wino_fwd)(dx, NULL, dz, wt, NULL, t, 0, nthreads)
                  : FG_DISPATCH(fg_conv_tile_fwd)(dx, NULL, dz, wt, NULL, t, 0, nthreads);

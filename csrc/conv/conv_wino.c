@@ -137,32 +137,51 @@ static const wg_fn wg_fns[5] = {NULL, wg_1, wg_2, NULL, NULL};
 
 /* ---- transforms ---- */
 
-/* U[pos][c][f] = (G g G^T)[pos] for channels [c0, c1); g[ky][kx] = w[((ky 3 + kx) C + c) F + f] */
+/* G g G^T for one lane group: g[ky][kx] -> u[i * 4 + j] */
+#define KER_XFORM(T_, ADD, SUB, MUL, HALF, g, u)                                                                \
+    do {                                                                                                      \
+        T_ t_[4][3];                                                                                          \
+        for (int j_ = 0; j_ < 3; j_++) { /* t = G g */                                                        \
+            t_[0][j_] = g[0][j_];                                                                             \
+            t_[1][j_] = MUL(ADD(ADD(g[0][j_], g[1][j_]), g[2][j_]), HALF);                                    \
+            t_[2][j_] = MUL(ADD(SUB(g[0][j_], g[1][j_]), g[2][j_]), HALF);                                    \
+            t_[3][j_] = g[2][j_];                                                                             \
+        }                                                                                                     \
+        for (int i_ = 0; i_ < 4; i_++) { /* u = t G^T */                                                      \
+            u[i_ * 4 + 0] = t_[i_][0];                                                                        \
+            u[i_ * 4 + 1] = MUL(ADD(ADD(t_[i_][0], t_[i_][1]), t_[i_][2]), HALF);                             \
+            u[i_ * 4 + 2] = MUL(ADD(SUB(t_[i_][0], t_[i_][1]), t_[i_][2]), HALF);                             \
+            u[i_ * 4 + 3] = t_[i_][2];                                                                        \
+        }                                                                                                     \
+    } while (0)
+#define S_ADD(a, b) ((a) + (b))
+#define S_SUB(a, b) ((a) - (b))
+#define S_MUL(a, b) ((a) * (b))
+
+/* U[pos][c][f] = (G g G^T)[pos] for channels [c0, c1), zero for F <= f < FP;
+ * g[ky][kx] = w[((ky 3 + kx) C + c) F + f] */
 static void kernel_transform(float *FG_RESTRICT U, const float *FG_RESTRICT w, int64_t C, int64_t F, int64_t FP,
                              int64_t c0, int64_t c1) {
     const int64_t ps = C * FP;
+    const Z_T hv = Z_S1(0.5f);
     for (int64_t c = c0; c < c1; c++) {
         float *u = U + c * FP;
-        for (int64_t f = 0; f < FP; f++) {
-            if (f >= F) {
-                for (int p = 0; p < 16; p++) u[p * ps + f] = 0.0f;
-                continue;
-            }
-            float g[3][3], t[4][3];
-            for (int k = 0; k < 9; k++) g[k / 3][k % 3] = w[(k * C + c) * F + f];
-            for (int j = 0; j < 3; j++) { /* t = G g */
-                t[0][j] = g[0][j];
-                t[1][j] = (g[0][j] + g[1][j] + g[2][j]) * 0.5f;
-                t[2][j] = (g[0][j] - g[1][j] + g[2][j]) * 0.5f;
-                t[3][j] = g[2][j];
-            }
-            for (int i = 0; i < 4; i++) { /* U = t G^T */
-                u[(i * 4 + 0) * ps + f] = t[i][0];
-                u[(i * 4 + 1) * ps + f] = (t[i][0] + t[i][1] + t[i][2]) * 0.5f;
-                u[(i * 4 + 2) * ps + f] = (t[i][0] - t[i][1] + t[i][2]) * 0.5f;
-                u[(i * 4 + 3) * ps + f] = t[i][2];
-            }
+        const float *wc = w + c * F;
+        int64_t f = 0;
+        for (; f + Z_W <= F; f += Z_W) {
+            Z_T g[3][3], v[16];
+            for (int k = 0; k < 9; k++) g[k / 3][k % 3] = Z_LD(wc + k * C * F + f);
+            KER_XFORM(Z_T, Z_ADD, Z_SUB, Z_MUL, hv, g, v);
+            for (int p = 0; p < 16; p++) Z_ST(u + p * ps + f, v[p]);
         }
+        for (; f < F; f++) {
+            float g[3][3], v[16];
+            for (int k = 0; k < 9; k++) g[k / 3][k % 3] = wc[k * C * F + f];
+            KER_XFORM(float, S_ADD, S_SUB, S_MUL, 0.5f, g, v);
+            for (int p = 0; p < 16; p++) u[p * ps + f] = v[p];
+        }
+        for (; f < FP; f++)
+            for (int p = 0; p < 16; p++) u[p * ps + f] = 0.0f;
     }
 }
 
@@ -183,9 +202,6 @@ static void kernel_transform(float *FG_RESTRICT U, const float *FG_RESTRICT w, i
             v[i_ * 4 + 3] = SUB(t_[i_][1], t_[i_][3]);                                                        \
         }                                                                                                     \
     } while (0)
-#define S_ADD(a, b) ((a) + (b))
-#define S_SUB(a, b) ((a) - (b))
-
 /* V[pos][t][c] (pos stride ps) for one tile: src[i * 4 + j] points at its input pixel (or zeros) */
 static void input_transform(float *FG_RESTRICT V, int64_t ps, const float *const *src, int64_t C) {
     int64_t c = 0;
