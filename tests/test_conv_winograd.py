@@ -12,7 +12,7 @@ small and odd shapes below exercise the kernel itself, not the routing.
 
 Measured error (Zen 4; x ~ N(0, 1), w ~ N(0, 1) / sqrt(9 c); max |got - float64| relative to
 1 + max |float64|; the CIFAR-shaped layers 32x32 c=f=32 same, 16x16 32->64 and 14x14
-64->64 valid, batch 8; /tmp script, numbers from one run):
+64->64 valid, batch 8; one run):
     path     Winograd forward / data grad     direct forward / data grad
     avx512   2.4e-7 .. 2.7e-7 / 2.8e-7 .. 3.0e-7   5.3e-7 .. 6.3e-7 / 5.2e-7 .. 7.6e-7
     avx2     2.4e-7 .. 2.7e-7 / 2.8e-7 .. 3.0e-7   3.2e-7 .. 6.1e-7 / 4.3e-7 .. 7.0e-7
