@@ -20,9 +20,10 @@
  * Layout and data flow (no full-size transformed array):
  *   U (16, C, FP)  the kernel transform, per call; FP = F rounded up to a
  *                  whole vector, zero columns past F.
- *   tiles          numbered (n, ty, tx) over the batch; a block is a run of
- *                  T consecutive tiles (T a multiple of the register tile R,
- *                  sized so V and M stay in a 1 MB L2).
+ *   tiles          numbered (n, ty, tx) over the batch; each thread takes an
+ *                  equal run of them and cuts it into blocks of at most T
+ *                  tiles (T a multiple of the register tiles, sized so V and
+ *                  M stay in a 1 MB L2).
  *   per block      V (16, T, C) = the input transform of its tiles (vectors
  *                  along C); for each of the 16 positions the small GEMM
  *                  M[pos] (T x FP) = V[pos] (T x C) . U[pos] (C x FP) with a
@@ -33,8 +34,8 @@
  * V and M live in grow-only buffers of each thread, U in one of the
  * calling thread.
  *
- * Threads: the kernel transform splits channels, the blocks are split
- * statically. Every output element comes from one tile computed by one
+ * Threads: the kernel transform splits channels, the tiles are split in
+ * equal runs (one-image predict: 256, 49, 36 tiles -> 128 / 24-25 / 18 each). Every output element comes from one tile computed by one
  * thread: its product sums run over c in order, one FMA chain each,
  * whatever the block size, register tile or thread count; the transforms
  * are fixed sequences of adds. So the bits are identical for any thread
@@ -279,20 +280,14 @@ int FG_ISA_FN(fg_conv_wino_fwd)(float *y, float *z, const float *x, const float 
     const int64_t nv_main = NVT < NVMAX ? NVT : NVMAX, nv_last = NVT % nv_main ? NVT % nv_main : nv_main;
     const int64_t r_main = wg_rows[nv_main], r_last = wg_rows[nv_last];
     const int64_t RL = r_main / gcd64(r_main, r_last) * r_last;
-    /* block size: V + M within BLOCK_BYTES, at least one register tile; as many blocks as threads
-     * at least (their count rounded up to a multiple of the threads) */
+    /* threads take equal runs of tiles; each cuts its run into blocks of at most T tiles, T a
+     * multiple of RL with V + M within BLOCK_BYTES (a register tile at least) */
     int nt = fg_threads_for(total * 16 * C * FP, GRAIN, nthreads);
-    int64_t tmax = BLOCK_BYTES / (int64_t)sizeof(float) / (16 * (C + FP));
-    tmax = tmax / RL * RL;
-    if (tmax < RL) tmax = RL;
-    if (tmax > MAX_T) tmax = MAX_T / RL * RL > RL ? MAX_T / RL * RL : RL; /* RL <= 24 */
-    int64_t nb = (total + tmax - 1) / tmax;
-    if (nb < nt) nb = nt;
-    nb = (nb + nt - 1) / nt * nt;
-    int64_t T = (total + nb - 1) / nb;
-    T = (T + RL - 1) / RL * RL;
-    nb = (total + T - 1) / T;
-    if (nt > nb) nt = (int)nb;
+    if (nt > total) nt = (int)total;
+    int64_t T = BLOCK_BYTES / (int64_t)sizeof(float) / (16 * (C + FP));
+    if (T > MAX_T) T = MAX_T;
+    T = T / RL * RL;
+    if (T < RL) T = RL;
 
     float *U = grow(&t_ker, (size_t)(16 * C * FP + C));
     if (!U) return -FG_ERR_NOMEM;
@@ -323,9 +318,11 @@ int FG_ISA_FN(fg_conv_wino_fwd)(float *y, float *z, const float *x, const float 
         } else {
             float *M = V + 16 * T * C;
             const int64_t vps = T * C, mps = T * FP;
-            const int64_t b0 = nb * tid / nth, b1 = nb * (tid + 1) / nth;
-            for (int64_t bi = b0; bi < b1; bi++) {
-                const int64_t t0 = bi * T, cnt = total - t0 < T ? total - t0 : T;
+            const int64_t a = total * tid / nth, e = total * (tid + 1) / nth;
+            const int64_t nbt = e > a ? (e - a + T - 1) / T : 1;
+            const int64_t tb = ((e - a + nbt - 1) / nbt + RL - 1) / RL * RL; /* <= T */
+            for (int64_t t0 = a; t0 < e; t0 += tb) {
+                const int64_t cnt = e - t0 < tb ? e - t0 : tb;
                 /* input transform */
                 for (int64_t t = 0; t < cnt; t++) {
                     const int64_t g = t0 + t, n = g / tps, ty = (g % tps) / tw, tx = (g % tps) % tw;
