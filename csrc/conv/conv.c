@@ -280,6 +280,38 @@ FG_DECLARE_ISA(int, fg_conv_tile_fwd, (float *, float *, const float *, const fl
                                        const fg_conv_shape *, int, int))
 FG_DECLARE_ISA(int, fg_conv_tile_flt, (float *, const float *, const float *, const fg_conv_shape *, int))
 
+/* ---- Winograd F(2x2, 3x3) (conv_wino.c, per ISA) ----
+ * 3x3 kernels with unit strides, no dilation, no groups, and enough channels
+ * on both sides that the 16 small GEMMs per block of tiles beat the direct
+ * kernels (few channels: the transforms cost as much as the products saved;
+ * the RGB first layer stays direct). Used by the forward and by the
+ * unit-stride data gradient (a forward over dz with the rotated, transposed
+ * kernel). */
+#define FG_WINO_MIN_C 16
+#define FG_WINO_MIN_F 16
+#define FG_WINO_MIN_TILES 16 /* 2x2 output tiles in the batch: below, the kernel transform costs more than it saves */
+
+FG_DECLARE_ISA(int, fg_conv_wino_fwd, (float *, float *, const float *, const float *, const float *,
+                                       const fg_conv_shape *, int, int))
+
+static int direct_enabled(void);
+
+/* FASTGRAD_CONV_WINOGRAD=0 turns Winograd off (so does FASTGRAD_CONV_DIRECT=0: the implicit GEMM
+ * everywhere); =2 runs it on every 3x3 stride-1 shape whatever its size (for tests) */
+static int wino_mode(void) {
+    const char *e = getenv("FASTGRAD_CONV_WINOGRAD");
+    if (!direct_enabled() || (e && e[0] == '0' && e[1] == 0)) return 0;
+    return e && e[0] == '2' && e[1] == 0 ? 2 : 1;
+}
+
+static int wino_ok(const fg_conv_shape *s) {
+    if (s->groups != 1 || s->kh != 3 || s->kw != 3 || s->sh != 1 || s->sw != 1 || s->dh != 1 || s->dw != 1) return 0;
+    const int mode = wino_mode();
+    if (mode != 1) return mode == 2;
+    if (s->c < FG_WINO_MIN_C || s->f < FG_WINO_MIN_F) return 0;
+    return s->n * ((s->oh + 1) / 2) * ((s->ow + 1) / 2) >= FG_WINO_MIN_TILES;
+}
+
 static int direct_enabled(void) {
     const char *e = getenv("FASTGRAD_CONV_DIRECT");
     return !(e && e[0] == '0' && e[1] == 0);
@@ -293,29 +325,42 @@ static int direct_fwd_ok(const fg_conv_shape *s) {
 
 /* the data gradient as a forward convolution: stride 1, and the rotated kernel's padding
  * (kh - 1) dh - pt must not be negative */
-static int direct_data_shape(const fg_conv_shape *s, fg_conv_shape *t) {
-    if (s->groups != 1 || s->c < FG_TILE_MAX_C || s->sh != 1 || s->sw != 1 || is_pointwise(s)) return 0;
+static int transposed_shape(const fg_conv_shape *s, fg_conv_shape *t) {
+    if (s->groups != 1 || s->sh != 1 || s->sw != 1 || is_pointwise(s)) return 0;
     const int64_t pt = (s->kh - 1) * s->dh - s->pt, pl = (s->kw - 1) * s->dw - s->pl;
     if (pt < 0 || pl < 0) return 0;
     *t = (fg_conv_shape){.n = s->n, .h = s->oh, .w = s->ow, .c = s->f, .kh = s->kh, .kw = s->kw, .f = s->c,
                          .oh = s->h, .ow = s->w, .sh = 1, .sw = 1, .dh = s->dh, .dw = s->dw, .pt = pt, .pl = pl,
                          .groups = 1};
+    return 1;
+}
+
+/* 2 when Winograd runs the data gradient, 1 when conv_tile does, 0 otherwise (t = the forward shape) */
+static int direct_data_shape(const fg_conv_shape *s, fg_conv_shape *t) {
+    if (!transposed_shape(s, t)) return 0;
+    if (wino_ok(t)) return 2;
+    if (s->c < FG_TILE_MAX_C) return 0;
     return direct_fwd_ok(t);
 }
 
 static int backward_data_direct(float *dx, const float *dz, const float *w, const fg_conv_shape *s,
-                                const fg_conv_shape *t, int nthreads) {
+                                const fg_conv_shape *t, int wino, int nthreads) {
     const int64_t KK = s->kh * s->kw, C = s->c, F = s->f;
     float *wt = (float *)malloc((size_t)(KK * C * F) * sizeof(float));
     if (!wt) return -FG_ERR_NOMEM;
-    /* wt[ky', kx', f, ci] = w[kh-1-ky', kw-1-kx', ci, f] */
+    /* wt[ky', kx', f, ci] = w[kh-1-ky', kw-1-kx', ci, f], in 16 x 16 blocks (cache lines on both sides) */
     for (int64_t k = 0; k < KK; k++) {
         const float *src = w + (KK - 1 - k) * C * F;
         float *d = wt + k * F * C;
-        for (int64_t ci = 0; ci < C; ci++)
-            for (int64_t f = 0; f < F; f++) d[f * C + ci] = src[ci * F + f];
+        for (int64_t c0 = 0; c0 < C; c0 += 16)
+            for (int64_t f0 = 0; f0 < F; f0 += 16) {
+                const int64_t c1 = c0 + 16 < C ? c0 + 16 : C, f1 = f0 + 16 < F ? f0 + 16 : F;
+                for (int64_t f = f0; f < f1; f++)
+                    for (int64_t ci = c0; ci < c1; ci++) d[f * C + ci] = src[ci * F + f];
+            }
     }
-    int r = FG_DISPATCH(fg_conv_tile_fwd)(dx, NULL, dz, wt, NULL, t, 0, nthreads);
+    int r = wino ? FG_DISPATCH(fg_conv_wino_fwd)(dx, NULL, dz, wt, NULL, t, 0, nthreads)
+                 : FG_DISPATCH(fg_conv_tile_fwd)(dx, NULL, dz, wt, NULL, t, 0, nthreads);
     free(wt);
     return r;
 }
@@ -326,11 +371,14 @@ int fg_conv2d_forward(float *y, float *z, const float *x, const float *w, const 
     if (z == y && act != FG_ACT_LINEAR) return FG_ERR_ARG;
     if (s->n == 0) return FG_OK;
     if (!y || !x || !w) return FG_ERR_ARG;
-    if (direct_fwd_ok(s)) {
-        /* ReLU is fused in the tiled kernel's store; other activations take an element-wise pass */
+    const int wino = wino_ok(s);
+    if (wino || direct_fwd_ok(s)) {
+        /* ReLU is fused in the tiled kernel's store (Winograd: its output transform); other
+         * activations take an element-wise pass */
         const int relu = act == FG_ACT_RELU;
         float *zz = relu ? y : z ? z : y;
-        int r = FG_DISPATCH(fg_conv_tile_fwd)(zz, relu ? z : NULL, x, w, b, s, relu, nthreads);
+        int r = wino ? FG_DISPATCH(fg_conv_wino_fwd)(zz, relu ? z : NULL, x, w, b, s, relu, nthreads)
+                     : FG_DISPATCH(fg_conv_tile_fwd)(zz, relu ? z : NULL, x, w, b, s, relu, nthreads);
         if (r < 0) return -r;
         if (r == 1) {
             if (!relu && (act != FG_ACT_LINEAR || zz != y))
@@ -444,8 +492,9 @@ int fg_conv2d_backward_data(float *dx, const float *dz, const float *w, const fg
     if (s->n == 0) return FG_OK;
     if (!dx || !dz || !w) return FG_ERR_ARG;
     fg_conv_shape t;
-    if (direct_data_shape(s, &t)) {
-        int r = backward_data_direct(dx, dz, w, s, &t, nthreads);
+    const int route = direct_data_shape(s, &t);
+    if (route) {
+        int r = backward_data_direct(dx, dz, w, s, &t, route == 2, nthreads);
         if (r < 0) return -r;
         if (r == 1) return FG_OK;
     }

@@ -35,34 +35,10 @@
 #if FG_HAVE_OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX512F__) || defined(__AVX2__) || defined(__SSE2__)
-#include <immintrin.h>
-#endif
+#include "conv_vec.h"
 
-/* Vector kinds: W lanes of type T with load / store / broadcast / zero / fma.
- * The avx512 copy also has a 256-bit kind for F <= 8 output channels (a zmm
- * would leave half its lanes idle; Zen 4 and Ice Lake run two ymm FMAs per
- * cycle against one zmm). */
+/* Vector kinds (Z, and Y on avx512): conv_vec.h. Register tiles per ISA: */
 #if defined(__AVX512F__)
-#define Z_T __m512
-#define Z_W 16
-#define Z_LD(p) _mm512_loadu_ps(p)
-#define Z_ST(p, v) _mm512_storeu_ps(p, v)
-#define Z_S1(a) _mm512_set1_ps(a)
-#define Z_ZERO() _mm512_setzero_ps()
-#define Z_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define Z_ADD(a, b) _mm512_add_ps(a, b)
-#define Z_MAX(a, b) _mm512_max_ps(a, b)
-#define Y_T __m256
-#define Y_W 8
-#define Y_LD(p) _mm256_loadu_ps(p)
-#define Y_ST(p, v) _mm256_storeu_ps(p, v)
-#define Y_S1(a) _mm256_set1_ps(a)
-#define Y_ZERO() _mm256_setzero_ps()
-#define Y_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define Y_ADD(a, b) _mm256_add_ps(a, b)
-#define Y_MAX(a, b) _mm256_max_ps(a, b)
-#define HAVE_NARROW 1
 #define FWD_R1 16
 #define FWD_R2 14
 #define FWD_R3 8
@@ -71,34 +47,7 @@
 #define FLT_RB 13
 #define FLT_RC 9
 #define FLT_R2 8
-#elif defined(__AVX2__) && defined(__FMA__)
-#define Z_T __m256
-#define Z_W 8
-#define Z_LD(p) _mm256_loadu_ps(p)
-#define Z_ST(p, v) _mm256_storeu_ps(p, v)
-#define Z_S1(a) _mm256_set1_ps(a)
-#define Z_ZERO() _mm256_setzero_ps()
-#define Z_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define Z_ADD(a, b) _mm256_add_ps(a, b)
-#define Z_MAX(a, b) _mm256_max_ps(a, b)
-#define FWD_R1 12
-#define FWD_R2 6
-#define FWD_R3 4
-#define FWD_R4 3
-#define FLT_RA 13
-#define FLT_RB 9
-#define FLT_RC 7
-#define FLT_R2 6
-#elif defined(__SSE2__)
-#define Z_T __m128
-#define Z_W 4
-#define Z_LD(p) _mm_loadu_ps(p)
-#define Z_ST(p, v) _mm_storeu_ps(p, v)
-#define Z_S1(a) _mm_set1_ps(a)
-#define Z_ZERO() _mm_setzero_ps()
-#define Z_FMA(a, b, c) _mm_add_ps(_mm_mul_ps(a, b), c)
-#define Z_ADD(a, b) _mm_add_ps(a, b)
-#define Z_MAX(a, b) _mm_max_ps(a, b)
+#elif (defined(__AVX2__) && defined(__FMA__)) || defined(__SSE2__)
 #define FWD_R1 12
 #define FWD_R2 6
 #define FWD_R3 4
@@ -108,15 +57,6 @@
 #define FLT_RC 7
 #define FLT_R2 6
 #else
-#define Z_T float
-#define Z_W 1
-#define Z_LD(p) (*(p))
-#define Z_ST(p, v) (*(p) = (v))
-#define Z_S1(a) (a)
-#define Z_ZERO() 0.0f
-#define Z_FMA(a, b, c) ((a) * (b) + (c))
-#define Z_ADD(a, b) ((a) + (b))
-#define Z_MAX(a, b) ((a) > (b) ? (a) : (b)) /* as maxps: the second operand unless a > b */
 #define FWD_R1 8
 #define FWD_R2 4
 #define FWD_R3 4
@@ -125,9 +65,6 @@
 #define FLT_RB 6
 #define FLT_RC 4
 #define FLT_R2 4
-#endif
-#ifndef HAVE_NARROW
-#define HAVE_NARROW 0
 #endif
 
 #define GRAIN (1 << 17) /* multiply-adds per thread below which one thread runs */
