@@ -29,6 +29,11 @@ Shapes (M, N, K) with the transposes the training step uses:
   (128x10), dX = (128x10) @ (128x10)^T;
   plus the fused dense forward (bias + relu) of the 784-128 layer.
 Under --benchmark-disable (or FG_BENCH_SMALL=1) 2048^3 shrinks to 512^3.
+
+`python benchmarks/bench_gemm.py compare ...` (not pytest) prints an
+interleaved fastgrad / OpenBLAS / MKL table instead (min and median of
+several rounds, % of the measured peak; see COMPARE_DOC below). torch's
+float32 matmul on CPU calls MKL's SGEMM (checked with MKL_VERBOSE=1).
 """
 from __future__ import annotations
 
