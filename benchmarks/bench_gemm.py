@@ -29,6 +29,11 @@ Shapes (M, N, K) with the transposes the training step uses:
   (128x10), dX = (128x10) @ (128x10)^T;
   plus the fused dense forward (bias + relu) of the 784-128 layer.
 Under --benchmark-disable (or FG_BENCH_SMALL=1) 2048^3 shrinks to 512^3.
+
+`python benchmarks/bench_gemm.py compare ...` (not pytest) prints an
+interleaved fastgrad / OpenBLAS / MKL table instead (min and median of
+several rounds, % of the measured peak; see COMPARE_DOC below). torch's
+float32 matmul on CPU calls MKL's SGEMM (checked with MKL_VERBOSE=1).
 """
 from __future__ import annotations
 
@@ -189,3 +194,151 @@ def test_dense_relu_torch(benchmark):
     finally:
         torch.set_num_threads(saved)
     _gflops(benchmark, flops)
+
+
+# ---------------------------------------------------------------- compare mode
+COMPARE_DOC = """Interleaved comparison, not a test (run the file as a script):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=src \\
+        python benchmarks/bench_gemm.py compare [--threads 1,2] [--repeats 7] [--isa avx512] [shape ...]
+    # the AVX2 path against AVX2 kernels of the others (OpenBLAS Haswell, MKL AVX2):
+    env OPENBLAS_CORETYPE=Haswell MKL_ENABLE_INSTRUCTIONS=AVX2 PYTHONPATH=src \\
+        python benchmarks/bench_gemm.py compare --isa avx2
+
+For each shape and thread count, `--repeats` rounds; each round times
+fastgrad (the gemm binding, the chosen ISA path), np.matmul(out=) (NumPy's
+BLAS under threadpoolctl limits) and torch.matmul(out=) once each, in an
+order that rotates every round, so slow spells of a shared machine hit all
+three alike. A timing is one call, or a batch of calls averaged when one call
+is under ~10 ms. With 2 threads a 0.15 s pause separates the libraries
+(OpenBLAS workers spin after a call and would steal the next library's second
+core). Prints min and median GFLOP/s, % of the measured FMA peak
+(peak_gflops of that ISA and thread count), fastgrad / best-of-the-others for
+min and median, and the load average. Shape arguments select rows by
+substring; `all` adds the 10-class skinny shapes."""
+
+# name: (M, N, K, trans_a, trans_b) — conv rows: a 3x3 convolution 64 -> 64
+# channels on 16x16 images at batch 32 as an implicit GEMM (M = pixels, K = 3*3*64)
+COMPARE_SHAPES = {
+    "1024^3": (1024, 1024, 1024, 0, 0),
+    "2048^3": (2048, 2048, 2048, 0, 0),
+    "256x1024x1024": (256, 1024, 1024, 0, 0),
+    "mlp-fwd 128x128x784": (128, 128, 784, 0, 0),
+    "mlp-dW 784x128x128 A^T": (784, 128, 128, 1, 0),
+    "mlp-dX 128x784x128 B^T": (128, 784, 128, 0, 1),
+    "conv-fwd 8192x64x576": (8192, 64, 576, 0, 0),
+    "conv-dW 576x64x8192 A^T": (576, 64, 8192, 1, 0),
+    "conv-dX 8192x576x64 B^T": (8192, 576, 64, 0, 1),
+}
+SKINNY_SHAPES = {
+    "skinny-fwd 128x10x128": (128, 10, 128, 0, 0),
+    "skinny-dW 128x10x128 A^T": (128, 10, 128, 1, 0),
+    "skinny-dX 128x128x10 B^T": (128, 128, 10, 0, 1),
+}
+
+
+def _compare(argv):
+    import argparse
+    import statistics
+    import time
+
+    ap = argparse.ArgumentParser(prog="bench_gemm.py compare", description=COMPARE_DOC,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--isa", default=None, help="fastgrad ISA path (default: the active one)")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                    help="thread: CPU time of the calling thread (1-thread rows only; the time a busy "
+                         "shared machine keeps the process off the CPU does not count)")
+    ap.add_argument("shapes", nargs="*")
+    args = ap.parse_args(argv)
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+    if args.isa:
+        _native.set_isa(args.isa)
+    isa = _native.get_isa()
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            pass
+    blas = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture', '')}".strip()
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    print(f"# fastgrad ISA path: {isa}; NumPy BLAS: {', '.join(blas) or '?'}; "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}")
+    if torch is not None:
+        print(f"# torch {torch.__version__}: mkl {torch.backends.mkl.is_available()}, "
+              f"MKL_ENABLE_INSTRUCTIONS={os.environ.get('MKL_ENABLE_INSTRUCTIONS', '-')}, "
+              f"{torch.backends.cpu.get_cpu_capability()}")
+
+    shapes = dict(COMPARE_SHAPES)
+    if "all" in args.shapes:
+        shapes.update(SKINNY_SHAPES)
+    sel = [s for s in args.shapes if s != "all"]
+    if sel:
+        shapes = {k: v for k, v in {**COMPARE_SHAPES, **SKINNY_SHAPES}.items() if any(s in k for s in sel)}
+    rng = np.random.default_rng(0)
+    print(f"# clock: {args.clock} (1 thread), wall (more threads); {args.repeats} interleaved rounds")
+    print("| shape (M,N,K) | thr | load | fastgrad GF/s min/med (% peak) | OpenBLAS GF/s | MKL GF/s "
+          "| fg/best min | fg/best med |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for nt in [int(t) for t in args.threads.split(",")]:
+        peak = G.peak_gflops(nt)
+        clock = time.thread_time if args.clock == "thread" and nt == 1 else time.perf_counter
+        for name, (M, N, K, ta, tb) in shapes.items():
+            a = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
+            b = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
+            cs = [np.empty((M, N), np.float32) for _ in range(3)]
+            A, B = (a.T if ta else a), (b.T if tb else b)
+            fns = [lambda: G.gemm(a, b, cs[0], ta, tb, 1.0, 0.0, nt),
+                   lambda: np.matmul(A, B, out=cs[1])]
+            if torch is not None:
+                tA, tB, tC = torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(cs[2])
+                fns.append(lambda: torch.matmul(tA, tB, out=tC))
+            flops = 2.0 * M * N * K
+            times = [[] for _ in fns]
+            with threadpool_limits(nt):
+                if torch is not None:
+                    torch.set_num_threads(nt)
+                # calibrate: calls per timing so one timing is >= ~10 ms
+                reps = []
+                for f in fns:
+                    f()
+                    t = time.perf_counter()
+                    f()
+                    reps.append(max(1, int(0.01 / max(time.perf_counter() - t, 1e-7))))
+                for r in range(args.repeats):
+                    order = list(range(len(fns)))
+                    order = order[r % len(order):] + order[:r % len(order)]
+                    for i in order:
+                        if nt > 1:
+                            time.sleep(0.15)
+                        f, n = fns[i], reps[i]
+                        if n > 1:
+                            f()
+                        t = clock()
+                        for _ in range(n):
+                            f()
+                        times[i].append((clock() - t) / n)
+            np.testing.assert_allclose(cs[0], cs[1], rtol=1e-3, atol=1e-3 * np.sqrt(K))
+            gmin = [flops / min(t) / 1e9 for t in times]
+            gmed = [flops / statistics.median(t) / 1e9 for t in times]
+            best_min, best_med = max(gmin[1:]), max(gmed[1:])
+            cols = [f"{gmin[i]:.0f} / {gmed[i]:.0f}" for i in range(len(fns))] + ["-"] * (3 - len(fns))
+            load = os.getloadavg()[0]
+            print(f"| {name} | {nt} | {load:.2f} | {cols[0]} ({100 * gmin[0] / peak:.0f}% / "
+                  f"{100 * gmed[0] / peak:.0f}%) | {cols[1]} | {cols[2]} | {gmin[0] / best_min:.2f} | "
+                  f"{gmed[0] / best_med:.2f} |", flush=True)
+    print(f"# peak_gflops ({isa}): " + ", ".join(
+        f"{t} thr {G.peak_gflops(int(t)):.0f}" for t in args.threads.split(",")))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] == "compare":
+        _compare(sys.argv[2:])
+    else:
+        print(__doc__ + "\n" + COMPARE_DOC)

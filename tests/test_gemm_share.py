@@ -33,7 +33,7 @@ def share():
     G.set_share(0)
 
 
-# (M, N, K): 1, primes, off-tile, several K blocks (KC = 256), NC panels
+# (M, N, K): 1, primes, off-tile, several K blocks (KC = 256 baseline, 512 AVX2 / AVX-512), NC panels
 SHAPES = [(1, 1, 1), (2, 3, 5), (13, 17, 19), (37, 61, 257), (97, 131, 300), (64, 100, 513),
           (150, 40, 97), (200, 33, 600), (31, 1031, 260), (260, 3100, 70), (129, 257, 255)]
 
