@@ -243,14 +243,13 @@ int FG_ISA_FN(fg_layernorm_backward)(float *dx, float *dgamma, float *dbeta, con
  * float32 unless the first row is ~1e4 standard deviations off the mean.
  * relu: y = max(0, z) of the normalised z, as fg_act_forward's relu computes it
  * (0 > z ? 0 : z: NaN and -0 pass), in the same pass. */
-static void bn_forward_cols(float *y, float *mean, float *rstd, const float *x, const float *gamma,
-                            const float *beta, int64_t rows, int64_t cols, float eps, int relu, int64_t c0,
-                            int64_t c1) {
+FG_VINLINE void bn_forward_tile(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                                const float *beta, int64_t rows, int64_t cols, float eps, int relu, int64_t t0,
+                                int64_t w) {
     double s1[CTILE], s2[CTILE], k[CTILE];
     float mf[CTILE], rf[CTILE], gf[CTILE], bf[CTILE];
     const double n = (double)rows;
-    for (int64_t t0 = c0; t0 < c1; t0 += CTILE) {
-        const int64_t w = t0 + CTILE < c1 ? CTILE : c1 - t0;
+    {
         for (int64_t j = 0; j < w; j++) {
             k[j] = (double)x[t0 + j];
             s1[j] = s2[j] = 0.0;
@@ -302,7 +301,7 @@ static void bn_forward_cols(float *y, float *mean, float *rstd, const float *x, 
                         yi[j] = 0.0f > z ? 0.0f : z;
                     }
             }
-            continue;
+            return;
         }
         for (int64_t i = 0; i < rows; i++) {
             const float *FG_RESTRICT xi = x + i * cols + t0;
@@ -316,6 +315,24 @@ static void bn_forward_cols(float *y, float *mean, float *rstd, const float *x, 
             else
                 for (int64_t j = 0; j < w; j++) yi[j] = (xi[j] - mf[j]) * rf[j];
         }
+    }
+}
+
+/* Tiles of CTILE columns; a tile of 16 or 32 (a conv net's channels, split in
+ * blocks of 16 between threads) runs a copy of the body specialised to that
+ * width, whose accumulators stay in registers (the generic copy keeps them in
+ * memory, one load and store per row). The same operations either way. */
+static void bn_forward_cols(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                            const float *beta, int64_t rows, int64_t cols, float eps, int relu, int64_t c0,
+                            int64_t c1) {
+    for (int64_t t0 = c0; t0 < c1; t0 += CTILE) {
+        const int64_t w = t0 + CTILE < c1 ? CTILE : c1 - t0;
+        if (w == 16)
+            bn_forward_tile(y, mean, rstd, x, gamma, beta, rows, cols, eps, relu, t0, 16);
+        else if (w == 32)
+            bn_forward_tile(y, mean, rstd, x, gamma, beta, rows, cols, eps, relu, t0, 32);
+        else
+            bn_forward_tile(y, mean, rstd, x, gamma, beta, rows, cols, eps, relu, t0, w);
     }
 }
 
@@ -354,13 +371,12 @@ int FG_ISA_FN(fg_batchnorm_forward_act)(float *y, float *mean, float *rstd, cons
 /* columns c0..c1: sums of dy and dy xhat down the rows (double, row order),
  * then dx = rstd ((g - mean(g)) - xhat mean(g xhat)) with g = dy gamma.
  * relu: dy is first masked as above (the mask recomputed in both passes) */
-static void bn_backward_cols(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                             const float *gamma, const float *beta, const float *mean, const float *rstd,
-                             int64_t rows, int64_t cols, int relu, int64_t c0, int64_t c1) {
+FG_VINLINE void bn_backward_tile(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                                 const float *gamma, const float *beta, const float *mean, const float *rstd,
+                                 int64_t rows, int64_t cols, int relu, int64_t t0, int64_t w) {
     double sd[CTILE], sdx[CTILE];
     float mg[CTILE], mgx[CTILE], gm[CTILE], bt[CTILE];
-    for (int64_t t0 = c0; t0 < c1; t0 += CTILE) {
-        const int64_t w = t0 + CTILE < c1 ? CTILE : c1 - t0;
+    {
         const float *FG_RESTRICT m = mean + t0;
         const float *FG_RESTRICT r = rstd + t0;
         for (int64_t j = 0; j < w; j++) {
@@ -429,6 +445,21 @@ static void bn_backward_cols(float *dx, float *dgamma, float *dbeta, const float
                 }
         }
 #undef BN_Z_
+    }
+}
+
+/* tiles as in the forward (widths 16 and 32 specialised) */
+static void bn_backward_cols(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                             const float *gamma, const float *beta, const float *mean, const float *rstd,
+                             int64_t rows, int64_t cols, int relu, int64_t c0, int64_t c1) {
+    for (int64_t t0 = c0; t0 < c1; t0 += CTILE) {
+        const int64_t w = t0 + CTILE < c1 ? CTILE : c1 - t0;
+        if (w == 16)
+            bn_backward_tile(dx, dgamma, dbeta, dy, x, gamma, beta, mean, rstd, rows, cols, relu, t0, 16);
+        else if (w == 32)
+            bn_backward_tile(dx, dgamma, dbeta, dy, x, gamma, beta, mean, rstd, rows, cols, relu, t0, 32);
+        else
+            bn_backward_tile(dx, dgamma, dbeta, dy, x, gamma, beta, mean, rstd, rows, cols, relu, t0, w);
     }
 }
 
