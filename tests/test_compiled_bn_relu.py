@@ -47,8 +47,8 @@ def no_affine():
 
 
 def wide():
-    """16, 32 and 48 channels: the batch-norm kernels' column tiles of 16 and 32
-    (specialised copies) and the generic one, depending on the thread count."""
+    """16, 32 and 48 channels: the batch-norm kernels' column tile of 32
+    (a specialised copy) and generic ones, depending on the thread count."""
     a = fg.Input(shape=(5, 5, 3))
     h = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(a)))
     h = L.ReLU()(L.BatchNormalization(scale=False)(L.Conv2D(32, 3)(h)))

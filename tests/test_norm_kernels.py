@@ -212,8 +212,8 @@ def test_batchnorm_nan_stays_in_its_column():
 
 
 # ------------------------------------------------ determinism (threads, ISAs)
-# (4096, 32) / (2000, 48) / (4096, 33): BatchNorm's column tiles of exactly 16
-# and 32 (specialised copies) next to the generic one, depending on the threads
+# (4096, 32) / (2000, 48) / (4096, 33): BatchNorm's column tiles of exactly 32
+# (a specialised copy) next to generic ones, depending on the threads
 @pytest.mark.parametrize("shape", [(128, 1000), (300, 257), (4096, 33), (4096, 32), (2000, 48), (1000, 3),
                                    (64, 2048)],
                          ids=lambda s: "x".join(map(str, s)))
