@@ -44,10 +44,11 @@ FG_DECLARE_ISA(int, fg_layernorm_forward, (float *, float *, float *, const floa
                                            int64_t, int64_t, float, int))
 FG_DECLARE_ISA(int, fg_layernorm_backward, (float *, float *, float *, const float *, const float *, const float *,
                                             const float *, const float *, int64_t, int64_t, int))
-FG_DECLARE_ISA(int, fg_batchnorm_forward, (float *, float *, float *, const float *, const float *, const float *,
-                                           int64_t, int64_t, float, int))
-FG_DECLARE_ISA(int, fg_batchnorm_backward, (float *, float *, float *, const float *, const float *, const float *,
-                                            const float *, const float *, int64_t, int64_t, int))
+FG_DECLARE_ISA(int, fg_batchnorm_forward_act, (float *, float *, float *, const float *, const float *,
+                                               const float *, int64_t, int64_t, float, int, int))
+FG_DECLARE_ISA(int, fg_batchnorm_backward_act, (float *, float *, float *, const float *, const float *,
+                                                const float *, const float *, const float *, const float *, int64_t,
+                                                int64_t, int, int))
 
 int fg_act_forward(float *y, const float *x, int64_t n, int act, int nthreads) {
     return FG_DISPATCH(fg_act_forward_p)(y, x, n, act, NULL, nthreads);
@@ -152,10 +153,22 @@ int fg_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *d
 }
 int fg_batchnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                          const float *beta, int64_t rows, int64_t cols, float eps, int nthreads) {
-    return FG_DISPATCH(fg_batchnorm_forward)(y, mean, rstd, x, gamma, beta, rows, cols, eps, nthreads);
+    return FG_DISPATCH(fg_batchnorm_forward_act)(y, mean, rstd, x, gamma, beta, rows, cols, eps, FG_ACT_LINEAR,
+                                                 nthreads);
+}
+int fg_batchnorm_forward_act(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                             const float *beta, int64_t rows, int64_t cols, float eps, int act, int nthreads) {
+    return FG_DISPATCH(fg_batchnorm_forward_act)(y, mean, rstd, x, gamma, beta, rows, cols, eps, act, nthreads);
 }
 int fg_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                           const float *gamma, const float *mean, const float *rstd, int64_t rows, int64_t cols,
                           int nthreads) {
-    return FG_DISPATCH(fg_batchnorm_backward)(dx, dgamma, dbeta, dy, x, gamma, mean, rstd, rows, cols, nthreads);
+    return FG_DISPATCH(fg_batchnorm_backward_act)(dx, dgamma, dbeta, dy, x, gamma, NULL, mean, rstd, rows, cols,
+                                                  FG_ACT_LINEAR, nthreads);
+}
+int fg_batchnorm_backward_act(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                              const float *gamma, const float *beta, const float *mean, const float *rstd,
+                              int64_t rows, int64_t cols, int act, int nthreads) {
+    return FG_DISPATCH(fg_batchnorm_backward_act)(dx, dgamma, dbeta, dy, x, gamma, beta, mean, rstd, rows, cols,
+                                                  act, nthreads);
 }

@@ -41,6 +41,18 @@ int fg_batchnorm_forward(float *y, float *mean, float *rstd, const float *x, con
 int fg_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                           const float *gamma, const float *mean, const float *rstd, int64_t rows, int64_t cols,
                           int nthreads);
+/* BatchNorm followed by an activation act, FG_ACT_LINEAR (the functions above) or
+ * FG_ACT_RELU (anything else: FG_ERR_ARG), in the same passes over memory:
+ * y = relu(normalised x), bitwise fg_act_forward(FG_ACT_RELU) of the forward
+ * above; the backward takes dy of y, applies relu's backward (dy * (y > 0), the
+ * mask recomputed from x, gamma, beta, mean, rstd instead of read from y) and
+ * then the backward above, bitwise the two calls in sequence. beta: the
+ * forward's (read only for relu). */
+int fg_batchnorm_forward_act(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                             const float *beta, int64_t rows, int64_t cols, float eps, int act, int nthreads);
+int fg_batchnorm_backward_act(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                              const float *gamma, const float *beta, const float *mean, const float *rstd,
+                              int64_t rows, int64_t cols, int act, int nthreads);
 
 #ifdef __cplusplus
 }

@@ -78,6 +78,11 @@ enabled = os.environ.get("FASTGRAD_COMPILED", "1").strip().lower() not in ("0", 
 #: also FASTGRAD_ADAPTIVE_THREADS=0
 adaptive_threads = os.environ.get("FASTGRAD_ADAPTIVE_THREADS", "1").strip().lower() not in (
     "0", "false", "no", "off")
+#: fold a plain ReLU into the BatchNormalization whose output only it reads (one
+#: pass over the activations less in forward and backward; the same bits, see
+#: _fuse_norm_relu); also FASTGRAD_FUSE_BN_RELU=0
+fuse_bn_relu = os.environ.get("FASTGRAD_FUSE_BN_RELU", "1").strip().lower() not in (
+    "0", "false", "no", "off")
 
 
 class NoCPath(Exception):
@@ -204,7 +209,40 @@ def _lower_graph(model, ctx):
         d.update(kind=kind, inputs=list(in_slots), shape=tuple(int(v) for v in shape), name=layer.name)
         descs.append(d)
     graph = dict(inputs=inputs, nodes=descs, outputs=outputs, n_streams=len(ctx.stream_layers))
+    if fuse_bn_relu:
+        _fuse_norm_relu(mod, graph)
     return graph, ctx.stream_layers
+
+
+def _fuse_norm_relu(mod, graph):
+    """Batch norm -> ReLU: when a batchnorm node's output is read by exactly one
+    node, an activation node computing the plain relu (no parameters: Keras's
+    ReLU() / Activation("relu"), not max_value / slopes / thresholds), and is
+    not a model output, the batchnorm node applies the relu (its act; forward
+    and backward in the same passes, csrc/step/layer_batchnorm.c) and the
+    activation node becomes linear: a pass-through alias, which does no work in
+    forward and hands its dy on in place in backward. Works on the node
+    descriptions only (kind and activation codes of the C plan), in place."""
+    nodes = graph["nodes"]
+    n_in = len(graph["inputs"])
+    kinds, acts = mod.LAYER_KINDS, mod.ACTIVATIONS
+    bn, act_kind = kinds.get("batchnorm"), kinds.get("activation")
+    linear, relu = acts["linear"], acts["relu"]
+    readers = {}
+    for j, d in enumerate(nodes):
+        for s in d["inputs"]:
+            readers.setdefault(s, []).append(j)
+    outputs = set(graph["outputs"])
+    for i, d in enumerate(nodes):
+        s = n_in + i
+        if d["kind"] != bn or d.get("act", linear) != linear or s in outputs or len(readers.get(s, ())) != 1:
+            continue
+        r = nodes[readers[s][0]]
+        if (r["kind"] != act_kind or r.get("act") != relu or r.get("act_has_param")
+                or r.get("out_act", mod.ACT_NONE) != mod.ACT_NONE or len(r["inputs"]) != 1):
+            continue
+        d["act"] = relu
+        r["act"] = linear
 
 
 def _lower_of(obj, what):
