@@ -61,6 +61,8 @@ Conv1D Conv2D DepthwiseConv2D SeparableConv2D Conv2DTranspose
 MaxPooling1D MaxPooling2D AveragePooling1D AveragePooling2D
 GlobalAveragePooling1D GlobalAveragePooling2D GlobalMaxPooling1D GlobalMaxPooling2D
 ZeroPadding2D Cropping2D UpSampling2D SpatialDropout2D
+DepthwiseConv1D SeparableConv1D Conv1DTranspose
+ZeroPadding1D Cropping1D UpSampling1D SpatialDropout1D
 """.split())
 
 _RNN = ("SimpleRNN", "LSTM", "GRU")
