@@ -194,6 +194,8 @@ def _cfg_to_keras(class_name, cfg, where):
                        "recurrent states are not written to Keras files")
     if class_name == "SimpleRNN" and cfg.get("seed") is None:
         cfg.pop("seed", None)
+    if class_name in ("SpatialDropout1D", "SpatialDropout2D"):
+        cfg.pop("trainable", None)    # Keras's constructors take no `trainable` (nor write one)
     for k, v in list(cfg.items()):
         if k.endswith("_initializer"):
             cfg[k] = _k_obj("keras.initializers", v)
