@@ -531,6 +531,17 @@ def test_plan_matches_python_executor_bitwise():
 
 @needs_plan
 @pytest.mark.usefixtures("native_backend")
+def test_plan_matches_python_executor_on_every_isa(each_isa):
+    from conftest import isa_paths
+    for isa in isa_paths():
+        fg._native.set_isa(isa)
+        ref, got = _fit(False, 2), _fit(True, 2)
+        assert all(np.array_equal(u, v) for u, v in zip(got[0].get_weights(), ref[0].get_weights())), isa
+        assert np.array_equal(got[3], ref[3]), isa
+
+
+@needs_plan
+@pytest.mark.usefixtures("native_backend")
 def test_plan_forward_agrees_with_numpy():
     m = one_d_model(seed=5)
     x, _ = _data(n=13, seed=2)

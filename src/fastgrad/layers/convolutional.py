@@ -136,6 +136,9 @@ class _HeightOne:
     A 2-D layer's arrays pass unchanged."""
 
     rank = 2
+    strides: tuple
+    dilation_rate: tuple
+    _pads: Any
 
     def _img(self, a):
         return a if self.rank == 2 or a is None or a is False else a[:, None]
@@ -788,10 +791,10 @@ class _SeparableConv(_HeightOne, _FusableOutput, Layer):
         if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters <= 0:
             raise ValueError(f"{c} {self.name}: filters must be a positive integer, got {filters!r}")
         self.filters = int(filters)
-        r = self.rank
-        self.kernel_size = _int_tuple(kernel_size, r, f"{c} {self.name}: kernel_size")
-        self.strides = _int_tuple(strides, r, f"{c} {self.name}: strides")
-        self.dilation_rate = _int_tuple(dilation_rate, r, f"{c} {self.name}: dilation_rate")
+        nd = self.rank
+        self.kernel_size = _int_tuple(kernel_size, nd, f"{c} {self.name}: kernel_size")
+        self.strides = _int_tuple(strides, nd, f"{c} {self.name}: strides")
+        self.dilation_rate = _int_tuple(dilation_rate, nd, f"{c} {self.name}: dilation_rate")
         self.padding = _check_padding(c, self.name, padding)
         _check_data_format(c, self.name, data_format)
         if isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, numbers.Integral) \
