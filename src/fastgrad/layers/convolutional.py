@@ -499,7 +499,6 @@ Convolution2D = Conv2D
 class _DepthwiseConv(_HeightOne, _FusableOutput, Layer):
     """Shared machinery of DepthwiseConv1D / DepthwiseConv2D (``rank``)."""
 
-
     def __init__(self, kernel_size: Any, strides: Any = (1, 1), padding: Any = "valid",
                  depth_multiplier: Any = 1, data_format: str | None = None,
                  dilation_rate: Any = (1, 1), activation: str | None = None, use_bias: bool = True,
@@ -628,6 +627,7 @@ class _DepthwiseConv(_HeightOne, _FusableOutput, Layer):
                  activation=self.activation, use_bias=self.use_bias, run_activation=self._run_act,
                  fused_activation=self._fused_activation)
         return d
+
 
 class DepthwiseConv2D(_DepthwiseConv):
     """Depthwise 2-D convolution layer (``keras.layers.DepthwiseConv2D``).
@@ -774,7 +774,6 @@ class DepthwiseConv1D(_DepthwiseConv):
 
 class _SeparableConv(_HeightOne, _FusableOutput, Layer):
     """Shared machinery of SeparableConv1D / SeparableConv2D (``rank``)."""
-
 
     def __init__(self, filters: Any, kernel_size: Any, strides: Any = (1, 1),
                  padding: Any = "valid", data_format: str | None = None,
@@ -928,6 +927,7 @@ class _SeparableConv(_HeightOne, _FusableOutput, Layer):
                  activation=self.activation, use_bias=self.use_bias, run_activation=self._run_act,
                  fused_activation=self._fused_activation)
         return d
+
 
 class SeparableConv2D(_SeparableConv):
     """Depthwise then pointwise (1x1) convolution (``keras.layers.SeparableConv2D``).
@@ -1131,7 +1131,6 @@ def transpose_geometry(n, k, s, d, padding, output_padding):
 class _ConvTranspose(_HeightOne, _FusableOutput, Layer):
     """Shared machinery of Conv1DTranspose / Conv2DTranspose (``rank``)."""
 
-
     def __init__(self, filters: Any, kernel_size: Any, strides: Any = (1, 1),
                  padding: Any = "valid", output_padding: Any = None,
                  data_format: str | None = None, dilation_rate: Any = (1, 1),
@@ -1271,6 +1270,7 @@ class _ConvTranspose(_HeightOne, _FusableOutput, Layer):
                  activation=self.activation, use_bias=self.use_bias, run_activation=self._run_act,
                  fused_activation=self._fused_activation)
         return d
+
 
 class Conv2DTranspose(_ConvTranspose):
     """Transposed 2-D convolution layer (``keras.layers.Conv2DTranspose``).
