@@ -254,7 +254,7 @@ BAD = [
     ((6, 6, 2), _node("sepconv2d", (4, 4, 5), w_off=0, b_off=200, multiplier=2, **WIN)),     # no pointwise kernel
     ((6, 6, 2), _node("sepconv2d", (4, 4, 5), w_off=0, w2_off=1990, multiplier=2, **WIN)),   # pointwise past the end
     ((6, 6, 2), _node("sepconv2d", (4, 4, 5), w_off=0, w2_off=10, multiplier=2, **WIN)),     # kernels overlap
-    ((6, 6), _node("sepconv2d", (4, 5), w_off=0, w2_off=100, multiplier=2, **WIN)),          # rank 2
+    ((6, 6), _node("sepconv2d", (4, 5), w_off=0, w2_off=100, multiplier=2, **WIN)),          # rank 2, 3 rows
     ((4, 4, 2), _node("conv2dt", (6, 6, 3), w_off=1990, **WIN)),                              # kernel past the end
     ((4, 4, 2), _node("conv2dt", (20, 6, 3), w_off=0, **WIN)),                                # no window reaches row 19
     ((4, 4, 2), _node("conv2dt", (6, 6, 3), w_off=0, **dict(WIN, sh=0))),                     # stride 0

@@ -183,6 +183,19 @@ CONVS = [
      (3, 4, 2)),
     ("ct_dil", lambda: L.Conv2DTranspose(2, 3, dilation_rate=2, use_bias=False), (4, 4, 2)),
     ("ct_s1_same", lambda: L.Conv2DTranspose(2, 4, padding="same"), (4, 5, 3)),
+    # the 1-D counterparts
+    ("dw1", lambda: L.DepthwiseConv1D(3, depth_multiplier=2), (9, 3)),
+    ("dw1_same_s2", lambda: L.DepthwiseConv1D(3, strides=2, padding="same",
+                                                  activation="relu"), (10, 2)),
+    ("dw1_dil", lambda: L.DepthwiseConv1D(2, dilation_rate=3, use_bias=False), (9, 2)),
+    ("sep1", lambda: L.SeparableConv1D(4, 3), (9, 3)),
+    ("sep1_same_s2_m2", lambda: L.SeparableConv1D(3, 4, strides=2, padding="same", depth_multiplier=2,
+                                                  activation="tanh"), (11, 2)),
+    ("ct1_valid", lambda: L.Conv1DTranspose(3, 3), (5, 2)),
+    ("ct1_s2_same", lambda: L.Conv1DTranspose(3, 4, strides=2, padding="same"), (5, 2)),
+    ("ct1_outpad", lambda: L.Conv1DTranspose(2, 3, strides=3, output_padding=2, activation="relu"), (4, 3)),
+    ("ct1_small_kernel", lambda: L.Conv1DTranspose(2, 1, strides=3), (4, 2)),
+    ("ct1_dil", lambda: L.Conv1DTranspose(2, 3, dilation_rate=2, use_bias=False), (5, 2)),
 ]
 
 
@@ -211,6 +224,10 @@ POOLS = [
     ("crop", lambda: L.Cropping2D(((1, 0), (2, 1))), (5, 6, 2)),
     ("up", lambda: L.UpSampling2D(), (3, 4, 2)),
     ("up32", lambda: L.UpSampling2D((3, 2)), (2, 3, 2)),
+    ("zpad1d", lambda: L.ZeroPadding1D((2, 1)), (4, 3)),
+    ("crop1d", lambda: L.Cropping1D((1, 2)), (6, 3)),
+    ("up1d", lambda: L.UpSampling1D(3), (4, 2)),
+    ("sdrop1d", lambda: L.SpatialDropout1D(0.4), (5, 3)),
 ]
 
 

@@ -1,6 +1,7 @@
 /* layer_conv2dt.c — Conv2DTranspose: y = act(conv^T(x, W) + b), channels_last.
  *
- * Per-sample shapes (h, w, c) -> (oh, ow, f); W is (kh, kw, f, c) in Keras
+ * Per-sample shapes (h, w, c) -> (oh, ow, f), or for Conv1DTranspose (l, c)
+ * -> (ol, f) run as h = 1 (kh = sh = dh = 1, pt = 0); W is (kh, kw, f, c) in Keras
  * layout, which is the kernel of the conv (oh, ow, f) -> (h, w, c) this layer
  * transposes (window kh kw sh sw dh dw, top / left padding pt pl from the
  * layer's lower(); the bottom / right follow from the shapes and may be
@@ -19,10 +20,12 @@
 
 /* the conv being transposed, for `rows` samples */
 static int t_shape(const fg_node_desc *d, const fg_shape *in, int64_t rows, fg_conv_shape *s) {
-    if (in->rank != 3 || d->out.rank != 3) return 0;
-    *s = (fg_conv_shape){.n = rows, .h = d->out.dim[0], .w = d->out.dim[1], .c = d->out.dim[2], .kh = d->kh,
-                         .kw = d->kw, .f = in->dim[2], .oh = in->dim[0], .ow = in->dim[1], .sh = d->sh,
-                         .sw = d->sw, .dh = d->dh, .dw = d->dw, .pt = d->pt, .pl = d->pl, .groups = 1};
+    int64_t h, w, c, oh, ow, f;
+    if (in->rank != d->out.rank || !fg_shape_hwc(in, &h, &w, &c) || !fg_shape_hwc(&d->out, &oh, &ow, &f)) return 0;
+    if (in->rank == 2 && (d->kh != 1 || d->sh != 1 || d->dh != 1 || d->pt != 0)) return 0;
+    /* the transposed conv maps the output (oh, ow, f) back to the input (h, w, c) */
+    *s = (fg_conv_shape){.n = rows, .h = oh, .w = ow, .c = f, .kh = d->kh, .kw = d->kw, .f = c, .oh = h, .ow = w,
+                         .sh = d->sh, .sw = d->sw, .dh = d->dh, .dw = d->dw, .pt = d->pt, .pl = d->pl, .groups = 1};
     return 1;
 }
 

@@ -2,7 +2,9 @@
  * channels_last, input channel c convolved with `multiplier` filters of its
  * own (output channel c * multiplier + m).
  *
- * Per-sample shapes (h, w, c) -> (oh, ow, c * multiplier); W is (kh, kw, c,
+ * Per-sample shapes (h, w, c) -> (oh, ow, c * multiplier), or for
+ * DepthwiseConv1D (l, c) -> (ol, c * multiplier) run as h = 1 (kh = sh = dh =
+ * 1, pt = 0); W is (kh, kw, c,
  * multiplier) in Keras layout; the window (kh, kw, sh, sw, dh, dw, pt, pl) comes
  * from the layer's lower(). The maths is the convolution family's direct
  * depthwise kernels (csrc/conv), called as ConvMixin.depthwise_conv2d_* calls
@@ -18,10 +20,10 @@
 #include "kernels/fg_reduce.h"
 
 static int dw_shape(const fg_node_desc *d, const fg_shape *in, int64_t rows, fg_conv_shape *s) {
-    if (in->rank != 3 || d->out.rank != 3 || d->multiplier < 1) return 0;
+    if (in->rank != d->out.rank || d->multiplier < 1) return 0;
+    if (!fg_shape_hwc(in, &s->h, &s->w, &s->c) || !fg_shape_hwc(&d->out, &s->oh, &s->ow, &s->f)) return 0;
+    if (in->rank == 2 && (d->kh != 1 || d->sh != 1 || d->dh != 1 || d->pt != 0)) return 0;
     s->n = rows;
-    s->h = in->dim[0], s->w = in->dim[1], s->c = in->dim[2];
-    s->oh = d->out.dim[0], s->ow = d->out.dim[1], s->f = d->out.dim[2];
     s->kh = d->kh, s->kw = d->kw, s->sh = d->sh, s->sw = d->sw, s->dh = d->dh, s->dw = d->dw;
     s->pt = d->pt, s->pl = d->pl, s->groups = s->c;
     return s->f == s->c * d->multiplier;

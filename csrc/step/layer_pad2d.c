@@ -4,7 +4,8 @@
  * right follow from the output shape, so one kind serves both layers (and a
  * mix). Backward is the same move the other way (dx[iy, ix] = dy[iy + pt,
  * ix + pl], zero where that falls outside dy). Only copies and zeros, as
- * pad2d_* / crop2d_* do in NumPy: the same bits. */
+ * pad2d_* / crop2d_* do in NumPy: the same bits. ZeroPadding1D / Cropping1D
+ * run here at h = 1: per-sample (l, c), pt = 0. */
 #include "step_internal.h"
 
 #include <string.h>
@@ -29,13 +30,15 @@ static void shift2d(float *dst, const float *src, int64_t n, int64_t dh, int64_t
 
 static int pad_check(const fg_node_desc *d, const fg_shape *const *in, int n_in, int64_t n_params) {
     (void)n_params;
-    if (n_in != 1 || in[0]->rank != 3 || d->out.rank != 3 || d->act != FG_ACT_LINEAR) return FG_ERR_ARG;
-    const fg_shape *x = in[0];
-    if (d->out.dim[2] != x->dim[2]) return FG_ERR_ARG;
+    int64_t xd[3], od[3];
+    if (n_in != 1 || in[0]->rank != d->out.rank || d->act != FG_ACT_LINEAR) return FG_ERR_ARG;
+    if (!fg_shape_hwc(in[0], &xd[0], &xd[1], &xd[2]) || !fg_shape_hwc(&d->out, &od[0], &od[1], &od[2]))
+        return FG_ERR_ARG;
+    if (od[2] != xd[2] || (in[0]->rank == 2 && d->pt != 0)) return FG_ERR_ARG;
     /* some of the input reaches the output on each axis (a crop leaves something) */
     for (int a = 0; a < 2; a++) {
-        const int64_t p = a ? d->pl : d->pt, o = d->out.dim[a], lo = p > 0 ? p : 0;
-        const int64_t hi = x->dim[a] + p < o ? x->dim[a] + p : o;
+        const int64_t p = a ? d->pl : d->pt, o = od[a], lo = p > 0 ? p : 0;
+        const int64_t hi = xd[a] + p < o ? xd[a] + p : o;
         if (lo >= hi) return FG_ERR_ARG;
     }
     return FG_OK;
@@ -43,9 +46,10 @@ static int pad_check(const fg_node_desc *d, const fg_shape *const *in, int n_in,
 
 static int pad_forward(const fg_node_io *io, float *y, const float *const *x, int training, uint64_t *stream) {
     (void)training, (void)stream;
-    const fg_shape *in = io->in_shape[0], *out = &io->d->out;
-    shift2d(y, x[0], io->rows, out->dim[0], out->dim[1], in->dim[0], in->dim[1], in->dim[2], io->d->pt,
-            io->d->pl, io->nt);
+    int64_t h, w, c, oh, ow, oc;
+    fg_shape_hwc(io->in_shape[0], &h, &w, &c);
+    fg_shape_hwc(&io->d->out, &oh, &ow, &oc);
+    shift2d(y, x[0], io->rows, oh, ow, h, w, c, io->d->pt, io->d->pl, io->nt);
     return FG_OK;
 }
 
@@ -53,9 +57,10 @@ static int pad_backward(const fg_node_io *io, float *const *dx, float *dy, const
                         float *const *gp) {
     (void)x, (void)y, (void)gp;
     if (!dx[0]) return FG_OK;
-    const fg_shape *in = io->in_shape[0], *out = &io->d->out;
-    shift2d(dx[0], dy, io->rows, in->dim[0], in->dim[1], out->dim[0], out->dim[1], in->dim[2], -io->d->pt,
-            -io->d->pl, io->nt);
+    int64_t h, w, c, oh, ow, oc;
+    fg_shape_hwc(io->in_shape[0], &h, &w, &c);
+    fg_shape_hwc(&io->d->out, &oh, &ow, &oc);
+    shift2d(dx[0], dy, io->rows, h, w, oh, ow, c, -io->d->pt, -io->d->pl, io->nt);
     return FG_OK;
 }
 

@@ -2,7 +2,8 @@
  * y = act(conv1x1(t, Wp) + b), channels_last.
  *
  * Per-sample shapes (h, w, c) -> (oh, ow, f) through the middle tensor t of
- * shape (oh, ow, c * multiplier). Wd (kh, kw, c, multiplier) at w_off, Wp
+ * shape (oh, ow, c * multiplier); SeparableConv1D (l, c) -> (ol, f) runs as
+ * h = 1 (kh = sh = dh = 1, pt = 0). Wd (kh, kw, c, multiplier) at w_off, Wp
  * (1, 1, c * multiplier, f) at w2_off, b (f) at b_off; the window comes from
  * the layer's lower(). The same kernels in the same order as
  * SeparableConv2D.forward / backward run them through ConvMixin: forward the
@@ -22,14 +23,16 @@
 /* the depthwise step (dws) and the pointwise step (pws) for `rows` samples */
 static int sep_shapes(const fg_node_desc *d, const fg_shape *in, int64_t rows, fg_conv_shape *dws,
                       fg_conv_shape *pws) {
-    if (in->rank != 3 || d->out.rank != 3 || d->multiplier < 1) return 0;
-    const int64_t mid = in->dim[2] * d->multiplier;
-    *dws = (fg_conv_shape){.n = rows, .h = in->dim[0], .w = in->dim[1], .c = in->dim[2], .kh = d->kh, .kw = d->kw,
-                           .f = mid, .oh = d->out.dim[0], .ow = d->out.dim[1], .sh = d->sh, .sw = d->sw,
-                           .dh = d->dh, .dw = d->dw, .pt = d->pt, .pl = d->pl, .groups = in->dim[2]};
-    *pws = (fg_conv_shape){.n = rows, .h = d->out.dim[0], .w = d->out.dim[1], .c = mid, .kh = 1, .kw = 1,
-                           .f = d->out.dim[2], .oh = d->out.dim[0], .ow = d->out.dim[1], .sh = 1, .sw = 1,
-                           .dh = 1, .dw = 1, .pt = 0, .pl = 0, .groups = 1};
+    int64_t h, w, c, oh, ow, f;
+    if (in->rank != d->out.rank || d->multiplier < 1) return 0;
+    if (!fg_shape_hwc(in, &h, &w, &c) || !fg_shape_hwc(&d->out, &oh, &ow, &f)) return 0;
+    if (in->rank == 2 && (d->kh != 1 || d->sh != 1 || d->dh != 1 || d->pt != 0)) return 0;
+    const int64_t mid = c * d->multiplier;
+    *dws = (fg_conv_shape){.n = rows, .h = h, .w = w, .c = c, .kh = d->kh, .kw = d->kw, .f = mid, .oh = oh,
+                           .ow = ow, .sh = d->sh, .sw = d->sw, .dh = d->dh, .dw = d->dw, .pt = d->pt, .pl = d->pl,
+                           .groups = c};
+    *pws = (fg_conv_shape){.n = rows, .h = oh, .w = ow, .c = mid, .kh = 1, .kw = 1, .f = f, .oh = oh, .ow = ow,
+                           .sh = 1, .sw = 1, .dh = 1, .dw = 1, .pt = 0, .pl = 0, .groups = 1};
     return 1;
 }
 

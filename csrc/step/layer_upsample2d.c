@@ -3,25 +3,26 @@
  * pixel's gradient is the sum of its sh x sw copies, taken in row-major (a, b)
  * order starting from the first copy — the order
  * ConvNumpyOps.upsample_nearest2d_backward sums them in, so the bits are the
- * Python path's. */
+ * Python path's. UpSampling1D runs here at h = 1: per-sample (l, c), sh = 1. */
 #include "step_internal.h"
 
 #include <string.h>
 
 static int up_check(const fg_node_desc *d, const fg_shape *const *in, int n_in, int64_t n_params) {
     (void)n_params;
-    if (n_in != 1 || in[0]->rank != 3 || d->out.rank != 3 || d->act != FG_ACT_LINEAR) return FG_ERR_ARG;
-    if (d->sh < 1 || d->sw < 1) return FG_ERR_ARG;
-    const fg_shape *x = in[0];
-    if (d->out.dim[0] != x->dim[0] * d->sh || d->out.dim[1] != x->dim[1] * d->sw || d->out.dim[2] != x->dim[2])
-        return FG_ERR_ARG;
+    int64_t h, w, c, oh, ow, oc;
+    if (n_in != 1 || in[0]->rank != d->out.rank || d->act != FG_ACT_LINEAR) return FG_ERR_ARG;
+    if (!fg_shape_hwc(in[0], &h, &w, &c) || !fg_shape_hwc(&d->out, &oh, &ow, &oc)) return FG_ERR_ARG;
+    if (d->sh < 1 || d->sw < 1 || (in[0]->rank == 2 && d->sh != 1)) return FG_ERR_ARG;
+    if (oh != h * d->sh || ow != w * d->sw || oc != c) return FG_ERR_ARG;
     return FG_OK;
 }
 
 static int up_forward(const fg_node_io *io, float *y, const float *const *x, int training, uint64_t *stream) {
     (void)training, (void)stream;
     const fg_node_desc *d = io->d;
-    const int64_t h = io->in_shape[0]->dim[0], w = io->in_shape[0]->dim[1], c = io->in_shape[0]->dim[2];
+    int64_t h, w, c;
+    fg_shape_hwc(io->in_shape[0], &h, &w, &c);
     const int64_t ow = w * d->sw;
     for (int64_t r = 0; r < io->rows * h; r++) {       /* (sample, input row) */
         const float *xr = x[0] + r * w * c;
@@ -38,7 +39,8 @@ static int up_backward(const fg_node_io *io, float *const *dx, float *dy, const 
     (void)x, (void)y, (void)gp;
     if (!dx[0]) return FG_OK;
     const fg_node_desc *d = io->d;
-    const int64_t h = io->in_shape[0]->dim[0], w = io->in_shape[0]->dim[1], c = io->in_shape[0]->dim[2];
+    int64_t h, w, c;
+    fg_shape_hwc(io->in_shape[0], &h, &w, &c);
     const int64_t ow = w * d->sw;
     for (int64_t r = 0; r < io->rows * h; r++) {
         const float *dyr = dy + r * d->sh * ow * c;

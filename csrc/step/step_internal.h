@@ -96,6 +96,19 @@ static inline int fg_shape_equal(const fg_shape *a, const fg_shape *b) {
         if (a->dim[i] != b->dim[i]) return 0;
     return 1;
 }
+/* An image-shaped per-sample shape: (h, w, c), or a sequence (l, c) read as h = 1 (the
+ * 1-D layers run on the 2-D kinds at height 1); 0 for any other rank. */
+static inline int fg_shape_hwc(const fg_shape *s, int64_t *h, int64_t *w, int64_t *c) {
+    if (s->rank == 3) {
+        *h = s->dim[0], *w = s->dim[1], *c = s->dim[2];
+        return 1;
+    }
+    if (s->rank == 2) {
+        *h = 1, *w = s->dim[0], *c = s->dim[1];
+        return 1;
+    }
+    return 0;
+}
 /* [off, off + count) inside [0, n) */
 static inline int fg_range_ok(int64_t off, int64_t count, int64_t n) {
     return off >= 0 && count >= 0 && off <= n && count <= n - off;

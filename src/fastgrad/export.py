@@ -37,15 +37,18 @@ DEFAULT_OPSET = 17
 _INT64_MIN = -(2 ** 63)
 
 #: layer classes with an ONNX translation
-SUPPORTED = ("Dense", "Activation", "Flatten", "InputLayer", "Dropout", "SpatialDropout2D", "Identity",
+SUPPORTED = ("Dense", "Activation", "Flatten", "InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+             "Identity",
              "BatchNormalization", "LayerNormalization", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax",
              "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
              "Reshape", "Permute", "RepeatVector", "Embedding", "Masking",
              "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed",
-             "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose",
+             "Conv1D", "Conv2D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
+             "Conv1DTranspose", "Conv2DTranspose",
              "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
              "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-             "ZeroPadding2D", "Cropping2D", "UpSampling2D", "MultiHeadAttention", "Attention",
+             "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D",
+             "MultiHeadAttention", "Attention",
              "AdditiveAttention", "PositionEmbedding", "SinePositionEncoding", "MathOp")
 
 #: layer classes refused, with the reason
@@ -311,7 +314,7 @@ def _softmax_layer(b, layer, xs, in_shapes, out_shape):
     return b.op("Div", [e, b.reduce("ReduceSum", e, axes)])
 
 
-@_converter("Dropout", "SpatialDropout2D", "Identity", "InputLayer", "GaussianNoise", "GaussianDropout",
+@_converter("Dropout", "SpatialDropout1D", "SpatialDropout2D", "Identity", "InputLayer", "GaussianNoise", "GaussianDropout",
             "AlphaDropout")
 def _identity(b, layer, xs, in_shapes, out_shape):
     return b.op("Identity", [xs[0]])
@@ -470,47 +473,53 @@ def _conv(b, layer, xs, in_shapes, out_shape):
 
 
 def _depthwise(b, x, k, bias, layer, base):
-    kh, kw, c, m = k.shape
-    w = np.transpose(k.reshape(kh, kw, c * m), (2, 0, 1))[:, None]   # (c*m, 1, kh, kw)
+    r = layer.rank
+    ks, c, m = k.shape[:r], k.shape[r], k.shape[r + 1]
+    w = np.moveaxis(k.reshape(ks + (c * m,)), r, 0)[:, None]   # (c*m, 1, *ks)
     ins = [x, b.const(w, base)]
     if bias is not None:
         ins.append(b.const(bias, f"{layer.name}/bias"))
     return b.op("Conv", ins, kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
-                dilations=list(layer.dilation_rate), pads=_onnx_pads(layer._pads, 2), group=c)
+                dilations=list(layer.dilation_rate), pads=_onnx_pads(layer._pads, r), group=c)
 
 
-@_converter("DepthwiseConv2D")
+@_converter("DepthwiseConv1D", "DepthwiseConv2D")
 def _depthwise_conv(b, layer, xs, in_shapes, out_shape):
-    y = _depthwise(b, _to_nchw(b, xs[0], 2), _param(layer, "kernel"),
+    r = layer.rank
+    y = _depthwise(b, _to_nchw(b, xs[0], r), _param(layer, "kernel"),
                    _param(layer, "bias") if layer.use_bias else None, layer, f"{layer.name}/kernel")
-    return _activation(b, _run_act(layer), _to_nhwc(b, y, 2))
+    return _activation(b, _run_act(layer), _to_nhwc(b, y, r))
 
 
-@_converter("SeparableConv2D")
+@_converter("SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D")
 def _separable(b, layer, xs, in_shapes, out_shape):
-    t = _depthwise(b, _to_nchw(b, xs[0], 2), _param(layer, "depthwise_kernel"), None, layer,
+    r = layer.rank
+    t = _depthwise(b, _to_nchw(b, xs[0], r), _param(layer, "depthwise_kernel"), None, layer,
                    f"{layer.name}/depthwise_kernel")
-    pw = _param(layer, "pointwise_kernel")                          # (1, 1, c*m, F)
-    ins = [t, b.const(np.transpose(pw, (3, 2, 0, 1)), f"{layer.name}/pointwise_kernel")]
+    pw = _param(layer, "pointwise_kernel")                          # (1, [1,] c*m, F)
+    w = np.transpose(pw, (r + 1, r) + tuple(range(r)))              # (F, c*m, 1[, 1])
+    ins = [t, b.const(w, f"{layer.name}/pointwise_kernel")]
     if layer.use_bias:
         ins.append(b.const(_param(layer, "bias"), f"{layer.name}/bias"))
-    y = b.op("Conv", ins, kernel_shape=[1, 1])
-    return _activation(b, _run_act(layer), _to_nhwc(b, y, 2))
+    y = b.op("Conv", ins, kernel_shape=[1] * r)
+    return _activation(b, _run_act(layer), _to_nhwc(b, y, r))
 
 
-@_converter("Conv2DTranspose", "Convolution2DTranspose")
+@_converter("Conv1DTranspose", "Conv2DTranspose", "Convolution1DTranspose", "Convolution2DTranspose")
 def _conv_transpose(b, layer, xs, in_shapes, out_shape):
-    k = _param(layer, "kernel")                       # (kh, kw, F, C)
-    w = np.transpose(k, (3, 2, 0, 1))                 # (C, F, kh, kw)
-    top, bottom, left, right = (int(p) for p in layer._pads)
-    ins = [_to_nchw(b, xs[0], 2), b.const(w, f"{layer.name}/kernel")]
+    r = layer.rank
+    k = _param(layer, "kernel")                       # (*ks, F, C)
+    w = np.transpose(k, (r + 1, r) + tuple(range(r)))  # (C, F, *ks)
+    lo = [int(p) for p in layer._pads[0::2]]
+    hi = [int(p) for p in layer._pads[1::2]]
+    ins = [_to_nchw(b, xs[0], r), b.const(w, f"{layer.name}/kernel")]
     if layer.use_bias:
         ins.append(b.const(_param(layer, "bias"), f"{layer.name}/bias"))
     # fastgrad's bottom / right pad may be negative (TF's rule): extra output rows = output_padding
     y = b.op("ConvTranspose", ins, kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
-             dilations=list(layer.dilation_rate), pads=[top, left, max(bottom, 0), max(right, 0)],
-             output_padding=[max(-bottom, 0), max(-right, 0)])
-    return _activation(b, _run_act(layer), _to_nhwc(b, y, 2))
+             dilations=list(layer.dilation_rate), pads=lo + [max(h, 0) for h in hi],
+             output_padding=[max(-h, 0) for h in hi])
+    return _activation(b, _run_act(layer), _to_nhwc(b, y, r))
 
 
 @_converter("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "MaxPool1D", "MaxPool2D",
@@ -545,6 +554,26 @@ def _crop(b, layer, xs, in_shapes, out_shape):
     t, bo, l, r = layer.cropping
     h, w = in_shapes[0][0], in_shapes[0][1]
     return b.slice(xs[0], [t, l], [h - bo, w - r], [1, 2])
+
+
+@_converter("ZeroPadding1D")
+def _zero_pad1d(b, layer, xs, in_shapes, out_shape):
+    lo, hi = layer.padding
+    return b.op("Pad", [xs[0], b.ints([0, lo, 0, 0, hi, 0], "pads")], mode="constant")
+
+
+@_converter("Cropping1D")
+def _crop1d(b, layer, xs, in_shapes, out_shape):
+    lo, hi = layer.cropping
+    return b.slice(xs[0], [lo], [in_shapes[0][0] - hi], [1])
+
+
+@_converter("UpSampling1D")
+def _upsample1d(b, layer, xs, in_shapes, out_shape):
+    n, c = in_shapes[0]
+    u = b.op("Reshape", [xs[0], b.ints([-1, n, 1, c])])
+    u = b.op("Expand", [u, b.ints([1, 1, layer.size, 1])])
+    return b.reshape(u, out_shape)
 
 
 @_converter("UpSampling2D")

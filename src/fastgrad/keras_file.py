@@ -61,6 +61,8 @@ Conv1D Conv2D DepthwiseConv2D SeparableConv2D Conv2DTranspose
 MaxPooling1D MaxPooling2D AveragePooling1D AveragePooling2D
 GlobalAveragePooling1D GlobalAveragePooling2D GlobalMaxPooling1D GlobalMaxPooling2D
 ZeroPadding2D Cropping2D UpSampling2D SpatialDropout2D
+DepthwiseConv1D SeparableConv1D Conv1DTranspose
+ZeroPadding1D Cropping1D UpSampling1D SpatialDropout1D
 """.split())
 
 _RNN = ("SimpleRNN", "LSTM", "GRU")
@@ -192,6 +194,8 @@ def _cfg_to_keras(class_name, cfg, where):
                        "recurrent states are not written to Keras files")
     if class_name == "SimpleRNN" and cfg.get("seed") is None:
         cfg.pop("seed", None)
+    if class_name in ("SpatialDropout1D", "SpatialDropout2D"):
+        cfg.pop("trainable", None)    # Keras's constructors take no `trainable` (nor write one)
     for k, v in list(cfg.items()):
         if k.endswith("_initializer"):
             cfg[k] = _k_obj("keras.initializers", v)

@@ -24,12 +24,13 @@ makes the model fall back to the Python Step, with the reason.
         Identity, Dropout, LayerNormalization over the whole sample,
         BatchNormalization of 2-D input (its moving statistics are handed
         over as arrays and updated in C), the element-wise merges of inputs of
-        one shape, Concatenate, the conv / pooling / image layers (Conv1D,
-        Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, pooling,
-        global pooling, ZeroPadding2D, Cropping2D, UpSampling2D,
-        SpatialDropout2D). One accuracy metric of a single-output model
-        runs in C; other metrics are updated in Python from the outputs the C
-        step copies out per call (`py_metrics`, see CompiledPlan._py_metrics).
+        one shape, Concatenate, the conv / pooling / image layers and their
+        1-D counterparts (Conv1D/2D, DepthwiseConv1D/2D, SeparableConv1D/2D,
+        Conv1D/2DTranspose, pooling, global pooling, ZeroPadding1D/2D,
+        Cropping1D/2D, UpSampling1D/2D, SpatialDropout1D/2D). One accuracy
+        metric of a single-output model runs in C; other metrics are updated
+        in Python from the outputs the C step copies out per call
+        (`py_metrics`, see CompiledPlan._py_metrics).
         None when something has no C path, when the active backend is not
         "native", or when the step module is not built;
         `unsupported_reason(model)` says why.

@@ -22,9 +22,11 @@ __all__ = ["Layer", "ParamSpec", "StateSpec", "Dense", "Activation", "Flatten", 
            "SinePositionEncoding",
            "Embedding", "Masking", "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed",
            "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Convolution1D", "Convolution2D", "Convolution2DTranspose",
+           "DepthwiseConv1D", "SeparableConv1D", "SeparableConvolution1D", "Conv1DTranspose", "Convolution1DTranspose",
            "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
            "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D",
            "ZeroPadding2D", "Cropping2D", "UpSampling2D", "SpatialDropout2D",
+           "ZeroPadding1D", "Cropping1D", "UpSampling1D", "SpatialDropout1D",
            "get_layer_class", "deserialize", "serialize"]
 
 _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
@@ -54,7 +56,12 @@ _LAZY = {"Dropout": ".dropout", "BatchNormalization": ".normalization",
          "AvgPool1D": ".pooling", "AvgPool2D": ".pooling", "GlobalAvgPool1D": ".pooling",
          "GlobalAvgPool2D": ".pooling", "GlobalMaxPool1D": ".pooling", "GlobalMaxPool2D": ".pooling",
          "ZeroPadding2D": ".spatial", "Cropping2D": ".spatial", "UpSampling2D": ".spatial",
-         "SpatialDropout2D": ".spatial"}
+         "SpatialDropout2D": ".spatial",
+         # their 1-D counterparts
+         "DepthwiseConv1D": ".convolutional", "SeparableConv1D": ".convolutional",
+         "SeparableConvolution1D": ".convolutional", "Conv1DTranspose": ".convolutional",
+         "Convolution1DTranspose": ".convolutional", "ZeroPadding1D": ".spatial", "Cropping1D": ".spatial",
+         "UpSampling1D": ".spatial", "SpatialDropout1D": ".spatial"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,11 @@
-"""Image-shaped helper layers: ZeroPadding2D, Cropping2D, UpSampling2D (nearest)
-(Keras 3's keras.layers.reshaping) and SpatialDropout2D (keras.layers.regularization).
+"""Image- and sequence-shaped helper layers: ZeroPadding1D / 2D, Cropping1D / 2D,
+UpSampling1D / 2D (nearest) (Keras 3's keras.layers.reshaping) and SpatialDropout1D /
+2D (keras.layers.regularization).
 
 channels_last only; they compute through ops.pad2d_* / crop2d_* /
-upsample_nearest2d_* / spatial_dropout_* (backend/numpy_conv.py).
+upsample_nearest2d_* / spatial_dropout_* (backend/numpy_conv.py). The 1-D layers
+hand those ops (batch, 1, steps, channels) views and lower to the 2-D layers'
+compiled-plan kinds at height 1.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from .base import Layer
 from .convolutional import _int_tuple, _check_data_format
 from .dropout import Dropout
 
-__all__ = ["ZeroPadding2D", "Cropping2D", "UpSampling2D", "SpatialDropout2D"]
+__all__ = ["ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D",
+           "SpatialDropout1D", "SpatialDropout2D"]
 
 
 def _pads_2d(value, what):
@@ -37,10 +41,23 @@ def _pads_2d(value, what):
     return out
 
 
+def _pads_1d(value, what):
+    """Keras's int | (left, right) -> (left, right)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (int(value),) * 2
+    return _int_tuple(value, 2, what, True)
+
+
 def _check_rank3(layer, input_shape):
     if len(input_shape) != 3:
         raise ValueError(f"{type(layer).__name__} {layer.name}: expects per-sample input of rank 3 "
                          f"(height, width, channels) (batch axis excluded), got shape {tuple(input_shape)}")
+
+
+def _check_rank2(layer, input_shape):
+    if len(input_shape) != 2:
+        raise ValueError(f"{type(layer).__name__} {layer.name}: expects per-sample input of rank 2 "
+                         f"(steps, channels) (batch axis excluded), got shape {tuple(input_shape)}")
 
 
 class ZeroPadding2D(Layer):
@@ -189,6 +206,173 @@ class Cropping2D(Layer):
         return d
 
 
+class ZeroPadding1D(Layer):
+    """Pad a sequence with zeros along the steps axis (``keras.layers.ZeroPadding1D``).
+
+    The input has shape (batch, steps, channels).
+
+    Parameters
+    ----------
+    padding : int or tuple of 2 int, default 1
+        An int: that many zero steps at both ends; ``(left, right)``: at the
+        start and at the end.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For negative or malformed padding, an unknown data format, or (at
+        build) an input of the wrong rank.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> fg.layers.ZeroPadding1D((1, 2))(np.ones((1, 3, 2), dtype=np.float32))[0, :, 0]
+    array([0., 1., 1., 1., 0., 0.], dtype=float32)
+    """
+
+    def __init__(self, padding: Any = 1, data_format: str | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        _check_data_format(type(self).__name__, self.name, data_format)
+        self.padding = _pads_1d(padding, f"ZeroPadding1D {self.name}: padding")
+
+    def _pads4(self):
+        return (0, 0) + self.padding
+
+    def compute_output_shape(self, input_shape):
+        _check_rank2(self, input_shape)
+        return (input_shape[0] + self.padding[0] + self.padding[1], input_shape[1])
+
+    def forward(self, x, training, ws):
+        y = ws.buf("y", (x.shape[0],) + self.output_shape, x.dtype)
+        self.ops.pad2d_forward(x[:, None], self._pads4(), y[:, None])
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
+        self.ops.pad2d_backward(dy[:, None], self._pads4(), dx[:, None])
+        return dx
+
+    def lower(self, ctx):
+        """A node of the compiled plan (csrc/step/layer_pad2d.c at height 1): the left padding.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
+        return dict(kind="pad2d", pt=0, pl=self.padding[0])
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(padding=list(self.padding), data_format="channels_last")
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(padding=self.padding)
+        return d
+
+
+class Cropping1D(Layer):
+    """Crop steps off both ends of a sequence (``keras.layers.Cropping1D``).
+
+    The input has shape (batch, steps, channels).
+
+    Parameters
+    ----------
+    cropping : int or tuple of 2 int, default (1, 1)
+        An int: that many steps off both ends; ``(left, right)``: off the start
+        and off the end.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For negative or malformed cropping, or (at build) an input of the
+        wrong rank or cropping that leaves nothing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> x = np.arange(6, dtype=np.float32).reshape(1, 6, 1)
+    >>> fg.layers.Cropping1D((1, 2))(x)[0, :, 0]
+    array([1., 2., 3.], dtype=float32)
+    """
+
+    def __init__(self, cropping: Any = (1, 1), name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.cropping = _pads_1d(cropping, f"Cropping1D {self.name}: cropping")
+
+    def _crops4(self):
+        return (0, 0) + self.cropping
+
+    def compute_output_shape(self, input_shape):
+        _check_rank2(self, input_shape)
+        n = input_shape[0] - self.cropping[0] - self.cropping[1]
+        if n < 1:
+            raise ValueError(f"Cropping1D {self.name}: cropping {self.cropping} leaves nothing of input shape "
+                             f"{tuple(input_shape)}")
+        return (n, input_shape[1])
+
+    def forward(self, x, training, ws):
+        y = ws.buf("y", (x.shape[0],) + self.output_shape, x.dtype)
+        self.ops.crop2d_forward(x[:, None], self._crops4(), y[:, None])
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
+        self.ops.crop2d_backward(dy[:, None], self._crops4(), dx[:, None])
+        return dx
+
+    def lower(self, ctx):
+        """A node of the compiled plan (csrc/step/layer_pad2d.c at height 1): a negative pad.
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
+        return dict(kind="pad2d", pt=0, pl=-self.cropping[0])
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(cropping=list(self.cropping))
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(cropping=self.cropping)
+        return d
+
+
 class UpSampling2D(Layer):
     """Repeat the rows and columns of an image (``keras.layers.UpSampling2D``).
 
@@ -262,20 +446,16 @@ class UpSampling2D(Layer):
         return d
 
 
-class SpatialDropout2D(Dropout):
-    """Drop whole channels during training (``keras.layers.SpatialDropout2D``).
+class UpSampling1D(Layer):
+    """Repeat each step of a sequence (``keras.layers.UpSampling1D``).
 
-    One keep flag per (sample, channel), drawn from the Dropout stream over an
-    (N, C) index space; kept channels are scaled by ``1 / (1 - rate)``.
+    The input has shape (batch, steps, channels); the output (batch,
+    steps * size, channels).
 
     Parameters
     ----------
-    rate : float
-        Fraction of the channels to drop, in ``[0, 1)``.
-    data_format : {"channels_last"}, optional
-        Only "channels_last" (the default) is supported.
-    seed : int, optional
-        Seed of the mask stream.
+    size : int, default 2
+        Repetitions of each step.
     name : str, optional
         Layer name.
     **kwargs
@@ -285,16 +465,72 @@ class SpatialDropout2D(Dropout):
     Raises
     ------
     ValueError
-        For a rate outside ``[0, 1)``, an invalid seed or an unknown data format.
+        For a size that is not a positive integer, or (at build) an input of
+        the wrong rank.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastgrad as fg
+    >>> x = np.array([[[1.0], [2.0]]], dtype=np.float32)
+    >>> fg.layers.UpSampling1D(3)(x)[0, :, 0]
+    array([1., 1., 1., 2., 2., 2.], dtype=float32)
     """
 
-    def __init__(self, rate: Any, data_format: str | None = None, seed: Any = None,
-                 name: str | None = None, **kwargs: Any) -> None:
-        super().__init__(rate, seed=seed, name=name, **kwargs)
-        _check_data_format(type(self).__name__, self.name, data_format)
+    def __init__(self, size: Any = 2, name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.size = _int_tuple(size, 1, f"UpSampling1D {self.name}: size")[0]
 
     def compute_output_shape(self, input_shape):
-        _check_rank3(self, input_shape)
+        _check_rank2(self, input_shape)
+        return (input_shape[0] * self.size, input_shape[1])
+
+    def forward(self, x, training, ws):
+        y = ws.buf("y", (x.shape[0],) + self.output_shape, x.dtype)
+        self.ops.upsample_nearest2d_forward(x[:, None], (1, self.size), y[:, None])
+        return y
+
+    def backward(self, dy, ws, need_dx=True):
+        if not need_dx:
+            return None
+        dx = ws.buf("dx", (dy.shape[0],) + self.input_shape, dy.dtype)
+        self.ops.upsample_nearest2d_backward(dy[:, None], (1, self.size), dx[:, None])
+        return dx
+
+    def lower(self, ctx):
+        """A node of the compiled plan (csrc/step/layer_upsample2d.c at height 1).
+
+        Parameters
+        ----------
+        ctx : LowerContext
+            The lowering context (offsets, thread settings, refusal helper).
+
+        Returns
+        -------
+        dict
+            The node description: ``kind`` and the fields of ``desc.c``.
+        """
+        return dict(kind="upsample2d", sh=1, sw=self.size)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(size=self.size)
+        return cfg
+
+    def describe(self):
+        d = super().describe()
+        d.update(size=self.size)
+        return d
+
+
+class _SpatialDropout(Dropout):
+    """Shared machinery of SpatialDropout1D / SpatialDropout2D (``rank``): the ops
+    take any (batch, ..., channels) input."""
+
+    rank = 2
+
+    def compute_output_shape(self, input_shape):
+        (_check_rank2 if self.rank == 1 else _check_rank3)(self, input_shape)
         return tuple(input_shape)
 
     def forward(self, x, training, ws):
@@ -335,7 +571,73 @@ class SpatialDropout2D(Dropout):
         """
         return dict(super().lower(ctx), kind="sdropout")
 
+
+class SpatialDropout2D(_SpatialDropout):
+    """Drop whole channels during training (``keras.layers.SpatialDropout2D``).
+
+    One keep flag per (sample, channel), drawn from the Dropout stream over an
+    (N, C) index space; kept channels are scaled by ``1 / (1 - rate)``.
+
+    Parameters
+    ----------
+    rate : float
+        Fraction of the channels to drop, in ``[0, 1)``.
+    data_format : {"channels_last"}, optional
+        Only "channels_last" (the default) is supported.
+    seed : int, optional
+        Seed of the mask stream.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a rate outside ``[0, 1)``, an invalid seed or an unknown data format.
+    """
+
+    rank = 2
+
+    def __init__(self, rate: Any, data_format: str | None = None, seed: Any = None,
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(rate, seed=seed, name=name, **kwargs)
+        _check_data_format(type(self).__name__, self.name, data_format)
+
     def get_config(self):
         cfg = super().get_config()
         cfg["data_format"] = "channels_last"
         return cfg
+
+
+class SpatialDropout1D(_SpatialDropout):
+    """Drop whole channels of a sequence during training (``keras.layers.SpatialDropout1D``).
+
+    The input has shape (batch, steps, channels). One keep flag per (sample,
+    channel), drawn from the Dropout stream over an (N, C) index space; kept
+    channels are scaled by ``1 / (1 - rate)``.
+
+    Parameters
+    ----------
+    rate : float
+        Fraction of the channels to drop, in ``[0, 1)``.
+    seed : int, optional
+        Seed of the mask stream.
+    name : str, optional
+        Layer name.
+    **kwargs
+        Base layer arguments (``name``, ``input_shape``, ``trainable``, ...;
+        see ``Layer``).
+
+    Raises
+    ------
+    ValueError
+        For a rate outside ``[0, 1)``, an invalid seed, or (at build) an input
+        of the wrong rank.
+    """
+
+    rank = 1
+
+    def __init__(self, rate: Any, seed: Any = None, name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(rate, seed=seed, name=name, **kwargs)
