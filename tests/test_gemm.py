@@ -173,6 +173,24 @@ def test_large_product_by_vector_probe(isa):
     assert np.all(np.abs(lhs - rhs) <= (K + 3) * EPS * scale)
 
 
+@pytest.mark.parametrize("M, K", [(401, 1300), (576, 1031)])
+def test_transposed_a_bigger_than_l2(isa, M, K):
+    """op(A) = A^T with M K past the L2 threshold (the driver prefetches each
+    next A block's rows, across MC blocks and K blocks): right values, and
+    the bits of 1, 2 and 3 threads agree."""
+    r = rng(7)
+    N = 45
+    A, B = operands(r, M, N, K, 1, 0)
+    C0 = r.standard_normal((M, N)).astype(np.float32)
+    outs = []
+    for nt in (1, 2, 3):
+        C = C0.copy()
+        G.gemm(A, B, C, 1, 0, 1.0, 0.25, nt)
+        outs.append(C)
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    check_gemm(outs[0], A, B, C0, 1, 0, 1.0, 0.25)
+
+
 @pytest.mark.parametrize("shape", [(300, 200, 300), (50, 700, 300), (128, 10, 128), (5, 40, 7),
                                    (128, 784, 128), (784, 128, 128), (128, 128, 10), (129, 3, 40)])
 def test_bitwise_across_threads(isa, shape):

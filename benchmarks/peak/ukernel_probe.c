@@ -135,7 +135,7 @@ static double macro_gflops(int64_t mc, int64_t nc, int64_t kc, int64_t ldc) {
     double best = 1e30;
     for (int rep = 0; rep < 60; rep++) {
         double t = now();
-        macro_kernel(&p, Ap, Bp, 0, mc, 0, nc, kc, 0, CEIL_DIV(nc, FG_NR), &ep);
+        macro_kernel(&p, Ap, Bp, 0, mc, 0, nc, kc, 0, CEIL_DIV(nc, FG_NR), &ep, NULL);
         t = now() - t;
         if (t < best) best = t;
     }
@@ -161,7 +161,7 @@ static void macro_sweep(int64_t nc, int64_t ldc) {
         for (int i = 0; i < NCFG; i++) {
             const int64_t kc = kcs[i], mc = ALIGN_UP(FG_MC * FG_KC / kc, FG_MR);
             double t = now();
-            macro_kernel(&p, Ap, Bp, 0, mc, 0, nc, kc, 0, CEIL_DIV(nc, FG_NR), &ep);
+            macro_kernel(&p, Ap, Bp, 0, mc, 0, nc, kc, 0, CEIL_DIV(nc, FG_NR), &ep, NULL);
             t = now() - t;
             t /= 2.0 * (double)mc * nc * kc;
             if (t < best[i]) best[i] = t;
@@ -191,7 +191,7 @@ static void macro_coldc(int64_t mc, int64_t nc, int64_t kc, int64_t ldc) {
                 _mm_mfence();
             }
             double t = now();
-            macro_kernel(&p, Ap, Bp, 0, mc, 0, nc, kc, 0, CEIL_DIV(nc, FG_NR), &ep);
+            macro_kernel(&p, Ap, Bp, 0, mc, 0, nc, kc, 0, CEIL_DIV(nc, FG_NR), &ep, NULL);
             t = now() - t;
             if (t < best[cold]) best[cold] = t;
         }
@@ -225,7 +225,8 @@ static double serial_split(const fg_gemm_problem *p, double *tb, double *ta, dou
                 t = now();
                 pack_a(p, Ap, ic, mc, pc, kc, 0, CEIL_DIV(mc, FG_MR));
                 double t1 = now();
-                macro_kernel(p, Ap, Bp, ic, mc, jc, nc, kc, 0, ns, &ep);
+                const next_a pf = next_a_block(p, ic, mc, mc_std, pc, kc, kc_std);
+                macro_kernel(p, Ap, Bp, ic, mc, jc, nc, kc, 0, ns, &ep, &pf);
                 *ta += t1 - t;
                 *tm += now() - t1;
             }

@@ -68,6 +68,8 @@
 #include "gemm_cols.h"
 
 #include <string.h>
+#include <stdint.h>
+#include <stdlib.h>
 #if FG_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -204,10 +206,12 @@ static void pack_copy_slivers(float *dst, int W, const float *src, int64_t ld, i
     const int64_t wlo = s0 * W, whi = s1 * W < n ? s1 * W : n;
     for (int64_t k0 = 0; k0 < kc; k0 += FG_PACK_KB) {
         const int64_t kb = kc - k0 < FG_PACK_KB ? kc - k0 : FG_PACK_KB;
-#if FG_PACK_PF && (defined(__AVX2__) || defined(__AVX512F__))
+#if FG_PACK_PF
         /* the next chunk's rows, one prefetch per cache line */
         for (int64_t k = k0 + FG_PACK_KB; k < k0 + 2 * FG_PACK_KB && k < kc; k++)
-            for (int64_t w = wlo; w < whi; w += 16) _mm_prefetch((const char *)(src + k * ld + w), _MM_HINT_T0);
+            for (int64_t w = wlo; w < whi; w += 16) __builtin_prefetch(src + k * ld + w, 0, 3);
+#else
+        (void)wlo, (void)whi;
 #endif
         for (int64_t s = s0; s < s1; s++) {
             const int64_t w0 = s * W;
@@ -257,11 +261,62 @@ static void pack_b(const fg_gemm_problem *p, float *Bp, int64_t j0, int64_t nc, 
     }
 }
 
-/* C block [i0, i0+mc) x [j0 + s0*NR, j0 + min(s1*NR, nc)) from packed A and B */
+/* The source of the A block packed after this one, prefetched into L2 while
+ * the macro kernel runs (op(A) = A^T copied by pack_a only: rows of `width`
+ * contiguous floats, `rows` of them, ld apart). Copy packing is a pass of
+ * its own that waits on memory when A is large and used by few B slivers:
+ * the conv dW shape 576x64x8192 (A^T streams 19 MB through 2 slivers) spent
+ * 27.5% of its time there. Spread over the block's micro-kernel calls, the
+ * lines arrive while the FMAs run. Zen 4, one thread, ukernel_probe split,
+ * 5 interleaved runs each: pack_a 29-30% -> 16-18% of the time, the macro
+ * kernel 114 -> 108 GFLOP/s (the prefetches take slots), in all 77-91 ->
+ * 86-91 GFLOP/s: the gain is in the runs where memory is contended
+ * (bench_gemm compare conv-dW: 82-90 -> 87-93). An A that fits L2 (the
+ * MLP dW 784x128x128) loses ~1% and is left alone (FG_PF_A_MIN). No effect
+ * on the arithmetic. */
+#ifndef FG_PF_A_MIN
+#define FG_PF_A_MIN (1 << 18) /* floats: only an A bigger than a 1 MiB L2 */
+#endif
+typedef struct {
+    const float *src;
+    int64_t ld, width, rows;
+} next_a;
+
+static next_a next_a_block(const fg_gemm_problem *p, int64_t ic, int64_t mc, int64_t mc_std, int64_t pc,
+                           int64_t kc, int64_t kc_std) {
+    next_a n = {NULL, 0, 0, 0};
+    if (p->pack_a || !p->trans_a || p->M * p->K < FG_PF_A_MIN) return n;
+    if (ic + mc < p->M) {
+        n.src = p->A + pc * p->lda + ic + mc;
+        n.width = p->M - ic - mc < mc_std ? p->M - ic - mc : mc_std;
+        n.rows = kc;
+    } else if (pc + kc < p->K) {
+        n.src = p->A + (pc + kc) * p->lda;
+        n.width = p->M < mc_std ? p->M : mc_std;
+        n.rows = p->K - pc - kc < kc_std ? p->K - pc - kc : kc_std;
+    }
+    n.ld = p->lda;
+    return n;
+}
+
+/* rows [r0, r1) of the next A block's source, one prefetch per cache line */
+static void prefetch_rows(const next_a *n, int64_t r0, int64_t r1) {
+    for (int64_t k = r0; k < r1; k++) {
+        const char *a = (const char *)(n->src + k * n->ld), *e = (const char *)(n->src + k * n->ld + n->width);
+        for (const char *q = (const char *)((uintptr_t)a & ~(uintptr_t)63); q < e; q += 64) __builtin_prefetch(q, 0, 2);
+    }
+}
+
+/* C block [i0, i0+mc) x [j0 + s0*NR, j0 + min(s1*NR, nc)) from packed A and B
+ * (pf: the next A block to prefetch meanwhile, NULL or empty: none) */
 static void macro_kernel(const fg_gemm_problem *p, const float *Ap, const float *Bp, int64_t i0, int64_t mc,
-                         int64_t j0, int64_t nc, int64_t kc, int64_t s0, int64_t s1, const fg_ep *ep) {
+                         int64_t j0, int64_t nc, int64_t kc, int64_t s0, int64_t s1, const fg_ep *ep,
+                         const next_a *pf) {
     const int with_bias = ep->final && p->bias != NULL;
     const int with_z = ep->final && p->Z != NULL;
+    const int64_t calls = (s1 - s0) * CEIL_DIV(mc, FG_MR);
+    const int prefetch = pf && pf->src && calls > 0;
+    int64_t call = 0;
     for (int64_t s = s0; s < s1; s++) {      /* jr: NR slivers of the B panel */
         const int64_t j = j0 + s * FG_NR;
         const int nr = (int)(j0 + nc - j < FG_NR ? j0 + nc - j : FG_NR);
@@ -274,6 +329,10 @@ static void macro_kernel(const fg_gemm_problem *p, const float *Ap, const float 
             const float *bias = with_bias ? p->bias + j : NULL;
             /* the tile after this one: the next MR rows, or the top of the next sliver */
             const float *cn = r + FG_MR < mc ? c + FG_MR * p->ldc : p->C + i0 * p->ldc + j + FG_NR;
+            if (prefetch) {
+                prefetch_rows(pf, pf->rows * call / calls, pf->rows * (call + 1) / calls);
+                call++;
+            }
             if (mr == FG_MR && nr == FG_NR) {
                 FG_UKERNEL(kc, a, b, c, p->ldc, z, p->ldz, bias, ep, cn);
                 continue;
@@ -345,7 +404,8 @@ static void gemm_serial(const fg_gemm_problem *p, int64_t kc_std, int64_t nkb, f
             for (int64_t ic = 0; ic < M; ic += mc_std) {   /* ic: MC blocks of op(A) */
                 const int64_t mc = M - ic < mc_std ? M - ic : mc_std;
                 pack_a(p, Ap, ic, mc, pc, kc, 0, CEIL_DIV(mc, FG_MR));
-                macro_kernel(p, Ap, Bk, ic, mc, jc, nc, kc, 0, ns, &ep);
+                const next_a pf = next_a_block(p, ic, mc, mc_std, pc, kc, kc_std);
+                macro_kernel(p, Ap, Bk, ic, mc, jc, nc, kc, 0, ns, &ep, &pf);
             }
         }
     }
@@ -380,7 +440,8 @@ static void gemm_shared(const fg_gemm_problem *p, const fg_gemm_problem *mine, i
             for (int64_t ic = 0; ic < M; ic += mc_std) {
                 const int64_t mc = M - ic < mc_std ? M - ic : mc_std;
                 pack_a(mine, Ap, ic, mc, pc, kc, 0, CEIL_DIV(mc, FG_MR));
-                macro_kernel(mine, Ap, Bp, ic, mc, jc, nc, kc, 0, ns, &ep);
+                const next_a pf = next_a_block(mine, ic, mc, mc_std, pc, kc, kc_std);
+                macro_kernel(mine, Ap, Bp, ic, mc, jc, nc, kc, 0, ns, &ep, &pf);
             }
         }
     }
