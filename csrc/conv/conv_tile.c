@@ -378,10 +378,17 @@ DEF_FLT_TILE(flt_tile_yb, Y, 1, 13)
 DEF_FLT_TILE(flt_tile_yc, Y, 1, 9)
 #endif
 
+#ifndef FLT_MAX_F
+#if Z_W == 8
+#define FLT_MAX_F 64 /* AVX2: up to 8 vectors of filters, run as pairs */
+#else
+#define FLT_MAX_F (4 * Z_W)
+#endif
+#endif
 int FG_ISA_FN(fg_conv_tile_flt)(float *dw, const float *dz, const float *x, const fg_conv_shape *s, int nthreads) {
     const int64_t F = s->f, K = s->kh * s->kw * s->c, P = s->oh * s->ow;
     int64_t W = Z_W, NVT = (F + Z_W - 1) / Z_W, NV = 1;
-    if (s->groups != 1 || NVT > 4) return 0;
+    if (s->groups != 1 || NVT * Z_W > FLT_MAX_F) return 0;
     int64_t rows[3] = {FLT_RA, FLT_RB, FLT_RC};
     flt_tile_fn fns[3] = {flt_tile_a, flt_tile_b, flt_tile_c};
     int nchoice = 3;
