@@ -48,12 +48,16 @@ def each_isa(request):
 
 @pytest.fixture(autouse=True)
 def _restore_global_settings():
-    """Tests may change threads/backend/seed; put them back."""
-    from fastgrad import _config, _threads
-    saved = (_threads.explicit_num_threads(), _config._global["backend"])
+    """Tests may change threads/backend/instruction set; put them back (some
+    tests restore the best ISA rather than the one FASTGRAD_ISA chose, and a
+    later test comparing bits with a fresh process would then differ)."""
+    from fastgrad import _config, _native, _threads
+    saved = (_threads.explicit_num_threads(), _config._global["backend"], _native.get_isa())
     yield
     _threads.set_num_threads(saved[0])
     _config._global["backend"] = saved[1]
+    if saved[2] and _native.get_isa() != saved[2]:
+        _native.set_isa(saved[2])
 
 
 @pytest.fixture
