@@ -69,7 +69,6 @@
 
 #include <string.h>
 #include <stdint.h>
-#include <stdlib.h>
 #if FG_HAVE_OPENMP
 #include <omp.h>
 #endif
